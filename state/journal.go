@@ -1,0 +1,148 @@
+package state
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// JournalVersion is the format version of the state file.
+const JournalVersion = 1
+
+// Journal is the state file: every step migrate applied, in order, with the
+// value it replaced. Rollback reads it, never memory.
+type Journal struct {
+	Version int     `json:"version"`
+	Lineage string  `json:"lineage"`
+	Serial  int     `json:"serial"`
+	Entries []Entry `json:"entries"`
+}
+
+// Entry is one applied step.
+type Entry struct {
+	Seq        int        `json:"seq"`
+	Run        string     `json:"run"` // id of the apply that made it
+	Time       time.Time  `json:"time"`
+	Step       Step       `json:"step"`
+	RolledBack *time.Time `json:"rolled_back,omitempty"`
+}
+
+// NewJournal returns an empty journal with a fresh lineage.
+func NewJournal() *Journal {
+	return &Journal{Version: JournalVersion, Lineage: NewID()}
+}
+
+// NewID returns a random 16-hex-digit id.
+func NewID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// LoadJournal reads path. A missing file is an empty journal.
+func LoadJournal(path string) (*Journal, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return NewJournal(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	var j Journal
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("state %s is not valid JSON: %w", path, err)
+	}
+	if j.Version != JournalVersion {
+		return nil, fmt.Errorf("state %s has format version %d; this migrate reads version %d", path, j.Version, JournalVersion)
+	}
+	return &j, nil
+}
+
+// Save writes the journal atomically: temp file, fsync, rename, fsync dir.
+// It bumps Serial.
+func (j *Journal) Save(path string) error {
+	j.Serial++
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".state-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Append records an applied step.
+func (j *Journal) Append(run string, s Step, now time.Time) *Entry {
+	seq := 1
+	if n := len(j.Entries); n > 0 {
+		seq = j.Entries[n-1].Seq + 1
+	}
+	j.Entries = append(j.Entries, Entry{Seq: seq, Run: run, Time: now.UTC(), Step: s})
+	return &j.Entries[len(j.Entries)-1]
+}
+
+// Active returns the entries not yet rolled back, in order.
+func (j *Journal) Active() []*Entry {
+	var out []*Entry
+	for i := range j.Entries {
+		if j.Entries[i].RolledBack == nil {
+			out = append(out, &j.Entries[i])
+		}
+	}
+	return out
+}
+
+// LastRun is the run id of the newest active entry, or "".
+func (j *Journal) LastRun() string {
+	a := j.Active()
+	if len(a) == 0 {
+		return ""
+	}
+	return a[len(a)-1].Run
+}
+
+// Owned maps each object key that migrate changed on host, and has not
+// rolled back, to the value it had before migrate's first change (nil when
+// migrate created it). This is what "restore" means for that key.
+func (j *Journal) Owned(host string) map[string]*Object {
+	out := map[string]*Object{}
+	for _, e := range j.Active() {
+		if e.Step.Host != host {
+			continue
+		}
+		k := e.Step.Key()
+		if _, seen := out[k]; !seen {
+			out[k] = e.Step.Before
+		}
+	}
+	return out
+}

@@ -1,0 +1,249 @@
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Kind is the kind of a managed object. Its numeric order is the order in
+// which creates and updates run on the way up; deletes run in reverse.
+//
+// Rules come before addresses on purpose: on NEW the "to ADDR iif lo lookup
+// main" rule and the local-rule move must exist before ADDR becomes local,
+// or NEW's own traffic to ADDR (the tunnel underlay among it) would loop back
+// for a moment.
+type Kind int
+
+const (
+	KindLink Kind = iota + 1
+	KindSysctl
+	KindRule
+	KindAddr
+	KindRoute
+	KindNft
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindLink:
+		return "link"
+	case KindSysctl:
+		return "sysctl"
+	case KindRule:
+		return "rule"
+	case KindAddr:
+		return "addr"
+	case KindRoute:
+		return "route"
+	case KindNft:
+		return "nft"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Object is one kernel object. Exactly one field is set.
+type Object struct {
+	Link   *Link     `json:"link,omitempty"`
+	Sysctl *Sysctl   `json:"sysctl,omitempty"`
+	Rule   *Rule     `json:"rule,omitempty"`
+	Addr   *Addr     `json:"addr,omitempty"`
+	Route  *Route    `json:"route,omitempty"`
+	Nft    *NftTable `json:"nft,omitempty"`
+}
+
+// Kind reports which field is set.
+func (o Object) Kind() Kind {
+	switch {
+	case o.Link != nil:
+		return KindLink
+	case o.Sysctl != nil:
+		return KindSysctl
+	case o.Rule != nil:
+		return KindRule
+	case o.Addr != nil:
+		return KindAddr
+	case o.Route != nil:
+		return KindRoute
+	case o.Nft != nil:
+		return KindNft
+	}
+	return 0
+}
+
+// Key identifies the object on its host. Two objects with the same key are
+// the same kernel object in two versions; an update replaces one by the other.
+func (o Object) Key() string {
+	switch {
+	case o.Link != nil:
+		return "link " + o.Link.Name
+	case o.Sysctl != nil:
+		return "sysctl " + o.Sysctl.Name
+	case o.Rule != nil:
+		return "rule " + o.Rule.selector()
+	case o.Addr != nil:
+		return "addr " + o.Addr.Dev + " " + o.Addr.CIDR
+	case o.Route != nil:
+		r := o.Route
+		return fmt.Sprintf("route v%d table %s %s %s", r.Family, TableName(r.Table), r.Type, r.Dst)
+	case o.Nft != nil:
+		return "nft table " + o.Nft.Family + " " + o.Nft.Name
+	}
+	return "empty"
+}
+
+// String is the one-line human description used in plans and journals.
+func (o Object) String() string {
+	switch {
+	case o.Link != nil:
+		return o.Link.String()
+	case o.Sysctl != nil:
+		return o.Sysctl.Name + " = " + o.Sysctl.Value
+	case o.Rule != nil:
+		return o.Rule.String()
+	case o.Addr != nil:
+		s := o.Addr.CIDR + " dev " + o.Addr.Dev
+		if o.Addr.NoDAD {
+			s += " nodad"
+		}
+		return s
+	case o.Route != nil:
+		return o.Route.String()
+	case o.Nft != nil:
+		return o.Nft.String()
+	}
+	return "empty"
+}
+
+// Equal compares two objects by canonical JSON.
+func (o Object) Equal(p Object) bool {
+	a, _ := json.Marshal(o)
+	b, _ := json.Marshal(p)
+	return bytes.Equal(a, b)
+}
+
+// Link is a tunnel device migrate owns.
+type Link struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"` // vxlan | gre
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	VNI    uint32 `json:"vni,omitempty"`  // vxlan
+	Port   uint16 `json:"port,omitempty"` // vxlan UDP destination port
+	Key    uint32 `json:"key,omitempty"`  // gre
+	MTU    int    `json:"mtu"`
+	Up     bool   `json:"up"`
+}
+
+func (l Link) String() string {
+	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, l.Local, l.Remote)
+	if l.Type == "vxlan" {
+		s += fmt.Sprintf(" vni %d dstport %d", l.VNI, l.Port)
+	}
+	if l.Key != 0 {
+		s += fmt.Sprintf(" key %d", l.Key)
+	}
+	s += fmt.Sprintf(" mtu %d", l.MTU)
+	if l.Up {
+		s += " up"
+	}
+	return s
+}
+
+// Sysctl is one value under /proc/sys, named with dots
+// (net.ipv4.conf.mig0.rp_filter).
+type Sysctl struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Well-known routing tables.
+const (
+	TableLocal = 255
+	TableMain  = 254
+)
+
+// TableName renders a table id the way `ip rule` does.
+func TableName(t int) string {
+	switch t {
+	case TableLocal:
+		return "local"
+	case TableMain:
+		return "main"
+	case 253:
+		return "default"
+	}
+	return fmt.Sprint(t)
+}
+
+// Rule is one policy-routing rule. Every field is part of its identity, so a
+// rule is only ever created or deleted, never updated.
+type Rule struct {
+	Family   int    `json:"family"` // 4 or 6
+	Priority int    `json:"priority"`
+	Src      string `json:"src,omitempty"` // CIDR
+	Dst      string `json:"dst,omitempty"` // CIDR
+	IifName  string `json:"iif,omitempty"`
+	Mark     uint32 `json:"mark,omitempty"`
+	Mask     uint32 `json:"mask,omitempty"` // 0: no fwmark match
+	Table    int    `json:"table"`
+	Protocol uint8  `json:"protocol,omitempty"`
+}
+
+func (r Rule) selector() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "v%d pref %d", r.Family, r.Priority)
+	if r.Src != "" {
+		b.WriteString(" from " + r.Src)
+	}
+	if r.Dst != "" {
+		b.WriteString(" to " + r.Dst)
+	}
+	if r.IifName != "" {
+		b.WriteString(" iif " + r.IifName)
+	}
+	if r.Mask != 0 {
+		fmt.Fprintf(&b, " fwmark %#x/%#x", r.Mark, r.Mask)
+	}
+	b.WriteString(" lookup " + TableName(r.Table))
+	if r.Protocol != 0 {
+		fmt.Fprintf(&b, " proto %d", r.Protocol)
+	}
+	return b.String()
+}
+
+func (r Rule) String() string { return r.selector() }
+
+// Addr is one address on a device.
+type Addr struct {
+	Dev   string `json:"dev"`
+	CIDR  string `json:"cidr"`
+	NoDAD bool   `json:"nodad,omitempty"`
+}
+
+// Route is one route in a table migrate owns.
+type Route struct {
+	Family   int    `json:"family"`
+	Table    int    `json:"table"`
+	Type     string `json:"type"` // unicast | throw
+	Dst      string `json:"dst"`  // CIDR; 0.0.0.0/0 or ::/0 for default
+	Dev      string `json:"dev,omitempty"`
+	Gw       string `json:"gw,omitempty"`
+	Protocol uint8  `json:"protocol,omitempty"`
+}
+
+func (r Route) String() string {
+	s := fmt.Sprintf("table %s", TableName(r.Table))
+	if r.Type != "unicast" {
+		s += " " + r.Type
+	}
+	s += " " + r.Dst
+	if r.Gw != "" {
+		s += " via " + r.Gw
+	}
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	return s
+}
