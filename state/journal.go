@@ -18,10 +18,23 @@ const JournalVersion = 1
 // Journal is the state file: every step migrate applied, in order, with the
 // value it replaced. Rollback reads it, never memory.
 type Journal struct {
-	Version int     `json:"version"`
-	Lineage string  `json:"lineage"`
-	Serial  int     `json:"serial"`
-	Entries []Entry `json:"entries"`
+	Version int    `json:"version"`
+	Lineage string `json:"lineage"`
+	Serial  int    `json:"serial"`
+	// Targets records how each host was reached, so rollback works from
+	// the state file alone.
+	Targets map[string]Target `json:"targets,omitempty"`
+	Entries []Entry           `json:"entries"`
+}
+
+// Target is how a host was reached over SSH.
+type Target struct {
+	User         string `json:"user"`
+	Address      string `json:"address"`
+	Port         int    `json:"port"`
+	IdentityFile string `json:"identity_file,omitempty"`
+	KnownHosts   string `json:"known_hosts"`
+	Sudo         bool   `json:"sudo,omitempty"`
 }
 
 // Entry is one applied step.

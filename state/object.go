@@ -177,8 +177,8 @@ func TableName(t int) string {
 	return fmt.Sprint(t)
 }
 
-// Rule is one policy-routing rule. Every field is part of its identity, so a
-// rule is only ever created or deleted, never updated.
+// Rule is one policy-routing rule. Every field but Protocol is part of its
+// identity.
 type Rule struct {
 	Family   int    `json:"family"` // 4 or 6
 	Priority int    `json:"priority"`
@@ -207,13 +207,18 @@ func (r Rule) selector() string {
 		fmt.Fprintf(&b, " fwmark %#x/%#x", r.Mark, r.Mask)
 	}
 	b.WriteString(" lookup " + TableName(r.Table))
-	if r.Protocol != 0 {
-		fmt.Fprintf(&b, " proto %d", r.Protocol)
-	}
 	return b.String()
 }
 
-func (r Rule) String() string { return r.selector() }
+// String is the selector plus the protocol tag. The protocol is not part of
+// the key: re-creating the kernel's own local rule must carry its original
+// protocol, but it is still the same rule.
+func (r Rule) String() string {
+	if r.Protocol != 0 {
+		return fmt.Sprintf("%s proto %d", r.selector(), r.Protocol)
+	}
+	return r.selector()
+}
 
 // Addr is one address on a device.
 type Addr struct {

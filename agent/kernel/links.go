@@ -1,0 +1,198 @@
+package kernel
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/opsmigrate/migrate/state"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ipString renders an IP, "" for none or the unspecified address.
+func ipString(ip net.IP) string {
+	if len(ip) == 0 || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
+}
+
+func linkFacts(l netlink.Link) state.Link {
+	a := l.Attrs()
+	out := state.Link{
+		Name: a.Name,
+		Type: l.Type(),
+		MTU:  a.MTU,
+		Up:   a.RawFlags&unix.IFF_UP != 0,
+	}
+	switch v := l.(type) {
+	case *netlink.Vxlan:
+		out.Local = ipString(v.SrcAddr)
+		out.Remote = ipString(v.Group)
+		out.VNI = uint32(v.VxlanId)
+		out.Port = uint16(v.Port)
+	case *netlink.Gretun:
+		out.Local = ipString(v.Local)
+		out.Remote = ipString(v.Remote)
+		out.Key = v.IKey
+	case *netlink.Gretap:
+		out.Local = ipString(v.Local)
+		out.Remote = ipString(v.Remote)
+		out.Key = v.IKey
+	}
+	return out
+}
+
+func parseIP(s, what string) (net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, fmt.Errorf("%s %q is not an IP address", what, s)
+	}
+	return ip, nil
+}
+
+// buildLink turns a state.Link into the netlink object that creates it.
+func buildLink(l state.Link) (netlink.Link, error) {
+	if l.Name == "" || len(l.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("invalid link name %q", l.Name)
+	}
+	local, err := parseIP(l.Local, "local")
+	if err != nil {
+		return nil, err
+	}
+	remote, err := parseIP(l.Remote, "remote")
+	if err != nil {
+		return nil, err
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = l.Name
+	attrs.MTU = l.MTU
+	switch l.Type {
+	case "vxlan":
+		if l.VNI == 0 || l.VNI >= 1<<24 {
+			return nil, fmt.Errorf("vxlan VNI %d out of range 1..16777215", l.VNI)
+		}
+		return &netlink.Vxlan{
+			LinkAttrs: attrs,
+			VxlanId:   int(l.VNI),
+			SrcAddr:   local,
+			Group:     remote, // a unicast group is the remote end (ip link ... remote)
+			Port:      int(l.Port),
+			Learning:  true, // iproute2's default
+		}, nil
+	case "gre", "ip6gre":
+		if local == nil || remote == nil {
+			// Without Local the library builds ip6gre, whatever Remote is.
+			return nil, fmt.Errorf("%s needs both local and remote", l.Type)
+		}
+		if (local.To4() != nil) != (l.Type == "gre") || (remote.To4() != nil) != (l.Type == "gre") {
+			return nil, fmt.Errorf("%s with local %s and remote %s: address family does not match the type", l.Type, l.Local, l.Remote)
+		}
+		g := &netlink.Gretun{
+			LinkAttrs: attrs,
+			Local:     local,
+			Remote:    remote,
+			PMtuDisc:  1, // iproute2's default: set DF on the outer header
+		}
+		if l.Key != 0 {
+			// addGretunAttrs sets GRE_KEY in IFlags/OFlags for non-zero keys.
+			g.IKey, g.OKey = l.Key, l.Key
+		}
+		return g, nil
+	}
+	return nil, fmt.Errorf("unsupported link type %q (want vxlan, gre or ip6gre)", l.Type)
+}
+
+// sameIdentity reports whether two links differ at most in MTU and Up.
+func sameIdentity(a, b state.Link) bool {
+	a.MTU, b.MTU, a.Up, b.Up = 0, 0, false, false
+	return a == b
+}
+
+func (h *Host) applyLink(step state.Step) error {
+	switch step.Action {
+	case state.Create:
+		return h.createLink(*step.After.Link)
+	case state.Delete:
+		return h.deleteLink(step.Before.Link.Name)
+	}
+	before, after := *step.Before.Link, *step.After.Link
+	cur, err := h.nl.LinkByName(after.Name)
+	if isLinkNotFound(err) {
+		return h.createLink(after)
+	}
+	if err != nil {
+		return err
+	}
+	if before.Name == after.Name && sameIdentity(linkFacts(cur), after) {
+		return h.setLinkState(cur, after)
+	}
+	if err := h.deleteLink(before.Name); err != nil {
+		return err
+	}
+	return h.createLink(after)
+}
+
+func (h *Host) createLink(want state.Link) error {
+	nl, err := buildLink(want)
+	if err != nil {
+		return err
+	}
+	cur, err := h.nl.LinkByName(want.Name)
+	if err == nil {
+		have := linkFacts(cur)
+		if have == want {
+			return nil
+		}
+		return fmt.Errorf("link %s already exists and differs: have %s, want %s", want.Name, have, want)
+	}
+	if !isLinkNotFound(err) {
+		return err
+	}
+	if err := h.nl.LinkAdd(nl); err != nil {
+		return fmt.Errorf("add link: %w", err)
+	}
+	cur, err = h.nl.LinkByName(want.Name)
+	if err != nil {
+		return err
+	}
+	return h.setLinkState(cur, want)
+}
+
+// setLinkState sets MTU and the up flag in place.
+func (h *Host) setLinkState(cur netlink.Link, want state.Link) error {
+	if want.MTU != 0 && cur.Attrs().MTU != want.MTU {
+		if err := h.nl.LinkSetMTU(cur, want.MTU); err != nil {
+			return fmt.Errorf("set mtu %d: %w", want.MTU, err)
+		}
+	}
+	up := cur.Attrs().RawFlags&unix.IFF_UP != 0
+	switch {
+	case want.Up && !up:
+		if err := h.nl.LinkSetUp(cur); err != nil {
+			return fmt.Errorf("set up: %w", err)
+		}
+	case !want.Up && up:
+		if err := h.nl.LinkSetDown(cur); err != nil {
+			return fmt.Errorf("set down: %w", err)
+		}
+	}
+	return nil
+}
+
+func (h *Host) deleteLink(name string) error {
+	cur, err := h.nl.LinkByName(name)
+	if isLinkNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkDel(cur); err != nil && !isLinkNotFound(err) {
+		return fmt.Errorf("delete link: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Host is one managed machine. The real one is an SSH connection to the
+// agent (package remote); tests may use others.
+type Host interface {
+	Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error)
+	Apply(ctx context.Context, s state.Step) error
+	Ping(ctx context.Context, addr string) error
+}
+
+// Executor applies plans and rollbacks, journaling as it goes.
+type Executor struct {
+	Hosts     map[string]Host
+	Journal   *state.Journal
+	StatePath string
+	// Progress is called after every step (err nil on success).
+	Progress func(host string, s state.Step, err error)
+	// Info reports prose such as "verifying the tunnel".
+	Info func(format string, args ...any)
+	Now  func() time.Time
+}
+
+func (e *Executor) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Executor) info(format string, args ...any) {
+	if e.Info != nil {
+		e.Info(format, args...)
+	}
+}
+
+// StaleError says a saved plan no longer matches the hosts.
+type StaleError struct{ Host string }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("the saved plan is stale: host %s changed since the plan was made; run `migrate plan` again", e.Host)
+}
+
+// CheckFresh refuses a plan whose facts differ from the hosts' facts now.
+func (e *Executor) CheckFresh(ctx context.Context, p *plan.Plan) error {
+	for _, h := range p.Hosts {
+		f, err := e.Hosts[h.Host].Facts(ctx, p.Requests[h.Host])
+		if err != nil {
+			return fmt.Errorf("host %s: collect facts: %w", h.Host, err)
+		}
+		if f.Digest() != p.FactsDigest[h.Host] {
+			return &StaleError{Host: h.Host}
+		}
+	}
+	return nil
+}
+
+// verifyBefore reports whether OLD's step s may only run after the tunnel
+// is verified: routes and the nft table are what send clients' flows into
+// the tunnel.
+func verifyBefore(s state.Step) bool {
+	k := s.Object().Kind()
+	return s.Action != state.Delete && (k == state.KindRoute || k == state.KindNft)
+}
+
+// Apply runs the plan: NEW's steps, OLD's steps up to the first one that
+// sends traffic into the tunnel, a tunnel check in both directions, then
+// the rest of OLD. On failure it undoes this run's steps in reverse and
+// returns the cause.
+func (e *Executor) Apply(ctx context.Context, p *plan.Plan) error {
+	run := state.NewID()
+	var err error
+	verified := p.Verify == nil
+	for _, h := range p.Hosts {
+		for _, s := range h.Steps {
+			if !verified && h.Host == plan.Old && verifyBefore(s) {
+				if err = e.verify(ctx, p.Verify); err != nil {
+					break
+				}
+				verified = true
+			}
+			if err = e.step(ctx, run, s); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil && !verified && tunnelTouched(p) {
+		err = e.verify(ctx, p.Verify)
+	}
+	if err == nil {
+		return nil
+	}
+	e.info("apply failed; undoing the %d step(s) it made", len(e.runEntries(run)))
+	if rerr := e.rollbackEntries(ctx, e.runEntries(run)); rerr != nil {
+		return fmt.Errorf("%w; and the automatic rollback failed too: %v (the state file records what is still applied; run `migrate rollback`)", err, rerr)
+	}
+	return fmt.Errorf("%w (every step of this apply was undone)", err)
+}
+
+func tunnelTouched(p *plan.Plan) bool {
+	for _, h := range p.Hosts {
+		for _, s := range h.Steps {
+			if s.Object().Kind() == state.KindLink && s.Action != state.Delete {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (e *Executor) verify(ctx context.Context, v *plan.Verify) error {
+	e.info("verifying the tunnel: old -> %s, new -> %s", v.OldPings, v.NewPings)
+	if err := e.Hosts[plan.Old].Ping(ctx, v.OldPings); err != nil {
+		return fmt.Errorf("tunnel check failed: old cannot reach new's inner address %s through the tunnel: %w; check that the underlay between the endpoints passes the tunnel's packets", v.OldPings, err)
+	}
+	if err := e.Hosts[plan.New].Ping(ctx, v.NewPings); err != nil {
+		return fmt.Errorf("tunnel check failed: new cannot reach old's inner address %s through the tunnel: %w", v.NewPings, err)
+	}
+	e.info("tunnel verified in both directions")
+	return nil
+}
+
+// step applies one step and journals it before returning.
+func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
+	h, ok := e.Hosts[s.Host]
+	if !ok {
+		return fmt.Errorf("no connection to host %s", s.Host)
+	}
+	if err := h.Apply(ctx, s); err != nil {
+		err = fmt.Errorf("host %s: %s: %w", s.Host, s.String(), err)
+		if e.Progress != nil {
+			e.Progress(s.Host, s, err)
+		}
+		return err
+	}
+	e.Journal.Append(run, s, e.now())
+	if err := e.Journal.Save(e.StatePath); err != nil {
+		return fmt.Errorf("host %s: step applied but the state file could not be written: %w", s.Host, err)
+	}
+	if e.Progress != nil {
+		e.Progress(s.Host, s, nil)
+	}
+	return nil
+}
+
+func (e *Executor) runEntries(run string) []*state.Entry {
+	var out []*state.Entry
+	for _, en := range e.Journal.Active() {
+		if en.Run == run {
+			out = append(out, en)
+		}
+	}
+	return out
+}
+
+// ErrNothingToRollBack is returned when the journal has no active entries.
+var ErrNothingToRollBack = errors.New("nothing to roll back: the state file records no applied steps")
+
+// Rollback undoes the last apply's steps (all applies with all=true), in
+// reverse, marking each entry in the journal as it goes.
+func (e *Executor) Rollback(ctx context.Context, all bool) error {
+	entries := e.Journal.Active()
+	if !all {
+		last := e.Journal.LastRun()
+		var sel []*state.Entry
+		for _, en := range entries {
+			if en.Run == last {
+				sel = append(sel, en)
+			}
+		}
+		entries = sel
+	}
+	if len(entries) == 0 {
+		return ErrNothingToRollBack
+	}
+	return e.rollbackEntries(ctx, entries)
+}
+
+func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) error {
+	for i := len(entries) - 1; i >= 0; i-- {
+		en := entries[i]
+		inv := en.Step.Inverse()
+		h, ok := e.Hosts[inv.Host]
+		if !ok {
+			return fmt.Errorf("no connection to host %s", inv.Host)
+		}
+		if err := h.Apply(ctx, inv); err != nil {
+			err = fmt.Errorf("host %s: undo step %d (%s): %w", inv.Host, en.Seq, inv.String(), err)
+			if e.Progress != nil {
+				e.Progress(inv.Host, inv, err)
+			}
+			return err
+		}
+		t := e.now().UTC()
+		en.RolledBack = &t
+		if err := e.Journal.Save(e.StatePath); err != nil {
+			return fmt.Errorf("host %s: step undone but the state file could not be written: %w", inv.Host, err)
+		}
+		if e.Progress != nil {
+			e.Progress(inv.Host, inv, nil)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package apply_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/apply/applytest"
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+const hcl = `
+host "old" {
+  ssh         = "root@198.51.100.10"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "web" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "%s"
+}
+`
+
+func baseFacts(ip, cidr string) state.Facts {
+	return state.Facts{
+		Hostname: "h",
+		Links:    []state.Link{{Name: "lo", Type: "device", MTU: 65536, Up: true}, {Name: "eth0", Type: "veth", MTU: 1500, Up: true}},
+		Addrs:    []state.Addr{{Dev: "lo", CIDR: "127.0.0.1/8"}, {Dev: "eth0", CIDR: cidr}},
+		Rules: []state.Rule{
+			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
+			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},
+			{Family: 4, Priority: 32767, Table: 253, Protocol: 2},
+		},
+		Sysctls: map[string]string{"net.ipv4.ip_forward": "0"},
+	}
+}
+
+func load(t *testing.T, stage string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(strings.Replace(hcl, "%s", stage, 1)), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type lab struct {
+	hosts   map[string]*applytest.Fake
+	journal *state.Journal
+	path    string
+}
+
+func newLab(t *testing.T) *lab {
+	return &lab{
+		hosts: map[string]*applytest.Fake{
+			plan.Old: applytest.NewFake(baseFacts("198.51.100.10", "198.51.100.10/24")),
+			plan.New: applytest.NewFake(baseFacts("203.0.113.20", "203.0.113.20/24")),
+		},
+		journal: state.NewJournal(),
+		path:    filepath.Join(t.TempDir(), "state.json"),
+	}
+}
+
+func (l *lab) executor() *apply.Executor {
+	return &apply.Executor{
+		Hosts:   map[string]apply.Host{plan.Old: l.hosts[plan.Old], plan.New: l.hosts[plan.New]},
+		Journal: l.journal, StatePath: l.path,
+	}
+}
+
+func (l *lab) plan(t *testing.T, c *config.Config) *plan.Plan {
+	t.Helper()
+	facts := map[string]state.Facts{}
+	for name, h := range l.hosts {
+		f, _ := h.Facts(context.Background(), plan.FactsRequest(c, name))
+		facts[name] = f
+	}
+	p, err := plan.Make(c, facts, l.journal, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Transition test: apply, plan again (no changes), roll back (identical).
+func TestApplyThenNoChangesThenRollbackRestoresExactly(t *testing.T) {
+	l := newLab(t)
+	before := map[string]string{plan.Old: l.hosts[plan.Old].Dump(), plan.New: l.hosts[plan.New].Dump()}
+	c := load(t, "new")
+	p := l.plan(t, c)
+	if p.Empty() {
+		t.Fatal("first plan is empty")
+	}
+	if err := l.executor().Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if p2 := l.plan(t, c); !p2.Empty() {
+		t.Fatalf("second plan not empty: %+v", p2.Hosts)
+	}
+	// The journal on disk is what rollback reads.
+	j, err := state.LoadJournal(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.journal = j
+	if err := l.executor().Rollback(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range before {
+		if got := l.hosts[h].Dump(); got != want {
+			t.Errorf("host %s after rollback:\n%s\nwant:\n%s", h, got, want)
+		}
+	}
+	if err := l.executor().Rollback(context.Background(), false); err != apply.ErrNothingToRollBack {
+		t.Errorf("second rollback: %v", err)
+	}
+}
+
+// A failing step undoes the whole apply and leaves the hosts as they were.
+func TestFailedStepUndoesApply(t *testing.T) {
+	for _, failKey := range []string{
+		"nft table inet migrate",                // last step on old
+		"rule v4 pref 1000 lookup local",        // on new (first host)
+		"route v4 table 4242 unicast 0.0.0.0/0", // on new
+	} {
+		t.Run(failKey, func(t *testing.T) {
+			l := newLab(t)
+			before := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump()
+			l.hosts[plan.Old].FailOn = failKey
+			if failKey != "nft table inet migrate" {
+				l.hosts[plan.Old].FailOn = ""
+				l.hosts[plan.New].FailOn = failKey
+			}
+			err := l.executor().Apply(context.Background(), l.plan(t, load(t, "new")))
+			if err == nil || !strings.Contains(err.Error(), "injected failure") {
+				t.Fatalf("err = %v", err)
+			}
+			if after := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump(); after != before {
+				t.Errorf("hosts changed:\n%s\nwant\n%s", after, before)
+			}
+			if n := len(l.journal.Active()); n != 0 {
+				t.Errorf("%d journal entries still active", n)
+			}
+		})
+	}
+}
+
+// A tunnel that does not pass traffic stops apply before OLD diverts flows.
+func TestTunnelCheckFailureStopsBeforeDivert(t *testing.T) {
+	l := newLab(t)
+	l.hosts[plan.Old].PingFail = true
+	before := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump()
+	err := l.executor().Apply(context.Background(), l.plan(t, load(t, "new")))
+	if err == nil || !strings.Contains(err.Error(), "tunnel check failed") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, s := range l.hosts[plan.Old].Applied {
+		if s.Action == state.Create && s.Object().Nft != nil {
+			t.Errorf("nft table was created before the tunnel was verified")
+		}
+	}
+	if after := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump(); after != before {
+		t.Errorf("hosts changed after failed verify")
+	}
+}
+
+// Moving the service back to old removes the diversion but keeps the tunnel.
+func TestStageBackToOld(t *testing.T) {
+	l := newLab(t)
+	if err := l.executor().Apply(context.Background(), l.plan(t, load(t, "new"))); err != nil {
+		t.Fatal(err)
+	}
+	p := l.plan(t, load(t, "old"))
+	var dump []string
+	for _, h := range p.Hosts {
+		for _, s := range h.Steps {
+			dump = append(dump, h.Host+" "+s.String())
+		}
+	}
+	got := strings.Join(dump, "\n")
+	for _, want := range []string{"old - nft", "old + rule v4 pref 0 lookup local", "old - rule v4 pref 1000 lookup local", "new - addr 198.51.100.10/32 dev lo"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("plan lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "- link") {
+		t.Errorf("tunnel removed when only the stage changed:\n%s", got)
+	}
+	if err := l.executor().Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if p := l.plan(t, load(t, "old")); !p.Empty() {
+		t.Errorf("not converged")
+	}
+}

@@ -1,0 +1,405 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+const (
+	sshExample   = `ssh = "root@198.51.100.10:22"`
+	sshRule      = `write it as user@host[:port], e.g. "root@198.51.100.10:22" or "admin@[2001:db8::1]:22"`
+	addrRule     = `write an IPv4 or IPv6 address, e.g. "198.51.100.10" or "2001:db8::10"`
+	portRule     = `ports are 1..65535, written as 25 or "10000-10100"`
+	hostNameRule = `host blocks are named "old" or "new", e.g. host "old" { ... }`
+)
+
+func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
+	name := ""
+	switch len(blk.Labels) {
+	case 0:
+		p.add(blk.TypeRange, "host block without a name", hostNameRule)
+	case 1:
+		name = blk.Labels[0]
+	default:
+		name = blk.Labels[0]
+		p.add(blk.LabelRanges[1], "host block with more than one name", hostNameRule)
+	}
+	keep := name == "old" || name == "new"
+	if name != "" && !keep {
+		p.add(blk.LabelRanges[0], fmt.Sprintf("invalid host name %q", name), hostNameRule)
+	}
+	if keep {
+		if first := st.hostBlocks[name]; first != nil {
+			p.add(blk.LabelRanges[0],
+				fmt.Sprintf("duplicate host %q block", name),
+				fmt.Sprintf("there is exactly one host %q; the first is at %s", name, pos(first.DefRange())))
+			return // its contents would only add noise
+		}
+		st.hostBlocks[name] = blk
+	}
+	ctx := "host"
+	if name != "" {
+		ctx = fmt.Sprintf("host %q", name)
+	}
+
+	a := p.attrSet(blk, ctx, hostArgs)
+	h := &Host{Name: name, Port: DefaultSSHPort, Range: blk.Range()}
+
+	if s, rng, ok := a.str("ssh", sshExample); ok {
+		user, addr, port, reason := parseSSH(s)
+		if reason != "" {
+			p.add(rng, fmt.Sprintf("invalid ssh %q in %s: %s", s, ctx, reason), sshRule)
+		} else {
+			h.User, h.Address, h.Port = user, addr, port
+		}
+	} else {
+		a.required("ssh", sshExample)
+	}
+
+	if s, rng, ok := a.str("identity_file", `identity_file = "~/.ssh/id_ed25519"`); ok {
+		if s == "" {
+			p.add(rng, fmt.Sprintf("empty identity_file in %s", ctx),
+				"give a key file, e.g. \"~/.ssh/id_ed25519\", or leave identity_file out to use ssh-agent")
+		} else if path, reason := expandHome(s); reason != "" {
+			p.add(rng, fmt.Sprintf("invalid identity_file %q in %s: %s", s, ctx, reason), "write a full path or one starting with ~/")
+		} else {
+			h.IdentityFile = path
+		}
+	}
+
+	knownHosts, khRange := DefaultKnownHosts, blk.DefRange()
+	if s, rng, ok := a.str("known_hosts", `known_hosts = "~/.ssh/known_hosts"`); ok {
+		knownHosts, khRange = s, rng
+		if s == "" {
+			p.add(rng, fmt.Sprintf("empty known_hosts in %s", ctx),
+				"give a known_hosts file, or leave known_hosts out for ~/.ssh/known_hosts; host keys are always verified")
+			knownHosts = ""
+		}
+	}
+	if knownHosts != "" {
+		if path, reason := expandHome(knownHosts); reason != "" {
+			p.add(khRange, fmt.Sprintf("invalid known_hosts %q in %s: %s", knownHosts, ctx, reason), "set known_hosts to a full path")
+		} else {
+			h.KnownHosts = path
+		}
+	}
+
+	if b, _, ok := a.boolean("sudo"); ok {
+		h.Sudo = b
+	}
+
+	if keep {
+		st.hosts[name] = h
+	}
+}
+
+func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
+	if len(blk.Labels) > 0 {
+		p.add(blk.LabelRanges[0], "tunnel block with a name", "write tunnel { ... } without a name")
+	}
+	if first := st.tunnelBlock; first != nil {
+		p.add(blk.TypeRange, "duplicate tunnel block",
+			fmt.Sprintf("only one tunnel is allowed; the first is at %s", pos(first.DefRange())))
+		return // its contents would only add noise
+	}
+	st.tunnelBlock = blk
+
+	a := p.attrSet(blk, "tunnel", tunnelArgs)
+	t := &Tunnel{
+		Name:     DefaultTunnelName,
+		OldInner: DefaultOldInner,
+		NewInner: DefaultNewInner,
+		Mark:     DefaultMark,
+		Table:    DefaultTable,
+		Range:    blk.Range(),
+	}
+
+	const typeExample = `type = "vxlan"`
+	typ, typeRange, typeOK := a.str("type", typeExample)
+	if typeOK {
+		switch typ {
+		case "vxlan", "gre":
+			t.Type = typ
+		case "ip6gre", "wireguard":
+			p.add(typeRange, fmt.Sprintf("tunnel type %q is not supported yet", typ), "use vxlan or gre")
+		default:
+			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan or gre")
+		}
+	} else {
+		a.required("type", typeExample)
+	}
+
+	oldEP, _, oldOK := p.addrArg(a, "old_endpoint", `old_endpoint = "198.51.100.10"`)
+	newEP, newRange, newOK := p.addrArg(a, "new_endpoint", `new_endpoint = "203.0.113.20"`)
+	if oldOK {
+		t.OldEndpoint = oldEP
+	}
+	if oldOK && newOK {
+		switch {
+		case oldEP.Is4() != newEP.Is4():
+			p.add(newRange,
+				fmt.Sprintf("new_endpoint %s is %s but old_endpoint %s is %s", newEP, family(newEP), oldEP, family(oldEP)),
+				"both tunnel endpoints must be of the same address family")
+		case oldEP == newEP:
+			p.add(newRange, fmt.Sprintf("new_endpoint %s is the same as old_endpoint", newEP),
+				"the endpoints are the outer addresses of OLD and NEW and must differ")
+		default:
+			t.NewEndpoint = newEP
+		}
+	}
+	ep := t.OldEndpoint
+	if !ep.IsValid() && newOK {
+		ep = newEP
+	}
+	if t.Type == "gre" && ep.IsValid() && ep.Is6() {
+		p.add(typeRange, "gre tunnels need IPv4 endpoints",
+			"use vxlan for IPv6 endpoints (ip6gre is not supported yet)")
+	}
+
+	if s, rng, ok := a.str("name", `name = "mig0"`); ok {
+		if reason := checkIfname(s); reason != "" {
+			p.add(rng, fmt.Sprintf("invalid tunnel name %q: %s", s, reason),
+				`interface names are 1..15 characters without "/", ":" or whitespace, e.g. "mig0"`)
+		} else {
+			t.Name = s
+		}
+	}
+
+	if a.has("mtu") {
+		lo, fam := int64(576), "IPv4"
+		if ep.IsValid() && ep.Is6() {
+			lo, fam = 1280, "IPv6"
+		}
+		rule := fmt.Sprintf("the MTU is %d..9000 with %s endpoints; leave mtu out to derive it from the underlay", lo, fam)
+		if n, _, ok := a.intIn("mtu", lo, 9000, rule); ok {
+			t.MTU = int(n)
+		}
+	}
+
+	const vniRule = "a VNI is 1..16777215"
+	const vxPortRule = "the VXLAN UDP port is 1..65535; the default is 4789"
+	const keyRule = `a GRE key is a 32-bit number, e.g. 42 or "0x2a"; 0 means no key`
+	switch t.Type {
+	case "vxlan":
+		t.VNI, t.Port = DefaultVNI, DefaultVXLANPort
+		if n, _, ok := a.intIn("vni", 1, 1<<24-1, vniRule); ok {
+			t.VNI = uint32(n)
+		}
+		if n, _, ok := a.intIn("port", 1, 65535, vxPortRule); ok {
+			t.Port = int(n)
+		}
+		if a.has("key") {
+			p.add(a.nameRange("key"), "key is only valid for gre tunnels", "remove it; vxlan tunnels use vni")
+		}
+	case "gre":
+		for _, name := range []string{"vni", "port"} {
+			if a.has(name) {
+				p.add(a.nameRange(name), fmt.Sprintf("%s is only valid for vxlan tunnels", name),
+					`remove it, or set type = "vxlan"; gre tunnels may set key`)
+			}
+		}
+		if n, _, ok := a.uint32Arg("key", 0, keyRule); ok {
+			t.Key = n
+		}
+	default:
+		// Type unknown: still check the values themselves.
+		a.intIn("vni", 1, 1<<24-1, vniRule)
+		a.intIn("port", 1, 65535, vxPortRule)
+		a.uint32Arg("key", 0, keyRule)
+	}
+
+	p.innerArgs(a, t)
+
+	if n, _, ok := a.uint32Arg("mark", 1, `the mark is a nonzero 32-bit number, e.g. 131072 or "0x20000"`); ok {
+		t.Mark = n
+	}
+
+	const tableRule = "routing table IDs are 1..2147483647 except 253 (default), 254 (main) and 255 (local), e.g. 4242"
+	if n, rng, ok := a.intIn("table", 1, 1<<31-1, tableRule); ok {
+		if n >= 253 && n <= 255 {
+			p.add(rng, fmt.Sprintf("routing table %d is reserved", n), tableRule)
+		} else {
+			t.Table = int(n)
+		}
+	}
+
+	st.tunnel = t
+}
+
+// innerArgs reads and checks old_inner and new_inner.
+func (p *parser) innerArgs(a *attrSet, t *Tunnel) {
+	read := func(name, example string) (netip.Prefix, hcl.Range, bool) {
+		s, rng, ok := a.str(name, example)
+		if !ok {
+			return netip.Prefix{}, rng, false
+		}
+		pfx, reason := parseInner(s)
+		if reason != "" {
+			p.add(rng, fmt.Sprintf("invalid %s %q: %s", name, s, reason),
+				fmt.Sprintf("write an address with its prefix length, e.g. %s", example[len(name)+3:]))
+			return netip.Prefix{}, rng, false
+		}
+		return pfx, rng, true
+	}
+	oldP, oldRange, oldOK := read("old_inner", `old_inner = "169.254.42.1/30"`)
+	newP, newRange, newOK := read("new_inner", `new_inner = "169.254.42.2/30"`)
+	if a.has("old_inner") && !oldOK || a.has("new_inner") && !newOK {
+		return // already reported, or null: do not guess
+	}
+	if oldOK {
+		t.OldInner = oldP
+	}
+	if newOK {
+		t.NewInner = newP
+	}
+	if !oldOK && !newOK {
+		return // defaults
+	}
+	// Report at the argument the user wrote, new_inner when both are.
+	at := newRange
+	if !newOK {
+		at = oldRange
+	}
+	o, n := t.OldInner, t.NewInner
+	switch {
+	case o.Addr().Is4() != n.Addr().Is4() || o.Bits() != n.Bits() || o.Masked() != n.Masked():
+		p.add(at, fmt.Sprintf("old_inner %s and new_inner %s are not in the same prefix", o, n),
+			"give both inner addresses in one prefix, e.g. 169.254.42.1/30 and 169.254.42.2/30; set both when you change one")
+	case o.Addr() == n.Addr():
+		p.add(at, fmt.Sprintf("old_inner and new_inner are both %s", o.Addr()),
+			"the two ends need different addresses in one prefix, e.g. 169.254.42.1/30 and 169.254.42.2/30")
+	default:
+		for _, x := range []struct {
+			name string
+			pfx  netip.Prefix
+			rng  hcl.Range
+			set  bool
+		}{{"old_inner", o, oldRange, oldOK}, {"new_inner", n, newRange, newOK}} {
+			if reason := innerHostReason(x.pfx); reason != "" {
+				r := at
+				if x.set {
+					r = x.rng
+				}
+				p.add(r, fmt.Sprintf("%s %s is %s", x.name, x.pfx, reason),
+					"use a host address of the prefix, e.g. 169.254.42.1/30 and 169.254.42.2/30")
+			}
+		}
+	}
+}
+
+func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
+	const nameRule = `name each service once with letters, digits, "-", "_" or ".", e.g. service "smtp" { ... }`
+	name := ""
+	switch len(blk.Labels) {
+	case 0:
+		p.add(blk.TypeRange, "service block without a name", nameRule)
+	default:
+		if len(blk.Labels) > 1 {
+			p.add(blk.LabelRanges[1], "service block with more than one name", nameRule)
+		}
+		name = blk.Labels[0]
+		if reason := checkServiceName(name); reason != "" {
+			p.add(blk.LabelRanges[0], fmt.Sprintf("invalid service name %q: %s", name, reason), nameRule)
+		} else if first := st.byName[name]; first != nil {
+			p.add(blk.LabelRanges[0], fmt.Sprintf("duplicate service %q", name),
+				fmt.Sprintf("service names must be unique; the first is at %s", pos(first.svc.Range)))
+		}
+	}
+	ctx := "service"
+	if name != "" {
+		ctx = fmt.Sprintf("service %q", name)
+	}
+
+	a := p.attrSet(blk, ctx, serviceArgs)
+	s := &Service{Name: name, Range: blk.Range()}
+	si := &serviceInfo{svc: s, order: len(st.services)}
+	st.services = append(st.services, si)
+	if _, dup := st.byName[name]; !dup && name != "" {
+		st.byName[name] = si
+	}
+
+	if addr, _, ok := p.addrArg(a, "address", `address = "198.51.100.10"`); ok {
+		s.Address = addr
+	}
+
+	const protoExample = `protocol = "tcp"`
+	if v, rng, ok := a.str("protocol", protoExample); ok {
+		if v == "tcp" || v == "udp" {
+			s.Protocol = v
+		} else {
+			p.add(rng, fmt.Sprintf("invalid protocol %q in %s", v, ctx), `use "tcp" or "udp"`)
+		}
+	} else {
+		a.required("protocol", protoExample)
+	}
+
+	s.Ports, si.portRanges, s.PortsRange = p.portsArg(a)
+
+	const stageExample = `stage = "old"`
+	stage, stageRange, stageOK := a.str("stage", stageExample)
+	if stageOK {
+		switch stage {
+		case "old", "canary", "new":
+			s.Stage = stage
+		default:
+			p.add(stageRange, fmt.Sprintf("invalid stage %q in %s", stage, ctx), `use "old", "canary" or "new"`)
+		}
+	} else {
+		a.required("stage", stageExample)
+	}
+
+	const pctRule = "canary_percent is 1..99, the share of new connections sent to NEW"
+	pct, pctRange, pctOK := a.intIn("canary_percent", 1, 99, pctRule)
+	switch {
+	case s.Stage == "canary" && pctOK:
+		s.CanaryPercent = int(pct)
+	case s.Stage == "canary" && a.absent("canary_percent"):
+		p.add(stageRange, fmt.Sprintf("%s has stage \"canary\" but no canary_percent", ctx),
+			"add canary_percent = 10 (1..99)")
+	case s.Stage != "" && s.Stage != "canary" && pctOK:
+		p.add(pctRange, fmt.Sprintf("canary_percent is set but %s has stage %q", ctx, s.Stage),
+			`canary_percent is only valid with stage = "canary"; remove it or set the stage to "canary"`)
+	}
+}
+
+// addrArg reads a required IP address argument of a host-facing kind
+// (service address or tunnel endpoint).
+func (p *parser) addrArg(a *attrSet, name, example string) (netip.Addr, hcl.Range, bool) {
+	s, rng, ok := a.str(name, example)
+	if !ok {
+		a.required(name, example)
+		return netip.Addr{}, rng, false
+	}
+	addr, reason := parseAddr(s)
+	if reason != "" {
+		p.add(rng, fmt.Sprintf("invalid %s %q in %s: %s", name, s, a.ctx, reason), addrRule)
+		return netip.Addr{}, rng, false
+	}
+	return addr, rng, true
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func checkServiceName(name string) string {
+	if name == "" {
+		return "empty"
+	}
+	if len(name) > 64 {
+		return "longer than 64 characters"
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.", c)) {
+			return fmt.Sprintf("%q is not allowed", c)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,44 @@
+// Package config reads a migrate plan file (HCL, version 1) into plain
+// values.
+//
+// The plan file has exactly one host "old" and one host "new" block, one
+// tunnel block and any number of service blocks:
+//
+//	host "old" {
+//	  ssh = "root@198.51.100.10:22"
+//	}
+//	host "new" {
+//	  ssh = "root@203.0.113.20"
+//	}
+//	tunnel {
+//	  type         = "vxlan"
+//	  old_endpoint = "198.51.100.10"
+//	  new_endpoint = "203.0.113.20"
+//	}
+//	service "smtp" {
+//	  address  = "198.51.100.10"
+//	  protocol = "tcp"
+//	  ports    = [25, 465, "10000-10100"]
+//	  stage    = "new"
+//	}
+//
+// Parse and Load check everything that can be checked without touching a
+// host: unknown blocks and arguments, types, addresses, port ranges, stages,
+// overlapping services, tunnel settings, and services that would migrate the
+// SSH address migrate uses to reach OLD or the tunnel's own VXLAN port. Checks
+// that need live facts (does OLD hold the service address, what a DNS name
+// resolves to) belong to plan.
+//
+// All problems found are returned together as a *Error. Its Error method
+// renders one problem per line as
+//
+//	FILE:LINE:COL: SUMMARY; DETAIL
+//
+// where DETAIL says what would be right. Its Diagnostics field holds the same
+// problems as hcl.Diagnostics, for callers that want to print source
+// snippets with hcl.NewDiagnosticTextWriter.
+//
+// Only the native HCL syntax is read; expressions may not use variables or
+// functions. Relative paths (identity_file, known_hosts) are kept as
+// written; a leading "~/" is expanded to the user's home directory.
+package config

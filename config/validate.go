@@ -1,0 +1,442 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// parseSSH splits "user@host[:port]". host may be an IPv4 address, a DNS
+// name, or an IPv6 address in brackets. The returned host has no brackets.
+func parseSSH(s string) (user, host string, port int, reason string) {
+	port = DefaultSSHPort
+	if strings.Contains(s, "://") {
+		return "", "", 0, "no URL scheme"
+	}
+	user, rest, found := strings.Cut(s, "@")
+	switch {
+	case !found:
+		return "", "", 0, "missing user"
+	case user == "":
+		return "", "", 0, "empty user"
+	case strings.IndexFunc(user, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return "", "", 0, "the user contains whitespace"
+	case strings.Contains(rest, "@"):
+		return "", "", 0, "more than one @"
+	case rest == "":
+		return "", "", 0, "missing host"
+	}
+
+	portStr, hasPort := "", false
+	if strings.HasPrefix(rest, "[") {
+		end := strings.Index(rest, "]")
+		if end < 0 {
+			return "", "", 0, `missing "]"`
+		}
+		host = rest[1:end]
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() || a.Is4In6() {
+			return "", "", 0, "brackets are only for IPv6 addresses"
+		}
+		if a.IsUnspecified() || a.IsMulticast() {
+			return "", "", 0, "not a host address"
+		}
+		after := rest[end+1:]
+		if after != "" {
+			if after[0] != ':' {
+				return "", "", 0, `unexpected text after "]"`
+			}
+			portStr, hasPort = after[1:], true
+		}
+	} else {
+		if strings.Count(rest, ":") > 1 {
+			return "", "", 0, "IPv6 addresses must be in brackets"
+		}
+		host, portStr, hasPort = strings.Cut(rest, ":")
+		if r := checkHostname(host); r != "" {
+			return "", "", 0, r
+		}
+	}
+	if hasPort {
+		n, err := strconv.Atoi(portStr)
+		if !isDigits(portStr) || err != nil || n < 1 || n > 65535 {
+			return "", "", 0, fmt.Sprintf("invalid port %q", portStr)
+		}
+		port = n
+	}
+	return user, host, port, ""
+}
+
+// checkHostname accepts an IPv4 address or a DNS name.
+func checkHostname(h string) string {
+	if h == "" {
+		return "missing host"
+	}
+	if strings.Trim(h, "0123456789.") == "" {
+		a, err := netip.ParseAddr(h)
+		if err != nil {
+			return fmt.Sprintf("%q is not a valid IPv4 address", h)
+		}
+		if a.IsUnspecified() || a.IsMulticast() {
+			return "not a host address"
+		}
+		return ""
+	}
+	if len(h) > 253 {
+		return "host name longer than 253 characters"
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Sprintf("%q is not a valid host name", h)
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Sprintf("%q is not a valid host name", h)
+			}
+		}
+	}
+	return ""
+}
+
+// parseAddr parses a unicast IP address that can be routed: a service
+// address or a tunnel endpoint.
+func parseAddr(s string) (netip.Addr, string) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, "not an IP address"
+	case a.Zone() != "":
+		return a, "zones are not allowed"
+	case a.Is4In6():
+		return a, fmt.Sprintf("an IPv4-mapped IPv6 address (that is %s)", a.Unmap())
+	case a.IsUnspecified():
+		return a, "the unspecified address"
+	case a.IsLoopback():
+		return a, "a loopback address"
+	case a.IsMulticast():
+		return a, "a multicast address"
+	}
+	return a, ""
+}
+
+// parseInner parses an inner tunnel address with its prefix length.
+func parseInner(s string) (netip.Prefix, string) {
+	if !strings.Contains(s, "/") {
+		return netip.Prefix{}, "missing prefix length"
+	}
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		return p, "not an address/prefix"
+	case p.Addr().Is4In6():
+		return p, "an IPv4-mapped IPv6 address"
+	case p.Addr().IsUnspecified() || p.Addr().IsLoopback() || p.Addr().IsMulticast():
+		return p, "not a unicast host address"
+	}
+	return p, ""
+}
+
+// innerHostReason rejects the network and broadcast addresses of a prefix
+// that has room for others.
+func innerHostReason(p netip.Prefix) string {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4() && bits <= 30 {
+		if a == p.Masked().Addr() {
+			return "the network address of its prefix"
+		}
+		if a == lastAddr(p) {
+			return "the broadcast address of its prefix"
+		}
+	}
+	if a.Is6() && bits <= 126 && a == p.Masked().Addr() {
+		return "the subnet-router anycast address of its prefix"
+	}
+	return ""
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// checkIfname mirrors the kernel's dev_valid_name, restricted to printable
+// ASCII.
+func checkIfname(s string) string {
+	switch {
+	case s == "":
+		return "empty"
+	case len(s) > 15:
+		return "longer than 15 characters"
+	case s == "." || s == "..":
+		return "not a usable name"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '/' || c == ':' {
+			return fmt.Sprintf("%q is not allowed", c)
+		}
+	}
+	return ""
+}
+
+// expandHome expands a leading "~" or "~/".
+func expandHome(path string) (string, string) {
+	if path != "~" && !strings.HasPrefix(path, "~/") {
+		if strings.HasPrefix(path, "~") {
+			return "", `only "~/" is expanded, not ~user`
+		}
+		return path, ""
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "", "cannot expand ~: the home directory is unknown ($HOME is not set)"
+	}
+	return filepath.Join(home, path[1:]), ""
+}
+
+type portElem struct {
+	v   cty.Value
+	rng hcl.Range
+}
+
+// portsArg reads the ports argument: a non-empty list of numbers and
+// strings "N" or "N-M". It returns the ranges, each element's source range
+// and the range of the whole expression.
+func (p *parser) portsArg(a *attrSet) ([]PortRange, []hcl.Range, hcl.Range) {
+	const example = `ports = [25, 465, "10000-10100"]`
+	attr, ok := a.attrs["ports"]
+	if !ok {
+		a.missing("ports", example)
+		return nil, nil, hcl.Range{}
+	}
+	whole := attr.Expr.Range()
+
+	var elems []portElem
+	if tup, ok := attr.Expr.(*hclsyntax.TupleConsExpr); ok {
+		// Evaluate element by element so that errors point at the element.
+		for _, e := range tup.Exprs {
+			v, diags := e.Value(nil)
+			if diags.HasErrors() {
+				p.diags = append(p.diags, diags...)
+				continue
+			}
+			elems = append(elems, portElem{v, e.Range()})
+		}
+		if len(tup.Exprs) == 0 {
+			p.add(whole, fmt.Sprintf("empty ports in %s", a.ctx), "list at least one port, e.g. "+example)
+			return nil, nil, whole
+		}
+	} else {
+		v, _, ok := a.value("ports")
+		if !ok {
+			a.required("ports", example)
+			return nil, nil, whole
+		}
+		t := v.Type()
+		if !t.IsTupleType() && !t.IsListType() && !t.IsSetType() {
+			p.add(whole, fmt.Sprintf("ports in %s must be a list, not %s", a.ctx, t.FriendlyName()),
+				"write "+example)
+			return nil, nil, whole
+		}
+		if v.LengthInt() == 0 {
+			p.add(whole, fmt.Sprintf("empty ports in %s", a.ctx), "list at least one port, e.g. "+example)
+			return nil, nil, whole
+		}
+		for it := v.ElementIterator(); it.Next(); {
+			_, ev := it.Element()
+			elems = append(elems, portElem{ev, whole})
+		}
+	}
+
+	var out []PortRange
+	var rngs []hcl.Range
+	for _, e := range elems {
+		r, summary, detail := parsePortValue(e.v)
+		if summary != "" {
+			p.add(e.rng, summary, detail)
+			continue
+		}
+		out = append(out, r)
+		rngs = append(rngs, e.rng)
+	}
+	return out, rngs, whole
+}
+
+// parsePortValue parses one ports element. On failure it returns the
+// summary and detail of the problem.
+func parsePortValue(v cty.Value) (PortRange, string, string) {
+	v, _ = v.Unmark()
+	switch {
+	case v.IsNull():
+		return PortRange{}, "invalid port null", portRule
+	case v.Type() == cty.Number:
+		n, ok := wholeNumber(v.AsBigFloat(), 1, 65535)
+		if !ok {
+			return PortRange{}, "invalid port " + numText(v.AsBigFloat()), portRule
+		}
+		return PortRange{uint16(n), uint16(n)}, "", ""
+	case v.Type() == cty.String:
+		return parsePortString(v.AsString())
+	default:
+		return PortRange{}, "invalid port of type " + v.Type().FriendlyName(), portRule
+	}
+}
+
+func parsePortString(s string) (PortRange, string, string) {
+	one := func(x string) (uint16, bool) {
+		if !isDigits(x) || len(x) > 5 {
+			return 0, false
+		}
+		n, _ := strconv.Atoi(x)
+		return uint16(n), n >= 1 && n <= 65535
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	if !isRange {
+		n, ok := one(s)
+		if !ok {
+			return PortRange{}, fmt.Sprintf("invalid port %q", s), portRule
+		}
+		return PortRange{n, n}, "", ""
+	}
+	from, ok1 := one(lo)
+	to, ok2 := one(hi)
+	switch {
+	case !ok1 || !ok2:
+		return PortRange{}, fmt.Sprintf("invalid port range %q", s), portRule
+	case from > to:
+		return PortRange{}, fmt.Sprintf("invalid port range %q: the first port is greater than the last", s),
+			fmt.Sprintf("write the lower port first, e.g. \"%d-%d\"", to, from)
+	}
+	return PortRange{from, to}, "", ""
+}
+
+type portEntry struct {
+	si  *serviceInfo
+	idx int // into si.svc.Ports
+}
+
+func (e portEntry) r() PortRange   { return e.si.svc.Ports[e.idx] }
+func (e portEntry) rng() hcl.Range { return e.si.portRanges[e.idx] }
+func (e portEntry) before(o portEntry) bool {
+	if e.si.order != o.si.order {
+		return e.si.order < o.si.order
+	}
+	return e.idx < o.idx
+}
+
+// checkOverlaps reports ports claimed twice for one address and protocol,
+// within a service or across services, at the later of the two.
+func (p *parser) checkOverlaps(st *fileState) {
+	type key struct {
+		addr  netip.Addr
+		proto string
+	}
+	groups := map[key][]portEntry{}
+	var keys []key
+	for _, si := range st.services {
+		s := si.svc
+		if !s.Address.IsValid() || s.Protocol == "" || len(s.Ports) == 0 {
+			continue
+		}
+		k := key{s.Address, s.Protocol}
+		if _, seen := groups[k]; !seen {
+			keys = append(keys, k)
+		}
+		for i := range s.Ports {
+			groups[k] = append(groups[k], portEntry{si, i})
+		}
+	}
+	for _, k := range keys {
+		es := groups[k]
+		sort.SliceStable(es, func(i, j int) bool {
+			if es[i].r().From != es[j].r().From {
+				return es[i].r().From < es[j].r().From
+			}
+			return es[i].before(es[j])
+		})
+		reported := map[portEntry]bool{}
+		reach := es[0] // the entry reaching furthest so far
+		for _, cur := range es[1:] {
+			if cur.r().From <= reach.r().To {
+				later, first := cur, reach
+				if !reach.before(cur) {
+					later, first = reach, cur
+				}
+				if !reported[later] {
+					reported[later] = true
+					p.overlap(later, first)
+				}
+			}
+			if cur.r().To > reach.r().To {
+				reach = cur
+			}
+		}
+	}
+}
+
+func (p *parser) overlap(later, first portEntry) {
+	if later.si == first.si {
+		p.add(later.rng(),
+			fmt.Sprintf("port %s overlaps %s earlier in service %q", later.r(), first.r(), later.si.svc.Name),
+			"list each port once")
+		return
+	}
+	s := later.si.svc
+	p.add(later.rng(),
+		fmt.Sprintf("port %s of service %q overlaps port %s of service %q", later.r(), s.Name, first.r(), first.si.svc.Name),
+		fmt.Sprintf("a port of %s/%s belongs to one service only; service %q has it at %s",
+			s.Address, s.Protocol, first.si.svc.Name, pos(first.rng())))
+}
+
+// checkSelfCut refuses to migrate the address and port migrate reaches OLD
+// on over SSH, and the tunnel's own VXLAN port on OLD's endpoint: either
+// would send migrate's own traffic into the tunnel.
+func (p *parser) checkSelfCut(st *fileState) {
+	var sshAddr netip.Addr
+	sshPort := 0
+	if h := st.hosts["old"]; h != nil && h.Address != "" {
+		if a, err := netip.ParseAddr(h.Address); err == nil {
+			sshAddr, sshPort = a.WithZone(""), h.Port
+		}
+	}
+	var vxAddr netip.Addr
+	vxPort := 0
+	if t := st.tunnel; t != nil && t.Type == "vxlan" && t.OldEndpoint.IsValid() {
+		vxAddr, vxPort = t.OldEndpoint, t.Port
+	}
+	for _, si := range st.services {
+		s := si.svc
+		if s.Stage != "canary" && s.Stage != "new" {
+			continue
+		}
+		for i, r := range s.Ports {
+			switch {
+			case s.Protocol == "tcp" && sshAddr.IsValid() && s.Address == sshAddr && inRange(r, sshPort):
+				p.add(si.portRanges[i],
+					fmt.Sprintf("service %q would migrate %s, where migrate reaches host \"old\" over SSH", s.Name, netip.AddrPortFrom(sshAddr, uint16(sshPort))),
+					"migrate would cut its own connection; reach OLD on another address or port, or leave this port out")
+			case s.Protocol == "udp" && vxAddr.IsValid() && s.Address == vxAddr && inRange(r, vxPort):
+				p.add(si.portRanges[i],
+					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own VXLAN port", s.Name, netip.AddrPortFrom(vxAddr, uint16(vxPort))),
+					"the tunnel's packets would be sent into the tunnel; set another tunnel port or leave this port out")
+			}
+		}
+	}
+}
+
+func inRange(r PortRange, port int) bool {
+	return port >= int(r.From) && port <= int(r.To)
+}

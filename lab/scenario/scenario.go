@@ -1,0 +1,229 @@
+// Package scenario drives migrate against a namespace lab: it builds the
+// migrate binary, writes a plan file for the lab, starts the lab's servers
+// and runs the CLI inside the admin namespace. The end-to-end tests and the
+// demo share it, so the demo shows exactly what the tests prove.
+package scenario
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+)
+
+// Ports used by the scenario.
+const (
+	MigratedPort = 8080 // moved to NEW
+	StayPort     = 8081 // stays on OLD
+	ClientPort   = 9000 // the client's own listener, for NEW's outbound test
+)
+
+// Scenario is a lab plus the binaries and files to drive it.
+type Scenario struct {
+	Lab        *lab.Lab
+	MigrateBin string // path of the static migrate binary
+	Labtool    string
+	PlanFile   string
+}
+
+// BuildMigrate builds a static migrate binary into dir: the CLI uploads
+// its own executable to the hosts as the agent, so it must not need libc.
+func BuildMigrate(dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "migrate")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/migrate")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build migrate: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the migrate module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// Setup builds the binaries into the lab's directory and starts the
+// servers: on OLD "old" on 8080 and 8081, on NEW "new" on 0.0.0.0:8080
+// (it serves the migrated address once that address is local on NEW), and
+// on the client a listener on 9000.
+func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
+	s := &Scenario{Lab: l, PlanFile: filepath.Join(l.Dir, "migration.hcl")}
+	var err error
+	if s.MigrateBin, err = BuildMigrate(l.Dir); err != nil {
+		return nil, err
+	}
+	if s.Labtool, err = lab.BuildLabtool(l.Dir); err != nil {
+		return nil, err
+	}
+	servers := []struct {
+		role, name, listen string
+	}{
+		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, MigratedPort)},
+		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, StayPort)},
+		{lab.RoleNew, "new", fmt.Sprintf("0.0.0.0:%d", MigratedPort)},
+		{lab.RoleClient, "client", fmt.Sprintf("%s:%d", l.ClientIP, ClientPort)},
+	}
+	for _, sv := range servers {
+		if _, err := l.Start(sv.role, s.Labtool, "serve", "-name", sv.name, "-listen", sv.listen); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range []struct{ role, addr string }{
+		{lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, MigratedPort)},
+		{lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, StayPort)},
+		{lab.RoleNew, fmt.Sprintf("127.0.0.1:%d", MigratedPort)},
+		{lab.RoleOld, fmt.Sprintf("%s:%d", l.ClientIP, ClientPort)},
+	} {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := l.WaitTCP(wctx, w.role, w.addr)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// PlanOptions are the knobs of the lab plan file.
+type PlanOptions struct {
+	TunnelType string // vxlan | gre
+	Stage      string // old | new
+}
+
+var planTmpl = template.Must(template.New("plan").Parse(`# migrate plan for the namespace lab: move {{.OldIP}}:8080 to NEW.
+host "old" {
+  ssh           = "root@{{.OldIP}}:22"
+  identity_file = "{{.Identity}}"
+  known_hosts   = "{{.KnownHosts}}"
+}
+
+host "new" {
+  ssh           = "root@{{.NewIP}}:22"
+  identity_file = "{{.Identity}}"
+  known_hosts   = "{{.KnownHosts}}"
+}
+
+# OLD's endpoint is the migrated address itself: the realistic case.
+tunnel {
+  type         = "{{.Type}}"
+  old_endpoint = "{{.OldIP}}"
+  new_endpoint = "{{.NewIP}}"
+}
+
+service "web" {
+  address  = "{{.OldIP}}"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "{{.Stage}}"
+}
+`))
+
+// PlanText renders the lab's plan file.
+func (s *Scenario) PlanText(o PlanOptions) string {
+	if o.TunnelType == "" {
+		o.TunnelType = "vxlan"
+	}
+	if o.Stage == "" {
+		o.Stage = "new"
+	}
+	var b bytes.Buffer
+	_ = planTmpl.Execute(&b, map[string]any{
+		"OldIP": s.Lab.OldIP, "NewIP": s.Lab.NewIP, "Identity": s.Lab.IdentityFile,
+		"KnownHosts": s.Lab.KnownHosts, "Type": o.TunnelType, "Stage": o.Stage,
+	})
+	return b.String()
+}
+
+// WritePlan writes the plan file.
+func (s *Scenario) WritePlan(o PlanOptions) error {
+	return os.WriteFile(s.PlanFile, []byte(s.PlanText(o)), 0o644)
+}
+
+// Result is one CLI run.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// Migrate runs the CLI inside the admin namespace with a clean
+// environment (no ssh-agent, HOME inside the lab).
+func (s *Scenario) Migrate(ctx context.Context, args ...string) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1", s.MigrateBin}, args...)
+	cmd, err := s.Lab.Command(lab.RoleAdmin, full...)
+	if err != nil {
+		return Result{}, err
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 2 * time.Second
+	runErr := cmd.Run()
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case runErr == nil:
+	case errors.As(runErr, &ee):
+		r.Code = ee.ExitCode()
+	default:
+		return r, runErr
+	}
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("migrate %s: %w", strings.Join(args, " "), ctx.Err())
+	}
+	return r, nil
+}
+
+// Dial runs `labtool dial` from role and returns its output line.
+func (s *Scenario) Dial(ctx context.Context, role string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := s.Lab.Exec(ctx, role, append([]string{s.Labtool, "dial", "-timeout", "3s"}, args...)...)
+	return strings.TrimSpace(string(out)), err
+}
+
+// Sysctls are the sysctls migrate may touch in the lab, for snapshots.
+func Sysctls() []string {
+	return []string{
+		"net.ipv4.ip_forward",
+		"net.ipv4.conf.all.rp_filter",
+		"net.ipv4.conf.default.rp_filter",
+		"net.ipv4.conf.mig0.rp_filter",
+		"net.ipv4.conf.mig0.accept_local",
+		"net.ipv4.conf.all.forwarding",
+	}
+}
+
+// Snapshot returns both hosts' snapshots.
+func (s *Scenario) Snapshot(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	for _, r := range []string{lab.RoleOld, lab.RoleNew} {
+		snap, err := s.Lab.Snapshot(ctx, r, Sysctls()...)
+		if err != nil {
+			return nil, err
+		}
+		out[r] = snap
+	}
+	return out, nil
+}

@@ -1,0 +1,147 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Current maps every object the facts show to its key.
+func Current(f state.Facts) map[string]state.Object {
+	m := map[string]state.Object{}
+	put := func(o state.Object) { m[o.Key()] = o }
+	for i := range f.Links {
+		put(state.Object{Link: &f.Links[i]})
+	}
+	for i := range f.Addrs {
+		put(state.Object{Addr: &f.Addrs[i]})
+	}
+	for i := range f.Rules {
+		put(state.Object{Rule: &f.Rules[i]})
+	}
+	for i := range f.Routes {
+		put(state.Object{Route: &f.Routes[i]})
+	}
+	for name, v := range f.Sysctls {
+		put(state.Object{Sysctl: &state.Sysctl{Name: name, Value: v}})
+	}
+	if f.Nft != nil {
+		put(state.Object{Nft: f.Nft})
+	}
+	return m
+}
+
+// taggedByMigrate reports objects that carry migrate's mark of ownership
+// even when the journal does not list them (a lost state file).
+func taggedByMigrate(o state.Object) bool {
+	switch {
+	case o.Rule != nil:
+		return o.Rule.Protocol == RouteProto
+	case o.Route != nil:
+		return o.Route.Protocol == RouteProto
+	case o.Nft != nil:
+		return o.Nft.Name == NftTableName
+	}
+	return false
+}
+
+// Diff computes the steps that take host from facts to desired. owned maps
+// the keys migrate changed earlier (from the journal) to their value before
+// migrate's first change; an owned key that is no longer desired is
+// restored to that value (deleted when migrate created it).
+//
+// Steps are ordered: creates and updates by kind (links first, nft last),
+// then deletes in reverse kind order. The default local rule, when it has
+// to go, is deleted right after the rule creates: after its replacement
+// exists, before any address becomes local.
+func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.Object) ([]state.Step, error) {
+	cur := Current(f)
+	desired := map[string]bool{}
+	var up, down []state.Step
+	for _, d := range want.Objects {
+		d := d
+		k := d.Key()
+		if desired[k] {
+			return nil, fmt.Errorf("internal: desired state of host %s lists %s twice", host, k)
+		}
+		desired[k] = true
+		c, exists := cur[k]
+		switch {
+		case !exists:
+			up = append(up, state.Step{Host: host, Action: state.Create, After: &d})
+		case !c.Equal(d):
+			if d.Link != nil {
+				if _, ours := owned[k]; !ours {
+					return nil, fmt.Errorf("host %s: a device named %q already exists and migrate did not create it; set tunnel.name to a free name", host, d.Link.Name)
+				}
+			}
+			c := c
+			up = append(up, state.Step{Host: host, Action: state.Update, Before: &c, After: &d})
+		}
+	}
+
+	scope := map[string]bool{}
+	unwanted := map[string]bool{}
+	for _, k := range want.Unwanted {
+		unwanted[k] = true
+	}
+	for k := range owned {
+		scope[k] = true
+	}
+	for _, k := range want.Unwanted {
+		scope[k] = true
+	}
+	for k, o := range cur {
+		if taggedByMigrate(o) {
+			scope[k] = true
+		}
+	}
+	for k := range scope {
+		if desired[k] {
+			continue
+		}
+		c, exists := cur[k]
+		if !exists {
+			// Migrate removed something that was there before it (the
+			// default local rule): put it back.
+			if prior := owned[k]; prior != nil && !unwanted[k] {
+				p := *prior
+				up = append(up, state.Step{Host: host, Action: state.Create, After: &p})
+			}
+			continue
+		}
+		c2 := c
+		if prior := owned[k]; prior != nil && !unwanted[k] {
+			if !prior.Equal(c) {
+				p := *prior
+				up = append(up, state.Step{Host: host, Action: state.Update, Before: &c2, After: &p})
+			}
+			continue
+		}
+		del := state.Step{Host: host, Action: state.Delete, Before: &c2}
+		if unwanted[k] {
+			// The default local rule goes as soon as its replacement
+			// exists, before NEW's migrated address becomes local: so
+			// NEW's own traffic to that address never loops back.
+			up = append(up, del)
+			continue
+		}
+		down = append(down, del)
+	}
+
+	sort.SliceStable(up, func(i, j int) bool { return less(up[i], up[j]) })
+	sort.SliceStable(down, func(i, j int) bool { return less(down[j], down[i]) })
+	return append(up, down...), nil
+}
+
+func less(a, b state.Step) bool {
+	ka, kb := a.Object().Kind(), b.Object().Kind()
+	if ka != kb {
+		return ka < kb
+	}
+	if da, db := a.Action == state.Delete, b.Action == state.Delete; da != db {
+		return db
+	}
+	return a.Key() < b.Key()
+}

@@ -1,0 +1,183 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// FormatVersion of a saved plan file.
+const FormatVersion = 1
+
+// Plan is a plain value: the steps per host, and the digests of the facts
+// they were computed from (a saved plan is refused when the facts changed).
+// It holds no connection; fields meant for display never change what apply
+// does.
+type Plan struct {
+	FormatVersion int                           `json:"format_version"`
+	ConfigPath    string                        `json:"config_path"`
+	CreatedAt     time.Time                     `json:"created_at"`
+	Hosts         []HostPlan                    `json:"hosts"` // in apply order: new, then old
+	FactsDigest   map[string]string             `json:"facts_digest"`
+	Verify        *Verify                       `json:"verify,omitempty"`
+	Notes         []string                      `json:"notes,omitempty"` // display only
+	Requests      map[string]state.FactsRequest `json:"facts_requests"`
+}
+
+// HostPlan is one host's ordered steps.
+type HostPlan struct {
+	Host  string       `json:"host"`
+	Steps []state.Step `json:"steps"`
+}
+
+// Verify says how apply checks the tunnel before it sends traffic into it:
+// each host pings the other's inner address.
+type Verify struct {
+	OldPings string `json:"old_pings"` // NEW's inner address, pinged from OLD
+	NewPings string `json:"new_pings"` // OLD's inner address, pinged from NEW
+}
+
+// Counts returns (add, change, destroy).
+func (p *Plan) Counts() (add, change, destroy int) {
+	for _, h := range p.Hosts {
+		for _, s := range h.Steps {
+			switch s.Action {
+			case state.Create:
+				add++
+			case state.Update:
+				change++
+			case state.Delete:
+				destroy++
+			}
+		}
+	}
+	return
+}
+
+// Empty reports a plan with nothing to do.
+func (p *Plan) Empty() bool {
+	a, c, d := p.Counts()
+	return a+c+d == 0
+}
+
+// Steps returns host's steps.
+func (p *Plan) Steps(host string) []state.Step {
+	for _, h := range p.Hosts {
+		if h.Host == host {
+			return h.Steps
+		}
+	}
+	return nil
+}
+
+// Make computes the plan. It validates the config against the facts (a
+// service address OLD must hold, the SSH port migrate itself uses) before
+// any step is produced.
+func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now time.Time) (*Plan, error) {
+	if h := c.Hosts[Old]; h != nil {
+		if err := CheckSelfLockout(c, Old, h.Address, h.Port); err != nil {
+			return nil, err
+		}
+	}
+	if err := CheckAgainstFacts(c, facts); err != nil {
+		return nil, err
+	}
+	want, err := Desired(c, facts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{
+		FormatVersion: FormatVersion,
+		ConfigPath:    c.Path,
+		CreatedAt:     now.UTC(),
+		FactsDigest:   map[string]string{},
+		Requests:      map[string]state.FactsRequest{},
+		Verify: &Verify{
+			OldPings: c.Tunnel.NewInner.Addr().String(),
+			NewPings: c.Tunnel.OldInner.Addr().String(),
+		},
+	}
+	for _, h := range []string{New, Old} {
+		steps, err := Diff(h, want[h], facts[h], j.Owned(h))
+		if err != nil {
+			return nil, err
+		}
+		p.Hosts = append(p.Hosts, HostPlan{Host: h, Steps: steps})
+		p.FactsDigest[h] = facts[h].Digest()
+		p.Requests[h] = FactsRequest(c, h)
+	}
+	return p, nil
+}
+
+// CheckAgainstFacts refuses configs the live hosts contradict.
+func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
+	old := facts[Old]
+	for _, s := range c.Services {
+		if !old.HasAddr(s.Address.String()) {
+			return fmt.Errorf("%s: service %q: host old does not hold address %s; a service address must be one of OLD's addresses (see `ip addr` on old)", where(s.Range), s.Name, s.Address)
+		}
+	}
+	if !old.HasAddr(c.Tunnel.OldEndpoint.String()) {
+		return fmt.Errorf("%s: tunnel old_endpoint %s is not an address of host old", where(c.Tunnel.Range), c.Tunnel.OldEndpoint)
+	}
+	if !facts[New].HasAddr(c.Tunnel.NewEndpoint.String()) {
+		return fmt.Errorf("%s: tunnel new_endpoint %s is not an address of host new", where(c.Tunnel.Range), c.Tunnel.NewEndpoint)
+	}
+	return nil
+}
+
+// CheckSelfLockout refuses a config that would move the address and port
+// migrate's own SSH connection to a host arrives on. sshIP is the address
+// the connection to host actually reached.
+func CheckSelfLockout(c *config.Config, host, sshIP string, sshPort int) error {
+	if host != Old {
+		return nil
+	}
+	for _, s := range c.Services {
+		if s.Protocol != "tcp" || s.Address.String() != sshIP || s.Stage == "old" {
+			continue
+		}
+		for _, r := range s.Ports {
+			if int(r.From) <= sshPort && sshPort <= int(r.To) {
+				return fmt.Errorf("%s: service %q would move %s:%d, the SSH port migrate reaches host old on; migrating it would cut migrate's own connection. Remove port %d from the service, or reach old on another address or port", where(s.PortsRange), s.Name, sshIP, sshPort, sshPort)
+			}
+		}
+	}
+	return nil
+}
+
+// Save writes the plan as JSON.
+func (p *Plan) Save(path string) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// Load reads a plan saved with Save.
+func Load(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p Plan
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%s is not a saved plan: %w", path, err)
+	}
+	if p.FormatVersion != FormatVersion {
+		return nil, fmt.Errorf("%s: saved plan format %d, this migrate reads %d", path, p.FormatVersion, FormatVersion)
+	}
+	return &p, nil
+}
+
+// where renders a source position as FILE:LINE:COL.
+func where(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}

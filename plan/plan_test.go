@@ -1,0 +1,140 @@
+package plan_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+const src = `
+host "old" {
+  ssh         = "root@198.51.100.10:22"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "web" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [8080, "9000-9001"]
+  stage    = "new"
+}
+`
+
+func facts(cidr string, mtu int) state.Facts {
+	return state.Facts{
+		Links: []state.Link{{Name: "eth0", Type: "veth", MTU: mtu, Up: true}},
+		Addrs: []state.Addr{{Dev: "eth0", CIDR: cidr}},
+		Rules: []state.Rule{
+			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
+			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},
+		},
+		Sysctls: map[string]string{"net.ipv4.ip_forward": "0"},
+	}
+}
+
+func mustParse(t *testing.T, s string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(s), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func lines(steps []state.Step) string {
+	var b strings.Builder
+	for _, s := range steps {
+		b.WriteString(s.String() + "\n")
+	}
+	return b.String()
+}
+
+// The golden step order for a fresh migration of one address.
+func TestFreshPlanOrder(t *testing.T) {
+	c := mustParse(t, src)
+	p, err := plan.Make(c, map[string]state.Facts{
+		plan.Old: facts("198.51.100.10/24", 1500),
+		plan.New: facts("203.0.113.20/24", 9000),
+	}, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Hosts[0].Host != plan.New || p.Hosts[1].Host != plan.Old {
+		t.Fatalf("host order %s, %s; want new first", p.Hosts[0].Host, p.Hosts[1].Host)
+	}
+	wantNew := `+ link mig0 type vxlan local 203.0.113.20 remote 198.51.100.10 vni 4242 dstport 4789 mtu 8950 up
++ sysctl net.ipv4.conf.mig0.rp_filter = 2
++ rule v4 pref 1000 lookup local proto 77
++ rule v4 pref 1100 from 198.51.100.10/32 lookup 4242 proto 77
++ rule v4 pref 500 to 198.51.100.10/32 iif lo lookup main proto 77
+- rule v4 pref 0 lookup local proto 2
++ addr 198.51.100.10/32 dev lo
++ addr 169.254.42.2/30 dev mig0
++ route table 4242 0.0.0.0/0 via 169.254.42.1 dev mig0
+`
+	if got := lines(p.Hosts[0].Steps); got != wantNew {
+		t.Errorf("new steps:\n%s\nwant:\n%s", got, wantNew)
+	}
+	wantOld := `+ link mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 mtu 1450 up
++ sysctl net.ipv4.conf.mig0.accept_local = 1
++ sysctl net.ipv4.conf.mig0.rp_filter = 2
+~ sysctl: net.ipv4.ip_forward = 0 -> net.ipv4.ip_forward = 1
++ rule v4 pref 1000 lookup local proto 77
++ rule v4 pref 900 fwmark 0x20000/0x20000 lookup 4242 proto 77
+- rule v4 pref 0 lookup local proto 2
++ addr 169.254.42.1/30 dev mig0
++ route table 4242 throw 203.0.113.20/32
++ route table 4242 0.0.0.0/0 via 169.254.42.2 dev mig0
++ nft table inet migrate (role old, 3 service ports, mark 0x20000, digest ` + p.Hosts[1].Steps[10].After.Nft.Spec.Digest() + `)
+`
+	if got := lines(p.Hosts[1].Steps); got != wantOld {
+		t.Errorf("old steps:\n%s\nwant:\n%s", got, wantOld)
+	}
+	if a, c, d := p.Counts(); a != 17 || c != 1 || d != 2 {
+		t.Errorf("counts %d %d %d", a, c, d)
+	}
+}
+
+func TestRefusesAddressOldDoesNotHold(t *testing.T) {
+	c := mustParse(t, strings.Replace(src, `address  = "198.51.100.10"`, `address  = "198.51.100.99"`, 1))
+	_, err := plan.Make(c, map[string]state.Facts{
+		plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500),
+	}, state.NewJournal(), time.Now())
+	if err == nil || !strings.Contains(err.Error(), "m.hcl:") || !strings.Contains(err.Error(), "does not hold address 198.51.100.99") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRefusesMovingOwnSSHPort(t *testing.T) {
+	_, err := config.Parse([]byte(strings.Replace(src, `[8080, "9000-9001"]`, `["20-30"]`, 1)), "m.hcl")
+	if err == nil || !strings.Contains(err.Error(), "m.hcl:18:") || !strings.Contains(err.Error(), "SSH") {
+		t.Fatalf("err = %v", err)
+	}
+	// The check against the address the connection really reached.
+	c := mustParse(t, src)
+	if err := plan.CheckSelfLockout(c, plan.Old, "198.51.100.10", 8080); err == nil {
+		t.Fatal("moving the port the SSH connection uses was not refused")
+	}
+}
+
+func TestForeignLinkWithOurNameIsRefused(t *testing.T) {
+	c := mustParse(t, src)
+	f := facts("203.0.113.20/24", 1500)
+	f.Links = append(f.Links, state.Link{Name: "mig0", Type: "dummy", MTU: 1500})
+	_, err := plan.Make(c, map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: f}, state.NewJournal(), time.Now())
+	if err == nil || !strings.Contains(err.Error(), "did not create it") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,293 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Client is a running agent on one host.
+type Client struct {
+	Target Target
+	Hello  proto.Hello
+	// Uploaded is true when this connection installed the binary.
+	Uploaded bool
+	// RemoteIP is the address the SSH connection reached.
+	RemoteIP string
+
+	ssh    *ssh.Client
+	sess   *ssh.Session
+	stdin  io.WriteCloser
+	stdout io.Reader
+	stderr *bytes.Buffer
+	mu     sync.Mutex
+	nextID uint64
+}
+
+// Binary is the agent binary to install: by default this process's own
+// executable, which must be a static linux build (CGO_ENABLED=0).
+type Binary struct {
+	Path string
+	Hash string // hex sha256
+	Arch string // GOARCH
+	data []byte
+}
+
+var (
+	selfOnce sync.Once
+	self     *Binary
+	selfErr  error
+)
+
+// SelfBinary reads the running executable once.
+func SelfBinary() (*Binary, error) {
+	selfOnce.Do(func() {
+		p, err := os.Executable()
+		if err != nil {
+			selfErr = err
+			return
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			selfErr = fmt.Errorf("read own executable to install as agent: %w", err)
+			return
+		}
+		h := sha256.Sum256(b)
+		self = &Binary{Path: p, Hash: hex.EncodeToString(h[:]), Arch: runtime.GOARCH, data: b}
+	})
+	return self, selfErr
+}
+
+func unameToGOARCH(m string) string {
+	switch m {
+	case "x86_64":
+		return "amd64"
+	case "aarch64", "arm64":
+		return "arm64"
+	case "i686", "i386":
+		return "386"
+	}
+	return m
+}
+
+// run executes a shell command in its own session on the connection.
+func run(c *ssh.Client, cmd string, stdin io.Reader) (string, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errb, stdin
+	if err := s.Run(cmd); err != nil {
+		return out.String(), fmt.Errorf("%q: %w: %s", cmd, err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+func (t Target) priv(cmd string) string {
+	if t.Sudo {
+		return "sudo -n sh -c " + shellQuote(cmd)
+	}
+	return "sh -c " + shellQuote(cmd)
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Connect dials the host, installs the agent when its hash is not there
+// yet, starts it and exchanges hellos.
+func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
+	sc, err := DialSSH(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{Target: t, ssh: sc}
+	if ra, ok := sc.RemoteAddr().(interface{ String() string }); ok {
+		c.RemoteIP = hostOnly(ra.String())
+	}
+	if err := c.start(ctx, bin); err != nil {
+		sc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func hostOnly(hp string) string {
+	if i := strings.LastIndex(hp, ":"); i >= 0 {
+		return strings.Trim(hp[:i], "[]")
+	}
+	return hp
+}
+
+func (c *Client) start(ctx context.Context, bin *Binary) error {
+	t := c.Target
+	arch, err := run(c.ssh, "uname -m", nil)
+	if err != nil {
+		return fmt.Errorf("host %s: %w", t.Name, err)
+	}
+	if a := unameToGOARCH(strings.TrimSpace(arch)); a != bin.Arch {
+		return fmt.Errorf("host %s is %s but this migrate binary is linux/%s; run a migrate built for %s", t.Name, strings.TrimSpace(arch), bin.Arch, a)
+	}
+	// The install path holds the hash, so an existing copy is reused only
+	// when it is byte-identical.
+	dir := `${MIGRATE_STATE_DIR:-/var/lib/migrate}/bin`
+	path := dir + "/migrate-" + bin.Hash
+	check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, bin.Hash)
+	out, err := run(c.ssh, t.priv(check), nil)
+	if err != nil {
+		return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
+	}
+	if strings.TrimSpace(out) != "have" {
+		install := fmt.Sprintf(`set -e; umask 077; mkdir -p %s; p=%s; cat > "$p.tmp.$$"; chmod 0700 "$p.tmp.$$"; mv -f "$p.tmp.$$" "$p"`, dir, path)
+		if _, err := run(c.ssh, t.priv(install), bytes.NewReader(bin.data)); err != nil {
+			return fmt.Errorf("host %s: install agent: %w", t.Name, err)
+		}
+		c.Uploaded = true
+	}
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return fmt.Errorf("host %s: open agent session: %w", t.Name, err)
+	}
+	stdin, err := s.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := s.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	c.stderr = &bytes.Buffer{}
+	s.Stderr = &syncWriter{w: c.stderr}
+	if err := s.Start(t.priv("exec " + path + " agent")); err != nil {
+		return fmt.Errorf("host %s: start agent: %w", t.Name, err)
+	}
+	c.sess, c.stdin, c.stdout = s, stdin, stdout
+	var h proto.Hello
+	if err := c.call(ctx, proto.MethodHello, nil, &h); err != nil {
+		return fmt.Errorf("host %s: agent did not answer: %w", t.Name, err)
+	}
+	if h.Version != proto.Version {
+		return fmt.Errorf("host %s: agent speaks protocol %d, CLI %d", t.Name, h.Version, proto.Version)
+	}
+	if h.UID != 0 {
+		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", t.Name, h.UID)
+	}
+	c.Hello = h
+	return nil
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// call sends one request and waits for its response. Calls are serialised.
+func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	req := proto.Request{ID: c.nextID, Method: method}
+	if params != nil {
+		b, err := json.Marshal(params)
+		if err != nil {
+			return err
+		}
+		req.Params = b
+	}
+	done := make(chan error, 1)
+	var resp proto.Response
+	go func() {
+		if err := proto.WriteFrame(c.stdin, req); err != nil {
+			done <- err
+			return
+		}
+		done <- proto.ReadFrame(c.stdout, &resp)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("agent connection: %w%s", err, c.stderrTail())
+		}
+	case <-ctx.Done():
+		// The session is no longer usable: the response may still come.
+		c.ssh.Close()
+		return ctx.Err()
+	}
+	if resp.ID != req.ID {
+		return fmt.Errorf("agent answered request %d with %d", req.ID, resp.ID)
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	if result != nil {
+		return json.Unmarshal(resp.Result, result)
+	}
+	return nil
+}
+
+func (c *Client) stderrTail() string {
+	if c.stderr == nil {
+		return ""
+	}
+	s := strings.TrimSpace(c.stderr.String())
+	if s == "" {
+		return ""
+	}
+	if len(s) > 500 {
+		s = s[len(s)-500:]
+	}
+	return " (agent stderr: " + s + ")"
+}
+
+// Facts collects the host's facts.
+func (c *Client) Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error) {
+	var f state.Facts
+	err := c.call(ctx, proto.MethodFacts, req, &f)
+	return f, err
+}
+
+// Apply applies one step on the host.
+func (c *Client) Apply(ctx context.Context, s state.Step) error {
+	return c.call(ctx, proto.MethodApply, proto.ApplyParams{Step: s}, nil)
+}
+
+// Ping asks the host to ping addr.
+func (c *Client) Ping(ctx context.Context, addr string) error {
+	return c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: 5, TimeoutMS: 5000}, nil)
+}
+
+// Close stops the agent and the connection.
+func (c *Client) Close() error {
+	if c.stdin != nil {
+		c.stdin.Close()
+	}
+	if c.sess != nil {
+		done := make(chan struct{})
+		go func() { c.sess.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+		}
+	}
+	return c.ssh.Close()
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages migrate's lab, demo and tests need, when any
+# is missing. Go itself must already be installed.
+set -euo pipefail
+need=()
+for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: static checks, unit tests with the race detector,
+# then the kernel and end-to-end tests in network namespaces (root).
+set -euo pipefail
+cd "$(dirname "$0")"
+./scripts/deps.sh
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+bad=$(gofmt -l .)
+if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
+echo "== unit tests (race detector)"
+go test -race -count=1 ./state/... ./config/... ./plan/... ./apply/... ./views/... ./remote/... ./agent/proto/...
+echo "== kernel, lab and end-to-end tests (root, network namespaces)"
+go test -count=1 -timeout 60m -v ./agent/... ./lab/... ./e2e/... 2>&1 | tee /tmp/migrate-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|TUNNEL ' || true
+# The filter above hides the verbose output; the exit status must not.
+if grep -qE '^(--- FAIL|FAIL|panic)' /tmp/migrate-e2e.log; then
+  echo "== failures (full log: /tmp/migrate-e2e.log)"
+  grep -B2 -A40 -E '^\s*--- FAIL' /tmp/migrate-e2e.log | head -300
+  exit 1
+fi
+echo "== tunnel types"
+grep -E 'TUNNEL ' /tmp/migrate-e2e.log | sed 's/^ *//' | sort -u
+passed=$(grep -cE '^\s*--- PASS' /tmp/migrate-e2e.log || true)
+failed=$(grep -cE '^\s*--- FAIL' /tmp/migrate-e2e.log || true)
+skipped=$(grep -cE '^\s*--- SKIP' /tmp/migrate-e2e.log || true)
+echo "e2e: $passed passed, $failed failed, $skipped skipped"

@@ -1,0 +1,143 @@
+// Package views renders plans, progress and results for humans (Terraform
+// style, colour when the writer is a terminal and NO_COLOR is unset) and for
+// machines (--json, with a schema version). Views take values and writers;
+// they never decide anything.
+package views
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// JSONSchemaVersion versions every --json document.
+const JSONSchemaVersion = "1"
+
+// View writes to Out (results) and Err (errors and hints).
+type View struct {
+	Out, Err io.Writer
+	Color    bool
+	JSON     bool
+}
+
+// New builds a view; colour only for a terminal and without NO_COLOR.
+func New(out, errw io.Writer, asJSON bool) *View {
+	v := &View{Out: out, Err: errw, JSON: asJSON}
+	if f, ok := out.(*os.File); ok && os.Getenv("NO_COLOR") == "" && !asJSON {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			v.Color = true
+		}
+	}
+	return v
+}
+
+func (v *View) paint(code, s string) string {
+	if !v.Color {
+		return s
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+func (v *View) symbol(a state.Action) string {
+	switch a {
+	case state.Create:
+		return v.paint("32", "+")
+	case state.Update:
+		return v.paint("33", "~")
+	case state.Delete:
+		return v.paint("31", "-")
+	}
+	return "?"
+}
+
+// Plan prints the plan grouped by host, ending with the summary line.
+func (v *View) Plan(p *plan.Plan) {
+	if v.JSON {
+		add, change, destroy := p.Counts()
+		v.writeJSON(map[string]any{
+			"schema_version": JSONSchemaVersion,
+			"type":           "plan",
+			"plan":           p,
+			"summary":        map[string]int{"add": add, "change": change, "destroy": destroy},
+		})
+		return
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(v.Out, "Note: %s\n", n)
+	}
+	if p.Empty() {
+		fmt.Fprintln(v.Out, "No changes. Both hosts match the plan.")
+		return
+	}
+	fmt.Fprintln(v.Out, "migrate will perform the following actions, in this order:")
+	for _, h := range p.Hosts {
+		if len(h.Steps) == 0 {
+			continue
+		}
+		fmt.Fprintf(v.Out, "\n  host %s:\n", v.paint("1", h.Host))
+		for _, s := range h.Steps {
+			fmt.Fprintf(v.Out, "    %s %s\n", v.symbol(s.Action), Describe(s))
+		}
+	}
+	add, change, destroy := p.Counts()
+	fmt.Fprintf(v.Out, "\n%s %d to add, %d to change, %d to destroy.\n", v.paint("1", "Plan:"), add, change, destroy)
+}
+
+// Describe is a step's one-line description.
+func Describe(s state.Step) string {
+	o := s.Object()
+	switch s.Action {
+	case state.Update:
+		if s.Before != nil && s.After != nil && o.Sysctl != nil {
+			return fmt.Sprintf("sysctl %s: %s -> %s", o.Sysctl.Name, s.Before.Sysctl.Value, s.After.Sysctl.Value)
+		}
+		return fmt.Sprintf("%s %s (was: %s)", o.Kind(), s.After, s.Before)
+	default:
+		return fmt.Sprintf("%s %s", o.Kind(), o)
+	}
+}
+
+// Progress is one line during apply or rollback.
+func (v *View) Progress(host string, s state.Step, err error) {
+	if v.JSON {
+		ev := map[string]any{"schema_version": JSONSchemaVersion, "type": "progress", "host": host, "step": s}
+		if err != nil {
+			ev["error"] = err.Error()
+		}
+		v.writeJSON(ev)
+		return
+	}
+	status := "done"
+	if err != nil {
+		status = v.paint("31", "FAILED: "+err.Error())
+	}
+	fmt.Fprintf(v.Out, "%s: %s %s ... %s\n", host, v.symbol(s.Action), Describe(s), status)
+}
+
+// Info prints a line of prose (not in JSON mode).
+func (v *View) Info(format string, args ...any) {
+	if v.JSON {
+		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "info", "message": fmt.Sprintf(format, args...)})
+		return
+	}
+	fmt.Fprintf(v.Out, format+"\n", args...)
+}
+
+// Error prints an error to Err.
+func (v *View) Error(err error) {
+	if v.JSON {
+		b, _ := json.Marshal(map[string]any{"schema_version": JSONSchemaVersion, "type": "error", "error": err.Error()})
+		fmt.Fprintln(v.Err, string(b))
+		return
+	}
+	fmt.Fprintf(v.Err, "%s %v\n", v.paint("31", "Error:"), err)
+}
+
+func (v *View) writeJSON(x any) {
+	b, _ := json.Marshal(x)
+	fmt.Fprintln(v.Out, string(b))
+}
