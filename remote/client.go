@@ -119,7 +119,13 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	if ra, ok := sc.RemoteAddr().(interface{ String() string }); ok {
 		c.RemoteIP = hostOnly(ra.String())
 	}
-	if err := c.start(ctx, bin); err != nil {
+	stop := context.AfterFunc(ctx, func() { sc.Close() })
+	err = c.start(ctx, bin)
+	stop()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		sc.Close()
 		return nil, err
 	}

@@ -197,6 +197,10 @@ func DialSSH(ctx context.Context, t Target) (*ssh.Client, error) {
 	} else {
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	}
+	// Abandon the handshake when the command gives up (the other host
+	// failed, or ^C).
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	c, chans, reqs, err := ssh.NewClientConn(conn, t.hostport(), cfg)
 	if err != nil {
 		conn.Close()

@@ -139,6 +139,9 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 	if err != nil {
 		return nil, err
 	}
+	// The first failure cancels the other host's connection attempt.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	s := &session{clients: map[string]*remote.Client{}}
@@ -155,7 +158,10 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, err)
+				if !(errors.Is(err, context.Canceled) && len(errs) > 0) {
+					errs = append(errs, err)
+				}
+				cancel()
 				return
 			}
 			s.clients[name] = cl

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -32,6 +33,50 @@ type Scenario struct {
 	MigrateBin string // path of the static migrate binary
 	Labtool    string
 	PlanFile   string
+}
+
+// BinDirEnv names a directory holding prebuilt `migrate` and `labtool`
+// binaries. The VM lane sets it: compiling inside the emulated guest is
+// many times slower than on the host.
+const BinDirEnv = "MIGRATE_E2E_BINDIR"
+
+var (
+	binOnce                sync.Once
+	binMigrate, binLabtool string
+	binErr                 error
+)
+
+// Binaries returns the migrate and labtool binaries, built once per
+// process into a temporary directory (or taken from $MIGRATE_E2E_BINDIR).
+func Binaries() (migrate, labtool string, err error) {
+	binOnce.Do(func() {
+		if d := os.Getenv(BinDirEnv); d != "" {
+			binMigrate, binLabtool = filepath.Join(d, "migrate"), filepath.Join(d, "labtool")
+			for _, p := range []string{binMigrate, binLabtool} {
+				if _, err := os.Stat(p); err != nil {
+					binErr = fmt.Errorf("%s=%s: %w", BinDirEnv, d, err)
+				}
+			}
+			return
+		}
+		d, err := os.MkdirTemp("", "migrate-e2e-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		if binMigrate, binErr = BuildMigrate(d); binErr != nil {
+			return
+		}
+		binLabtool, binErr = lab.BuildLabtool(d)
+	})
+	return binMigrate, binLabtool, binErr
+}
+
+// CleanupBinaries removes the binaries Binaries built (not prebuilt ones).
+func CleanupBinaries() {
+	if os.Getenv(BinDirEnv) == "" && binMigrate != "" {
+		os.RemoveAll(filepath.Dir(binMigrate))
+	}
 }
 
 // BuildMigrate builds a static migrate binary into dir: the CLI uploads
@@ -70,10 +115,7 @@ func moduleRoot() (string, error) {
 func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
 	s := &Scenario{Lab: l, PlanFile: filepath.Join(l.Dir, "migration.hcl")}
 	var err error
-	if s.MigrateBin, err = BuildMigrate(l.Dir); err != nil {
-		return nil, err
-	}
-	if s.Labtool, err = lab.BuildLabtool(l.Dir); err != nil {
+	if s.MigrateBin, s.Labtool, err = Binaries(); err != nil {
 		return nil, err
 	}
 	servers := []struct {
