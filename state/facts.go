@@ -9,9 +9,15 @@ import (
 // FactsRequest says what the planner needs to know about a host beyond the
 // always-collected links, addresses and rules.
 type FactsRequest struct {
-	Tables   []int    `json:"tables,omitempty"`  // routing tables whose routes to dump
-	Sysctls  []string `json:"sysctls,omitempty"` // dotted names
-	NftTable string   `json:"nft_table"`         // name of migrate's inet table
+	Tables []int `json:"tables,omitempty"` // routing tables whose routes to dump
+	// Sysctls are dotted names; a "*" component matches every entry
+	// there (net.ipv6.conf.*.accept_ra), each reported by its full name.
+	Sysctls  []string `json:"sysctls,omitempty"`
+	NftTable string   `json:"nft_table"` // name of migrate's tables (inet, and arp on NEW)
+	// Flows asks for conntrack counts of these (address, protocol,
+	// destination port) triples; Mark is the bit that says "sent to NEW".
+	Flows []NftService `json:"flows,omitempty"`
+	Mark  uint32       `json:"mark,omitempty"`
 }
 
 // Facts is what an agent reports about its host. It is a plain value.
@@ -28,10 +34,37 @@ type Facts struct {
 	// does not match what migrate last wrote.
 	Nft      *NftTable `json:"nft,omitempty"`
 	NftDrift string    `json:"nft_drift,omitempty"`
+	// Stats change all the time and are not part of Digest.
+	Stats *Stats `json:"stats,omitempty"`
+}
+
+// Stats are live counters: nft per-service counters and conntrack counts.
+type Stats struct {
+	// Counters per service key ("addr proto port") from migrate's table.
+	Counters map[string]Counter `json:"counters,omitempty"`
+	// UnderlayDropped counts forged encapsulated packets dropped.
+	UnderlayDropped Counter `json:"underlay_dropped"`
+	// Flows per requested service key.
+	Flows map[string]FlowCount `json:"flows,omitempty"`
+}
+
+// Counter is an nft counter.
+type Counter struct {
+	NewFlows uint64 `json:"new_flows,omitempty"` // new flows sent to NEW
+	Packets  uint64 `json:"packets"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+// FlowCount is what conntrack holds for one service.
+type FlowCount struct {
+	Total       int `json:"total"`       // all entries to the service
+	Established int `json:"established"` // TCP established (UDP: assured)
+	ToNew       int `json:"to_new"`      // entries carrying the mark: going to NEW
 }
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
+	f.Stats = nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

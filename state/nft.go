@@ -20,19 +20,44 @@ type NftTable struct {
 // NftSpec is everything the agent needs to render the table. It is a plain
 // value: equal specs render to equal rulesets.
 type NftSpec struct {
-	Role      string `json:"role"`       // "old": marks flows for the tunnel
+	Role      string `json:"role"`       // "old" or "new"
 	TunnelDev string `json:"tunnel_dev"` // flows arriving here are NEW's
 	Mark      uint32 `json:"mark"`
 	// Services are sorted by address, protocol, port. Each element is one
-	// (address, protocol, port) whose new flows go into the tunnel.
+	// (address, protocol, port) whose new flows go into the tunnel:
+	// all of them at Percent 100, a random Percent of them (canary)
+	// below. Role "old" only.
 	Services []NftService `json:"services,omitempty"`
+	// Accounted are the (address, protocol, port) triples whose traffic
+	// to NEW is counted: every service migrate has plumbed, whatever its
+	// stage, so draining flows are counted too. Role "old" only.
+	Accounted []NftService `json:"accounted,omitempty"`
+	// Underlay, when set, makes the table drop encapsulated packets that
+	// do not come from the peer's endpoint: GRE and VXLAN carry no
+	// authentication.
+	Underlay *NftUnderlay `json:"underlay,omitempty"`
+	// NoARP lists IPv4 addresses migrate made local on NEW (on lo) that
+	// must not be answered for in ARP on any interface. Role "new" only.
+	NoARP []string `json:"no_arp,omitempty"`
 }
 
-// NftService is one (address, protocol, port) that is moved to NEW.
+// NftService is one (address, protocol, port).
 type NftService struct {
-	Addr  string `json:"addr"`
-	Proto string `json:"proto"` // tcp | udp
-	Port  uint16 `json:"port"`
+	Addr    string `json:"addr"`
+	Proto   string `json:"proto"` // tcp | udp
+	Port    uint16 `json:"port"`
+	Percent int    `json:"percent,omitempty"` // 1..100 in Services; 0 in Accounted
+}
+
+// Key is "addr proto port", the key of counters and flow counts.
+func (s NftService) Key() string { return fmt.Sprintf("%s %s %d", s.Addr, s.Proto, s.Port) }
+
+// NftUnderlay describes the tunnel's outer packets on this host.
+type NftUnderlay struct {
+	Proto string `json:"proto"`          // "udp" (vxlan) or "gre"
+	Port  uint16 `json:"port,omitempty"` // udp destination port
+	Local string `json:"local"`          // this host's endpoint
+	Peer  string `json:"peer"`           // the only accepted source
 }
 
 // Digest is a short hash of the spec, stable across runs.
