@@ -76,20 +76,14 @@ func TunnelMTU(t *config.Tunnel, local netip.Addr, f state.Facts) int {
 	return under - encapOverhead(t.Type, local.Is6())
 }
 
-// MovedServices returns the (address, protocol, port) triples whose new
-// flows go to NEW, sorted.
-func MovedServices(c *config.Config) []state.NftService {
-	var out []state.NftService
-	for _, s := range c.Services {
-		if s.Stage != "new" {
-			continue
-		}
-		for _, r := range s.Ports {
-			for p := int(r.From); p <= int(r.To); p++ {
-				out = append(out, state.NftService{Addr: s.Address.String(), Proto: s.Protocol, Port: uint16(p)})
-			}
-		}
-	}
+// Inner IPv6 link-local addresses of the tunnel ends: an L2 tunnel needs a
+// gateway address of the route's family.
+var (
+	OldInner6 = netip.MustParsePrefix("fe80::42:1/64")
+	NewInner6 = netip.MustParsePrefix("fe80::42:2/64")
+)
+
+func sortServices(out []state.NftService) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Addr != b.Addr {
@@ -100,7 +94,71 @@ func MovedServices(c *config.Config) []state.NftService {
 		}
 		return a.Port < b.Port
 	})
+}
+
+func expand(s *config.Service, percent int) []state.NftService {
+	var out []state.NftService
+	for _, r := range s.Ports {
+		for p := int(r.From); p <= int(r.To); p++ {
+			out = append(out, state.NftService{Addr: s.Address.String(), Proto: s.Protocol, Port: uint16(p), Percent: percent})
+		}
+	}
 	return out
+}
+
+// MovedServices returns the (address, protocol, port) triples whose new
+// flows go to NEW, with the share that goes (100, or the canary percent),
+// sorted.
+func MovedServices(c *config.Config) []state.NftService {
+	var out []state.NftService
+	for _, s := range c.Services {
+		switch s.Stage {
+		case "new":
+			out = append(out, expand(s, 100)...)
+		case "canary":
+			out = append(out, expand(s, s.CanaryPercent)...)
+		}
+	}
+	sortServices(out)
+	return out
+}
+
+// AllServices returns every (address, protocol, port) of the plan, sorted.
+func AllServices(c *config.Config) []state.NftService {
+	var out []state.NftService
+	for _, s := range c.Services {
+		out = append(out, expand(s, 0)...)
+	}
+	sortServices(out)
+	return out
+}
+
+// ActiveAddrs returns the service addresses that need the data path: those
+// with a service at stage new or canary, and those whose plumbing migrate
+// already built on NEW (ownedNew holds NEW's owned keys). Keeping the
+// plumbing of an address whose services went back to "old" is what lets
+// flows already going through the tunnel drain on NEW; new flows stay on
+// OLD because the address's ports leave the nft sets.
+func ActiveAddrs(c *config.Config, ownedNew map[string]*state.Object) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range c.Services {
+		a := s.Address
+		if seen[a] {
+			continue
+		}
+		_, built := ownedNew[loAddrKey(a)]
+		if s.Stage != "old" || built {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+func loAddrKey(a netip.Addr) string {
+	return state.Object{Addr: &state.Addr{Dev: "lo", CIDR: hostPrefix(a)}}.Key()
 }
 
 // Sysctls lists every sysctl the plan may set on a host, so the agent reads
@@ -112,6 +170,8 @@ func Sysctls(c *config.Config, host string) []string {
 			"net.ipv4.ip_forward",
 			"net.ipv4.conf." + dev + ".accept_local",
 			"net.ipv4.conf." + dev + ".rp_filter",
+			"net.ipv6.conf.all.forwarding",
+			"net.ipv6.conf.*.accept_ra",
 		}
 	}
 	return []string{"net.ipv4.conf." + dev + ".rp_filter"}
@@ -119,11 +179,16 @@ func Sysctls(c *config.Config, host string) []string {
 
 // FactsRequest says what to collect on host for this config.
 func FactsRequest(c *config.Config, host string) state.FactsRequest {
-	return state.FactsRequest{
+	r := state.FactsRequest{
 		Tables:   []int{c.Tunnel.Table},
 		Sysctls:  Sysctls(c, host),
 		NftTable: NftTableName,
+		Mark:     c.Tunnel.Mark,
 	}
+	if host == Old {
+		r.Flows = AllServices(c)
+	}
+	return r
 }
 
 func hostPrefix(a netip.Addr) string {
@@ -158,19 +223,25 @@ func LocalRuleKey(family int) string {
 }
 
 // Desired builds each host's desired state from the config. Facts are used
-// only for the underlay MTU.
-func Desired(c *config.Config, facts map[string]state.Facts) (map[string]HostDesired, error) {
+// for the underlay MTU and the interfaces accepting router advertisements;
+// ownedNew (NEW's journal entries) keeps draining addresses plumbed.
+func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string]*state.Object) (map[string]HostDesired, error) {
 	t := c.Tunnel
 	if t.OldInner.Addr().Is6() || t.NewInner.Addr().Is6() {
-		return nil, fmt.Errorf("tunnel inner addresses must be IPv4 in this version")
+		return nil, fmt.Errorf("%s: tunnel inner addresses must be IPv4 (IPv6 inner addresses are link-local and fixed)", where(t.Range))
 	}
 	moved := MovedServices(c)
-	for _, s := range c.Services {
-		if s.Stage == "canary" {
-			return nil, fmt.Errorf("%s: service %q: stage \"canary\" is not implemented yet; use \"old\" or \"new\"", where(s.Range), s.Name)
-		}
-		if s.Address.Is6() && s.Stage != "old" {
-			return nil, fmt.Errorf("%s: service %q: IPv6 services are not implemented yet; only IPv4 services can move", where(s.Range), s.Name)
+	active := ActiveAddrs(c, ownedNew)
+	families := map[int]bool{}
+	for _, a := range active {
+		families[fam(a)] = true
+	}
+	var accounted []state.NftService
+	for _, s := range AllServices(c) {
+		for _, a := range active {
+			if s.Addr == a.String() {
+				accounted = append(accounted, s)
+			}
 		}
 	}
 
@@ -193,81 +264,129 @@ func Desired(c *config.Config, facts map[string]state.Facts) (map[string]HostDes
 		}
 		return ""
 	}
-	obj := func(o any) state.Object {
-		switch v := o.(type) {
-		case state.Link:
-			return state.Object{Link: &v}
-		case state.Sysctl:
-			return state.Object{Sysctl: &v}
-		case state.Rule:
-			return state.Object{Rule: &v}
-		case state.Addr:
-			return state.Object{Addr: &v}
-		case state.Route:
-			return state.Object{Route: &v}
-		case state.NftTable:
-			return state.Object{Nft: &v}
+	underlay := func(local, peer netip.Addr) *state.NftUnderlay {
+		u := &state.NftUnderlay{Proto: "gre", Local: local.String(), Peer: peer.String()}
+		if t.Type == "vxlan" {
+			u.Proto, u.Port = "udp", uint16(t.Port)
 		}
-		panic(fmt.Sprintf("not an object: %T", o))
+		return u
 	}
+	inner := map[string]map[int]netip.Prefix{
+		Old: {4: t.OldInner, 6: OldInner6},
+		New: {4: t.NewInner, 6: NewInner6},
+	}
+	peerOf := map[string]string{Old: New, New: Old}
 
-	// OLD
-	var old HostDesired
-	old.Objects = append(old.Objects,
+	var old, nw HostDesired
+	add := func(h *HostDesired, objs ...state.Object) { h.Objects = append(h.Objects, objs...) }
+
+	// The tunnel, on both hosts, whatever the stages.
+	add(&old,
 		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".accept_local", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".rp_filter", Value: "2"}),
 	)
-	if len(moved) > 0 {
-		old.Objects = append(old.Objects,
-			obj(localRule(4, PrefLocalMoved, RouteProto)),
-			obj(state.Rule{Family: 4, Priority: PrefFwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}),
-			obj(state.Route{Family: 4, Table: t.Table, Type: "unicast", Dst: "0.0.0.0/0", Dev: t.Name, Gw: gw(t.NewInner), Protocol: RouteProto}),
-			// Outer packets of the tunnel inherit the mark of the packet
-			// they carry; without this throw they would be routed back
-			// into the tunnel.
-			obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}),
-			obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: state.NftSpec{
-				Role: Old, TunnelDev: t.Name, Mark: t.Mark, Services: moved,
-			}}),
-		)
-		old.Unwanted = append(old.Unwanted, LocalRuleKey(4))
-	}
-
-	// NEW
-	var nw HostDesired
-	nw.Objects = append(nw.Objects,
+	add(&nw,
 		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".rp_filter", Value: "2"}),
 	)
-	if len(moved) > 0 {
-		nw.Objects = append(nw.Objects,
-			obj(localRule(4, PrefLocalMoved, RouteProto)),
-			obj(state.Route{Family: 4, Table: t.Table, Type: "unicast", Dst: "0.0.0.0/0", Dev: t.Name, Gw: gw(t.OldInner), Protocol: RouteProto}),
-		)
-		nw.Unwanted = append(nw.Unwanted, LocalRuleKey(4))
-		seen := map[string]bool{}
-		for _, m := range moved {
-			if seen[m.Addr] {
-				continue
+
+	oldSpec := state.NftSpec{Role: Old, TunnelDev: t.Name, Mark: t.Mark, Services: moved, Accounted: accounted,
+		Underlay: underlay(t.OldEndpoint, t.NewEndpoint)}
+	newSpec := state.NftSpec{Role: New, TunnelDev: t.Name, Mark: t.Mark, Underlay: underlay(t.NewEndpoint, t.OldEndpoint)}
+
+	for _, f := range []int{4, 6} {
+		if !families[f] {
+			continue
+		}
+		for _, h := range []struct {
+			name string
+			d    *HostDesired
+		}{{Old, &old}, {New, &nw}} {
+			if f == 6 {
+				add(h.d, obj(state.Addr{Dev: t.Name, CIDR: inner[h.name][6].String(), NoDAD: true}))
 			}
-			seen[m.Addr] = true
-			a := netip.MustParseAddr(m.Addr)
-			hp := hostPrefix(a)
-			nw.Objects = append(nw.Objects,
-				// A real local address: ip_nonlocal_bind would let a
-				// service bind it, but connect() from it fails.
-				obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6()}),
-				// NEW's own traffic to the address (the tunnel
-				// underlay when the address is OLD's endpoint) must
-				// still leave by the uplink.
-				obj(state.Rule{Family: 4, Priority: PrefToAddrMain, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
-				obj(state.Rule{Family: 4, Priority: PrefFromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+			add(h.d,
+				// The local rule moves so that rules can come before it.
+				obj(localRule(f, PrefLocalMoved, RouteProto)),
+				obj(state.Route{Family: f, Table: t.Table, Type: "unicast", Dst: defaultDst(f), Dev: t.Name,
+					Gw: gw(inner[peerOf[h.name]][f]), Protocol: RouteProto}),
 			)
+			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
+		}
+		// OLD: marked packets are looked up in the tunnel table, ahead of
+		// the local rule.
+		add(&old, obj(state.Rule{Family: f, Priority: PrefFwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		if f == 6 {
+			add(&old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
+			// forwarding=1 silently stops RA acceptance where accept_ra
+			// is 1; 2 keeps it.
+			for name, v := range facts[Old].Sysctls {
+				if dev, ok := acceptRADev(name); ok && v == "1" && dev != "all" && dev != "default" && dev != "lo" && dev != t.Name {
+					add(&old, obj(state.Sysctl{Name: name, Value: "2"}))
+				}
+			}
 		}
 	}
+	if len(active) > 0 {
+		// Outer packets of the tunnel inherit the mark of the packet
+		// they carry; without this throw they would be routed back into
+		// the tunnel.
+		add(&old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
+		if !families[fam(t.NewEndpoint)] {
+			// The throw needs the fwmark rule of its family to matter;
+			// without it the outer packets never reach the table.
+			old.Objects = old.Objects[:len(old.Objects)-1]
+		}
+	}
+	for _, a := range active {
+		f, hp := fam(a), hostPrefix(a)
+		add(&nw,
+			// A real local address: ip_nonlocal_bind would let a service
+			// bind it, but connect() from it fails.
+			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6()}),
+			// NEW's own traffic to the address (the tunnel underlay when
+			// it is OLD's endpoint) must still leave by the uplink.
+			obj(state.Rule{Family: f, Priority: PrefToAddrMain, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			// Replies and outbound connections from the address go back
+			// through the tunnel.
+			obj(state.Rule{Family: f, Priority: PrefFromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+		)
+		if a.Is4() {
+			newSpec.NoARP = append(newSpec.NoARP, a.String())
+		}
+	}
+	add(&old, obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: oldSpec}))
+	add(&nw, obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: newSpec}))
 	return map[string]HostDesired{Old: old, New: nw}, nil
+}
+
+// acceptRADev returns the device of a net.ipv6.conf.DEV.accept_ra name.
+func acceptRADev(name string) (string, bool) {
+	const pre, suf = "net.ipv6.conf.", ".accept_ra"
+	if len(name) > len(pre)+len(suf) && name[:len(pre)] == pre && name[len(name)-len(suf):] == suf {
+		return name[len(pre) : len(name)-len(suf)], true
+	}
+	return "", false
+}
+
+func obj(o any) state.Object {
+	switch v := o.(type) {
+	case state.Link:
+		return state.Object{Link: &v}
+	case state.Sysctl:
+		return state.Object{Sysctl: &v}
+	case state.Rule:
+		return state.Object{Rule: &v}
+	case state.Addr:
+		return state.Object{Addr: &v}
+	case state.Route:
+		return state.Object{Route: &v}
+	case state.NftTable:
+		return state.Object{Nft: &v}
+	}
+	panic(fmt.Sprintf("not an object: %T", o))
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/opsmigrate/migrate/state"
 )
@@ -143,5 +144,16 @@ func less(a, b state.Step) bool {
 	if da, db := a.Action == state.Delete, b.Action == state.Delete; da != db {
 		return db
 	}
+	// Forwarding switches go last among sysctls: IPv6 forwarding=1
+	// silently stops RA acceptance where accept_ra is 1, so accept_ra=2
+	// must already be in place.
+	if fa, fb := isForwarding(a), isForwarding(b); fa != fb {
+		return fb
+	}
 	return a.Key() < b.Key()
+}
+
+func isForwarding(s state.Step) bool {
+	o := s.Object()
+	return o.Sysctl != nil && (o.Sysctl.Name == "net.ipv4.ip_forward" || strings.HasSuffix(o.Sysctl.Name, ".forwarding"))
 }

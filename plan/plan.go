@@ -88,7 +88,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	if err := CheckAgainstFacts(c, facts); err != nil {
 		return nil, err
 	}
-	want, err := Desired(c, facts)
+	want, err := Desired(c, facts, j.Owned(New))
 	if err != nil {
 		return nil, err
 	}

@@ -83,6 +83,7 @@ func TestFreshPlanOrder(t *testing.T) {
 + addr 198.51.100.10/32 dev lo
 + addr 169.254.42.2/30 dev mig0
 + route table 4242 0.0.0.0/0 via 169.254.42.1 dev mig0
++ nft table inet migrate: role new, mark 0x20000, no ARP for 198.51.100.10, udp/4789 to 203.0.113.20 only from 198.51.100.10 (digest ` + p.Hosts[0].Steps[9].After.Nft.Spec.Digest() + `)
 `
 	if got := lines(p.Hosts[0].Steps); got != wantNew {
 		t.Errorf("new steps:\n%s\nwant:\n%s", got, wantNew)
@@ -97,12 +98,12 @@ func TestFreshPlanOrder(t *testing.T) {
 + addr 169.254.42.1/30 dev mig0
 + route table 4242 throw 203.0.113.20/32
 + route table 4242 0.0.0.0/0 via 169.254.42.2 dev mig0
-+ nft table inet migrate (role old, 3 service ports, mark 0x20000, digest ` + p.Hosts[1].Steps[10].After.Nft.Spec.Digest() + `)
++ nft table inet migrate: role old, mark 0x20000, 3 port(s) to NEW, 3 counted, udp/4789 to 198.51.100.10 only from 203.0.113.20 (digest ` + p.Hosts[1].Steps[10].After.Nft.Spec.Digest() + `)
 `
 	if got := lines(p.Hosts[1].Steps); got != wantOld {
 		t.Errorf("old steps:\n%s\nwant:\n%s", got, wantOld)
 	}
-	if a, c, d := p.Counts(); a != 17 || c != 1 || d != 2 {
+	if a, c, d := p.Counts(); a != 18 || c != 1 || d != 2 {
 		t.Errorf("counts %d %d %d", a, c, d)
 	}
 }

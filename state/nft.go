@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // NftTable is migrate's own nftables table on one host. The agent renders
@@ -68,6 +69,32 @@ func (s NftSpec) Digest() string {
 }
 
 func (t NftTable) String() string {
-	return fmt.Sprintf("table %s %s (role %s, %d service ports, mark %#x, digest %s)",
-		t.Family, t.Name, t.Spec.Role, len(t.Spec.Services), t.Spec.Mark, t.Spec.Digest())
+	s := t.Spec
+	var parts []string
+	if s.Role == "old" {
+		full, canary := 0, 0
+		for _, sv := range s.Services {
+			if sv.Percent >= 100 {
+				full++
+			} else {
+				canary++
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d port(s) to NEW", full))
+		if canary > 0 {
+			parts = append(parts, fmt.Sprintf("%d canary port(s)", canary))
+		}
+		parts = append(parts, fmt.Sprintf("%d counted", len(s.Accounted)))
+	}
+	if len(s.NoARP) > 0 {
+		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))
+	}
+	if u := s.Underlay; u != nil {
+		what := "gre"
+		if u.Proto == "udp" {
+			what = fmt.Sprintf("udp/%d", u.Port)
+		}
+		parts = append(parts, fmt.Sprintf("%s to %s only from %s", what, u.Local, u.Peer))
+	}
+	return fmt.Sprintf("table %s %s: role %s, mark %#x, %s (digest %s)", t.Family, t.Name, s.Role, s.Mark, strings.Join(parts, ", "), s.Digest())
 }

@@ -24,8 +24,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sort"
 	"strings"
 	"time"
 )
@@ -40,6 +42,10 @@ func main() {
 		err = serve(os.Args[2:])
 	case "dial":
 		err = dial(os.Args[2:])
+	case "many":
+		err = many(os.Args[2:])
+	case "bulk":
+		err = bulk(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
 	case "-h", "-help", "--help", "help":
@@ -135,12 +141,43 @@ func handle(name string, c net.Conn) {
 	if _, err := fmt.Fprintf(c, "served-by=%s peer=%s local=%s\n", name, hostOf(c.RemoteAddr()), c.LocalAddr()); err != nil {
 		return
 	}
-	sc := bufio.NewScanner(c)
-	for sc.Scan() {
-		if _, err := fmt.Fprintf(c, "%s: %s\n", name, sc.Text()); err != nil {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		var n int64
+		switch {
+		case sscan(line, "SEND %d", &n):
+			// Bulk download: n bytes to the client, then close.
+			_, _ = io.CopyN(c, zeros{}, n)
+			return
+		case sscan(line, "RECV %d", &n):
+			// Bulk upload: read n bytes, report what arrived.
+			got, _ := io.CopyN(io.Discard, r, n)
+			fmt.Fprintf(c, "%s: got %d bytes\n", name, got)
+			return
+		}
+		if _, err := fmt.Fprintf(c, "%s: %s\n", name, line); err != nil {
 			return
 		}
 	}
+}
+
+func sscan(line, format string, n *int64) bool {
+	_, err := fmt.Sscanf(line, format, n)
+	return err == nil && *n >= 0
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 0
+	}
+	return len(p), nil
 }
 
 func serveUDP(name, listen string) error {
@@ -151,12 +188,17 @@ func serveUDP(name, listen string) error {
 	fmt.Fprintf(os.Stderr, "labtool serve: %s listening on udp %s\n", name, pc.LocalAddr())
 	buf := make([]byte, 65536)
 	for {
-		_, from, err := pc.ReadFrom(buf)
+		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
 			return err
 		}
-		reply := fmt.Sprintf("served-by=%s peer=%s\n", name, hostOf(from))
-		if _, err := pc.WriteTo([]byte(reply), from); err != nil {
+		reply := []byte(fmt.Sprintf("served-by=%s peer=%s len=%d\n", name, hostOf(from), n))
+		// A big request gets an equally big reply: both directions carry
+		// datagrams larger than the tunnel MTU.
+		for len(reply) < n {
+			reply = append(reply, '.')
+		}
+		if _, err := pc.WriteTo(reply, from); err != nil {
 			fmt.Fprintf(os.Stderr, "labtool serve: reply to %s: %v\n", from, err)
 		}
 	}
@@ -197,6 +239,7 @@ func dial(args []string) error {
 	bind := fs.String("bind", "", "local IP to bind")
 	timeout := fs.Duration("timeout", 3*time.Second, "connect+read timeout")
 	udp := fs.Bool("udp", false, "UDP: send \"hi\", print the reply")
+	size := fs.Int("size", 2, "UDP: datagram size in bytes")
 	addr, err := oneAddr(fs, args)
 	if err != nil {
 		return err
@@ -219,7 +262,11 @@ func dial(args []string) error {
 	}
 	var line string
 	if *udp {
-		if _, err := c.Write([]byte("hi")); err != nil {
+		msg := []byte("hi")
+		for len(msg) < *size {
+			msg = append(msg, '.')
+		}
+		if _, err := c.Write(msg); err != nil {
 			return fmt.Errorf("send to %s: %w", addr, err)
 		}
 		buf := make([]byte, 65536)
@@ -227,7 +274,11 @@ func dial(args []string) error {
 		if err != nil {
 			return fmt.Errorf("no reply from udp %s within %s: %w", addr, *timeout, err)
 		}
-		line = strings.TrimRight(string(buf[:n]), "\r\n")
+		line = string(buf[:n])
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		line += fmt.Sprintf(" replylen=%d", n)
 	} else {
 		line, err = bufio.NewReader(c).ReadString('\n')
 		if err != nil {
@@ -291,5 +342,97 @@ func hold(args []string) error {
 		}
 		fmt.Println(reply)
 	}
+	return nil
+}
+
+// many dials ADDR n times, one connection after another, and counts who
+// served each: "served-by=new:31 served-by=old:69 errors:0".
+func many(args []string) error {
+	fs := flag.NewFlagSet("many", flag.ContinueOnError)
+	n := fs.Int("n", 100, "connections")
+	timeout := fs.Duration("timeout", 3*time.Second, "per-connection timeout")
+	addr, err := oneAddr(fs, args)
+	if err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	errs := 0
+	for i := 0; i < *n; i++ {
+		c, err := net.DialTimeout("tcp", addr, *timeout)
+		if err != nil {
+			errs++
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(*timeout))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil {
+			errs++
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) > 0 {
+			counts[f[0]]++
+		}
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("%s:%d ", k, counts[k])
+	}
+	fmt.Printf("errors:%d\n", errs)
+	return nil
+}
+
+// bulk moves -bytes through one TCP connection: "up" sends them to the
+// server, "down" receives them. It prints "bulk up 20000000 bytes ok".
+func bulk(args []string) error {
+	fs := flag.NewFlagSet("bulk", flag.ContinueOnError)
+	size := fs.Int64("bytes", 20<<20, "bytes to move")
+	dir := fs.String("dir", "up", "up (client to server) or down")
+	timeout := fs.Duration("timeout", 60*time.Second, "whole transfer timeout")
+	addr, err := oneAddr(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect tcp %s: %w", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(*timeout))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		return fmt.Errorf("no greeting from %s: %w", addr, err)
+	}
+	switch *dir {
+	case "up":
+		fmt.Fprintf(c, "RECV %d\n", *size)
+		if _, err := io.CopyN(c, zeros{}, *size); err != nil {
+			return fmt.Errorf("sending: %w", err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("no receipt: %w", err)
+		}
+		if !strings.Contains(line, fmt.Sprintf("got %d bytes", *size)) {
+			return fmt.Errorf("server received less: %s", strings.TrimSpace(line))
+		}
+	case "down":
+		fmt.Fprintf(c, "SEND %d\n", *size)
+		got, err := io.Copy(io.Discard, r)
+		if err != nil {
+			return fmt.Errorf("receiving: %w", err)
+		}
+		if got != *size {
+			return fmt.Errorf("received %d of %d bytes", got, *size)
+		}
+	default:
+		return fmt.Errorf("-dir must be up or down")
+	}
+	fmt.Printf("bulk %s %d bytes ok\n", *dir, *size)
 	return nil
 }

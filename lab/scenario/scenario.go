@@ -31,7 +31,7 @@ const (
 type Scenario struct {
 	Lab        *lab.Lab
 	MigrateBin string // path of the static migrate binary
-	Labtool    string
+	LabtoolBin string
 	PlanFile   string
 }
 
@@ -115,7 +115,7 @@ func moduleRoot() (string, error) {
 func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
 	s := &Scenario{Lab: l, PlanFile: filepath.Join(l.Dir, "migration.hcl")}
 	var err error
-	if s.MigrateBin, s.Labtool, err = Binaries(); err != nil {
+	if s.MigrateBin, s.LabtoolBin, err = Binaries(); err != nil {
 		return nil, err
 	}
 	servers := []struct {
@@ -123,11 +123,11 @@ func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
 	}{
 		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, MigratedPort)},
 		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, StayPort)},
-		{lab.RoleNew, "new", fmt.Sprintf("0.0.0.0:%d", MigratedPort)},
+		{lab.RoleNew, "new", fmt.Sprintf(":%d", MigratedPort)}, // dual-stack wildcard
 		{lab.RoleClient, "client", fmt.Sprintf("%s:%d", l.ClientIP, ClientPort)},
 	}
 	for _, sv := range servers {
-		if _, err := l.Start(sv.role, s.Labtool, "serve", "-name", sv.name, "-listen", sv.listen); err != nil {
+		if _, err := l.Start(sv.role, s.LabtoolBin, "serve", "-name", sv.name, "-listen", sv.listen); err != nil {
 			return nil, err
 		}
 	}
@@ -180,6 +180,63 @@ service "web" {
   stage    = "{{.Stage}}"
 }
 `))
+
+// HCL renders a plan file for the lab with the given tunnel block body
+// and service blocks.
+func (s *Scenario) HCL(tunnel, services string) string {
+	l := s.Lab
+	return fmt.Sprintf(`host "old" {
+  ssh           = "root@%s:22"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+host "new" {
+  ssh           = "root@%s:22"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+tunnel {
+%s
+}
+
+%s`, l.OldIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts, tunnel, services)
+}
+
+// Serve starts `labtool serve` in role's namespace and waits until it is
+// reachable (TCP) or started (UDP).
+func (s *Scenario) Serve(ctx context.Context, role, name, listen string, udp bool) error {
+	args := []string{s.LabtoolBin, "serve", "-name", name, "-listen", listen}
+	if udp {
+		args = append(args, "-udp")
+	}
+	if _, err := s.Lab.Start(role, args...); err != nil {
+		return err
+	}
+	if udp {
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	}
+	addr := listen
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	} else if strings.HasPrefix(addr, "[::]:") {
+		addr = "[::1]:" + strings.TrimPrefix(addr, "[::]:")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return s.Lab.WaitTCP(wctx, role, addr)
+}
+
+// Labtool runs a labtool subcommand in role's namespace and returns its
+// trimmed output.
+func (s *Scenario) Labtool(ctx context.Context, timeout time.Duration, role string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	out, err := s.Lab.Exec(ctx, role, append([]string{s.LabtoolBin}, args...)...)
+	return strings.TrimSpace(string(out)), err
+}
 
 // PlanText renders the lab's plan file.
 func (s *Scenario) PlanText(o PlanOptions) string {
@@ -241,7 +298,7 @@ func (s *Scenario) Migrate(ctx context.Context, args ...string) (Result, error) 
 func (s *Scenario) Dial(ctx context.Context, role string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := s.Lab.Exec(ctx, role, append([]string{s.Labtool, "dial", "-timeout", "3s"}, args...)...)
+	out, err := s.Lab.Exec(ctx, role, append([]string{s.LabtoolBin, "dial", "-timeout", "3s"}, args...)...)
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -254,6 +311,11 @@ func Sysctls() []string {
 		"net.ipv4.conf.mig0.rp_filter",
 		"net.ipv4.conf.mig0.accept_local",
 		"net.ipv4.conf.all.forwarding",
+		"net.ipv6.conf.all.forwarding",
+		"net.ipv6.conf.default.forwarding",
+		"net.ipv6.conf.eth0.forwarding",
+		"net.ipv6.conf.eth0.accept_ra",
+		"net.ipv6.conf.default.accept_ra",
 	}
 }
 
