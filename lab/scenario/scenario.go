@@ -268,9 +268,15 @@ type Result struct {
 // Migrate runs the CLI inside the admin namespace with a clean
 // environment (no ssh-agent, HOME inside the lab).
 func (s *Scenario) Migrate(ctx context.Context, args ...string) (Result, error) {
+	return s.MigrateEnv(ctx, nil, args...)
+}
+
+// MigrateEnv is Migrate with extra environment variables (NAME=value).
+func (s *Scenario) MigrateEnv(ctx context.Context, env []string, args ...string) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1", s.MigrateBin}, args...)
+	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1"}, env...)
+	full = append(append(full, s.MigrateBin), args...)
 	cmd, err := s.Lab.Command(lab.RoleAdmin, full...)
 	if err != nil {
 		return Result{}, err
