@@ -30,18 +30,52 @@ func StateDir() string {
 	return "/var/lib/migrate"
 }
 
-// Serve answers requests until r reaches EOF.
-func Serve(r io.Reader, w io.Writer, k Kernel) error {
+// Serve answers requests until r reaches EOF. hf holds the host's journal
+// and locks; a lock taken in this session is released when Serve returns
+// (and by the kernel if the process dies).
+//
+// Input is untrusted. Every request's params are decoded strictly and
+// validated (validate.go) before anything touches the host. For broken
+// frames the choice is:
+//   - a frame whose length prefix is out of range, or that is cut short,
+//     leaves the byte stream out of step: what follows cannot be trusted
+//     to start a frame. Serve answers with an error (ID 0, best effort)
+//     and ends the session with that error.
+//   - a complete frame that is not valid JSON, or not a request object,
+//     was read whole, so the stream is still in step. It gets an error
+//     response with ID 0 (its ID could not be read) and Serve reads on:
+//     one garbled request does not kill the session.
+func Serve(r io.Reader, w io.Writer, k Kernel, hf *HostFiles) error {
+	defer hf.Unlock()
 	for {
-		var req proto.Request
-		if err := proto.ReadFrame(r, &req); err != nil {
-			if errors.Is(err, io.EOF) {
+		var raw json.RawMessage
+		if err := proto.ReadFrame(r, &raw); err != nil {
+			var syntax *json.SyntaxError
+			switch {
+			case errors.Is(err, io.EOF):
 				return nil
+			case errors.As(err, &syntax):
+				// Unmarshalling into a RawMessage only checks the
+				// syntax, after the whole frame was read.
+				if err := writeError(w, fmt.Errorf("bad request: not valid JSON: %w", err)); err != nil {
+					return err
+				}
+				continue
+			default:
+				err = fmt.Errorf("bad frame: %w; closing the session", err)
+				_ = writeError(w, err)
+				return err
 			}
-			return err
+		}
+		var req proto.Request
+		if err := json.Unmarshal(raw, &req); err != nil {
+			if err := writeError(w, fmt.Errorf("bad request: %w", clip(err))); err != nil {
+				return err
+			}
+			continue
 		}
 		resp := proto.Response{ID: req.ID}
-		result, err := dispatch(req, k)
+		result, err := dispatch(req, k, hf)
 		if err != nil {
 			resp.Error = &proto.Error{Message: err.Error()}
 		} else if result != nil {
@@ -57,29 +91,78 @@ func Serve(r io.Reader, w io.Writer, k Kernel) error {
 	}
 }
 
-func dispatch(req proto.Request, k Kernel) (any, error) {
+// writeError answers a request whose ID could not be read.
+func writeError(w io.Writer, err error) error {
+	return proto.WriteFrame(w, proto.Response{Error: &proto.Error{Message: err.Error()}})
+}
+
+// dispatch decodes and validates the params (params, noParams) before it
+// calls the Kernel or touches a host file.
+func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 	switch req.Method {
 	case proto.MethodHello:
+		if err := noParams(req); err != nil {
+			return nil, err
+		}
 		h, _ := os.Hostname()
-		return proto.Hello{Version: proto.Version, Hostname: h, UID: os.Geteuid()}, nil
+		return proto.Hello{Version: proto.Version, Hostname: h, UID: os.Geteuid(), PID: os.Getpid()}, nil
+	case proto.MethodJournal:
+		if err := noParams(req); err != nil {
+			return nil, err
+		}
+		return hf.Journal()
+	case proto.MethodLock:
+		p, err := params(req, validateLock)
+		if err != nil {
+			return nil, err
+		}
+		return nil, hf.Lock(p)
+	case proto.MethodForceUnlock:
+		p, err := params(req, validateForceUnlock)
+		if err != nil {
+			return nil, err
+		}
+		return nil, hf.ForceUnlock(p.ID)
+	case proto.MethodArm:
+		p, err := params(req, validateArm)
+		if err != nil {
+			return nil, err
+		}
+		return nil, hf.Arm(p)
+	case proto.MethodConfirm:
+		p, err := params(req, validateConfirm)
+		if err != nil {
+			return nil, err
+		}
+		return nil, hf.Confirm(p.Run)
 	case proto.MethodFacts:
-		var p state.FactsRequest
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			return nil, fmt.Errorf("bad facts request: %w", err)
+		p, err := params(req, validateFactsRequest)
+		if err != nil {
+			return nil, err
 		}
 		return k.Facts(p)
 	case proto.MethodApply:
-		var p proto.ApplyParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			return nil, fmt.Errorf("bad apply request: %w", err)
+		p, err := params(req, validateApply)
+		if err != nil {
+			return nil, err
 		}
-		return nil, k.Apply(p.Step)
+		// Write-ahead: the host journal knows of the step before the
+		// kernel does, so a revert timer can undo it even if this agent
+		// dies in the middle.
+		if err := hf.BeginStep(p); err != nil {
+			return nil, fmt.Errorf("record step in the host journal: %w", err)
+		}
+		err = k.Apply(p.Step)
+		if jerr := hf.EndStep(p, err); jerr != nil && err == nil {
+			err = fmt.Errorf("step applied, but the host journal could not record it: %w", jerr)
+		}
+		return nil, err
 	case proto.MethodPing:
-		var p proto.PingParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			return nil, fmt.Errorf("bad ping request: %w", err)
+		p, err := params(req, validatePing)
+		if err != nil {
+			return nil, err
 		}
 		return nil, k.Ping(p.Addr, p.Count, time.Duration(p.TimeoutMS)*time.Millisecond)
 	}
-	return nil, fmt.Errorf("unknown method %q", req.Method)
+	return nil, fmt.Errorf("unknown method %s", show(req.Method))
 }

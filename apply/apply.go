@@ -14,8 +14,18 @@ import (
 // agent (package remote); tests may use others.
 type Host interface {
 	Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error)
-	Apply(ctx context.Context, s state.Step) error
+	// Apply changes one object. The host records it in its own journal
+	// under rec (a forward step as entry rec.Seq of rec.Run; an undo by
+	// marking that entry rolled back).
+	Apply(ctx context.Context, s state.Step, rec Record) error
 	Ping(ctx context.Context, addr string) error
+}
+
+// Record identifies a step in the journals.
+type Record struct {
+	Run  string
+	Seq  int
+	Undo bool
 }
 
 // Executor applies plans and rollbacks, journaling as it goes.
@@ -28,6 +38,12 @@ type Executor struct {
 	// Info reports prose such as "verifying the tunnel".
 	Info func(format string, args ...any)
 	Now  func() time.Time
+	// Run is the id of this apply; set it before Apply to arm host
+	// timers for it, or Apply picks one.
+	Run string
+	// BeforeStep, when set, runs before each step (fault injection in
+	// tests). Its error stops the apply like a failed step.
+	BeforeStep func(n int, s state.Step) error
 }
 
 func (e *Executor) now() time.Time {
@@ -77,7 +93,10 @@ func verifyBefore(s state.Step) bool {
 // the rest of OLD. On failure it undoes this run's steps in reverse and
 // returns the cause.
 func (e *Executor) Apply(ctx context.Context, p *plan.Plan) error {
-	run := state.NewID()
+	if e.Run == "" {
+		e.Run = state.NewID()
+	}
+	run := e.Run
 	var err error
 	verified := p.Verify == nil
 	for _, h := range p.Hosts {
@@ -138,14 +157,20 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 	if !ok {
 		return fmt.Errorf("no connection to host %s", s.Host)
 	}
-	if err := h.Apply(ctx, s); err != nil {
+	seq := e.Journal.NextSeq()
+	if e.BeforeStep != nil {
+		if err := e.BeforeStep(len(e.runEntries(run))+1, s); err != nil {
+			return err
+		}
+	}
+	if err := h.Apply(ctx, s, Record{Run: run, Seq: seq}); err != nil {
 		err = fmt.Errorf("host %s: %s: %w", s.Host, s.String(), err)
 		if e.Progress != nil {
 			e.Progress(s.Host, s, err)
 		}
 		return err
 	}
-	e.Journal.Append(run, s, e.now())
+	e.Journal.Append(run, seq, s, e.now())
 	if err := e.Journal.Save(e.StatePath); err != nil {
 		return fmt.Errorf("host %s: step applied but the state file could not be written: %w", s.Host, err)
 	}
@@ -196,7 +221,7 @@ func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) 
 		if !ok {
 			return fmt.Errorf("no connection to host %s", inv.Host)
 		}
-		if err := h.Apply(ctx, inv); err != nil {
+		if err := h.Apply(ctx, inv, Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
 			err = fmt.Errorf("host %s: undo step %d (%s): %w", inv.Host, en.Seq, inv.String(), err)
 			if e.Progress != nil {
 				e.Progress(inv.Host, inv, err)

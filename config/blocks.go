@@ -316,7 +316,8 @@ func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
 
 	a := p.attrSet(blk, ctx, serviceArgs)
 	s := &Service{Name: name, Range: blk.Range()}
-	si := &serviceInfo{svc: s, order: len(st.services)}
+	si := &serviceInfo{svc: s, order: st.claimBlocks, defRange: blk.DefRange()}
+	st.claimBlocks++
 	st.services = append(st.services, si)
 	if _, dup := st.byName[name]; !dup && name != "" {
 		st.byName[name] = si
@@ -326,16 +327,7 @@ func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
 		s.Address = addr
 	}
 
-	const protoExample = `protocol = "tcp"`
-	if v, rng, ok := a.str("protocol", protoExample); ok {
-		if v == "tcp" || v == "udp" {
-			s.Protocol = v
-		} else {
-			p.add(rng, fmt.Sprintf("invalid protocol %q in %s", v, ctx), `use "tcp" or "udp"`)
-		}
-	} else {
-		a.required("protocol", protoExample)
-	}
+	s.Protocol = p.protocolArg(a)
 
 	s.Ports, si.portRanges, s.PortsRange = p.portsArg(a)
 
@@ -363,6 +355,116 @@ func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
 	case s.Stage != "" && s.Stage != "canary" && pctOK:
 		p.add(pctRange, fmt.Sprintf("canary_percent is set but %s has stage %q", ctx, s.Stage),
 			`canary_percent is only valid with stage = "canary"; remove it or set the stage to "canary"`)
+	}
+
+	if b, _, ok := a.boolean("allow_unready"); ok {
+		s.AllowUnready = b
+	}
+}
+
+// protocolArg reads the required protocol argument of a service or forward;
+// it returns "" when it is missing or invalid.
+func (p *parser) protocolArg(a *attrSet) string {
+	const protoExample = `protocol = "tcp"`
+	v, rng, ok := a.str("protocol", protoExample)
+	if !ok {
+		a.required("protocol", protoExample)
+		return ""
+	}
+	if v != "tcp" && v != "udp" {
+		p.add(rng, fmt.Sprintf("invalid protocol %q in %s", v, a.ctx), `use "tcp" or "udp"`)
+		return ""
+	}
+	return v
+}
+
+func (p *parser) forwardBlock(st *fileState, blk *hclsyntax.Block) {
+	const nameRule = `name each forward once with letters, digits, "-", "_" or ".", e.g. forward "web-bounce" { ... }`
+	name := ""
+	switch len(blk.Labels) {
+	case 0:
+		p.add(blk.TypeRange, "forward block without a name", nameRule)
+	default:
+		if len(blk.Labels) > 1 {
+			p.add(blk.LabelRanges[1], "forward block with more than one name", nameRule)
+		}
+		name = blk.Labels[0]
+		if reason := checkServiceName(name); reason != "" {
+			p.add(blk.LabelRanges[0], fmt.Sprintf("invalid forward name %q: %s", name, reason), nameRule)
+		} else if first := st.forwardByName[name]; first != nil {
+			p.add(blk.LabelRanges[0], fmt.Sprintf("duplicate forward %q", name),
+				fmt.Sprintf("forward names must be unique; the first is at %s", pos(first.fwd.Range)))
+		}
+	}
+	ctx := blockName("forward", name)
+
+	a := p.attrSet(blk, ctx, forwardArgs)
+	f := &Forward{Name: name, Range: blk.Range()}
+	fi := &forwardInfo{fwd: f, order: st.claimBlocks}
+	st.claimBlocks++
+	st.forwards = append(st.forwards, fi)
+	if _, dup := st.forwardByName[name]; !dup && name != "" {
+		st.forwardByName[name] = fi
+	}
+
+	const onExample = `on = "old"`
+	if v, rng, ok := a.str("on", onExample); ok {
+		if v == "old" || v == "new" {
+			f.On = v
+		} else {
+			p.add(rng, fmt.Sprintf("invalid on %q in %s", v, ctx),
+				`use "old" or "new": the managed host that receives the traffic and forwards it`)
+		}
+	} else {
+		a.required("on", onExample)
+	}
+
+	addr, _, addrOK := p.addrArg(a, "address", `address = "198.51.100.10"`)
+	if addrOK {
+		f.Address = addr
+	}
+
+	f.Protocol = p.protocolArg(a)
+
+	before := len(p.diags)
+	f.Ports, fi.portRanges, f.PortsRange = p.portsArg(a)
+	portsOK := len(p.diags) == before && len(f.Ports) > 0
+
+	to, toRange, toOK := p.addrArg(a, "to", `to = "203.0.113.20"`)
+	if toOK && addrOK && to.Is4() != addr.Is4() {
+		p.add(toRange,
+			fmt.Sprintf("to %s is %s but address %s is %s in %s", to, family(to), addr, family(addr), ctx),
+			"a forward cannot change the address family; give to an address of the same family as address")
+		toOK = false
+	}
+	if toOK {
+		f.To = to
+	}
+
+	const toPortRule = "to_port is 1..65535, the port on to that the single port in ports is sent to; leave it out to keep the same port"
+	toPort, toPortRange, toPortOK := a.intIn("to_port", 1, 65535, toPortRule)
+	if toPortOK && portsOK {
+		if r := f.Ports[0]; len(f.Ports) != 1 || r.From != r.To {
+			what := fmt.Sprintf("%d ports", len(f.Ports))
+			if len(f.Ports) == 1 {
+				what = fmt.Sprintf("the range %s", r)
+			}
+			p.add(toPortRange,
+				fmt.Sprintf("to_port needs exactly one port in ports, but %s has %s", ctx, what),
+				"leave to_port out to keep each port as it is, or write one forward per port")
+			toPortOK = false
+		}
+	}
+	if toPortOK {
+		f.ToPort = uint16(toPort)
+	}
+
+	// A forward to its own address and port would loop. With to_port set to
+	// another port it is a port redirect on one address, which is fine.
+	if f.To.IsValid() && f.To == f.Address && portsOK && a.absent("to_port") ||
+		f.To.IsValid() && f.To == f.Address && toPortOK && f.ToPort == f.Ports[0].From {
+		p.add(toRange, fmt.Sprintf("to %s is the same as address in %s", to, ctx),
+			"traffic would be forwarded to itself; give to another address, or set to_port to another port")
 	}
 }
 

@@ -14,10 +14,13 @@ import (
 
 // Config is a parsed and validated plan file.
 type Config struct {
-	Path     string
-	Hosts    map[string]*Host // exactly "old" and "new"
+	Path  string
+	Hosts map[string]*Host // exactly "old" and "new"
+	// Tunnel is nil when the plan has no tunnel block. That is valid only
+	// when there are no services: forwards do not use the tunnel.
 	Tunnel   *Tunnel
 	Services []*Service // in file order
+	Forwards []*Forward // in file order; nil when there are none
 }
 
 // Host is a host block: how migrate reaches OLD or NEW over SSH.
@@ -69,8 +72,30 @@ type Service struct {
 	Ports         []PortRange // non-empty
 	Stage         string      // "old" | "canary" | "new"
 	CanaryPercent int         // 1..99 when Stage == "canary", else 0
-	Range         hcl.Range   // of the block
-	PortsRange    hcl.Range   // of the ports expression
+	// AllowUnready lets apply move the service even though NEW does not
+	// listen on its ports yet (services started on demand). Default false.
+	AllowUnready bool
+	Range        hcl.Range // of the block
+	PortsRange   hcl.Range // of the ports expression
+}
+
+// Forward is a forward block: an in-kernel port bouncer. New connections to
+// Address on one of Ports, arriving at the managed host On, are sent to To
+// (on ToPort, or on the same port when ToPort is 0). There is no tunnel and
+// the client address is not preserved; To need not be a managed host.
+//
+// An address, protocol and port belongs either to one service or to one
+// forward, never to both.
+type Forward struct {
+	Name       string      // block label, unique among forwards
+	On         string      // "old" | "new": the host that receives and forwards
+	Address    netip.Addr  // an address of host On
+	Protocol   string      // "tcp" | "udp"
+	Ports      []PortRange // non-empty
+	To         netip.Addr  // destination, same family as Address
+	ToPort     uint16      // 0 = the same port; set only when Ports is one single port
+	Range      hcl.Range   // of the block
+	PortsRange hcl.Range   // of the ports expression
 }
 
 // Defaults applied to a tunnel block.

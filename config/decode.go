@@ -14,14 +14,15 @@ import (
 
 // Allowed keys, in the order they are listed in error messages.
 var (
-	topBlocks   = []string{"host", "tunnel", "service"}
+	topBlocks   = []string{"host", "tunnel", "service", "forward"}
 	hostArgs    = []string{"ssh", "identity_file", "known_hosts", "sudo"}
 	tunnelArgs  = []string{"type", "old_endpoint", "new_endpoint", "name", "mtu", "vni", "port", "key", "old_inner", "new_inner", "mark", "table"}
-	serviceArgs = []string{"address", "protocol", "ports", "stage", "canary_percent"}
+	serviceArgs = []string{"address", "protocol", "ports", "stage", "canary_percent", "allow_unready"}
+	forwardArgs = []string{"on", "address", "protocol", "ports", "to", "to_port"}
 )
 
 // notYetBlocks are block types from the design that are not implemented.
-var notYetBlocks = map[string]bool{"forward": true}
+var notYetBlocks = map[string]bool{}
 
 type parser struct {
 	filename string
@@ -52,17 +53,29 @@ func pos(r hcl.Range) string {
 // Address, Protocol and Stage of svc are set only when they are valid.
 type serviceInfo struct {
 	svc        *Service
-	order      int
+	order      int         // among services and forwards, in file order
 	portRanges []hcl.Range // parallel to svc.Ports
+	defRange   hcl.Range   // of the block header
+}
+
+// forwardInfo keeps what the cross checks need about a forward block.
+// On, Address and Protocol of fwd are set only when they are valid.
+type forwardInfo struct {
+	fwd        *Forward
+	order      int         // among services and forwards, in file order
+	portRanges []hcl.Range // parallel to fwd.Ports
 }
 
 type fileState struct {
-	hosts       map[string]*Host
-	hostBlocks  map[string]*hclsyntax.Block
-	tunnel      *Tunnel
-	tunnelBlock *hclsyntax.Block
-	services    []*serviceInfo
-	byName      map[string]*serviceInfo
+	hosts         map[string]*Host
+	hostBlocks    map[string]*hclsyntax.Block
+	tunnel        *Tunnel
+	tunnelBlock   *hclsyntax.Block
+	services      []*serviceInfo
+	byName        map[string]*serviceInfo
+	forwards      []*forwardInfo
+	forwardByName map[string]*forwardInfo
+	claimBlocks   int // service and forward blocks seen so far
 }
 
 func (p *parser) file(body *hclsyntax.Body) *Config {
@@ -73,9 +86,10 @@ func (p *parser) file(body *hclsyntax.Body) *Config {
 	}
 
 	st := &fileState{
-		hosts:      map[string]*Host{},
-		hostBlocks: map[string]*hclsyntax.Block{},
-		byName:     map[string]*serviceInfo{},
+		hosts:         map[string]*Host{},
+		hostBlocks:    map[string]*hclsyntax.Block{},
+		byName:        map[string]*serviceInfo{},
+		forwardByName: map[string]*forwardInfo{},
 	}
 	for _, blk := range body.Blocks {
 		switch blk.Type {
@@ -85,6 +99,8 @@ func (p *parser) file(body *hclsyntax.Body) *Config {
 			p.tunnelBlock(st, blk)
 		case "service":
 			p.serviceBlock(st, blk)
+		case "forward":
+			p.forwardBlock(st, blk)
 		default:
 			if notYetBlocks[blk.Type] {
 				p.add(blk.TypeRange,
@@ -105,9 +121,12 @@ func (p *parser) file(body *hclsyntax.Body) *Config {
 				fmt.Sprintf(`add host %q { ssh = "root@192.0.2.1" }`, name))
 		}
 	}
-	if st.tunnelBlock == nil {
-		p.add(p.fileStart(), "missing tunnel block",
-			`add tunnel { type = "vxlan", old_endpoint = "...", new_endpoint = "..." }`)
+	if st.tunnelBlock == nil && len(st.services) > 0 {
+		// Forwards alone need no tunnel; services are carried by it.
+		first := st.services[0]
+		p.add(first.defRange, "services need a tunnel block",
+			fmt.Sprintf(`%s moves traffic to NEW through the tunnel; add tunnel { type = "vxlan", old_endpoint = "...", new_endpoint = "..." }`,
+				blockName("service", first.svc.Name)))
 	}
 
 	p.checkOverlaps(st)
@@ -118,7 +137,25 @@ func (p *parser) file(body *hclsyntax.Body) *Config {
 		Hosts:    st.hosts,
 		Tunnel:   st.tunnel,
 		Services: servicesOf(st.services),
+		Forwards: forwardsOf(st.forwards),
 	}
+}
+
+// blockName is how messages name a block: `service "smtp"`, or `service`
+// when the block has no name.
+func blockName(kind, name string) string {
+	if name == "" {
+		return kind
+	}
+	return fmt.Sprintf("%s %q", kind, name)
+}
+
+func forwardsOf(infos []*forwardInfo) []*Forward {
+	var out []*Forward
+	for _, fi := range infos {
+		out = append(out, fi.fwd)
+	}
+	return out
 }
 
 func servicesOf(infos []*serviceInfo) []*Service {

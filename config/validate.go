@@ -323,22 +323,54 @@ func parsePortString(s string) (PortRange, string, string) {
 	return PortRange{from, to}, "", ""
 }
 
-type portEntry struct {
-	si  *serviceInfo
-	idx int // into si.svc.Ports
+// claim is an address, protocol and ports that a service or forward block
+// takes for itself: what the overlap check compares.
+type claim struct {
+	kind       string // "service" | "forward"
+	name       string
+	addr       netip.Addr
+	proto      string
+	ports      []PortRange
+	portRanges []hcl.Range // parallel to ports
+	order      int         // file order among services and forwards
 }
 
-func (e portEntry) r() PortRange   { return e.si.svc.Ports[e.idx] }
-func (e portEntry) rng() hcl.Range { return e.si.portRanges[e.idx] }
+func (c *claim) String() string { return blockName(c.kind, c.name) }
+
+type portEntry struct {
+	c   *claim
+	idx int // into c.ports
+}
+
+func (e portEntry) r() PortRange   { return e.c.ports[e.idx] }
+func (e portEntry) rng() hcl.Range { return e.c.portRanges[e.idx] }
 func (e portEntry) before(o portEntry) bool {
-	if e.si.order != o.si.order {
-		return e.si.order < o.si.order
+	if e.c.order != o.c.order {
+		return e.c.order < o.c.order
 	}
 	return e.idx < o.idx
 }
 
+// claims lists the services and forwards whose address, protocol and ports
+// are valid.
+func (st *fileState) claims() []*claim {
+	var out []*claim
+	for _, si := range st.services {
+		s := si.svc
+		out = append(out, &claim{"service", s.Name, s.Address, s.Protocol, s.Ports, si.portRanges, si.order})
+	}
+	for _, fi := range st.forwards {
+		f := fi.fwd
+		out = append(out, &claim{"forward", f.Name, f.Address, f.Protocol, f.Ports, fi.portRanges, fi.order})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].order < out[j].order })
+	return out
+}
+
 // checkOverlaps reports ports claimed twice for one address and protocol,
-// within a service or across services, at the later of the two.
+// within a service or forward, or across services and forwards, at the
+// later of the two. Which host a forward is on does not matter: NEW holds
+// the service addresses too.
 func (p *parser) checkOverlaps(st *fileState) {
 	type key struct {
 		addr  netip.Addr
@@ -346,17 +378,16 @@ func (p *parser) checkOverlaps(st *fileState) {
 	}
 	groups := map[key][]portEntry{}
 	var keys []key
-	for _, si := range st.services {
-		s := si.svc
-		if !s.Address.IsValid() || s.Protocol == "" || len(s.Ports) == 0 {
+	for _, c := range st.claims() {
+		if !c.addr.IsValid() || c.proto == "" || len(c.ports) == 0 {
 			continue
 		}
-		k := key{s.Address, s.Protocol}
+		k := key{c.addr, c.proto}
 		if _, seen := groups[k]; !seen {
 			keys = append(keys, k)
 		}
-		for i := range s.Ports {
-			groups[k] = append(groups[k], portEntry{si, i})
+		for i := range c.ports {
+			groups[k] = append(groups[k], portEntry{c, i})
 		}
 	}
 	for _, k := range keys {
@@ -388,35 +419,56 @@ func (p *parser) checkOverlaps(st *fileState) {
 }
 
 func (p *parser) overlap(later, first portEntry) {
-	if later.si == first.si {
+	if later.c == first.c {
 		p.add(later.rng(),
-			fmt.Sprintf("port %s overlaps %s earlier in service %q", later.r(), first.r(), later.si.svc.Name),
+			fmt.Sprintf("port %s overlaps %s earlier in %s", later.r(), first.r(), later.c),
 			"list each port once")
 		return
 	}
-	s := later.si.svc
+	c := later.c
+	detail := fmt.Sprintf("a port of %s/%s belongs to one %s only", c.addr, c.proto, c.kind)
+	if c.kind != first.c.kind {
+		detail = fmt.Sprintf("%s/%s port %s is either a service or a forward, not both", c.addr, c.proto, later.r())
+	}
 	p.add(later.rng(),
-		fmt.Sprintf("port %s of service %q overlaps port %s of service %q", later.r(), s.Name, first.r(), first.si.svc.Name),
-		fmt.Sprintf("a port of %s/%s belongs to one service only; service %q has it at %s",
-			s.Address, s.Protocol, first.si.svc.Name, pos(first.rng())))
+		fmt.Sprintf("port %s of %s overlaps port %s of %s", later.r(), c, first.r(), first.c),
+		fmt.Sprintf("%s; %s has it at %s", detail, first.c, pos(first.rng())))
 }
 
 // checkSelfCut refuses to migrate the address and port migrate reaches OLD
 // on over SSH, and the tunnel's own VXLAN port on OLD's endpoint: either
-// would send migrate's own traffic into the tunnel.
+// would send migrate's own traffic into the tunnel. Likewise a forward must
+// not take the SSH address and port, or the VXLAN port, of the host it is
+// on.
 func (p *parser) checkSelfCut(st *fileState) {
-	var sshAddr netip.Addr
-	sshPort := 0
-	if h := st.hosts["old"]; h != nil && h.Address != "" {
-		if a, err := netip.ParseAddr(h.Address); err == nil {
-			sshAddr, sshPort = a.WithZone(""), h.Port
+	type cut struct {
+		ssh   netip.AddrPort // valid when the host's SSH address is an IP
+		vxlan netip.AddrPort // valid with a vxlan tunnel
+	}
+	cuts := map[string]cut{}
+	for _, name := range []string{"old", "new"} {
+		var c cut
+		if h := st.hosts[name]; h != nil && h.Address != "" {
+			if a, err := netip.ParseAddr(h.Address); err == nil && h.Port > 0 && h.Port <= 65535 {
+				c.ssh = netip.AddrPortFrom(a.WithZone(""), uint16(h.Port))
+			}
 		}
+		if t := st.tunnel; t != nil && t.Type == "vxlan" && t.Port > 0 && t.Port <= 65535 {
+			ep := t.OldEndpoint
+			if name == "new" {
+				ep = t.NewEndpoint
+			}
+			if ep.IsValid() {
+				c.vxlan = netip.AddrPortFrom(ep, uint16(t.Port))
+			}
+		}
+		cuts[name] = c
 	}
-	var vxAddr netip.Addr
-	vxPort := 0
-	if t := st.tunnel; t != nil && t.Type == "vxlan" && t.OldEndpoint.IsValid() {
-		vxAddr, vxPort = t.OldEndpoint, t.Port
+	hits := func(ap netip.AddrPort, addr netip.Addr, r PortRange) bool {
+		return ap.IsValid() && ap.Addr() == addr && inRange(r, int(ap.Port()))
 	}
+
+	old := cuts["old"]
 	for _, si := range st.services {
 		s := si.svc
 		if s.Stage != "canary" && s.Stage != "new" {
@@ -424,14 +476,34 @@ func (p *parser) checkSelfCut(st *fileState) {
 		}
 		for i, r := range s.Ports {
 			switch {
-			case s.Protocol == "tcp" && sshAddr.IsValid() && s.Address == sshAddr && inRange(r, sshPort):
+			case s.Protocol == "tcp" && hits(old.ssh, s.Address, r):
 				p.add(si.portRanges[i],
-					fmt.Sprintf("service %q would migrate %s, where migrate reaches host \"old\" over SSH", s.Name, netip.AddrPortFrom(sshAddr, uint16(sshPort))),
+					fmt.Sprintf("service %q would migrate %s, where migrate reaches host \"old\" over SSH", s.Name, old.ssh),
 					"migrate would cut its own connection; reach OLD on another address or port, or leave this port out")
-			case s.Protocol == "udp" && vxAddr.IsValid() && s.Address == vxAddr && inRange(r, vxPort):
+			case s.Protocol == "udp" && hits(old.vxlan, s.Address, r):
 				p.add(si.portRanges[i],
-					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own VXLAN port", s.Name, netip.AddrPortFrom(vxAddr, uint16(vxPort))),
+					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own VXLAN port", s.Name, old.vxlan),
 					"the tunnel's packets would be sent into the tunnel; set another tunnel port or leave this port out")
+			}
+		}
+	}
+
+	for _, fi := range st.forwards {
+		f := fi.fwd
+		if f.On == "" {
+			continue
+		}
+		c := cuts[f.On]
+		for i, r := range f.Ports {
+			switch {
+			case f.Protocol == "tcp" && hits(c.ssh, f.Address, r):
+				p.add(fi.portRanges[i],
+					fmt.Sprintf("forward %q would forward %s away, where migrate reaches host %q over SSH", f.Name, c.ssh, f.On),
+					fmt.Sprintf("migrate would cut its own connection; reach %s on another address or port, or leave this port out", strings.ToUpper(f.On)))
+			case f.Protocol == "udp" && hits(c.vxlan, f.Address, r):
+				p.add(fi.portRanges[i],
+					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own VXLAN port on host %q", f.Name, c.vxlan, f.On),
+					"the tunnel's packets would be forwarded away; set another tunnel port or leave this port out")
 			}
 		}
 	}

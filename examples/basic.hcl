@@ -35,4 +35,5 @@ service "web" {
   protocol = "tcp"
   ports    = [8080]
   stage    = "new" # old | canary | new
+  # allow_unready = true   # move it even if NEW does not listen on 8080 yet
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/state"
@@ -164,7 +165,7 @@ func loAddrKey(a netip.Addr) string {
 // Sysctls lists every sysctl the plan may set on a host, so the agent reads
 // their current values.
 func Sysctls(c *config.Config, host string) []string {
-	dev := c.Tunnel.Name
+	dev := sysctlDev(c.Tunnel.Name)
 	if host == Old {
 		return []string{
 			"net.ipv4.ip_forward",
@@ -176,6 +177,10 @@ func Sysctls(c *config.Config, host string) []string {
 	}
 	return []string{"net.ipv4.conf." + dev + ".rp_filter"}
 }
+
+// sysctlDev writes a device name as a sysctl component: a "." in the name
+// becomes "/", as sysctl(8) does (eth0.100 -> net.ipv4.conf.eth0/100.x).
+func sysctlDev(dev string) string { return strings.ReplaceAll(dev, ".", "/") }
 
 // FactsRequest says what to collect on host for this config.
 func FactsRequest(c *config.Config, host string) state.FactsRequest {
@@ -285,13 +290,13 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".accept_local", Value: "1"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".accept_local", Value: "1"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	add(&nw,
 		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + t.Name + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 
 	oldSpec := state.NftSpec{Role: Old, TunnelDev: t.Name, Mark: t.Mark, Services: moved, Accounted: accounted,

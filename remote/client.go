@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -240,6 +241,10 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 		return ctx.Err()
 	}
 	if resp.ID != req.ID {
+		if resp.ID == 0 && resp.Error != nil {
+			// The agent could not read the request at all.
+			return fmt.Errorf("agent refused request %d: %w", req.ID, resp.Error)
+		}
 		return fmt.Errorf("agent answered request %d with %d", req.ID, resp.ID)
 	}
 	if resp.Error != nil {
@@ -272,14 +277,56 @@ func (c *Client) Facts(ctx context.Context, req state.FactsRequest) (state.Facts
 	return f, err
 }
 
-// Apply applies one step on the host.
-func (c *Client) Apply(ctx context.Context, s state.Step) error {
-	return c.call(ctx, proto.MethodApply, proto.ApplyParams{Step: s}, nil)
+// Apply applies one step on the host, which records it in its journal.
+func (c *Client) Apply(ctx context.Context, s state.Step, rec apply.Record) error {
+	return c.call(ctx, proto.MethodApply, proto.ApplyParams{Step: s, Run: rec.Run, Seq: rec.Seq, Undo: rec.Undo}, nil)
+}
+
+// Journal returns the host's own journal.
+func (c *Client) Journal(ctx context.Context) (*state.Journal, error) {
+	var j state.Journal
+	if err := c.call(ctx, proto.MethodJournal, nil, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// Lock takes the host lock for this session.
+func (c *Client) Lock(ctx context.Context, info proto.LockInfo) error {
+	return c.call(ctx, proto.MethodLock, info, nil)
+}
+
+// ForceUnlock ends the session holding lock id on the host.
+func (c *Client) ForceUnlock(ctx context.Context, id string) error {
+	return c.call(ctx, proto.MethodForceUnlock, proto.ForceUnlockParams{ID: id}, nil)
+}
+
+// Arm starts the host's revert timer for run.
+func (c *Client) Arm(ctx context.Context, run string, deadline time.Time) error {
+	return c.call(ctx, proto.MethodArm, proto.ArmParams{Run: run, Deadline: deadline}, nil)
+}
+
+// Confirm keeps run on the host.
+func (c *Client) Confirm(ctx context.Context, run string) error {
+	return c.call(ctx, proto.MethodConfirm, proto.ConfirmParams{Run: run}, nil)
 }
 
 // Ping asks the host to ping addr.
 func (c *Client) Ping(ctx context.Context, addr string) error {
 	return c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: 5, TimeoutMS: 5000}, nil)
+}
+
+// DropConnection closes the SSH connection abruptly (fault injection).
+func (c *Client) DropConnection() { c.ssh.Close() }
+
+// KillAgent kills the agent process on the host with SIGKILL, over a new
+// session of the same connection (fault injection).
+func (c *Client) KillAgent() error {
+	if c.Hello.PID <= 0 {
+		return fmt.Errorf("agent pid unknown")
+	}
+	_, err := run(c.ssh, c.Target.priv(fmt.Sprintf("kill -9 %d", c.Hello.PID)), nil)
+	return err
 }
 
 // Close stops the agent and the connection.

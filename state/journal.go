@@ -44,6 +44,11 @@ type Entry struct {
 	Time       time.Time  `json:"time"`
 	Step       Step       `json:"step"`
 	RolledBack *time.Time `json:"rolled_back,omitempty"`
+	// Pending marks a host-journal entry written before its step ran
+	// (write-ahead): if the agent died mid-step, the step may or may not
+	// have happened, and undoing it is still safe because every undo is
+	// idempotent.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // NewJournal returns an empty journal with a fresh lineage.
@@ -113,14 +118,31 @@ func (j *Journal) Save(path string) error {
 	return nil
 }
 
-// Append records an applied step.
-func (j *Journal) Append(run string, s Step, now time.Time) *Entry {
+// NextSeq is the sequence number the next entry will get.
+func (j *Journal) NextSeq() int {
 	seq := 1
-	if n := len(j.Entries); n > 0 {
-		seq = j.Entries[n-1].Seq + 1
+	for _, e := range j.Entries {
+		if e.Seq >= seq {
+			seq = e.Seq + 1
+		}
 	}
+	return seq
+}
+
+// Append records an applied step under seq.
+func (j *Journal) Append(run string, seq int, s Step, now time.Time) *Entry {
 	j.Entries = append(j.Entries, Entry{Seq: seq, Run: run, Time: now.UTC(), Step: s})
 	return &j.Entries[len(j.Entries)-1]
+}
+
+// Find returns the entry of run with seq, or nil.
+func (j *Journal) Find(run string, seq int) *Entry {
+	for i := range j.Entries {
+		if j.Entries[i].Run == run && j.Entries[i].Seq == seq {
+			return &j.Entries[i]
+		}
+	}
+	return nil
 }
 
 // Active returns the entries not yet rolled back, in order.

@@ -6,9 +6,9 @@ package proto
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/opsmigrate/migrate/state"
 )
@@ -25,6 +25,17 @@ const (
 	MethodFacts = "facts"
 	MethodApply = "apply" // one step
 	MethodPing  = "ping"  // ICMP echo from the host to an address
+	// MethodJournal returns the host's own journal (state.Journal).
+	MethodJournal = "journal"
+	// MethodLock takes the host lock for this agent session; it is held
+	// until the agent exits.
+	MethodLock = "lock"
+	// MethodForceUnlock clears a host lock record by ID.
+	MethodForceUnlock = "force-unlock"
+	// MethodArm starts the host's revert timer for a run.
+	MethodArm = "arm"
+	// MethodConfirm stops the revert timer: the run is kept.
+	MethodConfirm = "confirm"
 )
 
 // Request is one call.
@@ -53,11 +64,42 @@ type Hello struct {
 	Version  int    `json:"version"`
 	Hostname string `json:"hostname"`
 	UID      int    `json:"uid"`
+	PID      int    `json:"pid"`
 }
 
-// ApplyParams carries one step.
+// ApplyParams carries one step. With Run set, the host records it in its
+// own journal: a forward step as entry Seq, an undo (Undo true) by marking
+// entry Seq rolled back.
 type ApplyParams struct {
 	Step state.Step `json:"step"`
+	Run  string     `json:"run,omitempty"`
+	Seq  int        `json:"seq,omitempty"`
+	Undo bool       `json:"undo,omitempty"`
+}
+
+// LockInfo names the holder of a lock.
+type LockInfo struct {
+	ID        string    `json:"id"`
+	Holder    string    `json:"holder"`    // user@machine of the admin
+	Operation string    `json:"operation"` // apply | rollback
+	Started   time.Time `json:"started"`
+}
+
+// ArmParams starts a revert timer: unless the run is confirmed by
+// Deadline, the host undoes the run's steps by itself.
+type ArmParams struct {
+	Run      string    `json:"run"`
+	Deadline time.Time `json:"deadline"`
+}
+
+// ConfirmParams keeps a run.
+type ConfirmParams struct {
+	Run string `json:"run"`
+}
+
+// ForceUnlockParams clears the lock record with this ID.
+type ForceUnlockParams struct {
+	ID string `json:"id"`
 }
 
 // PingParams asks the agent to send ICMP echo requests to Addr.
@@ -94,12 +136,14 @@ func ReadFrame(r io.Reader, v any) error {
 	if n > MaxFrame {
 		return fmt.Errorf("frame of %d bytes exceeds %d", n, MaxFrame)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	// Grow with what arrives instead of trusting the header: a 4-byte
+	// header must not cost MaxFrame of memory.
+	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return err
+	}
+	if len(b) < int(n) {
+		return io.ErrUnexpectedEOF
 	}
 	return json.Unmarshal(b, v)
 }

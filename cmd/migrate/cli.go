@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,7 +59,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
-	root.AddCommand(c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.versionCmd(), c.agentCmd())
+	root.AddCommand(c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
 	return root
 }
 
@@ -73,6 +75,32 @@ func (c *cli) versionCmd() *cobra.Command {
 	}
 }
 
+func (c *cli) watchdogCmd() *cobra.Command {
+	var run, deadline string
+	var agentPID int
+	cmd := &cobra.Command{
+		Use:    agent.WatchdogCommand,
+		Short:  "Host-side revert timer (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dl, err := time.Parse(time.RFC3339Nano, deadline)
+			if err != nil {
+				return err
+			}
+			k, err := kernel.New(agent.StateDir())
+			if err != nil {
+				return err
+			}
+			return agent.RunWatchdog(&agent.HostFiles{Dir: agent.StateDir()}, k, run, dl, agentPID)
+		},
+	}
+	cmd.Flags().StringVar(&run, "run", "", "run to revert")
+	cmd.Flags().StringVar(&deadline, "deadline", "", "RFC 3339 deadline")
+	cmd.Flags().IntVar(&agentPID, "agent-pid", 0, "the agent that armed the timer")
+	return cmd
+}
+
 func (c *cli) agentCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    "agent",
@@ -84,7 +112,7 @@ func (c *cli) agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return agent.Serve(os.Stdin, os.Stdout, k)
+			return agent.Serve(os.Stdin, os.Stdout, k, &agent.HostFiles{Dir: agent.StateDir()})
 		},
 	}
 }
@@ -194,6 +222,7 @@ type prepared struct {
 	journal   *state.Journal
 	sess      *session
 	facts     map[string]state.Facts
+	targets   map[string]remote.Target
 }
 
 func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, error) {
@@ -220,12 +249,20 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 		sess.close()
 		return nil, err
 	}
+	notes, err := reconcile(ctx, sess, j, sp)
+	if err != nil {
+		sess.close()
+		return nil, err
+	}
+	for _, n := range notes {
+		c.view().Info("Note: %s", n)
+	}
 	facts, err := sess.facts(ctx, cfg)
 	if err != nil {
 		sess.close()
 		return nil, err
 	}
-	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts}, nil
+	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts, targets: targets}, nil
 }
 
 func (c *cli) planCmd() *cobra.Command {
@@ -292,13 +329,26 @@ func (c *cli) executor(p *prepared) *apply.Executor {
 	}
 }
 
+// DefaultConfirmTimeout is how long each host waits for the CLI's
+// confirmation before it undoes an apply by itself.
+const DefaultConfirmTimeout = 5 * time.Minute
+
 func (c *cli) applyCmd() *cobra.Command {
 	var file, stateFlag string
 	var auto bool
+	var confirmTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply [PLANFILE]",
-		Short: "Apply the plan: NEW first, verify the tunnel, then OLD",
-		Args:  cobra.MaximumNArgs(1),
+		Short: "Apply the plan: NEW first, verify the tunnel, then OLD; confirm or each host reverts",
+		Long: `Apply the plan: NEW first, then OLD's tunnel, a check of the tunnel in both
+directions, then what diverts clients on OLD. Every step is recorded in the
+state file and in each host's own journal before the next one starts.
+
+Before changing anything, apply arms a revert timer on each host
+(--confirm-timeout). After the change is verified, migrate confirms over a
+fresh SSH connection. If that confirmation never arrives (the change cut the
+admin off, or migrate died), each host undoes this apply by itself.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
@@ -312,11 +362,20 @@ func (c *cli) applyCmd() *cobra.Command {
 					file = saved.ConfigPath
 				}
 			}
+			sp := statePathFor(file, stateFlag)
+			lock, err := acquireLocalLock(sp, "apply")
+			if err != nil {
+				return err
+			}
+			defer lock.release()
 			p, err := c.prepare(ctx, file, stateFlag)
 			if err != nil {
 				return err
 			}
 			defer p.sess.close()
+			if err := p.sess.lockHosts(ctx, lock.info); err != nil {
+				return err
+			}
 			v := c.view()
 			ex := c.executor(p)
 			var pl *plan.Plan
@@ -349,8 +408,27 @@ func (c *cli) applyCmd() *cobra.Command {
 			for name, cl := range p.sess.clients {
 				p.journal.Targets[name] = stateTarget(cl.Target)
 			}
+			ex.Run = state.NewID()
+			ex.BeforeStep = faultHook(p.sess)
+			var deadline time.Time
+			if confirmTimeout > 0 {
+				deadline = time.Now().Add(confirmTimeout)
+				for _, name := range p.sess.names() {
+					if err := p.sess.clients[name].Arm(ctx, ex.Run, deadline); err != nil {
+						return fmt.Errorf("host %s: arm the revert timer: %w; nothing was changed", name, err)
+					}
+				}
+				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply at %s.", deadline.Local().Format(time.TimeOnly))
+			}
 			if err := ex.Apply(ctx, pl); err != nil {
 				return err
+			}
+			if confirmTimeout > 0 {
+				v.Info("Confirming over fresh SSH connections...")
+				if err := confirmRun(ctx, p.targets, ex.Run); err != nil {
+					return fmt.Errorf("the change is applied and verified, but migrate could not confirm it over a fresh SSH connection: %w. Unless confirmed, each host undoes this apply by itself at %s; run `migrate plan` afterwards to see the state", err, deadline.Local().Format(time.TimeOnly))
+				}
+				v.Info("Confirmed: both hosts keep the change.")
 			}
 			add, change, destroy := pl.Counts()
 			v.Info("\nApply complete! Resources: %d added, %d changed, %d destroyed. State: %s", add, change, destroy, p.statePath)
@@ -360,6 +438,7 @@ func (c *cli) applyCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
 	cmd.Flags().StringVar(&stateFlag, "state", "", "state file (default: migration.state.json beside the plan file)")
 	cmd.Flags().BoolVar(&auto, "auto-approve", false, "apply without asking for confirmation")
+	cmd.Flags().DurationVar(&confirmTimeout, "confirm-timeout", DefaultConfirmTimeout, "each host undoes the apply by itself unless migrate confirms it within this time over a fresh SSH connection (0 disables)")
 	return cmd
 }
 
@@ -368,33 +447,66 @@ func (c *cli) rollbackCmd() *cobra.Command {
 	var auto, all bool
 	cmd := &cobra.Command{
 		Use:   "rollback",
-		Short: "Undo the last apply (or --all applies) from the state file, restoring what was there",
-		Args:  cobra.NoArgs,
+		Short: "Undo the last apply (or --all applies), restoring what was there",
+		Long: `Undo the last apply (or, with --all, everything migrate ever applied), newest
+step first, restoring each object to the value recorded before the change.
+
+The record comes from the state file and from each host's own journal. If the
+state file is lost, give the plan file with -f: migrate reaches the hosts it
+names, reads their journals and rolls back from those.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
 			sp := statePathFor(file, stateFlag)
-			j, err := state.LoadJournal(sp)
+			_, statErr := os.Stat(sp)
+			lost := errors.Is(statErr, fs.ErrNotExist)
+			lock, err := acquireLocalLock(sp, "rollback")
 			if err != nil {
 				return err
 			}
-			if len(j.Active()) == 0 {
-				c.view().Info("Nothing to roll back: %s records no applied steps.", sp)
-				return nil
+			defer lock.release()
+			j, err := state.LoadJournal(sp)
+			if err != nil {
+				return err
 			}
 			targets := map[string]remote.Target{}
 			for name, t := range j.Targets {
 				targets[name] = fromStateTarget(name, t)
 			}
 			if len(targets) < 2 {
-				return fmt.Errorf("state %s does not record how to reach both hosts", sp)
+				cfg, err := config.Load(file)
+				if err != nil {
+					return fmt.Errorf("state %s does not say how to reach the hosts, and the plan file cannot either: %w", sp, err)
+				}
+				for name, h := range cfg.Hosts {
+					targets[name] = targetOf(name, h)
+				}
 			}
+			v := c.view()
 			sess, err := connect(ctx, targets)
 			if err != nil {
 				return err
 			}
 			defer sess.close()
-			v := c.view()
+			if err := sess.lockHosts(ctx, lock.info); err != nil {
+				return err
+			}
+			notes, err := reconcile(ctx, sess, j, sp)
+			if err != nil {
+				return err
+			}
+			if lost && len(j.Active()) > 0 {
+				v.Info("Note: the state file %s was missing; it was rebuilt from the hosts' own journals.", sp)
+			} else {
+				for _, n := range notes {
+					v.Info("Note: %s", n)
+				}
+			}
+			if len(j.Active()) == 0 {
+				v.Info("Nothing to roll back: neither %s nor the hosts' journals record applied steps.", sp)
+				return nil
+			}
 			n := 0
 			last := j.LastRun()
 			for _, e := range j.Active() {
@@ -428,5 +540,68 @@ func (c *cli) rollbackCmd() *cobra.Command {
 	cmd.Flags().StringVar(&stateFlag, "state", "", "state file (default: migration.state.json beside the plan file)")
 	cmd.Flags().BoolVar(&auto, "auto-approve", false, "roll back without asking for confirmation")
 	cmd.Flags().BoolVar(&all, "all", false, "undo everything migrate ever applied, not only the last apply")
+	return cmd
+}
+
+func (c *cli) forceUnlockCmd() *cobra.Command {
+	var file, stateFlag string
+	cmd := &cobra.Command{
+		Use:   "force-unlock LOCK_ID",
+		Short: "Remove a lock left by a migrate that is gone (local and on both hosts)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			id := args[0]
+			sp := statePathFor(file, stateFlag)
+			lp := sp + ".lock"
+			var held lockFile
+			removed := false
+			if b, err := os.ReadFile(lp); err == nil && json.Unmarshal(b, &held) == nil {
+				if held.ID != id {
+					return fmt.Errorf("the local lock %s has ID %s, not %s; nothing was changed", lp, held.ID, id)
+				}
+				if err := os.Remove(lp); err != nil {
+					return err
+				}
+				removed = true
+				c.view().Info("Removed the local lock %s (held by %s for %s since %s).", lp, held.Holder, held.Operation, held.Started.Format(time.RFC3339))
+			}
+			targets := map[string]remote.Target{}
+			if j, err := state.LoadJournal(sp); err == nil {
+				for name, t := range j.Targets {
+					targets[name] = fromStateTarget(name, t)
+				}
+			}
+			if len(targets) < 2 {
+				if cfg, err := config.Load(file); err == nil {
+					for name, h := range cfg.Hosts {
+						targets[name] = targetOf(name, h)
+					}
+				}
+			}
+			if len(targets) < 2 {
+				if removed {
+					return nil
+				}
+				return fmt.Errorf("no local lock %s, and no way to reach the hosts (give -f PLANFILE)", id)
+			}
+			sess, err := connect(ctx, targets)
+			if err != nil {
+				return err
+			}
+			defer sess.close()
+			for _, name := range sess.names() {
+				if err := sess.clients[name].ForceUnlock(ctx, id); err != nil {
+					c.view().Info("host %s: %v", name, err)
+					continue
+				}
+				c.view().Info("host %s: lock %s removed.", name, id)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
+	cmd.Flags().StringVar(&stateFlag, "state", "", "state file (default: migration.state.json beside the plan file)")
 	return cmd
 }

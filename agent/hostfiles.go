@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// HostFiles are the agent's files on its host, under Dir:
+//
+//	journal.json   the host's own journal: every step applied here, written
+//	               ahead of the step and completed after it
+//	journal.lock   flock guarding journal.json (agent and watchdog)
+//	lock, lock.json the host lock (flock held by the agent session) and who
+//	               holds it
+//	confirmed-RUN  a run the admin confirmed; its watchdog stands down
+//	watchdog-RUN.log what a revert timer did
+type HostFiles struct {
+	Dir  string
+	lock *os.File
+}
+
+func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name) }
+
+func (h *HostFiles) ensureDir() error { return os.MkdirAll(h.Dir, 0o700) }
+
+// withJournal runs fn on the journal under its flock and saves it when fn
+// returns true.
+func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
+	if err := h.ensureDir(); err != nil {
+		return err
+	}
+	lf, err := os.OpenFile(h.path("journal.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock host journal: %w", err)
+	}
+	j, err := state.LoadJournal(h.path("journal.json"))
+	if err != nil {
+		return err
+	}
+	save, err := fn(j)
+	if err != nil {
+		return err
+	}
+	if save {
+		return j.Save(h.path("journal.json"))
+	}
+	return nil
+}
+
+// Journal returns a copy of the host journal.
+func (h *HostFiles) Journal() (*state.Journal, error) {
+	var out *state.Journal
+	err := h.withJournal(func(j *state.Journal) (bool, error) {
+		out = j
+		return false, nil
+	})
+	return out, err
+}
+
+// BeginStep records a step before it runs. For an undo it does nothing
+// yet: the entry is marked only once the undo succeeded.
+func (h *HostFiles) BeginStep(p proto.ApplyParams) error {
+	if p.Run == "" || p.Undo {
+		return nil
+	}
+	return h.withJournal(func(j *state.Journal) (bool, error) {
+		for _, e := range j.Entries {
+			if e.Seq == p.Seq && e.Run == p.Run {
+				return false, nil // a retry of the same step
+			}
+		}
+		j.Entries = append(j.Entries, state.Entry{Seq: p.Seq, Run: p.Run, Time: time.Now().UTC(), Step: p.Step, Pending: true})
+		return true, nil
+	})
+}
+
+// EndStep completes the record: a forward step is no longer pending (or
+// is dropped when it failed, since nothing changed); an undo marks its
+// entry rolled back.
+func (h *HostFiles) EndStep(p proto.ApplyParams, stepErr error) error {
+	if p.Run == "" {
+		return nil
+	}
+	return h.withJournal(func(j *state.Journal) (bool, error) {
+		for i := range j.Entries {
+			e := &j.Entries[i]
+			if e.Seq != p.Seq || e.Run != p.Run {
+				continue
+			}
+			switch {
+			case p.Undo && stepErr == nil:
+				t := time.Now().UTC()
+				e.RolledBack = &t
+			case !p.Undo && stepErr == nil:
+				e.Pending = false
+			case !p.Undo:
+				j.Entries = append(j.Entries[:i], j.Entries[i+1:]...)
+			}
+			return true, nil
+		}
+		return false, nil
+	})
+}
+
+// Lock takes the host lock for this agent's lifetime. The kernel drops
+// the flock when the agent exits, however it exits, so a host lock can
+// never outlive its session.
+func (h *HostFiles) Lock(info proto.LockInfo) error {
+	if h.lock != nil {
+		return nil
+	}
+	if err := h.ensureDir(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(h.path("lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			var held lockRecord
+			if b, rerr := os.ReadFile(h.path("lock.json")); rerr == nil && json.Unmarshal(b, &held) == nil {
+				return fmt.Errorf("host is locked by %s for %s since %s (lock ID %s); wait for it to finish, or if it hangs run `migrate force-unlock %s`",
+					held.Holder, held.Operation, held.Started.Format(time.RFC3339), held.ID, held.ID)
+			}
+			return errors.New("host is locked by another migrate session")
+		}
+		return fmt.Errorf("lock host: %w", err)
+	}
+	rec := lockRecord{LockInfo: info, PID: os.Getpid()}
+	b, _ := json.Marshal(rec)
+	if err := os.WriteFile(h.path("lock.json"), b, 0o600); err != nil {
+		f.Close()
+		return err
+	}
+	h.lock = f
+	return nil
+}
+
+type lockRecord struct {
+	proto.LockInfo
+	PID int `json:"pid"`
+}
+
+// ForceUnlock ends the session holding lock id (its agent is killed,
+// which releases the flock).
+func (h *HostFiles) ForceUnlock(id string) error {
+	b, err := os.ReadFile(h.path("lock.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no lock %s on this host", id)
+	}
+	if err != nil {
+		return err
+	}
+	var rec lockRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return err
+	}
+	if rec.ID != id {
+		return fmt.Errorf("the host lock has ID %s, not %s", rec.ID, id)
+	}
+	if rec.PID > 0 && rec.PID != os.Getpid() {
+		_ = unix.Kill(rec.PID, unix.SIGKILL)
+	}
+	return os.Remove(h.path("lock.json"))
+}
+
+// Unlock releases the lock (also done by exiting).
+func (h *HostFiles) Unlock() {
+	if h.lock != nil {
+		os.Remove(h.path("lock.json"))
+		h.lock.Close()
+		h.lock = nil
+	}
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/remote"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// localLock is the lock file beside the state file. It is created with
+// O_EXCL and removed when the command ends; a migrate killed outright
+// leaves it behind, and `force-unlock ID` removes it.
+type localLock struct {
+	path string
+	info proto.LockInfo
+}
+
+type lockFile struct {
+	proto.LockInfo
+	PID int `json:"pid"`
+}
+
+func lockHolder() string {
+	u := "unknown"
+	if cu, err := user.Current(); err == nil {
+		u = cu.Username
+	}
+	h, _ := os.Hostname()
+	return u + "@" + h
+}
+
+func acquireLocalLock(statePath, op string) (*localLock, error) {
+	l := &localLock{path: statePath + ".lock", info: proto.LockInfo{
+		ID: state.NewID(), Holder: lockHolder(), Operation: op, Started: time.Now().UTC(),
+	}}
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, fs.ErrExist) && staleLocalLock(l.path) {
+		// Its holder ran on this machine and is gone: nothing can be
+		// holding it. Say so and take over.
+		fmt.Fprintf(os.Stderr, "Note: removing the stale lock %s: the migrate that held it (on this machine) is no longer running.\n", l.path)
+		os.Remove(l.path)
+		f, err = os.OpenFile(l.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		var held lockFile
+		b, _ := os.ReadFile(l.path)
+		if json.Unmarshal(b, &held) == nil {
+			alive := ""
+			if h, _ := os.Hostname(); held.PID > 0 && strings.HasSuffix(held.Holder, "@"+h) {
+				if _, err := os.Stat("/proc/" + strconv.Itoa(held.PID)); err != nil {
+					alive = " (that process is no longer running)"
+				}
+			}
+			return nil, fmt.Errorf("state %s is locked by %s for %s since %s, lock ID %s%s; wait for it, or if it is gone run `migrate force-unlock %s`",
+				statePath, held.Holder, held.Operation, held.Started.Format(time.RFC3339), held.ID, alive, held.ID)
+		}
+		return nil, fmt.Errorf("state %s is locked (%s exists); if no migrate is running, remove it", statePath, l.path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	b, _ := json.Marshal(lockFile{LockInfo: l.info, PID: os.Getpid()})
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(l.path)
+		return nil, err
+	}
+	return l, nil
+}
+
+// staleLocalLock reports a lock whose holder ran on this machine and whose
+// process no longer exists.
+func staleLocalLock(path string) bool {
+	var held lockFile
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &held) != nil || held.PID <= 0 {
+		return false
+	}
+	h, _ := os.Hostname()
+	if !strings.HasSuffix(held.Holder, "@"+h) {
+		return false
+	}
+	_, err = os.Stat("/proc/" + strconv.Itoa(held.PID))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+func (l *localLock) release() {
+	if l == nil {
+		return
+	}
+	var held lockFile
+	if b, err := os.ReadFile(l.path); err == nil && json.Unmarshal(b, &held) == nil && held.ID == l.info.ID {
+		os.Remove(l.path)
+	}
+}
+
+// lockHosts takes the host lock on every host of the session, with the
+// same ID as the local lock.
+func (s *session) lockHosts(ctx context.Context, info proto.LockInfo) error {
+	for _, name := range s.names() {
+		if err := s.clients[name].Lock(ctx, info); err != nil {
+			return fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (s *session) names() []string {
+	var out []string
+	for n := range s.clients {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// reconcile brings the local journal in line with the hosts' own
+// journals: steps a host recorded that the state file lacks (a migrate
+// that died between the two writes, or a lost state file) are added, and
+// steps a host's revert timer undid are marked rolled back. It returns a
+// note for each change and saves the state file when it changed.
+func reconcile(ctx context.Context, s *session, j *state.Journal, statePath string) ([]string, error) {
+	var notes []string
+	changed := false
+	for _, name := range s.names() {
+		hj, err := s.clients[name].Journal(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("host %s: read its journal: %w", name, err)
+		}
+		adopted, reverted := 0, 0
+		for _, he := range hj.Entries {
+			le := j.Find(he.Run, he.Seq)
+			if le == nil {
+				if he.RolledBack != nil {
+					continue
+				}
+				e := he
+				e.Pending = false
+				j.Entries = append(j.Entries, e)
+				adopted++
+				changed = true
+				continue
+			}
+			if he.RolledBack != nil && le.RolledBack == nil {
+				t := *he.RolledBack
+				le.RolledBack = &t
+				reverted++
+				changed = true
+			}
+		}
+		if adopted > 0 {
+			notes = append(notes, fmt.Sprintf("host %s journal records %d applied step(s) that the state file %s did not; they were added to it", name, adopted, statePath))
+		}
+		if reverted > 0 {
+			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (its revert timer expired without confirmation); the state file now says so", name, reverted))
+		}
+	}
+	if !changed {
+		return notes, nil
+	}
+	sort.SliceStable(j.Entries, func(a, b int) bool { return j.Entries[a].Seq < j.Entries[b].Seq })
+	if j.Targets == nil {
+		j.Targets = map[string]state.Target{}
+	}
+	for name, cl := range s.clients {
+		if _, ok := j.Targets[name]; !ok {
+			j.Targets[name] = stateTarget(cl.Target)
+		}
+	}
+	return notes, j.Save(statePath)
+}
+
+// confirmRun keeps run on every host over fresh SSH connections: proof
+// that the admin can still reach both hosts after the change.
+func confirmRun(ctx context.Context, targets map[string]remote.Target, run string) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	fresh, err := connect(ctx, targets)
+	if err != nil {
+		return err
+	}
+	defer fresh.close()
+	for _, name := range fresh.names() {
+		if err := fresh.clients[name].Confirm(ctx, run); err != nil {
+			return fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// FaultEnv is a test-only switch: "die-at:N", "drop-ssh-at:N",
+// "kill-agent-at:N" or "hang-at:N" makes apply fail just before its Nth
+// step, the way a crash, a dropped connection or a killed agent would.
+const FaultEnv = "MIGRATE_TEST_FAULT"
+
+func faultHook(s *session) func(n int, st state.Step) error {
+	spec := os.Getenv(FaultEnv)
+	if spec == "" {
+		return nil
+	}
+	kind, nstr, ok := strings.Cut(spec, "-at:")
+	at, err := strconv.Atoi(nstr)
+	if !ok || err != nil {
+		fmt.Fprintf(os.Stderr, "ignoring malformed %s=%q\n", FaultEnv, spec)
+		return nil
+	}
+	return func(n int, st state.Step) error {
+		if n != at {
+			return nil
+		}
+		switch kind {
+		case "die":
+			fmt.Fprintf(os.Stderr, "%s: dying before step %d\n", FaultEnv, n)
+			os.Exit(3)
+		case "drop-ssh":
+			for _, c := range s.clients {
+				c.DropConnection()
+			}
+		case "kill-agent":
+			if c := s.clients[st.Host]; c != nil {
+				if err := c.KillAgent(); err != nil {
+					return err
+				}
+			}
+		case "hang":
+			fmt.Fprintf(os.Stderr, "%s: hanging before step %d\n", FaultEnv, n)
+			select {}
+		}
+		return nil
+	}
+}
+
+var _ apply.Host = (*remote.Client)(nil)
