@@ -11,6 +11,11 @@ bad=$(gofmt -l .)
 if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== unit tests (race detector)"
 go test -race -count=1 ./state/... ./config/... ./plan/... ./apply/... ./views/... ./remote/... ./agent/proto/...
+echo "== fuzz targets, briefly (run longer by hand: -fuzztime=10m)"
+for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./agent"; do
+  set -- $target
+  go test -run='^$' -fuzz="^$1\$" -fuzztime=10s "$2"
+done
 echo "== kernel, lab and end-to-end tests (root, network namespaces)"
 go test -count=1 -timeout 60m -v ./agent/... ./lab/... ./e2e/... 2>&1 | tee /tmp/migrate-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|TUNNEL ' || true
 # The filter above hides the verbose output; the exit status must not.
