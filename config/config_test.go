@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -83,9 +84,14 @@ func clearRanges(cfg *Config) {
 	for _, h := range cfg.Hosts {
 		h.Range = hcl.Range{}
 	}
-	cfg.Tunnel.Range = hcl.Range{}
+	if cfg.Tunnel != nil {
+		cfg.Tunnel.Range = hcl.Range{}
+	}
 	for _, s := range cfg.Services {
 		s.Range, s.PortsRange = hcl.Range{}, hcl.Range{}
+	}
+	for _, f := range cfg.Forwards {
+		f.Range, f.PortsRange = hcl.Range{}, hcl.Range{}
 	}
 }
 
@@ -165,6 +171,9 @@ func dump(c *Config) string {
 	fmt.Fprintf(&b, "%+v\n", c.Tunnel)
 	for _, s := range c.Services {
 		fmt.Fprintf(&b, "%+v\n", s)
+	}
+	for _, f := range c.Forwards {
+		fmt.Fprintf(&b, "%+v\n", f)
 	}
 	return b.String()
 }
@@ -319,6 +328,39 @@ func TestLoadExample(t *testing.T) {
 	}
 }
 
+func TestLoadForwardExample(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "examples", "forward.hcl"))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Tunnel == nil || len(cfg.Services) != 1 || len(cfg.Forwards) != 1 {
+		t.Fatalf("unexpected config: tunnel %+v, %d services, %d forwards", cfg.Tunnel, len(cfg.Services), len(cfg.Forwards))
+	}
+	f := cfg.Forwards[0]
+	if f.On != "old" || f.Protocol != "tcp" || f.To != netip.MustParseAddr("203.0.113.20") ||
+		!reflect.DeepEqual(f.Ports, []PortRange{{80, 80}, {443, 443}}) || f.ToPort != 0 {
+		t.Errorf("forward = %+v; want on old, tcp 80 and 443 to 203.0.113.20", f)
+	}
+}
+
+// The examples are written in canonical form: migrate fmt leaves them alone.
+func TestExamplesAreFormatted(t *testing.T) {
+	for _, name := range []string{"basic.hcl", "forward.hcl"} {
+		path := filepath.Join("..", "examples", name)
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Format(src, path)
+		if err != nil {
+			t.Fatalf("Format(%s): %v", name, err)
+		}
+		if string(out) != string(src) {
+			t.Errorf("%s is not canonically formatted; Format gives:\n%s", name, out)
+		}
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.hcl"))
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -377,8 +419,8 @@ func TestErrors(t *testing.T) {
 		{"variables", svc(`  address  = var.addr`, sProto, sPorts, sStage), "migration.hcl:13:14", "Variables not allowed"},
 
 		// Top level.
-		{"unknown block", base + "servce \"x\" {}\n", "migration.hcl:12:1", `unknown block type "servce"; allowed: host, tunnel, service; did you mean "service"?`},
-		{"forward block", base + "forward \"web\" {\n  on = \"old\"\n}\n", "migration.hcl:12:1", "forward blocks are not supported yet"},
+		{"unknown block", base + "servce \"x\" {}\n", "migration.hcl:12:1", `unknown block type "servce"; allowed: host, tunnel, service, forward; did you mean "service"?`},
+		{"misspelt forward block", base + "froward \"x\" {}\n", "migration.hcl:12:1", `did you mean "forward"?`},
 		{"top-level argument", base + "version = 1\n", "migration.hcl:12:1", `unknown argument "version" at the top level`},
 
 		// Hosts.
@@ -397,7 +439,8 @@ func TestErrors(t *testing.T) {
 		{"identity ~user", strings.Replace(base, `  ssh = "root@203.0.113.20"`, "  ssh = \"root@203.0.113.20\"\n  identity_file = \"~bob/key\"", 1), "migration.hcl:6:19", `only "~/" is expanded`},
 
 		// Tunnel.
-		{"missing tunnel", hostsOnly, "migration.hcl:1:1", "missing tunnel block"},
+		{"services without tunnel", hostsOnly + "service \"smtp\" {\n" + sAddr + "\n" + sProto + "\n" + sPorts + "\n" + sStage + "\n}\n",
+			"migration.hcl:7:1", `services need a tunnel block; service "smtp" moves traffic to NEW through the tunnel; add tunnel {`},
 		{"duplicate tunnel", base + "tunnel {\n}\n", "migration.hcl:12:1", "duplicate tunnel block; only one tunnel is allowed; the first is at migration.hcl:7:1"},
 		{"tunnel type ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`), "migration.hcl:8:18", `tunnel type "ip6gre" is not supported yet; use vxlan or gre`},
 		{"tunnel type wireguard", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `tunnel type "wireguard" is not supported yet; use vxlan or gre`},
@@ -427,7 +470,7 @@ func TestErrors(t *testing.T) {
 		{"inner without length", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  old_inner    = "169.254.42.1"`), "migration.hcl:11:18", "missing prefix length"},
 
 		// Services.
-		{"unknown service argument", svc(`  adress   = "198.51.100.10"`, sAddr, sProto, sPorts, sStage), "migration.hcl:13:3", `unknown argument "adress" in service "smtp"; allowed: address, protocol, ports, stage, canary_percent`},
+		{"unknown service argument", svc(`  adress   = "198.51.100.10"`, sAddr, sProto, sPorts, sStage), "migration.hcl:13:3", `unknown argument "adress" in service "smtp"; allowed: address, protocol, ports, stage, canary_percent, allow_unready`},
 		{"nested block in service", svc(sAddr, sProto, sPorts, sStage, `  health {}`), "migration.hcl:17:3", `unexpected block "health" in service "smtp"`},
 		{"service missing address", svc(sProto, sPorts, sStage), "migration.hcl:12:1", `missing required argument "address" in service "smtp"`},
 		{"service missing stage", svc(sAddr, sProto, sPorts), "migration.hcl:12:1", `missing required argument "stage" in service "smtp"`},
@@ -462,24 +505,29 @@ func TestErrors(t *testing.T) {
 		{"vxlan port migrated", svc(sAddr, `  protocol = "udp"`, `  ports    = ["4000-5000"]`, `  stage    = "canary"`, `  canary_percent = 5`), "migration.hcl:15:15", `service "smtp" would migrate 198.51.100.10:4789/udp, the tunnel's own VXLAN port`},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.src), "migration.hcl")
-			if err == nil {
-				t.Fatalf("Parse succeeded; want an error at %s containing %q", tc.at, tc.want)
-			}
-			var cerr *Error
-			if !errors.As(err, &cerr) {
-				t.Fatalf("error is %T, want *config.Error: %v", err, err)
-			}
-			prefix := tc.at + ": "
-			for _, line := range strings.Split(err.Error(), "\n") {
-				if strings.HasPrefix(line, prefix) && strings.Contains(line, tc.want) {
-					return
-				}
-			}
-			t.Errorf("no error line starts with %q and contains %q; got:\n%v", prefix, tc.want, err)
-		})
+		t.Run(tc.name, func(t *testing.T) { wantErrorAt(t, tc.src, tc.at, tc.want) })
 	}
+}
+
+// wantErrorAt checks that parsing src fails with a *Error one of whose lines
+// starts with "at: " and contains want.
+func wantErrorAt(t *testing.T, src, at, want string) {
+	t.Helper()
+	_, err := Parse([]byte(src), "migration.hcl")
+	if err == nil {
+		t.Fatalf("Parse succeeded; want an error at %s containing %q", at, want)
+	}
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("error is %T, want *config.Error: %v", err, err)
+	}
+	prefix := at + ": "
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if strings.HasPrefix(line, prefix) && strings.Contains(line, want) {
+			return
+		}
+	}
+	t.Errorf("no error line starts with %q and contains %q; got:\n%v", prefix, want, err)
 }
 
 func TestErrorsAreCollectedAndSorted(t *testing.T) {
@@ -499,7 +547,7 @@ func TestErrorsAreCollectedAndSorted(t *testing.T) {
 		`m.hcl:14:14: invalid protocol "sctp" in service "a"; use "tcp" or "udp"`,
 		`m.hcl:15:19: invalid port 70000; ports are 1..65535, written as 25 or "10000-10100"`,
 		`m.hcl:16:14: invalid stage "later" in service "a"; use "old", "canary" or "new"`,
-		`m.hcl:17:3: unknown argument "colour" in service "a"; allowed: address, protocol, ports, stage, canary_percent`,
+		`m.hcl:17:3: unknown argument "colour" in service "a"; allowed: address, protocol, ports, stage, canary_percent, allow_unready`,
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
@@ -517,11 +565,14 @@ func TestEmptyFile(t *testing.T) {
 	for _, want := range []string{
 		`empty.hcl:1:1: missing host "old" block`,
 		`empty.hcl:1:1: missing host "new" block`,
-		`empty.hcl:1:1: missing tunnel block`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
+	}
+	// Without services, the tunnel block is optional.
+	if strings.Contains(err.Error(), "tunnel") {
+		t.Errorf("a plan without services needs no tunnel; got:\n%v", err)
 	}
 }
 
@@ -531,11 +582,27 @@ func FuzzParse(f *testing.F) {
 	f.Add(fullExample)
 	f.Add(svc(sAddr, sProto, `  ports    = ["20-30", 25, 70000, "9-1"]`, `  stage    = "canary"`))
 	f.Add(tun(`  type = "gre"`, `  key = "0x10"`, `  old_inner = "fe80::1/64"`))
+	f.Add(forwardsOnly)
+	f.Add(fwd(fOn, fAddr, fProto, `  ports    = ["20-30"]`, fTo, `  to_port  = 8080`))
 	f.Fuzz(func(t *testing.T, src string) {
 		cfg, err := Parse([]byte(src), "f.hcl")
 		if err == nil {
-			if cfg == nil || cfg.Tunnel == nil || cfg.Hosts["old"] == nil || cfg.Hosts["new"] == nil {
+			if cfg == nil || cfg.Hosts["old"] == nil || cfg.Hosts["new"] == nil {
 				t.Fatalf("nil parts in a valid config")
+			}
+			if cfg.Tunnel == nil && len(cfg.Services) > 0 {
+				t.Fatalf("services without a tunnel in a valid config")
+			}
+			// Render writes every valid config back as an equal one.
+			out := Render(cfg)
+			back, err := Parse(out, "f.hcl")
+			if err != nil {
+				t.Fatalf("Render output does not parse: %v\n%s", err, out)
+			}
+			clearRanges(cfg)
+			clearRanges(back)
+			if !reflect.DeepEqual(cfg, back) {
+				t.Fatalf("Render round trip mismatch\n got: %s\nwant: %s", dump(back), dump(cfg))
 			}
 			return
 		}

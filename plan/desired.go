@@ -165,6 +165,9 @@ func loAddrKey(a netip.Addr) string {
 // Sysctls lists every sysctl the plan may set on a host, so the agent reads
 // their current values.
 func Sysctls(c *config.Config, host string) []string {
+	if c.Tunnel == nil {
+		return []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+	}
 	dev := sysctlDev(c.Tunnel.Name)
 	if host == Old {
 		return []string{
@@ -175,7 +178,8 @@ func Sysctls(c *config.Config, host string) []string {
 			"net.ipv6.conf.*.accept_ra",
 		}
 	}
-	return []string{"net.ipv4.conf." + dev + ".rp_filter"}
+	// NEW forwards too when it hosts a forward.
+	return []string{"net.ipv4.conf." + dev + ".rp_filter", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 }
 
 // sysctlDev writes a device name as a sysctl component: a "." in the name
@@ -185,10 +189,11 @@ func sysctlDev(dev string) string { return strings.ReplaceAll(dev, ".", "/") }
 // FactsRequest says what to collect on host for this config.
 func FactsRequest(c *config.Config, host string) state.FactsRequest {
 	r := state.FactsRequest{
-		Tables:   []int{c.Tunnel.Table},
 		Sysctls:  Sysctls(c, host),
 		NftTable: NftTableName,
-		Mark:     c.Tunnel.Mark,
+	}
+	if c.Tunnel != nil {
+		r.Tables, r.Mark = []int{c.Tunnel.Table}, c.Tunnel.Mark
 	}
 	if host == Old {
 		r.Flows = AllServices(c)
@@ -231,9 +236,90 @@ func LocalRuleKey(family int) string {
 // for the underlay MTU and the interfaces accepting router advertisements;
 // ownedNew (NEW's journal entries) keeps draining addresses plumbed.
 func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string]*state.Object) (map[string]HostDesired, error) {
+	hosts := map[string]*HostDesired{Old: {}, New: {}}
+	specs := map[string]*state.NftSpec{Old: {Role: Old}, New: {Role: New}}
+	if c.Tunnel != nil {
+		if err := tunnelDesired(c, facts, ownedNew, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
+			return nil, err
+		}
+	}
+	forwardsDesired(c, hosts, specs)
+	out := map[string]HostDesired{}
+	for name, h := range hosts {
+		sp := specs[name]
+		if sp.TunnelDev != "" || len(sp.Forwards) > 0 {
+			h.add(obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: *sp}))
+		}
+		out[name] = *h
+	}
+	return out, nil
+}
+
+// ForwardMarkFor is the conntrack mark bit of forwarded flows: the bit
+// after the tunnel's, or 0x40000 without a tunnel.
+func ForwardMarkFor(c *config.Config) uint32 {
+	if c.Tunnel != nil && c.Tunnel.Mark != 0 && c.Tunnel.Mark < 1<<31 {
+		return c.Tunnel.Mark << 1
+	}
+	return 0x40000
+}
+
+// forwardsDesired adds each forward to its host: the DNAT map entry in the
+// nft table, and forwarding switched on.
+func forwardsDesired(c *config.Config, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
+	for _, f := range c.Forwards {
+		h, sp := hosts[f.On], specs[f.On]
+		sp.ForwardMark = ForwardMarkFor(c)
+		for _, r := range f.Ports {
+			for p := int(r.From); p <= int(r.To); p++ {
+				to := uint16(p)
+				if f.ToPort != 0 {
+					to = f.ToPort
+				}
+				sp.Forwards = append(sp.Forwards, state.NftForward{Addr: f.Address.String(), Proto: f.Protocol, Port: uint16(p), To: f.To.String(), ToPort: to})
+			}
+		}
+		if f.Address.Is4() {
+			h.add(obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}))
+		} else {
+			h.add(obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
+		}
+	}
+	for _, sp := range specs {
+		sort.Slice(sp.Forwards, func(i, j int) bool {
+			a, b := sp.Forwards[i], sp.Forwards[j]
+			if a.Addr != b.Addr {
+				return a.Addr < b.Addr
+			}
+			if a.Proto != b.Proto {
+				return a.Proto < b.Proto
+			}
+			return a.Port < b.Port
+		})
+	}
+}
+
+// add appends objects, skipping keys already present: the tunnel and a
+// forward may both need ip_forward.
+func (h *HostDesired) add(objs ...state.Object) {
+	for _, o := range objs {
+		dup := false
+		for _, e := range h.Objects {
+			if e.Key() == o.Key() {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			h.Objects = append(h.Objects, o)
+		}
+	}
+}
+
+func tunnelDesired(c *config.Config, facts map[string]state.Facts, ownedNew map[string]*state.Object, old, nw *HostDesired, oldSpec, newSpec *state.NftSpec) error {
 	t := c.Tunnel
 	if t.OldInner.Addr().Is6() || t.NewInner.Addr().Is6() {
-		return nil, fmt.Errorf("%s: tunnel inner addresses must be IPv4 (IPv6 inner addresses are link-local and fixed)", where(t.Range))
+		return fmt.Errorf("%s: tunnel inner addresses must be IPv4 (IPv6 inner addresses are link-local and fixed)", where(t.Range))
 	}
 	moved := MovedServices(c)
 	active := ActiveAddrs(c, ownedNew)
@@ -282,26 +368,26 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 	}
 	peerOf := map[string]string{Old: New, New: Old}
 
-	var old, nw HostDesired
-	add := func(h *HostDesired, objs ...state.Object) { h.Objects = append(h.Objects, objs...) }
+	add := func(h *HostDesired, objs ...state.Object) { h.add(objs...) }
 
 	// The tunnel, on both hosts, whatever the stages.
-	add(&old,
+	add(old,
 		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".accept_local", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
-	add(&nw,
+	add(nw,
 		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 
-	oldSpec := state.NftSpec{Role: Old, TunnelDev: t.Name, Mark: t.Mark, Services: moved, Accounted: accounted,
-		Underlay: underlay(t.OldEndpoint, t.NewEndpoint)}
-	newSpec := state.NftSpec{Role: New, TunnelDev: t.Name, Mark: t.Mark, Underlay: underlay(t.NewEndpoint, t.OldEndpoint)}
+	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = t.Name, t.Mark, moved, accounted
+	oldSpec.Underlay = underlay(t.OldEndpoint, t.NewEndpoint)
+	newSpec.TunnelDev, newSpec.Mark = t.Name, t.Mark
+	newSpec.Underlay = underlay(t.NewEndpoint, t.OldEndpoint)
 
 	for _, f := range []int{4, 6} {
 		if !families[f] {
@@ -310,7 +396,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 		for _, h := range []struct {
 			name string
 			d    *HostDesired
-		}{{Old, &old}, {New, &nw}} {
+		}{{Old, old}, {New, nw}} {
 			if f == 6 {
 				add(h.d, obj(state.Addr{Dev: t.Name, CIDR: inner[h.name][6].String(), NoDAD: true}))
 			}
@@ -324,14 +410,14 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 		}
 		// OLD: marked packets are looked up in the tunnel table, ahead of
 		// the local rule.
-		add(&old, obj(state.Rule{Family: f, Priority: PrefFwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		add(old, obj(state.Rule{Family: f, Priority: PrefFwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
 		if f == 6 {
-			add(&old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
+			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 			// forwarding=1 silently stops RA acceptance where accept_ra
 			// is 1; 2 keeps it.
 			for name, v := range facts[Old].Sysctls {
 				if dev, ok := acceptRADev(name); ok && v == "1" && dev != "all" && dev != "default" && dev != "lo" && dev != t.Name {
-					add(&old, obj(state.Sysctl{Name: name, Value: "2"}))
+					add(old, obj(state.Sysctl{Name: name, Value: "2"}))
 				}
 			}
 		}
@@ -340,7 +426,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 		// Outer packets of the tunnel inherit the mark of the packet
 		// they carry; without this throw they would be routed back into
 		// the tunnel.
-		add(&old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
+		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
 		if !families[fam(t.NewEndpoint)] {
 			// The throw needs the fwmark rule of its family to matter;
 			// without it the outer packets never reach the table.
@@ -349,7 +435,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 	}
 	for _, a := range active {
 		f, hp := fam(a), hostPrefix(a)
-		add(&nw,
+		add(nw,
 			// A real local address: ip_nonlocal_bind would let a service
 			// bind it, but connect() from it fails.
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6()}),
@@ -364,9 +450,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string
 			newSpec.NoARP = append(newSpec.NoARP, a.String())
 		}
 	}
-	add(&old, obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: oldSpec}))
-	add(&nw, obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: newSpec}))
-	return map[string]HostDesired{Old: old, New: nw}, nil
+	return nil
 }
 
 // acceptRADev returns the device of a net.ipv6.conf.DEV.accept_ra name.

@@ -98,10 +98,12 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		CreatedAt:     now.UTC(),
 		FactsDigest:   map[string]string{},
 		Requests:      map[string]state.FactsRequest{},
-		Verify: &Verify{
+	}
+	if c.Tunnel != nil {
+		p.Verify = &Verify{
 			OldPings: c.Tunnel.NewInner.Addr().String(),
 			NewPings: c.Tunnel.OldInner.Addr().String(),
-		},
+		}
 	}
 	for _, h := range []string{New, Old} {
 		steps, err := Diff(h, want[h], facts[h], j.Owned(h))
@@ -122,6 +124,14 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 		if !old.HasAddr(s.Address.String()) {
 			return fmt.Errorf("%s: service %q: host old does not hold address %s; a service address must be one of OLD's addresses (see `ip addr` on old)", where(s.Range), s.Name, s.Address)
 		}
+	}
+	for _, f := range c.Forwards {
+		if !facts[f.On].HasAddr(f.Address.String()) {
+			return fmt.Errorf("%s: forward %q: host %s does not hold address %s; a forward listens on an address of the host named by `on`", where(f.Range), f.Name, f.On, f.Address)
+		}
+	}
+	if c.Tunnel == nil {
+		return nil
 	}
 	if !old.HasAddr(c.Tunnel.OldEndpoint.String()) {
 		return fmt.Errorf("%s: tunnel old_endpoint %s is not an address of host old", where(c.Tunnel.Range), c.Tunnel.OldEndpoint)

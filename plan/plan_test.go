@@ -139,3 +139,64 @@ func TestForeignLinkWithOurNameIsRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestForwardOnlyPlan(t *testing.T) {
+	c := mustParse(t, `
+host "old" {
+  ssh         = "root@198.51.100.10"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+forward "bounce" {
+  on       = "old"
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [80, 443]
+  to       = "203.0.113.20"
+}
+forward "back" {
+  on       = "new"
+  address  = "203.0.113.20"
+  protocol = "udp"
+  ports    = [53]
+  to       = "198.51.100.10"
+  to_port  = 5353
+}
+`)
+	p, err := plan.Make(c, map[string]state.Facts{
+		plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500),
+	}, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Verify != nil {
+		t.Error("a plan without a tunnel verifies a tunnel")
+	}
+	var oldNft, newNft *state.NftSpec
+	for _, h := range p.Hosts {
+		for _, s := range h.Steps {
+			if s.After != nil && s.After.Nft != nil {
+				if h.Host == plan.Old {
+					oldNft = &s.After.Nft.Spec
+				} else {
+					newNft = &s.After.Nft.Spec
+				}
+			}
+			if s.Object().Link != nil || s.Object().Rule != nil {
+				t.Errorf("forward-only plan touches %s", s)
+			}
+		}
+	}
+	if oldNft == nil || len(oldNft.Forwards) != 2 || oldNft.Forwards[0] != (state.NftForward{Addr: "198.51.100.10", Proto: "tcp", Port: 80, To: "203.0.113.20", ToPort: 80}) {
+		t.Errorf("old forwards: %+v", oldNft)
+	}
+	if newNft == nil || len(newNft.Forwards) != 1 || newNft.Forwards[0].ToPort != 5353 || newNft.ForwardMark == 0 {
+		t.Errorf("new forwards: %+v", newNft)
+	}
+	if !strings.Contains(lines(p.Steps(plan.Old)), "ip_forward = 0 -> net.ipv4.ip_forward = 1") {
+		t.Errorf("old does not enable forwarding:\n%s", lines(p.Steps(plan.Old)))
+	}
+}

@@ -40,6 +40,22 @@ type NftSpec struct {
 	// NoARP lists IPv4 addresses migrate made local on NEW (on lo) that
 	// must not be answered for in ARP on any interface. Role "new" only.
 	NoARP []string `json:"no_arp,omitempty"`
+	// Forwards are in-kernel port bouncers on this host (either role):
+	// new flows to (Addr, Proto, Port) are DNATed to (To, ToPort) and
+	// masqueraded, marked with ForwardMark in conntrack so that only
+	// they are masqueraded. Like services, a TCP flow is only taken when
+	// its first packet is a bare SYN.
+	Forwards    []NftForward `json:"forwards,omitempty"`
+	ForwardMark uint32       `json:"forward_mark,omitempty"`
+}
+
+// NftForward is one forwarded (address, protocol, port).
+type NftForward struct {
+	Addr   string `json:"addr"`
+	Proto  string `json:"proto"`
+	Port   uint16 `json:"port"`
+	To     string `json:"to"`
+	ToPort uint16 `json:"to_port"`
 }
 
 // NftService is one (address, protocol, port).
@@ -71,7 +87,7 @@ func (s NftSpec) Digest() string {
 func (t NftTable) String() string {
 	s := t.Spec
 	var parts []string
-	if s.Role == "old" {
+	if s.Role == "old" && s.TunnelDev != "" {
 		full, canary := 0, 0
 		for _, sv := range s.Services {
 			if sv.Percent >= 100 {
@@ -85,6 +101,9 @@ func (t NftTable) String() string {
 			parts = append(parts, fmt.Sprintf("%d canary port(s)", canary))
 		}
 		parts = append(parts, fmt.Sprintf("%d counted", len(s.Accounted)))
+	}
+	if len(s.Forwards) > 0 {
+		parts = append(parts, fmt.Sprintf("%d forwarded port(s)", len(s.Forwards)))
 	}
 	if len(s.NoARP) > 0 {
 		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))
