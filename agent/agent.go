@@ -140,7 +140,31 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return k.Facts(p)
+		f, err := k.Facts(p)
+		if err != nil {
+			return f, err
+		}
+		if p.Chains {
+			if f.Chains, err = ForeignChains(p.NftTable); err != nil {
+				return f, err
+			}
+		}
+		if p.Listeners {
+			f.Listeners, err = Listeners()
+		}
+		return f, err
+	case proto.MethodProbe:
+		p, err := params(req, validateProbe)
+		if err != nil {
+			return nil, err
+		}
+		return nil, Probe(p)
+	case proto.MethodRouteGet:
+		p, err := params(req, validateRouteGet)
+		if err != nil {
+			return nil, err
+		}
+		return RouteGet(p.Addr)
 	case proto.MethodApply:
 		p, err := params(req, validateApply)
 		if err != nil {

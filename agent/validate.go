@@ -536,11 +536,36 @@ func checkNftTable(t state.NftTable) error {
 	if s.Role != "old" && s.Role != "new" {
 		return fmt.Errorf("nft role %s: must be old or new", show(s.Role))
 	}
-	if err := checkIfname("nft tunnel_dev", s.TunnelDev); err != nil {
-		return err
+	// A host with forwards and no tunnel has neither a tunnel device nor
+	// a tunnel mark.
+	if s.TunnelDev != "" || len(s.Forwards) == 0 && s.ForwardMark == 0 {
+		if err := checkIfname("nft tunnel_dev", s.TunnelDev); err != nil {
+			return err
+		}
+		if s.Mark == 0 {
+			return errors.New("nft mark 0: must be a non-zero 32-bit mark")
+		}
 	}
-	if s.Mark == 0 {
-		return errors.New("nft mark 0: must be a non-zero 32-bit mark")
+	if len(s.Forwards) > maxListLen {
+		return fmt.Errorf("nft forwards: %d entries, at most %d allowed", len(s.Forwards), maxListLen)
+	}
+	if len(s.Forwards) > 0 && s.ForwardMark == 0 {
+		return errors.New("nft forward_mark 0: forwards need a non-zero 32-bit mark")
+	}
+	for _, f := range s.Forwards {
+		if err := checkService("nft forwards", state.NftService{Addr: f.Addr, Proto: f.Proto, Port: f.Port}); err != nil {
+			return err
+		}
+		to, err := parseIP("nft forward to", f.To)
+		if err != nil {
+			return err
+		}
+		if from, _ := parseIP("", f.Addr); from.Is4() != to.Is4() {
+			return fmt.Errorf("nft forward %s to %s: both must be of the same address family", f.Addr, f.To)
+		}
+		if f.ToPort == 0 {
+			return fmt.Errorf("nft forward %s %s %d: to_port 0 must be 1..65535", f.Addr, f.Proto, f.Port)
+		}
 	}
 	if err := checkServices("nft services", s.Services); err != nil {
 		return err
@@ -648,6 +673,26 @@ func checkFactsRequest(r state.FactsRequest) error {
 }
 
 // validatePing checks a ping request.
+func validateProbe(p proto.ProbeParams) error {
+	if _, err := parseIP("addr", p.Addr); err != nil {
+		return fmt.Errorf("bad probe request: %w", err)
+	}
+	if p.Port == 0 {
+		return fmt.Errorf("bad probe request: port 0: must be 1..65535")
+	}
+	if p.TimeoutMS < 1 || p.TimeoutMS > 60000 {
+		return fmt.Errorf("bad probe request: timeout_ms %d: must be 1..60000", p.TimeoutMS)
+	}
+	return nil
+}
+
+func validateRouteGet(p proto.RouteGetParams) error {
+	if _, err := parseIP("addr", p.Addr); err != nil {
+		return fmt.Errorf("bad route-get request: %w", err)
+	}
+	return nil
+}
+
 func validatePing(p proto.PingParams) error {
 	if _, err := parseIP("addr", p.Addr); err != nil {
 		return fmt.Errorf("bad ping request: %w", err)

@@ -41,6 +41,10 @@ type Executor struct {
 	// Run is the id of this apply; set it before Apply to arm host
 	// timers for it, or Apply picks one.
 	Run string
+	// PostCheck, when set, runs after every step and the tunnel check;
+	// its error undoes the apply like a failed step (probes through the
+	// tunnel to NEW).
+	PostCheck func(ctx context.Context) error
 	// BeforeStep, when set, runs before each step (fault injection in
 	// tests). Its error stops the apply like a failed step.
 	BeforeStep func(n int, s state.Step) error
@@ -117,6 +121,9 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan) error {
 	}
 	if err == nil && !verified && tunnelTouched(p) {
 		err = e.verify(ctx, p.Verify)
+	}
+	if err == nil && e.PostCheck != nil {
+		err = e.PostCheck(ctx)
 	}
 	if err == nil {
 		return nil

@@ -122,12 +122,12 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	typ, typeRange, typeOK := a.str("type", typeExample)
 	if typeOK {
 		switch typ {
-		case "vxlan", "gre":
+		case "vxlan", "gre", "ip6gre":
 			t.Type = typ
-		case "ip6gre", "wireguard":
-			p.add(typeRange, fmt.Sprintf("tunnel type %q is not supported yet", typ), "use vxlan or gre")
+		case "wireguard":
+			p.add(typeRange, fmt.Sprintf("tunnel type %q is not supported yet", typ), "use vxlan, gre or ip6gre")
 		default:
-			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan or gre")
+			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre or ip6gre")
 		}
 	} else {
 		a.required("type", typeExample)
@@ -155,9 +155,13 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	if !ep.IsValid() && newOK {
 		ep = newEP
 	}
-	if t.Type == "gre" && ep.IsValid() && ep.Is6() {
+	switch {
+	case t.Type == "gre" && ep.IsValid() && ep.Is6():
 		p.add(typeRange, "gre tunnels need IPv4 endpoints",
-			"use vxlan for IPv6 endpoints (ip6gre is not supported yet)")
+			`use type = "ip6gre" (or "vxlan") for IPv6 endpoints`)
+	case t.Type == "ip6gre" && ep.IsValid() && ep.Is4():
+		p.add(typeRange, "ip6gre tunnels need IPv6 endpoints",
+			`use type = "gre" (or "vxlan") for IPv4 endpoints`)
 	}
 
 	if s, rng, ok := a.str("name", `name = "mig0"`); ok {
@@ -193,13 +197,13 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 			t.Port = int(n)
 		}
 		if a.has("key") {
-			p.add(a.nameRange("key"), "key is only valid for gre tunnels", "remove it; vxlan tunnels use vni")
+			p.add(a.nameRange("key"), "key is only valid for gre and ip6gre tunnels", "remove it; vxlan tunnels use vni")
 		}
-	case "gre":
+	case "gre", "ip6gre":
 		for _, name := range []string{"vni", "port"} {
 			if a.has(name) {
 				p.add(a.nameRange(name), fmt.Sprintf("%s is only valid for vxlan tunnels", name),
-					`remove it, or set type = "vxlan"; gre tunnels may set key`)
+					fmt.Sprintf(`remove it, or set type = "vxlan"; %s tunnels may set key`, t.Type))
 			}
 		}
 		if n, _, ok := a.uint32Arg("key", 0, keyRule); ok {

@@ -37,14 +37,14 @@ type Host struct {
 
 // Tunnel is the tunnel block, with defaults applied.
 type Tunnel struct {
-	Type        string       // "vxlan" | "gre"
+	Type        string       // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints)
 	OldEndpoint netip.Addr   // outer address on OLD
 	NewEndpoint netip.Addr   // outer address on NEW, same family as OldEndpoint
 	Name        string       // Linux interface name, default "mig0"
 	MTU         int          // 0 = auto
 	VNI         uint32       // vxlan only, default 4242
 	Port        int          // vxlan UDP port, default 4789
-	Key         uint32       // gre only, 0 = none
+	Key         uint32       // gre and ip6gre only, 0 = none
 	OldInner    netip.Prefix // inner address of OLD, default 169.254.42.1/30
 	NewInner    netip.Prefix // inner address of NEW, default 169.254.42.2/30
 	Mark        uint32       // fwmark and ct mark bit(s), default 0x20000

@@ -236,6 +236,34 @@ tunnel {
 	}
 }
 
+func TestIP6GRETunnel(t *testing.T) {
+	cfg := mustParse(t, hostsOnly+`
+tunnel {
+  type         = "ip6gre"
+  old_endpoint = "2001:db8:100::10"
+  new_endpoint = "2001:db8:200::20"
+  key          = 7
+}
+`)
+	tu := cfg.Tunnel
+	if tu.Type != "ip6gre" || tu.Key != 7 || tu.VNI != 0 || tu.Port != 0 ||
+		tu.OldEndpoint != netip.MustParseAddr("2001:db8:100::10") || tu.NewEndpoint != netip.MustParseAddr("2001:db8:200::20") ||
+		tu.OldInner != DefaultOldInner || tu.NewInner != DefaultNewInner || tu.Name != DefaultTunnelName || tu.MTU != 0 {
+		t.Errorf("ip6gre tunnel = %+v; want key 7, no vni/port, IPv6 endpoints, default inner addresses, name and mtu", tu)
+	}
+	// Without a key: 0, no key on the wire.
+	cfg = mustParse(t, hostsOnly+`
+tunnel {
+  type         = "ip6gre"
+  old_endpoint = "2001:db8:100::10"
+  new_endpoint = "2001:db8:200::20"
+}
+`)
+	if cfg.Tunnel.Key != 0 {
+		t.Errorf("ip6gre without key: key %d, want 0", cfg.Tunnel.Key)
+	}
+}
+
 func TestMarkForms(t *testing.T) {
 	for _, tc := range []struct {
 		expr string
@@ -442,18 +470,22 @@ func TestErrors(t *testing.T) {
 		{"services without tunnel", hostsOnly + "service \"smtp\" {\n" + sAddr + "\n" + sProto + "\n" + sPorts + "\n" + sStage + "\n}\n",
 			"migration.hcl:7:1", `services need a tunnel block; service "smtp" moves traffic to NEW through the tunnel; add tunnel {`},
 		{"duplicate tunnel", base + "tunnel {\n}\n", "migration.hcl:12:1", "duplicate tunnel block; only one tunnel is allowed; the first is at migration.hcl:7:1"},
-		{"tunnel type ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`), "migration.hcl:8:18", `tunnel type "ip6gre" is not supported yet; use vxlan or gre`},
-		{"tunnel type wireguard", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `tunnel type "wireguard" is not supported yet; use vxlan or gre`},
-		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan or gre`},
+		{"tunnel type wireguard", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `tunnel type "wireguard" is not supported yet; use vxlan, gre or ip6gre`},
+		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan, gre or ip6gre`},
 		{"tunnel type missing", tun(`  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:7:1", `missing required argument "type" in tunnel`},
 		{"bad endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.300"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:9:18", `invalid old_endpoint "198.51.100.300" in tunnel: not an IP address`},
 		{"missing endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`), "migration.hcl:7:1", `missing required argument "new_endpoint" in tunnel`},
 		{"endpoint families", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "2001:db8::2"`), "migration.hcl:10:18", "same address family"},
 		{"same endpoints", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.10"`), "migration.hcl:10:18", "is the same as old_endpoint"},
-		{"gre over IPv6", tun(`  type         = "gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`), "migration.hcl:8:18", "gre tunnels need IPv4 endpoints"},
+		{"gre over IPv6", tun(`  type         = "gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`), "migration.hcl:8:18", `gre tunnels need IPv4 endpoints; use type = "ip6gre" (or "vxlan") for IPv6 endpoints`},
+		{"ip6gre over IPv4", tun(`  type         = "ip6gre"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `ip6gre tunnels need IPv6 endpoints; use type = "gre" (or "vxlan") for IPv4 endpoints`},
+		{"vni on ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`, `  vni          = 7`), "migration.hcl:11:3", `vni is only valid for vxlan tunnels; remove it, or set type = "vxlan"; ip6gre tunnels may set key`},
+		{"port on ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`, `  port         = 4789`), "migration.hcl:11:3", "port is only valid for vxlan tunnels"},
+		{"ip6gre key range", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`, `  key          = 4294967296`), "migration.hcl:11:18", "a GRE key is a 32-bit number"},
+		{"mtu ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`, `  mtu          = 1200`), "migration.hcl:11:18", "the MTU is 1280..9000 with IPv6 endpoints"},
 		{"vni on gre", tun(`  type         = "gre"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  vni          = 7`), "migration.hcl:11:3", "vni is only valid for vxlan tunnels"},
 		{"port on gre", tun(`  type         = "gre"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  port         = 4789`), "migration.hcl:11:3", "port is only valid for vxlan tunnels"},
-		{"key on vxlan", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 7`), "migration.hcl:11:3", "key is only valid for gre tunnels"},
+		{"key on vxlan", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 7`), "migration.hcl:11:3", "key is only valid for gre and ip6gre tunnels"},
 		{"vni range", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  vni          = 16777216`), "migration.hcl:11:18", "invalid vni 16777216 in tunnel; a VNI is 1..16777215"},
 		{"unknown tunnel argument", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  ttl          = 64`), "migration.hcl:11:3", `unknown argument "ttl" in tunnel; allowed: type, old_endpoint, new_endpoint, name, mtu, vni, port, key, old_inner, new_inner, mark, table`},
 		{"mtu IPv4", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  mtu          = 500`), "migration.hcl:11:18", "invalid mtu 500 in tunnel; the MTU is 576..9000 with IPv4 endpoints"},

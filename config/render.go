@@ -198,7 +198,7 @@ func tunnelBody(b *hclwrite.Body, t *Tunnel) {
 		if t.Port != 0 && t.Port != DefaultVXLANPort {
 			setInt(b, "port", int64(t.Port))
 		}
-	case "gre":
+	case "gre", "ip6gre":
 		if t.Key != 0 {
 			setInt(b, "key", int64(t.Key))
 		}

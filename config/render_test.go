@@ -107,6 +107,7 @@ func TestRenderRoundTrip(t *testing.T) {
 		{"full example", fullExample},
 		{"defaults", base + "service \"a\" {\n" + sAddr + "\n" + sProto + "\n" + sPorts + "\n" + sStage + "\n}\n"},
 		{"gre", tun(`  type         = "gre"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 42`, `  mtu          = 1400`)},
+		{"ip6gre", tun(`  type         = "ip6gre"`, `  old_endpoint = "2001:db8:100::10"`, `  new_endpoint = "2001:db8:200::20"`, `  key          = 42`, `  mtu          = 1400`)},
 		{"forwards only", forwardsOnly},
 		{"hosts only", hostsOnly},
 	} {

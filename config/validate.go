@@ -512,3 +512,12 @@ func (p *parser) checkSelfCut(st *fileState) {
 func inRange(r PortRange, port int) bool {
 	return port >= int(r.From) && port <= int(r.To)
 }
+
+// ParseSSH parses "user@host[:port]" as the ssh argument of a host block.
+func ParseSSH(s string) (user, host string, port int, err error) {
+	user, host, port, reason := parseSSH(s)
+	if reason != "" {
+		return "", "", 0, fmt.Errorf("invalid %q: %s; %s", s, reason, sshRule)
+	}
+	return user, host, port, nil
+}

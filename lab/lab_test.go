@@ -103,7 +103,7 @@ func TestLab(t *testing.T) {
 			break
 		}
 	}
-	if !strings.HasPrefix(udpOut, "served-by=oldudp peer=192.0.2.10 remote=198.51.100.10:8081") {
+	if !strings.HasPrefix(udpOut, "served-by=oldudp peer=192.0.2.10 len=2 replylen=") || !strings.Contains(udpOut, " remote=198.51.100.10:8081") {
 		t.Errorf("dial udp: unexpected %q (server log %s)", udpOut, l.LogPath(udp))
 	}
 	out = run(RoleClient, bin, "hold", "198.51.100.10:8080", "-every", "20ms", "-count", "3")

@@ -43,17 +43,25 @@ type HostDesired struct {
 	Unwanted []string
 }
 
-// Encapsulation overheads in bytes, by tunnel type and outer family.
-func encapOverhead(typ string, outer6 bool) int {
+// Encapsulation overheads in bytes, by tunnel type and outer family: the
+// outer IP header (20 or 40), then UDP 8 + VXLAN 8 + inner Ethernet 14, or
+// the GRE header, 4 bytes and 4 more with a key. ip6gre is created without
+// the 8-byte encapsulation-limit destination option (see agent/kernel), so
+// it is 40 + 4 (+ 4).
+func encapOverhead(typ string, outer6 bool, key uint32) int {
+	gre := 4
+	if key != 0 {
+		gre += 4
+	}
 	switch {
-	case typ == "vxlan" && !outer6:
-		return 50
 	case typ == "vxlan" && outer6:
 		return 70
-	case typ == "gre" && !outer6:
-		return 24
+	case typ == "gre":
+		return 20 + gre
+	case typ == "ip6gre":
+		return 40 + gre
 	}
-	return 44 // ip6gre
+	return 50 // vxlan over IPv4
 }
 
 // TunnelMTU is the configured MTU, or the underlay MTU of the device that
@@ -74,7 +82,7 @@ func TunnelMTU(t *config.Tunnel, local netip.Addr, f state.Facts) int {
 			}
 		}
 	}
-	return under - encapOverhead(t.Type, local.Is6())
+	return under - encapOverhead(t.Type, local.Is6(), t.Key)
 }
 
 // Inner IPv6 link-local addresses of the tunnel ends: an L2 tunnel needs a
@@ -134,24 +142,19 @@ func AllServices(c *config.Config) []state.NftService {
 	return out
 }
 
-// ActiveAddrs returns the service addresses that need the data path: those
-// with a service at stage new or canary, and those whose plumbing migrate
-// already built on NEW (ownedNew holds NEW's owned keys). Keeping the
-// plumbing of an address whose services went back to "old" is what lets
-// flows already going through the tunnel drain on NEW; new flows stay on
-// OLD because the address's ports leave the nft sets.
-func ActiveAddrs(c *config.Config, ownedNew map[string]*state.Object) []netip.Addr {
+// ActiveAddrs returns the service addresses that get the data path: every
+// address a service of the plan uses, whatever its stage. On NEW the
+// address is then local before any flow arrives, so daemons can bind it
+// (and readiness can see them) before the stage moves; and a service moved
+// back to "old" keeps the path, so flows already going to NEW drain there.
+// Only the nft sets decide which new flows move.
+func ActiveAddrs(c *config.Config, _ map[string]*state.Object) []netip.Addr {
 	seen := map[netip.Addr]bool{}
 	var out []netip.Addr
 	for _, s := range c.Services {
-		a := s.Address
-		if seen[a] {
-			continue
-		}
-		_, built := ownedNew[loAddrKey(a)]
-		if s.Stage != "old" || built {
-			seen[a] = true
-			out = append(out, a)
+		if !seen[s.Address] {
+			seen[s.Address] = true
+			out = append(out, s.Address)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
@@ -191,12 +194,15 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 	r := state.FactsRequest{
 		Sysctls:  Sysctls(c, host),
 		NftTable: NftTableName,
+		Chains:   true,
 	}
 	if c.Tunnel != nil {
 		r.Tables, r.Mark = []int{c.Tunnel.Table}, c.Tunnel.Mark
 	}
 	if host == Old {
 		r.Flows = AllServices(c)
+	} else {
+		r.Listeners = true
 	}
 	return r
 }
@@ -227,6 +233,36 @@ func localRule(family, pref int, proto uint8) state.Rule {
 	return state.Rule{Family: family, Priority: pref, Table: state.TableLocal, Protocol: proto}
 }
 
+// rulePrefs are the preferences of migrate's rules on one host.
+type rulePrefs struct{ toAddr, fwmark, local, fromAddr int }
+
+// choosePrefs keeps migrate's rules, and the moved local rule, ahead of
+// every rule someone else added: before migrate, the local rule at 0 came
+// first, so a foreign rule (say "fwmark 0x1 lookup 100" at 200) never saw
+// locally delivered packets, and must not start to. The defaults are 500,
+// 900, 1000 and 1100; below a foreign rule at F <= 1100 they are scaled
+// into 1..F-1.
+func choosePrefs(host string, f state.Facts) (rulePrefs, error) {
+	def := rulePrefs{PrefToAddrMain, PrefFwmark, PrefLocalMoved, PrefFromAddr}
+	lowest := -1
+	for _, r := range f.Rules {
+		if r.Protocol == RouteProto || (r.Priority == 0 && r.Table == state.TableLocal) {
+			continue
+		}
+		if lowest < 0 || r.Priority < lowest {
+			lowest = r.Priority
+		}
+	}
+	if lowest < 0 || lowest > def.fromAddr {
+		return def, nil
+	}
+	step := lowest / 5
+	if step < 1 {
+		return rulePrefs{}, fmt.Errorf("host %s: a policy rule at preference %d leaves no room for migrate's rules before it (they must come before every other rule, as the local rule did); move that rule to a preference of 5 or more", host, lowest)
+	}
+	return rulePrefs{step, 2 * step, 3 * step, 4 * step}, nil
+}
+
 // LocalRuleKey is the key of the kernel's default local rule.
 func LocalRuleKey(family int) string {
 	return state.Object{Rule: &state.Rule{Family: family, Priority: PrefLocalDefault, Table: state.TableLocal}}.Key()
@@ -235,19 +271,20 @@ func LocalRuleKey(family int) string {
 // Desired builds each host's desired state from the config. Facts are used
 // for the underlay MTU and the interfaces accepting router advertisements;
 // ownedNew (NEW's journal entries) keeps draining addresses plumbed.
-func Desired(c *config.Config, facts map[string]state.Facts, ownedNew map[string]*state.Object) (map[string]HostDesired, error) {
+func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]map[string]*state.Object) (map[string]HostDesired, error) {
 	hosts := map[string]*HostDesired{Old: {}, New: {}}
 	specs := map[string]*state.NftSpec{Old: {Role: Old}, New: {Role: New}}
 	if c.Tunnel != nil {
-		if err := tunnelDesired(c, facts, ownedNew, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
+		if err := tunnelDesired(c, facts, owned, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
 			return nil, err
 		}
 	}
 	forwardsDesired(c, hosts, specs)
+	keepForwardDrain(facts, owned, hosts, specs)
 	out := map[string]HostDesired{}
 	for name, h := range hosts {
 		sp := specs[name]
-		if sp.TunnelDev != "" || len(sp.Forwards) > 0 {
+		if sp.TunnelDev != "" || len(sp.Forwards) > 0 || sp.ForwardMark != 0 {
 			h.add(obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: *sp}))
 		}
 		out[name] = *h
@@ -299,6 +336,26 @@ func forwardsDesired(c *config.Config, hosts map[string]*HostDesired, specs map[
 	}
 }
 
+// keepForwardDrain keeps, on a host that had forwards and has none left,
+// the nat chains (with empty maps) and forwarding switched on: a NATed
+// connection only keeps being translated while its namespace has a nat
+// chain, so removing the last forward would cut the connections still
+// going through it. Rollback removes them all, as recorded.
+func keepForwardDrain(facts map[string]state.Facts, owned map[string]map[string]*state.Object, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
+	for name, sp := range specs {
+		cur := facts[name].Nft
+		if len(sp.Forwards) > 0 || cur == nil || cur.Spec.ForwardMark == 0 {
+			continue
+		}
+		sp.ForwardMark = cur.Spec.ForwardMark
+		for _, sys := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+			if _, ok := owned[name][state.Object{Sysctl: &state.Sysctl{Name: sys}}.Key()]; ok {
+				hosts[name].add(obj(state.Sysctl{Name: sys, Value: "1"}))
+			}
+		}
+	}
+}
+
 // add appends objects, skipping keys already present: the tunnel and a
 // forward may both need ip_forward.
 func (h *HostDesired) add(objs ...state.Object) {
@@ -316,13 +373,21 @@ func (h *HostDesired) add(objs ...state.Object) {
 	}
 }
 
-func tunnelDesired(c *config.Config, facts map[string]state.Facts, ownedNew map[string]*state.Object, old, nw *HostDesired, oldSpec, newSpec *state.NftSpec) error {
+func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[string]map[string]*state.Object, old, nw *HostDesired, oldSpec, newSpec *state.NftSpec) error {
 	t := c.Tunnel
+	prefs := map[string]rulePrefs{}
+	for _, h := range []string{Old, New} {
+		p, err := choosePrefs(h, facts[h])
+		if err != nil {
+			return err
+		}
+		prefs[h] = p
+	}
 	if t.OldInner.Addr().Is6() || t.NewInner.Addr().Is6() {
 		return fmt.Errorf("%s: tunnel inner addresses must be IPv4 (IPv6 inner addresses are link-local and fixed)", where(t.Range))
 	}
 	moved := MovedServices(c)
-	active := ActiveAddrs(c, ownedNew)
+	active := ActiveAddrs(c, owned[New])
 	families := map[int]bool{}
 	for _, a := range active {
 		families[fam(a)] = true
@@ -402,7 +467,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, ownedNew map[
 			}
 			add(h.d,
 				// The local rule moves so that rules can come before it.
-				obj(localRule(f, PrefLocalMoved, RouteProto)),
+				obj(localRule(f, prefs[h.name].local, RouteProto)),
 				obj(state.Route{Family: f, Table: t.Table, Type: "unicast", Dst: defaultDst(f), Dev: t.Name,
 					Gw: gw(inner[peerOf[h.name]][f]), Protocol: RouteProto}),
 			)
@@ -410,13 +475,16 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, ownedNew map[
 		}
 		// OLD: marked packets are looked up in the tunnel table, ahead of
 		// the local rule.
-		add(old, obj(state.Rule{Family: f, Priority: PrefFwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
 		if f == 6 {
 			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 			// forwarding=1 silently stops RA acceptance where accept_ra
 			// is 1; 2 keeps it.
+			// An interface counts once migrate has raised it (owned),
+			// so the next plan does not lower it again.
 			for name, v := range facts[Old].Sysctls {
-				if dev, ok := acceptRADev(name); ok && v == "1" && dev != "all" && dev != "default" && dev != "lo" && dev != t.Name {
+				_, raised := owned[Old][state.Object{Sysctl: &state.Sysctl{Name: name}}.Key()]
+				if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" && dev != sysctlDev(t.Name) {
 					add(old, obj(state.Sysctl{Name: name, Value: "2"}))
 				}
 			}
@@ -438,13 +506,13 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, ownedNew map[
 		add(nw,
 			// A real local address: ip_nonlocal_bind would let a service
 			// bind it, but connect() from it fails.
-			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6()}),
+			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
 			// NEW's own traffic to the address (the tunnel underlay when
 			// it is OLD's endpoint) must still leave by the uplink.
-			obj(state.Rule{Family: f, Priority: PrefToAddrMain, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
 			// Replies and outbound connections from the address go back
 			// through the tunnel.
-			obj(state.Rule{Family: f, Priority: PrefFromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
 		)
 		if a.Is4() {
 			newSpec.NoARP = append(newSpec.NoARP, a.String())

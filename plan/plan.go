@@ -28,6 +28,10 @@ type Plan struct {
 	Verify        *Verify                       `json:"verify,omitempty"`
 	Notes         []string                      `json:"notes,omitempty"` // display only
 	Requests      map[string]state.FactsRequest `json:"facts_requests"`
+	// Readiness and Flows are shown to the operator; apply recomputes
+	// readiness from fresh facts before it acts.
+	Readiness []Readiness    `json:"readiness,omitempty"`
+	Flows     []ServiceFlows `json:"flows,omitempty"`
 }
 
 // HostPlan is one host's ordered steps.
@@ -88,7 +92,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	if err := CheckAgainstFacts(c, facts); err != nil {
 		return nil, err
 	}
-	want, err := Desired(c, facts, j.Owned(New))
+	want, err := Desired(c, facts, map[string]map[string]*state.Object{Old: j.Owned(Old), New: j.Owned(New)})
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +109,9 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			NewPings: c.Tunnel.OldInner.Addr().String(),
 		}
 	}
+	p.Notes = append(p.Notes, Warnings(c, facts)...)
+	p.Readiness = CheckReadiness(c, facts[New])
+	p.Flows = Flows(c, facts[Old])
 	for _, h := range []string{New, Old} {
 		steps, err := Diff(h, want[h], facts[h], j.Owned(h))
 		if err != nil {

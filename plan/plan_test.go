@@ -200,3 +200,28 @@ forward "back" {
 		t.Errorf("old does not enable forwarding:\n%s", lines(p.Steps(plan.Old)))
 	}
 }
+
+// A foreign rule below 1100 must keep seeing what it saw before: migrate's
+// rules and the moved local rule go ahead of it.
+func TestRulePrefsStayAheadOfForeignRules(t *testing.T) {
+	c := mustParse(t, src)
+	old := facts("198.51.100.10/24", 1500)
+	old.Rules = append(old.Rules, state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100})
+	p, err := plan.Make(c, map[string]state.Facts{plan.Old: old, plan.New: facts("203.0.113.20/24", 1500)}, state.NewJournal(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := lines(p.Steps(plan.Old))
+	for _, want := range []string{"+ rule v4 pref 120 lookup local", "+ rule v4 pref 80 fwmark 0x20000/0x20000 lookup 4242"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("old steps lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "pref 200") {
+		t.Errorf("the foreign rule was touched:\n%s", got)
+	}
+	old.Rules = append(old.Rules, state.Rule{Family: 4, Priority: 3, Table: 100})
+	if _, err := plan.Make(c, map[string]state.Facts{plan.Old: old, plan.New: facts("203.0.113.20/24", 1500)}, state.NewJournal(), time.Now()); err == nil || !strings.Contains(err.Error(), "no room") {
+		t.Errorf("a foreign rule at 3: err = %v", err)
+	}
+}

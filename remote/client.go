@@ -316,6 +316,18 @@ func (c *Client) Ping(ctx context.Context, addr string) error {
 	return c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: 5, TimeoutMS: 5000}, nil)
 }
 
+// Probe opens a marked TCP connection from the host to addr:port.
+func (c *Client) Probe(ctx context.Context, addr string, port uint16, mark uint32) error {
+	return c.call(ctx, proto.MethodProbe, proto.ProbeParams{Addr: addr, Port: port, Mark: mark, TimeoutMS: 5000}, nil)
+}
+
+// RouteGet returns the source address the host uses towards addr.
+func (c *Client) RouteGet(ctx context.Context, addr string) (proto.RouteGetResult, error) {
+	var r proto.RouteGetResult
+	err := c.call(ctx, proto.MethodRouteGet, proto.RouteGetParams{Addr: addr}, &r)
+	return r, err
+}
+
 // DropConnection closes the SSH connection abruptly (fault injection).
 func (c *Client) DropConnection() { c.ssh.Close() }
 

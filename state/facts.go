@@ -18,6 +18,11 @@ type FactsRequest struct {
 	// destination port) triples; Mark is the bit that says "sent to NEW".
 	Flows []NftService `json:"flows,omitempty"`
 	Mark  uint32       `json:"mark,omitempty"`
+	// Listeners asks for the host's listening TCP and bound UDP sockets.
+	Listeners bool `json:"listeners,omitempty"`
+	// Chains asks for the base chains of other nft tables, to warn about
+	// what would break the data path (a forward drop policy).
+	Chains bool `json:"chains,omitempty"`
 }
 
 // Facts is what an agent reports about its host. It is a plain value.
@@ -34,8 +39,60 @@ type Facts struct {
 	// does not match what migrate last wrote.
 	Nft      *NftTable `json:"nft,omitempty"`
 	NftDrift string    `json:"nft_drift,omitempty"`
+	// Chains are the base chains of nft tables migrate does not own.
+	Chains []BaseChain `json:"chains,omitempty"`
+	// Listeners are the listening TCP and bound UDP sockets (when
+	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
+	// go without changing what migrate manages.
+	Listeners []Listener `json:"listeners,omitempty"`
 	// Stats change all the time and are not part of Digest.
 	Stats *Stats `json:"stats,omitempty"`
+}
+
+// BaseChain is a hooked chain of someone else's nft table.
+type BaseChain struct {
+	Family   string `json:"family"` // ip, ip6, inet, ...
+	Table    string `json:"table"`
+	Chain    string `json:"chain"`
+	Hook     string `json:"hook"` // prerouting, input, forward, output, postrouting
+	Priority int    `json:"priority"`
+	Policy   string `json:"policy"` // accept | drop
+}
+
+// Listener is one listening TCP or bound UDP socket.
+type Listener struct {
+	Proto   string `json:"proto"` // tcp | udp
+	Addr    string `json:"addr"`  // local address; 0.0.0.0 or :: for a wildcard
+	Port    uint16 `json:"port"`
+	Process string `json:"process,omitempty"` // comm of the owning process
+	// V6Only is false for a :: socket that also takes IPv4 (the Linux
+	// default).
+	V6Only bool `json:"v6only,omitempty"`
+}
+
+// Serves reports whether the listener accepts proto traffic to addr:port.
+func (l Listener) Serves(proto, addr string, port uint16) bool {
+	if l.Proto != proto || l.Port != port {
+		return false
+	}
+	switch l.Addr {
+	case addr:
+		return true
+	case "0.0.0.0":
+		return !isV6(addr)
+	case "::":
+		return isV6(addr) || !l.V6Only
+	}
+	return false
+}
+
+func isV6(a string) bool {
+	for i := 0; i < len(a); i++ {
+		if a[i] == ':' {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats are live counters: nft per-service counters and conntrack counts.
@@ -64,7 +121,7 @@ type FlowCount struct {
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
-	f.Stats = nil
+	f.Stats, f.Listeners = nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

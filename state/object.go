@@ -107,6 +107,9 @@ func (o Object) String() string {
 		if o.Addr.NoDAD {
 			s += " nodad"
 		}
+		if o.Addr.NoPrefixRoute {
+			s += " noprefixroute"
+		}
 		return s
 	case o.Route != nil:
 		return o.Route.String()
@@ -225,6 +228,10 @@ type Addr struct {
 	Dev   string `json:"dev"`
 	CIDR  string `json:"cidr"`
 	NoDAD bool   `json:"nodad,omitempty"`
+	// NoPrefixRoute: no connected route in main for the prefix. An IPv6
+	// /128 on lo otherwise gets "ADDR dev lo" in main, which would catch
+	// NEW's own traffic to the address after "to ADDR iif lo lookup main".
+	NoPrefixRoute bool `json:"noprefixroute,omitempty"`
 }
 
 // Route is one route in a table migrate owns.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
@@ -69,6 +70,7 @@ func (v *View) Plan(p *plan.Plan) {
 	for _, n := range p.Notes {
 		fmt.Fprintf(v.Out, "Note: %s\n", n)
 	}
+	v.services(p)
 	if p.Empty() {
 		fmt.Fprintln(v.Out, "No changes. Both hosts match the plan.")
 		return
@@ -85,6 +87,57 @@ func (v *View) Plan(p *plan.Plan) {
 	}
 	add, change, destroy := p.Counts()
 	fmt.Fprintf(v.Out, "\n%s %d to add, %d to change, %d to destroy.\n", v.paint("1", "Plan:"), add, change, destroy)
+}
+
+// services prints, per service, whether NEW is ready for the flows it
+// would get and what OLD still holds.
+func (v *View) services(p *plan.Plan) {
+	if len(p.Readiness) == 0 && len(p.Flows) == 0 {
+		return
+	}
+	flows := map[string]plan.ServiceFlows{}
+	for _, f := range p.Flows {
+		flows[f.Service] = f
+	}
+	fmt.Fprintln(v.Out, "Services:")
+	ready := map[string]plan.Readiness{}
+	for _, r := range p.Readiness {
+		ready[r.Service] = r
+	}
+	names := []string{}
+	seen := map[string]bool{}
+	for _, r := range p.Readiness {
+		names, seen[r.Service] = append(names, r.Service), true
+	}
+	for _, f := range p.Flows {
+		if !seen[f.Service] {
+			names = append(names, f.Service)
+		}
+	}
+	for _, n := range names {
+		line := "  " + n + ": "
+		if r, ok := ready[n]; ok {
+			switch {
+			case r.Ready():
+				line += v.paint("32", "NEW ready")
+			case r.AllowUnready:
+				line += v.paint("33", "NEW not listening on port "+plan.PortList(r.Unserved)+" (allow_unready)")
+			default:
+				instead := "nothing for " + r.Proto
+				if len(r.NewListens) > 0 {
+					instead = strings.Join(r.NewListens, ", ")
+				}
+				line += v.paint("31", fmt.Sprintf("NEW NOT READY: nothing accepts %s %s port %s; NEW listens on %s", r.Proto, r.Addr, plan.PortList(r.Unserved), instead))
+			}
+		} else {
+			line += "stays on OLD"
+		}
+		if f, ok := flows[n]; ok {
+			line += fmt.Sprintf("; OLD holds %d established flow(s), %d going to NEW", f.Established, f.ToNew)
+		}
+		fmt.Fprintln(v.Out, line)
+	}
+	fmt.Fprintln(v.Out)
 }
 
 // Describe is a step's one-line description.

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/opsmigrate/migrate/state"
@@ -87,7 +86,8 @@ func retryDump[T any](what string, f func() (T, error)) (T, error) {
 }
 
 // Facts reports the host's links, addresses, rules, the routes of the
-// requested tables, the requested sysctls and migrate's nft table.
+// requested tables, the requested sysctls, migrate's nft tables and, in
+// Stats, their live counters and the conntrack counts of req.Flows.
 func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	var f state.Facts
 	f.Hostname, _ = os.Hostname()
@@ -118,21 +118,25 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	}
 
 	f.Sysctls = map[string]string{}
-	for _, name := range req.Sysctls {
-		v, ok, err := h.readSysctl(name)
-		if err != nil {
-			return f, err
-		}
-		if ok {
-			f.Sysctls[name] = v
-		}
+	if err := h.sysctlFacts(req.Sysctls, f.Sysctls); err != nil {
+		return f, err
 	}
 
 	if req.NftTable != "" {
-		f.Nft, f.NftDrift, err = h.nftFacts(req.NftTable)
+		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
 		if err != nil {
 			return f, err
 		}
+	}
+	if len(req.Flows) > 0 {
+		flows, err := h.flowCounts(req.Flows, req.Mark)
+		if err != nil {
+			return f, err
+		}
+		if f.Stats == nil {
+			f.Stats = &state.Stats{}
+		}
+		f.Stats.Flows = flows
 	}
 	return f, nil
 }
@@ -203,12 +207,4 @@ func familyOf(af int) int {
 func isLinkNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
-}
-
-// sysctlPath turns a dotted name into its /proc/sys path.
-func (h *Host) sysctlPath(name string) (string, error) {
-	if name == "" || strings.Contains(name, "/") || strings.Contains(name, "..") {
-		return "", fmt.Errorf("invalid sysctl name %q", name)
-	}
-	return h.SysctlRoot + "/" + strings.ReplaceAll(name, ".", "/"), nil
 }

@@ -151,6 +151,7 @@ func TestRoundTrip(t *testing.T) {
 		{Addr: &state.Addr{Dev: "lo", CIDR: "198.51.100.10/32"}},
 		{Addr: &state.Addr{Dev: "lo", CIDR: "2001:db8:5::10/128", NoDAD: true}},
 		{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.77.1/30"}},
+		{Addr: &state.Addr{Dev: "mig0", CIDR: "fe80::42:1/64", NoDAD: true}},
 		{Rule: &state.Rule{Family: 4, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
 		{Rule: &state.Rule{Family: 6, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
 		{Rule: &state.Rule{Family: 4, Priority: 500, Dst: "198.51.100.10/32", IifName: "lo", Table: 254, Protocol: 0xfa}},

@@ -1,11 +1,14 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,11 +94,13 @@ func buildLink(l state.Link) (netlink.Link, error) {
 		if (local.To4() != nil) != (l.Type == "gre") || (remote.To4() != nil) != (l.Type == "gre") {
 			return nil, fmt.Errorf("%s with local %s and remote %s: address family does not match the type", l.Type, l.Local, l.Remote)
 		}
+		// gre goes through netlink.LinkAdd; ip6gre through addIP6GRE,
+		// which takes Local, Remote, the keys and the MTU from this.
 		g := &netlink.Gretun{
 			LinkAttrs: attrs,
 			Local:     local,
 			Remote:    remote,
-			PMtuDisc:  1, // iproute2's default: set DF on the outer header
+			PMtuDisc:  1, // iproute2's default: set DF on the outer header (gre)
 		}
 		if l.Key != 0 {
 			// addGretunAttrs sets GRE_KEY in IFlags/OFlags for non-zero keys.
@@ -105,6 +110,66 @@ func buildLink(l state.Link) (netlink.Link, error) {
 	}
 	return nil, fmt.Errorf("unsupported link type %q (want vxlan, gre or ip6gre)", l.Type)
 }
+
+// ip6greHopLimit is the outer hop limit of ip6gre links, iproute2's default.
+const ip6greHopLimit = 64
+
+// addIP6GRE creates an ip6gre link with one RTM_NEWLINK in the host's
+// namespace. netlink.Gretun with IPv6 Local/Remote does make an ip6gre link,
+// but it cannot send IFLA_GRE_FLAGS, and without IP6_TNL_F_IGN_ENCAP_LIMIT
+// the kernel puts an 8-byte destination-options header (tunnel encapsulation
+// limit, RFC 2473) in every outer packet: 52 bytes of overhead instead of
+// the 44 the MTU is computed with, so full-size packets would not fit the
+// underlay. iproute2 calls this "encaplimit none"; the attributes are
+// otherwise those addGretunAttrs sends for the same Gretun, so facts read
+// the link back (as a Gretun) exactly as the library would have made it.
+func (h *Host) addIP6GRE(g *netlink.Gretun) error {
+	local, remote := g.Local.To16(), g.Remote.To16()
+	if local == nil || remote == nil || g.Local.To4() != nil || g.Remote.To4() != nil {
+		return fmt.Errorf("ip6gre needs IPv6 local and remote addresses, not %s and %s", g.Local, g.Remote)
+	}
+	s, err := nl.GetNetlinkSocketAt(h.ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink socket in the host's namespace: %w", err)
+	}
+	defer s.Close()
+	tv := nl.SocketTimeoutTv
+	if err := s.SetSendTimeout(&tv); err != nil {
+		return err
+	}
+	if err := s.SetReceiveTimeout(&tv); err != nil {
+		return err
+	}
+
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(g.Name)))
+	if g.MTU > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(g.MTU))))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("ip6gre"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_GRE_LOCAL, []byte(local))
+	data.AddRtAttr(nl.IFLA_GRE_REMOTE, []byte(remote))
+	var flags uint16
+	if g.IKey != 0 || g.OKey != 0 {
+		flags = nl.GRE_KEY
+		data.AddRtAttr(nl.IFLA_GRE_IKEY, htonl(g.IKey))
+		data.AddRtAttr(nl.IFLA_GRE_OKEY, htonl(g.OKey))
+	}
+	data.AddRtAttr(nl.IFLA_GRE_IFLAGS, htons(flags))
+	data.AddRtAttr(nl.IFLA_GRE_OFLAGS, htons(flags))
+	data.AddRtAttr(nl.IFLA_GRE_TTL, nl.Uint8Attr(ip6greHopLimit))
+	data.AddRtAttr(nl.IFLA_GRE_FLAGS, nl.Uint32Attr(uint32(netlink.IP6_TNL_F_IGN_ENCAP_LIMIT)))
+	req.AddData(info)
+	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+func htonl(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+func htons(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
 // sameIdentity reports whether two links differ at most in MTU and Up.
 func sameIdentity(a, b state.Link) bool {
@@ -137,7 +202,7 @@ func (h *Host) applyLink(step state.Step) error {
 }
 
 func (h *Host) createLink(want state.Link) error {
-	nl, err := buildLink(want)
+	link, err := buildLink(want)
 	if err != nil {
 		return err
 	}
@@ -152,7 +217,11 @@ func (h *Host) createLink(want state.Link) error {
 	if !isLinkNotFound(err) {
 		return err
 	}
-	if err := h.nl.LinkAdd(nl); err != nil {
+	add := h.nl.LinkAdd
+	if g, ok := link.(*netlink.Gretun); ok && want.Type == "ip6gre" {
+		add = func(netlink.Link) error { return h.addIP6GRE(g) }
+	}
+	if err := add(link); err != nil {
 		return fmt.Errorf("add link: %w", err)
 	}
 	cur, err = h.nl.LinkByName(want.Name)

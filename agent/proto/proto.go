@@ -36,7 +36,32 @@ const (
 	MethodArm = "arm"
 	// MethodConfirm stops the revert timer: the run is kept.
 	MethodConfirm = "confirm"
+	// MethodProbe opens a TCP connection from the host with a socket
+	// mark, so that it takes migrate's policy route (through the tunnel).
+	MethodProbe = "probe"
+	// MethodRouteGet asks which source address the host uses towards an
+	// address (ip route get).
+	MethodRouteGet = "route-get"
 )
+
+// ProbeParams is a marked TCP connect.
+type ProbeParams struct {
+	Addr      string `json:"addr"`
+	Port      uint16 `json:"port"`
+	Mark      uint32 `json:"mark"`
+	TimeoutMS int    `json:"timeout_ms"`
+}
+
+// RouteGetParams asks for the route to Addr.
+type RouteGetParams struct {
+	Addr string `json:"addr"`
+}
+
+// RouteGetResult is the chosen source address and device.
+type RouteGetResult struct {
+	Src string `json:"src"`
+	Dev string `json:"dev"`
+}
 
 // Request is one call.
 type Request struct {

@@ -59,7 +59,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
-	root.AddCommand(c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
+	root.AddCommand(c.initCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
 	return root
 }
 
@@ -186,7 +186,9 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if !(errors.Is(err, context.Canceled) && len(errs) > 0) {
+				// Once one host failed, the other's attempt is cancelled:
+				// its error is only that.
+				if len(errs) == 0 || ctx.Err() == nil {
 					errs = append(errs, err)
 				}
 				cancel()
@@ -393,6 +395,9 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			if pl.Empty() {
 				return nil
 			}
+			if err := plan.UnreadyError(plan.CheckReadiness(p.cfg, p.facts[plan.New])); err != nil {
+				return fmt.Errorf("%w; nothing was changed", err)
+			}
 			if !auto && saved == nil {
 				ok, err := c.confirm("Do you want to perform these actions on both hosts?")
 				if err != nil {
@@ -410,6 +415,7 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			}
 			ex.Run = state.NewID()
 			ex.BeforeStep = faultHook(p.sess)
+			ex.PostCheck = probeServices(p.cfg, p.sess.clients[plan.Old], v)
 			var deadline time.Time
 			if confirmTimeout > 0 {
 				deadline = time.Now().Add(confirmTimeout)

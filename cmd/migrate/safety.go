@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/user"
 	"sort"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // localLock is the lock file beside the state file. It is created with
@@ -246,3 +249,31 @@ func faultHook(s *session) func(n int, st state.Step) error {
 }
 
 var _ apply.Host = (*remote.Client)(nil)
+
+// probeServices returns apply's last check: for each TCP service whose
+// new flows go to NEW, OLD opens a real connection to it with the
+// tunnel's mark, which takes migrate's policy route through the tunnel to
+// NEW. A service with allow_unready only gets a warning.
+func probeServices(cfg *config.Config, old *remote.Client, v *views.View) func(ctx context.Context) error {
+	if cfg.Tunnel == nil || old == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		for _, s := range cfg.Services {
+			if s.Stage == "old" || s.Protocol != "tcp" || len(s.Ports) == 0 {
+				continue
+			}
+			port := s.Ports[0].From
+			err := old.Probe(ctx, s.Address.String(), port, cfg.Tunnel.Mark)
+			switch {
+			case err == nil:
+				v.Info("probe: service %q: a connection from OLD through the tunnel to NEW's %s reached NEW", s.Name, netip.AddrPortFrom(s.Address, port))
+			case s.AllowUnready:
+				v.Info("probe: service %q: NEW did not accept a connection to %s through the tunnel (%v); kept because of allow_unready", s.Name, netip.AddrPortFrom(s.Address, port), err)
+			default:
+				return fmt.Errorf("probe: service %q: a connection from OLD through the tunnel to %s on NEW failed: %w", s.Name, netip.AddrPortFrom(s.Address, port), err)
+			}
+		}
+		return nil
+	}
+}

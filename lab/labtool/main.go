@@ -29,6 +29,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -42,12 +43,16 @@ func main() {
 		err = serve(os.Args[2:])
 	case "dial":
 		err = dial(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	case "many":
 		err = many(os.Args[2:])
 	case "bulk":
 		err = bulk(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
+	case "forge":
+		err = forge(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -434,5 +439,272 @@ func bulk(args []string) error {
 		return fmt.Errorf("-dir must be up or down")
 	}
 	fmt.Printf("bulk %s %d bytes ok\n", *dir, *size)
+	return nil
+}
+
+// load holds -conns long-lived connections that each send a ping every
+// -every, while opening -rate new short connections per second, for
+// -duration. It prints what was attempted, completed and failed, and who
+// served the connections; it fails if anything failed.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	conns := fs.Int("conns", 1000, "long-lived connections")
+	every := fs.Duration("every", time.Second, "ping interval per long-lived connection")
+	rate := fs.Int("rate", 50, "new short connections per second")
+	duration := fs.Duration("duration", 20*time.Second, "how long")
+	addr, err := oneAddr(fs, args)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var holdOK, holdFail, newTry, newOK, newFail int
+	served := map[string]int{}
+	var firstErr error
+	fail := func(e error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = e
+		}
+		mu.Unlock()
+	}
+	end := time.Now().Add(*duration)
+	var wg sync.WaitGroup
+	for i := 0; i < *conns; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Spread the opening over the first two seconds.
+			time.Sleep(time.Duration(i) * 2 * time.Second / time.Duration(*conns))
+			ok := func() bool {
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err != nil {
+					fail(fmt.Errorf("long-lived %d: %w", i, err))
+					return false
+				}
+				defer c.Close()
+				r := bufio.NewReader(c)
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				greet, err := r.ReadString('\n')
+				if err != nil {
+					fail(fmt.Errorf("long-lived %d: greeting: %w", i, err))
+					return false
+				}
+				mu.Lock()
+				served["long-lived "+strings.Fields(greet)[0]]++
+				mu.Unlock()
+				for n := 1; time.Now().Before(end); n++ {
+					time.Sleep(*every)
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := fmt.Fprintf(c, "ping %d\n", n); err != nil {
+						fail(fmt.Errorf("long-lived %d: ping %d: %w", i, n, err))
+						return false
+					}
+					if _, err := r.ReadString('\n'); err != nil {
+						fail(fmt.Errorf("long-lived %d: reply %d: %w", i, n, err))
+						return false
+					}
+				}
+				return true
+			}()
+			mu.Lock()
+			if ok {
+				holdOK++
+			} else {
+				holdFail++
+			}
+			mu.Unlock()
+		}(i)
+	}
+	tick := time.NewTicker(time.Second / time.Duration(max(*rate, 1)))
+	for time.Now().Before(end) {
+		<-tick.C
+		mu.Lock()
+		newTry++
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err == nil {
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				var line string
+				line, err = bufio.NewReader(c).ReadString('\n')
+				c.Close()
+				if err == nil {
+					mu.Lock()
+					newOK++
+					served["new "+strings.Fields(line)[0]]++
+					mu.Unlock()
+					return
+				}
+			}
+			fail(fmt.Errorf("new connection: %w", err))
+			mu.Lock()
+			newFail++
+			mu.Unlock()
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	keys := make([]string, 0, len(served))
+	for k := range served {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var who []string
+	for _, k := range keys {
+		who = append(who, fmt.Sprintf("%s:%d", k, served[k]))
+	}
+	fmt.Printf("long-lived: attempted %d completed %d failed %d; new: attempted %d completed %d failed %d; %s\n",
+		*conns, holdOK, holdFail, newTry, newOK, newFail, strings.Join(who, " "))
+	if firstErr != nil {
+		return fmt.Errorf("first failure: %w", firstErr)
+	}
+	return nil
+}
+
+// forge sends forged tunnel packets, for the underlay filter test, or
+// catches what reaches an inner address:
+//
+//	labtool forge -type vxlan|gre|ip6gre -to OUTER_DST [-from OUTER_SRC] [-count N]
+//	              [-vni 4242] [-port 4789] [-key K] [-dst-mac MAC]
+//	              [-inner-src 169.254.42.2] [-inner-dst 169.254.42.1] [-inner-port 7999]
+//	labtool forge -catch ADDR:PORT
+//
+// Each forged packet carries an IPv4/UDP datagram "forged i" from
+// inner-src to inner-dst:inner-port: for vxlan inside an Ethernet frame to
+// dst-mac (the receiving tunnel device's MAC; default broadcast) in a
+// VXLAN header, over UDP to OUTER_DST:port; for gre and ip6gre behind a
+// GRE header (with the key when nonzero), as IP protocol 47 from a raw
+// socket. -from binds the outer source address. It prints "sent N".
+//
+// -catch listens on UDP ADDR:PORT and prints "caught from=IP len=N DATA"
+// for every datagram, after a first "catching on ADDR:PORT" line.
+func forge(args []string) error {
+	fs := flag.NewFlagSet("forge", flag.ContinueOnError)
+	typ := fs.String("type", "vxlan", "vxlan, gre or ip6gre")
+	to := fs.String("to", "", "outer destination: the tunnel endpoint")
+	from := fs.String("from", "", "outer source address to bind (default: the kernel's choice)")
+	count := fs.Int("count", 1, "packets to send")
+	vni := fs.Uint("vni", 4242, "VXLAN network identifier")
+	port := fs.Int("port", 4789, "VXLAN UDP port")
+	key := fs.Uint("key", 0, "GRE key (0: none)")
+	dstMAC := fs.String("dst-mac", "ff:ff:ff:ff:ff:ff", "inner Ethernet destination (vxlan)")
+	innerSrc := fs.String("inner-src", "169.254.42.2", "inner IPv4 source")
+	innerDst := fs.String("inner-dst", "169.254.42.1", "inner IPv4 destination")
+	innerPort := fs.Int("inner-port", 7999, "inner UDP destination port")
+	catch := fs.String("catch", "", "catch UDP datagrams on ADDR:PORT instead of sending")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected arguments %q", pos)
+	}
+	if *catch != "" {
+		pc, err := net.ListenPacket("udp", *catch)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("catching on %s\n", pc.LocalAddr())
+		buf := make([]byte, 65536)
+		for {
+			n, src, err := pc.ReadFrom(buf)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("caught from=%s len=%d %q\n", hostOf(src), n, buf[:n])
+		}
+	}
+
+	be16 := func(b []byte, v uint16) { b[0], b[1] = byte(v>>8), byte(v) }
+	be32 := func(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v) }
+	isrc, idst := net.ParseIP(*innerSrc).To4(), net.ParseIP(*innerDst).To4()
+	if isrc == nil || idst == nil {
+		return errors.New("-inner-src and -inner-dst must be IPv4 addresses")
+	}
+	outer := net.ParseIP(*to)
+	if outer == nil {
+		return fmt.Errorf("-to %q is not an IP address", *to)
+	}
+	// inner returns the inner IPv4 packet number i.
+	inner := func(i int) []byte {
+		data := []byte(fmt.Sprintf("forged %d", i))
+		p := make([]byte, 28, 28+len(data))
+		p[0], p[8], p[9] = 0x45, 64, 17 // version+IHL, TTL, UDP
+		be16(p[2:], uint16(28+len(data)))
+		copy(p[12:16], isrc)
+		copy(p[16:20], idst)
+		var sum uint32
+		for j := 0; j < 20; j += 2 {
+			sum += uint32(p[j])<<8 | uint32(p[j+1])
+		}
+		for sum > 0xffff {
+			sum = sum>>16 + sum&0xffff
+		}
+		be16(p[10:], ^uint16(sum))
+		be16(p[20:], 40000)              // source port
+		be16(p[22:], uint16(*innerPort)) // destination port
+		be16(p[24:], uint16(8+len(data)))
+		// UDP checksum 0: none (IPv4).
+		return append(p, data...)
+	}
+	var send func(b []byte) error
+	var frame func(i int) []byte
+	switch *typ {
+	case "vxlan":
+		mac, err := net.ParseMAC(*dstMAC)
+		if err != nil {
+			return fmt.Errorf("-dst-mac: %v", err)
+		}
+		d := &net.Dialer{}
+		if *from != "" {
+			d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(*from)}
+		}
+		c, err := d.Dial("udp", net.JoinHostPort(outer.String(), fmt.Sprint(*port)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		send = func(b []byte) error { _, err := c.Write(b); return err }
+		frame = func(i int) []byte {
+			b := make([]byte, 8+14)
+			b[0] = 0x08 // VNI present
+			be32(b[4:], uint32(*vni)<<8)
+			copy(b[8:14], mac)
+			copy(b[14:20], []byte{0x02, 0, 0, 0, 0, 0x99})
+			be16(b[20:], 0x0800)
+			return append(b, inner(i)...)
+		}
+	case "gre", "ip6gre":
+		network := "ip4:47"
+		if *typ == "ip6gre" {
+			network = "ip6:47"
+		}
+		pc, err := net.ListenPacket(network, *from)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		send = func(b []byte) error { _, err := pc.WriteTo(b, &net.IPAddr{IP: outer}); return err }
+		frame = func(i int) []byte {
+			b := make([]byte, 4, 8)
+			be16(b[2:], 0x0800) // IPv4 inside
+			if *key != 0 {
+				b[0] = 0x20 // key present
+				b = b[:8]
+				be32(b[4:], uint32(*key))
+			}
+			return append(b, inner(i)...)
+		}
+	default:
+		return fmt.Errorf("-type %q: want vxlan, gre or ip6gre", *typ)
+	}
+	for i := 0; i < *count; i++ {
+		if err := send(frame(i)); err != nil {
+			return fmt.Errorf("send %d: %w", i, err)
+		}
+	}
+	fmt.Printf("sent %d\n", *count)
 	return nil
 }

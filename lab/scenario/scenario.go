@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"text/template"
@@ -70,6 +71,22 @@ func Binaries() (migrate, labtool string, err error) {
 		binLabtool, binErr = lab.BuildLabtool(d)
 	})
 	return binMigrate, binLabtool, binErr
+}
+
+// SlowEnv names a multiplier for the scenario's timeouts (the waits in Setup
+// and StartServer, Migrate's per-command limit, Dial, Labtool), for slow
+// hosts: the VM lane runs the tests under qemu without KVM, 15-50x slower
+// than native. "3" triples them; unset, empty, unparsable or below 1 means 1.
+// Tests can scale their own deadlines with Slow too.
+const SlowEnv = "MIGRATE_E2E_SLOW"
+
+// Slow returns d multiplied by $MIGRATE_E2E_SLOW (see SlowEnv).
+func Slow(d time.Duration) time.Duration {
+	f, err := strconv.ParseFloat(strings.TrimSpace(os.Getenv(SlowEnv)), 64)
+	if err != nil || !(f > 1) || f > 1000 {
+		return d
+	}
+	return time.Duration(float64(d) * f)
 }
 
 // CleanupBinaries removes the binaries Binaries built (not prebuilt ones).
@@ -137,7 +154,7 @@ func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
 		{lab.RoleNew, fmt.Sprintf("127.0.0.1:%d", MigratedPort)},
 		{lab.RoleOld, fmt.Sprintf("%s:%d", l.ClientIP, ClientPort)},
 	} {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, Slow(10*time.Second))
 		err := l.WaitTCP(wctx, w.role, w.addr)
 		cancel()
 		if err != nil {
@@ -224,15 +241,21 @@ func (s *Scenario) Serve(ctx context.Context, role, name, listen string, udp boo
 	} else if strings.HasPrefix(addr, "[::]:") {
 		addr = "[::1]:" + strings.TrimPrefix(addr, "[::]:")
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, Slow(10*time.Second))
 	defer cancel()
 	return s.Lab.WaitTCP(wctx, role, addr)
+}
+
+// LogText returns what a command started with Lab.Start wrote so far.
+func (s *Scenario) LogText(cmd *exec.Cmd) string {
+	b, _ := os.ReadFile(s.Lab.LogPath(cmd))
+	return string(b)
 }
 
 // Labtool runs a labtool subcommand in role's namespace and returns its
 // trimmed output.
 func (s *Scenario) Labtool(ctx context.Context, timeout time.Duration, role string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, Slow(timeout))
 	defer cancel()
 	out, err := s.Lab.Exec(ctx, role, append([]string{s.LabtoolBin}, args...)...)
 	return strings.TrimSpace(string(out)), err
@@ -273,7 +296,7 @@ func (s *Scenario) Migrate(ctx context.Context, args ...string) (Result, error) 
 
 // MigrateEnv is Migrate with extra environment variables (NAME=value).
 func (s *Scenario) MigrateEnv(ctx context.Context, env []string, args ...string) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, Slow(2*time.Minute))
 	defer cancel()
 	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1"}, env...)
 	full = append(append(full, s.MigrateBin), args...)
@@ -302,7 +325,7 @@ func (s *Scenario) MigrateEnv(ctx context.Context, env []string, args ...string)
 
 // Dial runs `labtool dial` from role and returns its output line.
 func (s *Scenario) Dial(ctx context.Context, role string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, Slow(10*time.Second))
 	defer cancel()
 	out, err := s.Lab.Exec(ctx, role, append([]string{s.LabtoolBin, "dial", "-timeout", "3s"}, args...)...)
 	return strings.TrimSpace(string(out)), err

@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/state"
+)
+
+const tcpListen = 10 // TCP_LISTEN in sock_diag states
+
+// Listeners returns the host's listening TCP and bound, unconnected UDP
+// sockets from sock_diag (not by parsing ss), with the owning process.
+func Listeners() ([]state.Listener, error) {
+	owners := socketOwners()
+	var out []state.Listener
+	seen := map[string]bool{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		tcp, err := retryDump(func() ([]*netlink.Socket, error) { return netlink.SocketDiagTCP(fam) })
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag tcp: %w", err)
+		}
+		udp, err := retryDump(func() ([]*netlink.Socket, error) { return netlink.SocketDiagUDP(fam) })
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag udp: %w", err)
+		}
+		add := func(proto string, s *netlink.Socket) {
+			a, ok := netip.AddrFromSlice(s.ID.Source)
+			if !ok {
+				return
+			}
+			a = a.Unmap()
+			if fam == unix.AF_INET6 && a.Is4() {
+				return
+			}
+			l := state.Listener{Proto: proto, Addr: a.String(), Port: s.ID.SourcePort, Process: owners[s.INode]}
+			if a.IsUnspecified() && a.Is6() {
+				l.V6Only = v6only()
+			}
+			k := fmt.Sprintf("%s %s %d", l.Proto, l.Addr, l.Port)
+			if seen[k] {
+				return
+			}
+			seen[k] = true
+			out = append(out, l)
+		}
+		for _, s := range tcp {
+			if s.State == tcpListen {
+				add("tcp", s)
+			}
+		}
+		for _, s := range udp {
+			// Bound and not connected: a UDP server.
+			if s.ID.SourcePort != 0 && (s.ID.Destination == nil || s.ID.Destination.IsUnspecified()) && s.ID.DestinationPort == 0 {
+				add("udp", s)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		if a.Port != b.Port {
+			return a.Port < b.Port
+		}
+		return a.Addr < b.Addr
+	})
+	return out, nil
+}
+
+func retryDump(f func() ([]*netlink.Socket, error)) ([]*netlink.Socket, error) {
+	var err error
+	for i := 0; i < 5; i++ {
+		var s []*netlink.Socket
+		if s, err = f(); err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return s, err
+		}
+	}
+	return nil, err
+}
+
+// v6only is the host default for :: sockets. A socket can override it;
+// sock_diag reports that only in an attribute the library does not read,
+// so the default is the best answer here.
+func v6only() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/bindv6only")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// socketOwners maps socket inodes to the comm of a process holding them.
+func socketOwners() map[uint32]string {
+	out := map[uint32]string{}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		fds, err := os.ReadDir(p + "/fd")
+		if err != nil {
+			continue
+		}
+		var comm string
+		for _, fd := range fds {
+			link, err := os.Readlink(p + "/fd/" + fd.Name())
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 32)
+			if err != nil {
+				continue
+			}
+			if _, ok := out[uint32(ino)]; ok {
+				continue
+			}
+			if comm == "" {
+				b, _ := os.ReadFile(p + "/comm")
+				comm = strings.TrimSpace(string(b))
+			}
+			out[uint32(ino)] = comm
+		}
+	}
+	return out
+}
+
+// Probe connects to addr:port with SO_MARK set, so the connection takes
+// the policy route for marked packets: on OLD, through the tunnel to NEW.
+// It only needs the handshake to complete.
+func Probe(p proto.ProbeParams) error {
+	d := net.Dialer{
+		Timeout: time.Duration(p.TimeoutMS) * time.Millisecond,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(p.Mark))
+			}); err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.Timeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr, strconv.Itoa(int(p.Port))))
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// RouteGet is `ip route get addr`.
+func RouteGet(addr string) (proto.RouteGetResult, error) {
+	ip := net.ParseIP(addr)
+	if ip == nil {
+		return proto.RouteGetResult{}, fmt.Errorf("bad address %q", addr)
+	}
+	routes, err := netlink.RouteGet(ip)
+	if err != nil || len(routes) == 0 {
+		return proto.RouteGetResult{}, fmt.Errorf("no route to %s: %v", addr, err)
+	}
+	r := routes[0]
+	var res proto.RouteGetResult
+	if r.Src != nil {
+		res.Src = r.Src.String()
+	}
+	if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+		res.Dev = l.Attrs().Name
+	}
+	return res, nil
+}

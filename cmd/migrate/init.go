@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/remote"
+	"github.com/opsmigrate/migrate/state"
+)
+
+func (c *cli) initCmd() *cobra.Command {
+	var oldSSH, newSSH, out, identity, knownHosts, tunnelType string
+	var sudo, force bool
+	cmd := &cobra.Command{
+		Use:   "init --old USER@HOST[:PORT] --new USER@HOST[:PORT] [-o migration.hcl]",
+		Short: "Write a first plan from the services OLD runs now",
+		Long: `init connects to both hosts, lists OLD's listening TCP sockets and bound UDP
+sockets (sock_diag) and writes a plan: the hosts, a tunnel whose endpoints are
+each host's source address towards the other, and one service block per
+process and address, all at stage "old". Wildcard binds are expanded to OLD's
+public addresses; loopback-only services are left out; the SSH port migrate
+itself uses is written commented out. Running plan on it straight away shows
+the tunnel and nothing moving.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if oldSSH == "" || newSSH == "" {
+				return errors.New("init needs --old USER@HOST[:PORT] and --new USER@HOST[:PORT]")
+			}
+			if _, err := os.Stat(out); err == nil && !force {
+				return fmt.Errorf("%s exists; choose another file with -o, or overwrite it with --force", out)
+			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			cfg := &config.Config{Hosts: map[string]*config.Host{}}
+			targets := map[string]remote.Target{}
+			kh := knownHosts
+			if kh == "" {
+				home, _ := os.UserHomeDir()
+				kh = home + "/.ssh/known_hosts"
+			}
+			for name, s := range map[string]string{plan.Old: oldSSH, plan.New: newSSH} {
+				user, host, port, err := config.ParseSSH(s)
+				if err != nil {
+					return fmt.Errorf("--%s: %w", name, err)
+				}
+				h := &config.Host{Name: name, User: user, Address: host, Port: port, IdentityFile: identity, KnownHosts: kh, Sudo: sudo}
+				cfg.Hosts[name] = h
+				targets[name] = targetOf(name, h)
+			}
+			sess, err := connect(ctx, targets)
+			if err != nil {
+				return err
+			}
+			defer sess.close()
+			text, summary, err := initPlan(ctx, sess, cfg, tunnelType)
+			if err != nil {
+				return err
+			}
+			if _, err := config.Parse(text, out); err != nil {
+				return fmt.Errorf("internal: the generated plan does not validate: %w", err)
+			}
+			if err := os.WriteFile(out, text, 0o644); err != nil {
+				return err
+			}
+			for _, l := range summary {
+				c.view().Info("%s", l)
+			}
+			c.view().Info("Wrote %s. Review it, then: migrate plan -f %s", out, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&oldSSH, "old", "", "OLD host as USER@HOST[:PORT]")
+	cmd.Flags().StringVar(&newSSH, "new", "", "NEW host as USER@HOST[:PORT]")
+	cmd.Flags().StringVarP(&out, "out", "o", "migration.hcl", "plan file to write")
+	cmd.Flags().StringVar(&identity, "identity-file", "", "SSH private key (else ssh-agent, then ~/.ssh/id_*)")
+	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
+	cmd.Flags().BoolVar(&sudo, "sudo", false, "run the agent through sudo -n (non-root user)")
+	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite the output file")
+	return cmd
+}
+
+// publicAddrs are a host's addresses a client could reach: not loopback,
+// not link-local.
+func publicAddrs(f state.Facts) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range f.Addrs {
+		p, err := netip.ParsePrefix(a.CIDR)
+		if err != nil || a.Dev == "lo" {
+			continue
+		}
+		ip := p.Addr()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+			continue
+		}
+		out = append(out, ip)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// initPlan builds the first plan text from live facts.
+func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType string) ([]byte, []string, error) {
+	old, nw := sess.clients[plan.Old], sess.clients[plan.New]
+	of, err := old.Facts(ctx, state.FactsRequest{Listeners: true, NftTable: plan.NftTableName})
+	if err != nil {
+		return nil, nil, fmt.Errorf("host old: %w", err)
+	}
+	// The tunnel's endpoints: each host's source address towards the
+	// other, as the admin reached them.
+	oldRoute, err := old.RouteGet(ctx, nw.RemoteIP)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host old: route to new (%s): %w", nw.RemoteIP, err)
+	}
+	newRoute, err := nw.RouteGet(ctx, old.RemoteIP)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host new: route to old (%s): %w", old.RemoteIP, err)
+	}
+	oe, err1 := netip.ParseAddr(oldRoute.Src)
+	ne, err2 := netip.ParseAddr(newRoute.Src)
+	if err1 != nil || err2 != nil {
+		return nil, nil, fmt.Errorf("could not tell the tunnel endpoints (old %q, new %q)", oldRoute.Src, newRoute.Src)
+	}
+	cfg.Tunnel = &config.Tunnel{
+		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
+		OldInner: config.DefaultOldInner, NewInner: config.DefaultNewInner, Mark: config.DefaultMark, Table: config.DefaultTable,
+	}
+	if tunnelType == "vxlan" {
+		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort
+	}
+
+	public := publicAddrs(of)
+	sshIP, _ := netip.ParseAddr(old.RemoteIP)
+	sshPort := uint16(cfg.Hosts[plan.Old].Port)
+	type key struct {
+		proc, proto string
+		addr        netip.Addr
+	}
+	groups := map[key]map[uint16]bool{}
+	wild := map[key]bool{}
+	var skipped []string
+	for _, l := range of.Listeners {
+		a, err := netip.ParseAddr(l.Addr)
+		if err != nil {
+			continue
+		}
+		proc := l.Process
+		if proc == "" {
+			proc = "unknown"
+		}
+		var addrs []netip.Addr
+		switch {
+		case a.IsLoopback():
+			skipped = append(skipped, fmt.Sprintf("%s %s:%d (%s): loopback only", l.Proto, l.Addr, l.Port, proc))
+			continue
+		case a.IsUnspecified():
+			for _, p := range public {
+				if p.Is4() == a.Is4() || (a.Is6() && !l.V6Only) {
+					addrs = append(addrs, p)
+				}
+			}
+		case a.IsLinkLocalUnicast():
+			continue
+		default:
+			addrs = []netip.Addr{a}
+		}
+		for _, ad := range addrs {
+			k := key{proc, l.Proto, ad}
+			if groups[k] == nil {
+				groups[k] = map[uint16]bool{}
+			}
+			groups[k][l.Port] = true
+			if a.IsUnspecified() {
+				wild[k] = true
+			}
+		}
+	}
+	keys := make([]key, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.proc != b.proc {
+			return a.proc < b.proc
+		}
+		if a.proto != b.proto {
+			return a.proto < b.proto
+		}
+		return a.addr.Less(b.addr)
+	})
+	opts := config.RenderOptions{
+		Header: "migrate plan written by `migrate init` from what OLD listens on now.\n" +
+			"Every service starts at stage \"old\": nothing moves until you change a stage.\n" +
+			"Tunnel types: vxlan (UDP, works where IP protocol 47 is filtered) or gre (less overhead).",
+		ServiceComments: map[string]string{},
+		CommentedOut:    map[string]string{},
+	}
+	used := map[string]int{}
+	name := func(proc, proto string) string {
+		base := sanitizeName(proc) + "-" + proto
+		used[base]++
+		if used[base] == 1 {
+			return base
+		}
+		return fmt.Sprintf("%s-%d", base, used[base])
+	}
+	var summary []string
+	for _, k := range keys {
+		var ports []uint16
+		for p := range groups[k] {
+			ports = append(ports, p)
+		}
+		sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+		var keep, ssh []config.PortRange
+		for _, p := range ports {
+			if k.proto == "tcp" && k.addr == sshIP && p == sshPort {
+				ssh = append(ssh, config.PortRange{From: p, To: p})
+				continue
+			}
+			keep = append(keep, config.PortRange{From: p, To: p})
+		}
+		how := "bound to this address"
+		if wild[k] {
+			how = "a wildcard bind, expanded to this OLD address"
+		}
+		if len(keep) > 0 {
+			n := name(k.proc, k.proto)
+			cfg.Services = append(cfg.Services, &config.Service{Name: n, Address: k.addr, Protocol: k.proto, Ports: keep, Stage: "old"})
+			opts.ServiceComments[n] = fmt.Sprintf("process %s (%s)", k.proc, how)
+			summary = append(summary, fmt.Sprintf("service %q: %s %s ports %s (process %s)", n, k.proto, k.addr, portsText(keep), k.proc))
+		}
+		if len(ssh) > 0 {
+			n := name(k.proc, "ssh")
+			cfg.Services = append(cfg.Services, &config.Service{Name: n, Address: k.addr, Protocol: k.proto, Ports: ssh, Stage: "old"})
+			opts.CommentedOut[n] = fmt.Sprintf("process %s: migrate reaches OLD over SSH on %s port %d; moving it would cut migrate's own connection, so it stays on OLD", k.proc, k.addr, sshPort)
+			summary = append(summary, fmt.Sprintf("service %q: commented out: it is the SSH port migrate uses", n))
+		}
+	}
+	for _, s := range skipped {
+		summary = append(summary, "left out: "+s)
+	}
+	// CommentedOut services are written but not part of the plan: take
+	// them out of the config so overlaps are not checked against them.
+	text := config.RenderWith(cfg, opts)
+	return text, summary, nil
+}
+
+func portsText(rs []config.PortRange) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+func sanitizeName(s string) string {
+	out := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '-'
+	}, s)
+	if out == "" || !(out[0] >= 'a' && out[0] <= 'z' || out[0] >= 'A' && out[0] <= 'Z') {
+		out = "svc-" + out
+	}
+	return out
+}

@@ -1,0 +1,138 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Readiness says whether NEW would accept the flows a service sends it.
+type Readiness struct {
+	Service      string   `json:"service"`
+	Proto        string   `json:"proto"`
+	Addr         string   `json:"addr"`
+	Unserved     []uint16 `json:"unserved,omitempty"` // ports nothing on NEW accepts
+	AllowUnready bool     `json:"allow_unready,omitempty"`
+	// NewListens lists what NEW listens on for this protocol, for the
+	// hint "listens on ... instead".
+	NewListens []string `json:"new_listens,omitempty"`
+}
+
+// Ready reports a service every port of which NEW accepts.
+func (r Readiness) Ready() bool { return len(r.Unserved) == 0 }
+
+// CheckReadiness looks, for every service whose stage sends new flows to
+// NEW, for a listener on NEW that accepts them: that exact address or a
+// wildcard, for that protocol and port.
+func CheckReadiness(c *config.Config, newFacts state.Facts) []Readiness {
+	var out []Readiness
+	for _, s := range c.Services {
+		if s.Stage == "old" {
+			continue
+		}
+		r := Readiness{Service: s.Name, Proto: s.Protocol, Addr: s.Address.String(), AllowUnready: s.AllowUnready}
+		for _, pr := range s.Ports {
+			for p := int(pr.From); p <= int(pr.To); p++ {
+				served := false
+				for _, l := range newFacts.Listeners {
+					if l.Serves(s.Protocol, r.Addr, uint16(p)) {
+						served = true
+						break
+					}
+				}
+				if !served {
+					r.Unserved = append(r.Unserved, uint16(p))
+				}
+			}
+		}
+		if !r.Ready() {
+			seen := map[string]bool{}
+			for _, l := range newFacts.Listeners {
+				if l.Proto != s.Protocol {
+					continue
+				}
+				d := fmt.Sprintf("%s:%d", bracket(l.Addr), l.Port)
+				if l.Process != "" {
+					d += " (" + l.Process + ")"
+				}
+				if !seen[d] {
+					seen[d] = true
+					r.NewListens = append(r.NewListens, d)
+				}
+			}
+			sort.Strings(r.NewListens)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func bracket(a string) string {
+	if strings.Contains(a, ":") {
+		return "[" + a + "]"
+	}
+	return a
+}
+
+// PortList renders ports compactly, at most 10 of them.
+func PortList(ports []uint16) string {
+	var parts []string
+	for i, p := range ports {
+		if i == 10 {
+			parts = append(parts, fmt.Sprintf("... (%d more)", len(ports)-10))
+			break
+		}
+		parts = append(parts, fmt.Sprint(p))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// UnreadyError refuses to move services NEW does not serve.
+func UnreadyError(rs []Readiness) error {
+	var msgs []string
+	for _, r := range rs {
+		if r.Ready() || r.AllowUnready {
+			continue
+		}
+		instead := "nothing for " + r.Proto
+		if len(r.NewListens) > 0 {
+			instead = strings.Join(r.NewListens, ", ")
+		}
+		msgs = append(msgs, fmt.Sprintf("service %q: NEW does not serve %s %s port %s; NEW listens on %s instead",
+			r.Service, r.Proto, r.Addr, PortList(r.Unserved), instead))
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("refusing to send clients to a NEW that would not serve them:\n  %s\nStart the service on NEW first (a wildcard or that exact address), or set allow_unready = true in the service block for a service that starts on demand", strings.Join(msgs, "\n  "))
+}
+
+// ServiceFlows is what conntrack on OLD holds for one service.
+type ServiceFlows struct {
+	Service     string `json:"service"`
+	Total       int    `json:"total"`
+	Established int    `json:"established"`
+	ToNew       int    `json:"to_new"`
+}
+
+// Flows sums OLD's conntrack counts per service.
+func Flows(c *config.Config, oldFacts state.Facts) []ServiceFlows {
+	if oldFacts.Stats == nil || oldFacts.Stats.Flows == nil {
+		return nil
+	}
+	var out []ServiceFlows
+	for _, s := range c.Services {
+		sf := ServiceFlows{Service: s.Name}
+		for _, ns := range expand(s, 0) {
+			fc := oldFacts.Stats.Flows[ns.Key()]
+			sf.Total += fc.Total
+			sf.Established += fc.Established
+			sf.ToNew += fc.ToNew
+		}
+		out = append(out, sf)
+	}
+	return out
+}

@@ -1,0 +1,38 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Warnings names what migrate sees on the hosts that would break the data
+// path it builds, with what to do about it. They do not stop a plan: the
+// operator may have made room already (an accept rule in that chain).
+func Warnings(c *config.Config, facts map[string]state.Facts) []string {
+	var out []string
+	forwards := map[string]bool{}
+	if c.Tunnel != nil {
+		forwards[Old] = true // OLD forwards between clients and the tunnel
+	}
+	for _, f := range c.Forwards {
+		forwards[f.On] = true
+	}
+	dev := "the tunnel device"
+	if c.Tunnel != nil {
+		dev = fmt.Sprintf("%q", c.Tunnel.Name)
+	}
+	for _, host := range []string{Old, New} {
+		for _, ch := range facts[host].Chains {
+			switch {
+			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker and firewalld do this). Add rules there, e.g. `iifname %s accept` and `oifname %s accept`, or for Docker in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dev, dev))
+			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting":
+				out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
+			}
+		}
+	}
+	return out
+}
