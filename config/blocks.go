@@ -361,6 +361,9 @@ func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
 			`canary_percent is only valid with stage = "canary"; remove it or set the stage to "canary"`)
 	}
 
+	if b, _, ok := a.boolean("allow_ssh_move"); ok {
+		s.AllowSSHMove = b
+	}
 	if b, _, ok := a.boolean("allow_unready"); ok {
 		s.AllowUnready = b
 	}

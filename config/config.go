@@ -72,6 +72,10 @@ type Service struct {
 	Ports         []PortRange // non-empty
 	Stage         string      // "old" | "canary" | "new"
 	CanaryPercent int         // 1..99 when Stage == "canary", else 0
+	// AllowSSHMove is the explicit override of the self-lockout check:
+	// the service may move the address:port migrate's own SSH connection
+	// to OLD uses. migrate's next connection then reaches NEW's sshd.
+	AllowSSHMove bool
 	// AllowUnready lets apply move the service even though NEW does not
 	// listen on its ports yet (services started on demand). Default false.
 	AllowUnready bool

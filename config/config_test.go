@@ -579,7 +579,7 @@ func TestErrorsAreCollectedAndSorted(t *testing.T) {
 		`m.hcl:14:14: invalid protocol "sctp" in service "a"; use "tcp" or "udp"`,
 		`m.hcl:15:19: invalid port 70000; ports are 1..65535, written as 25 or "10000-10100"`,
 		`m.hcl:16:14: invalid stage "later" in service "a"; use "old", "canary" or "new"`,
-		`m.hcl:17:3: unknown argument "colour" in service "a"; allowed: address, protocol, ports, stage, canary_percent, allow_unready`,
+		`m.hcl:17:3: unknown argument "colour" in service "a"; allowed: address, protocol, ports, stage, canary_percent, allow_unready, allow_ssh_move`,
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
@@ -644,4 +644,43 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The self-lockout check has one explicit, documented override.
+func TestAllowSSHMoveOverride(t *testing.T) {
+	src := `
+host "old" {
+  ssh         = "root@198.51.100.10:22"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "ssh" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [22]
+  stage    = "new"
+  %s
+}
+`
+	if _, err := Parse([]byte(strings.Replace(src, "%s", "", 1)), "m.hcl"); err == nil || !strings.Contains(err.Error(), "m.hcl:18:15:") {
+		t.Fatalf("moving the SSH port: err = %v", err)
+	}
+	c, err := Parse([]byte(strings.Replace(src, "%s", "allow_ssh_move = true", 1)), "m.hcl")
+	if err != nil {
+		t.Fatalf("with allow_ssh_move: %v", err)
+	}
+	if !c.Services[0].AllowSSHMove {
+		t.Error("AllowSSHMove not set")
+	}
+	if !strings.Contains(string(Render(c)), "allow_ssh_move = true") {
+		t.Error("Render drops allow_ssh_move")
+	}
 }

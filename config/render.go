@@ -245,6 +245,9 @@ func serviceBody(b *hclwrite.Body, s *Service) {
 	if s.CanaryPercent != 0 {
 		setInt(b, "canary_percent", int64(s.CanaryPercent))
 	}
+	if s.AllowSSHMove {
+		b.SetAttributeValue("allow_ssh_move", cty.True)
+	}
 	if s.AllowUnready {
 		b.SetAttributeValue("allow_unready", cty.True)
 	}

@@ -476,10 +476,10 @@ func (p *parser) checkSelfCut(st *fileState) {
 		}
 		for i, r := range s.Ports {
 			switch {
-			case s.Protocol == "tcp" && hits(old.ssh, s.Address, r):
+			case s.Protocol == "tcp" && hits(old.ssh, s.Address, r) && !s.AllowSSHMove:
 				p.add(si.portRanges[i],
 					fmt.Sprintf("service %q would migrate %s, where migrate reaches host \"old\" over SSH", s.Name, old.ssh),
-					"migrate would cut its own connection; reach OLD on another address or port, or leave this port out")
+					"migrate would cut its own connection; reach OLD on another address or port, leave this port out, or, if moving sshd is the point, set allow_ssh_move = true in this service")
 			case s.Protocol == "udp" && hits(old.vxlan, s.Address, r):
 				p.add(si.portRanges[i],
 					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own VXLAN port", s.Name, old.vxlan),

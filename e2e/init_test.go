@@ -47,6 +47,11 @@ func TestInitReadinessFlows(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the generated plan does not validate: %v", err)
 	}
+	r = mustMigrate(t, ctx, s, 0, "validate", "-f", out)
+	if !strings.Contains(r.Stdout, "is valid") {
+		t.Errorf("validate: %s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "fmt", "--check", out) // init writes canonical HCL
 	got := map[string]string{}
 	for _, sv := range cfg.Services {
 		var ports []string

@@ -157,12 +157,12 @@ func CheckSelfLockout(c *config.Config, host, sshIP string, sshPort int) error {
 		return nil
 	}
 	for _, s := range c.Services {
-		if s.Protocol != "tcp" || s.Address.String() != sshIP || s.Stage == "old" {
+		if s.Protocol != "tcp" || s.Address.String() != sshIP || s.Stage == "old" || s.AllowSSHMove {
 			continue
 		}
 		for _, r := range s.Ports {
 			if int(r.From) <= sshPort && sshPort <= int(r.To) {
-				return fmt.Errorf("%s: service %q would move %s:%d, the SSH port migrate reaches host old on; migrating it would cut migrate's own connection. Remove port %d from the service, or reach old on another address or port", where(s.PortsRange), s.Name, sshIP, sshPort, sshPort)
+				return fmt.Errorf("%s: service %q would move %s:%d, the SSH port migrate reaches host old on; migrating it would cut migrate's own connection. Remove port %d from the service, reach old on another address or port, or, if moving sshd is the point, set allow_ssh_move = true in the service", where(s.PortsRange), s.Name, sshIP, sshPort, sshPort)
 			}
 		}
 	}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/opsmigrate/migrate/config"
+)
+
+func (c *cli) validateCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "validate",
+		Short: "Check the plan file without contacting any host",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(file)
+			if err != nil {
+				return err
+			}
+			c.view().Info("%s is valid: %d service(s), %d forward(s). Checks against the live hosts (addresses, readiness) run in `migrate plan`.", file, len(cfg.Services), len(cfg.Forwards))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
+	return cmd
+}
+
+func (c *cli) fmtCmd() *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "fmt [FILE...]",
+		Short: "Rewrite plan files in the canonical format (comments kept)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"migration.hcl"}
+			}
+			unformatted := 0
+			for _, f := range args {
+				src, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				out, err := config.Format(src, f)
+				if err != nil {
+					return err
+				}
+				if bytes.Equal(src, out) {
+					continue
+				}
+				unformatted++
+				if check {
+					fmt.Fprintln(c.out, f)
+					continue
+				}
+				if err := os.WriteFile(f, out, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.out, f)
+			}
+			if check && unformatted > 0 {
+				return exitError{code: 3}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "list files that are not formatted and exit 3, without changing them")
+	return cmd
+}
