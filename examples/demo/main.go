@@ -33,7 +33,11 @@ func main() {
 }
 
 func step(format string, args ...any) {
-	fmt.Printf("\n\033[1m==> "+format+"\033[0m\n", args...)
+	if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("NO_COLOR") == "" {
+		fmt.Printf("\n\033[1m==> "+format+"\033[0m\n", args...)
+		return
+	}
+	fmt.Printf("\n==> "+format+"\n", args...)
 }
 
 func run(typ string) error {
