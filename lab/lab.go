@@ -759,3 +759,8 @@ func killNSProcs(name string) error {
 	}
 	return fmt.Errorf("lab: processes %v remain in namespace %s", last, name)
 }
+
+// RouterIf is the name of the router's interface facing role's namespace.
+func (l *Lab) RouterIf(role string) string {
+	return "v" + l.vethID + role[:1]
+}
