@@ -22,6 +22,12 @@ type Kernel interface {
 	Ping(addr string, count int, timeout time.Duration) error
 }
 
+// WGKeyer makes and keeps the host's WireGuard key pair per tunnel name
+// and returns only the public key (kernel.Host does).
+type WGKeyer interface {
+	WGKey(name string) (string, error)
+}
+
 // StateDir is where the agent keeps its files on the host.
 func StateDir() string {
 	if d := os.Getenv("MIGRATE_STATE_DIR"); d != "" {
@@ -165,6 +171,20 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			return nil, err
 		}
 		return RouteGet(p.Addr)
+	case proto.MethodWGKey:
+		p, err := params(req, validateWGKey)
+		if err != nil {
+			return nil, err
+		}
+		wk, ok := k.(WGKeyer)
+		if !ok {
+			return nil, errors.New("this agent cannot make WireGuard keys")
+		}
+		pub, err := wk.WGKey(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		return proto.WGKeyResult{PublicKey: pub}, nil
 	case proto.MethodApply:
 		p, err := params(req, validateApply)
 		if err != nil {

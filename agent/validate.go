@@ -9,6 +9,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -347,6 +348,12 @@ func checkLink(l state.Link) error {
 	default:
 		return fmt.Errorf("link %s type %s: must be vxlan, gre, ip6gre or wireguard", l.Name, show(l.Type))
 	}
+	if l.Type == "wireguard" {
+		return checkWGLink(l)
+	}
+	if l.PeerKey != "" || l.PublicKey != "" {
+		return fmt.Errorf("link %s: peer_key and public_key are only for wireguard links", l.Name)
+	}
 	local, err := parseIP("link "+l.Name+" local", l.Local)
 	if err != nil {
 		return err
@@ -370,6 +377,45 @@ func checkLink(l state.Link) error {
 	// Port is a uint16: when set it is 1..65535.
 	if l.MTU != 0 && (l.MTU < 68 || l.MTU > 65535) {
 		return fmt.Errorf("link %s mtu %d: must be 68..65535, or 0 to leave it to the kernel", l.Name, l.MTU)
+	}
+	return nil
+}
+
+// checkWGLink checks a wireguard link: a remote endpoint and no local one
+// (the device listens on every address), a listen port, the peer's public
+// key and, when given, this host's: base64 of 32 bytes.
+func checkWGLink(l state.Link) error {
+	if l.Local != "" {
+		return fmt.Errorf("link %s: a wireguard link has no local address, not %s", l.Name, show(l.Local))
+	}
+	if _, err := parseIP("link "+l.Name+" remote", l.Remote); err != nil {
+		return err
+	}
+	if l.Port == 0 {
+		return fmt.Errorf("link %s: a wireguard link needs a port (1..65535)", l.Name)
+	}
+	if l.VNI != 0 || l.Key != 0 {
+		return fmt.Errorf("link %s: vni and key are not for wireguard links", l.Name)
+	}
+	if err := checkWGKey("link "+l.Name+" peer_key", l.PeerKey); err != nil {
+		return err
+	}
+	if l.PublicKey != "" {
+		if err := checkWGKey("link "+l.Name+" public_key", l.PublicKey); err != nil {
+			return err
+		}
+	}
+	if l.MTU != 0 && (l.MTU < 68 || l.MTU > 65535) {
+		return fmt.Errorf("link %s mtu %d: must be 68..65535, or 0 to leave it to the kernel", l.Name, l.MTU)
+	}
+	return nil
+}
+
+// checkWGKey checks a WireGuard public key: standard base64 of 32 bytes.
+func checkWGKey(what, s string) error {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != 32 || len(s) != 44 {
+		return fmt.Errorf("%s %s: must be a WireGuard key, base64 of 32 bytes", what, show(s))
 	}
 	return nil
 }
@@ -689,6 +735,13 @@ func validateProbe(p proto.ProbeParams) error {
 func validateRouteGet(p proto.RouteGetParams) error {
 	if _, err := parseIP("addr", p.Addr); err != nil {
 		return fmt.Errorf("bad route-get request: %w", err)
+	}
+	return nil
+}
+
+func validateWGKey(p proto.WGKeyParams) error {
+	if err := checkIfname("tunnel name", p.Name); err != nil {
+		return fmt.Errorf("bad wg-key request: %w", err)
 	}
 	return nil
 }

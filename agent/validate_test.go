@@ -131,7 +131,16 @@ func TestValidateStep(t *testing.T) {
 		{"link gre", link(func(l *state.Link) { l.Type, l.VNI, l.Port, l.Key = "gre", 0, 0, 42 }), ""},
 		{"link ip6gre", link(func(l *state.Link) { l.Type, l.Local, l.Remote, l.VNI = "ip6gre", "2001:db8::1", "2001:db8::2", 0 }), ""},
 		{"link vxlan v6", link(func(l *state.Link) { l.Local, l.Remote = "2001:db8::1", "2001:db8::2" }), ""},
-		{"link wireguard", link(func(l *state.Link) { l.Type, l.VNI = "wireguard", 0 }), ""},
+		{"link wireguard", link(func(l *state.Link) {
+			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, "", 51820, "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
+		}), ""},
+		{"link wireguard with local", link(func(l *state.Link) {
+			l.Type, l.VNI, l.Port, l.PeerKey = "wireguard", 0, 51820, "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
+		}), "a wireguard link has no local address"},
+		{"link wireguard bad peer key", link(func(l *state.Link) {
+			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, "", 51820, "c2hvcnQ="
+		}), "must be a WireGuard key, base64 of 32 bytes"},
+		{"link vxlan with peer key", link(func(l *state.Link) { l.PeerKey = "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU=" }), "only for wireguard links"},
 		{"link mtu 0", link(func(l *state.Link) { l.MTU = 0 }), ""},
 		{"link mtu 68", link(func(l *state.Link) { l.MTU = 68 }), ""},
 		{"link mtu 65535", link(func(l *state.Link) { l.MTU = 65535 }), ""},

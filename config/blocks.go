@@ -122,12 +122,10 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	typ, typeRange, typeOK := a.str("type", typeExample)
 	if typeOK {
 		switch typ {
-		case "vxlan", "gre", "ip6gre":
+		case "vxlan", "gre", "ip6gre", "wireguard":
 			t.Type = typ
-		case "wireguard":
-			p.add(typeRange, fmt.Sprintf("tunnel type %q is not supported yet", typ), "use vxlan, gre or ip6gre")
 		default:
-			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre or ip6gre")
+			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre, ip6gre or wireguard")
 		}
 	} else {
 		a.required("type", typeExample)
@@ -187,7 +185,23 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	const vniRule = "a VNI is 1..16777215"
 	const vxPortRule = "the VXLAN UDP port is 1..65535; the default is 4789"
 	const keyRule = `a GRE key is a 32-bit number, e.g. 42 or "0x2a"; 0 means no key`
+	const wgPortRule = "the WireGuard listen port is 1..65535; the default is 51820"
+	if t.Type != "wireguard" && a.has("listen_port") {
+		p.add(a.nameRange("listen_port"), "listen_port is only valid for wireguard tunnels",
+			`remove it, or set type = "wireguard"`)
+	}
 	switch t.Type {
+	case "wireguard":
+		t.ListenPort = DefaultWGPort
+		if n, _, ok := a.intIn("listen_port", 1, 65535, wgPortRule); ok {
+			t.ListenPort = int(n)
+		}
+		for _, name := range []string{"vni", "port", "key"} {
+			if a.has(name) {
+				p.add(a.nameRange(name), fmt.Sprintf("%s is not valid for wireguard tunnels", name),
+					"remove it; wireguard tunnels may set listen_port")
+			}
+		}
 	case "vxlan":
 		t.VNI, t.Port = DefaultVNI, DefaultVXLANPort
 		if n, _, ok := a.intIn("vni", 1, 1<<24-1, vniRule); ok {
@@ -214,6 +228,7 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 		a.intIn("vni", 1, 1<<24-1, vniRule)
 		a.intIn("port", 1, 65535, vxPortRule)
 		a.uint32Arg("key", 0, keyRule)
+		a.intIn("listen_port", 1, 65535, wgPortRule)
 	}
 
 	p.innerArgs(a, t)

@@ -37,7 +37,7 @@ type Host struct {
 
 // Tunnel is the tunnel block, with defaults applied.
 type Tunnel struct {
-	Type        string       // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints)
+	Type        string       // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard"
 	OldEndpoint netip.Addr   // outer address on OLD
 	NewEndpoint netip.Addr   // outer address on NEW, same family as OldEndpoint
 	Name        string       // Linux interface name, default "mig0"
@@ -45,6 +45,7 @@ type Tunnel struct {
 	VNI         uint32       // vxlan only, default 4242
 	Port        int          // vxlan UDP port, default 4789
 	Key         uint32       // gre and ip6gre only, 0 = none
+	ListenPort  int          // wireguard UDP port on both hosts, default 51820
 	OldInner    netip.Prefix // inner address of OLD, default 169.254.42.1/30
 	NewInner    netip.Prefix // inner address of NEW, default 169.254.42.2/30
 	Mark        uint32       // fwmark and ct mark bit(s), default 0x20000
@@ -107,6 +108,7 @@ const (
 	DefaultTunnelName = "mig0"
 	DefaultVNI        = 4242
 	DefaultVXLANPort  = 4789
+	DefaultWGPort     = 51820
 	DefaultMark       = 0x20000
 	DefaultTable      = 4242
 	DefaultSSHPort    = 22

@@ -236,6 +236,31 @@ tunnel {
 	}
 }
 
+func TestWireGuardTunnel(t *testing.T) {
+	cfg := mustParse(t, hostsOnly+`
+tunnel {
+  type         = "wireguard"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+`)
+	tu := cfg.Tunnel
+	if tu.Type != "wireguard" || tu.ListenPort != DefaultWGPort || tu.Key != 0 || tu.VNI != 0 || tu.Port != 0 {
+		t.Errorf("wireguard tunnel = %+v; want listen port 51820, no key/vni/port", tu)
+	}
+	cfg = mustParse(t, hostsOnly+`
+tunnel {
+  type         = "wireguard"
+  old_endpoint = "2001:db8:100::10"
+  new_endpoint = "2001:db8:200::20"
+  listen_port  = 40000
+}
+`)
+	if cfg.Tunnel.ListenPort != 40000 {
+		t.Errorf("wireguard listen_port = %d, want 40000", cfg.Tunnel.ListenPort)
+	}
+}
+
 func TestIP6GRETunnel(t *testing.T) {
 	cfg := mustParse(t, hostsOnly+`
 tunnel {
@@ -470,8 +495,10 @@ func TestErrors(t *testing.T) {
 		{"services without tunnel", hostsOnly + "service \"smtp\" {\n" + sAddr + "\n" + sProto + "\n" + sPorts + "\n" + sStage + "\n}\n",
 			"migration.hcl:7:1", `services need a tunnel block; service "smtp" moves traffic to NEW through the tunnel; add tunnel {`},
 		{"duplicate tunnel", base + "tunnel {\n}\n", "migration.hcl:12:1", "duplicate tunnel block; only one tunnel is allowed; the first is at migration.hcl:7:1"},
-		{"tunnel type wireguard", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `tunnel type "wireguard" is not supported yet; use vxlan, gre or ip6gre`},
-		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan, gre or ip6gre`},
+		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan, gre, ip6gre or wireguard`},
+		{"wireguard with key", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 7`), "migration.hcl:11:3", `key is not valid for wireguard tunnels; remove it; wireguard tunnels may set listen_port`},
+		{"wireguard listen_port range", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  listen_port  = 0`), "migration.hcl:11:18", `the WireGuard listen port is 1..65535`},
+		{"listen_port on vxlan", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  listen_port  = 51820`), "migration.hcl:11:3", `listen_port is only valid for wireguard tunnels`},
 		{"tunnel type missing", tun(`  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:7:1", `missing required argument "type" in tunnel`},
 		{"bad endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.300"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:9:18", `invalid old_endpoint "198.51.100.300" in tunnel: not an IP address`},
 		{"missing endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`), "migration.hcl:7:1", `missing required argument "new_endpoint" in tunnel`},
@@ -487,7 +514,7 @@ func TestErrors(t *testing.T) {
 		{"port on gre", tun(`  type         = "gre"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  port         = 4789`), "migration.hcl:11:3", "port is only valid for vxlan tunnels"},
 		{"key on vxlan", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 7`), "migration.hcl:11:3", "key is only valid for gre and ip6gre tunnels"},
 		{"vni range", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  vni          = 16777216`), "migration.hcl:11:18", "invalid vni 16777216 in tunnel; a VNI is 1..16777215"},
-		{"unknown tunnel argument", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  ttl          = 64`), "migration.hcl:11:3", `unknown argument "ttl" in tunnel; allowed: type, old_endpoint, new_endpoint, name, mtu, vni, port, key, old_inner, new_inner, mark, table`},
+		{"unknown tunnel argument", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  ttl          = 64`), "migration.hcl:11:3", `unknown argument "ttl" in tunnel; allowed: type, old_endpoint, new_endpoint, name, mtu, vni, port, key, listen_port, old_inner, new_inner, mark, table`},
 		{"mtu IPv4", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  mtu          = 500`), "migration.hcl:11:18", "invalid mtu 500 in tunnel; the MTU is 576..9000 with IPv4 endpoints"},
 		{"mtu IPv6", tun(`  type         = "vxlan"`, `  old_endpoint = "2001:db8::1"`, `  new_endpoint = "2001:db8::2"`, `  mtu          = 1000`), "migration.hcl:11:18", "the MTU is 1280..9000 with IPv6 endpoints"},
 		{"name too long", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  name         = "migrate-tunnel-0"`), "migration.hcl:11:18", "longer than 15 characters"},

@@ -16,7 +16,7 @@ import (
 var (
 	topBlocks   = []string{"host", "tunnel", "service", "forward"}
 	hostArgs    = []string{"ssh", "identity_file", "known_hosts", "sudo"}
-	tunnelArgs  = []string{"type", "old_endpoint", "new_endpoint", "name", "mtu", "vni", "port", "key", "old_inner", "new_inner", "mark", "table"}
+	tunnelArgs  = []string{"type", "old_endpoint", "new_endpoint", "name", "mtu", "vni", "port", "key", "listen_port", "old_inner", "new_inner", "mark", "table"}
 	serviceArgs = []string{"address", "protocol", "ports", "stage", "canary_percent", "allow_unready", "allow_ssh_move"}
 	forwardArgs = []string{"on", "address", "protocol", "ports", "to", "to_port"}
 )

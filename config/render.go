@@ -202,6 +202,10 @@ func tunnelBody(b *hclwrite.Body, t *Tunnel) {
 		if t.Key != 0 {
 			setInt(b, "key", int64(t.Key))
 		}
+	case "wireguard":
+		if t.ListenPort != 0 && t.ListenPort != DefaultWGPort {
+			setInt(b, "listen_port", int64(t.ListenPort))
+		}
 	}
 	if t.OldInner.IsValid() && t.OldInner != DefaultOldInner {
 		setString(b, "old_inner", t.OldInner.String())

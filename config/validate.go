@@ -443,7 +443,8 @@ func (p *parser) overlap(later, first portEntry) {
 func (p *parser) checkSelfCut(st *fileState) {
 	type cut struct {
 		ssh   netip.AddrPort // valid when the host's SSH address is an IP
-		vxlan netip.AddrPort // valid with a vxlan tunnel
+		vxlan netip.AddrPort // valid with a vxlan or wireguard tunnel
+		what  string         // "VXLAN" or "WireGuard"
 	}
 	cuts := map[string]cut{}
 	for _, name := range []string{"old", "new"} {
@@ -453,13 +454,17 @@ func (p *parser) checkSelfCut(st *fileState) {
 				c.ssh = netip.AddrPortFrom(a.WithZone(""), uint16(h.Port))
 			}
 		}
-		if t := st.tunnel; t != nil && t.Type == "vxlan" && t.Port > 0 && t.Port <= 65535 {
+		if t := st.tunnel; t != nil && (t.Type == "vxlan" || t.Type == "wireguard") {
+			port, what := t.Port, "VXLAN"
+			if t.Type == "wireguard" {
+				port, what = t.ListenPort, "WireGuard"
+			}
 			ep := t.OldEndpoint
 			if name == "new" {
 				ep = t.NewEndpoint
 			}
-			if ep.IsValid() {
-				c.vxlan = netip.AddrPortFrom(ep, uint16(t.Port))
+			if ep.IsValid() && port > 0 && port <= 65535 {
+				c.vxlan, c.what = netip.AddrPortFrom(ep, uint16(port)), what
 			}
 		}
 		cuts[name] = c
@@ -482,7 +487,7 @@ func (p *parser) checkSelfCut(st *fileState) {
 					"migrate would cut its own connection; reach OLD on another address or port, leave this port out, or, if moving sshd is the point, set allow_ssh_move = true in this service")
 			case s.Protocol == "udp" && hits(old.vxlan, s.Address, r):
 				p.add(si.portRanges[i],
-					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own VXLAN port", s.Name, old.vxlan),
+					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own %s port", s.Name, old.vxlan, old.what),
 					"the tunnel's packets would be sent into the tunnel; set another tunnel port or leave this port out")
 			}
 		}
@@ -502,7 +507,7 @@ func (p *parser) checkSelfCut(st *fileState) {
 					fmt.Sprintf("migrate would cut its own connection; reach %s on another address or port, or leave this port out", strings.ToUpper(f.On)))
 			case f.Protocol == "udp" && hits(c.vxlan, f.Address, r):
 				p.add(fi.portRanges[i],
-					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own VXLAN port on host %q", f.Name, c.vxlan, f.On),
+					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own %s port on host %q", f.Name, c.vxlan, c.what, f.On),
 					"the tunnel's packets would be forwarded away; set another tunnel port or leave this port out")
 			}
 		}

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +27,7 @@ var tunnelTypes = []tunnelCase{
 	{Name: "vxlan", Type: "vxlan"},
 	{Name: "gre", Type: "gre"},
 	{Name: "ip6gre", Type: "ip6gre", V6Underlay: true},
-	{Name: "wireguard", Type: "wireguard", NotImplemented: true},
+	{Name: "wireguard", Type: "wireguard"},
 }
 
 // tunnelCase is one tunnel type of the e2e matrix.
@@ -221,9 +224,18 @@ func coreSlice(t *testing.T, tc tunnelCase) {
 	if tc.V6Underlay {
 		oldEP = s.Lab.OldIP6
 	}
-	if want := "type " + tc.Type + " local " + oldEP.String(); !strings.Contains(r.Stdout, want) {
+	want := "type " + tc.Type + " local " + oldEP.String()
+	if tc.Type == "wireguard" {
+		// No local end; NEW's link names OLD's endpoint and port.
+		want = fmt.Sprintf("type wireguard listen-port %d ", config.DefaultWGPort)
+		if ep := fmt.Sprintf(" endpoint %s ", net.JoinHostPort(oldEP.String(), fmt.Sprint(config.DefaultWGPort))); !strings.Contains(r.Stdout, ep) {
+			t.Errorf("plan output does not show %q:\n%s", ep, r.Stdout)
+		}
+	}
+	if !strings.Contains(r.Stdout, want) {
 		t.Errorf("plan output does not show %q:\n%s", want, r.Stdout)
 	}
+	outputs := []string{r.Stdout, r.Stderr}
 	afterPlan, err := s.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -232,6 +244,7 @@ func coreSlice(t *testing.T, tc tunnelCase) {
 
 	r = mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	t.Logf("apply:\n%s", r.Stdout)
+	outputs = append(outputs, r.Stdout, r.Stderr)
 	if !strings.Contains(r.Stdout, "tunnel verified in both directions") {
 		t.Errorf("apply did not report the tunnel check:\n%s", r.Stdout)
 	}
@@ -265,6 +278,10 @@ func coreSlice(t *testing.T, tc tunnelCase) {
 	if !strings.Contains(r.Stdout, "No changes") {
 		t.Errorf("second apply:\n%s", r.Stdout)
 	}
+	if tc.Type == "wireguard" {
+		outputs = append(outputs, r.Stdout, r.Stderr)
+		wgKeysStayHome(t, s, outputs)
+	}
 
 	// (e) rollback restores both hosts byte for byte, and OLD serves again.
 	r = mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve")
@@ -275,4 +292,49 @@ func coreSlice(t *testing.T, tc tunnelCase) {
 	}
 	diffSnap(t, "rollback", before, after)
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	if tc.Type == "wireguard" {
+		for _, dir := range []string{s.Lab.OldStateDir, s.Lab.NewStateDir} {
+			if _, err := os.Stat(filepath.Join(dir, "wg-mig0.key")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after rollback, %s/wg-mig0.key is still there (%v): rollback must remove the keys migrate made", dir, err)
+			}
+		}
+	}
+}
+
+// wgKeysStayHome checks each host's WireGuard private key file (0600 in its
+// agent's state directory) and that the key appears in none of migrate's
+// output nor in the state file.
+func wgKeysStayHome(t *testing.T, s *scenario.Scenario, outputs []string) {
+	t.Helper()
+	stateFile, err := os.ReadFile(filepath.Join(filepath.Dir(s.PlanFile), "migration.state.json"))
+	if err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+	for _, dir := range []string{s.Lab.OldStateDir, s.Lab.NewStateDir} {
+		path := filepath.Join(dir, "wg-mig0.key")
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatalf("private key file: %v", err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", path, st.Mode().Perm())
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := strings.TrimSpace(string(b))
+		if len(key) != 44 {
+			t.Fatalf("%s does not hold a base64 WireGuard key", path)
+		}
+		for i, out := range outputs {
+			if strings.Contains(out, key) {
+				t.Errorf("the private key of %s is in migrate's output (#%d)", path, i)
+			}
+		}
+		if strings.Contains(string(stateFile), key) {
+			t.Errorf("the private key of %s is in the state file", path)
+		}
+	}
+	t.Logf("wireguard: private keys (0600, in each agent's state directory) in none of %d outputs nor the state file", len(outputs))
 }

@@ -47,7 +47,8 @@ type HostDesired struct {
 // outer IP header (20 or 40), then UDP 8 + VXLAN 8 + inner Ethernet 14, or
 // the GRE header, 4 bytes and 4 more with a key. ip6gre is created without
 // the 8-byte encapsulation-limit destination option (see agent/kernel), so
-// it is 40 + 4 (+ 4).
+// it is 40 + 4 (+ 4). WireGuard: outer IP, UDP 8 and its data header 32
+// (type, receiver, counter 16, authentication tag 16): 60 or 80.
 func encapOverhead(typ string, outer6 bool, key uint32) int {
 	gre := 4
 	if key != 0 {
@@ -56,6 +57,10 @@ func encapOverhead(typ string, outer6 bool, key uint32) int {
 	switch {
 	case typ == "vxlan" && outer6:
 		return 70
+	case typ == "wireguard" && outer6:
+		return 80
+	case typ == "wireguard":
+		return 60
 	case typ == "gre":
 		return 20 + gre
 	case typ == "ip6gre":
@@ -401,17 +406,29 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 
-	link := func(local, remote netip.Addr, f state.Facts) state.Link {
+	link := func(local, remote netip.Addr, f, peer state.Facts) state.Link {
 		l := state.Link{
 			Name: t.Name, Type: t.Type, Local: local.String(), Remote: remote.String(),
 			MTU: TunnelMTU(t, local, f), Up: true,
 		}
-		if t.Type == "vxlan" {
+		switch t.Type {
+		case "vxlan":
 			l.VNI, l.Port = t.VNI, uint16(t.Port)
-		} else {
+		case "wireguard":
+			// A WireGuard device listens on every address: no local end.
+			l.Local, l.Port = "", uint16(t.ListenPort)
+			l.PublicKey, l.PeerKey = f.WGPublicKey, peer.WGPublicKey
+		default:
 			l.Key = t.Key
 		}
 		return l
+	}
+	if t.Type == "wireguard" {
+		for _, h := range []string{Old, New} {
+			if facts[h].WGPublicKey == "" {
+				return fmt.Errorf("%s: no WireGuard public key from host %s (the agent's wg-key call gives it)", where(t.Range), h)
+			}
+		}
 	}
 	// L2 tunnels need a gateway for the neighbour lookup; L3 ones route by device.
 	gw := func(peer netip.Prefix) string {
@@ -420,7 +437,11 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 		return ""
 	}
+	// WireGuard authenticates every packet itself: no underlay filter.
 	underlay := func(local, peer netip.Addr) *state.NftUnderlay {
+		if t.Type == "wireguard" {
+			return nil
+		}
 		u := &state.NftUnderlay{Proto: "gre", Local: local.String(), Peer: peer.String()}
 		if t.Type == "vxlan" {
 			u.Proto, u.Port = "udp", uint16(t.Port)
@@ -437,14 +458,14 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 
 	// The tunnel, on both hosts, whatever the stages.
 	add(old,
-		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old])),
+		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old], facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".accept_local", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	add(nw,
-		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New])),
+		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New], facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)

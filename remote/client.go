@@ -329,6 +329,14 @@ func (c *Client) RouteGet(ctx context.Context, addr string) (proto.RouteGetResul
 }
 
 // DropConnection closes the SSH connection abruptly (fault injection).
+// WGKey returns the host's WireGuard public key for tunnel name; the
+// agent makes the key pair on first use and keeps the private key.
+func (c *Client) WGKey(ctx context.Context, name string) (string, error) {
+	var r proto.WGKeyResult
+	err := c.call(ctx, proto.MethodWGKey, proto.WGKeyParams{Name: name}, &r)
+	return r.PublicKey, err
+}
+
 func (c *Client) DropConnection() { c.ssh.Close() }
 
 // KillAgent kills the agent process on the host with SIGKILL, over a new

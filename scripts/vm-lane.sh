@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# VM lane: run the tunnel types this machine's kernel lacks (gre, ip6gre)
-# under Debian's stock kernel in qemu:
-#   - e2e: TestCoreSlice/gre, TestCoreSlice/ip6gre, TestForgedPackets/gre;
+# VM lane: run the tunnel types this machine's kernel lacks (gre, ip6gre,
+# wireguard) under Debian's stock kernel in qemu:
+#   - e2e: TestCoreSlice/gre, TestCoreSlice/ip6gre, TestCoreSlice/wireguard,
+#     TestForgedPackets/gre;
 #   - agent/kernel: TestTunnelLinks (every type: links read back as built,
-#     full-size datagrams through each tunnel without outer fragmentation).
+#     full-size datagrams through each tunnel without outer fragmentation)
+#     and TestWireGuardLink (keys made by each end, ping through, rollback
+#     removes the key).
 # A few focused tests only: everything in the guest is 15-50x slower.
 #
 # The binaries are built here, on the host (CGO_ENABLED=0); compiling inside
@@ -13,11 +16,11 @@
 #
 # Usage (root):  ./scripts/vm-lane.sh
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
-#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre)$':
+#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
-#                VM_LANE_KERNEL_RUN (default '^TestTunnelLinks$'; empty: skip agent/kernel)
+#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink)$'; empty: skip agent/kernel)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
-#                                 the e2e and kernel subtests for gre and ip6gre)
+#                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
 #                MIGRATE_E2E_SLOW (default 3 here: multiplies the lab's timeouts,
 #                                 see lab/scenario.SlowEnv)
 #                VM_LANE_LOG     (default /tmp/migrate-vm-lane.log: the guest's full output)
@@ -27,11 +30,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestForgedPackets/gre
-  TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key'
+DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard TestForgedPackets/gre
+  TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
+  TestWireGuardLink/v4 TestWireGuardLink/v6'
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
-RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^TestTunnelLinks$'}
+RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)
@@ -69,7 +73,7 @@ home=$(getent passwd root | cut -d: -f6)
 for f in "$home/.bashrc" "$home/.bash_profile" "$home/.bash_login" "$home/.profile"; do
   if [ -f "$f" ]; then mount --bind /dev/null "$f"; fi
 done
-for m in veth ip_gre ip6_gre vxlan nf_tables nft_ct nf_conntrack; do
+for m in veth ip_gre ip6_gre vxlan wireguard nf_tables nft_ct nf_conntrack; do
   modprobe "$m" || echo "VM-LANE warning: modprobe $m failed" >&2
 done
 rc=0

@@ -47,6 +47,11 @@ type Facts struct {
 	Listeners []Listener `json:"listeners,omitempty"`
 	// Stats change all the time and are not part of Digest.
 	Stats *Stats `json:"stats,omitempty"`
+	// WGPublicKey is this host's WireGuard public key for the tunnel,
+	// filled by the CLI from the agent's wg-key call (not by facts). Not
+	// part of Digest: it is derived from the host's key file, which the
+	// link object (public_key) already covers once applied.
+	WGPublicKey string `json:"wg_public_key,omitempty"`
 }
 
 // BaseChain is a hooked chain of someone else's nft table.
@@ -121,7 +126,7 @@ type FlowCount struct {
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
-	f.Stats, f.Listeners = nil, nil
+	f.Stats, f.Listeners, f.WGPublicKey = nil, nil, ""
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -129,18 +130,25 @@ func (o Object) Equal(p Object) bool {
 // Link is a tunnel device migrate owns.
 type Link struct {
 	Name   string `json:"name"`
-	Type   string `json:"type"` // vxlan | gre
-	Local  string `json:"local"`
-	Remote string `json:"remote"`
+	Type   string `json:"type"`           // vxlan | gre | ip6gre | wireguard
+	Local  string `json:"local"`          // empty for wireguard (it listens on every address)
+	Remote string `json:"remote"`         // wireguard: the peer's endpoint address
 	VNI    uint32 `json:"vni,omitempty"`  // vxlan
-	Port   uint16 `json:"port,omitempty"` // vxlan UDP destination port
+	Port   uint16 `json:"port,omitempty"` // vxlan UDP destination port; wireguard listen (and peer) port
 	Key    uint32 `json:"key,omitempty"`  // gre
-	MTU    int    `json:"mtu"`
-	Up     bool   `json:"up"`
+	// WireGuard: the peer's and this end's public keys (base64). The
+	// private key stays in the agent's state directory on the host.
+	PeerKey   string `json:"peer_key,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+	MTU       int    `json:"mtu"`
+	Up        bool   `json:"up"`
 }
 
 func (l Link) String() string {
 	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, l.Local, l.Remote)
+	if l.Type == "wireguard" {
+		s = fmt.Sprintf("%s type wireguard listen-port %d public-key %s peer %s endpoint %s", l.Name, l.Port, l.PublicKey, l.PeerKey, net.JoinHostPort(l.Remote, fmt.Sprint(l.Port)))
+	}
 	if l.Type == "vxlan" {
 		s += fmt.Sprintf(" vni %d dstport %d", l.VNI, l.Port)
 	}

@@ -106,6 +106,9 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		f.Links = append(f.Links, linkFacts(l))
 	}
 	sort.Slice(f.Links, func(i, j int) bool { return f.Links[i].Name < f.Links[j].Name })
+	if err := h.wgFacts(f.Links); err != nil {
+		return f, err
+	}
 
 	if f.Addrs, err = h.addrFacts(names); err != nil {
 		return f, err

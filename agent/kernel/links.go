@@ -43,6 +43,7 @@ func linkFacts(l netlink.Link) state.Link {
 		out.Remote = ipString(v.Remote)
 		out.Key = v.IKey
 	}
+	// wireguard: port, keys and peer come from wgFacts.
 	return out
 }
 
@@ -86,6 +87,12 @@ func buildLink(l state.Link) (netlink.Link, error) {
 			Port:      int(l.Port),
 			Learning:  true, // iproute2's default
 		}, nil
+	case "wireguard":
+		// Key, port and peer are set over generic netlink (configureWG).
+		if local != nil || remote == nil {
+			return nil, fmt.Errorf("wireguard link %s needs a remote and no local address", l.Name)
+		}
+		return &netlink.Wireguard{LinkAttrs: attrs}, nil
 	case "gre", "ip6gre":
 		if local == nil || remote == nil {
 			// Without Local the library builds ip6gre, whatever Remote is.
@@ -108,7 +115,7 @@ func buildLink(l state.Link) (netlink.Link, error) {
 		}
 		return g, nil
 	}
-	return nil, fmt.Errorf("unsupported link type %q (want vxlan, gre or ip6gre)", l.Type)
+	return nil, fmt.Errorf("unsupported link type %q (want vxlan, gre, ip6gre or wireguard)", l.Type)
 }
 
 // ip6greHopLimit is the outer hop limit of ip6gre links, iproute2's default.
@@ -182,7 +189,13 @@ func (h *Host) applyLink(step state.Step) error {
 	case state.Create:
 		return h.createLink(*step.After.Link)
 	case state.Delete:
-		return h.deleteLink(step.Before.Link.Name)
+		if err := h.deleteLink(step.Before.Link.Name); err != nil {
+			return err
+		}
+		if step.Before.Link.Type == "wireguard" {
+			return h.removeWGKey(step.Before.Link.Name)
+		}
+		return nil
 	}
 	before, after := *step.Before.Link, *step.After.Link
 	cur, err := h.nl.LinkByName(after.Name)
@@ -192,7 +205,18 @@ func (h *Host) applyLink(step state.Step) error {
 	if err != nil {
 		return err
 	}
-	if before.Name == after.Name && sameIdentity(linkFacts(cur), after) {
+	have, err := h.linkFactsOf(cur)
+	if err != nil {
+		return err
+	}
+	if before.Name == after.Name && sameIdentity(have, after) {
+		return h.setLinkState(cur, after)
+	}
+	if before.Name == after.Name && have.Type == "wireguard" && after.Type == "wireguard" {
+		// Keys, port or peer: reconfigured in place.
+		if err := h.configureWG(after); err != nil {
+			return err
+		}
 		return h.setLinkState(cur, after)
 	}
 	if err := h.deleteLink(before.Name); err != nil {
@@ -208,7 +232,10 @@ func (h *Host) createLink(want state.Link) error {
 	}
 	cur, err := h.nl.LinkByName(want.Name)
 	if err == nil {
-		have := linkFacts(cur)
+		have, err := h.linkFactsOf(cur)
+		if err != nil {
+			return err
+		}
 		if have == want {
 			return nil
 		}
@@ -227,6 +254,12 @@ func (h *Host) createLink(want state.Link) error {
 	cur, err = h.nl.LinkByName(want.Name)
 	if err != nil {
 		return err
+	}
+	if want.Type == "wireguard" {
+		if err := h.configureWG(want); err != nil {
+			_ = h.nl.LinkDel(cur)
+			return err
+		}
 	}
 	return h.setLinkState(cur, want)
 }

@@ -42,7 +42,20 @@ const (
 	// MethodRouteGet asks which source address the host uses towards an
 	// address (ip route get).
 	MethodRouteGet = "route-get"
+	// MethodWGKey returns the host's WireGuard public key for a tunnel,
+	// making the key pair on first use. The private key stays on the host.
+	MethodWGKey = "wg-key"
 )
+
+// WGKeyParams names the tunnel (its interface name).
+type WGKeyParams struct {
+	Name string `json:"name"`
+}
+
+// WGKeyResult is the host's public key, base64.
+type WGKeyResult struct {
+	PublicKey string `json:"public_key"`
+}
 
 // ProbeParams is a marked TCP connect.
 type ProbeParams struct {

@@ -217,6 +217,26 @@ func (s *session) facts(ctx context.Context, cfg *config.Config) (map[string]sta
 	return out, nil
 }
 
+// wgKeys asks each host's agent for its WireGuard public key (made on
+// first use; the private key never leaves the host) and puts it in the
+// host's facts, where the desired model takes it. Not part of the facts
+// digest.
+func (s *session) wgKeys(ctx context.Context, cfg *config.Config, facts map[string]state.Facts) error {
+	if cfg.Tunnel == nil || cfg.Tunnel.Type != "wireguard" {
+		return nil
+	}
+	for name, cl := range s.clients {
+		pub, err := cl.WGKey(ctx, cfg.Tunnel.Name)
+		if err != nil {
+			return fmt.Errorf("host %s: WireGuard key: %w", name, err)
+		}
+		f := facts[name]
+		f.WGPublicKey = pub
+		facts[name] = f
+	}
+	return nil
+}
+
 // prepared is a config, its journal and live connections.
 type prepared struct {
 	cfg       *config.Config
@@ -261,6 +281,10 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	}
 	facts, err := sess.facts(ctx, cfg)
 	if err != nil {
+		sess.close()
+		return nil, err
+	}
+	if err := sess.wgKeys(ctx, cfg, facts); err != nil {
 		sess.close()
 		return nil, err
 	}

@@ -1,0 +1,88 @@
+package plan_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// A WireGuard tunnel: the link carries the listen port and both public
+// keys (each host's own and its peer's), the MTU is the underlay's less 60
+// (IPv4) or 80 (IPv6), routes go by device without a gateway (L3), and no
+// underlay filter is needed (WireGuard authenticates).
+func TestWireGuardDesired(t *testing.T) {
+	const oldKey, newKey = "T0xEb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2w=", "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
+	for _, tc := range []struct {
+		name, oldEP, newEP, oldCIDR, newCIDR string
+		wantMTU                              string
+	}{
+		{"v4", "198.51.100.10", "203.0.113.20", "198.51.100.10/24", "203.0.113.20/24", "mtu 1440"},
+		{"v6", "2001:db8:100::10", "2001:db8:200::20", "2001:db8:100::10/64", "2001:db8:200::20/64", "mtu 1420"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := strings.Replace(src, `type         = "vxlan"`, `type         = "wireguard"
+  listen_port  = 51999`, 1)
+			s = strings.Replace(s, `old_endpoint = "198.51.100.10"`, `old_endpoint = "`+tc.oldEP+`"`, 1)
+			s = strings.Replace(s, `new_endpoint = "203.0.113.20"`, `new_endpoint = "`+tc.newEP+`"`, 1)
+			c := mustParse(t, s)
+			fo, fn := facts("198.51.100.10/24", 1500), facts("203.0.113.20/24", 1500)
+			fo.Addrs = append(fo.Addrs, state.Addr{Dev: "eth0", CIDR: tc.oldCIDR})
+			fn.Addrs = append(fn.Addrs, state.Addr{Dev: "eth0", CIDR: tc.newCIDR})
+
+			// Without the keys from the agents, no plan.
+			if _, err := plan.Make(c, map[string]state.Facts{plan.Old: fo, plan.New: fn}, state.NewJournal(), time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), "WireGuard public key") {
+				t.Fatalf("plan without public keys: err %v, want a missing-key error", err)
+			}
+			d0 := fo.Digest()
+			fo.WGPublicKey, fn.WGPublicKey = oldKey, newKey
+			if fo.Digest() != d0 {
+				t.Errorf("WGPublicKey changes the facts digest: a saved plan would be stale at apply")
+			}
+			p, err := plan.Make(c, map[string]state.Facts{plan.Old: fo, plan.New: fn}, state.NewJournal(), time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, hp := range p.Hosts {
+				own, peer, remote := newKey, oldKey, tc.oldEP
+				if hp.Host == plan.Old {
+					own, peer, remote = oldKey, newKey, tc.newEP
+				}
+				var link *state.Link
+				var nft *state.NftTable
+				var def string
+				for _, st := range hp.Steps {
+					if st.After == nil {
+						continue
+					}
+					switch {
+					case st.After.Link != nil:
+						link = st.After.Link
+					case st.After.Nft != nil:
+						nft = st.After.Nft
+					case st.After.Route != nil && st.After.Route.Dst == "0.0.0.0/0":
+						def = st.After.String()
+					}
+				}
+				if link == nil {
+					t.Fatalf("%s: no link step in\n%s", hp.Host, lines(hp.Steps))
+				}
+				want := state.Link{Name: "mig0", Type: "wireguard", Remote: remote, Port: 51999, PublicKey: own, PeerKey: peer, MTU: link.MTU, Up: true}
+				if *link != want {
+					t.Errorf("%s: link %+v, want %+v", hp.Host, *link, want)
+				}
+				if !strings.Contains(link.String(), tc.wantMTU) || !strings.Contains(link.String(), "listen-port 51999") {
+					t.Errorf("%s: link %q, want %s and listen-port 51999", hp.Host, link.String(), tc.wantMTU)
+				}
+				if def == "" || strings.Contains(def, " via ") || !strings.Contains(def, "dev mig0") {
+					t.Errorf("%s: default route %q, want one by device mig0 without a gateway", hp.Host, def)
+				}
+				if nft == nil || nft.Spec.Underlay != nil {
+					t.Errorf("%s: nft table %v: want one without an underlay filter", hp.Host, nft)
+				}
+			}
+		})
+	}
+}
