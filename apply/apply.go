@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/opsmigrate/migrate/plan"
@@ -70,14 +71,13 @@ func (e *StaleError) Error() string {
 	return fmt.Sprintf("the saved plan is stale: host %s changed since the plan was made; run `migrate plan` again", e.Host)
 }
 
-// CheckFresh refuses a plan whose facts differ from the hosts' facts now.
-func (e *Executor) CheckFresh(ctx context.Context, p *plan.Plan) error {
+// CheckFresh refuses a saved plan whose facts differ from facts, the
+// hosts' facts collected now with requests. A request that differs (the
+// plan file changed what migrate looks at) makes the plan stale too.
+func CheckFresh(p *plan.Plan, facts map[string]state.Facts, requests map[string]state.FactsRequest) error {
 	for _, h := range p.Hosts {
-		f, err := e.Hosts[h.Host].Facts(ctx, p.Requests[h.Host])
-		if err != nil {
-			return fmt.Errorf("host %s: collect facts: %w", h.Host, err)
-		}
-		if f.Digest() != p.FactsDigest[h.Host] {
+		f, ok := facts[h.Host]
+		if !ok || !reflect.DeepEqual(requests[h.Host], p.Requests[h.Host]) || f.Digest() != p.FactsDigest[h.Host] {
 			return &StaleError{Host: h.Host}
 		}
 	}

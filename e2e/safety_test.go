@@ -19,9 +19,7 @@ import (
 // output goes to a log file.
 func startMigrate(t *testing.T, s *scenario.Scenario, env []string, args ...string) (*bgProc, error) {
 	t.Helper()
-	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1"}, env...)
-	full = append(append(full, s.MigrateBin), args...)
-	cmd, err := s.Lab.Start(lab.RoleAdmin, full...)
+	cmd, err := s.StartMigrate(env, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -153,7 +153,7 @@ func AllServices(c *config.Config) []state.NftService {
 // (and readiness can see them) before the stage moves; and a service moved
 // back to "old" keeps the path, so flows already going to NEW drain there.
 // Only the nft sets decide which new flows move.
-func ActiveAddrs(c *config.Config, _ map[string]*state.Object) []netip.Addr {
+func ActiveAddrs(c *config.Config) []netip.Addr {
 	seen := map[netip.Addr]bool{}
 	var out []netip.Addr
 	for _, s := range c.Services {
@@ -392,7 +392,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		return fmt.Errorf("%s: tunnel inner addresses must be IPv4 (IPv6 inner addresses are link-local and fixed)", where(t.Range))
 	}
 	moved := MovedServices(c)
-	active := ActiveAddrs(c, owned[New])
+	active := ActiveAddrs(c)
 	families := map[int]bool{}
 	for _, a := range active {
 		families[fam(a)] = true

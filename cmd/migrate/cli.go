@@ -406,7 +406,12 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			ex := c.executor(p)
 			var pl *plan.Plan
 			if saved != nil {
-				if err := ex.CheckFresh(ctx, saved); err != nil {
+				// prepare just collected the facts: compare, no second dump.
+				reqs := map[string]state.FactsRequest{}
+				for name := range p.facts {
+					reqs[name] = plan.FactsRequest(p.cfg, name)
+				}
+				if err := apply.CheckFresh(saved, p.facts, reqs); err != nil {
 					return err
 				}
 				pl = saved

@@ -298,8 +298,7 @@ func (s *Scenario) Migrate(ctx context.Context, args ...string) (Result, error) 
 func (s *Scenario) MigrateEnv(ctx context.Context, env []string, args ...string) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, Slow(2*time.Minute))
 	defer cancel()
-	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1"}, env...)
-	full = append(append(full, s.MigrateBin), args...)
+	full := s.migrateArgs(env, args)
 	cmd, err := s.Lab.Command(lab.RoleAdmin, full...)
 	if err != nil {
 		return Result{}, err
@@ -321,6 +320,19 @@ func (s *Scenario) MigrateEnv(ctx context.Context, env []string, args ...string)
 		return r, fmt.Errorf("migrate %s: %w", strings.Join(args, " "), ctx.Err())
 	}
 	return r, nil
+}
+
+// migrateArgs is the command line that runs the CLI with a clean
+// environment (no ssh-agent, HOME inside the lab) plus env.
+func (s *Scenario) migrateArgs(env, args []string) []string {
+	full := append([]string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + s.Lab.Dir, "NO_COLOR=1"}, env...)
+	return append(append(full, s.MigrateBin), args...)
+}
+
+// StartMigrate runs the CLI in the background in the admin namespace; its
+// output goes to the log file Lab.LogPath names.
+func (s *Scenario) StartMigrate(env []string, args ...string) (*exec.Cmd, error) {
+	return s.Lab.Start(lab.RoleAdmin, s.migrateArgs(env, args)...)
 }
 
 // Dial runs `labtool dial` from role and returns its output line.
