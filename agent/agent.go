@@ -19,7 +19,7 @@ import (
 type Kernel interface {
 	Facts(req state.FactsRequest) (state.Facts, error)
 	Apply(step state.Step) error
-	Ping(addr string, count int, timeout time.Duration) error
+	Ping(addr string, count int, timeout time.Duration) (time.Duration, error)
 }
 
 // WGKeyer makes and keeps the host's WireGuard key pair per tunnel name
@@ -206,7 +206,11 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, k.Ping(p.Addr, p.Count, time.Duration(p.TimeoutMS)*time.Millisecond)
+		rtt, err := k.Ping(p.Addr, p.Count, time.Duration(p.TimeoutMS)*time.Millisecond)
+		if err != nil {
+			return nil, err
+		}
+		return proto.PingResult{RTTMicros: rtt.Microseconds()}, nil
 	}
 	return nil, fmt.Errorf("unknown method %s", show(req.Method))
 }

@@ -40,13 +40,13 @@ func (k *fakeKernel) Apply(step state.Step) error {
 	return nil
 }
 
-func (k *fakeKernel) Ping(addr string, count int, timeout time.Duration) error {
+func (k *fakeKernel) Ping(addr string, count int, timeout time.Duration) (time.Duration, error) {
 	p := proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout / time.Millisecond)}
 	if err := validatePing(p); err != nil || timeout%time.Millisecond != 0 {
 		k.t.Errorf("Ping reached the kernel with invalid params %+v (timeout %v): %v", p, timeout, err)
 	}
 	k.calls = append(k.calls, proto.MethodPing)
-	return nil
+	return time.Millisecond, nil
 }
 
 // fuzzHostFiles cannot create anything: its directory is below a device

@@ -34,8 +34,9 @@ type Executor struct {
 	Hosts     map[string]Host
 	Journal   *state.Journal
 	StatePath string
-	// Progress is called after every step (err nil on success).
-	Progress func(host string, s state.Step, err error)
+	// Progress is called after every step with how long it took (err nil
+	// on success).
+	Progress func(host string, s state.Step, took time.Duration, err error)
 	// Info reports prose such as "verifying the tunnel".
 	Info func(format string, args ...any)
 	Now  func() time.Time
@@ -170,10 +171,11 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 			return err
 		}
 	}
+	start := time.Now()
 	if err := h.Apply(ctx, s, Record{Run: run, Seq: seq}); err != nil {
 		err = fmt.Errorf("host %s: %s: %w", s.Host, s.String(), err)
 		if e.Progress != nil {
-			e.Progress(s.Host, s, err)
+			e.Progress(s.Host, s, time.Since(start), err)
 		}
 		return err
 	}
@@ -182,7 +184,7 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 		return fmt.Errorf("host %s: step applied but the state file could not be written: %w", s.Host, err)
 	}
 	if e.Progress != nil {
-		e.Progress(s.Host, s, nil)
+		e.Progress(s.Host, s, time.Since(start), nil)
 	}
 	return nil
 }
@@ -228,10 +230,11 @@ func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) 
 		if !ok {
 			return fmt.Errorf("no connection to host %s", inv.Host)
 		}
+		start := time.Now()
 		if err := h.Apply(ctx, inv, Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
 			err = fmt.Errorf("host %s: undo step %d (%s): %w", inv.Host, en.Seq, inv.String(), err)
 			if e.Progress != nil {
-				e.Progress(inv.Host, inv, err)
+				e.Progress(inv.Host, inv, time.Since(start), err)
 			}
 			return err
 		}
@@ -241,7 +244,7 @@ func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) 
 			return fmt.Errorf("host %s: step undone but the state file could not be written: %w", inv.Host, err)
 		}
 		if e.Progress != nil {
-			e.Progress(inv.Host, inv, nil)
+			e.Progress(inv.Host, inv, time.Since(start), nil)
 		}
 	}
 	return nil

@@ -568,3 +568,7 @@ func obj(o any) state.Object {
 	}
 	panic(fmt.Sprintf("not an object: %T", o))
 }
+
+// ServiceKeys are the (address, protocol, port) triples of one service,
+// the keys of its counters and flow counts.
+func ServiceKeys(s *config.Service) []state.NftService { return expand(s, 0) }

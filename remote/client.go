@@ -313,7 +313,16 @@ func (c *Client) Confirm(ctx context.Context, run string) error {
 
 // Ping asks the host to ping addr.
 func (c *Client) Ping(ctx context.Context, addr string) error {
-	return c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: 5, TimeoutMS: 5000}, nil)
+	_, err := c.PingRTT(ctx, addr, 5, 5*time.Second)
+	return err
+}
+
+// PingRTT pings addr from the host and returns the first reply's
+// round-trip time.
+func (c *Client) PingRTT(ctx context.Context, addr string, count int, timeout time.Duration) (time.Duration, error) {
+	var r proto.PingResult
+	err := c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout.Milliseconds())}, &r)
+	return time.Duration(r.RTTMicros) * time.Microsecond, err
 }
 
 // Probe opens a marked TCP connection from the host to addr:port.

@@ -122,6 +122,9 @@ type FlowCount struct {
 	Total       int `json:"total"`       // all entries to the service
 	Established int `json:"established"` // TCP established (UDP: assured)
 	ToNew       int `json:"to_new"`      // entries carrying the mark: going to NEW
+	// OnOld are the established flows served by OLD itself (no mark):
+	// what has yet to drain before OLD may stop serving the service.
+	OnOld int `json:"on_old"`
 }
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
@@ -154,19 +155,19 @@ func Describe(s state.Step) string {
 	}
 }
 
-// Progress is one line during apply or rollback.
-func (v *View) Progress(host string, s state.Step, err error) {
+// Progress is one line during apply or rollback, with the step's time.
+func (v *View) Progress(host string, s state.Step, took time.Duration, err error) {
 	if v.JSON {
-		ev := map[string]any{"schema_version": JSONSchemaVersion, "type": "progress", "host": host, "step": s}
+		ev := map[string]any{"schema_version": JSONSchemaVersion, "type": "progress", "host": host, "step": s, "elapsed_ms": took.Milliseconds()}
 		if err != nil {
 			ev["error"] = err.Error()
 		}
 		v.writeJSON(ev)
 		return
 	}
-	status := "done"
+	status := fmt.Sprintf("done [%s]", Elapsed(took))
 	if err != nil {
-		status = v.paint("31", "FAILED: "+err.Error())
+		status = v.paint("31", fmt.Sprintf("FAILED after %s: %s", Elapsed(took), err.Error()))
 	}
 	fmt.Fprintf(v.Out, "%s: %s %s ... %s\n", host, v.symbol(s.Action), Describe(s), status)
 }
@@ -193,4 +194,18 @@ func (v *View) Error(err error) {
 func (v *View) writeJSON(x any) {
 	b, _ := json.Marshal(x)
 	fmt.Fprintln(v.Out, string(b))
+}
+
+// Elapsed renders a duration the way an operator reads it: "12ms",
+// "1.4s", "2m3s".
+func Elapsed(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return "<1ms"
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return d.Round(time.Second).String()
 }

@@ -348,16 +348,20 @@ func TestPing(t *testing.T) {
 		return
 	}
 	h := newHost(t)
-	if err := h.Ping("127.0.0.1", 2, time.Second); err != nil {
+	rtt, err := h.Ping("127.0.0.1", 2, time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Ping("::1", 2, time.Second); err != nil {
+	if rtt <= 0 || rtt >= time.Second {
+		t.Fatalf("round-trip time over loopback %v: want 0 < rtt < 1s", rtt)
+	}
+	if _, err := h.Ping("::1", 2, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	addDummy(t, "up0")
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
 	start := time.Now()
-	if err := h.Ping("192.0.2.99", 2, 200*time.Millisecond); err == nil {
+	if _, err := h.Ping("192.0.2.99", 2, 200*time.Millisecond); err == nil {
 		t.Fatal("ping to nobody succeeded")
 	}
 	if time.Since(start) > 2*time.Second {

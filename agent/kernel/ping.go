@@ -11,11 +11,11 @@ import (
 
 // Ping sends up to count ICMP echo requests to addr (IPv4 or IPv6), waiting
 // up to timeout for a reply after each. It succeeds as soon as one reply
-// arrives.
-func (h *Host) Ping(addr string, count int, timeout time.Duration) error {
+// arrives, and returns that reply's round-trip time.
+func (h *Host) Ping(addr string, count int, timeout time.Duration) (time.Duration, error) {
 	ip := net.ParseIP(addr)
 	if ip == nil {
-		return fmt.Errorf("ping: %q is not an IP address", addr)
+		return 0, fmt.Errorf("ping: %q is not an IP address", addr)
 	}
 	if count <= 0 {
 		count = 1
@@ -32,7 +32,7 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) error {
 	}
 	conn, err := net.ListenPacket(network, laddr)
 	if err != nil {
-		return fmt.Errorf("ping %s: %w", addr, err)
+		return 0, fmt.Errorf("ping %s: %w", addr, err)
 	}
 	defer conn.Close()
 
@@ -48,11 +48,12 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) error {
 			binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
 		}
 		if _, err := conn.WriteTo(msg, &net.IPAddr{IP: ip}); err != nil {
-			return fmt.Errorf("ping %s: send: %w", addr, err)
+			return 0, fmt.Errorf("ping %s: send: %w", addr, err)
 		}
-		deadline := time.Now().Add(timeout)
+		sent := time.Now()
+		deadline := sent.Add(timeout)
 		if err := conn.SetReadDeadline(deadline); err != nil {
-			return err
+			return 0, err
 		}
 		for {
 			n, from, err := conn.ReadFrom(buf)
@@ -61,7 +62,7 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) error {
 				if errors.As(err, &ne) && ne.Timeout() {
 					break
 				}
-				return fmt.Errorf("ping %s: receive: %w", addr, err)
+				return 0, fmt.Errorf("ping %s: receive: %w", addr, err)
 			}
 			src, _ := from.(*net.IPAddr)
 			if n < 8 || buf[0] != replyType || binary.BigEndian.Uint16(buf[4:]) != id {
@@ -70,10 +71,10 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) error {
 			if src != nil && !src.IP.Equal(ip) {
 				continue
 			}
-			return nil
+			return time.Since(sent), nil
 		}
 	}
-	return fmt.Errorf("ping %s: no reply to %d echo requests (timeout %s each)", addr, count, timeout)
+	return 0, fmt.Errorf("ping %s: no reply to %d echo requests (timeout %s each)", addr, count, timeout)
 }
 
 func icmpChecksum(b []byte) uint16 {

@@ -274,12 +274,17 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32) (map[string]
 			}
 			c := out[k]
 			c.Total++
-			if (e.proto == unix.IPPROTO_TCP && e.tcpState == tcpCtEstablished) ||
-				(e.proto != unix.IPPROTO_TCP && e.status&ipsAssured != 0) {
+			established := (e.proto == unix.IPPROTO_TCP && e.tcpState == tcpCtEstablished) ||
+				(e.proto != unix.IPPROTO_TCP && e.status&ipsAssured != 0)
+			toNew := mark != 0 && e.mark&mark != 0
+			if established {
 				c.Established++
 			}
-			if mark != 0 && e.mark&mark != 0 {
+			if toNew {
 				c.ToNew++
+			}
+			if established && !toNew {
+				c.OnOld++
 			}
 			out[k] = c
 		}

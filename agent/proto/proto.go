@@ -147,6 +147,11 @@ type PingParams struct {
 	TimeoutMS int    `json:"timeout_ms"`
 }
 
+// PingResult is the round-trip time of the first echo reply.
+type PingResult struct {
+	RTTMicros int64 `json:"rtt_us"`
+}
+
 // WriteFrame writes v as one frame.
 func WriteFrame(w io.Writer, v any) error {
 	b, err := json.Marshal(v)

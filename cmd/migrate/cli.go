@@ -59,7 +59,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
 	return root
 }
 
@@ -326,11 +326,15 @@ func (c *cli) planCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
 	cmd.Flags().StringVar(&stateFlag, "state", "", "state file (default: migration.state.json beside the plan file)")
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when there are no changes, 1 on error, 2 when there are changes")
-	cmd.Flags().StringVar(&out, "out", "", "save the plan to this file, for `migrate apply PLANFILE`")
+	cmd.Flags().StringVar(&out, "out", "", "save the plan to this file, for: migrate apply PLANFILE")
 	return cmd
 }
 
 func (c *cli) confirm(question string) (bool, error) {
+	if c.asJSON {
+		// A prompt would corrupt the JSON stream (Terraform refuses too).
+		return false, errors.New("--json output cannot ask for confirmation; add --auto-approve")
+	}
 	if f, ok := c.in.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
 			return false, errors.New("no terminal to ask for confirmation; run with --auto-approve to apply without asking")

@@ -1,0 +1,260 @@
+// Package status turns the live facts of both hosts into a report of how
+// far each service's move has got: the stage that is live on OLD, the new
+// flows sent to NEW, the established flows still served by OLD, and
+// whether the drain is over. It is pure: facts in, a plain value out.
+package status
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// Report is one reading of both hosts.
+type Report struct {
+	Time     time.Time `json:"time"`
+	Tunnel   *Tunnel   `json:"tunnel,omitempty"`
+	Services []Service `json:"services"`
+	// Verdict says, in one sentence, what OLD is still needed for.
+	Verdict string   `json:"verdict"`
+	Notes   []string `json:"notes,omitempty"`
+}
+
+// Tunnel is the tunnel's state as both ends see it.
+type Tunnel struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	OldEndpoint string `json:"old_endpoint"`
+	NewEndpoint string `json:"new_endpoint"`
+	// OldLinkUp and NewLinkUp: the device exists on the host and is up.
+	OldLinkUp bool `json:"old_link_up"`
+	NewLinkUp bool `json:"new_link_up"`
+	// Probe is a ping through the tunnel from each end to the other's
+	// inner address.
+	OldToNew Probe `json:"old_to_new"`
+	NewToOld Probe `json:"new_to_old"`
+}
+
+// Up is true when both devices are up and pings pass both ways.
+func (t Tunnel) Up() bool {
+	return t.OldLinkUp && t.NewLinkUp && t.OldToNew.OK() && t.NewToOld.OK()
+}
+
+// Probe is one ping's outcome; the zero value is "not measured".
+type Probe struct {
+	Target string        `json:"target"`
+	RTT    time.Duration `json:"rtt_ns,omitempty"`
+	Error  string        `json:"error,omitempty"`
+}
+
+// OK is true when the ping was sent and answered.
+func (p Probe) OK() bool { return p.Target != "" && p.Error == "" }
+
+// Stage values of Service.LiveStage besides the plan's own.
+const (
+	StageMixed  = "mixed"
+	StageAbsent = "old (nothing applied)"
+)
+
+// Service is one service block's progress.
+type Service struct {
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+	Ports    string `json:"ports"`
+	// PlanStage is the stage the plan file asks for; LiveStage what OLD's
+	// nft table does now ("old", "canary", "new", or StageMixed).
+	PlanStage     string `json:"plan_stage"`
+	LiveStage     string `json:"live_stage"`
+	CanaryPercent int    `json:"canary_percent,omitempty"`
+	// NewFlows, Packets, Bytes: sent to NEW through the tunnel since the
+	// service was first applied (migrate's nft counters on OLD).
+	NewFlows uint64 `json:"new_flows"`
+	Packets  uint64 `json:"packets"`
+	Bytes    uint64 `json:"bytes"`
+	// NewFlowsPerSec is the rate since the previous reading (--watch),
+	// -1 when there is none.
+	NewFlowsPerSec float64 `json:"new_flows_per_sec"`
+	// OnOld are established flows OLD itself still serves; ViaTunnel the
+	// conntrack entries on OLD going to NEW (from conntrack).
+	OnOld     int `json:"on_old"`
+	ViaTunnel int `json:"via_tunnel"`
+	// Drained: the live stage is "new" and OLD serves no established
+	// flow of the service any more. DrainedSince is when a --watch first
+	// saw it drained (zero when unknown).
+	Drained      bool      `json:"drained"`
+	DrainedSince time.Time `json:"drained_since,omitempty"`
+	// State is the one-line reading for humans.
+	State string `json:"state"`
+}
+
+// Input is what Build reads.
+type Input struct {
+	Config   *config.Config
+	Old, New state.Facts
+	// OldToNew and NewToOld are the tunnel pings (ignored without tunnel).
+	OldToNew, NewToOld Probe
+	Time               time.Time
+	// Previous is the last reading (--watch), for rates and drain times.
+	Previous *Report
+}
+
+// Build makes the report.
+func Build(in Input) Report {
+	r := Report{Time: in.Time}
+	c := in.Config
+	if c.Tunnel != nil {
+		t := c.Tunnel
+		r.Tunnel = &Tunnel{Name: t.Name, Type: t.Type, OldEndpoint: t.OldEndpoint.String(), NewEndpoint: t.NewEndpoint.String(),
+			OldLinkUp: linkUp(in.Old, t.Name), NewLinkUp: linkUp(in.New, t.Name), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
+	}
+	live := map[string]int{} // service key -> percent live on OLD
+	if in.Old.Nft != nil {
+		for _, s := range in.Old.Nft.Spec.Services {
+			live[s.Key()] = s.Percent
+		}
+	} else {
+		r.Notes = append(r.Notes, "OLD has no migrate nft table: nothing moves yet (run migrate apply).")
+	}
+	if in.Old.NftDrift != "" {
+		r.Notes = append(r.Notes, "OLD's migrate table was changed outside migrate: "+in.Old.NftDrift)
+	}
+	prev := map[string]Service{}
+	if in.Previous != nil {
+		for _, s := range in.Previous.Services {
+			prev[s.Name] = s
+		}
+	}
+	var stats state.Stats
+	if in.Old.Stats != nil {
+		stats = *in.Old.Stats
+	}
+	for _, s := range c.Services {
+		sv := Service{Name: s.Name, Address: s.Address.String(), Protocol: s.Protocol, Ports: portList(s.Ports),
+			PlanStage: s.Stage, NewFlowsPerSec: -1}
+		percents := map[int]bool{}
+		for _, k := range plan.ServiceKeys(s) {
+			key := k.Key()
+			percents[live[key]] = true
+			cnt := stats.Counters[key]
+			sv.NewFlows += cnt.NewFlows
+			sv.Packets += cnt.Packets
+			sv.Bytes += cnt.Bytes
+			fc := stats.Flows[key]
+			sv.OnOld += fc.OnOld
+			sv.ViaTunnel += fc.ToNew
+		}
+		sv.LiveStage = liveStage(percents, in.Old.Nft != nil)
+		if sv.LiveStage == "canary" {
+			for p := range percents {
+				sv.CanaryPercent = p
+			}
+		}
+		p, hadPrev := prev[s.Name]
+		if hadPrev && in.Time.After(in.Previous.Time) && sv.NewFlows >= p.NewFlows {
+			sv.NewFlowsPerSec = float64(sv.NewFlows-p.NewFlows) / in.Time.Sub(in.Previous.Time).Seconds()
+		}
+		sv.Drained = sv.LiveStage == "new" && sv.OnOld == 0
+		if sv.Drained {
+			switch {
+			case hadPrev && p.Drained && !p.DrainedSince.IsZero():
+				sv.DrainedSince = p.DrainedSince
+			case hadPrev && !p.Drained:
+				sv.DrainedSince = in.Time
+			}
+		}
+		sv.State = describe(sv)
+		r.Services = append(r.Services, sv)
+	}
+	r.Verdict = verdict(r)
+	return r
+}
+
+func portList(rs []config.PortRange) string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return strings.Join(out, ",")
+}
+
+func linkUp(f state.Facts, name string) bool {
+	for _, l := range f.Links {
+		if l.Name == name {
+			return l.Up
+		}
+	}
+	return false
+}
+
+func liveStage(percents map[int]bool, haveTable bool) string {
+	if !haveTable {
+		return StageAbsent
+	}
+	if len(percents) != 1 {
+		return StageMixed
+	}
+	for p := range percents {
+		switch {
+		case p == 0:
+			return "old"
+		case p >= 100:
+			return "new"
+		}
+	}
+	return "canary"
+}
+
+func describe(s Service) string {
+	pending := ""
+	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {
+		pending = fmt.Sprintf(" (the plan says %s: run migrate apply)", s.PlanStage)
+	}
+	switch s.LiveStage {
+	case "new":
+		if s.Drained {
+			return "drained: OLD serves no established flow of it" + pending
+		}
+		return fmt.Sprintf("draining: %d established flow(s) still served by OLD", s.OnOld) + pending
+	case "canary":
+		return fmt.Sprintf("canary: %d%% of new flows go to NEW, OLD serves the rest", s.CanaryPercent) + pending
+	case StageMixed:
+		return "mixed: its ports are at different stages" + pending
+	}
+	if s.ViaTunnel > 0 {
+		return fmt.Sprintf("on OLD; %d flow(s) still draining on NEW", s.ViaTunnel) + pending
+	}
+	return "on OLD" + pending
+}
+
+// verdict answers the operator's question: may OLD be switched off?
+func verdict(r Report) string {
+	if len(r.Services) == 0 {
+		return "The plan has no services."
+	}
+	notMoved, draining, relaying := 0, 0, 0
+	arriving := false
+	for _, s := range r.Services {
+		switch {
+		case s.LiveStage != "new":
+			notMoved++
+		case !s.Drained:
+			draining++
+		}
+		relaying += s.ViaTunnel
+		arriving = arriving || s.NewFlowsPerSec > 0
+	}
+	switch {
+	case notMoved > 0:
+		return fmt.Sprintf("OLD is still needed: %d service(s) are not fully on NEW.", notMoved)
+	case draining > 0:
+		return fmt.Sprintf("OLD is still needed: %d service(s) are draining; wait until every service says drained.", draining)
+	case relaying > 0 || arriving:
+		return fmt.Sprintf("Every service is on NEW and drained, but OLD still relays %d flow(s) through the tunnel: clients still reach OLD's address. Move the address (provider) or DNS to NEW first.", relaying)
+	}
+	return "Every service is on NEW and drained, and no flow goes through OLD now. Once the address or DNS points at NEW, OLD may be switched off (run migrate rollback --all first to remove the tunnel)."
+}

@@ -1,0 +1,149 @@
+package status
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+const planText = `
+host "old" {
+  ssh = "root@198.51.100.10"
+}
+host "new" {
+  ssh = "root@203.0.113.20"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "web" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [80, 443]
+  stage    = "new"
+}
+service "api" {
+  address        = "198.51.100.10"
+  protocol       = "tcp"
+  ports          = [8080]
+  stage          = "canary"
+  canary_percent = 10
+}
+service "dns" {
+  address  = "198.51.100.10"
+  protocol = "udp"
+  ports    = [53]
+  stage    = "old"
+}
+`
+
+func parse(t *testing.T) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(planText), "status.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func oldFacts(web80OnOld int) state.Facts {
+	return state.Facts{
+		Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}},
+		Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", Services: []state.NftService{
+			{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 100},
+			{Addr: "198.51.100.10", Proto: "tcp", Port: 443, Percent: 100},
+			{Addr: "198.51.100.10", Proto: "tcp", Port: 8080, Percent: 10},
+		}}},
+		Stats: &state.Stats{
+			Counters: map[string]state.Counter{
+				"198.51.100.10 tcp 80":  {NewFlows: 7, Packets: 70, Bytes: 7000},
+				"198.51.100.10 tcp 443": {NewFlows: 3, Packets: 30, Bytes: 3000},
+			},
+			Flows: map[string]state.FlowCount{
+				"198.51.100.10 tcp 80":  {Total: 5, Established: 4, ToNew: 2, OnOld: web80OnOld},
+				"198.51.100.10 udp 53":  {Total: 1, ToNew: 1},
+				"198.51.100.10 tcp 443": {Total: 1, Established: 1, ToNew: 1},
+			},
+		},
+	}
+}
+
+func TestBuildReadsStagesCountersAndDrain(t *testing.T) {
+	c := parse(t)
+	t0 := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
+	newFacts := state.Facts{Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}}}
+	r := Build(Input{Config: c, Old: oldFacts(2), New: newFacts, Time: t0,
+		OldToNew: Probe{Target: "169.254.42.2", RTT: 300 * time.Microsecond},
+		NewToOld: Probe{Target: "169.254.42.1", RTT: 250 * time.Microsecond}})
+	if r.Tunnel == nil || !r.Tunnel.Up() {
+		t.Fatalf("tunnel %+v: want up", r.Tunnel)
+	}
+	byName := map[string]Service{}
+	for _, s := range r.Services {
+		byName[s.Name] = s
+	}
+	web := byName["web"]
+	if web.LiveStage != "new" || web.NewFlows != 10 || web.Bytes != 10000 || web.OnOld != 2 || web.ViaTunnel != 3 || web.Drained {
+		t.Fatalf("web %+v", web)
+	}
+	if !strings.Contains(web.State, "draining: 2 established") {
+		t.Fatalf("web state %q", web.State)
+	}
+	if api := byName["api"]; api.LiveStage != "canary" || api.CanaryPercent != 10 {
+		t.Fatalf("api %+v", api)
+	}
+	if dns := byName["dns"]; dns.LiveStage != "old" || !strings.Contains(dns.State, "1 flow(s) still draining on NEW") {
+		t.Fatalf("dns %+v", dns)
+	}
+	if !strings.Contains(r.Verdict, "2 service(s) are not fully on NEW") {
+		t.Fatalf("verdict %q", r.Verdict)
+	}
+
+	// A second reading, a minute later: web drained, 6 more new flows.
+	old2 := oldFacts(0)
+	old2.Stats.Counters["198.51.100.10 tcp 80"] = state.Counter{NewFlows: 13}
+	r2 := Build(Input{Config: c, Old: old2, New: newFacts, Time: t0.Add(time.Minute), Previous: &r})
+	web2 := r2.Services[0]
+	if !web2.Drained || !web2.DrainedSince.Equal(t0.Add(time.Minute)) || web2.NewFlowsPerSec != 0.1 {
+		t.Fatalf("web after drain %+v", web2)
+	}
+	if r2.Tunnel.Up() {
+		t.Fatal("tunnel without pings counted as up")
+	}
+	// The third reading keeps the time the drain was first seen.
+	r3 := Build(Input{Config: c, Old: old2, New: newFacts, Time: t0.Add(2 * time.Minute), Previous: &r2})
+	if !r3.Services[0].DrainedSince.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("drained since moved: %v", r3.Services[0].DrainedSince)
+	}
+}
+
+func TestVerdictTellsWhenOldIsFree(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	if !strings.Contains(r.Verdict, "OLD still relays 4 flow(s)") {
+		t.Fatalf("verdict with flows through OLD: %q", r.Verdict)
+	}
+	old.Stats.Flows = nil
+	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	if !strings.Contains(r.Verdict, "OLD may be switched off") {
+		t.Fatalf("verdict with nothing left: %q", r.Verdict)
+	}
+	// Nothing applied at all.
+	r = Build(Input{Config: c, Old: state.Facts{}, Time: time.Now()})
+	if r.Services[0].LiveStage != StageAbsent || len(r.Notes) == 0 {
+		t.Fatalf("nothing applied: %+v", r)
+	}
+}
