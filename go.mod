@@ -13,7 +13,10 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require golang.zx2c4.com/wireguard/wgctrl v0.0.0-20241231184526-a9ab2273dd10
+require (
+	golang.org/x/term v0.47.0
+	golang.zx2c4.com/wireguard/wgctrl v0.0.0-20241231184526-a9ab2273dd10
+)
 
 require (
 	github.com/agext/levenshtein v1.2.1 // indirect

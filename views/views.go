@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -29,12 +31,15 @@ type View struct {
 // New builds a view; colour only for a terminal and without NO_COLOR.
 func New(out, errw io.Writer, asJSON bool) *View {
 	v := &View{Out: out, Err: errw, JSON: asJSON}
-	if f, ok := out.(*os.File); ok && os.Getenv("NO_COLOR") == "" && !asJSON {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			v.Color = true
-		}
-	}
+	v.Color = !asJSON && os.Getenv("NO_COLOR") == "" && IsTerminal(out)
 	return v
+}
+
+// IsTerminal is true when x is a terminal (not merely a character device:
+// /dev/null is one too).
+func IsTerminal(x any) bool {
+	f, ok := x.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func (v *View) paint(code, s string) string {

@@ -335,10 +335,8 @@ func (c *cli) confirm(question string) (bool, error) {
 		// A prompt would corrupt the JSON stream (Terraform refuses too).
 		return false, errors.New("--json output cannot ask for confirmation; add --auto-approve")
 	}
-	if f, ok := c.in.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
-			return false, errors.New("no terminal to ask for confirmation; run with --auto-approve to apply without asking")
-		}
+	if _, isFile := c.in.(*os.File); isFile && !views.IsTerminal(c.in) {
+		return false, errors.New("no terminal to ask for confirmation; run with --auto-approve to apply without asking")
 	}
 	fmt.Fprintf(c.out, "\n%s\n  Only 'yes' will be accepted.\n\n  Enter a value: ", question)
 	line, err := bufio.NewReader(c.in).ReadString('\n')
