@@ -254,7 +254,7 @@ func verdict(r Report) string {
 	case draining > 0:
 		return fmt.Sprintf("OLD is still needed: %d service(s) are draining; wait until every service says drained.", draining)
 	case relaying > 0 || arriving:
-		return fmt.Sprintf("Every service is on NEW and drained, but OLD still relays %d flow(s) through the tunnel: clients still reach OLD's address. Move the address (provider) or DNS to NEW first.", relaying)
+		return fmt.Sprintf("Every service is on NEW and drained, but OLD still relays %d flow(s) through the tunnel (conntrack entries; closed TCP flows linger up to 2 minutes): clients still reach OLD's address. Move the address (provider) or DNS to NEW first.", relaying)
 	}
 	return "Every service is on NEW and drained, and no flow goes through OLD now. Once the address or DNS points at NEW, OLD may be switched off (run migrate rollback --all first to remove the tunnel)."
 }

@@ -1,8 +1,9 @@
 // Command demo shows migrate end to end on a throwaway namespace lab: it
 // builds the lab (client, router, OLD, NEW, admin; real sshd on OLD and
 // NEW), runs plan and apply from the admin namespace, shows the client
-// served by NEW with its real address visible, rolls back and tears the lab
-// down. Run it as root: sudo ./demo.sh
+// served by NEW with its real address visible, follows a connection that
+// was open before the move as it drains on OLD (migrate status), rolls back
+// and tears the lab down. Run it as root: sudo ./demo.sh
 package main
 
 import (
@@ -93,6 +94,21 @@ func run(typ string) error {
 		}
 		return nil
 	}
+	step("A long-lived connection opened before the move (it must stay on OLD)")
+	holder, err := l.Start(lab.RoleClient, s.LabtoolBin, "hold", "-every", "500ms", "-count", "0", "-timeout", "5s", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
+	if err != nil {
+		return err
+	}
+	stopHolder := func() {
+		if holder != nil {
+			_ = holder.Process.Kill()
+			_ = holder.Wait()
+			holder = nil
+		}
+	}
+	defer stopHolder()
+	time.Sleep(time.Second)
+	fmt.Printf("client %s holds a connection to %s:%d, answered by: %s\n", l.ClientIP, l.OldIP, scenario.MigratedPort, firstWord(l.LogPath(holder)))
 	step("migrate plan")
 	if err := migrate("plan", "-f", s.PlanFile); err != nil {
 		return err
@@ -110,6 +126,20 @@ func run(typ string) error {
 		return fmt.Errorf("outbound from NEW: %w: %s", err, out)
 	}
 	fmt.Printf("NEW connects out from %s to the client's listener, which reports: %s\n", l.OldIP, out)
+	step("migrate status: new flows go to NEW, the connection opened before the move drains on OLD")
+	if err := migrate("status", "-f", s.PlanFile); err != nil {
+		return err
+	}
+	step("The long-lived connection ends: the service is drained")
+	stopHolder()
+	time.Sleep(2 * time.Second)
+	if err := migrate("status", "-f", s.PlanFile); err != nil {
+		return err
+	}
+	step("migrate state list: what migrate owns on both hosts (from the state file)")
+	if err := migrate("state", "list", "-f", s.PlanFile); err != nil {
+		return err
+	}
 	step("migrate plan again: nothing to do")
 	if err := migrate("plan", "-f", s.PlanFile); err != nil {
 		return err
@@ -120,4 +150,14 @@ func run(typ string) error {
 	}
 	step("After rollback: OLD serves again")
 	return dial("after rollback")
+}
+
+// firstWord is the first word the holder logged: "served-by=old".
+func firstWord(path string) string {
+	b, _ := os.ReadFile(path)
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "(nothing yet)"
+	}
+	return f[0]
 }
