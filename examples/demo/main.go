@@ -140,6 +140,9 @@ func run(typ string) error {
 	if err := migrate("state", "list", "-f", s.PlanFile); err != nil {
 		return err
 	}
+	if err := migrate("state", "show", "-f", s.PlanFile, "old.sysctl.net.ipv4.ip_forward"); err != nil {
+		return err
+	}
 	step("migrate plan again: nothing to do")
 	if err := migrate("plan", "-f", s.PlanFile); err != nil {
 		return err
