@@ -193,7 +193,11 @@ func (v *View) Error(err error) {
 		fmt.Fprintln(v.Err, string(b))
 		return
 	}
-	fmt.Fprintf(v.Err, "%s %v\n", v.paint("31", "Error:"), err)
+	label := "Error:"
+	if v.Color && IsTerminal(v.Err) {
+		label = v.paint("31", label)
+	}
+	fmt.Fprintf(v.Err, "%s %v\n", label, err)
 }
 
 func (v *View) writeJSON(x any) {
