@@ -20,6 +20,19 @@ const examplesDir = "../examples"
 var hostBlockRE = regexp.MustCompile(`(?ms)^host "(old|new)" \{\n.*?^\}\n`)
 var sshArgRE = regexp.MustCompile(`(?m)^\s*ssh\s*=\s*"root@([^"]+):22"`)
 
+// stageNewRE is a service's `stage = "new"` line (not a commented-out one).
+var stageNewRE = regexp.MustCompile(`(?m)^  stage    = "new"`)
+
+// allStagesOld returns text with every stage "new" set to "old", after
+// checking there are n of them.
+func allStagesOld(t *testing.T, text string, n int) string {
+	t.Helper()
+	if got := len(stageNewRE.FindAllString(text, -1)); got != n {
+		t.Fatalf("expected %d services at stage \"new\", found %d:\n%s", n, got, text)
+	}
+	return stageNewRE.ReplaceAllString(text, `  stage    = "old"`)
+}
+
 // exampleForLab returns an example plan file as the lab runs it: only the
 // host blocks are replaced, by the lab's (same addresses, plus the lab's
 // key and known_hosts). The lab's OLD and NEW addresses are the
@@ -230,10 +243,7 @@ func TestExamples(t *testing.T) {
 		// start NEW's UDP server bound to the migrated address (local on
 		// NEW now), then apply the file as it is.
 		text := exampleForLab(t, s, filepath.Join(examplesDir, "dns.hcl"))
-		if strings.Count(text, `stage    = "new"`) != 2 {
-			t.Fatalf("dns.hcl: expected two services at stage \"new\":\n%s", text)
-		}
-		f := writeExample(t, s, "dns", "dns.hcl", strings.ReplaceAll(text, `stage    = "new"`, `stage    = "old"`))
+		f := writeExample(t, s, "dns", "dns.hcl", allStagesOld(t, text, 2))
 		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", f)
 		dialExpect(t, ctx, s, true, hp(old4, 53), "old", c4)
 		serveAll(t, ctx, s, lab.RoleNew, "new", true, hp(old4, 53))
@@ -246,24 +256,34 @@ func TestExamples(t *testing.T) {
 	})
 
 	t.Run("mail", func(t *testing.T) {
-		f := writeExample(t, s, "mail", "mail.hcl", exampleForLab(t, s, filepath.Join(examplesDir, "mail.hcl")))
+		// Outbound SMTP: NEW connects out from the migrated address
+		// (Postfix's smtp_bind_address); the remote end sees OLD's
+		// address. Without the bind, NEW's own address is the source:
+		// the comment's warning.
+		outbound := func(when string) {
+			t.Helper()
+			out, err := s.Dial(ctx, lab.RoleNew, "-bind", old4, hp(c4, scenario.ClientPort))
+			if err != nil || !strings.Contains(out, "served-by=client peer="+old4+" ") {
+				t.Errorf("%s: NEW's outbound from %s: %v: %q, want the client to see %s", when, old4, err, out, old4)
+			}
+			out, err = s.Dial(ctx, lab.RoleNew, hp(c4, scenario.ClientPort))
+			if err != nil || !strings.Contains(out, "served-by=client peer="+new4+" ") {
+				t.Errorf("%s: NEW's outbound without a bind: %v: %q, want the client to see %s", when, err, out, new4)
+			}
+		}
+		// The comments' order: every stage "old" first; outbound from
+		// the address already works (step 3), nothing inbound moved.
+		text := exampleForLab(t, s, filepath.Join(examplesDir, "mail.hcl"))
+		f := writeExample(t, s, "mail", "mail.hcl", allStagesOld(t, text, 3))
+		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", f)
+		outbound("every stage old")
+		dialExpect(t, ctx, s, false, hp(old4, 25), "old", c4)
+		f = writeExample(t, s, "mail", "mail.hcl", text)
 		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", f)
 		for _, p := range []int{25, 587, 993} {
 			dialExpect(t, ctx, s, false, hp(old4, p), "new", c4)
 		}
-		// Outbound SMTP: NEW connects out from the migrated address
-		// (Postfix's smtp_bind_address); the remote end sees OLD's
-		// address.
-		out, err := s.Dial(ctx, lab.RoleNew, "-bind", old4, hp(c4, scenario.ClientPort))
-		if err != nil || !strings.Contains(out, "served-by=client peer="+old4+" ") {
-			t.Errorf("NEW's outbound from %s: %v: %q, want the client to see %s", old4, err, out, old4)
-		}
-		// Without the bind, NEW's own address is the source: the
-		// comment's warning.
-		out, err = s.Dial(ctx, lab.RoleNew, hp(c4, scenario.ClientPort))
-		if err != nil || !strings.Contains(out, "served-by=client peer="+new4+" ") {
-			t.Errorf("NEW's outbound without a bind: %v: %q, want the client to see %s", err, out, new4)
-		}
+		outbound("moved")
 		rollbackAllRestores(t, ctx, s, f, before, beforeLinks)
 		dialExpect(t, ctx, s, false, hp(old4, 25), "old", c4)
 	})

@@ -13,8 +13,11 @@
 #     Apache can bind them and answer from them;
 #   - `from ADDR lookup 4242` for each family: replies go back through the
 #     tunnel, and leave OLD with OLD's addresses;
-#   - no ARP answers for 198.51.100.10 on NEW's uplink (and no ND for the
-#     IPv6 one: it is on lo, nodad, without a prefix route).
+#   - no ARP answers for 198.51.100.10 on NEW's uplink (migrate's arp
+#     table), nor neighbour advertisements for the IPv6 one (Linux answers
+#     neighbour solicitations only for addresses of the receiving
+#     interface, and this one is on lo): the provider keeps sending both
+#     addresses to OLD.
 #
 # On NEW the web server can listen on wildcards (`listen 80; listen [::]:80;`
 # in nginx): for TCP the kernel answers from the address the client

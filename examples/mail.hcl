@@ -42,10 +42,13 @@
 #   4. Sync the mailboxes (dsync) while IMAPS is still served by OLD, set the
 #      stages to "new" as below, apply. Open IMAP sessions and SMTP
 #      transactions stay on OLD until they end; only new connections move.
-#      Do a last dsync once OLD has no IMAP sessions left (plan shows the
-#      established flows OLD still holds per service).
-#   5. Watch OLD's mail queue drain (`postqueue -p` on OLD), then stop
-#      Postfix on OLD. Do not let OLD deliver locally any more.
+#      IMAP clients keep IDLE sessions open for hours: end them on OLD with
+#      `doveadm kick '*'` and they reconnect, to NEW. `migrate plan -f
+#      mail.hcl` shows the established flows OLD still holds per service.
+#   5. OLD's Postfix finishes the SMTP sessions it had: that mail lands in
+#      OLD's mailboxes or queue. Flush the queue (`postqueue -f`, then
+#      `postqueue -p` until it is empty), do a last dsync, then stop Postfix
+#      and Dovecot on OLD.
 #
 # Back out at any time: `migrate rollback -f mail.hcl` (the last apply) or
 # `migrate rollback --all -f mail.hcl` (everything migrate did on both hosts).

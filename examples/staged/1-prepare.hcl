@@ -7,9 +7,12 @@
 # migrate's nft table on OLD, with the service listed but not moved:
 # every client is still served by OLD. Nothing a client does changes.
 #
-# Before: `migrate plan -f 1-prepare.hcl` must show only "+" lines (objects
-# migrate creates) and the replaced pref-0 local rule on each host; anything
-# else means a previous run left state behind (check `migration.state.json`).
+# Before: read `migrate plan -f 1-prepare.hcl`. On each host it must show
+# only what migrate creates ("+": tunnel, rules, routes, its nft table, on
+# NEW the address on lo), the sysctls it changes ("~", with the value it
+# will restore) and the kernel's pref-0 local rule it moves to pref 1000
+# ("-"). A "~" or "-" on anything else means a previous run left state
+# behind: look at `migration.state.json` beside this file.
 # After: start the web server on NEW (a wildcard listener is fine for TCP)
 # and run `migrate plan -f 2-canary.hcl`: its readiness column must show
 # NEW listening on tcp/80 and tcp/443.
