@@ -208,13 +208,22 @@ func TestExamples(t *testing.T) {
 		if onNew < 1 || onNew > 40 {
 			t.Errorf("canary: %d of 200 new connections reached NEW; want 1..40 for canary_percent = 10", onNew)
 		}
+		// The README's way back from the canary: rollback of the last
+		// apply is step 1 again, exactly.
+		mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "-f", files["2-canary.hcl"])
+		r := mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", files["1-prepare.hcl"])
+		if !strings.Contains(r.Stdout, "No changes") {
+			t.Errorf("plan of step 1 after rolling the canary back:\n%s", r.Stdout)
+		}
+		dialExpect(t, ctx, s, false, hp(old4, 443), "old", c4)
+		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", files["2-canary.hcl"])
 
 		// Step 3: every new connection reaches NEW, which sees the client.
 		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", files["3-move.hcl"])
 		for _, p := range []int{80, 443} {
 			dialExpect(t, ctx, s, false, hp(old4, p), "new", c4)
 		}
-		r := mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", files["3-move.hcl"])
+		r = mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", files["3-move.hcl"])
 		if !strings.Contains(r.Stdout, "No changes") {
 			t.Errorf("plan after step 3:\n%s", r.Stdout)
 		}
