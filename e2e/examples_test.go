@@ -236,6 +236,73 @@ func TestExamples(t *testing.T) {
 		dialExpect(t, ctx, s, false, hp(old4, 443), "old", c4)
 	})
 
+	// Step 4, the other variant: the provider moves the address. As the
+	// README asks, OLD is reached (and the tunnel ends) on an address that
+	// does not move; here the service uses a second address of OLD,
+	// 198.51.100.11, and the lab's router plays the provider, routing it to
+	// NEW (a routed "failover IP").
+	t.Run("staged-ip-move", func(t *testing.T) {
+		const moving = "198.51.100.11"
+		lexec := func(role string, args ...string) {
+			t.Helper()
+			if out, err := l.Exec(ctx, role, args...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		lexec(lab.RoleOld, "ip", "addr", "add", moving+"/24", "dev", "eth0")
+		serveAll(t, ctx, s, lab.RoleOld, "old", false, hp(moving, 443))
+		beforeMove, err := s.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{}
+		for _, f := range []string{"1-prepare.hcl", "3-move.hcl"} {
+			text := exampleForLab(t, s, filepath.Join(examplesDir, "staged", f))
+			svc := `address  = "` + old4 + `"`
+			if strings.Count(text, svc) != 1 {
+				t.Fatalf("%s: expected one service address line %q", f, svc)
+			}
+			files[f] = writeExample(t, s, "staged-ip-move", f, strings.Replace(text, svc, `address  = "`+moving+`"`, 1))
+		}
+		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", files["1-prepare.hcl"])
+		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", files["3-move.hcl"])
+		dialExpect(t, ctx, s, false, hp(moving, 443), "new", c4)
+
+		// 1. the address on NEW's uplink, beside migrate's copy on lo;
+		// 2. the provider routes it to NEW, and it leaves OLD;
+		// 3. rollback --all.
+		lexec(lab.RoleNew, "ip", "addr", "add", moving+"/32", "dev", "eth0")
+		lexec(lab.RoleRouter, "ip", "route", "add", moving+"/32", "via", new4)
+		lexec(lab.RoleOld, "ip", "addr", "del", moving+"/24", "dev", "eth0")
+		dialExpect(t, ctx, s, false, hp(moving, 443), "new", c4)
+		r := mustMigrate(t, ctx, s, 0, "rollback", "--all", "--auto-approve", "-f", files["3-move.hcl"])
+		t.Logf("rollback --all after the IP moved:\n%s", r.Stdout)
+
+		// NEW now serves the address by itself, clients' addresses
+		// intact, and connects out from it directly.
+		dialExpect(t, ctx, s, false, hp(moving, 443), "new", c4)
+		out, err := s.Dial(ctx, lab.RoleNew, "-bind", moving, hp(c4, scenario.ClientPort))
+		if err != nil || !strings.Contains(out, "served-by=client peer="+moving+" ") {
+			t.Errorf("NEW's outbound from %s after the cut-over: %v: %q", moving, err, out)
+		}
+		if out, err := l.Exec(ctx, lab.RoleNew, "ip", "-o", "addr", "show", "to", moving); err != nil || !strings.Contains(string(out), " eth0 ") || strings.Contains(string(out), " lo ") {
+			t.Errorf("on NEW after rollback --all, %s should be on eth0 only (the operator's copy): %v: %s", moving, err, out)
+		}
+
+		// Undo the provider's and the operator's part: then both hosts
+		// must be exactly as before step 1.
+		lexec(lab.RoleNew, "ip", "addr", "del", moving+"/32", "dev", "eth0")
+		lexec(lab.RoleRouter, "ip", "route", "del", moving+"/32", "via", new4)
+		lexec(lab.RoleOld, "ip", "addr", "add", moving+"/24", "dev", "eth0")
+		after, err := s.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		diffSnap(t, "IP-move cut-over, rollback --all, provider and operator changes undone", beforeMove, after)
+		diffSnap(t, "IP-move cut-over (ip -d link)", beforeLinks, linkSnapshot(t, ctx, s))
+		lexec(lab.RoleOld, "ip", "addr", "del", moving+"/24", "dev", "eth0")
+	})
+
 	t.Run("dualstack", func(t *testing.T) {
 		f := writeExample(t, s, "dualstack", "dualstack.hcl", exampleForLab(t, s, filepath.Join(examplesDir, "dualstack.hcl")))
 		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", f)
