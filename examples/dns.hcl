@@ -31,8 +31,8 @@
 # Order of operations:
 #   1. Apply this file with both stages set to "old": the tunnel is built and
 #      198.51.100.10 becomes local on NEW; no query moves yet.
-#   2. Start the DNS server on NEW bound to 198.51.100.10, with the same zone
-#      serials as OLD, and check that `migrate plan -f dns.hcl` shows NEW
+#   2. Start the DNS server on NEW bound to 198.51.100.10, serving the same
+#      zones (same serials) as OLD, and check that `migrate plan -f dns.hcl` shows NEW
 #      listening on udp/53 and tcp/53. Careful when testing from NEW itself:
 #      `dig @198.51.100.10` run ON NEW is answered by OLD (migrate routes
 #      NEW's own traffic to the address out of the uplink, as before the
@@ -44,8 +44,8 @@
 #      query/answer, longer for busy client ports). TCP connections open
 #      on OLD (a running AXFR) finish there.
 #   4. From outside: `dig @198.51.100.10 example.org SOA` and
-#      `dig +tcp @198.51.100.10 example.org SOA` must show NEW's serial;
-#      the query log on NEW shows the real client addresses.
+#      `dig +tcp @198.51.100.10 example.org SOA` must both answer, and NEW's
+#      query log must show those queries with your real client address.
 #   5. Stop the DNS server on OLD only after its query log stays quiet.
 
 host "old" {

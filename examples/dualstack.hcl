@@ -32,10 +32,11 @@
 # OLD's IPv6 address (a health check, a PHP app calling its own URL): point
 # such checks at 127.0.0.1 / ::1 or NEW's own address. IPv4 is not affected.
 #
-# HTTP/3 (QUIC) runs over UDP 443. If you serve it, add udp services for 443
-# and make sure the server answers from the migrated addresses (see dns.hcl
-# for the UDP binding caveat), or it stops working for clients who then fall
-# back to TCP.
+# HTTP/3 (QUIC) runs over UDP 443, which the services below do not move. If
+# you serve it, add a udp service for port 443 on each address, and make
+# sure NEW's server answers from the migrated addresses (see dns.hcl for the
+# UDP binding caveat). Without them QUIC keeps reaching OLD's server; once
+# that stops, browsers fall back to TCP, after a delay.
 #
 # Order of operations:
 #   1. Apply with both stages "old": the path for both families is built,
