@@ -14,7 +14,7 @@ host "new" {
 
 # The tunnel that carries migrated traffic between the two hosts.
 tunnel {
-  type         = "vxlan"         # vxlan | gre
+  type         = "vxlan"         # vxlan | gre | ip6gre | wireguard
   old_endpoint = "198.51.100.10" # outer addresses of OLD and NEW
   new_endpoint = "203.0.113.20"
   # Optional, shown with their defaults:
