@@ -17,11 +17,14 @@ for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./ag
   go test -run='^$' -fuzz="^$1\$" -fuzztime=10s "$2"
 done
 echo "== kernel, lab and end-to-end tests (root, network namespaces)"
-go test -count=1 -timeout 60m -v ./agent/... ./lab/... ./e2e/... 2>&1 | tee /tmp/migrate-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|TUNNEL ' || true
+# The timeout is well above the suite's ~20 minutes but leaves CI time to
+# report: a hung test panics with every goroutine's stack in the log.
+go test -count=1 -timeout 40m -v ./agent/... ./lab/... ./e2e/... 2>&1 | tee /tmp/migrate-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|TUNNEL ' || true
 # The filter above hides the verbose output; the exit status must not.
 if grep -qE '^(--- FAIL|FAIL|panic)' /tmp/migrate-e2e.log; then
   echo "== failures (full log: /tmp/migrate-e2e.log)"
   grep -B2 -A40 -E '^\s*--- FAIL' /tmp/migrate-e2e.log | head -300
+  grep -A150 -E '^panic' /tmp/migrate-e2e.log | head -300 || true
   exit 1
 fi
 echo "== tunnel types"
