@@ -57,7 +57,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentBinaryCmd())
 	return root
 }
 
