@@ -1,4 +1,4 @@
-.PHONY: bench test demo
+.PHONY: bench test demo release
 
 # sudo only when not already root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -14,3 +14,8 @@ test:
 
 demo:
 	$(SUDO) ./demo.sh
+
+# Cross-built CLIs for darwin/linux x amd64/arm64, each carrying static
+# linux/amd64 and linux/arm64 agents, into dist/ with SHA256SUMS.
+release:
+	./scripts/release.sh

@@ -3,13 +3,9 @@ package remote
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +23,8 @@ type Client struct {
 	Hello  proto.Hello
 	// Uploaded is true when this connection installed the binary.
 	Uploaded bool
+	// Agent is the binary the host runs (see AgentFor).
+	Agent *Binary
 	// RemoteIP is the address the SSH connection reached.
 	RemoteIP string
 
@@ -37,52 +35,6 @@ type Client struct {
 	stderr *bytes.Buffer
 	mu     sync.Mutex
 	nextID uint64
-}
-
-// Binary is the agent binary to install: by default this process's own
-// executable, which must be a static linux build (CGO_ENABLED=0).
-type Binary struct {
-	Path string
-	Hash string // hex sha256
-	Arch string // GOARCH
-	data []byte
-}
-
-var (
-	selfOnce sync.Once
-	self     *Binary
-	selfErr  error
-)
-
-// SelfBinary reads the running executable once.
-func SelfBinary() (*Binary, error) {
-	selfOnce.Do(func() {
-		p, err := os.Executable()
-		if err != nil {
-			selfErr = err
-			return
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			selfErr = fmt.Errorf("read own executable to install as agent: %w", err)
-			return
-		}
-		h := sha256.Sum256(b)
-		self = &Binary{Path: p, Hash: hex.EncodeToString(h[:]), Arch: runtime.GOARCH, data: b}
-	})
-	return self, selfErr
-}
-
-func unameToGOARCH(m string) string {
-	switch m {
-	case "x86_64":
-		return "amd64"
-	case "aarch64", "arm64":
-		return "arm64"
-	case "i686", "i386":
-		return "386"
-	}
-	return m
 }
 
 // run executes a shell command in its own session on the connection.
@@ -110,7 +62,9 @@ func (t Target) priv(cmd string) string {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Connect dials the host, installs the agent when its hash is not there
-// yet, starts it and exchanges hellos.
+// yet, starts it and exchanges hellos. bin is this process's own
+// executable (SelfBinary), the fallback when the CLI carries no embedded
+// agent for the host's architecture; it may be nil.
 func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	sc, err := DialSSH(ctx, t)
 	if err != nil {
@@ -142,25 +96,39 @@ func hostOnly(hp string) string {
 
 func (c *Client) start(ctx context.Context, bin *Binary) error {
 	t := c.Target
-	arch, err := run(c.ssh, "uname -m", nil)
+	machine, err := run(c.ssh, "uname -m", nil)
 	if err != nil {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
-	if a := unameToGOARCH(strings.TrimSpace(arch)); a != bin.Arch {
-		return fmt.Errorf("host %s is %s but this migrate binary is linux/%s; run a migrate built for %s", t.Name, strings.TrimSpace(arch), bin.Arch, a)
+	agents, err := embeddedAgents()
+	if err != nil {
+		return err
 	}
+	bin, err = AgentFor(t.Name, strings.TrimSpace(machine), agents, bin)
+	if err != nil {
+		return err
+	}
+	hash, err := bin.Hash()
+	if err != nil {
+		return fmt.Errorf("host %s: %w", t.Name, err)
+	}
+	c.Agent = bin
 	// The install path holds the hash, so an existing copy is reused only
 	// when it is byte-identical.
 	dir := `${MIGRATE_STATE_DIR:-/var/lib/migrate}/bin`
-	path := dir + "/migrate-" + bin.Hash
-	check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, bin.Hash)
+	path := dir + "/migrate-" + hash
+	check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, hash)
 	out, err := run(c.ssh, t.priv(check), nil)
 	if err != nil {
 		return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
 	}
 	if strings.TrimSpace(out) != "have" {
+		data, err := bin.Data()
+		if err != nil {
+			return fmt.Errorf("host %s: %w", t.Name, err)
+		}
 		install := fmt.Sprintf(`set -e; umask 077; mkdir -p %s; p=%s; cat > "$p.tmp.$$"; chmod 0700 "$p.tmp.$$"; mv -f "$p.tmp.$$" "$p"`, dir, path)
-		if _, err := run(c.ssh, t.priv(install), bytes.NewReader(bin.data)); err != nil {
+		if _, err := run(c.ssh, t.priv(install), bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("host %s: install agent: %w", t.Name, err)
 		}
 		c.Uploaded = true

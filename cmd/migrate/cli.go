@@ -18,8 +18,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/opsmigrate/migrate/agent"
-	"github.com/opsmigrate/migrate/agent/kernel"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
@@ -59,7 +57,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentBinaryCmd())
 	return root
 }
 
@@ -71,48 +69,6 @@ func (c *cli) versionCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(c.out, "migrate %s (agent protocol %d)\n", Version, 1)
 			return nil
-		},
-	}
-}
-
-func (c *cli) watchdogCmd() *cobra.Command {
-	var run, deadline string
-	var agentPID int
-	cmd := &cobra.Command{
-		Use:    agent.WatchdogCommand,
-		Short:  "Host-side revert timer (started by the agent)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dl, err := time.Parse(time.RFC3339Nano, deadline)
-			if err != nil {
-				return err
-			}
-			k, err := kernel.New(agent.StateDir())
-			if err != nil {
-				return err
-			}
-			return agent.RunWatchdog(&agent.HostFiles{Dir: agent.StateDir()}, k, run, dl, agentPID)
-		},
-	}
-	cmd.Flags().StringVar(&run, "run", "", "run to revert")
-	cmd.Flags().StringVar(&deadline, "deadline", "", "RFC 3339 deadline")
-	cmd.Flags().IntVar(&agentPID, "agent-pid", 0, "the agent that armed the timer")
-	return cmd
-}
-
-func (c *cli) agentCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "agent",
-		Short:  "Run as the host-side agent (started by migrate over SSH)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := kernel.New(agent.StateDir())
-			if err != nil {
-				return err
-			}
-			return agent.Serve(os.Stdin, os.Stdout, k, &agent.HostFiles{Dir: agent.StateDir()})
 		},
 	}
 }

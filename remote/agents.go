@@ -1,0 +1,65 @@
+package remote
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// The agents a release CLI carries: scripts/release.sh builds static
+// linux/amd64 and linux/arm64 binaries of migrate, gzips them and records
+// the sha256 of each uncompressed binary; agents_embed.go (build tag
+// embedagents) embeds them. A plain `go build` carries none
+// (agents_none.go) and falls back to installing itself (AgentFor).
+
+// EmbeddedArchs are the GOARCHes of the linux agents a release CLI
+// carries.
+var EmbeddedArchs = []string{"amd64", "arm64"}
+
+// embeddedAgents returns the agents this binary carries, by GOARCH; none
+// in a dev build.
+var embeddedAgents = sync.OnceValues(func() (map[string]*Binary, error) {
+	return agentTable(embeddedBlobs())
+})
+
+// EmbeddedAgents lists the agents this binary carries, by GOARCH.
+func EmbeddedAgents() (map[string]*Binary, error) { return embeddedAgents() }
+
+var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// agentTable turns blobs (GOARCH → gzip data and recorded hex sha256) into
+// lazily decompressed Binaries.
+func agentTable(blobs map[string]agentBlob) (map[string]*Binary, error) {
+	if len(blobs) == 0 {
+		return nil, nil
+	}
+	m := map[string]*Binary{}
+	for arch, bl := range blobs {
+		sum := strings.TrimSpace(bl.sha256)
+		if !hexSHA256.MatchString(sum) {
+			return nil, fmt.Errorf("embedded agent for linux/%s: bad recorded sha256 %q (broken release build)", arch, sum)
+		}
+		gz := bl.gz
+		m[arch] = &Binary{Path: "embedded", OS: "linux", Arch: arch, known: sum, read: func() ([]byte, error) {
+			r, err := gzip.NewReader(bytes.NewReader(gz))
+			if err != nil {
+				return nil, fmt.Errorf("embedded agent for linux/%s: %w", arch, err)
+			}
+			d, err := io.ReadAll(r)
+			if err != nil {
+				return nil, fmt.Errorf("embedded agent for linux/%s: %w", arch, err)
+			}
+			return d, nil
+		}}
+	}
+	return m, nil
+}
+
+type agentBlob struct {
+	gz     []byte
+	sha256 string
+}
