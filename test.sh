@@ -10,7 +10,7 @@ echo "== gofmt"
 bad=$(gofmt -l .)
 if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== unit tests (race detector)"
-go test -race -count=1 ./state/... ./config/... ./plan/... ./status/... ./apply/... ./views/... ./remote/... ./agent/proto/... ./examples/...
+go test -race -count=1 ./state/... ./config/... ./plan/... ./status/... ./apply/... ./views/... ./remote/... ./cmd/... ./agent/proto/... ./examples/...
 echo "== fuzz targets, briefly (run longer by hand: -fuzztime=10m)"
 for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./agent"; do
   set -- $target
