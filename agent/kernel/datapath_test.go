@@ -659,8 +659,9 @@ func TestFlowCounts(t *testing.T) {
 	}
 	t.Logf("flows: %+v", f.Stats.Flows)
 	want := map[string]state.FlowCount{
-		tcp.Key():   {Total: 5, Established: 5, ToNew: 3},
-		udp.Key():   {Total: 2, Established: 1, ToNew: 2},
+		// OnOld: established and not marked, what OLD serves itself.
+		tcp.Key():   {Total: 5, Established: 5, ToNew: 3, OnOld: 2},
+		udp.Key():   {Total: 2, Established: 1, ToNew: 2, OnOld: 0},
 		other.Key(): {},
 	}
 	for k, w := range want {
@@ -680,7 +681,7 @@ func TestFlowCounts(t *testing.T) {
 	}
 	// Without a mark nothing counts as going to NEW.
 	f = facts(t, h, state.FactsRequest{Flows: []state.NftService{tcp}})
-	if got := f.Stats.Flows[tcp.Key()]; got.ToNew != 0 || got.Total != 5 {
+	if got := f.Stats.Flows[tcp.Key()]; got.ToNew != 0 || got.Total != 5 || got.OnOld != 5 {
 		t.Errorf("without a mark: %+v", got)
 	}
 	if f.Stats.Counters != nil {
