@@ -3,7 +3,7 @@
 # is missing. Go itself must already be installed.
 set -euo pipefail
 need=()
-for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps; do
+for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps sudo:sudo; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
