@@ -138,6 +138,13 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	}
 	if err == nil {
 		err = c.start(ctx, bin)
+		if err != nil && !t.Sudo && ctx.Err() == nil {
+			// A non-root user without sudo fails somewhere in the agent's
+			// installation; say why rather than how.
+			if out, uerr := run(sc, "id -u", nil); uerr == nil && strings.TrimSpace(out) != "0" {
+				err = fmt.Errorf("host %s: user %s is not root and the host block does not set sudo = true; migrate's agent needs root: set sudo = true (it runs sudo -n) or connect as root (%w)", t.Name, t.User, err)
+			}
+		}
 	}
 	stop()
 	if err == nil && ctx.Err() != nil {
