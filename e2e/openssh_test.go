@@ -198,6 +198,25 @@ host "new" {
 	if want := fmt.Sprintf("would migrate %s:22, where migrate reaches host \"old\" over SSH", l.OldIP); !strings.Contains(r.Stderr, want) {
 		t.Errorf("self-lockout through an alias: %s\nwant %q", r.Stderr, want)
 	}
+
+	// The live check uses the address the connection really reached, also
+	// through the jump host: written as ::ffff:198.51.100.10 the static
+	// check cannot match it, the live one (the jump channel's own remote
+	// address is 0.0.0.0) must.
+	var oldKey string
+	for _, line := range strings.Split(readFile(t, l.KnownHosts), "\n") {
+		if strings.HasPrefix(line, l.OldIP.String()+" ") {
+			oldKey = strings.TrimPrefix(line, l.OldIP.String()+" ")
+		}
+	}
+	mappedKH := filepath.Join(home, "known_hosts.mapped")
+	writeFile(t, mappedKH, readFile(t, l.KnownHosts)+"::ffff:"+l.OldIP.String()+" "+oldKey+"\n")
+	writeFile(t, filepath.Join(home, ".ssh", "conf.d", "mapped.conf"), "Host old-mapped\n  HostName ::ffff:"+l.OldIP.String()+"\n  User "+l.SudoUser+"\n  ProxyJump bastion\n  UserKnownHostsFile "+mappedKH+"\n")
+	writeFile(t, s.PlanFile, strings.Replace(readFile(t, s.PlanFile), `ssh  = "old-srv"`, `ssh  = "old-mapped"`, 1))
+	r = migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+	if want := fmt.Sprintf("would move %s:22, the SSH port migrate reaches host old on", l.OldIP); !strings.Contains(r.Stderr, want) {
+		t.Errorf("live self-lockout through the jump host: %s\nwant %q", r.Stderr, want)
+	}
 }
 
 // TestOpenSSHChecks: hashed known_hosts with an ssh-agent key (no
