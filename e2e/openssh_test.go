@@ -229,6 +229,10 @@ func TestOpenSSHChecks(t *testing.T) {
 	s := newOpenSSHScenario(t, ctx)
 	l := s.Lab
 	body := planBody(s, "old")
+	// The lab's users exist only inside its sshd's mount namespaces.
+	if b := readFile(t, "/etc/passwd"); strings.Contains(b, l.SudoUser+":") || strings.Contains(b, l.PasswdUser+":") {
+		t.Fatalf("lab users leaked into the machine's /etc/passwd")
+	}
 	emptyHome := filepath.Join(l.Dir, "empty-home")
 	if err := os.MkdirAll(emptyHome, 0o700); err != nil {
 		t.Fatal(err)
