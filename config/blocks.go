@@ -95,7 +95,7 @@ func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
 		h.Sudo = b
 	}
 
-	if sshOK {
+	if sshOK && keep {
 		p.applySSHConfig(h, ctx, sshArg, sshRange, hasPort, khSet)
 	}
 
