@@ -321,6 +321,29 @@ host "new" {
 		}
 	})
 
+	t.Run("sudo not installed", func(t *testing.T) {
+		// The lab's bastion has no sudo; as "old" it fails right after the
+		// login, before anything else runs.
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh           = "%s@%s"
+  identity_file = %q
+  known_hosts   = %q
+  sudo          = true
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, l.SudoUser, l.BastionIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		r := migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
+		if want := "host old: sudo = true, but sudo is not installed on the host; install it, or connect as root and drop sudo = true"; !strings.Contains(r.Stderr, want) {
+			t.Errorf("stderr:\n%s\nwant %q", r.Stderr, want)
+		}
+	})
+
 	t.Run("unknown jump host key", func(t *testing.T) {
 		// known_hosts without the bastion's line.
 		var keep []string

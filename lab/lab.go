@@ -73,6 +73,7 @@ type Options struct {
 	//     bind-mounted (nothing on the machine changes): SudoUser has
 	//     passwordless sudo, PasswdUser's sudo asks for a password.
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
+	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
 }
 
@@ -430,6 +431,10 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			script := ""
 			for _, f := range []string{"passwd", "group", "shadow", "sudoers"} {
 				script += fmt.Sprintf("mount --bind %s /etc/%s && ", etc[f], f)
+			}
+			if h.role == RoleBastion {
+				// The bastion has no sudo: for the "not installed" error.
+				script += "mount --bind /dev/null /usr/bin/sudo && "
 			}
 			sshd = []string{"sh", "-c", script + `exec "$@"`, "sh", "/usr/sbin/sshd", "-D", "-e", "-f", cfg}
 		}
