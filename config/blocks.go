@@ -49,12 +49,15 @@ func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
 	a := p.attrSet(blk, ctx, hostArgs)
 	h := &Host{Name: name, Port: DefaultSSHPort, Range: blk.Range()}
 
-	if s, rng, ok := a.str("ssh", sshExample); ok {
-		user, addr, port, reason := parseSSH(s)
+	sshArg, sshRange, sshOK := a.str("ssh", sshExample)
+	var hasPort bool
+	if sshOK {
+		user, addr, port, explicitPort, reason := parseSSHParts(sshArg)
 		if reason != "" {
-			p.add(rng, fmt.Sprintf("invalid ssh %q in %s: %s", s, ctx, reason), sshRule)
+			p.add(sshRange, fmt.Sprintf("invalid ssh %q in %s: %s", sshArg, ctx, reason), sshRule)
+			sshOK = false
 		} else {
-			h.User, h.Address, h.Port = user, addr, port
+			h.User, h.Address, h.Port, hasPort = user, addr, port, explicitPort
 		}
 	} else {
 		a.required("ssh", sshExample)
@@ -71,9 +74,9 @@ func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
 		}
 	}
 
-	knownHosts, khRange := DefaultKnownHosts, blk.DefRange()
+	knownHosts, khRange, khSet := DefaultKnownHosts, blk.DefRange(), false
 	if s, rng, ok := a.str("known_hosts", `known_hosts = "~/.ssh/known_hosts"`); ok {
-		knownHosts, khRange = s, rng
+		knownHosts, khRange, khSet = s, rng, true
 		if s == "" {
 			p.add(rng, fmt.Sprintf("empty known_hosts in %s", ctx),
 				"give a known_hosts file, or leave known_hosts out for ~/.ssh/known_hosts; host keys are always verified")
@@ -90,6 +93,10 @@ func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
 
 	if b, _, ok := a.boolean("sudo"); ok {
 		h.Sudo = b
+	}
+
+	if sshOK && keep {
+		p.applySSHConfig(h, ctx, sshArg, sshRange, hasPort, khSet)
 	}
 
 	if keep {

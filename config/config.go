@@ -33,6 +33,21 @@ type Host struct {
 	KnownHosts   string // default "~/.ssh/known_hosts", expanded
 	Sudo         bool
 	Range        hcl.Range // of the block
+
+	// The fields below are set only when the OpenSSH client configuration
+	// (~/.ssh/config, or $MIGRATE_SSH_CONFIG) had settings for the host:
+	// then User, Address (its HostName), Port and KnownHosts above are the
+	// resolved values, the plan's own values winning over ssh_config's.
+
+	// SSH is the ssh argument as written, e.g. "old-srv".
+	SSH string
+	// IdentityFiles are ssh_config's IdentityFile values, expanded. They
+	// are offered when IdentityFile (the plan's own) is empty; a missing
+	// one is skipped, as ssh does.
+	IdentityFiles []string
+	// ProxyJump lists the jump hosts, in order, each resolved through
+	// ssh_config in turn. A hop's own ProxyJump is not followed.
+	ProxyJump []*Host
 }
 
 // Tunnel is the tunnel block, with defaults applied.

@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/opsmigrate/migrate/remote/sshconfig"
 )
 
 // Allowed keys, in the order they are listed in error messages.
@@ -27,6 +29,11 @@ var notYetBlocks = map[string]bool{}
 type parser struct {
 	filename string
 	diags    hcl.Diagnostics
+
+	// The OpenSSH client configuration, read on first use.
+	sshcfg       *sshconfig.Config
+	sshcfgErr    error
+	sshcfgLoaded bool
 }
 
 func (p *parser) add(rng hcl.Range, summary, detail string) {

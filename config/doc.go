@@ -56,6 +56,14 @@
 // optionally with comments and commented-out services (for `migrate init`);
 // parsing Render's output gives the same Config.
 //
+// A host's ssh argument is [user@]host[:port]; host may be a Host alias of
+// the OpenSSH client configuration (~/.ssh/config, or $MIGRATE_SSH_CONFIG),
+// which Parse reads: the plan's own values win, then ssh_config's first
+// values (HostName, User, Port, IdentityFile, ProxyJump,
+// UserKnownHostsFile), then the defaults. Host.SSH, IdentityFiles and
+// ProxyJump are set only when ssh_config had something for the host; Match
+// blocks are not evaluated (see package remote/sshconfig).
+//
 // Only the native HCL syntax is read; expressions may not use variables or
 // functions. Relative paths (identity_file, known_hosts) are kept as
 // written; a leading "~/" is expanded to the user's home directory.

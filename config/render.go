@@ -145,7 +145,12 @@ func hostBody(b *hclwrite.Body, h *Host) {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	setString(b, "ssh", fmt.Sprintf("%s@%s:%d", h.User, host, port))
+	if h.SSH != "" {
+		// Written as a name ~/.ssh/config completes: keep it so.
+		setString(b, "ssh", h.SSH)
+	} else {
+		setString(b, "ssh", fmt.Sprintf("%s@%s:%d", h.User, host, port))
+	}
 	if h.IdentityFile != "" {
 		setString(b, "identity_file", homeShort(h.IdentityFile))
 	}

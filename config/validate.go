@@ -18,62 +18,73 @@ import (
 // parseSSH splits "user@host[:port]". host may be an IPv4 address, a DNS
 // name, or an IPv6 address in brackets. The returned host has no brackets.
 func parseSSH(s string) (user, host string, port int, reason string) {
+	user, host, port, _, reason = parseSSHParts(s)
+	if reason == "" && user == "" {
+		return "", "", 0, "missing user"
+	}
+	return user, host, port, reason
+}
+
+// parseSSHParts is parseSSH with the user optional ("" when not given),
+// for names that ~/.ssh/config completes. hasPort reports an explicit port.
+func parseSSHParts(s string) (user, host string, port int, hasPort bool, reason string) {
 	port = DefaultSSHPort
 	if strings.Contains(s, "://") {
-		return "", "", 0, "no URL scheme"
+		return "", "", 0, false, "no URL scheme"
 	}
 	user, rest, found := strings.Cut(s, "@")
+	if !found {
+		user, rest = "", s
+	}
 	switch {
-	case !found:
-		return "", "", 0, "missing user"
-	case user == "":
-		return "", "", 0, "empty user"
+	case found && user == "":
+		return "", "", 0, false, "empty user"
 	case strings.IndexFunc(user, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return "", "", 0, "the user contains whitespace"
+		return "", "", 0, false, "the user contains whitespace"
 	case strings.Contains(rest, "@"):
-		return "", "", 0, "more than one @"
+		return "", "", 0, false, "more than one @"
 	case rest == "":
-		return "", "", 0, "missing host"
+		return "", "", 0, false, "missing host"
 	}
 
-	portStr, hasPort := "", false
+	portStr := ""
 	if strings.HasPrefix(rest, "[") {
 		end := strings.Index(rest, "]")
 		if end < 0 {
-			return "", "", 0, `missing "]"`
+			return "", "", 0, false, `missing "]"`
 		}
 		host = rest[1:end]
 		a, err := netip.ParseAddr(host)
 		if err != nil || !a.Is6() || a.Is4In6() {
-			return "", "", 0, "brackets are only for IPv6 addresses"
+			return "", "", 0, false, "brackets are only for IPv6 addresses"
 		}
 		if a.IsUnspecified() || a.IsMulticast() {
-			return "", "", 0, "not a host address"
+			return "", "", 0, false, "not a host address"
 		}
 		after := rest[end+1:]
 		if after != "" {
 			if after[0] != ':' {
-				return "", "", 0, `unexpected text after "]"`
+				return "", "", 0, false, `unexpected text after "]"`
 			}
 			portStr, hasPort = after[1:], true
 		}
 	} else {
 		if strings.Count(rest, ":") > 1 {
-			return "", "", 0, "IPv6 addresses must be in brackets"
+			return "", "", 0, false, "IPv6 addresses must be in brackets"
 		}
 		host, portStr, hasPort = strings.Cut(rest, ":")
 		if r := checkHostname(host); r != "" {
-			return "", "", 0, r
+			return "", "", 0, false, r
 		}
 	}
 	if hasPort {
 		n, err := strconv.Atoi(portStr)
 		if !isDigits(portStr) || err != nil || n < 1 || n > 65535 {
-			return "", "", 0, fmt.Sprintf("invalid port %q", portStr)
+			return "", "", 0, false, fmt.Sprintf("invalid port %q", portStr)
 		}
 		port = n
 	}
-	return user, host, port, ""
+	return user, host, port, hasPort, ""
 }
 
 // checkHostname accepts an IPv4 address or a DNS name.

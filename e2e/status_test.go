@@ -121,10 +121,10 @@ func TestStatus(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	waitErr := cmd.Wait()
 	if len(lines) < 2 {
-		t.Fatalf("status --watch printed %d reading(s) in 30 s:\n%s", len(lines), readFile(logPath))
+		t.Fatalf("status --watch printed %d reading(s) in 30 s:\n%s", len(lines), fileText(logPath))
 	}
 	if waitErr != nil {
-		t.Errorf("status --watch interrupted: %v (want exit 0)\n%s", waitErr, readFile(logPath))
+		t.Errorf("status --watch interrupted: %v (want exit 0)\n%s", waitErr, fileText(logPath))
 	}
 	second := decodeStatus(t, lines[1])
 	if second.Services[0].NewFlowsPerSec < 0 {
@@ -172,7 +172,7 @@ func jsonLines(path string) []string {
 	return out
 }
 
-func readFile(path string) string {
+func fileText(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
 }

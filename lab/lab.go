@@ -45,6 +45,8 @@ const (
 	RoleOld    = "old"
 	RoleNew    = "new"
 	RoleAdmin  = "admin"
+	// RoleBastion exists only with Options.OpenSSH.
+	RoleBastion = "bastion"
 )
 
 // Roles lists every role, router first.
@@ -61,6 +63,18 @@ type Options struct {
 	Dir string
 	// Log receives progress messages (optional).
 	Log io.Writer
+	// OpenSSH adds what the OpenSSH-habits tests need; off by default, so
+	// other tests build exactly the lab they always did:
+	//   - a "bastion" namespace (192.0.2.140/26, behind the router like
+	//     admin) running its own sshd, its host key in KnownHosts;
+	//   - two non-root users on every lab sshd (old, new, bastion), known
+	//     only inside the sshd's own mount namespace, where a lab copy of
+	//     /etc/passwd, /etc/group, /etc/shadow and /etc/sudoers is
+	//     bind-mounted (nothing on the machine changes): SudoUser has
+	//     passwordless sudo, PasswdUser's sudo asks for a password.
+	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
+	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
+	OpenSSH bool
 }
 
 // Lab is a running namespace lab. Create it with New and always Close it.
@@ -84,6 +98,12 @@ type Lab struct {
 	OldStateDir, NewStateDir string
 	// SSHDLog maps "old"/"new" -> sshd log file (sshd -e output).
 	SSHDLog map[string]string
+
+	// With Options.OpenSSH: the bastion's address and the two users.
+	BastionIP            netip.Addr
+	SudoUser, PasswdUser string
+
+	openSSH bool
 
 	log        io.Writer
 	createdDir bool
@@ -112,6 +132,23 @@ type link struct {
 	routerV4, v4 string // CIDR
 	routerV6, v6 string // CIDR
 	gwV4, gwV6   string
+}
+
+var bastionLink = link{role: RoleBastion, routerV4: "192.0.2.129/26", v4: "192.0.2.140/26", routerV6: "2001:db8:3::1/64", v6: "2001:db8:3::80/64", gwV4: "192.0.2.129", gwV6: "2001:db8:3::1"}
+
+// roles are this lab's roles, router first.
+func (l *Lab) roles() []string {
+	if l.openSSH {
+		return append(append([]string(nil), Roles...), RoleBastion)
+	}
+	return Roles
+}
+
+func (l *Lab) links() []link {
+	if l.openSSH {
+		return append(append([]link(nil), links...), bastionLink)
+	}
+	return links
 }
 
 var links = []link{
@@ -153,8 +190,13 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		log:       opts.Log,
 		vethID:    id,
 		logs:      map[*exec.Cmd]string{},
+		openSSH:   opts.OpenSSH,
 	}
-	for _, r := range Roles {
+	if opts.OpenSSH {
+		l.BastionIP = netip.MustParseAddr("192.0.2.140")
+		l.SudoUser, l.PasswdUser = "migsudo", "migpasswd"
+	}
+	for _, r := range l.roles() {
 		l.NS[r] = l.Name + "-" + r
 	}
 
@@ -201,7 +243,7 @@ func (l *Lab) logf(format string, args ...any) {
 }
 
 func (l *Lab) buildNetwork(ctx context.Context) error {
-	for _, r := range Roles {
+	for _, r := range l.roles() {
 		name := l.NS[r]
 		if !nsNameRE.MatchString(name) {
 			return fmt.Errorf("lab: bad namespace name %q", name)
@@ -246,7 +288,7 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	}
 
 	router := l.NS[RoleRouter]
-	for _, lk := range links {
+	for _, lk := range l.links() {
 		rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
 		leaf := l.NS[lk.role]
 		l.logf("linking %s:%s <-> %s:eth0", router, rv, leaf)
@@ -301,6 +343,21 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	if err := os.WriteFile(authKeys, []byte(adminPub+" lab-admin\n"), 0o600); err != nil {
 		return err
 	}
+	var etc map[string]string // lab copies of /etc files, bind-mounted for sshd
+	if l.openSSH {
+		// sshd reads authorized_keys as the user logging in: the non-root
+		// users must reach it. The directory stays unlistable.
+		if err := os.Chmod(l.Dir, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(authKeys, 0o644); err != nil {
+			return err
+		}
+		var err error
+		if etc, err = l.labUsers(); err != nil {
+			return err
+		}
+	}
 	l.OldStateDir = filepath.Join(l.Dir, "old-state")
 	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	// sshd's privilege-separation directory; a system directory sshd always
@@ -316,6 +373,13 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	}{
 		{RoleOld, l.OldIP, l.OldStateDir},
 		{RoleNew, l.NewIP, l.NewStateDir},
+	}
+	if l.openSSH {
+		hosts = append(hosts, struct {
+			role  string
+			addr  netip.Addr
+			state string
+		}{RoleBastion, l.BastionIP, filepath.Join(l.Dir, "bastion-state")})
 	}
 	var kh strings.Builder
 	for _, h := range hosts {
@@ -359,7 +423,22 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 		}
 		logPath := filepath.Join(l.Dir, h.role+"-sshd.log")
 		l.SSHDLog[h.role] = logPath
-		cmd, err := l.Command(h.role, "/usr/sbin/sshd", "-D", "-e", "-f", cfg)
+		sshd := []string{"/usr/sbin/sshd", "-D", "-e", "-f", cfg}
+		if etc != nil {
+			// `ip netns exec` runs the command in a mount namespace of its
+			// own (slave of the root one): these binds stay inside it and
+			// go away with sshd and its sessions.
+			script := ""
+			for _, f := range []string{"passwd", "group", "shadow", "sudoers"} {
+				script += fmt.Sprintf("mount --bind %s /etc/%s && ", etc[f], f)
+			}
+			if h.role == RoleBastion {
+				// The bastion has no sudo: for the "not installed" error.
+				script += "mount --bind /dev/null /usr/bin/sudo && "
+			}
+			sshd = []string{"sh", "-c", script + `exec "$@"`, "sh", "/usr/sbin/sshd", "-D", "-e", "-f", cfg}
+		}
+		cmd, err := l.Command(h.role, sshd...)
 		if err != nil {
 			return err
 		}
@@ -763,4 +842,123 @@ func killNSProcs(name string) error {
 // RouterIf is the name of the router's interface facing role's namespace.
 func (l *Lab) RouterIf(role string) string {
 	return "v" + l.vethID + role[:1]
+}
+
+// labUsers writes the lab's copies of /etc/passwd, group, shadow (the
+// machine's entries plus SudoUser and PasswdUser) and a sudoers of its own,
+// and makes the users' home directories. It returns the copies by name.
+func (l *Lab) labUsers() (map[string]string, error) {
+	dir := filepath.Join(l.Dir, "etc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	group, err := os.ReadFile("/etc/group")
+	if err != nil {
+		return nil, err
+	}
+	shadow, err := os.ReadFile("/etc/shadow")
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, b := range [][]byte{passwd, group} {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Split(line, ":"); len(f) > 2 {
+				used[f[2]] = true
+			}
+		}
+	}
+	withNL := func(b []byte) string {
+		s := string(b)
+		if s != "" && !strings.HasSuffix(s, "\n") {
+			s += "\n"
+		}
+		return s
+	}
+	// root logs in with /bin/sh here: bash run by sshd reads root's
+	// ~/.bashrc, which on some machines runs slow or lock-taking tools
+	// (e.g. pyenv rehash, whose lock file a killed session leaves behind).
+	var pl []string
+	for _, line := range strings.Split(withNL(passwd), "\n") {
+		if f := strings.Split(line, ":"); len(f) == 7 && f[0] == "root" {
+			f[6] = "/bin/sh"
+			line = strings.Join(f, ":")
+		}
+		pl = append(pl, line)
+	}
+	p, g, sh := strings.Join(pl, "\n"), withNL(group), withNL(shadow)
+	id := 61000
+	for _, u := range []string{l.SudoUser, l.PasswdUser} {
+		for used[strconv.Itoa(id)] {
+			id++
+		}
+		used[strconv.Itoa(id)] = true
+		home := filepath.Join(l.Dir, "home-"+u)
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chown(home, id, id); err != nil {
+			return nil, err
+		}
+		p += fmt.Sprintf("%s:x:%d:%d:lab user:%s:/bin/sh\n", u, id, id, home)
+		g += fmt.Sprintf("%s:x:%d:\n", u, id)
+		// "*": no password, not locked (sshd refuses locked accounts).
+		sh += fmt.Sprintf("%s:*:19000:0:99999:7:::\n", u)
+	}
+	sudoers := strings.Join([]string{
+		"# generated by package lab: bind-mounted over /etc/sudoers for the lab's sshd only",
+		"Defaults env_reset",
+		`Defaults env_keep += "MIGRATE_STATE_DIR"`,
+		"Defaults !lecture",
+		"root ALL=(ALL:ALL) ALL",
+		l.SudoUser + " ALL=(root) NOPASSWD: ALL",
+		l.PasswdUser + " ALL=(root) ALL",
+		"",
+	}, "\n")
+	out := map[string]string{}
+	for name, f := range map[string]struct {
+		text string
+		mode os.FileMode
+	}{
+		"passwd":  {p, 0o644},
+		"group":   {g, 0o644},
+		"shadow":  {sh, 0o640},
+		"sudoers": {sudoers, 0o440},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(f.text), f.mode); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(path, f.mode); err != nil {
+			return nil, err
+		}
+		out[name] = path
+	}
+	return out, nil
+}
+
+// DenySSHFromAdmin makes sshd on old and new unreachable from the admin
+// namespace (TCP reset), so that only the bastion reaches them. It adds an
+// nft table "labssh" inside the old and new namespaces only. Needs
+// Options.OpenSSH.
+func (l *Lab) DenySSHFromAdmin(ctx context.Context) error {
+	if !l.openSSH {
+		return errors.New("lab: DenySSHFromAdmin needs Options.OpenSSH")
+	}
+	for _, role := range []string{RoleOld, RoleNew} {
+		for _, args := range [][]string{
+			{"nft", "add", "table", "inet", "labssh"},
+			{"nft", "add", "chain", "inet", "labssh", "in", "{", "type", "filter", "hook", "input", "priority", "-10", ";", "policy", "accept", ";", "}"},
+			{"nft", "add", "rule", "inet", "labssh", "in", "ip", "saddr", l.AdminIP.String(), "tcp", "dport", "22", "reject", "with", "tcp", "reset"},
+		} {
+			if _, err := l.Exec(ctx, role, args...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -75,7 +75,31 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 		c.RemoteIP = hostOnly(ra.String())
 	}
 	stop := context.AfterFunc(ctx, func() { sc.Close() })
-	err = c.start(ctx, bin)
+	if len(t.Jumps) > 0 {
+		// Through a jump host the connection's remote address is not the
+		// target's own; ask sshd which of its addresses it was reached on.
+		if ip, err := serverIP(sc); err == nil {
+			c.RemoteIP = ip
+		} else if c.RemoteIP == "" {
+			err = fmt.Errorf("host %s: find the address the connection reached: %w", t.Name, err)
+			stop()
+			sc.Close()
+			return nil, err
+		}
+	}
+	if t.Sudo {
+		err = checkSudo(sc, t)
+	}
+	if err == nil {
+		err = c.start(ctx, bin)
+		if err != nil && !t.Sudo && ctx.Err() == nil {
+			// A non-root user without sudo fails somewhere in the agent's
+			// installation; say why rather than how.
+			if out, uerr := run(sc, "id -u", nil); uerr == nil && strings.TrimSpace(out) != "0" {
+				err = fmt.Errorf("host %s: user %s is not root and the host block does not set sudo = true; migrate's agent needs root: set sudo = true (it runs sudo -n) or connect as root (%w)", t.Name, t.User, err)
+			}
+		}
+	}
 	stop()
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
@@ -85,6 +109,57 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// serverIP is the server address of $SSH_CONNECTION ("client_ip
+// client_port server_ip server_port") in a session on c.
+func serverIP(c *ssh.Client) (string, error) {
+	out, err := run(c, `echo "$SSH_CONNECTION"`, nil)
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	if len(f) != 4 {
+		return "", fmt.Errorf("unexpected SSH_CONNECTION %q", strings.TrimSpace(out))
+	}
+	return strings.Trim(f[2], "[]"), nil
+}
+
+// checkSudo makes sure sudo -n works for the user before anything else
+// runs through it, and turns sudo's own complaints into advice.
+func checkSudo(c *ssh.Client, t Target) error {
+	s, err := c.NewSession()
+	if err != nil {
+		return fmt.Errorf("host %s: open session: %w", t.Name, err)
+	}
+	defer s.Close()
+	var errb bytes.Buffer
+	s.Stderr = &errb
+	err = s.Run(`command -v sudo >/dev/null 2>&1 || { echo "migrate: sudo: not found" >&2; exit 127; }; sudo -n true`)
+	if err == nil {
+		return nil
+	}
+	return sudoError(t, errb.String(), err)
+}
+
+// sudoError explains why "sudo -n" failed for t, from sudo's stderr.
+func sudoError(t Target, stderr string, err error) error {
+	msg := strings.TrimSpace(stderr)
+	low := strings.ToLower(msg)
+	switch {
+	case strings.Contains(low, "a password is required") || strings.Contains(low, "a terminal is required") ||
+		strings.Contains(low, "askpass"):
+		return fmt.Errorf("host %s: user %s needs a password for sudo; migrate runs sudo -n (no prompt). Allow NOPASSWD for %s in /etc/sudoers.d (e.g. \"%s ALL=(root) NOPASSWD: ALL\"), or connect as root (sudo said: %s)",
+			t.Name, t.User, t.User, t.User, msg)
+	case strings.Contains(low, "sudo: not found") || strings.Contains(low, "sudo: command not found"):
+		return fmt.Errorf("host %s: sudo = true, but sudo is not installed on the host; install it, or connect as root and drop sudo = true", t.Name)
+	case strings.Contains(low, "not in the sudoers") || strings.Contains(low, "is not allowed to") || strings.Contains(low, "may not run sudo"):
+		return fmt.Errorf("host %s: user %s may not use sudo; allow it with NOPASSWD in /etc/sudoers.d, or connect as root (sudo said: %s)", t.Name, t.User, msg)
+	}
+	if msg == "" {
+		msg = err.Error()
+	}
+	return fmt.Errorf("host %s: sudo -n true failed for user %s: %s; migrate needs passwordless sudo (sudo -n) or a root login", t.Name, t.User, msg)
 }
 
 func hostOnly(hp string) string {

@@ -35,6 +35,13 @@ type Target struct {
 	IdentityFile string `json:"identity_file,omitempty"`
 	KnownHosts   string `json:"known_hosts"`
 	Sudo         bool   `json:"sudo,omitempty"`
+	// IdentityFiles are optional keys from ~/.ssh/config, offered when
+	// IdentityFile is empty.
+	IdentityFiles []string `json:"identity_files,omitempty"`
+	// Jumps are the ProxyJump hosts, in order (Sudo unused).
+	Jumps []Target `json:"jumps,omitempty"`
+	// Name is the jump host as written in ProxyJump (jumps only).
+	Name string `json:"name,omitempty"`
 }
 
 // Entry is one applied step.

@@ -86,16 +86,30 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func targetOf(name string, h *config.Host) remote.Target {
-	return remote.Target{Name: name, User: h.User, Address: h.Address, Port: h.Port,
-		IdentityFile: h.IdentityFile, KnownHosts: h.KnownHosts, Sudo: h.Sudo}
+	t := remote.Target{Name: name, User: h.User, Address: h.Address, Port: h.Port,
+		IdentityFile: h.IdentityFile, IdentityFiles: h.IdentityFiles, KnownHosts: h.KnownHosts, Sudo: h.Sudo}
+	for _, j := range h.ProxyJump {
+		t.Jumps = append(t.Jumps, targetOf(j.Name, j))
+	}
+	return t
 }
 
 func stateTarget(t remote.Target) state.Target {
-	return state.Target{User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
+	st := state.Target{User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
+	for _, j := range t.Jumps {
+		sj := stateTarget(j)
+		sj.Name = j.Name
+		st.Jumps = append(st.Jumps, sj)
+	}
+	return st
 }
 
 func fromStateTarget(name string, t state.Target) remote.Target {
-	return remote.Target{Name: name, User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
+	rt := remote.Target{Name: name, User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
+	for _, j := range t.Jumps {
+		rt.Jumps = append(rt.Jumps, fromStateTarget(j.Name, j))
+	}
+	return rt
 }
 
 // session is one command's connections: one SSH connection per host.

@@ -1,0 +1,388 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+	"github.com/opsmigrate/migrate/remote/sshconfig"
+)
+
+// newOpenSSHScenario is newScenario with the lab's OpenSSH extras: a
+// bastion namespace with its own sshd and non-root users with and without
+// passwordless sudo (see lab.Options.OpenSSH).
+func newOpenSSHScenario(t *testing.T, ctx context.Context) *scenario.Scenario {
+	t.Helper()
+	l, err := lab.New(ctx, lab.Options{Prefix: "mgs", OpenSSH: true})
+	if err != nil {
+		t.Fatalf("build lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for role, p := range l.SSHDLog {
+				if b, err := os.ReadFile(p); err == nil {
+					t.Logf("sshd log %s:\n%s", role, b)
+				}
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+	})
+	s, err := scenario.Setup(ctx, l)
+	if err != nil {
+		t.Fatalf("scenario: %v", err)
+	}
+	return s
+}
+
+// planBody is the lab plan's tunnel and service blocks.
+func planBody(s *scenario.Scenario, stage string) string {
+	text := s.PlanText(scenario.PlanOptions{Stage: stage})
+	i := strings.Index(text, "# OLD's endpoint")
+	if i < 0 {
+		panic("lab plan layout changed")
+	}
+	return text[i:]
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func migrateEnv(t *testing.T, ctx context.Context, s *scenario.Scenario, env []string, wantCode int, args ...string) scenario.Result {
+	t.Helper()
+	r, err := s.MigrateEnv(ctx, env, args...)
+	if err != nil {
+		t.Fatalf("migrate %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, r.Stdout, r.Stderr)
+	}
+	if r.Code != wantCode {
+		t.Fatalf("migrate %v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, r.Code, wantCode, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+// TestOpenSSHJumpSudo: the plan names ssh_config aliases; the hosts are
+// reached as a non-root user with sudo = true, through a ProxyJump
+// bastion, while OLD's and NEW's sshd refuse the admin namespace directly.
+// plan, apply and rollback work, the service moves and comes back, and
+// sshd on OLD saw migrate arrive from the bastion's address.
+func TestOpenSSHJumpSudo(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
+	defer cancel()
+	s := newOpenSSHScenario(t, ctx)
+	l := s.Lab
+
+	if err := l.DenySSHFromAdmin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Direct SSH from admin is refused: the jump is really needed.
+	for _, ip := range []string{l.OldIP.String(), l.NewIP.String()} {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := l.Dial(dctx, lab.RoleAdmin, "tcp", ip+":22")
+		dcancel()
+		if err == nil {
+			c.Close()
+			t.Fatalf("admin still reaches %s:22 directly", ip)
+		}
+	}
+
+	// The ssh_config lives in a fresh HOME's ~/.ssh/config (Include of a
+	// relative file), with no keys under ~/.ssh: only IdentityFile gives one.
+	home := filepath.Join(l.Dir, "ops-home")
+	if err := os.MkdirAll(filepath.Join(home, ".ssh", "conf.d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(home, ".ssh", "config"), `# operator's ssh config
+Include conf.d/*.conf
+Host old-srv new-srv
+  User `+l.SudoUser+`
+  ProxyJump bastion
+Host *
+  IdentityFile `+l.IdentityFile+`
+  UserKnownHostsFile `+l.KnownHosts+`
+`)
+	writeFile(t, filepath.Join(home, ".ssh", "conf.d", "lab.conf"), `Host old-srv
+  HostName `+l.OldIP.String()+`
+Host new-srv
+  HostName `+l.NewIP.String()+`
+Host bastion
+  HostName `+l.BastionIP.String()+`
+  User `+l.SudoUser+`
+Match host *
+  User nobody-from-match
+`)
+	writeFile(t, s.PlanFile, `host "old" {
+  ssh  = "old-srv"
+  sudo = true
+}
+
+host "new" {
+  ssh  = "new-srv"
+  sudo = true
+}
+
+`+planBody(s, "new"))
+	env := []string{"HOME=" + home}
+
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	r := migrateEnv(t, ctx, s, env, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "Plan: ") {
+		t.Fatalf("plan output:\n%s", r.Stdout)
+	}
+	r = migrateEnv(t, ctx, s, env, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	t.Logf("apply:\n%s", r.Stdout)
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW does not see the client's address: %q", out)
+	}
+	expectServed(t, ctx, s, scenario.StayPort, "old")
+
+	// The state file keeps how the hosts were reached, jumps included.
+	st, err := os.ReadFile(filepath.Join(l.Dir, "migration.state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), `"jumps"`) || !strings.Contains(string(st), l.BastionIP.String()) {
+		t.Errorf("state file does not record the jump host:\n%s", st)
+	}
+
+	// sshd on OLD and NEW saw the non-root user arrive from the bastion.
+	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
+		b, _ := os.ReadFile(l.SSHDLog[role])
+		want := fmt.Sprintf("Accepted publickey for %s from %s port", l.SudoUser, l.BastionIP)
+		if !strings.Contains(string(b), want) {
+			t.Errorf("sshd on %s did not log %q:\n%s", role, want, b)
+		}
+		if strings.Contains(string(b), "Accepted publickey for "+l.SudoUser+" from "+l.AdminIP.String()+" ") || strings.Contains(string(b), "Accepted publickey for root from ") {
+			t.Errorf("sshd on %s accepted a login from admin or as root:\n%s", role, b)
+		}
+	}
+	// The agent ran through sudo: what it installed belongs to root.
+	for _, dir := range []string{l.OldStateDir, l.NewStateDir} {
+		ents, err := filepath.Glob(filepath.Join(dir, "bin", "migrate-*"))
+		if err != nil || len(ents) == 0 {
+			t.Fatalf("no agent installed under %s (%v)", dir, err)
+		}
+		for _, p := range append(ents, filepath.Join(dir, "bin")) {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+				t.Errorf("%s: owner uid %d mode %v; want root-owned, not group/world-writable", p, st.Uid, fi.Mode())
+			}
+		}
+	}
+
+	r = migrateEnv(t, ctx, s, env, 0, "rollback", "-f", s.PlanFile, "--auto-approve")
+	t.Logf("rollback:\n%s", r.Stdout)
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+
+	// The alias is resolved before the self-lockout check: moving OLD's
+	// port 22 is refused although the plan only says "old-srv".
+	writeFile(t, s.PlanFile, strings.Replace(readFile(t, s.PlanFile), "ports    = [8080]", "ports    = [8080, 22]", 1))
+	r = migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+	if want := fmt.Sprintf("would migrate %s:22, where migrate reaches host \"old\" over SSH", l.OldIP); !strings.Contains(r.Stderr, want) {
+		t.Errorf("self-lockout through an alias: %s\nwant %q", r.Stderr, want)
+	}
+
+	// The live check uses the address the connection really reached, also
+	// through the jump host: written as ::ffff:198.51.100.10 the static
+	// check cannot match it, the live one (the jump channel's own remote
+	// address is 0.0.0.0) must.
+	var oldKey string
+	for _, line := range strings.Split(readFile(t, l.KnownHosts), "\n") {
+		if strings.HasPrefix(line, l.OldIP.String()+" ") {
+			oldKey = strings.TrimPrefix(line, l.OldIP.String()+" ")
+		}
+	}
+	mappedKH := filepath.Join(home, "known_hosts.mapped")
+	writeFile(t, mappedKH, readFile(t, l.KnownHosts)+"::ffff:"+l.OldIP.String()+" "+oldKey+"\n")
+	writeFile(t, filepath.Join(home, ".ssh", "conf.d", "mapped.conf"), "Host old-mapped\n  HostName ::ffff:"+l.OldIP.String()+"\n  User "+l.SudoUser+"\n  ProxyJump bastion\n  UserKnownHostsFile "+mappedKH+"\n")
+	writeFile(t, s.PlanFile, strings.Replace(readFile(t, s.PlanFile), `ssh  = "old-srv"`, `ssh  = "old-mapped"`, 1))
+	r = migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+	if want := fmt.Sprintf("would move %s:22, the SSH port migrate reaches host old on", l.OldIP); !strings.Contains(r.Stderr, want) {
+		t.Errorf("live self-lockout through the jump host: %s\nwant %q", r.Stderr, want)
+	}
+}
+
+// TestOpenSSHChecks: hashed known_hosts with an ssh-agent key (no
+// identity_file, no key files at all), the sudo password error, and an
+// unknown jump host key, against one lab.
+func TestOpenSSHChecks(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newOpenSSHScenario(t, ctx)
+	l := s.Lab
+	body := planBody(s, "old")
+	// The lab's users exist only inside its sshd's mount namespaces.
+	if b := readFile(t, "/etc/passwd"); strings.Contains(b, l.SudoUser+":") || strings.Contains(b, l.PasswdUser+":") {
+		t.Fatalf("lab users leaked into the machine's /etc/passwd")
+	}
+	emptyHome := filepath.Join(l.Dir, "empty-home")
+	if err := os.MkdirAll(emptyHome, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("hashed known_hosts and ssh-agent", func(t *testing.T) {
+		hashed := filepath.Join(l.Dir, "known_hosts.hashed")
+		kh, err := os.ReadFile(l.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, hashed, string(kh))
+		if out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-H", "-f", hashed).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen -H: %v: %s", err, out)
+		}
+		os.Remove(hashed + ".old")
+		b, _ := os.ReadFile(hashed)
+		if strings.Contains(string(b), l.OldIP.String()) || !strings.Contains(string(b), "|1|") {
+			t.Fatalf("known_hosts not hashed:\n%s", b)
+		}
+		sock := filepath.Join(l.Dir, "agent.sock")
+		if _, err := l.Start(lab.RoleAdmin, "ssh-agent", "-D", "-a", sock); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if i > 100 {
+				t.Fatal("ssh-agent did not start")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if out, err := l.Exec(ctx, lab.RoleAdmin, "env", "SSH_AUTH_SOCK="+sock, "ssh-add", l.IdentityFile); err != nil {
+			t.Fatalf("ssh-add: %v: %s", err, out)
+		}
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh         = "root@%s:22"
+  known_hosts = %q
+}
+
+host "new" {
+  ssh         = "root@%s"
+  known_hosts = %q
+}
+
+`, l.OldIP, hashed, l.NewIP, hashed)+body)
+		env := []string{"HOME=" + emptyHome, sshconfig.EnvPath + "=/nonexistent/ssh_config"}
+		// Without the agent there is no key at all.
+		r := migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+		if !strings.Contains(r.Stderr, "no SSH key to offer") {
+			t.Errorf("without ssh-agent: %s", r.Stderr)
+		}
+		r = migrateEnv(t, ctx, s, append(env, "SSH_AUTH_SOCK="+sock), 0, "plan", "-f", s.PlanFile)
+		if !strings.Contains(r.Stdout, "Plan: ") {
+			t.Errorf("plan:\n%s", r.Stdout)
+		}
+	})
+
+	t.Run("sudo needs a password", func(t *testing.T) {
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh           = "%s@%s"
+  identity_file = %q
+  known_hosts   = %q
+  sudo          = true
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, l.PasswdUser, l.OldIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		r := migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
+		want := fmt.Sprintf("host old: user %s needs a password for sudo; migrate runs sudo -n (no prompt). Allow NOPASSWD for %s in /etc/sudoers.d", l.PasswdUser, l.PasswdUser)
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("stderr:\n%s\nwant %q", r.Stderr, want)
+		}
+		t.Logf("sudo error: %s", strings.TrimSpace(r.Stderr))
+		// And without sudo = true the same user is told it needs root.
+		writeFile(t, s.PlanFile, strings.Replace(readFile(t, s.PlanFile), "  sudo          = true\n", "", 1))
+		r = migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
+		if !strings.Contains(r.Stderr, fmt.Sprintf("host old: user %s is not root and the host block does not set sudo = true", l.PasswdUser)) {
+			t.Errorf("without sudo:\n%s", r.Stderr)
+		}
+	})
+
+	t.Run("sudo not installed", func(t *testing.T) {
+		// The lab's bastion has no sudo; as "old" it fails right after the
+		// login, before anything else runs.
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh           = "%s@%s"
+  identity_file = %q
+  known_hosts   = %q
+  sudo          = true
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, l.SudoUser, l.BastionIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		r := migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
+		if want := "host old: sudo = true, but sudo is not installed on the host; install it, or connect as root and drop sudo = true"; !strings.Contains(r.Stderr, want) {
+			t.Errorf("stderr:\n%s\nwant %q", r.Stderr, want)
+		}
+	})
+
+	t.Run("unknown jump host key", func(t *testing.T) {
+		// known_hosts without the bastion's line.
+		var keep []string
+		for _, line := range strings.Split(readFile(t, l.KnownHosts), "\n") {
+			if line != "" && !strings.HasPrefix(line, l.BastionIP.String()+" ") {
+				keep = append(keep, line)
+			}
+		}
+		noBastion := filepath.Join(l.Dir, "known_hosts.nobastion")
+		writeFile(t, noBastion, strings.Join(keep, "\n")+"\n")
+		cfg := filepath.Join(l.Dir, "ssh_config.jump")
+		writeFile(t, cfg, fmt.Sprintf("Host bastion\n  HostName %s\n  User %s\nHost old-srv\n  HostName %s\n  ProxyJump bastion\n", l.BastionIP, l.SudoUser, l.OldIP))
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh           = "root@old-srv"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, l.IdentityFile, noBastion, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		r := migrateEnv(t, ctx, s, []string{sshconfig.EnvPath + "=" + cfg}, 1, "plan", "-f", s.PlanFile)
+		want := fmt.Sprintf("host old: jump host bastion (%s:22): unknown host key ssh-ed25519 SHA256:", l.BastionIP)
+		if !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, noBastion) {
+			t.Errorf("stderr:\n%s\nwant %q", r.Stderr, want)
+		}
+		t.Logf("jump host key error: %s", strings.TrimSpace(r.Stderr))
+	})
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
