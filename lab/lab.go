@@ -405,7 +405,11 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			"KbdInteractiveAuthentication no",
 			"PubkeyAuthentication yes",
 			"AuthorizedKeysFile " + authKeys,
-			"SetEnv MIGRATE_STATE_DIR=" + h.state,
+			// SHLVL=1: bash, run by sshd, then skips ~/.bashrc (it only
+			// sources it for a top-level shell). This machine's root
+			// .bashrc runs `pyenv rehash`, whose lock, left behind by a
+			// session a test kills, stalls every later session for 60 s.
+			"SetEnv MIGRATE_STATE_DIR=" + h.state + " SHLVL=1",
 			"PrintMotd no",
 			"PrintLastLog no",
 			"UseDNS no",

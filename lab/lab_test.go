@@ -131,13 +131,17 @@ func TestLab(t *testing.T) {
 		{RoleNew, l.NewIP.String(), l.NewStateDir},
 	} {
 		args := append([]string{"ssh"}, l.SSHArgs()...)
-		args = append(args, "root@"+h.ip, "echo ok; echo state=$MIGRATE_STATE_DIR; ip -br addr show dev eth0")
+		// A shell that skipped root's ~/.bashrc: SHLVL came in as 1.
+		args = append(args, "root@"+h.ip, "echo ok; echo state=$MIGRATE_STATE_DIR; echo shlvl=$SHLVL; ip -br addr show dev eth0")
 		out := run(RoleAdmin, args...)
 		t.Logf("ssh %s:\n%s", h.role, out)
 		for _, want := range []string{"ok\n", "state=" + h.state + "\n", h.ip + "/"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("ssh to %s: output lacks %q", h.role, want)
 			}
+		}
+		if !strings.Contains(out, "shlvl=1\n") && !strings.Contains(out, "shlvl=2\n") {
+			t.Errorf("ssh to %s: SHLVL not set by sshd, so bash may source root's ~/.bashrc:\n%s", h.role, out)
 		}
 	}
 	// Host keys really are checked: old's key is not valid for new's address.
