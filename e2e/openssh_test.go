@@ -137,8 +137,25 @@ host "new" {
 `+planBody(s, "new"))
 	env := []string{"HOME=" + home}
 
+	// init takes the same aliases, through the same jump, and writes them
+	// back as the operator wrote them.
+	initFile := filepath.Join(l.Dir, "init.hcl")
+	r := migrateEnv(t, ctx, s, env, 0, "init", "--old", "old-srv", "--new", "new-srv", "--sudo", "-o", initFile)
+	b, err := os.ReadFile(initFile)
+	if err != nil {
+		t.Fatalf("init wrote nothing: %v\n%s", err, r.Stdout)
+	}
+	written := strings.Join(strings.Fields(string(b)), " ") // alignment aside
+	for _, want := range []string{`host "old" { ssh = "old-srv"`, `host "new" { ssh = "new-srv"`, "sudo = true",
+		fmt.Sprintf(`address = "%s" protocol = "tcp" ports = [%d`, l.OldIP, scenario.MigratedPort)} {
+		if !strings.Contains(written, want) {
+			t.Errorf("init through aliases: the plan lacks %q:\n%s", want, b)
+		}
+	}
+	migrateEnv(t, ctx, s, env, 0, "validate", "-f", initFile)
+
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
-	r := migrateEnv(t, ctx, s, env, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	r = migrateEnv(t, ctx, s, env, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if !strings.Contains(r.Stdout, "Plan: ") {
 		t.Fatalf("plan output:\n%s", r.Stdout)
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -22,7 +23,7 @@ func (c *cli) initCmd() *cobra.Command {
 	var oldSSH, newSSH, out, identity, knownHosts, tunnelType string
 	var sudo, force bool
 	cmd := &cobra.Command{
-		Use:   "init --old USER@HOST[:PORT] --new USER@HOST[:PORT] [-o migration.hcl]",
+		Use:   "init --old USER@HOST[:PORT]|ALIAS --new USER@HOST[:PORT]|ALIAS [-o migration.hcl]",
 		Short: "Write a first plan from the services OLD runs now",
 		Long: `init connects to both hosts, lists OLD's listening TCP sockets and bound UDP
 sockets (sock_diag) and writes a plan: the hosts, a tunnel whose endpoints are
@@ -34,7 +35,7 @@ the tunnel and nothing moving.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if oldSSH == "" || newSSH == "" {
-				return errors.New("init needs --old USER@HOST[:PORT] and --new USER@HOST[:PORT]")
+				return errors.New("init needs --old and --new, each USER@HOST[:PORT] or a Host alias of ~/.ssh/config")
 			}
 			if _, err := os.Stat(out); err == nil && !force {
 				return fmt.Errorf("%s exists; choose another file with -o, or overwrite it with --force", out)
@@ -43,20 +44,13 @@ the tunnel and nothing moving.`,
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			cfg := &config.Config{Hosts: map[string]*config.Host{}}
-			targets := map[string]remote.Target{}
-			kh := knownHosts
-			if kh == "" {
-				home, _ := os.UserHomeDir()
-				kh = home + "/.ssh/known_hosts"
+			hosts, err := initHosts(oldSSH, newSSH, identity, knownHosts, sudo)
+			if err != nil {
+				return err
 			}
-			for name, s := range map[string]string{plan.Old: oldSSH, plan.New: newSSH} {
-				user, host, port, err := config.ParseSSH(s)
-				if err != nil {
-					return fmt.Errorf("--%s: %w", name, err)
-				}
-				h := &config.Host{Name: name, User: user, Address: host, Port: port, IdentityFile: identity, KnownHosts: kh, Sudo: sudo}
-				cfg.Hosts[name] = h
+			cfg := &config.Config{Hosts: hosts}
+			targets := map[string]remote.Target{}
+			for name, h := range hosts {
 				targets[name] = targetOf(name, h)
 			}
 			sess, err := connect(ctx, targets)
@@ -81,8 +75,8 @@ the tunnel and nothing moving.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&oldSSH, "old", "", "OLD host as USER@HOST[:PORT]")
-	cmd.Flags().StringVar(&newSSH, "new", "", "NEW host as USER@HOST[:PORT]")
+	cmd.Flags().StringVar(&oldSSH, "old", "", "OLD host as USER@HOST[:PORT], or a Host alias of ~/.ssh/config")
+	cmd.Flags().StringVar(&newSSH, "new", "", "NEW host as USER@HOST[:PORT], or a Host alias of ~/.ssh/config")
 	cmd.Flags().StringVarP(&out, "out", "o", "migration.hcl", "plan file to write")
 	cmd.Flags().StringVar(&identity, "identity-file", "", "SSH private key (else ssh-agent, then ~/.ssh/id_*)")
 	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
@@ -277,4 +271,32 @@ func sanitizeName(s string) string {
 		out = "svc-" + out
 	}
 	return out
+}
+
+var initPosRE = regexp.MustCompile(`--old/--new:\d+:\d+: `)
+
+// initHosts resolves --old and --new exactly as a plan file's host blocks
+// are resolved (ssh_config aliases, ProxyJump, defaults), by parsing the
+// host blocks they stand for; the written plan then says the same.
+func initHosts(oldSSH, newSSH, identity, knownHosts string, sudo bool) (map[string]*config.Host, error) {
+	var b strings.Builder
+	for _, h := range []struct{ name, ssh string }{{plan.Old, oldSSH}, {plan.New, newSSH}} {
+		fmt.Fprintf(&b, "host %q {\n  ssh = %q\n", h.name, h.ssh)
+		if identity != "" {
+			fmt.Fprintf(&b, "  identity_file = %q\n", identity)
+		}
+		if knownHosts != "" {
+			fmt.Fprintf(&b, "  known_hosts = %q\n", knownHosts)
+		}
+		if sudo {
+			b.WriteString("  sudo = true\n")
+		}
+		b.WriteString("}\n")
+	}
+	cfg, err := config.Parse([]byte(b.String()), "--old/--new")
+	if err != nil {
+		// Positions in a text the user never wrote mean nothing.
+		return nil, errors.New(initPosRE.ReplaceAllString(err.Error(), ""))
+	}
+	return cfg.Hosts, nil
 }
