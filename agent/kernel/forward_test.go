@@ -185,11 +185,13 @@ func TestForwardBytecode(t *testing.T) {
   }
   map fwd4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; elements = { 198.51.100.10 . tcp . 8443 : 203.0.113.20 . 8443, 198.51.100.10 . udp . 5353 : 203.0.113.20 . 5300 } }
   map fwd6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; elements = { 2001:db8:100::10 . tcp . 8443 : 2001:db8:200::20 . 8443, 2001:db8:100::10 . udp . 5353 : 2001:db8:200::20 . 5300 } }
+  set fwdkeys4 { type ipv4_addr . inet_proto . inet_service; elements = { 198.51.100.10 . tcp . 8443, 198.51.100.10 . udp . 5353 } }
+  set fwdkeys6 { type ipv6_addr . inet_proto . inet_service; elements = { 2001:db8:100::10 . tcp . 8443, 2001:db8:100::10 . udp . 5353 } }
   chain fwd_prerouting { type nat hook prerouting priority dstnat; policy accept;
     ct state != new return %[1]s
     meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return %[1]s
-    %[2]s @fwd4 ct mark set ct mark | 0x40000 dnat ip to ip daddr . meta l4proto . th dport map @fwd4 %[1]s
-    %[3]s @fwd6 ct mark set ct mark | 0x40000 dnat ip6 to ip6 daddr . meta l4proto . th dport map @fwd6 %[1]s
+    %[2]s @fwdkeys4 ct mark set ct mark | 0x40000 dnat ip to ip daddr . meta l4proto . th dport map @fwd4 %[1]s
+    %[3]s @fwdkeys6 ct mark set ct mark | 0x40000 dnat ip6 to ip6 daddr . meta l4proto . th dport map @fwd6 %[1]s
   }
   chain fwd_postrouting { type nat hook postrouting priority srcnat; policy accept;
     ct mark & 0x40000 == 0x40000 masquerade %[1]s

@@ -31,6 +31,11 @@ const (
 	nftCanaryPfx   = "canary_"
 	nftFwd4        = "fwd4" // forwards: address . proto . port : to . to_port
 	nftFwd6        = "fwd6" //
+	// The forwards' keys again, as plain sets, for the membership test:
+	// Linux 6.1 (Debian 12) refuses a lookup without a destination
+	// register on a map (EINVAL); newer kernels accept it.
+	nftFwdKeys4 = "fwdkeys4"
+	nftFwdKeys6 = "fwdkeys6"
 	nftFwdPre      = "fwd_prerouting"
 	nftFwdPost     = "fwd_postrouting"
 )
@@ -728,12 +733,12 @@ func forwardElem(f state.NftForward) (nftables.SetElement, bool, error) {
 // @fwdX`, as nft compiles it: the key is loaded twice, once for the
 // membership test and once for the map lookup whose data (address, then
 // port in the next 32-bit register) feeds the NAT expression.
-func forwardDNAT(m *nftables.Set, v6 bool, fm uint32) []expr.Any {
+func forwardDNAT(keys, m *nftables.Set, v6 bool, fm uint32) []expr.Any {
 	family, regPort := uint32(unix.NFPROTO_IPV4), uint32(reg32_01)
 	if v6 {
 		family, regPort = unix.NFPROTO_IPV6, reg32_04 // == NFT_REG_2
 	}
-	e := join(serviceLookup(m, v6), ctMarkOr(fm), concatLoad(v6))
+	e := join(serviceLookup(keys, v6), ctMarkOr(fm), concatLoad(v6))
 	return append(e,
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: family, RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: regPort, RegProtoMax: regPort, Specified: true},
@@ -743,11 +748,12 @@ func forwardDNAT(m *nftables.Set, v6 bool, fm uint32) []expr.Any {
 // renderForwards renders spec.Forwards (nil when there are none):
 //
 //	map fwd4, fwd6        address . proto . port : to . to_port
+//	set fwdkeys4, fwdkeys6 the same keys (see nftFwdKeys4)
 //	chain fwd_prerouting  hook prerouting priority dstnat; policy accept
 //	  ct state != new return
 //	  meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return
-//	  KEY4 @fwd4 ct mark set ct mark | FM dnat ip to KEY4 map @fwd4
-//	  KEY6 @fwd6 ct mark set ct mark | FM dnat ip6 to KEY6 map @fwd6
+//	  KEY4 @fwdkeys4 ct mark set ct mark | FM dnat ip to KEY4 map @fwd4
+//	  KEY6 @fwdkeys6 ct mark set ct mark | FM dnat ip6 to KEY6 map @fwd6
 //	chain fwd_postrouting hook postrouting priority srcnat; policy accept
 //	  ct mark & FM == FM masquerade
 //
@@ -807,8 +813,10 @@ func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forward
 		Name: nftFwdPost, Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
 	}
-	fp.sets = []*nftables.Set{fwd4, fwd6}
-	fp.elems = [][]nftables.SetElement{el4, el6}
+	keys4 := &nftables.Set{Table: t, Name: nftFwdKeys4, KeyType: svc4Type, Concatenation: true}
+	keys6 := &nftables.Set{Table: t, Name: nftFwdKeys6, KeyType: svc6Type, Concatenation: true}
+	fp.sets = []*nftables.Set{fwd4, fwd6, keys4, keys6}
+	fp.elems = [][]nftables.SetElement{el4, el6, keysOf(el4), keysOf(el6)}
 	fp.chains = []*nftables.Chain{pre, post}
 	fp.rules = func() []*nftables.Rule {
 		var rules []*nftables.Rule
@@ -817,8 +825,8 @@ func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forward
 		}
 		add(pre, join(ctStateNotNew(), exprReturn()))
 		add(pre, join(l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()))
-		add(pre, forwardDNAT(fwd4, false, fm))
-		add(pre, forwardDNAT(fwd6, true, fm))
+		add(pre, forwardDNAT(keys4, fwd4, false, fm))
+		add(pre, forwardDNAT(keys6, fwd6, true, fm))
 		add(post, join(ctMarkHas(fm), []expr.Any{&expr.Masq{}}))
 		return rules
 	}
@@ -909,4 +917,13 @@ func (r *renderedTable) addTo(cc *nftables.Conn) error {
 		cc.AddRule(rule)
 	}
 	return nil
+}
+
+// keysOf is the map elements' keys, as set elements.
+func keysOf(els []nftables.SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, len(els))
+	for i, e := range els {
+		out[i] = nftables.SetElement{Key: e.Key}
+	}
+	return out
 }
