@@ -36,8 +36,8 @@ const (
 	// register on a map (EINVAL); newer kernels accept it.
 	nftFwdKeys4 = "fwdkeys4"
 	nftFwdKeys6 = "fwdkeys6"
-	nftFwdPre      = "fwd_prerouting"
-	nftFwdPost     = "fwd_postrouting"
+	nftFwdPre   = "fwd_prerouting"
+	nftFwdPost  = "fwd_postrouting"
 )
 
 // nfARPIn is the arp family's input hook. The arp family numbers its hooks
