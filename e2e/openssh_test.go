@@ -310,20 +310,7 @@ host "new" {
 	})
 
 	t.Run("sudo needs a password", func(t *testing.T) {
-		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
-  ssh           = "%s@%s"
-  identity_file = %q
-  known_hosts   = %q
-  sudo          = true
-}
-
-host "new" {
-  ssh           = "root@%s"
-  identity_file = %q
-  known_hosts   = %q
-}
-
-`, l.PasswdUser, l.OldIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		writeFile(t, s.PlanFile, sudoOldPlan(s, l.PasswdUser, l.OldIP.String())+body)
 		r := migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
 		want := fmt.Sprintf("host old: user %s needs a password for sudo; migrate runs sudo -n (no prompt). Allow NOPASSWD for %s in /etc/sudoers.d", l.PasswdUser, l.PasswdUser)
 		if !strings.Contains(r.Stderr, want) {
@@ -341,20 +328,7 @@ host "new" {
 	t.Run("sudo not installed", func(t *testing.T) {
 		// The lab's bastion has no sudo; as "old" it fails right after the
 		// login, before anything else runs.
-		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
-  ssh           = "%s@%s"
-  identity_file = %q
-  known_hosts   = %q
-  sudo          = true
-}
-
-host "new" {
-  ssh           = "root@%s"
-  identity_file = %q
-  known_hosts   = %q
-}
-
-`, l.SudoUser, l.BastionIP, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		writeFile(t, s.PlanFile, sudoOldPlan(s, l.SudoUser, l.BastionIP.String())+body)
 		r := migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
 		if want := "host old: sudo = true, but sudo is not installed on the host; install it, or connect as root and drop sudo = true"; !strings.Contains(r.Stderr, want) {
 			t.Errorf("stderr:\n%s\nwant %q", r.Stderr, want)
@@ -402,4 +376,24 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// sudoOldPlan is the host blocks of a plan that reaches "old" as user at
+// addr with sudo = true, and "new" as root.
+func sudoOldPlan(s *scenario.Scenario, user, addr string) string {
+	l := s.Lab
+	return fmt.Sprintf(`host "old" {
+  ssh           = "%s@%s"
+  identity_file = %q
+  known_hosts   = %q
+  sudo          = true
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, user, addr, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)
 }

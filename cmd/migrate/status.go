@@ -11,6 +11,7 @@ import (
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
+	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/status"
 )
 
@@ -90,9 +91,17 @@ Nothing is changed on either host.`,
 // status takes one reading of both hosts: facts with counters and
 // conntrack counts, and a ping through the tunnel from each end.
 func (s *session) status(ctx context.Context, cfg *config.Config, prev *status.Report) (status.Report, error) {
-	facts, err := s.facts(ctx, cfg)
-	if err != nil {
-		return status.Report{}, err
+	// Only what the report reads: with --watch this repeats every
+	// interval, so no listener or foreign-chain dumps.
+	facts := map[string]state.Facts{}
+	for name, cl := range s.clients {
+		req := plan.FactsRequest(cfg, name)
+		req.Listeners, req.Chains, req.Sysctls, req.Tables = false, false, nil, nil
+		f, err := cl.Facts(ctx, req)
+		if err != nil {
+			return status.Report{}, fmt.Errorf("host %s: collect facts: %w", name, err)
+		}
+		facts[name] = f
 	}
 	in := status.Input{Config: cfg, Old: facts[plan.Old], New: facts[plan.New], Time: time.Now(), Previous: prev}
 	if t := cfg.Tunnel; t != nil {
