@@ -202,9 +202,18 @@ func kernelRelease() string {
 }
 
 func coreSlice(t *testing.T, tc tunnelCase) {
+	coreSliceWith(t, tc, nil)
+}
+
+// coreSliceWith is the core scenario; prepare, when set, adjusts the
+// scenario first (TestRelease swaps in another CLI binary).
+func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenario)) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
 	defer cancel()
 	s := newScenario(t, ctx)
+	if prepare != nil {
+		prepare(s)
+	}
 	if err := writeTunnelPlan(s, tc, "new"); err != nil {
 		t.Fatal(err)
 	}

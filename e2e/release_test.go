@@ -171,6 +171,40 @@ func TestRelease(t *testing.T) {
 		}
 	})
 
+	// An arm64 laptop: the release linux/arm64 CLI, run under qemu-user,
+	// drives the whole core scenario against the lab's amd64 hosts (it
+	// installs its embedded amd64 agent there). The CLI side needs no
+	// netfilter netlink, which qemu-user lacks.
+	t.Run("arm64-cli-core-slice", func(t *testing.T) {
+		needRoot(t)
+		qemu, err := exec.LookPath("qemu-aarch64-static")
+		if err != nil {
+			t.Skip("qemu-aarch64-static not installed (scripts/deps.sh installs qemu-user-static)")
+		}
+		wrapper := filepath.Join(t.TempDir(), "migrate-arm64")
+		script := "#!/bin/sh\nexec " + qemu + " " + filepath.Join(dist, "migrate-linux-arm64") + " \"$@\"\n"
+		if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		coreSliceWith(t, tunnelCase{Name: "vxlan", Type: "vxlan"}, func(s *scenario.Scenario) {
+			s.MigrateBin = wrapper
+			// It really is the arm64 build that runs in the admin namespace.
+			r := mustMigrate(t, context.Background(), s, 0, "version")
+			if want := "migrate " + version + " linux/arm64 "; !strings.HasPrefix(r.Stdout, want) {
+				t.Fatalf("wrapper runs %q, want %q...", r.Stdout, want)
+			}
+			t.Cleanup(func() {
+				// The agent the arm64 CLI installed is its embedded amd64 one.
+				for _, dir := range []string{s.Lab.OldStateDir, s.Lab.NewStateDir} {
+					got, err := os.ReadFile(filepath.Join(dir, "bin", "migrate-"+sums["amd64"]))
+					if err != nil || !bytes.Equal(got, agents["amd64"]) {
+						t.Errorf("%s: the arm64 CLI did not install its embedded amd64 agent (%v)", dir, err)
+					}
+				}
+			})
+		})
+	})
+
 	t.Run("lab", func(t *testing.T) {
 		needRoot(t)
 		ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,7 +68,9 @@ func (c *cli) versionCmd() *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(c.out, "migrate %s (agent protocol %d)\n", Version, 1)
+			// The platform too, as terraform prints it: which build of a
+			// release is this.
+			fmt.Fprintf(c.out, "migrate %s %s/%s (agent protocol %d)\n", Version, runtime.GOOS, runtime.GOARCH, 1)
 			return nil
 		},
 	}
