@@ -62,7 +62,7 @@ func acquireLocalLock(statePath, op string) (*localLock, error) {
 		if json.Unmarshal(b, &held) == nil {
 			alive := ""
 			if h, _ := os.Hostname(); held.PID > 0 && strings.HasSuffix(held.Holder, "@"+h) {
-				if _, err := os.Stat("/proc/" + strconv.Itoa(held.PID)); err != nil {
+				if processGone(held.PID) {
 					alive = " (that process is no longer running)"
 				}
 			}
@@ -98,8 +98,7 @@ func staleLocalLock(path string) bool {
 	if !strings.HasSuffix(held.Holder, "@"+h) {
 		return false
 	}
-	_, err = os.Stat("/proc/" + strconv.Itoa(held.PID))
-	return errors.Is(err, fs.ErrNotExist)
+	return processGone(held.PID)
 }
 
 func (l *localLock) release() {
