@@ -966,3 +966,29 @@ func (l *Lab) DenySSHFromAdmin(ctx context.Context) error {
 	}
 	return nil
 }
+
+// BlockSSHFromAdmin makes role's sshd refuse the admin namespace (TCP reset,
+// established connections included): the host is down as far as the
+// admin's migrate can tell, while its kernel still forwards and answers
+// through the tunnel. A table "labblock" in role's namespace only;
+// UnblockSSHFromAdmin removes it.
+func (l *Lab) BlockSSHFromAdmin(ctx context.Context, role string) error {
+	for _, args := range [][]string{
+		{"nft", "add", "table", "inet", "labblock"},
+		{"nft", "add", "chain", "inet", "labblock", "in", "{", "type", "filter", "hook", "input", "priority", "-10", ";", "policy", "accept", ";", "}"},
+		{"nft", "add", "rule", "inet", "labblock", "in", "ip", "saddr", l.AdminIP.String(), "tcp", "dport", "22", "reject", "with", "tcp", "reset"},
+	} {
+		if out, err := l.Exec(ctx, role, args...); err != nil {
+			return fmt.Errorf("block ssh on %s: %v: %s", role, err, out)
+		}
+	}
+	return nil
+}
+
+// UnblockSSHFromAdmin undoes BlockSSHFromAdmin.
+func (l *Lab) UnblockSSHFromAdmin(ctx context.Context, role string) error {
+	if out, err := l.Exec(ctx, role, "nft", "delete", "table", "inet", "labblock"); err != nil {
+		return fmt.Errorf("unblock ssh on %s: %v: %s", role, err, out)
+	}
+	return nil
+}

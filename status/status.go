@@ -22,7 +22,13 @@ type Report struct {
 	// Verdict says, in one sentence, what OLD is still needed for.
 	Verdict string   `json:"verdict"`
 	Notes   []string `json:"notes,omitempty"`
+	// Unreachable names the hosts this reading could not read (host name
+	// -> why). What depends on them is unknown, not zero.
+	Unreachable map[string]string `json:"unreachable,omitempty"`
 }
+
+// Reached reports whether host was read.
+func (r Report) Reached(host string) bool { _, down := r.Unreachable[host]; return !down }
 
 // Tunnel is the tunnel's state as both ends see it.
 type Tunnel struct {
@@ -58,6 +64,8 @@ func (p Probe) OK() bool { return p.Target != "" && p.Error == "" }
 const (
 	StageMixed  = "mixed"
 	StageAbsent = "old (nothing applied)"
+	// StageUnknown: OLD could not be read.
+	StageUnknown = "unknown"
 )
 
 // Service is one service block's progress.
@@ -101,11 +109,18 @@ type Input struct {
 	Time               time.Time
 	// Previous is the last reading (--watch), for rates and drain times.
 	Previous *Report
+	// Unreachable: hosts whose facts could not be read (name -> why);
+	// their Facts are empty and mean nothing.
+	Unreachable map[string]string
 }
 
 // Build makes the report.
 func Build(in Input) Report {
 	r := Report{Time: in.Time}
+	if len(in.Unreachable) > 0 {
+		r.Unreachable = in.Unreachable
+	}
+	oldDown := !r.Reached(plan.Old)
 	c := in.Config
 	if c.Tunnel != nil {
 		t := c.Tunnel
@@ -113,11 +128,13 @@ func Build(in Input) Report {
 			OldLinkUp: linkUp(in.Old, t.Name), NewLinkUp: linkUp(in.New, t.Name), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
 	}
 	live := map[string]int{} // service key -> percent live on OLD
-	if in.Old.Nft != nil {
+	switch {
+	case oldDown:
+	case in.Old.Nft != nil:
 		for _, s := range in.Old.Nft.Spec.Services {
 			live[s.Key()] = s.Percent
 		}
-	} else {
+	default:
 		r.Notes = append(r.Notes, "OLD has no migrate nft table: nothing moves yet (run migrate apply).")
 	}
 	if in.Old.NftDrift != "" {
@@ -149,12 +166,18 @@ func Build(in Input) Report {
 			sv.ViaTunnel += fc.ToNew
 		}
 		sv.LiveStage = liveStage(percents, in.Old.Nft != nil)
+		if oldDown {
+			sv.LiveStage = StageUnknown
+		}
 		if sv.LiveStage == "canary" {
 			for p := range percents {
 				sv.CanaryPercent = p
 			}
 		}
 		p, hadPrev := prev[s.Name]
+		// A reading that could not see OLD knows no counters: no rate
+		// from it, nor to it.
+		hadPrev = hadPrev && !oldDown && p.LiveStage != StageUnknown
 		if hadPrev && in.Time.After(in.Previous.Time) && sv.NewFlows >= p.NewFlows {
 			sv.NewFlowsPerSec = float64(sv.NewFlows-p.NewFlows) / in.Time.Sub(in.Previous.Time).Seconds()
 		}
@@ -210,6 +233,9 @@ func liveStage(percents map[int]bool, haveTable bool) string {
 }
 
 func describe(s Service) string {
+	if s.LiveStage == StageUnknown {
+		return "unknown: OLD could not be read"
+	}
 	pending := ""
 	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {
 		pending = fmt.Sprintf(" (the plan says %s: run migrate apply)", s.PlanStage)
@@ -236,6 +262,13 @@ func verdict(r Report) string {
 	if len(r.Services) == 0 {
 		return "The plan has no services."
 	}
+	if !r.Reached(plan.Old) {
+		return "OLD could not be read: how far each service has got is unknown. Keep OLD until it answers again (the ping from NEW through the tunnel says whether OLD itself is alive)."
+	}
+	newDown := ""
+	if !r.Reached(plan.New) {
+		newDown = "NEW could not be read (its side of the tunnel is unknown): "
+	}
 	notMoved, draining, relaying := 0, 0, 0
 	arriving := false
 	for _, s := range r.Services {
@@ -249,6 +282,10 @@ func verdict(r Report) string {
 		arriving = arriving || s.NewFlowsPerSec > 0
 	}
 	switch {
+	case newDown != "" && notMoved == 0 && draining == 0:
+		return newDown + "every service is on NEW and drained as OLD sees it, but do not switch OLD off before NEW answers."
+	case newDown != "":
+		return newDown + fmt.Sprintf("OLD is still needed: %d service(s) not fully on NEW, %d draining.", notMoved, draining)
 	case notMoved > 0:
 		return fmt.Sprintf("OLD is still needed: %d service(s) are not fully on NEW.", notMoved)
 	case draining > 0:

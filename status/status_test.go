@@ -147,3 +147,50 @@ func TestVerdictTellsWhenOldIsFree(t *testing.T) {
 		t.Fatalf("nothing applied: %+v", r)
 	}
 }
+
+// A host that cannot be read makes what depends on it unknown, never zero,
+// and OLD is never declared free while either host is unknown.
+func TestUnreachableHostIsUnknownNotZero(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Stats.Flows = nil
+	t0 := time.Now()
+	free := Build(Input{Config: c, Old: old, Time: t0})
+	if !strings.Contains(free.Verdict, "OLD may be switched off") {
+		t.Fatalf("baseline verdict %q", free.Verdict)
+	}
+
+	// NEW unreadable: OLD's view stands, but OLD is not released.
+	r := Build(Input{Config: c, Old: old, Time: t0, Unreachable: map[string]string{"new": "dial tcp: connection refused"}})
+	if r.Reached("new") || !r.Reached("old") || r.Services[0].LiveStage != "new" || !r.Services[0].Drained {
+		t.Fatalf("NEW down: %+v", r)
+	}
+	if strings.Contains(r.Verdict, "may be switched off") || !strings.Contains(r.Verdict, "NEW could not be read") {
+		t.Fatalf("NEW down, verdict %q", r.Verdict)
+	}
+
+	// OLD unreadable: every service unknown, nothing drained, no rate
+	// carried over from a reading that could not be made.
+	r = Build(Input{Config: c, Time: t0.Add(time.Second), Previous: &free, Unreachable: map[string]string{"old": "ssh: handshake failed"}})
+	for _, s := range r.Services {
+		if s.LiveStage != StageUnknown || s.Drained || s.NewFlows != 0 || s.NewFlowsPerSec != -1 || !strings.HasPrefix(s.State, "unknown") {
+			t.Fatalf("OLD down, service %+v", s)
+		}
+	}
+	if !strings.Contains(r.Verdict, "OLD could not be read") || len(r.Notes) != 0 {
+		t.Fatalf("OLD down: verdict %q notes %q", r.Verdict, r.Notes)
+	}
+	// The reading after OLD answers again has no rate either (the last
+	// one knows nothing) and no drain time it cannot know.
+	back := Build(Input{Config: c, Old: old, Time: t0.Add(2 * time.Second), Previous: &r})
+	if s := back.Services[0]; s.NewFlowsPerSec != -1 || !s.Drained || !s.DrainedSince.IsZero() {
+		t.Fatalf("after OLD is back: %+v", s)
+	}
+}

@@ -16,14 +16,25 @@ func (v *View) Status(r status.Report) {
 		return
 	}
 	fmt.Fprintf(v.Out, "%s at %s\n\n", v.paint("1", "migrate status"), r.Time.Local().Format(time.DateTime))
+	for _, host := range []string{"old", "new"} {
+		if why, down := r.Unreachable[host]; down {
+			fmt.Fprintf(v.Out, "%s %s\n", v.paint("31", "Host "+host+" UNREACHABLE:"), why)
+		}
+	}
+	if len(r.Unreachable) > 0 {
+		fmt.Fprintln(v.Out)
+	}
 	if t := r.Tunnel; t != nil {
 		state := v.paint("32", "up")
-		if !t.Up() {
+		switch {
+		case len(r.Unreachable) > 0 && (t.OldToNew.Target == "" || t.NewToOld.Target == ""):
+			state = v.paint("33", "UNKNOWN (a host could not be read)")
+		case !t.Up():
 			state = v.paint("31", "DOWN")
 		}
 		fmt.Fprintf(v.Out, "Tunnel %s (%s, %s <-> %s): %s\n", t.Name, t.Type, t.OldEndpoint, t.NewEndpoint, state)
-		fmt.Fprintf(v.Out, "  old -> new: %s\n", v.probe(t.OldToNew, t.OldLinkUp))
-		fmt.Fprintf(v.Out, "  new -> old: %s\n\n", v.probe(t.NewToOld, t.NewLinkUp))
+		fmt.Fprintf(v.Out, "  old -> new: %s\n", v.probe(t.OldToNew, t.OldLinkUp, r.Reached("old")))
+		fmt.Fprintf(v.Out, "  new -> old: %s\n\n", v.probe(t.NewToOld, t.NewLinkUp, r.Reached("new")))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(v.Out, "Note: %s\n", n)
@@ -52,7 +63,10 @@ func (v *View) Status(r status.Report) {
 	fmt.Fprintf(v.Out, "\n%s\n", r.Verdict)
 }
 
-func (v *View) probe(p status.Probe, linkUp bool) string {
+func (v *View) probe(p status.Probe, linkUp, reached bool) string {
+	if !reached {
+		return "unknown: host not read, not probed from here"
+	}
 	link := "device up"
 	if !linkUp {
 		link = v.paint("31", "device missing or down")

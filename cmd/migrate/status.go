@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,15 +50,16 @@ Nothing is changed on either host.`,
 			for name, h := range cfg.Hosts {
 				targets[name] = targetOf(name, h)
 			}
-			sess, err := connect(ctx, targets)
+			bin, err := remote.SelfBinary()
 			if err != nil {
 				return err
 			}
+			sess := &statusSession{targets: targets, bin: bin, clients: map[string]*remote.Client{}}
 			defer sess.close()
 			v := c.view()
 			var prev *status.Report
 			for {
-				r, err := sess.status(ctx, cfg, prev)
+				r, err := sess.read(ctx, cfg, prev)
 				if err != nil {
 					if watch && ctx.Err() != nil {
 						return nil // ^C ends a watch
@@ -71,6 +73,9 @@ Nothing is changed on either host.`,
 				}
 				v.Status(r)
 				if !watch {
+					if len(r.Unreachable) > 0 {
+						return fmt.Errorf("%s could not be read: the report above is partial", hostList(r.Unreachable))
+					}
 					return nil
 				}
 				prev = &r
@@ -88,41 +93,142 @@ Nothing is changed on either host.`,
 	return cmd
 }
 
-// status takes one reading of both hosts: facts with counters and
-// conntrack counts, and a ping through the tunnel from each end.
-func (s *session) status(ctx context.Context, cfg *config.Config, prev *status.Report) (status.Report, error) {
+// statusSession keeps one connection per host across readings. A host
+// that cannot be reached or read is reported as such, with what the other
+// host shows, and tried again at the next reading: during an incident the
+// view of the host that answers is what the operator needs most.
+type statusSession struct {
+	targets map[string]remote.Target
+	bin     *remote.Binary
+	clients map[string]*remote.Client
+}
+
+// Bounds for one host's part of a reading, so that a host that went silent
+// (no TCP reset) delays a reading, not the watch.
+const (
+	statusConnectTimeout = 30 * time.Second
+	statusReadTimeout    = 20 * time.Second
+)
+
+func (s *statusSession) close() {
+	for _, c := range s.clients {
+		c.Close()
+	}
+}
+
+// drop forgets a host's connection after a failure; the next reading dials
+// it again.
+func (s *statusSession) drop(name string) {
+	if c := s.clients[name]; c != nil {
+		c.Close()
+		delete(s.clients, name)
+	}
+}
+
+// reach connects, in parallel, to every host not connected yet, and
+// returns why those it could not reach failed.
+func (s *statusSession) reach(ctx context.Context) map[string]string {
+	down := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range []string{plan.Old, plan.New} {
+		if s.clients[name] != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, statusConnectTimeout)
+			defer cancel()
+			cl, err := remote.Connect(cctx, s.targets[name], s.bin)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				down[name] = strings.TrimPrefix(err.Error(), "host "+name+": ")
+				return
+			}
+			s.clients[name] = cl
+		}()
+	}
+	wg.Wait()
+	return down
+}
+
+// read takes one reading: facts with counters and conntrack counts from
+// each host it can reach, and a ping through the tunnel from each end. It
+// fails only when neither host can be read (or on ^C).
+func (s *statusSession) read(ctx context.Context, cfg *config.Config, prev *status.Report) (status.Report, error) {
+	down := s.reach(ctx)
 	// Only what the report reads: with --watch this repeats every
 	// interval, so no listener or foreign-chain dumps.
 	facts := map[string]state.Facts{}
-	for name, cl := range s.clients {
+	for _, name := range []string{plan.Old, plan.New} {
+		cl := s.clients[name]
+		if cl == nil {
+			continue
+		}
 		req := plan.FactsRequest(cfg, name)
 		req.Listeners, req.Chains, req.Sysctls, req.Tables = false, false, nil, nil
-		f, err := cl.Facts(ctx, req)
+		fctx, cancel := context.WithTimeout(ctx, statusReadTimeout)
+		f, err := cl.Facts(fctx, req)
+		cancel()
 		if err != nil {
-			return status.Report{}, fmt.Errorf("host %s: collect facts: %w", name, err)
+			down[name] = "collect facts: " + err.Error()
+			s.drop(name)
+			continue
 		}
 		facts[name] = f
 	}
-	in := status.Input{Config: cfg, Old: facts[plan.Old], New: facts[plan.New], Time: time.Now(), Previous: prev}
+	if ctx.Err() != nil {
+		return status.Report{}, ctx.Err()
+	}
+	if len(down) == 2 {
+		return status.Report{}, fmt.Errorf("neither host could be read:\n  old: %s\n  new: %s", down[plan.Old], down[plan.New])
+	}
+	in := status.Input{Config: cfg, Old: facts[plan.Old], New: facts[plan.New], Time: time.Now(), Previous: prev, Unreachable: down}
 	if t := cfg.Tunnel; t != nil {
 		var wg sync.WaitGroup
-		probe := func(host, target string, out *status.Probe) {
+		probe := func(cl *remote.Client, target string, out *status.Probe) {
 			defer wg.Done()
 			out.Target = target
-			rtt, err := s.clients[host].PingRTT(ctx, target, 3, time.Second)
+			pctx, cancel := context.WithTimeout(ctx, statusReadTimeout)
+			defer cancel()
+			rtt, err := cl.PingRTT(pctx, target, 3, time.Second)
 			if err != nil {
 				out.Error = err.Error()
 				return
 			}
 			out.RTT = rtt
 		}
-		wg.Add(2)
-		go probe(plan.Old, t.NewInner.Addr().String(), &in.OldToNew)
-		go probe(plan.New, t.OldInner.Addr().String(), &in.NewToOld)
+		// From each end that could be read, to the other's inner
+		// address: the ping from NEW says whether OLD's kernel still
+		// answers even when OLD's sshd does not.
+		if cl := s.clients[plan.Old]; cl != nil {
+			wg.Add(1)
+			go probe(cl, t.NewInner.Addr().String(), &in.OldToNew)
+		}
+		if cl := s.clients[plan.New]; cl != nil {
+			wg.Add(1)
+			go probe(cl, t.OldInner.Addr().String(), &in.NewToOld)
+		}
 		wg.Wait()
 		if ctx.Err() != nil {
 			return status.Report{}, ctx.Err()
 		}
 	}
 	return status.Build(in), nil
+}
+
+// hostList names the hosts of m ("host old", "hosts old and new").
+func hostList(m map[string]string) string {
+	var names []string
+	for _, n := range []string{plan.Old, plan.New} {
+		if _, ok := m[n]; ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 1 {
+		return "host " + names[0]
+	}
+	return "hosts " + strings.Join(names, " and ")
 }
