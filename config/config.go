@@ -21,6 +21,9 @@ type Config struct {
 	Tunnel   *Tunnel
 	Services []*Service // in file order
 	Forwards []*Forward // in file order; nil when there are none
+	// Warnings are true statements about the file's surroundings that do
+	// not stop it, e.g. ssh_config Match blocks migrate does not evaluate.
+	Warnings []string
 }
 
 // Host is a host block: how migrate reaches OLD or NEW over SSH.
@@ -223,6 +226,11 @@ func Parse(src []byte, filename string) (*Config, error) {
 	cfg := p.file(body)
 	if p.diags.HasErrors() {
 		return nil, newError(p.diags)
+	}
+	if p.sshcfg != nil {
+		for _, u := range p.sshcfg.Unevaluated() {
+			cfg.Warnings = append(cfg.Warnings, u+": migrate does not evaluate Match blocks and ignores these settings; if ssh applies them to a host of this plan, migrate connects differently (put them in a Host block, or in the plan)")
+		}
 	}
 	return cfg, nil
 }

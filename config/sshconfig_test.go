@@ -140,3 +140,33 @@ host "new" {
 		})
 	}
 }
+
+// A Match block that sets what migrate reads becomes a warning naming its
+// place; the plan still parses. Without one, no warning.
+func TestSSHConfigMatchWarning(t *testing.T) {
+	home := withSSHConfig(t, `
+Host old-srv
+  HostName 198.51.100.10
+Match host old-srv
+  User deploy
+`)
+	src := `host "old" {
+  ssh = "root@old-srv"
+}
+host "new" {
+  ssh = "root@203.0.113.20"
+}
+` + sshCfgTunnel
+	cfg, err := Parse([]byte(src), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(home, "ssh_config") + ":4: Match host old-srv sets User: migrate does not evaluate Match blocks"
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0], want) {
+		t.Fatalf("warnings %q, want one starting %q", cfg.Warnings, want)
+	}
+	withSSHConfig(t, "Host old-srv\n  HostName 198.51.100.10\n")
+	if cfg, err := Parse([]byte(src), "m.hcl"); err != nil || len(cfg.Warnings) != 0 {
+		t.Fatalf("without Match: %v %q", err, cfg.Warnings)
+	}
+}

@@ -367,6 +367,31 @@ host "new" {
 		}
 		t.Logf("jump host key error: %s", strings.TrimSpace(r.Stderr))
 	})
+
+	t.Run("Match block named, not silently ignored", func(t *testing.T) {
+		cfg := filepath.Join(l.Dir, "ssh_config.match")
+		writeFile(t, cfg, fmt.Sprintf("Host old-srv\n  HostName %s\nMatch host old-srv\n  ProxyJump bastion\n", l.OldIP))
+		writeFile(t, s.PlanFile, fmt.Sprintf(`host "old" {
+  ssh           = "root@old-srv"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+host "new" {
+  ssh           = "root@%s"
+  identity_file = %q
+  known_hosts   = %q
+}
+
+`, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)+body)
+		for _, args := range [][]string{{"validate", "-f", s.PlanFile}, {"plan", "-f", s.PlanFile}} {
+			r := migrateEnv(t, ctx, s, []string{sshconfig.EnvPath + "=" + cfg}, 0, args...)
+			want := "Warning: " + cfg + ":3: Match host old-srv sets ProxyJump: migrate does not evaluate Match blocks"
+			if !strings.Contains(r.Stderr, want) || strings.Contains(r.Stdout, "Warning") {
+				t.Errorf("migrate %s: stderr:\n%s\nwant %q (and nothing on stdout)", args[0], r.Stderr, want)
+			}
+		}
+	})
 }
 
 func readFile(t *testing.T, p string) string {

@@ -220,8 +220,21 @@ type prepared struct {
 	targets   map[string]remote.Target
 }
 
-func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, error) {
+// loadConfig reads the plan file and prints its warnings (stderr: they
+// must not break a --json stream or a redrawn status).
+func (c *cli) loadConfig(file string) (*config.Config, error) {
 	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(c.err, "Warning: %s\n", w)
+	}
+	return cfg, nil
+}
+
+func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, error) {
+	cfg, err := c.loadConfig(file)
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ Nothing is changed on either host.`,
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			cfg, err := config.Load(file)
+			cfg, err := c.loadConfig(file)
 			if err != nil {
 				return err
 			}

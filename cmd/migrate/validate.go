@@ -17,7 +17,7 @@ func (c *cli) validateCmd() *cobra.Command {
 		Short: "Check the plan file without contacting any host",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(file)
+			cfg, err := c.loadConfig(file)
 			if err != nil {
 				return err
 			}

@@ -41,6 +41,37 @@ type Config struct {
 	// Path is the top file ("" when there was none).
 	Path       string
 	directives []directive
+	// unevaluated: Match blocks that set keywords migrate reads, in file
+	// order (see Unevaluated).
+	unevaluated []*matchBlock
+}
+
+// matchBlock is a Match line and the keywords migrate reads that its
+// block sets.
+type matchBlock struct {
+	where, text string
+	keys        []string
+}
+
+// readKeys are the keywords Lookup uses, as ssh_config spells them.
+var readKeys = map[string]string{
+	"hostname": "HostName", "user": "User", "port": "Port", "identityfile": "IdentityFile",
+	"proxyjump": "ProxyJump", "proxycommand": "ProxyCommand", "userknownhostsfile": "UserKnownHostsFile",
+}
+
+// Unevaluated lists the Match blocks that set something migrate would use
+// ("FILE:LINE: Match host x sets User, ProxyJump"). migrate does not
+// evaluate Match, so where ssh applies such a block, migrate connects
+// differently; the CLI says so rather than stay silent.
+func (c *Config) Unevaluated() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range c.unevaluated {
+		out = append(out, fmt.Sprintf("%s: Match %s sets %s", m.where, m.text, strings.Join(m.keys, ", ")))
+	}
+	return out
 }
 
 type directive struct {
@@ -55,6 +86,7 @@ type directive struct {
 type cond struct {
 	never    bool
 	patterns []string
+	match    *matchBlock // the Match line, for never
 }
 
 // Where is FILE:LINE of the directive.
@@ -134,7 +166,8 @@ func (c *Config) parseText(src, file string, depth int, outer []cond) error {
 			cur = append(append([]cond(nil), outer...), cond{patterns: args})
 		case "match":
 			// Not evaluated: see the package comment.
-			cur = append(append([]cond(nil), outer...), cond{never: true})
+			m := &matchBlock{where: fmt.Sprintf("%s:%d", file, lineNo), text: strings.Join(args, " ")}
+			cur = append(append([]cond(nil), outer...), cond{never: true, match: m})
 		case "include":
 			if depth+1 > maxIncludeDepth {
 				return fmt.Errorf("%s:%d: Include nested more than %d deep", file, lineNo, maxIncludeDepth)
@@ -167,9 +200,35 @@ func (c *Config) parseText(src, file string, depth int, outer []cond) error {
 			}
 		default:
 			c.directives = append(c.directives, directive{key: key, args: args, conds: cur, file: file, line: lineNo})
+			c.noteUnevaluated(cur, key)
 		}
 	}
 	return nil
+}
+
+// noteUnevaluated records key under the Match block of conds, if any, when
+// it is a keyword migrate reads.
+func (c *Config) noteUnevaluated(conds []cond, key string) {
+	name, read := readKeys[key]
+	if !read {
+		return
+	}
+	for _, cd := range conds {
+		m := cd.match
+		if m == nil {
+			continue
+		}
+		if len(m.keys) == 0 {
+			c.unevaluated = append(c.unevaluated, m)
+		}
+		for _, k := range m.keys {
+			if k == name {
+				return
+			}
+		}
+		m.keys = append(m.keys, name)
+		return
+	}
 }
 
 // splitLine returns the lower-case keyword and the arguments of one line;

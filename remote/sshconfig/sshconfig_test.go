@@ -117,6 +117,10 @@ Host other
 	if h.User != "" {
 		t.Errorf("Match block applied: %+v", h)
 	}
+	// Not silently: the block that sets something migrate reads is named.
+	if got := c.Unevaluated(); len(got) != 1 || got[0] != "config:2: Match host old-srv sets User" {
+		t.Errorf("Unevaluated() = %q", got)
+	}
 	if _, err := c.Lookup("pc"); err == nil || !strings.Contains(err.Error(), "config:7: ProxyCommand applies to host pc") {
 		t.Errorf("ProxyCommand error: %v", err)
 	}
@@ -257,5 +261,29 @@ func TestSyntaxErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", src, err, want)
 		}
+	}
+}
+
+// Only Match blocks that set keywords migrate reads are reported, each
+// once, with each keyword once.
+func TestUnevaluatedMatchBlocks(t *testing.T) {
+	c := mustParse(t, `
+Match exec "true"
+  ForwardAgent yes
+  ServerAliveInterval 30
+Match host *.corp user admin
+  User deploy
+  ProxyJump gw
+  IdentityFile ~/.ssh/a
+  IdentityFile ~/.ssh/b
+Host x
+  User plain
+`)
+	got := c.Unevaluated()
+	if len(got) != 1 || got[0] != "config:5: Match host *.corp user admin sets User, ProxyJump, IdentityFile" {
+		t.Errorf("Unevaluated() = %q", got)
+	}
+	if u := lookup(t, c, "x").User; u != "plain" {
+		t.Errorf("Host block after Match: user %q", u)
 	}
 }
