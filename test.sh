@@ -18,9 +18,24 @@ if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== unit tests (race detector)"
 go test -race -count=1 ./state/... ./config/... ./plan/... ./status/... ./apply/... ./views/... ./remote/... ./cmd/... ./agent/proto/... ./examples/...
 echo "== fuzz targets, briefly (run longer by hand: -fuzztime=10m)"
+# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline
+# exceeded" when -fuzztime ends while a starved worker is mid-call
+# (golang/go#75804, fixed in Go 1.27); seen here under load. A real finding
+# always writes "Failing input written to ...": that, or any other failure,
+# fails the run. The bare race is reported, and the target's corpus is
+# replayed deterministically instead, which must pass.
 for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./agent"; do
   set -- $target
-  go test -run='^$' -fuzz="^$1\$" -fuzztime=10s "$2"
+  rc=0
+  go test -run='^$' -fuzz="^$1\$" -fuzztime=10s "$2" 2>&1 | tee /tmp/migrate-fuzz.log || rc=$?
+  if [ "$rc" != 0 ]; then
+    if grep -q 'context deadline exceeded' /tmp/migrate-fuzz.log && ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' /tmp/migrate-fuzz.log; then
+      echo "== $1: the fuzz coordinator's deadline race (golang/go#75804), no input failed; replaying its corpus"
+      go test -count=1 -run="^$1\$" "$2"
+    else
+      exit "$rc"
+    fi
+  fi
 done
 echo "== kernel, lab and end-to-end tests (root, network namespaces)"
 # The timeout is well above the suite's ~20 minutes but leaves CI time to
