@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,8 +27,11 @@ type Client struct {
 	Uploaded bool
 	// Agent is the binary the host runs (see AgentFor).
 	Agent *Binary
-	// RemoteIP is the address the SSH connection reached.
-	RemoteIP string
+	// RemoteIP and RemotePort are the host's own address and port the
+	// SSH connection reached: through a jump host or a forwarded port on
+	// loopback, as sshd on the host saw them ($SSH_CONNECTION).
+	RemoteIP   string
+	RemotePort int
 
 	ssh    *ssh.Client
 	sess   *ssh.Session
@@ -70,16 +75,18 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{Target: t, ssh: sc}
+	c := &Client{Target: t, ssh: sc, RemotePort: t.Port}
 	if ra, ok := sc.RemoteAddr().(interface{ String() string }); ok {
 		c.RemoteIP = hostOnly(ra.String())
 	}
 	stop := context.AfterFunc(ctx, func() { sc.Close() })
-	if len(t.Jumps) > 0 {
-		// Through a jump host the connection's remote address is not the
-		// target's own; ask sshd which of its addresses it was reached on.
-		if ip, err := serverIP(sc); err == nil {
-			c.RemoteIP = ip
+	if ip, perr := netip.ParseAddr(c.RemoteIP); len(t.Jumps) > 0 || perr == nil && ip.IsLoopback() {
+		// Through a jump host, or a port forwarded to this machine's
+		// loopback (ssh -L, a VM's port forward), the connection's remote
+		// address is not the host's own; ask sshd which of its addresses
+		// and ports it was reached on.
+		if ip, port, err := serverAddr(sc); err == nil {
+			c.RemoteIP, c.RemotePort = ip, port
 		} else if c.RemoteIP == "" {
 			err = fmt.Errorf("host %s: find the address the connection reached: %w", t.Name, err)
 			stop()
@@ -111,18 +118,22 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	return c, nil
 }
 
-// serverIP is the server address of $SSH_CONNECTION ("client_ip
-// client_port server_ip server_port") in a session on c.
-func serverIP(c *ssh.Client) (string, error) {
+// serverAddr is the server address and port of $SSH_CONNECTION
+// ("client_ip client_port server_ip server_port") in a session on c.
+func serverAddr(c *ssh.Client) (string, int, error) {
 	out, err := run(c, `echo "$SSH_CONNECTION"`, nil)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	f := strings.Fields(out)
 	if len(f) != 4 {
-		return "", fmt.Errorf("unexpected SSH_CONNECTION %q", strings.TrimSpace(out))
+		return "", 0, fmt.Errorf("unexpected SSH_CONNECTION %q", strings.TrimSpace(out))
 	}
-	return strings.Trim(f[2], "[]"), nil
+	port, err := strconv.Atoi(f[3])
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("unexpected SSH_CONNECTION %q", strings.TrimSpace(out))
+	}
+	return strings.Trim(f[2], "[]"), port, nil
 }
 
 // checkSudo makes sure sudo -n works for the user before anything else

@@ -253,7 +253,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	}
 	// The static check compares the configured address; this one the
 	// address the connection really reached (a DNS name in the file).
-	if err := plan.CheckSelfLockout(cfg, plan.Old, sess.clients[plan.Old].RemoteIP, cfg.Hosts[plan.Old].Port); err != nil {
+	if err := plan.CheckSelfLockout(cfg, plan.Old, sess.clients[plan.Old].RemoteIP, sess.clients[plan.Old].RemotePort); err != nil {
 		sess.close()
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 )
 
 func (c *cli) initCmd() *cobra.Command {
-	var oldSSH, newSSH, out, identity, knownHosts, tunnelType string
+	var oldSSH, newSSH, out, identity, knownHosts, tunnelType, oldEndpoint, newEndpoint string
 	var sudo, force bool
 	cmd := &cobra.Command{
 		Use:   "init --old USER@HOST[:PORT]|ALIAS --new USER@HOST[:PORT]|ALIAS [-o migration.hcl]",
@@ -31,7 +31,11 @@ each host's source address towards the other, and one service block per
 process and address, all at stage "old". Wildcard binds are expanded to OLD's
 public addresses; loopback-only services are left out; the SSH port migrate
 itself uses is written commented out. Running plan on it straight away shows
-the tunnel and nothing moving.`,
+the tunnel and nothing moving.
+
+When the hosts are reached through forwarded ports (ssh -L, a VM's port
+forward) or the address they should tunnel over is not the one their route
+picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if oldSSH == "" || newSSH == "" {
@@ -41,6 +45,18 @@ the tunnel and nothing moving.`,
 				return fmt.Errorf("%s exists; choose another file with -o, or overwrite it with --force", out)
 			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
+			}
+			// Bad input is refused before any host is contacted.
+			var endpoints [2]netip.Addr
+			for i, e := range []struct{ flag, val string }{{"--old-endpoint", oldEndpoint}, {"--new-endpoint", newEndpoint}} {
+				if e.val == "" {
+					continue
+				}
+				a, err := netip.ParseAddr(e.val)
+				if err != nil || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() {
+					return fmt.Errorf("%s %q: want the host's own unicast IP address for the tunnel", e.flag, e.val)
+				}
+				endpoints[i] = a
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
@@ -58,7 +74,7 @@ the tunnel and nothing moving.`,
 				return err
 			}
 			defer sess.close()
-			text, summary, err := initPlan(ctx, sess, cfg, tunnelType)
+			text, summary, err := initPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
 			if err != nil {
 				return err
 			}
@@ -83,6 +99,8 @@ the tunnel and nothing moving.`,
 	cmd.Flags().BoolVar(&sudo, "sudo", false, "run the agent through sudo -n (non-root user)")
 	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite the output file")
+	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
+	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
 	return cmd
 }
 
@@ -105,8 +123,9 @@ func publicAddrs(f state.Facts) []netip.Addr {
 	return out
 }
 
-// initPlan builds the first plan text from live facts.
-func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType string) ([]byte, []string, error) {
+// initPlan builds the first plan text from live facts. oe and ne are the
+// tunnel endpoints the operator gave (the zero Addr: find them).
+func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType string, oe, ne netip.Addr) ([]byte, []string, error) {
 	old, nw := sess.clients[plan.Old], sess.clients[plan.New]
 	of, err := old.Facts(ctx, state.FactsRequest{Listeners: true, NftTable: plan.NftTableName})
 	if err != nil {
@@ -114,18 +133,43 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 	}
 	// The tunnel's endpoints: each host's source address towards the
 	// other, as the admin reached them.
-	oldRoute, err := old.RouteGet(ctx, nw.RemoteIP)
-	if err != nil {
-		return nil, nil, fmt.Errorf("host old: route to new (%s): %w", nw.RemoteIP, err)
+	find := func(from *remote.Client, fromName, toName, to, flag string) (netip.Addr, error) {
+		r, err := from.RouteGet(ctx, to)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("host %s: route to %s (%s): %w; give the endpoint with %s", fromName, toName, to, err, flag)
+		}
+		a, err := netip.ParseAddr(r.Src)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("host %s: no source address towards %s (%s); give the endpoint with %s", fromName, toName, to, flag)
+		}
+		if a.IsLoopback() {
+			// The admin reached the hosts through a forwarded port and
+			// sshd did not tell their own addresses.
+			return netip.Addr{}, fmt.Errorf("host %s: its address towards %s (%s) is a loopback address; give the endpoint with %s", fromName, toName, to, flag)
+		}
+		return a, nil
 	}
-	newRoute, err := nw.RouteGet(ctx, old.RemoteIP)
-	if err != nil {
-		return nil, nil, fmt.Errorf("host new: route to old (%s): %w", old.RemoteIP, err)
+	// Towards the other's given endpoint when there is one: that is the
+	// path the tunnel takes.
+	toNew, toOld := nw.RemoteIP, old.RemoteIP
+	if ne.IsValid() {
+		toNew = ne.String()
 	}
-	oe, err1 := netip.ParseAddr(oldRoute.Src)
-	ne, err2 := netip.ParseAddr(newRoute.Src)
-	if err1 != nil || err2 != nil {
-		return nil, nil, fmt.Errorf("could not tell the tunnel endpoints (old %q, new %q)", oldRoute.Src, newRoute.Src)
+	if oe.IsValid() {
+		toOld = oe.String()
+	}
+	if !oe.IsValid() {
+		if oe, err = find(old, plan.Old, plan.New, toNew, "--old-endpoint"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !ne.IsValid() {
+		if ne, err = find(nw, plan.New, plan.Old, toOld, "--new-endpoint"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if oe.Is4() != ne.Is4() {
+		return nil, nil, fmt.Errorf("the tunnel endpoints %s (old) and %s (new) are of different IP families; give both with --old-endpoint and --new-endpoint", oe, ne)
 	}
 	cfg.Tunnel = &config.Tunnel{
 		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
@@ -137,7 +181,7 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 
 	public := publicAddrs(of)
 	sshIP, _ := netip.ParseAddr(old.RemoteIP)
-	sshPort := uint16(cfg.Hosts[plan.Old].Port)
+	sshPort := uint16(old.RemotePort)
 	type key struct {
 		proc, proto string
 		addr        netip.Addr
