@@ -51,7 +51,7 @@
 #                ARM64_LANE_REFRESH (1: ask the mirror again for the current kernel
 #                                    and packages instead of reusing the cached set)
 #                ARM64_LANE_MIRROR  (default http://deb.debian.org)
-#                ARM64_LANE_TIMEOUT (default 20m: the whole run, downloads included)
+#                ARM64_LANE_TIMEOUT (default 15m: the whole run, downloads included)
 #                ARM64_LANE_KERNEL_RUN (agent/kernel -test.run; default the focused
 #                                    list below; empty: skip those tests)
 #                ARM64_LANE_SERVED_BY (default new: the name NEW's server must
@@ -66,7 +66,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LANE=$ROOT/scripts/arm64-lane
 
-TOTAL=${ARM64_LANE_TIMEOUT:-20m}
+TOTAL=${ARM64_LANE_TIMEOUT:-15m}
 if [ -z "${ARM64_LANE_UNDER_TIMEOUT:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "arm64-lane: run as root (apt-get, qemu, /var/cache)" >&2; exit 2; }
   set +e
@@ -108,20 +108,21 @@ die() { say "FAIL: $*"; FAILED=1; exit 1; }
 show() { { echo "----- $1"; cat "$1"; } >> "$LOG"; tail -n "${2:-25}" "$1" | sed 's/^/    | /'; }
 : > "$LOG"
 
-# --- cleanup: every qemu we started, background jobs, the run's directory ----
+# --- cleanup: every process we started (qemu first), the run's directory ----
 RUN= QPIDS=() SUMMARY_DONE=
+descendants() { local c; for c in $(pgrep -P "$1"); do descendants "$c"; echo "$c"; done; }
 cleanup() {
-  local rc=$? p
+  local rc=$? p kids
   trap - EXIT INT TERM HUP
-  for p in "${QPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  kids=$(descendants $$)
+  for p in "${QPIDS[@]}" $kids; do kill "$p" 2>/dev/null || true; done
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     alive=
     for p in "${QPIDS[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
     [ -n "$alive" ] || break
     sleep 0.5
   done
-  for p in "${QPIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(descendants $$); do kill -9 "$p" 2>/dev/null || true; done   # still ours: no reused pid
   if [ -n "$RUN" ] && [ -d "$RUN" ]; then
     for f in "$RUN"/*.console; do [ -e "$f" ] && { echo "----- $f"; cat "$f"; } >> "$LOG"; done
     rm -rf "$RUN"
@@ -468,7 +469,8 @@ cli() {
   shift 2
   s=$(date +%s)
   (cd "$RUN/cli" && unset SSH_AUTH_SOCK && export MIGRATE_SSH_CONFIG="$RUN/no-ssh-config" &&
-    bounded "$secs" "$CLI" "$@") > "$RUN/cli/$name.log" 2>&1 || rc=$?
+    exec timeout --foreground -k 5 "$secs" "$CLI" "$@") > "$RUN/cli/$name.log" 2>&1 &
+  wait $! || rc=$?
   { echo "----- migrate $* (exit $rc, $(($(date +%s) - s)) s)"; cat "$RUN/cli/$name.log"; } >> "$LOG"
   say "migrate $* -> exit $rc in $(($(date +%s) - s)) s"
   return "$rc"
