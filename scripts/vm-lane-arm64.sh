@@ -271,7 +271,7 @@ RUN=$(mktemp -d /tmp/migrate-arm64-lane.XXXXXX)
 S=$RUN/share   # the guests' /run/lane (read-only 9p)
 mkdir -p "$S/old" "$S/new" "$RUN/cli"
 ts=$(date +%s)
-say "building the release (DIST=<tmp> ./scripts/release.sh), labtool and agent/kernel's tests for linux/arm64"
+say "building the release (DIST=<tmp> ./scripts/release.sh), labtool${KRUN:+ and the agent/kernel tests} for linux/arm64"
 DIST=$RUN/dist bounded 900 ./scripts/release.sh >> "$LOG" 2>&1 || die "release.sh failed (see $LOG)"
 CLI=$RUN/dist/migrate-linux-amd64
 AGENT=$RUN/dist/agents/migrate-linux-arm64
@@ -496,7 +496,7 @@ if [ "$rc" != 0 ] || ! grep -q '^Apply complete!' "$RUN/cli/apply.log"; then
   show "$RUN/cli/apply.log" 40; die "apply: exit $rc, no 'Apply complete!'"
 fi
 if grep -q 'tunnel verified in both directions' "$RUN/cli/apply.log"; then
-  pass "apply: $(grep -m1 '^Apply complete!' "$RUN/cli/apply.log" | sed 's/ State:.*//'), tunnel verified in both directions"
+  pass "apply: $(grep -m1 '^Apply complete!' "$RUN/cli/apply.log" | sed 's/\. State:.*//'), tunnel verified in both directions"
 else
   show "$RUN/cli/apply.log" 40; bad "apply did not report 'tunnel verified in both directions'"
 fi
