@@ -267,7 +267,7 @@ flock -u 8
 exec 8>&-
 
 # --- 4. binaries ------------------------------------------------------------------------
-RUN=$(mktemp -d /tmp/migrate-arm64-lane.XXXXXX)
+RUN=$(mktemp -d /tmp/migrate-arm64-lane-run.XXXXXX)
 S=$RUN/share   # the guests' /run/lane (read-only 9p)
 mkdir -p "$S/old" "$S/new" "$RUN/cli"
 ts=$(date +%s)
