@@ -111,6 +111,8 @@ show() { { echo "----- $1"; cat "$1"; } >> "$LOG"; tail -n "${2:-25}" "$1" | sed
 # --- cleanup: every process we started (qemu first), the run's directory ----
 RUN= QPIDS=() SUMMARY_DONE=
 descendants() { local c; for c in $(pgrep -P "$1"); do descendants "$c"; echo "$c"; done; }
+# running PID: alive and not a zombie (our exited children stay zombies until waited for)
+running() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ] && [ "$st" != X ]; }
 cleanup() {
   local rc=$? p kids
   trap - EXIT INT TERM HUP
@@ -118,7 +120,7 @@ cleanup() {
   for p in "${QPIDS[@]}" $kids; do kill "$p" 2>/dev/null || true; done
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     alive=
-    for p in "${QPIDS[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+    for p in "${QPIDS[@]}"; do if running "$p"; then alive=1; fi; done
     [ -n "$alive" ] || break
     sleep 0.5
   done
@@ -163,13 +165,14 @@ QEMU_VERSION=$(qemu-system-aarch64 --version | head -1 | sed 's/^QEMU emulator v
 # The host's /bin/busybox must still be the host's at the end.
 host_busybox() { if [ -e /bin/busybox ]; then echo "$(sha256sum < /bin/busybox | cut -c1-16) $(file -bL /bin/busybox | cut -d, -f1-2)"; else echo absent; fi; }
 BUSYBOX_BEFORE=$(host_busybox)
-host_net() { ip -br link; ip -br addr; ip rule; ip -6 rule; ip route show table all; ip -6 route show table all; } 2>&1
+host_net() { { ip -br link; ip -br addr; ip rule; ip -6 rule; ip route show table all; ip -6 route show table all; } 2>&1 |
+  sed -E 's/ expires [0-9]+sec//'; }   # (routes from router advertisements count down)
 HOSTNET_BEFORE=$(host_net)
 
 # --- 2. the arm64 .debs, through a private apt configuration ---------------------
 mkdir -p "$CACHE"
 exec 8>"$CACHE/.lock"
-flock 8   # concurrent runs: one fetches and builds, the others wait and reuse
+bounded 900 flock 8   # concurrent runs: one fetches and builds, the others wait and reuse
 A=$CACHE/apt
 mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/etc/none" "$CACHE/debs"
 [ -e "$A/status" ] || : > "$A/status"
@@ -262,7 +265,7 @@ for d in "$CACHE"/rootfs-*; do
   [ "$d" = "$RFS" ] || [ ! -d "$d" ] || (exec 6<"$d/.done" && flock -xn 6 && rm -rf "$d") 2>/dev/null || true
 done
 exec 7<"$RFS/.done"
-flock -s 7   # this run uses RFS (a later run's pruning skips it)
+bounded 60 flock -s 7   # this run uses RFS (a later run's pruning skips it)
 flock -u 8
 exec 8>&-
 
