@@ -92,6 +92,10 @@ func TestInitThroughForwardedPorts(t *testing.T) {
 	if !strings.Contains(r.Stderr, "different IP families") {
 		t.Errorf("mixed families: %s", r.Stderr)
 	}
+	r = mustMigrate(t, ctx, s, 1, initArgs(out6, "--old-endpoint", l.NewIP.String(), "--new-endpoint", l.NewIP.String())...)
+	if !strings.Contains(r.Stderr, "both tunnel endpoints came out as "+l.NewIP.String()) {
+		t.Errorf("one address for both ends: %s", r.Stderr)
+	}
 	for _, bad := range []string{"old-srv", "127.0.0.1"} {
 		never := filepath.Join(l.Dir, "never.hcl")
 		r = mustMigrate(t, ctx, s, 1, initArgs(never, "--new-endpoint", bad)...)

@@ -168,6 +168,11 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 			return nil, nil, err
 		}
 	}
+	if oe == ne {
+		// Both hosts behind NATs that look alike (a VM's user network):
+		// the address each one has is not the one the other reaches.
+		return nil, nil, fmt.Errorf("both tunnel endpoints came out as %s; give them with --old-endpoint and --new-endpoint", oe)
+	}
 	if oe.Is4() != ne.Is4() {
 		return nil, nil, fmt.Errorf("the tunnel endpoints %s (old) and %s (new) are of different IP families; give both with --old-endpoint and --new-endpoint", oe, ne)
 	}
