@@ -10,6 +10,9 @@
 #   - both guests are aarch64 (uname -m over SSH);
 #   - the agent the CLI installed on each is byte-identical (sha256) to the
 #     release's agents/migrate-linux-arm64;
+#   - init reads OLD's listeners through the arm64 agent (sock_diag), keeps
+#     sshd's port out, refuses to guess tunnel endpoints behind qemu's
+#     look-alike NATs and takes --old-endpoint/--new-endpoint;
 #   - plan changes nothing; apply reports the tunnel verified in both
 #     directions;
 #   - a client (a network namespace in OLD) dialing OLD's IP:8080 is served
@@ -478,6 +481,31 @@ cli() {
   say "migrate $* -> exit $rc in $(($(date +%s) - s)) s"
   return "$rc"
 }
+# init against the arm64 hosts (the agent's sock_diag listener dump runs on
+# arm64 here). Both guests sit behind qemu's user network, so sshd on each
+# says it was reached on 10.0.2.15: init must refuse to guess the tunnel
+# endpoints, then take them from --old-endpoint/--new-endpoint. The rest of
+# the lane uses the plan written above (two services of its own choosing).
+INIT="init --old root@127.0.0.1:${PORT[old]} --new root@127.0.0.1:${PORT[new]} --identity-file $RUN/id --known-hosts $RUN/known_hosts --force"
+rc=0; cli init-guess 300 $INIT -o init-guess.hcl || rc=$?
+if [ "$rc" = 1 ] && grep -q 'both tunnel endpoints came out as 10.0.2.15; give them with --old-endpoint and --new-endpoint' "$RUN/cli/init-guess.log" && [ ! -e "$RUN/cli/init-guess.hcl" ]; then
+  pass "init behind look-alike NATs refuses to guess the tunnel endpoints"
+else
+  show "$RUN/cli/init-guess.log"; bad "init without endpoints: exit $rc (want 1, 'both tunnel endpoints came out as 10.0.2.15', no file)"
+fi
+rc=0; cli init 300 $INIT --old-endpoint "$OLD_IP" --new-endpoint "$NEW_IP" -o init.hcl || rc=$?
+if [ "$rc" = 0 ] && grep -q "tcp $OLD_IP ports $TCP_PORT, $STAY_PORT (process labtool)" "$RUN/cli/init.log" &&
+   grep -q "udp $OLD_IP ports $UDP_PORT (process labtool)" "$RUN/cli/init.log" &&
+   grep -q 'it is the SSH port migrate uses' "$RUN/cli/init.log" &&
+   grep -q "old_endpoint = \"$OLD_IP\"" "$RUN/cli/init.hcl" && grep -q "new_endpoint = \"$NEW_IP\"" "$RUN/cli/init.hcl"; then
+  pass "init read OLD's listeners on arm64 (tcp $TCP_PORT, $STAY_PORT and udp $UDP_PORT by labtool; sshd's port kept out) and took the given endpoints"
+else
+  show "$RUN/cli/init.log"; [ -e "$RUN/cli/init.hcl" ] && show "$RUN/cli/init.hcl" 40
+  bad "init with --old-endpoint/--new-endpoint: exit $rc, or the services/endpoints are not as expected"
+fi
+rc=0; cli init-validate 60 validate -f init.hcl || rc=$?
+[ "$rc" = 0 ] && pass "the plan init wrote validates" || { show "$RUN/cli/init-validate.log"; bad "validate init.hcl: exit $rc"; }
+
 rc=0; cli plan 300 plan -f migration.hcl --out plan.out --detailed-exitcode || rc=$?
 if [ "$rc" = 2 ] && grep -q "type vxlan local $OLD_IP remote $NEW_IP" "$RUN/cli/plan.log"; then
   pass "plan: $(grep -m1 '^Plan:' "$RUN/cli/plan.log")"
@@ -640,4 +668,4 @@ if [ -n "$FAILED" ]; then
   say "FAIL: $n_fail of $((n_pass + n_fail)) checks failed (full output: $LOG)"
   exit 1
 fi
-say "arm64 lane: hosts aarch64 kernel $GUEST_KERNEL: plan/apply/status/rollback PASS, data path (tcp, udp, outbound from OLD's IP) PASS, agent sha256 PASS, rollback restores both hosts PASS, agent/kernel $KSUM ($n_pass checks, $(($(date +%s) - T0)) s)"
+say "arm64 lane: hosts aarch64 kernel $GUEST_KERNEL: init/plan/apply/status/rollback PASS, data path (tcp, udp, outbound from OLD's IP) PASS, agent sha256 PASS, rollback restores both hosts PASS, agent/kernel $KSUM ($n_pass checks, $(($(date +%s) - T0)) s)"
