@@ -11,6 +11,7 @@ import (
 
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
+	"github.com/opsmigrate/migrate/status"
 )
 
 // Ports of the forward tests.
@@ -169,6 +170,29 @@ func forward(t *testing.T, dirOf func(*lab.Lab) fwdDir) {
 	if through.servedBy() != d.serveName {
 		t.Fatalf("a connection through the forward is served by %q, want %q", through.servedBy(), d.serveName)
 	}
+	// status counts, per forward on its own host, the established flows
+	// going through it and those its host still serves itself.
+	st := readStatus(t, ctx, s)
+	byName := map[string]status.Forward{}
+	for _, f := range st.Forwards {
+		byName[f.Name] = f
+	}
+	if w := byName["web4"]; !w.Live || w.On != d.on || w.Forwarded != 1 || w.Local != 1 {
+		t.Errorf("status of web4 with one connection through it and one opened before it: %+v", w)
+	}
+	for _, name := range []string{"web6", "dns4", "dns6", "keep"} {
+		if f := byName[name]; !f.Live || f.Forwarded != 0 || f.Local != 0 {
+			t.Errorf("status of idle forward %s: %+v", name, f)
+		}
+	}
+	if wantOld := d.on == lab.RoleOld; strings.Contains(st.Verdict, "5 forward(s) on OLD") != wantOld {
+		t.Errorf("verdict with the forwards on %s: %q", d.on, st.Verdict)
+	}
+	human := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if !strings.Contains(human.Stdout, "FORWARD") || !strings.Contains(human.Stdout, "1 established flow(s) through it, 1 served by "+strings.ToUpper(d.on)+" itself") {
+		t.Errorf("status output:\n%s", human.Stdout)
+	}
+	t.Logf("status:\n%s", human.Stdout)
 	removed := d
 	removed.withTCP4 = false
 	writePlan(t, s, fwdHosts(s)+removed.blocks())

@@ -306,21 +306,29 @@ func ForwardMarkFor(c *config.Config) uint32 {
 	return 0x40000
 }
 
+// ForwardEntries are a forward block's entries in its host's nft table,
+// one per port.
+func ForwardEntries(f *config.Forward) []state.NftForward {
+	var out []state.NftForward
+	for _, r := range f.Ports {
+		for p := int(r.From); p <= int(r.To); p++ {
+			to := uint16(p)
+			if f.ToPort != 0 {
+				to = f.ToPort
+			}
+			out = append(out, state.NftForward{Addr: f.Address.String(), Proto: f.Protocol, Port: uint16(p), To: f.To.String(), ToPort: to})
+		}
+	}
+	return out
+}
+
 // forwardsDesired adds each forward to its host: the DNAT map entry in the
 // nft table, and forwarding switched on.
 func forwardsDesired(c *config.Config, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
 	for _, f := range c.Forwards {
 		h, sp := hosts[f.On], specs[f.On]
 		sp.ForwardMark = ForwardMarkFor(c)
-		for _, r := range f.Ports {
-			for p := int(r.From); p <= int(r.To); p++ {
-				to := uint16(p)
-				if f.ToPort != 0 {
-					to = f.ToPort
-				}
-				sp.Forwards = append(sp.Forwards, state.NftForward{Addr: f.Address.String(), Proto: f.Protocol, Port: uint16(p), To: f.To.String(), ToPort: to})
-			}
-		}
+		sp.Forwards = append(sp.Forwards, ForwardEntries(f)...)
 		if f.Address.Is4() {
 			h.add(obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}))
 		} else {

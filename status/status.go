@@ -19,6 +19,8 @@ type Report struct {
 	Time     time.Time `json:"time"`
 	Tunnel   *Tunnel   `json:"tunnel,omitempty"`
 	Services []Service `json:"services"`
+	// Forwards are the plan's forward blocks (in-kernel port bouncers).
+	Forwards []Forward `json:"forwards,omitempty"`
 	// Verdict says, in one sentence, what OLD is still needed for.
 	Verdict string   `json:"verdict"`
 	Notes   []string `json:"notes,omitempty"`
@@ -96,6 +98,29 @@ type Service struct {
 	// saw it drained (zero when unknown).
 	Drained      bool      `json:"drained"`
 	DrainedSince time.Time `json:"drained_since,omitempty"`
+	// State is the one-line reading for humans.
+	State string `json:"state"`
+}
+
+// Forward is one forward block as its host runs it.
+type Forward struct {
+	Name     string `json:"name"`
+	On       string `json:"on"` // "old" | "new"
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+	Ports    string `json:"ports"`
+	To       string `json:"to"`
+	// Live: every port of the block is in its host's migrate table now,
+	// to the plan's destination. Unknown (false) when the host could not
+	// be read.
+	Live bool `json:"live"`
+	// Forwarded: established flows (TCP established, UDP assured) going
+	// through the forward; Local: established flows to the same address
+	// and ports that the host serves itself (opened before the forward:
+	// they drain there); Flows: every conntrack entry to them.
+	Forwarded int `json:"forwarded"`
+	Local     int `json:"local"`
+	Flows     int `json:"flows"`
 	// State is the one-line reading for humans.
 	State string `json:"state"`
 }
@@ -193,8 +218,60 @@ func Build(in Input) Report {
 		sv.State = describe(sv)
 		r.Services = append(r.Services, sv)
 	}
+	for _, f := range c.Forwards {
+		r.Forwards = append(r.Forwards, buildForward(f, in, r))
+	}
 	r.Verdict = verdict(r)
 	return r
+}
+
+func buildForward(f *config.Forward, in Input, r Report) Forward {
+	fw := Forward{Name: f.Name, On: f.On, Address: f.Address.String(), Protocol: f.Protocol, Ports: portList(f.Ports), To: f.To.String()}
+	if f.ToPort != 0 {
+		fw.To = fmt.Sprintf("%s:%d", f.To, f.ToPort)
+	}
+	if !r.Reached(f.On) {
+		fw.State = "unknown: " + strings.ToUpper(f.On) + " could not be read"
+		return fw
+	}
+	facts := in.Old
+	if f.On == plan.New {
+		facts = in.New
+	}
+	have := map[state.NftForward]bool{}
+	if facts.Nft != nil {
+		for _, e := range facts.Nft.Spec.Forwards {
+			have[e] = true
+		}
+	}
+	entries := plan.ForwardEntries(f)
+	present := 0
+	for _, e := range entries {
+		if have[e] {
+			present++
+		}
+		if facts.Stats != nil {
+			fc := facts.Stats.Flows[state.NftService{Addr: e.Addr, Proto: e.Proto, Port: e.Port}.Key()]
+			// The flow request carries the forward mark: ToNew-style
+			// counting means "marked", here "forwarded".
+			fw.Forwarded += fc.Established - fc.OnOld
+			fw.Local += fc.OnOld
+			fw.Flows += fc.Total
+		}
+	}
+	fw.Live = present == len(entries)
+	switch {
+	case fw.Live:
+		fw.State = fmt.Sprintf("forwarding on %s: %d established flow(s) through it", strings.ToUpper(f.On), fw.Forwarded)
+		if fw.Local > 0 {
+			fw.State += fmt.Sprintf(", %d served by %s itself", fw.Local, strings.ToUpper(f.On))
+		}
+	case present > 0:
+		fw.State = fmt.Sprintf("partly applied (%d of %d ports): run migrate apply", present, len(entries))
+	default:
+		fw.State = "not applied: run migrate apply"
+	}
+	return fw
 }
 
 func portList(rs []config.PortRange) string {
@@ -259,7 +336,7 @@ func describe(s Service) string {
 
 // verdict answers the operator's question: may OLD be switched off?
 func verdict(r Report) string {
-	if len(r.Services) == 0 {
+	if len(r.Services) == 0 && len(r.Forwards) == 0 {
 		return "The plan has no services."
 	}
 	if !r.Reached(plan.Old) {
@@ -269,7 +346,12 @@ func verdict(r Report) string {
 	if !r.Reached(plan.New) {
 		newDown = "NEW could not be read (its side of the tunnel is unknown): "
 	}
-	notMoved, draining, relaying := 0, 0, 0
+	notMoved, draining, relaying, oldForwards := 0, 0, 0, 0
+	for _, f := range r.Forwards {
+		if f.On == plan.Old { // live or still to apply: the plan keeps OLD
+			oldForwards++
+		}
+	}
 	arriving := false
 	for _, s := range r.Services {
 		switch {
@@ -282,6 +364,8 @@ func verdict(r Report) string {
 		arriving = arriving || s.NewFlowsPerSec > 0
 	}
 	switch {
+	case len(r.Services) == 0 && oldForwards == 0:
+		return "The plan moves no service and runs no forward on OLD: it does not need OLD."
 	case newDown != "" && notMoved == 0 && draining == 0:
 		return newDown + "every service is on NEW and drained as OLD sees it, but do not switch OLD off before NEW answers."
 	case newDown != "":
@@ -290,6 +374,8 @@ func verdict(r Report) string {
 		return fmt.Sprintf("OLD is still needed: %d service(s) are not fully on NEW.", notMoved)
 	case draining > 0:
 		return fmt.Sprintf("OLD is still needed: %d service(s) are draining; wait until every service says drained.", draining)
+	case oldForwards > 0:
+		return fmt.Sprintf("OLD is still needed: the plan has %d forward(s) on OLD (on = \"old\"); move them to NEW or remove them first.", oldForwards)
 	case relaying > 0 || arriving:
 		return fmt.Sprintf("Every service is on NEW and drained, but OLD still relays %d flow(s) through the tunnel (conntrack entries; closed TCP flows linger up to 2 minutes): clients still reach OLD's address. Move the address (provider) or DNS to NEW first.", relaying)
 	}

@@ -194,3 +194,59 @@ func TestUnreachableHostIsUnknownNotZero(t *testing.T) {
 		t.Fatalf("after OLD is back: %+v", s)
 	}
 }
+
+// Forwards are reported from their own host; one on OLD keeps OLD needed
+// even when every service is drained.
+func TestForwardsInStatus(t *testing.T) {
+	src := planText + `
+forward "smtp-relay" {
+  on       = "old"
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [25]
+  to       = "192.0.2.50"
+}
+forward "admin" {
+  on       = "new"
+  address  = "203.0.113.20"
+  protocol = "tcp"
+  ports    = [8443, 8444]
+  to       = "192.0.2.60"
+  }
+`
+	c, err := config.Parse([]byte(src), "status.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 tcp 25": {Total: 4, Established: 3, OnOld: 1}}
+	old.Nft.Spec.Forwards = []state.NftForward{{Addr: "198.51.100.10", Proto: "tcp", Port: 25, To: "192.0.2.50", ToPort: 25}}
+	nw := state.Facts{Nft: &state.NftTable{Spec: state.NftSpec{Role: "new", Forwards: []state.NftForward{
+		{Addr: "203.0.113.20", Proto: "tcp", Port: 8443, To: "192.0.2.60", ToPort: 8443}}}}}
+	r := Build(Input{Config: c, Old: old, New: nw, Time: time.Now()})
+	if len(r.Forwards) != 2 {
+		t.Fatalf("forwards %+v", r.Forwards)
+	}
+	relay, admin := r.Forwards[0], r.Forwards[1]
+	if !relay.Live || relay.Forwarded != 2 || relay.Local != 1 || relay.Flows != 4 || relay.On != "old" || !strings.Contains(relay.State, "forwarding on OLD: 2 established flow(s) through it, 1 served by OLD itself") {
+		t.Errorf("relay %+v", relay)
+	}
+	if admin.Live || !strings.Contains(admin.State, "partly applied (1 of 2 ports)") {
+		t.Errorf("admin %+v", admin)
+	}
+	if !strings.Contains(r.Verdict, "1 forward(s) on OLD") {
+		t.Errorf("verdict %q", r.Verdict)
+	}
+	// NEW unreadable: its forward is unknown, not "not applied".
+	r = Build(Input{Config: c, Old: old, Time: time.Now(), Unreachable: map[string]string{"new": "down"}})
+	if a := r.Forwards[1]; a.Live || !strings.HasPrefix(a.State, "unknown") {
+		t.Errorf("admin with NEW down %+v", a)
+	}
+}

@@ -40,26 +40,43 @@ func (v *View) Status(r status.Report) {
 		fmt.Fprintf(v.Out, "Note: %s\n", n)
 	}
 	tw := tabwriter.NewWriter(v.Out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tADDRESS\tPORTS\tSTAGE\tNEW FLOWS TO NEW\tBYTES TO NEW\tON OLD\tVIA TUNNEL\tSTATE")
-	for _, s := range r.Services {
-		stage := s.LiveStage
-		if s.LiveStage == "canary" {
-			stage = fmt.Sprintf("canary %d%%", s.CanaryPercent)
-		}
-		flows := fmt.Sprint(s.NewFlows)
-		if s.NewFlowsPerSec >= 0 {
-			flows += fmt.Sprintf(" (%.1f/s)", s.NewFlowsPerSec)
-		}
-		state := s.State
-		if s.Drained {
-			if !s.DrainedSince.IsZero() {
-				state += " (since " + s.DrainedSince.Local().Format(time.TimeOnly) + ")"
+	if len(r.Services) > 0 {
+		fmt.Fprintln(tw, "SERVICE\tADDRESS\tPORTS\tSTAGE\tNEW FLOWS TO NEW\tBYTES TO NEW\tON OLD\tVIA TUNNEL\tSTATE")
+		for _, s := range r.Services {
+			stage := s.LiveStage
+			if s.LiveStage == "canary" {
+				stage = fmt.Sprintf("canary %d%%", s.CanaryPercent)
 			}
-			state = v.paint("32", state)
+			flows := fmt.Sprint(s.NewFlows)
+			if s.NewFlowsPerSec >= 0 {
+				flows += fmt.Sprintf(" (%.1f/s)", s.NewFlowsPerSec)
+			}
+			state := s.State
+			if s.Drained {
+				if !s.DrainedSince.IsZero() {
+					state += " (since " + s.DrainedSince.Local().Format(time.TimeOnly) + ")"
+				}
+				state = v.paint("32", state)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Name, s.Address, s.Ports, s.Protocol, stage, flows, Bytes(s.Bytes), s.OnOld, s.ViaTunnel, state)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Name, s.Address, s.Ports, s.Protocol, stage, flows, Bytes(s.Bytes), s.OnOld, s.ViaTunnel, state)
 	}
 	tw.Flush()
+	if len(r.Forwards) > 0 {
+		if len(r.Services) > 0 {
+			fmt.Fprintln(v.Out)
+		}
+		tw = tabwriter.NewWriter(v.Out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "FORWARD\tON\tADDRESS\tPORTS\tTO\tFORWARDED\tLOCAL\tSTATE")
+		for _, f := range r.Forwards {
+			state := f.State
+			if f.Live {
+				state = v.paint("32", state)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%d\t%s\n", f.Name, f.On, f.Address, f.Ports, f.Protocol, f.To, f.Forwarded, f.Local, state)
+		}
+		tw.Flush()
+	}
 	fmt.Fprintf(v.Out, "\n%s\n", r.Verdict)
 }
 

@@ -169,6 +169,17 @@ func (s *statusSession) read(ctx context.Context, cfg *config.Config, prev *stat
 		}
 		req := plan.FactsRequest(cfg, name)
 		req.Listeners, req.Chains, req.Sysctls, req.Tables = false, false, nil, nil
+		for _, f := range cfg.Forwards {
+			if f.On == name {
+				// Forward and service keys never overlap (the plan
+				// refuses it), so one mark mask serves both: for a
+				// forward's keys, "marked" means "forwarded".
+				req.Mark |= plan.ForwardMarkFor(cfg)
+				for _, e := range plan.ForwardEntries(f) {
+					req.Flows = append(req.Flows, state.NftService{Addr: e.Addr, Proto: e.Proto, Port: e.Port})
+				}
+			}
+		}
 		fctx, cancel := context.WithTimeout(ctx, statusReadTimeout)
 		f, err := cl.Facts(fctx, req)
 		cancel()
