@@ -196,6 +196,25 @@ func TestCoreSlice(t *testing.T) {
 	}
 }
 
+// Ports of connections that leave a TIME_WAIT on OLD before the move.
+const (
+	twClientPort = "40123"
+	twOldPort    = "40124"
+)
+
+// mustDial runs labtool dial from role and wants want in its answer.
+func mustDial(t *testing.T, ctx context.Context, s *scenario.Scenario, role, want string, args ...string) string {
+	t.Helper()
+	out, err := s.Dial(ctx, role, args...)
+	if err != nil {
+		t.Fatalf("dial from %s %v: %v: %s", role, args, err, out)
+	}
+	if !strings.Contains(out, want) {
+		t.Fatalf("dial from %s %v: %q, want %q", role, args, out, want)
+	}
+	return out
+}
+
 func kernelRelease() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return strings.TrimSpace(string(b))
@@ -222,6 +241,11 @@ func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenari
 		t.Fatal(err)
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	// TIME_WAIT sockets on OLD with the 4-tuples the moved flows will
+	// reuse: a client whose HTTP/1.0-style server closed first, and OLD's
+	// own outbound connection that it closed first.
+	mustDial(t, ctx, s, lab.RoleClient, "served-by=old ", "-port", twClientPort, "-bye", fmt.Sprintf("%s:%d", s.Lab.OldIP, scenario.MigratedPort))
+	mustDial(t, ctx, s, lab.RoleOld, "served-by=client ", "-bind", s.Lab.OldIP.String(), "-port", twOldPort, fmt.Sprintf("%s:%d", s.Lab.ClientIP, scenario.ClientPort))
 
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if !strings.Contains(r.Stdout, "Plan: ") || !strings.Contains(r.Stdout, "host new") {
@@ -267,6 +291,10 @@ func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenari
 	if !strings.Contains(out, fmt.Sprintf("remote=%s:%d", s.Lab.OldIP, scenario.MigratedPort)) {
 		t.Errorf("client's peer is not OLD_IP:port: %q", out)
 	}
+	// (a2) the same client port again, while OLD still holds that
+	// connection's TIME_WAIT: NEW serves it (early demux would hand the
+	// SYN to the TIME_WAIT socket and the forward path drop it).
+	mustDial(t, ctx, s, lab.RoleClient, "served-by=new ", "-port", twClientPort, "-bye", fmt.Sprintf("%s:%d", s.Lab.OldIP, scenario.MigratedPort))
 	// (b) another port on OLD_IP stays on OLD.
 	expectServed(t, ctx, s, scenario.StayPort, "old")
 	// (c) NEW connects out from OLD_IP; the client's listener sees OLD_IP.
@@ -277,6 +305,9 @@ func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenari
 	if !strings.Contains(out, "served-by=client peer="+s.Lab.OldIP.String()+" ") {
 		t.Errorf("client's listener did not see OLD_IP as source: %q", out)
 	}
+	// (c2) from the port of OLD's own connection in TIME_WAIT: the
+	// client's answers reach NEW through OLD.
+	mustDial(t, ctx, s, lab.RoleNew, "served-by=client peer="+s.Lab.OldIP.String()+" ", "-bind", s.Lab.OldIP.String(), "-port", twOldPort, fmt.Sprintf("%s:%d", s.Lab.ClientIP, scenario.ClientPort))
 
 	// (d) plan after apply: no changes; apply again changes nothing.
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile, "--detailed-exitcode")

@@ -138,6 +138,14 @@ func forward(t *testing.T, dirOf func(*lab.Lab) fwdDir) {
 		t.Fatalf("before apply the holder is served by %q, want %q", early.servedBy(), d.onName)
 	}
 
+	// TIME_WAIT sockets on the receiving host, left by an ordinary
+	// client whose server closed first, on the ports the forwarded
+	// flows below reuse.
+	runProbes(t, ctx, s, []probe{
+		{"before: tcp v4, server closes first", lab.RoleClient, []string{"dial", "-port", twClientPort, "-bye", hp(d.addr4, fwdTCP)}, []string{"served-by=" + d.onName + " "}},
+		{"before: tcp v6, server closes first", lab.RoleClient, []string{"dial", "-port", twClientPort, "-bye", hp(d.addr6, fwdTCP)}, []string{"served-by=" + d.onName + " "}},
+	})
+
 	writePlan(t, s, fwdHosts(s)+d.blocks())
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	t.Logf("plan:\n%s", r.Stdout)
@@ -156,6 +164,10 @@ func forward(t *testing.T, dirOf func(*lab.Lab) fwdDir) {
 		}
 	}
 	runProbes(t, ctx, s, forwarded("forwarded"))
+	runProbes(t, ctx, s, []probe{
+		{"forwarded from a port in TIME_WAIT on the receiving host: tcp v4", lab.RoleClient, []string{"dial", "-port", twClientPort, "-bye", hp(d.addr4, fwdTCP)}, []string{"served-by=" + d.serveName + " "}},
+		{"forwarded from a port in TIME_WAIT on the receiving host: tcp v6", lab.RoleClient, []string{"dial", "-port", twClientPort, "-bye", hp(d.addr6, fwdTCP)}, []string{"served-by=" + d.serveName + " "}},
+	})
 	early.expectAnswering(t, d.onName)
 
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile, "--detailed-exitcode")

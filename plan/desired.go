@@ -170,6 +170,10 @@ func loAddrKey(a netip.Addr) string {
 	return state.Object{Addr: &state.Addr{Dev: "lo", CIDR: hostPrefix(a)}}.Key()
 }
 
+// EarlyDemux is the switch of TCP and UDP early demux, IPv4 and IPv6
+// alike (the IPv6 path reads the same per-namespace setting).
+const EarlyDemux = "net.ipv4.ip_early_demux"
+
 // Sysctls lists every sysctl the plan may set on a host, so the agent reads
 // their current values.
 func Sysctls(c *config.Config, host string) []string {
@@ -180,6 +184,7 @@ func Sysctls(c *config.Config, host string) []string {
 	if host == Old {
 		return []string{
 			"net.ipv4.ip_forward",
+			EarlyDemux,
 			"net.ipv4.conf." + dev + ".accept_local",
 			"net.ipv4.conf." + dev + ".rp_filter",
 			"net.ipv6.conf.all.forwarding",
@@ -469,6 +474,13 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old], facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
+		// A marked packet whose 4-tuple matches one of OLD's own
+		// sockets, above all a TIME_WAIT left by an earlier client on the
+		// same port, is claimed by early demux before routing; the
+		// forward path then drops it (ip_forward and ip6_forward drop
+		// any packet that carries a socket) and the client hangs.
+		// Off, every packet is routed, marked ones into the tunnel.
+		obj(state.Sysctl{Name: EarlyDemux, Value: "0"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".accept_local", Value: "1"}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)

@@ -40,7 +40,7 @@ func facts(cidr string, mtu int) state.Facts {
 			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
 			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},
 		},
-		Sysctls: map[string]string{"net.ipv4.ip_forward": "0"},
+		Sysctls: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv4.ip_early_demux": "1"},
 	}
 }
 
@@ -91,6 +91,7 @@ func TestFreshPlanOrder(t *testing.T) {
 	wantOld := `+ link mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 mtu 1450 up
 + sysctl net.ipv4.conf.mig0.accept_local = 1
 + sysctl net.ipv4.conf.mig0.rp_filter = 2
+~ sysctl: net.ipv4.ip_early_demux = 1 -> net.ipv4.ip_early_demux = 0
 ~ sysctl: net.ipv4.ip_forward = 0 -> net.ipv4.ip_forward = 1
 + rule v4 pref 1000 lookup local proto 77
 + rule v4 pref 900 fwmark 0x20000/0x20000 lookup 4242 proto 77
@@ -98,12 +99,12 @@ func TestFreshPlanOrder(t *testing.T) {
 + addr 169.254.42.1/30 dev mig0
 + route table 4242 throw 203.0.113.20/32
 + route table 4242 0.0.0.0/0 via 169.254.42.2 dev mig0
-+ nft table inet migrate: role old, mark 0x20000, 3 port(s) to NEW, 3 counted, udp/4789 to 198.51.100.10 only from 203.0.113.20 (digest ` + p.Hosts[1].Steps[10].After.Nft.Spec.Digest() + `)
++ nft table inet migrate: role old, mark 0x20000, 3 port(s) to NEW, 3 counted, udp/4789 to 198.51.100.10 only from 203.0.113.20 (digest ` + p.Hosts[1].Steps[11].After.Nft.Spec.Digest() + `)
 `
 	if got := lines(p.Hosts[1].Steps); got != wantOld {
 		t.Errorf("old steps:\n%s\nwant:\n%s", got, wantOld)
 	}
-	if a, c, d := p.Counts(); a != 18 || c != 1 || d != 2 {
+	if a, c, d := p.Counts(); a != 18 || c != 2 || d != 2 {
 		t.Errorf("counts %d %d %d", a, c, d)
 	}
 }

@@ -1,7 +1,7 @@
 // Command labtool is a tiny traffic helper for the namespace lab.
 //
 //	labtool serve -name NAME -listen ADDR:PORT [-udp]
-//	labtool dial [-bind IP] [-timeout 3s] [-udp] ADDR:PORT
+//	labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-bye] ADDR:PORT
 //	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] ADDR:PORT
 //
 // serve (TCP) greets each connection with
@@ -11,7 +11,8 @@
 //
 // dial connects, reads the first line and prints
 // "<line> remote=<remote addr> localaddr=<local addr>". With -udp it sends
-// "hi" and prints the reply the same way.
+// "hi" and prints the reply the same way. -bye asks the server to close
+// first, as an HTTP/1.0 server does, leaving it the TIME_WAIT socket.
 //
 // hold keeps one TCP connection open: it prints the greeting, then every
 // interval sends "ping i" and prints the reply. -count 0 pings until killed.
@@ -53,6 +54,8 @@ func main() {
 		err = hold(os.Args[2:])
 	case "forge":
 		err = forge(os.Args[2:])
+	case "traffic":
+		err = traffic(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -159,6 +162,11 @@ func handle(name string, c net.Conn) {
 			// Bulk download: n bytes to the client, then close.
 			_, _ = io.CopyN(c, zeros{}, n)
 			return
+		case line == "BYE":
+			// An HTTP/1.0-style server: answer, then close first, so
+			// this side is left holding the TIME_WAIT socket.
+			fmt.Fprintf(c, "%s: bye\n", name)
+			return
 		case sscan(line, "RECV %d", &n):
 			// Bulk upload: read n bytes, report what arrived.
 			got, _ := io.CopyN(io.Discard, r, n)
@@ -223,18 +231,25 @@ func hostOf(a net.Addr) string {
 }
 
 func dialer(bind string, udp bool, timeout time.Duration) (*net.Dialer, error) {
+	return dialerPort(bind, 0, udp, timeout)
+}
+
+// dialerPort is dialer with a fixed local port (0: the kernel's choice).
+func dialerPort(bind string, port int, udp bool, timeout time.Duration) (*net.Dialer, error) {
 	d := &net.Dialer{Timeout: timeout}
-	if bind == "" {
+	if bind == "" && port == 0 {
 		return d, nil
 	}
-	ip := net.ParseIP(bind)
-	if ip == nil {
-		return nil, fmt.Errorf("bad -bind IP %q", bind)
+	var ip net.IP
+	if bind != "" {
+		if ip = net.ParseIP(bind); ip == nil {
+			return nil, fmt.Errorf("bad -bind IP %q", bind)
+		}
 	}
 	if udp {
-		d.LocalAddr = &net.UDPAddr{IP: ip}
+		d.LocalAddr = &net.UDPAddr{IP: ip, Port: port}
 	} else {
-		d.LocalAddr = &net.TCPAddr{IP: ip}
+		d.LocalAddr = &net.TCPAddr{IP: ip, Port: port}
 	}
 	return d, nil
 }
@@ -245,11 +260,13 @@ func dial(args []string) error {
 	timeout := fs.Duration("timeout", 3*time.Second, "connect+read timeout")
 	udp := fs.Bool("udp", false, "UDP: send \"hi\", print the reply")
 	size := fs.Int("size", 2, "UDP: datagram size in bytes")
+	port := fs.Int("port", 0, "local port to bind (0: the kernel's choice)")
+	bye := fs.Bool("bye", false, "TCP: after the greeting send BYE, print the answer and wait for the server to close first (it then holds the TIME_WAIT)")
 	addr, err := oneAddr(fs, args)
 	if err != nil {
 		return err
 	}
-	d, err := dialer(*bind, *udp, *timeout)
+	d, err := dialerPort(*bind, *port, *udp, *timeout)
 	if err != nil {
 		return err
 	}
@@ -285,11 +302,25 @@ func dial(args []string) error {
 		}
 		line += fmt.Sprintf(" replylen=%d", n)
 	} else {
-		line, err = bufio.NewReader(c).ReadString('\n')
+		r := bufio.NewReader(c)
+		line, err = r.ReadString('\n')
 		if err != nil {
 			return fmt.Errorf("no greeting from tcp %s within %s: %w", addr, *timeout, err)
 		}
 		line = strings.TrimRight(line, "\r\n")
+		if *bye {
+			if _, err := fmt.Fprintf(c, "BYE\n"); err != nil {
+				return fmt.Errorf("send BYE to %s: %w", addr, err)
+			}
+			ans, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("no answer to BYE from %s: %w", addr, err)
+			}
+			if _, err := r.ReadString('\n'); err != io.EOF {
+				return fmt.Errorf("server %s did not close after BYE: %v", addr, err)
+			}
+			line += " " + strings.TrimRight(ans, "\r\n")
+		}
 	}
 	fmt.Printf("%s remote=%s localaddr=%s\n", line, c.RemoteAddr(), c.LocalAddr())
 	return nil

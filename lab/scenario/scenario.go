@@ -347,6 +347,7 @@ func (s *Scenario) Dial(ctx context.Context, role string, args ...string) (strin
 func Sysctls() []string {
 	return []string{
 		"net.ipv4.ip_forward",
+		"net.ipv4.ip_early_demux",
 		"net.ipv4.conf.all.rp_filter",
 		"net.ipv4.conf.default.rp_filter",
 		"net.ipv4.conf.mig0.rp_filter",
