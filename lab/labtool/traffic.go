@@ -17,22 +17,22 @@ import (
 
 // traffic is what a real service sees, with phases the caller names:
 //
-//	labtool traffic -tcp ADDR:PORT[,ADDR:PORT] [-udp ADDR:PORT,...] -control FILE
-//	                [-workers 32] [-long 1000] [-udp-workers 4] [-timeout 3s] [-rst]
-//	                [-max 10m]
+//		labtool traffic -tcp ADDR:PORT[,ADDR:PORT] [-udp ADDR:PORT,...] -control FILE
+//		                [-workers 32] [-long 1000] [-udp-workers 4] [-timeout 3s] [-rst]
+//		                [-max 10m]
 //
-//   - short connections, -workers at a time in a loop: connect with the
-//     kernel's own port choice, read the greeting, send BYE, read the
-//     answer and wait for the server to close first (an HTTP/1.0 server
-//     does; it then holds the TIME_WAIT socket), then close normally. -rst
-//     closes abortively instead (SO_LINGER 0) without waiting: no TIME_WAIT
-//     anywhere, which hides bugs. The caller narrows the client's
-//     ip_local_port_range to make ports come back under pressure.
-//   - -long long-lived connections opened at once and held to the end:
-//     every other one pings each second, the rest stay idle until the
-//     end; each must keep answering from the server that greeted it.
-//   - -udp-workers loops of one request each from a fresh socket (the
-//     kernel's port choice), as a resolver sends them.
+//	  - short connections, -workers at a time in a loop: connect with the
+//	    kernel's own port choice, read the greeting, send BYE, read the
+//	    answer and wait for the server to close first (an HTTP/1.0 server
+//	    does; it then holds the TIME_WAIT socket), then close normally. -rst
+//	    closes abortively instead (SO_LINGER 0) without waiting: no TIME_WAIT
+//	    anywhere, which hides bugs. The caller narrows the client's
+//	    ip_local_port_range to make ports come back under pressure.
+//	  - -long long-lived connections opened at once and held to the end:
+//	    every other one pings each second, the rest stay idle until the
+//	    end; each must keep answering from the server that greeted it.
+//	  - -udp-workers loops of one request each from a fresh socket (the
+//	    kernel's port choice), as a resolver sends them.
 //
 // FILE holds the current phase's name; the generator polls it, and every
 // attempt counts in the phase it started in. "stop" ends the run. It
