@@ -715,6 +715,9 @@ func checkFactsRequest(r state.FactsRequest) error {
 			return err
 		}
 	}
+	if r.Sockets && len(r.Flows) == 0 {
+		return fmt.Errorf("sockets without flows: sockets are counted for the flows' services only")
+	}
 	return checkServices("flows", r.Flows)
 }
 

@@ -357,6 +357,10 @@ func TestValidateFactsRequest(t *testing.T) {
 		}), `flows 198.51.100.10 proto "icmp"`},
 		{"flow addr", mod(func(r *state.FactsRequest) { r.Flows = []state.NftService{{Addr: "", Proto: "tcp", Port: 1}} }), `flows addr ""`},
 		{"too many flows", mod(func(r *state.FactsRequest) { r.Flows = make([]state.NftService, maxListLen+1) }), "flows: 1000001 entries"},
+		{"sockets with flows", mod(func(r *state.FactsRequest) {
+			r.Flows, r.Sockets = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 80}}, true
+		}), ""},
+		{"sockets without flows", mod(func(r *state.FactsRequest) { r.Flows, r.Sockets = nil, true }), "bad facts request: sockets without flows"},
 	}
 	for _, c := range cases {
 		check(t, c.name, validateFactsRequest(c.req), c.want)

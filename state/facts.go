@@ -18,6 +18,10 @@ type FactsRequest struct {
 	// destination port) triples; Mark is the bit that says "sent to NEW".
 	Flows []NftService `json:"flows,omitempty"`
 	Mark  uint32       `json:"mark,omitempty"`
+	// Sockets asks, for each of Flows, for the host's own connected
+	// sockets too (sock_diag): conntrack misses connections that have
+	// been idle since before conntrack ran in the namespace. Needs Flows.
+	Sockets bool `json:"sockets,omitempty"`
 	// Listeners asks for the host's listening TCP and bound UDP sockets.
 	Listeners bool `json:"listeners,omitempty"`
 	// Chains asks for the base chains of other nft tables, to warn about
@@ -125,7 +129,23 @@ type FlowCount struct {
 	// OnOld are the established flows served by OLD itself (no mark):
 	// what has yet to drain before OLD may stop serving the service.
 	OnOld int `json:"on_old"`
+	// Sockets (only when FactsRequest.Sockets) are the host's own
+	// sockets whose local address and port are the service's and that
+	// still carry a connection: TCP in ESTABLISHED, SYN-RECV, CLOSE-WAIT
+	// or FIN-WAIT-1; UDP sockets that are connected. An unconnected UDP
+	// server socket is not a connection and is not counted.
+	Sockets int `json:"sockets,omitempty"`
+	// SocketsOnly are those of Sockets that OnOld does not hold (no
+	// established unmarked conntrack entry with the same addresses and
+	// ports): connections idle since before conntrack ran here, or
+	// closing. OnOld+SocketsOnly is every connection the host serves.
+	SocketsOnly int `json:"sockets_only,omitempty"`
 }
+
+// Serving is every connection the host itself serves for the key: the
+// established unmarked conntrack entries and the sockets conntrack does
+// not hold, each counted once.
+func (c FlowCount) Serving() int { return c.OnOld + c.SocketsOnly }
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {

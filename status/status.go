@@ -89,13 +89,23 @@ type Service struct {
 	// NewFlowsPerSec is the rate since the previous reading (--watch),
 	// -1 when there is none.
 	NewFlowsPerSec float64 `json:"new_flows_per_sec"`
-	// OnOld are established flows OLD itself still serves; ViaTunnel the
-	// conntrack entries on OLD going to NEW (from conntrack).
-	OnOld     int `json:"on_old"`
-	ViaTunnel int `json:"via_tunnel"`
-	// Drained: the live stage is "new" and OLD serves no established
-	// flow of the service any more. DrainedSince is when a --watch first
-	// saw it drained (zero when unknown).
+	// OnOld are the connections OLD itself still serves, each counted
+	// once: OLD's own TCP sockets of the service that can still carry
+	// data (sock_diag: established, including idle ones and ones opened
+	// before the first apply), its connected UDP sockets, and the
+	// established conntrack entries not sent to NEW (UDP: answered
+	// flows; also flows OLD hands to a container by DNAT, whose sockets
+	// are in another namespace). OnOldSocketsOnly are those of OnOld
+	// that conntrack does not hold: idle since before migrate's table
+	// started conntrack, or closing. ViaTunnel: the conntrack entries on
+	// OLD going to NEW.
+	OnOld            int `json:"on_old"`
+	OnOldSocketsOnly int `json:"on_old_sockets_only"`
+	ViaTunnel        int `json:"via_tunnel"`
+	// Drained: the live stage is "new" and OLD serves no connection of
+	// the service any more (for UDP: none that can be known, see
+	// UDPNote). DrainedSince is when a --watch first saw it drained
+	// (zero when unknown).
 	Drained      bool      `json:"drained"`
 	DrainedSince time.Time `json:"drained_since,omitempty"`
 	// State is the one-line reading for humans.
@@ -187,7 +197,8 @@ func Build(in Input) Report {
 			sv.Packets += cnt.Packets
 			sv.Bytes += cnt.Bytes
 			fc := stats.Flows[key]
-			sv.OnOld += fc.OnOld
+			sv.OnOld += fc.Serving()
+			sv.OnOldSocketsOnly += fc.SocketsOnly
 			sv.ViaTunnel += fc.ToNew
 		}
 		sv.LiveStage = liveStage(percents, in.Old.Nft != nil)
@@ -217,6 +228,12 @@ func Build(in Input) Report {
 		}
 		sv.State = describe(sv)
 		r.Services = append(r.Services, sv)
+	}
+	for _, s := range c.Services {
+		if s.Protocol == "udp" && !oldDown {
+			r.Notes = append(r.Notes, UDPNote)
+			break
+		}
 	}
 	for _, f := range c.Forwards {
 		r.Forwards = append(r.Forwards, buildForward(f, in, r))
@@ -309,6 +326,9 @@ func liveStage(percents map[int]bool, haveTable bool) string {
 	return "canary"
 }
 
+// UDPNote says what the drain count of a UDP service can and cannot see.
+const UDPNote = "UDP has no connections. For a udp service, ON OLD counts OLD's connected UDP sockets of it and the UDP flows conntrack holds on OLD that were answered and not sent to NEW (such a flow lapses 2 minutes after its last datagram). A daemon on an unconnected UDP socket keeps no state the kernel can show: whether it still holds sessions of clients that went quiet cannot be known from OLD (their next datagram after the flow lapsed goes to NEW)."
+
 func describe(s Service) string {
 	if s.LiveStage == StageUnknown {
 		return "unknown: OLD could not be read"
@@ -319,6 +339,9 @@ func describe(s Service) string {
 	}
 	switch s.LiveStage {
 	case "new":
+		if s.Drained && s.Protocol == "udp" {
+			return "drained: OLD serves no UDP flow of it that conntrack or a connected socket shows (see the UDP note)" + pending
+		}
 		if s.Drained {
 			return "drained: OLD serves no established flow of it" + pending
 		}

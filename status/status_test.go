@@ -250,3 +250,77 @@ forward "admin" {
 		t.Errorf("admin with NEW down %+v", a)
 	}
 }
+
+// A connection that only OLD's sockets show (idle since before the first
+// apply: conntrack never saw it) keeps its service draining and OLD
+// needed; one conntrack also holds is counted once.
+func TestSocketsOnlyConnectionKeepsDraining(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Stats.Flows = map[string]state.FlowCount{
+		// 443: one connection conntrack and a socket both show, one
+		// idle connection only the socket shows.
+		"198.51.100.10 tcp 443": {Total: 1, Established: 1, OnOld: 1, Sockets: 2, SocketsOnly: 1},
+	}
+	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	web := r.Services[0]
+	if web.Drained || web.OnOld != 2 || web.OnOldSocketsOnly != 1 || !strings.HasPrefix(web.State, "draining: 2 established flow(s) still served by OLD") {
+		t.Fatalf("web with an idle connection: %+v", web)
+	}
+	if !strings.Contains(r.Verdict, "OLD is still needed: 1 service(s) are draining") || strings.Contains(r.Verdict, "switched off") {
+		t.Fatalf("verdict with an idle connection on OLD: %q", r.Verdict)
+	}
+	// The idle connection alone (conntrack holds nothing) still counts.
+	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 tcp 80": {Sockets: 1, SocketsOnly: 1}}
+	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	if web := r.Services[0]; web.Drained || web.OnOld != 1 || strings.Contains(r.Verdict, "switched off") {
+		t.Fatalf("socket-only connection: %+v, verdict %q", web, r.Verdict)
+	}
+	// It closes: drained, and OLD is free.
+	old.Stats.Flows = nil
+	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	if web := r.Services[0]; !web.Drained || !strings.Contains(r.Verdict, "OLD may be switched off") {
+		t.Fatalf("after the connection closed: %+v, verdict %q", web, r.Verdict)
+	}
+}
+
+// A UDP service says what its drain count can see, and its drained state
+// claims no more than that.
+func TestUDPSaysWhatIsCounted(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	// A connected UDP socket on OLD.
+	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 udp 53": {Sockets: 1, SocketsOnly: 1}}
+	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	dns := r.Services[2]
+	if dns.Name != "dns" || dns.Drained || dns.OnOld != 1 {
+		t.Fatalf("dns with a connected UDP socket on OLD: %+v", dns)
+	}
+	if len(r.Notes) != 1 || r.Notes[0] != UDPNote {
+		t.Fatalf("notes %q: want the UDP note", r.Notes)
+	}
+	old.Stats.Flows = nil
+	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	if dns := r.Services[2]; !dns.Drained || !strings.Contains(dns.State, "no UDP flow of it that conntrack or a connected socket shows") {
+		t.Fatalf("dns drained: %+v", dns)
+	}
+	// A plan without UDP services has no UDP note.
+	c.Services = c.Services[:2]
+	if r := Build(Input{Config: c, Old: old, Time: time.Now()}); len(r.Notes) != 0 {
+		t.Fatalf("notes without UDP services: %q", r.Notes)
+	}
+}

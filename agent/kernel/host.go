@@ -132,7 +132,7 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		}
 	}
 	if len(req.Flows) > 0 {
-		flows, err := h.flowCounts(req.Flows, req.Mark)
+		flows, err := h.flowCounts(req.Flows, req.Mark, req.Sockets)
 		if err != nil {
 			return f, err
 		}

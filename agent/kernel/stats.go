@@ -121,9 +121,12 @@ const (
 	ctaMark           = 8
 	ctaTupleIP        = 1
 	ctaTupleProto     = 2
+	ctaIPv4Src        = 1
 	ctaIPv4Dst        = 2
+	ctaIPv6Src        = 3
 	ctaIPv6Dst        = 4
 	ctaProtoNum       = 1
+	ctaProtoSrcPort   = 2
 	ctaProtoDstPort   = 3
 	ctaProtoinfoTCP   = 1
 	ctaProtoinfoTCPSt = 1
@@ -133,12 +136,12 @@ const (
 
 // ctEntry is what migrate needs of one conntrack entry.
 type ctEntry struct {
-	dst      netip.Addr // original direction
-	proto    uint8
-	dport    uint16
-	status   uint32
-	mark     uint32
-	tcpState uint8
+	src, dst     netip.Addr // original direction
+	proto        uint8
+	sport, dport uint16
+	status       uint32
+	mark         uint32
+	tcpState     uint8
 }
 
 // nlaTypeMask strips NLA_F_NESTED and NLA_F_NET_BYTEORDER from an
@@ -181,9 +184,17 @@ func parseCtEntry(msg []byte) (ctEntry, bool) {
 	if !ok {
 		return e, false
 	}
+	if d := ip[ctaIPv4Src]; d != nil {
+		e.src, _ = netip.AddrFromSlice(d)
+	} else if d := ip[ctaIPv6Src]; d != nil {
+		e.src, _ = netip.AddrFromSlice(d)
+	}
 	pr := attrsOf(orig[ctaTupleProto])
 	if p := pr[ctaProtoNum]; len(p) == 1 {
 		e.proto = p[0]
+	}
+	if p := pr[ctaProtoSrcPort]; len(p) == 2 {
+		e.sport = uint16(p[0])<<8 | uint16(p[1])
 	}
 	if p := pr[ctaProtoDstPort]; len(p) == 2 {
 		e.dport = uint16(p[0])<<8 | uint16(p[1])
@@ -220,16 +231,25 @@ func (h *Host) conntrackList(family uint8, keep func(ctEntry) bool) ([]ctEntry, 
 // flowCounts counts the conntrack entries of each requested service:
 // all entries whose original direction goes to its address, protocol and
 // port; the established ones (TCP state ESTABLISHED, UDP: ASSURED); and
-// those carrying mark (going to NEW).
-func (h *Host) flowCounts(services []state.NftService, mark uint32) (map[string]state.FlowCount, error) {
+// those carrying mark (going to NEW). With sockets, it also counts the
+// host's own connected sockets of the service (sock_diag), and those of
+// them that no established unmarked conntrack entry stands for.
+func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool) (map[string]state.FlowCount, error) {
 	type key struct {
 		addr  netip.Addr
 		proto uint8
 		port  uint16
 	}
+	// conn is one connection: client and service address and port.
+	type conn struct {
+		proto          uint8
+		client, server netip.AddrPort
+	}
+	onOld := map[conn]bool{}
 	want := map[key]string{}
 	out := map[string]state.FlowCount{}
 	fams := map[uint8]bool{}
+	protos := map[uint8]bool{}
 	for _, s := range services {
 		a, err := netip.ParseAddr(s.Addr)
 		if err != nil {
@@ -246,6 +266,7 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32) (map[string]
 			return nil, fmt.Errorf("flows of %s: protocol %q is not tcp or udp", s.Key(), s.Proto)
 		}
 		want[key{a, p, s.Port}] = s.Key()
+		protos[p] = true
 		out[s.Key()] = state.FlowCount{}
 		if a.Is4() {
 			fams[unix.AF_INET] = true
@@ -285,8 +306,46 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32) (map[string]
 			}
 			if established && !toNew {
 				c.OnOld++
+				onOld[conn{e.proto, netip.AddrPortFrom(e.src.Unmap(), e.sport), netip.AddrPortFrom(e.dst.Unmap(), e.dport)}] = true
 			}
 			out[k] = c
+		}
+	}
+	if !sockets {
+		return out, nil
+	}
+	// Both families whatever the service's: a connection to an IPv4
+	// address accepted by a dual-stack [::] listener is an AF_INET6
+	// socket with a v4-mapped address.
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		for _, p := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			if !protos[p] {
+				continue
+			}
+			// UDP sockets report TCP_ESTABLISHED when connected.
+			states := uint32(connectedStates)
+			if p == unix.IPPROTO_UDP {
+				states = 1 << tcpStEstablished
+			}
+			socks, err := h.socketList(fam, p, states, func(e sockEntry) bool {
+				_, ok := want[key{e.local.Addr(), p, e.local.Port()}]
+				return ok
+			})
+			if errors.Is(err, unix.ENOENT) && fam == unix.AF_INET6 {
+				continue // no IPv6 here: no IPv6 sockets
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list sockets: %w", err)
+			}
+			for _, e := range socks {
+				k := want[key{e.local.Addr(), p, e.local.Port()}]
+				c := out[k]
+				c.Sockets++
+				if !onOld[conn{p, e.remote, e.local}] {
+					c.SocketsOnly++
+				}
+				out[k] = c
+			}
 		}
 	}
 	return out, nil

@@ -26,12 +26,15 @@ func (c *cli) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show how far each service's move has got, and whether OLD is still needed",
 		Long: `Show, per service, the stage live on OLD, the new flows and bytes sent to NEW
-(migrate's nft counters), the established flows OLD still serves itself and the
-flows going through the tunnel (conntrack), and whether the drain is over.
+(migrate's nft counters), the connections OLD still serves itself (its own
+sockets and conntrack), the flows going through the tunnel (conntrack), and
+whether the drain is over.
 For the tunnel: whether both ends are up, with the round-trip time through it.
 
-A service is drained when it is at stage "new" and OLD serves no established
-flow of it. OLD may be switched off once every service is drained and no flow
+A service is drained when it is at stage "new" and OLD serves no connection of
+it: no TCP socket of it that can still carry data, idle or not, and no
+established flow in conntrack. UDP has no connections: only connected UDP
+sockets and UDP flows conntrack saw answered can be counted. OLD may be switched off once every service is drained and no flow
 goes through OLD any more, i.e. after the address or DNS points at NEW.
 
 Nothing is changed on either host.`,
@@ -180,6 +183,9 @@ func (s *statusSession) read(ctx context.Context, cfg *config.Config, prev *stat
 				}
 			}
 		}
+		// OLD's own sockets too: conntrack never saw a connection idle
+		// since before the first apply, and OLD still serves it.
+		req.Sockets = name == plan.Old && len(req.Flows) > 0
 		fctx, cancel := context.WithTimeout(ctx, statusReadTimeout)
 		f, err := cl.Facts(fctx, req)
 		cancel()

@@ -16,6 +16,8 @@
 //
 // hold keeps one TCP connection open: it prints the greeting, then every
 // interval sends "ping i" and prints the reply. -count 0 pings until killed.
+// -keepalive=false turns off TCP keep-alive probes, so an idle hold (a long
+// -every) sends not one packet: an idle client as conntrack sees it.
 //
 // Flags may come before or after the address.
 package main
@@ -332,6 +334,7 @@ func hold(args []string) error {
 	timeout := fs.Duration("timeout", 3*time.Second, "connect timeout and per-reply timeout")
 	every := fs.Duration("every", 200*time.Millisecond, "ping interval")
 	count := fs.Int("count", 10, "number of pings (0: until killed)")
+	keepalive := fs.Bool("keepalive", true, "TCP keep-alive probes (false: not one packet while idle)")
 	addr, err := oneAddr(fs, args)
 	if err != nil {
 		return err
@@ -342,6 +345,9 @@ func hold(args []string) error {
 	d, err := dialer(*bind, false, *timeout)
 	if err != nil {
 		return err
+	}
+	if !*keepalive {
+		d.KeepAlive = -1
 	}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
