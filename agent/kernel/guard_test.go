@@ -17,12 +17,12 @@ import (
 // peerServer; nil when the answer came back.
 func reach(ns netns.NsHandle, network, addr string) error {
 	return inNS(ns, func() error {
-		c, err := net.DialTimeout(network, addr, time.Second)
+		c, err := net.DialTimeout(network, addr, 2*time.Second)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 		if _, err := c.Write([]byte("hi\n")); err != nil {
 			return err
 		}
@@ -144,13 +144,13 @@ func TestForwardGuard(t *testing.T) {
 			t.Errorf("%s: service flow into the tunnel: %v", when, err)
 		}
 		err := inNS(newNS, func() error {
-			d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(svc)}}
+			d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(svc)}}
 			c, err := d.Dial("tcp", "192.0.2.2:7000")
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 			_, err = fmt.Fprintf(c, "out\n")
 			if err == nil {
 				_, err = c.Read(make([]byte, 64))
