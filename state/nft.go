@@ -50,8 +50,9 @@ type NftSpec struct {
 	// Guard4 and Guard6: the host did not forward IPv4 (IPv6) before
 	// migrate switched forwarding on, so it must not become a router for
 	// anyone else. Chain guard (hook forward) then accepts only migrate's
-	// flows (conntrack mark Mark: flows to and from the tunnel; mark
-	// ForwardMark: forwards) and counts and drops every other forwarded
+	// flows (role old: packets from the tunnel, and conntrack mark Mark:
+	// flows to and from the tunnel; mark ForwardMark: forwards) and
+	// counts and drops every other forwarded
 	// packet of that family. A drop there is final whatever other tables
 	// say.
 	Guard4 bool `json:"guard4,omitempty"`

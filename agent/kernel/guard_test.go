@@ -226,8 +226,8 @@ func TestGuardRender(t *testing.T) {
 		rules int // rules added by the guard
 		err   string
 	}{
-		{"old tunnel v4", tunnel, true, false, 2, ""},
-		{"old tunnel v4+v6", tunnel, true, true, 3, ""},
+		{"old tunnel v4", tunnel, true, false, 3, ""},
+		{"old tunnel v4+v6", tunnel, true, true, 4, ""},
 		{"new forwards v6", fwds, false, true, 2, ""},
 		{"old forwards only", fwdSpec("old"), true, false, 2, ""},
 		{"new tunnel, no forwards", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}, true, false, 0, "forwards nothing of migrate's"},

@@ -938,6 +938,7 @@ func keysOf(els []nftables.SetElement) []nftables.SetElement {
 // Guard6 (nothing otherwise):
 //
 //	chain guard           hook forward priority filter; policy accept
+//	  iifname T accept            role old with a tunnel: what NEW sends
 //	  ct mark & M == M accept     role old with a tunnel: flows into the
 //	                              tunnel, NEW's outbound flows, their replies
 //	  ct mark & FM == FM accept   with a ForwardMark: forwards (both ways)
@@ -967,6 +968,12 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 	var exprs [][]expr.Any
 	acceptV := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
 	if tunnel {
+		// Everything out of the tunnel is NEW's (the underlay filter, or
+		// WireGuard, sees to that), also packets conntrack calls invalid:
+		// once a moved address is routed to NEW directly (the cut-over in
+		// the README), NEW's replies still leave through OLD, which never
+		// saw their flows start.
+		exprs = append(exprs, join(iifname(spec.TunnelDev), acceptV))
 		exprs = append(exprs, join(ctMarkHas(spec.Mark), acceptV))
 	}
 	if spec.ForwardMark != 0 {
