@@ -641,6 +641,11 @@ func checkNftTable(t state.NftTable) error {
 			return fmt.Errorf("nft underlay: local %s and peer %s must be of the same address family", local, peer)
 		}
 	}
+	// A guard drops every forwarded packet that is none of migrate's; with
+	// nothing of migrate's to forward it would only cut the host's routing.
+	if (s.Guard4 || s.Guard6) && !(s.Role == "old" && s.TunnelDev != "") && s.ForwardMark == 0 {
+		return errors.New("nft guard4/guard6: a guard needs migrate's own forwarded flows to let through (a tunnel on role old, or a forward mark)")
+	}
 	if len(s.NoARP) > maxListLen {
 		return fmt.Errorf("nft no_arp: %d entries, at most %d allowed", len(s.NoARP), maxListLen)
 	}

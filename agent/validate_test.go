@@ -282,6 +282,14 @@ func TestValidateStep(t *testing.T) {
 		{"nft too many services", nft(func(t *state.NftTable) {
 			t.Spec.Services = make([]state.NftService, maxListLen+1)
 		}), "nft services: 1000001 entries, at most 1000000 allowed"},
+		{"nft guard old", nft(func(t *state.NftTable) { t.Spec.Guard4, t.Spec.Guard6 = true, true }), ""},
+		{"nft guard new forwards", nft(func(t *state.NftTable) {
+			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, ForwardMark: 2, Guard4: true,
+				Forwards: []state.NftForward{{Addr: "203.0.113.20", Proto: "tcp", Port: 443, To: "198.51.100.10", ToPort: 443}}}
+		}), ""},
+		{"nft guard new no forwards", nft(func(t *state.NftTable) {
+			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Guard6: true}
+		}), "nft guard4/guard6: a guard needs migrate's own forwarded flows"},
 		{"nft too many noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = make([]string, maxListLen+1) }), "nft no_arp: 1000001 entries"},
 	}
 	for _, c := range cases {

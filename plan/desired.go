@@ -291,6 +291,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 	}
 	forwardsDesired(c, hosts, specs)
 	keepForwardDrain(facts, owned, hosts, specs)
+	guardForwarding(facts, owned, hosts, specs)
 	out := map[string]HostDesired{}
 	for name, h := range hosts {
 		sp := specs[name]
@@ -372,6 +373,47 @@ func keepForwardDrain(facts map[string]state.Facts, owned map[string]map[string]
 			}
 		}
 	}
+}
+
+// guardForwarding sets Guard4/Guard6 in a host's spec when migrate
+// switches that family's forwarding on there and the host did not forward
+// before migrate: then the host forwards only migrate's flows (see chain
+// guard in agent/kernel). "Before migrate" is the value the journal
+// recorded when migrate first changed the sysctl (owned), or, when migrate
+// has not changed it yet, the live value. A host that already forwarded
+// keeps forwarding everything.
+func guardForwarding(facts map[string]state.Facts, owned map[string]map[string]*state.Object, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
+	for name, h := range hosts {
+		sp := specs[name]
+		if !(sp.Role == Old && sp.TunnelDev != "") && sp.ForwardMark == 0 {
+			continue // no table, or nothing of migrate's is forwarded here
+		}
+		for _, g := range []struct {
+			sys string
+			on  *bool
+		}{{"net.ipv4.ip_forward", &sp.Guard4}, {"net.ipv6.conf.all.forwarding", &sp.Guard6}} {
+			wanted := false
+			for _, o := range h.Objects {
+				if o.Sysctl != nil && o.Sysctl.Name == g.sys && o.Sysctl.Value == "1" {
+					wanted = true
+				}
+			}
+			*g.on = wanted && ForwardingBefore(facts[name], owned[name], g.sys) == "0"
+		}
+	}
+}
+
+// ForwardingBefore is a forwarding sysctl's value before migrate first
+// changed it: the journal's record of the value replaced, else the live
+// value ("" when unknown).
+func ForwardingBefore(f state.Facts, owned map[string]*state.Object, sys string) string {
+	if o, ok := owned[state.Object{Sysctl: &state.Sysctl{Name: sys}}.Key()]; ok {
+		if o != nil && o.Sysctl != nil {
+			return o.Sysctl.Value
+		}
+		return ""
+	}
+	return f.Sysctls[sys]
 }
 
 // add appends objects, skipping keys already present: the tunnel and a

@@ -99,7 +99,7 @@ func TestFreshPlanOrder(t *testing.T) {
 + addr 169.254.42.1/30 dev mig0
 + route table 4242 throw 203.0.113.20/32
 + route table 4242 0.0.0.0/0 via 169.254.42.2 dev mig0
-+ nft table inet migrate: role old, mark 0x20000, 3 port(s) to NEW, 3 counted, udp/4789 to 198.51.100.10 only from 203.0.113.20 (digest ` + p.Hosts[1].Steps[11].After.Nft.Spec.Digest() + `)
++ nft table inet migrate: role old, mark 0x20000, 3 port(s) to NEW, 3 counted, forwards only its own ipv4, udp/4789 to 198.51.100.10 only from 203.0.113.20 (digest ` + p.Hosts[1].Steps[11].After.Nft.Spec.Digest() + `)
 `
 	if got := lines(p.Hosts[1].Steps); got != wantOld {
 		t.Errorf("old steps:\n%s\nwant:\n%s", got, wantOld)

@@ -7,7 +7,9 @@
 #     full-size datagrams through each tunnel without outer fragmentation)
 #     and TestWireGuardLink (keys made by each end, ping through, rollback
 #     removes the key), TestForwardBytecode and TestForwardPackets (the
-#     forward tables: Linux 6.1 refuses nft constructs newer kernels take).
+#     forward tables: Linux 6.1 refuses nft constructs newer kernels take)
+#     and TestForwardGuard (chain guard: a neighbour is not routed, migrate's
+#     own flows are).
 # A few focused tests only: everything in the guest is 15-50x slower.
 #
 # The binaries are built here, on the host (CGO_ENABLED=0); compiling inside
@@ -19,7 +21,7 @@
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
 #                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
-#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets)$'; empty: skip agent/kernel)
+#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard)$'; empty: skip agent/kernel)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
 #                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
 #                MIGRATE_E2E_SLOW (default 3 here: multiplies the lab's timeouts,
@@ -33,10 +35,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard TestForgedPackets/gre
   TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
-  TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets'
+  TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard'
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
 RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)

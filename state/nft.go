@@ -47,6 +47,16 @@ type NftSpec struct {
 	// its first packet is a bare SYN.
 	Forwards    []NftForward `json:"forwards,omitempty"`
 	ForwardMark uint32       `json:"forward_mark,omitempty"`
+	// Guard4 and Guard6: the host did not forward IPv4 (IPv6) before
+	// migrate switched forwarding on, so it must not become a router for
+	// anyone else. Chain guard (hook forward) then accepts only migrate's
+	// flows (role old: packets from the tunnel, and conntrack mark Mark:
+	// flows to and from the tunnel; mark ForwardMark: forwards) and
+	// counts and drops every other forwarded
+	// packet of that family. A drop there is final whatever other tables
+	// say.
+	Guard4 bool `json:"guard4,omitempty"`
+	Guard6 bool `json:"guard6,omitempty"`
 }
 
 // NftForward is one forwarded (address, protocol, port).
@@ -104,6 +114,16 @@ func (t NftTable) String() string {
 	}
 	if len(s.Forwards) > 0 {
 		parts = append(parts, fmt.Sprintf("%d forwarded port(s)", len(s.Forwards)))
+	}
+	if s.Guard4 || s.Guard6 {
+		var fams []string
+		if s.Guard4 {
+			fams = append(fams, "ipv4")
+		}
+		if s.Guard6 {
+			fams = append(fams, "ipv6")
+		}
+		parts = append(parts, fmt.Sprintf("forwards only its own %s", strings.Join(fams, "/")))
 	}
 	if len(s.NoARP) > 0 {
 		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))

@@ -38,6 +38,7 @@ const (
 	nftFwdKeys6 = "fwdkeys6"
 	nftFwdPre   = "fwd_prerouting"
 	nftFwdPost  = "fwd_postrouting"
+	nftGuard    = "guard" // forwarded packets that are none of migrate's: counted and dropped
 )
 
 // nfARPIn is the arp family's input hook. The arp family numbers its hooks
@@ -431,7 +432,12 @@ func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
 // The number of rules depends only on the role, on Underlay being set, on
 // forwards being present and on the number of distinct canary percents,
 // never on the number of services or forwards.
-func render(name string, spec state.NftSpec) (*rendered, error) {
+func render(name string, spec state.NftSpec) (out *rendered, err error) {
+	defer func() {
+		if err == nil {
+			err = renderGuard(out.inet, spec, nftTag(spec))
+		}
+	}()
 	if name == "" {
 		return nil, fmt.Errorf("nft table has no name")
 	}
@@ -926,4 +932,71 @@ func keysOf(els []nftables.SetElement) []nftables.SetElement {
 		out[i] = nftables.SetElement{Key: e.Key}
 	}
 	return out
+}
+
+// renderGuard adds chain guard to table inet when the spec has Guard4 or
+// Guard6 (nothing otherwise):
+//
+//	chain guard           hook forward priority filter; policy accept
+//	  iifname T accept            role old with a tunnel: what NEW sends
+//	  ct mark & M == M accept     role old with a tunnel: flows into the
+//	                              tunnel, NEW's outbound flows, their replies
+//	  ct mark & FM == FM accept   with a ForwardMark: forwards (both ways)
+//	  meta nfproto ipv4 counter drop   Guard4
+//	  meta nfproto ipv6 counter drop   Guard6
+//
+// The conntrack mark is the flow's, so it also covers the replies and the
+// ICMP errors of those flows (conntrack gives them the flow's entry). Only
+// migrate's own rules set these bits: the prerouting chain for packets to
+// a service (an address of this host) or from the tunnel, fwd_prerouting
+// for forwards. A drop in a base chain is final whatever other tables
+// say; the accepts are not (another table may still drop).
+func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
+	if !spec.Guard4 && !spec.Guard6 {
+		return nil
+	}
+	tunnel := spec.Role == "old" && spec.TunnelDev != "" && spec.Mark != 0
+	if !tunnel && spec.ForwardMark == 0 {
+		return fmt.Errorf("nft spec guards forwarding but forwards nothing of migrate's (no tunnel on role old, no forward mark)")
+	}
+	accept := nftables.ChainPolicyAccept
+	guard := &nftables.Chain{
+		Name: nftGuard, Table: it.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	}
+	it.chains = append(it.chains, guard)
+	var exprs [][]expr.Any
+	acceptV := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
+	if tunnel {
+		// Everything out of the tunnel is NEW's (the underlay filter, or
+		// WireGuard, sees to that), also packets conntrack calls invalid:
+		// once a moved address is routed to NEW directly (the cut-over in
+		// the README), NEW's replies still leave through OLD, which never
+		// saw their flows start.
+		exprs = append(exprs, join(iifname(spec.TunnelDev), acceptV))
+		exprs = append(exprs, join(ctMarkHas(spec.Mark), acceptV))
+	}
+	if spec.ForwardMark != 0 {
+		exprs = append(exprs, join(ctMarkHas(spec.ForwardMark), acceptV))
+	}
+	for _, g := range []struct {
+		on bool
+		v6 bool
+	}{{spec.Guard4, false}, {spec.Guard6, true}} {
+		if g.on {
+			exprs = append(exprs, join(nfproto(g.v6), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}))
+		}
+	}
+	prev := it.rules
+	it.rules = func() []*nftables.Rule {
+		var rules []*nftables.Rule
+		if prev != nil {
+			rules = prev()
+		}
+		for _, e := range exprs {
+			rules = append(rules, &nftables.Rule{Table: it.table, Chain: guard, Exprs: e, UserData: tag})
+		}
+		return rules
+	}
+	return nil
 }
