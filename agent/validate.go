@@ -619,6 +619,17 @@ func checkNftTable(t state.NftTable) error {
 	if err := checkServices("nft accounted", s.Accounted); err != nil {
 		return err
 	}
+	if err := checkServices("nft udp_services", s.UDPServices); err != nil {
+		return err
+	}
+	for _, sv := range s.UDPServices {
+		if sv.Proto != "udp" || sv.Percent != 0 {
+			return fmt.Errorf("nft udp_services %s: must be udp, without a percent", sv.Key())
+		}
+	}
+	if len(s.UDPServices) > 0 && (s.Role != "new" || s.TunnelDev == "") {
+		return errors.New("nft udp_services: only for role new with a tunnel device")
+	}
 	if u := s.Underlay; u != nil {
 		switch u.Proto {
 		case "udp":

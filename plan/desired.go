@@ -535,6 +535,13 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = t.Name, t.Mark, moved, accounted
 	oldSpec.Underlay = underlay(t.OldEndpoint, t.NewEndpoint)
 	newSpec.TunnelDev, newSpec.Mark = t.Name, t.Mark
+	// Every UDP service, whatever its stage: answers to clients still
+	// draining to NEW must leave from the service address too.
+	for _, s := range accounted {
+		if s.Proto == "udp" {
+			newSpec.UDPServices = append(newSpec.UDPServices, s)
+		}
+	}
 	newSpec.Underlay = underlay(t.NewEndpoint, t.OldEndpoint)
 
 	for _, f := range []int{4, 6} {

@@ -57,6 +57,12 @@ type NftSpec struct {
 	// say.
 	Guard4 bool `json:"guard4,omitempty"`
 	Guard6 bool `json:"guard6,omitempty"`
+	// UDPServices are the UDP (address, protocol, port) triples of the
+	// plan, on NEW: a datagram from the tunnel to one of them records
+	// its client, and NEW's answers to that client leave from the
+	// service address whatever the daemon bound (a wildcard socket lets
+	// the kernel pick NEW's own address). Role "new" only.
+	UDPServices []NftService `json:"udp_services,omitempty"`
 }
 
 // NftForward is one forwarded (address, protocol, port).
@@ -127,6 +133,9 @@ func (t NftTable) String() string {
 	}
 	if len(s.NoARP) > 0 {
 		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))
+	}
+	if len(s.UDPServices) > 0 {
+		parts = append(parts, fmt.Sprintf("udp answers from the service address for %d port(s)", len(s.UDPServices)))
 	}
 	if u := s.Underlay; u != nil {
 		what := "gre"

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -39,6 +40,26 @@ const (
 	nftFwdPre   = "fwd_prerouting"
 	nftFwdPost  = "fwd_postrouting"
 	nftGuard    = "guard" // forwarded packets that are none of migrate's: counted and dropped
+	// NEW's UDP answers: the services (udpsvc), and per client seen
+	// through the tunnel the service address to answer from (udpans:
+	// client . client port . service port : service address), filled
+	// from the packet path.
+	nftUDPSvc4 = "udpsvc4"
+	nftUDPSvc6 = "udpsvc6"
+	nftUDPAns4 = "udpans4"
+	nftUDPAns6 = "udpans6"
+	nftUDPIn   = "udp_in"
+	nftUDPOut  = "udp_out"
+)
+
+// How long NEW remembers a UDP client seen through the tunnel after its
+// last datagram, and how many it remembers per family. Conntrack forgets
+// a UDP flow on OLD after 30 s (120 s once it has seen traffic both ways
+// more than once): answers later than that would not be routed back to
+// the client anyway.
+const (
+	udpClientTimeout = 180 * time.Second
+	udpClientMax     = 262144
 )
 
 // nfARPIn is the arp family's input hook. The arp family numbers its hooks
@@ -56,6 +77,7 @@ const (
 	reg32_02   = unix.NFT_REG32_00 + 2
 	reg32_04   = unix.NFT_REG32_00 + 4
 	reg32_05   = unix.NFT_REG32_00 + 5
+	reg32_08   = unix.NFT_REG32_00 + 8
 )
 
 var (
@@ -63,6 +85,8 @@ var (
 	svc6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
 	dst4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	dst6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	ans4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeInetService)
+	ans6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeInetService)
 )
 
 // renderedTable is one nftables table with its sets, chains and rules.
@@ -524,10 +548,24 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 		if input != nil {
 			it.chains = append(it.chains, input)
 		}
+		udp, err := renderUDPAnswers(t, spec)
+		if err != nil {
+			return nil, err
+		}
+		if udp != nil {
+			it.sets = append(it.sets, udp.sets...)
+			it.elems = append(it.elems, udp.elems...)
+			it.chains = append(it.chains, udp.chains...)
+		}
 		it.rules = func() []*nftables.Rule {
 			var rules []*nftables.Rule
 			if post != nil {
 				rules = addRules(rules, post, clamp)
+			}
+			if udp != nil {
+				for _, r := range udp.rules() {
+					rules = addRules(rules, r.Chain, r.Exprs)
+				}
 			}
 			return inputRules(rules)
 		}
@@ -547,6 +585,9 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 
 	if len(spec.NoARP) > 0 {
 		return nil, fmt.Errorf("nft spec for role old has NoARP addresses: they are for role new")
+	}
+	if len(spec.UDPServices) > 0 {
+		return nil, fmt.Errorf("nft spec for role old has UDP answer services: they are for role new")
 	}
 	if dev == "" && fw != nil {
 		// Forwards only: no tunnel, so nothing of the tunnel's.
@@ -999,4 +1040,128 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 		return rules
 	}
 	return nil
+}
+
+// udpParts are the objects of NEW's UDP answers.
+type udpParts struct {
+	sets   []*nftables.Set
+	elems  [][]nftables.SetElement
+	chains []*nftables.Chain
+	rules  func() []*nftables.Rule // Table, Chain and Exprs set
+}
+
+// renderUDPAnswers makes NEW answer a UDP client of the tunnel from the
+// service address the client sent to, whatever the daemon bound. A
+// daemon on a wildcard socket without IP_PKTINFO lets the kernel pick
+// the source of its answer: NEW's own address, on NEW's own uplink, and
+// the client's connected socket drops it.
+//
+//	map udpans4 { ipv4_addr . inet_service . inet_service : ipv4_addr; flags dynamic, timeout }
+//	chain udp_in   hook input priority mangle
+//	  iifname T KEY4 @udpsvc4 update @udpans4 { ip saddr . udp sport . udp dport timeout 180s : ip daddr }
+//	chain udp_out  type route hook output priority raw
+//	  meta nfproto ipv4 meta l4proto udp ip saddr set ip daddr . udp dport . udp sport map @udpans4 counter
+//	(and ipv6)
+//
+// The rewrite comes before conntrack (raw priority), so the answer is the
+// reply of the client's conntrack entry; a route chain routes the packet
+// again after the new source, and the rule "from ADDR lookup TABLE" sends
+// it into the tunnel. An answer that already leaves from the service
+// address (a daemon bound to it, or using IP_PKTINFO) is written with the
+// same address: no change, no second route lookup.
+func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) {
+	if len(spec.UDPServices) == 0 {
+		return nil, nil
+	}
+	if spec.TunnelDev == "" {
+		return nil, fmt.Errorf("nft spec has UDP answer services but no tunnel device")
+	}
+	for _, s := range spec.UDPServices {
+		if s.Proto != "udp" {
+			return nil, fmt.Errorf("UDP answer service %s is not udp", s.Key())
+		}
+	}
+	el4, el6, err := serviceElems(spec.UDPServices, "udp services", nil)
+	if err != nil {
+		return nil, err
+	}
+	svc4 := &nftables.Set{Table: t, Name: nftUDPSvc4, KeyType: svc4Type, Concatenation: true}
+	svc6 := &nftables.Set{Table: t, Name: nftUDPSvc6, KeyType: svc6Type, Concatenation: true}
+	ans := func(name string, kt, dt nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: kt, DataType: dt, IsMap: true, Concatenation: true,
+			Dynamic: true, HasTimeout: true, Size: udpClientMax}
+	}
+	ans4 := ans(nftUDPAns4, ans4Type, nftables.TypeIPAddr)
+	ans6 := ans(nftUDPAns6, ans6Type, nftables.TypeIP6Addr)
+	accept := nftables.ChainPolicyAccept
+	in := &nftables.Chain{
+		Name: nftUDPIn, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	}
+	out := &nftables.Chain{
+		Name: nftUDPOut, Table: t, Type: nftables.ChainTypeRoute,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+	}
+	dev := spec.TunnelDev
+	p := &udpParts{
+		sets:   []*nftables.Set{svc4, svc6, ans4, ans6},
+		elems:  [][]nftables.SetElement{el4, el6, nil, nil},
+		chains: []*nftables.Chain{in, out},
+	}
+	load := func(off, n, reg uint32) *expr.Payload {
+		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
+	}
+	port := func(off, reg uint32) *expr.Payload {
+		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}
+	}
+	p.rules = func() []*nftables.Rule {
+		rule := func(c *nftables.Chain, e []expr.Any) *nftables.Rule {
+			return &nftables.Rule{Table: t, Chain: c, Exprs: e}
+		}
+		record := func(svc, m *nftables.Set, v6 bool) []expr.Any {
+			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
+			if v6 {
+				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
+			}
+			return join(iifname(dev), serviceLookup(svc, v6), []expr.Any{
+				load(saddr, n, reg1), port(0, pReg[0]), port(2, pReg[1]),
+				load(daddr, n, reg32_08),
+				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg32_08, Operation: unix.NFT_DYNSET_OP_UPDATE,
+					Timeout: udpClientTimeout, SetName: m.Name, SetID: m.ID},
+			})
+		}
+		answer := func(m *nftables.Set, v6 bool) []expr.Any {
+			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
+			// IPv4: the header checksum at offset 10, and the UDP
+			// checksum's pseudo-header.
+			write := &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
+				Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+			if v6 {
+				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
+				// IPv6 has no header checksum, but the UDP checksum's
+				// pseudo-header must follow: nft sends "csum_type none,
+				// csum_flags pseudohdr", and google/nftables sends the
+				// flags only with a type. The kernel updates an inet
+				// checksum at csum_offset before it stores the field,
+				// so an offset inside the source address being
+				// written (its first two bytes) is overwritten by the
+				// store: the effect is nft's.
+				write = &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
+					Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: saddr, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+			}
+			return join(nfproto(v6), l4proto(unix.IPPROTO_UDP), []expr.Any{
+				load(daddr, n, reg1), port(2, pReg[0]), port(0, pReg[1]),
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg32_08, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+				write,
+				&expr.Counter{},
+			})
+		}
+		return []*nftables.Rule{
+			rule(in, record(svc4, ans4, false)),
+			rule(in, record(svc6, ans6, true)),
+			rule(out, answer(ans4, false)),
+			rule(out, answer(ans6, true)),
+		}
+	}
+	return p, nil
 }
