@@ -19,6 +19,29 @@ type Readiness struct {
 	// NewListens lists what NEW listens on for this protocol, for the
 	// hint "listens on ... instead".
 	NewListens []string `json:"new_listens,omitempty"`
+	// UDPListeners are NEW's sockets that take this UDP service's
+	// datagrams: how they are bound says how their answers leave.
+	UDPListeners []UDPListener `json:"udp_listeners,omitempty"`
+}
+
+// UDPListener is one socket on NEW serving a UDP service.
+type UDPListener struct {
+	Addr     string `json:"addr"`
+	Port     uint16 `json:"port"`
+	Process  string `json:"process,omitempty"`
+	Wildcard bool   `json:"wildcard"` // bound to 0.0.0.0 or ::
+}
+
+// Answers says how the listener's answers reach the client.
+func (l UDPListener) Answers(svcAddr string) string {
+	d := fmt.Sprintf("%s:%d", bracket(l.Addr), l.Port)
+	if l.Process != "" {
+		d += " (" + l.Process + ")"
+	}
+	if l.Wildcard {
+		return d + ", a wildcard: migrate sends its answers from " + svcAddr + " back through OLD (also with IP_PKTINFO)"
+	}
+	return d + ", the service address: its answers leave from it, back through OLD"
 }
 
 // Ready reports a service every port of which NEW accepts.
@@ -40,7 +63,9 @@ func CheckReadiness(c *config.Config, newFacts state.Facts) []Readiness {
 				for _, l := range newFacts.Listeners {
 					if l.Serves(s.Protocol, r.Addr, uint16(p)) {
 						served = true
-						break
+						if s.Protocol == "udp" {
+							r.addUDPListener(l)
+						}
 					}
 				}
 				if !served {
@@ -68,6 +93,18 @@ func CheckReadiness(c *config.Config, newFacts state.Facts) []Readiness {
 		out = append(out, r)
 	}
 	return out
+}
+
+func (r *Readiness) addUDPListener(l state.Listener) {
+	u := UDPListener{Addr: l.Addr, Port: l.Port, Process: l.Process, Wildcard: l.Addr == "0.0.0.0" || l.Addr == "::"}
+	for _, e := range r.UDPListeners {
+		if e == u {
+			return
+		}
+	}
+	if len(r.UDPListeners) < 10 {
+		r.UDPListeners = append(r.UDPListeners, u)
+	}
 }
 
 func bracket(a string) string {

@@ -2,14 +2,16 @@
 # VM lane: run the tunnel types this machine's kernel lacks (gre, ip6gre,
 # wireguard) under Debian's stock kernel in qemu:
 #   - e2e: TestCoreSlice/gre, TestCoreSlice/ip6gre, TestCoreSlice/wireguard,
-#     TestForgedPackets/gre;
+#     TestForgedPackets/gre, TestUDPListeners/{gre,ip6gre,wireguard} (UDP
+#     daemons on a wildcard, bound, and dnsmasq, answered through the move);
 #   - agent/kernel: TestTunnelLinks (every type: links read back as built,
 #     full-size datagrams through each tunnel without outer fragmentation)
 #     and TestWireGuardLink (keys made by each end, ping through, rollback
 #     removes the key), TestForwardBytecode and TestForwardPackets (the
 #     forward tables: Linux 6.1 refuses nft constructs newer kernels take)
 #     and TestForwardGuard (chain guard: a neighbour is not routed, migrate's
-#     own flows are).
+#     own flows are), TestUDPAnswersFromServiceAddress (NEW's UDP answer
+#     rewrite: the dynamic map, the route chain, checksums under 6.1).
 # A few focused tests only: everything in the guest is 15-50x slower.
 #
 # The binaries are built here, on the host (CGO_ENABLED=0); compiling inside
@@ -19,9 +21,9 @@
 #
 # Usage (root):  ./scripts/vm-lane.sh
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
-#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$':
+#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
-#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard)$'; empty: skip agent/kernel)
+#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'; empty: skip agent/kernel)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
 #                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
 #                MIGRATE_E2E_SLOW (default 3 here: multiplies the lab's timeouts,
@@ -34,11 +36,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard TestForgedPackets/gre
+  TestUDPListeners/gre TestUDPListeners/ip6gre TestUDPListeners/wireguard TestUDPAnswersFromServiceAddress
   TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
   TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard'
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
-RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets)$/^(gre|ip6gre|wireguard)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard)$'}
+RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)

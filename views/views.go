@@ -142,6 +142,11 @@ func (v *View) services(p *plan.Plan) {
 			line += fmt.Sprintf("; OLD holds %d established flow(s), %d going to NEW", f.Established, f.ToNew)
 		}
 		fmt.Fprintln(v.Out, line)
+		if r, ok := ready[n]; ok {
+			for _, l := range r.UDPListeners {
+				fmt.Fprintln(v.Out, "    NEW listens on "+l.Answers(r.Addr))
+			}
+		}
 	}
 	fmt.Fprintln(v.Out)
 }

@@ -49,16 +49,39 @@ func traffic(args []string) error {
 	timeout := fs.Duration("timeout", 3*time.Second, "connect and per-answer timeout; longer counts as hung")
 	rst := fs.Bool("rst", false, "close short connections abortively (RST) instead of normally")
 	maxRun := fs.Duration("max", 10*time.Minute, "stop after this long whatever the control file says")
+	dnsT := fs.String("dns", "", "DNS targets (UDP), comma separated: each request asks -dns-name's A record")
+	dnsName := fs.String("dns-name", "test.lab", "the name DNS requests ask for")
+	dnsServers := fs.String("dns-servers", "", "IP=NAME,...: which server answered, by the address it gave")
+	byTarget := fs.Bool("by-target", false, "count UDP answers per target (TARGET=SERVER)")
+	udpEvery := fs.Duration("udp-interval", 5*time.Millisecond, "pause of each UDP loop between requests")
 	if pos, err := parse(fs, args); err != nil {
 		return err
 	} else if len(pos) != 0 {
 		return fmt.Errorf("unexpected arguments %q", pos)
 	}
 	tcps, udps := split(*tcpT), split(*udpT)
-	if len(tcps) == 0 || *control == "" {
-		return errors.New("-tcp and -control are required")
+	var uts []udpTarget
+	for _, a := range udps {
+		uts = append(uts, udpTarget{addr: a})
 	}
-	t := &trafficRun{phases: map[string]*phaseStats{}, timeout: *timeout}
+	names := map[string]string{}
+	for _, kv := range split(*dnsServers) {
+		ip, name, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("-dns-servers: %q is not IP=NAME", kv)
+		}
+		names[ip] = name
+	}
+	for _, a := range split(*dnsT) {
+		uts = append(uts, udpTarget{addr: a, dns: *dnsName, names: names})
+	}
+	if len(tcps)+len(uts) == 0 || *control == "" {
+		return errors.New("-control and a -tcp, -udp or -dns target are required")
+	}
+	if len(tcps) == 0 {
+		*long, *workers = 0, 0
+	}
+	t := &trafficRun{phases: map[string]*phaseStats{}, timeout: *timeout, byTarget: *byTarget}
 	readPhase := func() string {
 		b, _ := os.ReadFile(*control)
 		return strings.TrimSpace(string(b))
@@ -109,13 +132,13 @@ func traffic(args []string) error {
 			}
 		}(w)
 	}
-	for w := 0; w < *udpWorkers && len(udps) > 0; w++ {
+	for w := 0; w < *udpWorkers && len(uts) > 0; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			for i := w; !stop.Load(); i++ {
-				t.udpRequest(udps[i%len(udps)])
-				time.Sleep(5 * time.Millisecond)
+				t.udpRequest(uts[i%len(uts)])
+				time.Sleep(*udpEvery)
 			}
 		}(w)
 	}
@@ -182,11 +205,20 @@ func traffic(args []string) error {
 }
 
 type trafficRun struct {
-	mu      sync.Mutex
-	cur     *phaseStats
-	phases  map[string]*phaseStats
-	order   []string
-	timeout time.Duration
+	mu       sync.Mutex
+	cur      *phaseStats
+	phases   map[string]*phaseStats
+	order    []string
+	timeout  time.Duration
+	byTarget bool
+}
+
+// udpTarget is one UDP destination: a labtool server ("hi"), or a DNS
+// server when dns names the record to ask for.
+type udpTarget struct {
+	addr  string
+	dns   string
+	names map[string]string
 }
 
 type phaseStats struct {
@@ -341,9 +373,13 @@ func (t *trafficRun) short(addr string, rst bool) {
 	}
 }
 
-func (t *trafficRun) udpRequest(addr string) {
+// udpRequest sends one request from a fresh connected socket: the
+// kernel drops any answer that does not come from the target's address
+// and port, so an answer counted here came from there.
+func (t *trafficRun) udpRequest(ut udpTarget) {
 	p := t.phase()
 	p.udpTry.Add(1)
+	addr := ut.addr
 	err := func() error {
 		c, err := net.Dial("udp", addr)
 		if err != nil {
@@ -351,7 +387,13 @@ func (t *trafficRun) udpRequest(addr string) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(t.timeout))
-		if _, err := c.Write([]byte("hi")); err != nil {
+		req := []byte("hi")
+		var id uint16
+		if ut.dns != "" {
+			id = uint16(time.Now().UnixNano())
+			req = dnsQuery(id, ut.dns)
+		}
+		if _, err := c.Write(req); err != nil {
 			return fmt.Errorf("send to udp %s: %w", addr, err)
 		}
 		buf := make([]byte, 2048)
@@ -359,10 +401,22 @@ func (t *trafficRun) udpRequest(addr string) {
 		if err != nil {
 			return fmt.Errorf("answer from udp %s (local %s): %w", addr, c.LocalAddr(), err)
 		}
-		f := strings.Fields(string(buf[:n]))
-		if len(f) > 0 {
-			p.udpServed.add(strings.TrimPrefix(f[0], "served-by="))
+		server := ""
+		if ut.dns != "" {
+			ip, err := dnsAnswer(buf[:n], id)
+			if err != nil {
+				return fmt.Errorf("dns answer from %s: %w", addr, err)
+			}
+			if server = ut.names[ip]; server == "" {
+				server = ip
+			}
+		} else if f := strings.Fields(string(buf[:n])); len(f) > 0 {
+			server = strings.TrimPrefix(f[0], "served-by=")
 		}
+		if t.byTarget {
+			server = addr + "=" + server
+		}
+		p.udpServed.add(server)
 		return nil
 	}()
 	switch {
@@ -455,4 +509,69 @@ func split(s string) []string {
 		}
 	}
 	return out
+}
+
+// dnsQuery is a DNS query for name's A record, recursion desired.
+func dnsQuery(id uint16, name string) []byte {
+	q := []byte{byte(id >> 8), byte(id), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		q = append(q, byte(len(label)))
+		q = append(q, label...)
+	}
+	return append(q, 0, 0, 1, 0, 1)
+}
+
+// dnsAnswer returns the address of the first A record of a response to
+// query id.
+func dnsAnswer(b []byte, id uint16) (string, error) {
+	if len(b) < 12 {
+		return "", errors.New("short response")
+	}
+	if uint16(b[0])<<8|uint16(b[1]) != id {
+		return "", errors.New("response to another query")
+	}
+	if rcode := b[3] & 0x0f; rcode != 0 {
+		return "", fmt.Errorf("rcode %d", rcode)
+	}
+	qd, an := int(b[4])<<8|int(b[5]), int(b[6])<<8|int(b[7])
+	off := 12
+	skipName := func() error {
+		for off < len(b) {
+			l := int(b[off])
+			switch {
+			case l == 0:
+				off++
+				return nil
+			case l&0xc0 == 0xc0:
+				off += 2
+				return nil
+			}
+			off += 1 + l
+		}
+		return errors.New("truncated name")
+	}
+	for i := 0; i < qd; i++ {
+		if err := skipName(); err != nil {
+			return "", err
+		}
+		off += 4
+	}
+	for i := 0; i < an; i++ {
+		if err := skipName(); err != nil {
+			return "", err
+		}
+		if off+10 > len(b) {
+			return "", errors.New("truncated record")
+		}
+		typ, rdlen := int(b[off])<<8|int(b[off+1]), int(b[off+8])<<8|int(b[off+9])
+		off += 10
+		if off+rdlen > len(b) {
+			return "", errors.New("truncated data")
+		}
+		if typ == 1 && rdlen == 4 {
+			return net.IP(b[off : off+4]).String(), nil
+		}
+		off += rdlen
+	}
+	return "", errors.New("no A record")
 }
