@@ -46,6 +46,7 @@ var (
 	flagSkipSc  = flag.Bool("skip-scale", false, "skip the scale table")
 	flagOut     = flag.String("out", "", "also write the report (markdown) to this file")
 	flagVerbose = flag.Bool("v", false, "log lab and migrate details to stderr")
+	flagRST     = flag.Bool("rst", false, "connection-rate clients close abortively (RST) instead of normally")
 )
 
 // Ports on OLD's address per column: {iperf3, request/reply TCP, UDP}.
@@ -312,6 +313,9 @@ func (b *bench) load(ctx context.Context, mode, addr string, extra ...string) (l
 		d = *flagLatDur
 	}
 	args := append([]string{b.loadgen, mode, "-addr", addr, "-d", d.String()}, extra...)
+	if mode == "connrate" && *flagRST {
+		args = append(args, "-rst")
+	}
 	out, err := b.output(ctx, d+30*time.Second, lab.RoleClient, args...)
 	if err != nil {
 		return r, err
@@ -753,7 +757,8 @@ func renderDatapath(cols []*column, res map[string]map[string]cell) string {
 	var out strings.Builder
 	out.WriteString("### Data path\n\n")
 	fmt.Fprintf(&out, "Each cell: the median of %d rounds (each %s; latency %s), then (× routed, × direct).\n", *flagRounds, *flagDur, *flagLatDur)
-	out.WriteString("Ratios are value ÷ baseline: above 1 is more for rates and throughput, and slower for latency.\n\n")
+	out.WriteString("Ratios are value ÷ baseline: above 1 is more for rates and throughput, and slower for latency.\n")
+	out.WriteString(closeNote())
 	header := []string{"metric"}
 	for _, c := range cols {
 		header = append(header, c.name)
@@ -995,7 +1000,8 @@ func renderScale(rows []*scaleRow) string {
 	out.WriteString("Services are one port each, spread over OLD's address and 10 more; all stage \"new\".\n")
 	out.WriteString("Times are wall clock of the CLI in the admin namespace, SSH included (agent binary already\n")
 	out.WriteString("installed). Peak memory: VmHWM of each host's `migrate agent`, sampled every 25 ms.\n")
-	fmt.Fprintf(&out, "Connection rate: to the one service served on NEW, with n services installed; median of %d runs of %s.\n\n", *flagRounds, *flagDur)
+	fmt.Fprintf(&out, "Connection rate: to the one service served on NEW, with n services installed; median of %d runs of %s.\n", *flagRounds, *flagDur)
+	out.WriteString(closeNote())
 	header := []string{"services"}
 	for _, r := range rows {
 		header = append(header, strconv.Itoa(r.n))
@@ -1187,4 +1193,12 @@ func sampleAgents(inoOld, inoNew uint64, mp *memPoller) {
 		}
 		mp.mu.Unlock()
 	}
+}
+
+// closeNote says how the connection-rate clients closed.
+func closeNote() string {
+	if *flagRST {
+		return "Connection-rate clients close abortively (-rst: SO_LINGER 0, an RST; no TIME_WAIT anywhere).\n\n"
+	}
+	return "Connection-rate clients close normally: the server closes first after its reply (HTTP/1.0) and keeps the TIME_WAIT, and the client's ports come back while it does.\n\n"
 }

@@ -3,7 +3,7 @@
 // prints one JSON line per measurement. Every loop is bounded by -d.
 //
 //	loadgen serve [-tcp ADDR:PORT,...] [-udp ADDR:PORT,...] [-size 64]
-//	loadgen connrate -addr IP:PORT [-c 8] [-d 5s] [-size 64]
+//	loadgen connrate -addr IP:PORT [-c 8] [-d 5s] [-size 64] [-rst]
 //	loadgen latency  -addr IP:PORT [-d 3s] [-size 64]
 //	loadgen udp      -addr IP:PORT [-c 4] [-d 5s] [-size 64]
 //
@@ -11,9 +11,14 @@
 // byte reply until EOF, and each UDP datagram with one of the same size.
 //
 // connrate: -c workers each loop {connect, send one request, read the
-// reply, close}. The close is an abortive one (SO_LINGER 0, an RST), so
-// the client leaves no TIME_WAIT behind and a 5 s run cannot run out of
-// ephemeral ports; every path measured gets the same treatment.
+// reply, close}, as an HTTP/1.0 client does: the request asks the server
+// to close after its reply, the client reads to the end and closes
+// normally. The server is left holding the TIME_WAIT socket (so the client
+// cannot run out of ports) and the client's ports come back while the
+// server still holds their TIME_WAIT: what real clients do to a busy
+// server. -rst closes abortively instead (SO_LINGER 0, an RST, right after
+// the reply): no TIME_WAIT anywhere, which hides what ports coming back do
+// to a path.
 //
 // latency: one persistent connection, one request in flight; p50 and p99
 // of the round trip.
@@ -49,6 +54,7 @@ func main() {
 	addr := fs.String("addr", "", "target IP:PORT")
 	conc := fs.Int("c", 8, "concurrent workers")
 	dur := fs.Duration("d", 5*time.Second, "measurement duration")
+	rst := fs.Bool("rst", false, "connrate: close abortively (RST) instead of normally")
 	_ = fs.Parse(os.Args[2:])
 	if *size < 1 || *size > 65000 {
 		fail(errors.New("-size must be 1..65000"))
@@ -58,7 +64,7 @@ func main() {
 	case "serve":
 		err = serve(*tcpL, *udpL, *size)
 	case "connrate":
-		err = connrate(*addr, *conc, *dur, *size)
+		err = connrate(*addr, *conc, *dur, *size, *rst)
 	case "latency":
 		err = latency(*addr, *dur, *size)
 	case "udp":
@@ -150,6 +156,9 @@ func echo(c net.Conn, size int) {
 		if _, err := c.Write(buf); err != nil {
 			return
 		}
+		if buf[0] == closeAfterReply {
+			return
+		}
 	}
 }
 
@@ -163,6 +172,7 @@ type result struct {
 	P50us  float64 `json:"p50_us,omitempty"`
 	P99us  float64 `json:"p99_us,omitempty"`
 	Err    string  `json:"first_error,omitempty"`
+	Close  string  `json:"close,omitempty"` // connrate: "normal" or "rst"
 }
 
 func emit(r result) error {
@@ -176,7 +186,7 @@ type firstErr struct {
 
 func (f *firstErr) set(err error) { f.once.Do(func() { f.s = err.Error() }) }
 
-func connrate(addr string, conc int, dur time.Duration, size int) error {
+func connrate(addr string, conc int, dur time.Duration, size int, rst bool) error {
 	if addr == "" || conc < 1 {
 		return errors.New("need -addr and -c >= 1")
 	}
@@ -190,10 +200,13 @@ func connrate(addr string, conc int, dur time.Duration, size int) error {
 		go func() {
 			defer wg.Done()
 			req := make([]byte, size)
+			if !rst {
+				req[0] = closeAfterReply
+			}
 			rep := make([]byte, size)
 			d := net.Dialer{Timeout: 2 * time.Second}
 			for time.Now().Before(end) {
-				if err := oneConn(&d, addr, req, rep); err != nil {
+				if err := oneConn(&d, addr, req, rep, rst); err != nil {
 					errs.Add(1)
 					fe.set(err)
 					time.Sleep(10 * time.Millisecond)
@@ -205,16 +218,24 @@ func connrate(addr string, conc int, dur time.Duration, size int) error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	return emit(result{Mode: "connrate", Addr: addr, Ops: ops.Load(), Errors: errs.Load(), Secs: secs, Rate: float64(ops.Load()) / secs, Err: fe.s})
+	closing := "normal"
+	if rst {
+		closing = "rst"
+	}
+	return emit(result{Mode: "connrate", Addr: addr, Ops: ops.Load(), Errors: errs.Load(), Secs: secs, Rate: float64(ops.Load()) / secs, Err: fe.s, Close: closing})
 }
 
-func oneConn(d *net.Dialer, addr string, req, rep []byte) error {
+// closeAfterReply as a request's first byte asks the server to close the
+// connection after its reply (an HTTP/1.0 server's habit).
+const closeAfterReply = 'C'
+
+func oneConn(d *net.Dialer, addr string, req, rep []byte, rst bool) error {
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if tc, ok := c.(*net.TCPConn); ok {
+		if tc, ok := c.(*net.TCPConn); ok && rst {
 			_ = tc.SetLinger(0)
 		}
 		c.Close()
@@ -223,8 +244,15 @@ func oneConn(d *net.Dialer, addr string, req, rep []byte) error {
 	if _, err := c.Write(req); err != nil {
 		return err
 	}
-	_, err = io.ReadFull(c, rep)
-	return err
+	if _, err := io.ReadFull(c, rep); err != nil || rst {
+		return err
+	}
+	// The server closes first; read its FIN, then close normally.
+	var b [1]byte
+	if n, err := c.Read(b[:]); err != io.EOF {
+		return fmt.Errorf("server did not close after its reply (read %d bytes, %v)", n, err)
+	}
+	return nil
 }
 
 func latency(addr string, dur time.Duration, size int) error {
