@@ -50,6 +50,9 @@ type Executor struct {
 	// BeforeStep, when set, runs before each step (fault injection in
 	// tests). Its error stops the apply like a failed step.
 	BeforeStep func(n int, s state.Step) error
+	// Intent is the digest of what the plan applies (plan.Plan.Intent),
+	// recorded with the run.
+	Intent string
 }
 
 func (e *Executor) now() time.Time {
@@ -179,6 +182,7 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 		}
 		return err
 	}
+	e.Journal.NoteRun(run, e.Intent, e.now())
 	e.Journal.Append(run, seq, s, e.now())
 	if err := e.Journal.Save(e.StatePath); err != nil {
 		return fmt.Errorf("host %s: step applied but the state file could not be written: %w", s.Host, err)
@@ -202,24 +206,75 @@ func (e *Executor) runEntries(run string) []*state.Entry {
 // ErrNothingToRollBack is returned when the journal has no active entries.
 var ErrNothingToRollBack = errors.New("nothing to roll back: the state file records no applied steps")
 
-// Rollback undoes the last apply's steps (all applies with all=true), in
-// reverse, marking each entry in the journal as it goes.
-func (e *Executor) Rollback(ctx context.Context, all bool) error {
-	entries := e.Journal.Active()
-	if !all {
-		last := e.Journal.LastRun()
-		var sel []*state.Entry
-		for _, en := range entries {
-			if en.Run == last {
-				sel = append(sel, en)
-			}
+// RollbackPlan is what a rollback will do: the changes it undoes, newest
+// first, and per object the step that puts it back.
+type RollbackPlan struct {
+	Changes []Change
+	Steps   []RollbackStep
+}
+
+// Count is the number of entries the rollback undoes, and of steps that
+// change something on a host.
+func (p *RollbackPlan) Count() (entries, changes int) {
+	for _, s := range p.Steps {
+		entries += len(s.Entries)
+		if s.Step != nil {
+			changes++
 		}
-		entries = sel
 	}
-	if len(entries) == 0 {
-		return ErrNothingToRollBack
+	return entries, changes
+}
+
+// PlanRollback computes the rollback of the last change (every change
+// with all), against the hosts' live state: the hosts end up as the
+// previous change left them (before migrate, with all), whatever was
+// edited by hand since.
+func (e *Executor) PlanRollback(ctx context.Context, all bool) (*RollbackPlan, error) {
+	changes := Changes(e.Journal)
+	if len(changes) == 0 {
+		return nil, ErrNothingToRollBack
 	}
-	return e.rollbackEntries(ctx, entries)
+	if !all {
+		changes = changes[len(changes)-1:]
+	}
+	var undo []*state.Entry
+	for _, c := range changes {
+		undo = append(undo, c.Entries...)
+	}
+	restores := Restores(e.Journal, undo)
+	facts := map[string]state.Facts{}
+	for _, r := range restores {
+		if _, done := facts[r.Host]; done {
+			continue
+		}
+		h, ok := e.Hosts[r.Host]
+		if !ok {
+			return nil, fmt.Errorf("no connection to host %s", r.Host)
+		}
+		f, err := h.Facts(ctx, FactsRequestFor(r.Host, restores))
+		if err != nil {
+			return nil, fmt.Errorf("host %s: read its state: %w", r.Host, err)
+		}
+		facts[r.Host] = f
+	}
+	steps, err := RollbackSteps(restores, facts)
+	if err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(changes)-1; i < j; i, j = i+1, j-1 {
+		changes[i], changes[j] = changes[j], changes[i]
+	}
+	return &RollbackPlan{Changes: changes, Steps: steps}, nil
+}
+
+// Rollback undoes the last change (all changes with all=true): see
+// PlanRollback and Undo.
+func (e *Executor) Rollback(ctx context.Context, all bool) error {
+	p, err := e.PlanRollback(ctx, all)
+	if err != nil {
+		return err
+	}
+	return e.Undo(ctx, p.Steps)
 }
 
 func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) error {

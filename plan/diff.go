@@ -68,9 +68,20 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 		}
 		desired[k] = true
 		c, exists := cur[k]
+		drifted := d.Nft != nil && f.NftDrift != ""
 		switch {
 		case !exists:
 			up = append(up, state.Step{Host: host, Action: state.Create, After: &d})
+		case drifted:
+			// Edited by hand: rewrite it whatever the agent's record
+			// says. Before is what migrate last wrote (the agent's
+			// record), or, without a record, the desired table itself:
+			// the hand edit cannot be restored, only replaced.
+			c := c
+			if c.Nft.Spec.Role == "" {
+				c = d
+			}
+			up = append(up, state.Step{Host: host, Action: state.Update, Before: &c, After: &d})
 		case !c.Equal(d):
 			if d.Link != nil {
 				if _, ours := owned[k]; !ours {

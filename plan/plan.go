@@ -1,9 +1,12 @@
 package plan
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -32,6 +35,10 @@ type Plan struct {
 	// readiness from fresh facts before it acts.
 	Readiness []Readiness    `json:"readiness,omitempty"`
 	Flows     []ServiceFlows `json:"flows,omitempty"`
+	// Intent is a digest of what the plan asks the hosts to look like
+	// (both hosts' desired objects): the change an apply makes, recorded
+	// with its run and shown by rollback.
+	Intent string `json:"intent,omitempty"`
 }
 
 // HostPlan is one host's ordered steps.
@@ -109,6 +116,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			NewPings: c.Tunnel.OldInner.Addr().String(),
 		}
 	}
+	p.Intent = intentDigest(want)
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	p.Readiness = CheckReadiness(c, facts[New])
 	p.Flows = Flows(c, facts[Old])
@@ -197,4 +205,22 @@ func Load(path string) (*Plan, error) {
 // where renders a source position as FILE:LINE:COL.
 func where(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// intentDigest hashes both hosts' desired objects and unwanted keys, in
+// key order.
+func intentDigest(want map[string]HostDesired) string {
+	h := sha256.New()
+	for _, host := range []string{New, Old} {
+		d := want[host]
+		objs := append([]state.Object(nil), d.Objects...)
+		sort.Slice(objs, func(i, j int) bool { return objs[i].Key() < objs[j].Key() })
+		b, _ := json.Marshal(struct {
+			Host     string
+			Objects  []state.Object
+			Unwanted []string
+		}{host, objs, d.Unwanted})
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

@@ -25,6 +25,37 @@ type Journal struct {
 	// the state file alone.
 	Targets map[string]Target `json:"targets,omitempty"`
 	Entries []Entry           `json:"entries"`
+	// Runs describe the applies of the entries, when recorded (a state
+	// file rebuilt from the hosts' journals has none).
+	Runs []Run `json:"runs,omitempty"`
+}
+
+// Run is one apply: when it started and the digest of what it applied
+// (the plan's intent: both hosts' desired objects).
+type Run struct {
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Intent string    `json:"intent,omitempty"`
+}
+
+// RunIntent is the recorded intent digest of run id, or "".
+func (j *Journal) RunIntent(id string) string {
+	for _, r := range j.Runs {
+		if r.ID == id {
+			return r.Intent
+		}
+	}
+	return ""
+}
+
+// NoteRun records run id once.
+func (j *Journal) NoteRun(id, intent string, now time.Time) {
+	for _, r := range j.Runs {
+		if r.ID == id {
+			return
+		}
+	}
+	j.Runs = append(j.Runs, Run{ID: id, Time: now.UTC(), Intent: intent})
 }
 
 // Target is how a host was reached over SSH.

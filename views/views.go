@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -222,4 +223,63 @@ func Elapsed(d time.Duration) string {
 		return fmt.Sprintf("%.1fs", d.Seconds())
 	}
 	return d.Round(time.Second).String()
+}
+
+// RollbackPlan prints what a rollback will do: the changes it undoes
+// (time, run, plan digest) and the steps that put objects back, per host
+// in order. what is "the last change" or "everything migrate applied".
+func (v *View) RollbackPlan(p *apply.RollbackPlan, what string) {
+	entries, steps := p.Count()
+	if v.JSON {
+		var changes []map[string]any
+		for _, c := range p.Changes {
+			changes = append(changes, map[string]any{"runs": c.Runs, "time": c.Time, "intent": c.Intent, "entries": len(c.Entries)})
+		}
+		var list []state.Step
+		for _, s := range p.Steps {
+			if s.Step != nil {
+				list = append(list, *s.Step)
+			}
+		}
+		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "rollback_plan", "what": what,
+			"changes": changes, "steps": list, "entries": entries})
+		return
+	}
+	fmt.Fprintf(v.Out, "Rolling back %s: %d step(s), newest first.\n", what, entries)
+	for _, c := range p.Changes {
+		fmt.Fprintf(v.Out, "  %s\n", DescribeChange(c))
+	}
+	if steps == 0 {
+		fmt.Fprintln(v.Out, "Both hosts already look as they did before; the record is updated.")
+		return
+	}
+	host := ""
+	for _, s := range p.Steps {
+		if s.Step == nil {
+			continue
+		}
+		if s.Host != host {
+			host = s.Host
+			fmt.Fprintf(v.Out, "\n  host %s:\n", v.paint("1", host))
+		}
+		fmt.Fprintf(v.Out, "    %s %s\n", v.symbol(s.Step.Action), Describe(*s.Step))
+	}
+	if steps < len(p.Steps) {
+		fmt.Fprintf(v.Out, "\n  (%d object(s) already as they must be: only their record is updated)\n", len(p.Steps)-steps)
+	}
+	fmt.Fprintln(v.Out)
+}
+
+// DescribeChange names a change: when, which apply run, the plan's
+// digest, and the repairs that belong to it.
+func DescribeChange(c apply.Change) string {
+	intent := "plan digest not recorded"
+	if c.Intent != "" {
+		intent = "plan digest " + c.Intent
+	}
+	s := fmt.Sprintf("the apply of %s (run %s, %s)", c.Time.UTC().Format(time.RFC3339), c.Runs[0], intent)
+	if n := len(c.Runs) - 1; n > 0 {
+		s += fmt.Sprintf(", with %d later apply(s) that only repaired drift (run %s)", n, strings.Join(c.Runs[1:], ", "))
+	}
+	return s
 }

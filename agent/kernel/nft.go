@@ -157,7 +157,14 @@ func (h *Host) nftFacts(name string, withStats bool) (*state.NftTable, string, *
 		}
 	}
 	if reason != "" {
-		return &state.NftTable{Family: "inet", Name: name}, "nft table " + name + " was changed outside migrate: " + reason, stats, nil
+		// What migrate last wrote, when its record is readable: the plan
+		// then rewrites the table from the desired spec, and undoing that
+		// step puts back what migrate had written, not the hand edit.
+		t := &state.NftTable{Family: "inet", Name: name}
+		if saved != nil && saved.Name == name && saved.Family == "inet" {
+			t = saved
+		}
+		return t, "nft table " + name + " was changed outside migrate: " + reason, stats, nil
 	}
 	return saved, "", stats, nil
 }

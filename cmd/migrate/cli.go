@@ -412,6 +412,7 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			if pl.Empty() {
 				return nil
 			}
+			ex.Intent = pl.Intent
 			if err := plan.UnreadyError(plan.CheckReadiness(p.cfg, p.facts[plan.New])); err != nil {
 				return fmt.Errorf("%w; nothing was changed", err)
 			}
@@ -470,9 +471,12 @@ func (c *cli) rollbackCmd() *cobra.Command {
 	var auto, all bool
 	cmd := &cobra.Command{
 		Use:   "rollback",
-		Short: "Undo the last apply (or --all applies), restoring what was there",
-		Long: `Undo the last apply (or, with --all, everything migrate ever applied), newest
-step first, restoring each object to the value recorded before the change.
+		Short: "Undo the last change (or --all), restoring what was there",
+		Long: `Undo the last change (or, with --all, everything migrate ever applied): both
+hosts end up as the previous change left them (as before migrate, with --all),
+whatever was edited by hand since. A change is an apply that changed what the
+hosts should look like, with the applies after it that only repaired drift.
+rollback shows what it will do and asks, unless --auto-approve.
 
 The record comes from the state file and from each host's own journal. If the
 state file is lost, give the plan file with -f: migrate reaches the hosts it
@@ -530,18 +534,17 @@ names, reads their journals and rolls back from those.`,
 				v.Info("Nothing to roll back: neither %s nor the hosts' journals record applied steps.", sp)
 				return nil
 			}
-			n := 0
-			last := j.LastRun()
-			for _, e := range j.Active() {
-				if all || e.Run == last {
-					n++
-				}
-			}
-			what := "the last apply"
+			what := "the last change"
 			if all {
 				what = "everything migrate applied"
 			}
-			v.Info("Rolling back %s: %d step(s), newest first.", what, n)
+			ex := &apply.Executor{Hosts: sess.hosts(), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
+			rp, err := ex.PlanRollback(ctx, all)
+			if err != nil {
+				return err
+			}
+			v.RollbackPlan(rp, what)
+			n, _ := rp.Count()
 			if !auto {
 				ok, err := c.confirm("Do you want to roll back on both hosts?")
 				if err != nil {
@@ -551,8 +554,7 @@ names, reads their journals and rolls back from those.`,
 					return errors.New("rollback cancelled; nothing was changed")
 				}
 			}
-			ex := &apply.Executor{Hosts: sess.hosts(), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
-			if err := ex.Rollback(ctx, all); err != nil {
+			if err := ex.Undo(ctx, rp.Steps); err != nil {
 				return err
 			}
 			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
