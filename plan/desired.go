@@ -211,6 +211,9 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 	}
 	if host == Old {
 		r.Flows = AllServices(c)
+		if TracksOnOld(c) {
+			r.Conntrack, r.Sysctls = true, append(r.Sysctls, state.ConntrackMax)
+		}
 	} else {
 		r.Listeners = true
 	}
@@ -291,6 +294,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 	}
 	forwardsDesired(c, hosts, specs)
 	keepForwardDrain(facts, owned, hosts, specs)
+	conntrackDesired(c, facts, owned, hosts[Old])
 	out := map[string]HostDesired{}
 	for name, h := range hosts {
 		sp := specs[name]
