@@ -155,3 +155,18 @@ func TestConntrackNotLoaded(t *testing.T) {
 		t.Errorf("notes: %q", p.Notes)
 	}
 }
+
+// The readiness line's count: established conntrack entries plus OLD's
+// connections only its sockets show.
+func TestFlowsCountSockets(t *testing.T) {
+	c := mustParse(t, src)
+	old := facts("198.51.100.10/24", 1500)
+	old.Stats = &state.Stats{Flows: map[string]state.FlowCount{
+		"198.51.100.10 tcp 8080": {Total: 3, Established: 2, ToNew: 1, OnOld: 1, Sockets: 2, SocketsOnly: 1},
+		"198.51.100.10 tcp 9000": {Sockets: 4, SocketsOnly: 4},
+	}}
+	got := plan.Flows(c, old)
+	if len(got) != 1 || got[0].Established != 7 || got[0].SocketsOnly != 5 || got[0].ToNew != 1 {
+		t.Fatalf("flows %+v; want 7 established (2 in conntrack, 5 only in sockets), 1 to NEW", got)
+	}
+}

@@ -210,7 +210,10 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 		r.Tables, r.Mark = []int{c.Tunnel.Table}, c.Tunnel.Mark
 	}
 	if host == Old {
+		// Sockets: the readiness line counts connections idle since
+		// before conntrack ran, as status does.
 		r.Flows = AllServices(c)
+		r.Sockets = len(r.Flows) > 0
 		if TracksOnOld(c) {
 			r.Conntrack, r.Sysctls = true, append(r.Sysctls, state.ConntrackMax)
 		}
