@@ -459,8 +459,10 @@ func checkSysctlName(name string, wildcard bool) error {
 			}
 		}
 	}
-	if len(parts) < 3 || parts[0] != "net" || (parts[1] != "ipv4" && parts[1] != "ipv6") {
-		return fmt.Errorf("sysctl name %s: only net.ipv4.* and net.ipv6.* sysctls are allowed (e.g. net.ipv4.ip_forward)", show(name))
+	// Beyond net.ipv4 and net.ipv6, exactly one name: the conntrack
+	// limit, which apply may raise (and rollback restores).
+	if name != state.ConntrackMax && (len(parts) < 3 || parts[0] != "net" || (parts[1] != "ipv4" && parts[1] != "ipv6")) {
+		return fmt.Errorf("sysctl name %s: only net.ipv4.*, net.ipv6.* and %s are allowed (e.g. net.ipv4.ip_forward)", show(name), state.ConntrackMax)
 	}
 	if !wildcard {
 		for _, p := range parts {

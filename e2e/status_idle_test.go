@@ -50,6 +50,10 @@ func TestStatusIdleBeforeApply(t *testing.T) {
 		t.Fatalf("before apply the idle client is served by %q", idle.servedBy())
 	}
 	connected := time.Now()
+	// plan's readiness line counts it too: OLD's socket, not conntrack.
+	if p := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); !strings.Contains(p.Stdout, "OLD holds 1 established flow(s), 0 going to NEW") {
+		t.Errorf("plan before apply does not count the idle connection:\n%s", p.Stdout)
+	}
 
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	// New connections go to NEW: the stage is live.

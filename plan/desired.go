@@ -210,7 +210,13 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 		r.Tables, r.Mark = []int{c.Tunnel.Table}, c.Tunnel.Mark
 	}
 	if host == Old {
+		// Sockets: the readiness line counts connections idle since
+		// before conntrack ran, as status does.
 		r.Flows = AllServices(c)
+		r.Sockets = len(r.Flows) > 0
+		if TracksOnOld(c) {
+			r.Conntrack, r.Sysctls = true, append(r.Sysctls, state.ConntrackMax)
+		}
 	} else {
 		r.Listeners = true
 	}
@@ -292,6 +298,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 	forwardsDesired(c, hosts, specs)
 	keepForwardDrain(facts, owned, hosts, specs)
 	guardForwarding(facts, owned, hosts, specs)
+	conntrackDesired(c, facts, owned, hosts[Old])
 	out := map[string]HostDesired{}
 	for name, h := range hosts {
 		sp := specs[name]

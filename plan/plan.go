@@ -39,6 +39,9 @@ type Plan struct {
 	// (both hosts' desired objects): the change an apply makes, recorded
 	// with its run and shown by rollback.
 	Intent string `json:"intent,omitempty"`
+	// Conntrack is OLD's conntrack capacity as plan saw it (display only:
+	// apply checks fresh facts again).
+	Conntrack *ConntrackCheck `json:"conntrack,omitempty"`
 }
 
 // HostPlan is one host's ordered steps.
@@ -118,6 +121,14 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	}
 	p.Intent = intentDigest(want)
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
+	if r := CheckOldConntrack(c, facts[Old]); r != nil {
+		p.Conntrack = r
+		for _, n := range []string{r.Line(), r.BucketNote()} {
+			if n != "" {
+				p.Notes = append(p.Notes, n)
+			}
+		}
+	}
 	p.Readiness = CheckReadiness(c, facts[New])
 	p.Flows = Flows(c, facts[Old])
 	for _, h := range []string{New, Old} {

@@ -147,15 +147,20 @@ func UnreadyError(rs []Readiness) error {
 	return fmt.Errorf("refusing to send clients to a NEW that would not serve them:\n  %s\nStart the service on NEW first (a wildcard or that exact address), or set allow_unready = true in the service block for a service that starts on demand", strings.Join(msgs, "\n  "))
 }
 
-// ServiceFlows is what conntrack on OLD holds for one service.
+// ServiceFlows is what OLD holds for one service.
 type ServiceFlows struct {
-	Service     string `json:"service"`
-	Total       int    `json:"total"`
-	Established int    `json:"established"`
-	ToNew       int    `json:"to_new"`
+	Service string `json:"service"`
+	Total   int    `json:"total"`
+	// Established: established conntrack entries (to NEW or not), plus
+	// OLD's own connections of the service that conntrack does not hold
+	// (SocketsOnly: idle since before conntrack ran, or closing), counted
+	// once each, as status counts them.
+	Established int `json:"established"`
+	SocketsOnly int `json:"sockets_only,omitempty"`
+	ToNew       int `json:"to_new"`
 }
 
-// Flows sums OLD's conntrack counts per service.
+// Flows sums OLD's conntrack and socket counts per service.
 func Flows(c *config.Config, oldFacts state.Facts) []ServiceFlows {
 	if oldFacts.Stats == nil || oldFacts.Stats.Flows == nil {
 		return nil
@@ -166,7 +171,8 @@ func Flows(c *config.Config, oldFacts state.Facts) []ServiceFlows {
 		for _, ns := range expand(s, 0) {
 			fc := oldFacts.Stats.Flows[ns.Key()]
 			sf.Total += fc.Total
-			sf.Established += fc.Established
+			sf.Established += fc.Established + fc.SocketsOnly
+			sf.SocketsOnly += fc.SocketsOnly
 			sf.ToNew += fc.ToNew
 		}
 		out = append(out, sf)

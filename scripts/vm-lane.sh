@@ -11,7 +11,13 @@
 #     forward tables: Linux 6.1 refuses nft constructs newer kernels take)
 #     and TestForwardGuard (chain guard: a neighbour is not routed, migrate's
 #     own flows are), TestUDPAnswersFromServiceAddress (NEW's UDP answer
-#     rewrite: the dynamic map, the route chain, checksums under 6.1).
+#     rewrite: the dynamic map, the route chain, checksums under 6.1);
+#   - conntrack capacity, with the guest's global nf_conntrack_max lowered
+#     to 16384 for the step and put back after it: agent/kernel
+#     TestConntrackFacts and TestConntrackMaxInitNet (the limit raised and
+#     restored in the guest's initial namespace, which only this throw-away
+#     guest may do), e2e TestConntrackCapacity (OLD's table filled past
+#     half the low limit: plan warns, apply refuses, status shows it).
 # A few focused tests only: everything in the guest is 15-50x slower.
 #
 # The binaries are built here, on the host (CGO_ENABLED=0); compiling inside
@@ -24,6 +30,7 @@
 #                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
 #                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'; empty: skip agent/kernel)
+#                VM_LANE_CONNTRACK (default 1; 0 skips the conntrack capacity step)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
 #                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
 #                MIGRATE_E2E_SLOW (default 3 here: multiplies the lab's timeouts,
@@ -39,6 +46,10 @@ DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard T
   TestUDPListeners/gre TestUDPListeners/ip6gre TestUDPListeners/wireguard TestUDPAnswersFromServiceAddress
   TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
   TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard'
+CONNTRACK=${VM_LANE_CONNTRACK:-1}
+if [ "$CONNTRACK" = 1 ]; then
+  DEFAULT_EXPECT="$DEFAULT_EXPECT TestConntrackFacts TestConntrackMaxInitNet TestConntrackCapacity"
+fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
 RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$'}
 KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'}
@@ -90,6 +101,20 @@ if [ -n "$VM_LANE_KERNEL_RUN" ]; then
     -test.run "$VM_LANE_KERNEL_RUN" -test.v -test.count 1 -test.timeout 10m) || rc=1
   echo "VM-LANE time: agent/kernel $(( $(date +%s) - s )) s"
 fi
+if [ "$VM_LANE_CONNTRACK" = 1 ]; then
+  # The guest's own initial namespace (a throw-away VM): a low global
+  # limit, as on a small server, so a few thousand entries fill half of it.
+  echo "VM-LANE step: conntrack capacity, global nf_conntrack_max 16384"
+  s=$(date +%s)
+  ct0=$(cat /proc/sys/net/netfilter/nf_conntrack_max)
+  echo 16384 > /proc/sys/net/netfilter/nf_conntrack_max
+  (cd "$VM_LANE_ROOT/agent/kernel" && MIGRATE_VM_GUEST=1 "$VM_LANE_DIR/kernel.test" \
+    -test.run '^(TestConntrackFacts|TestConntrackMaxInitNet)$' -test.v -test.count 1 -test.timeout 5m) || rc=1
+  (cd "$VM_LANE_ROOT/e2e" && env MIGRATE_E2E_BINDIR="$VM_LANE_DIR" "$VM_LANE_DIR/e2e.test" \
+    -test.run '^TestConntrackCapacity$' -test.v -test.count 1 -test.timeout 10m) || rc=1
+  echo "$ct0" > /proc/sys/net/netfilter/nf_conntrack_max
+  echo "VM-LANE time: conntrack $(( $(date +%s) - s )) s"
+fi
 echo "VM-LANE step: e2e -test.run '$VM_LANE_RUN'"
 s=$(date +%s)
 (cd "$VM_LANE_ROOT/e2e" && env MIGRATE_E2E_BINDIR="$VM_LANE_DIR" "$VM_LANE_DIR/e2e.test" \
@@ -112,7 +137,7 @@ host_has() {
 say "booting Debian's kernel in qemu and running -test.run '$RUN'${KRUN:+ and agent/kernel '$KRUN'} there"
 LOG=${VM_LANE_LOG:-/tmp/migrate-vm-lane.log}
 set +e
-VM_LANE_ROOT=$ROOT VM_LANE_DIR=$DIR VM_LANE_RUN=$RUN VM_LANE_KERNEL_RUN=$KRUN MIGRATE_E2E_SLOW=${MIGRATE_E2E_SLOW:-3} \
+VM_LANE_ROOT=$ROOT VM_LANE_DIR=$DIR VM_LANE_RUN=$RUN VM_LANE_KERNEL_RUN=$KRUN VM_LANE_CONNTRACK=$CONNTRACK MIGRATE_E2E_SLOW=${MIGRATE_E2E_SLOW:-3} \
   timeout --foreground -k 30s "${VM_LANE_TIMEOUT:-40m}" \
   ./tools/kernel-lab/run-in-kernel -- bash "$DIR/guest.sh" </dev/null 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}

@@ -27,6 +27,10 @@ type FactsRequest struct {
 	// Chains asks for the base chains of other nft tables, to warn about
 	// what would break the data path (a forward drop policy).
 	Chains bool `json:"chains,omitempty"`
+	// Conntrack asks how full the host's conntrack table is, and how
+	// many sockets the host holds (what it will track once migrate's
+	// table turns tracking on).
+	Conntrack bool `json:"conntrack,omitempty"`
 }
 
 // Facts is what an agent reports about its host. It is a plain value.
@@ -51,6 +55,10 @@ type Facts struct {
 	Listeners []Listener `json:"listeners,omitempty"`
 	// Stats change all the time and are not part of Digest.
 	Stats *Stats `json:"stats,omitempty"`
+	// Conntrack (when asked) changes all the time too and is not part of
+	// Digest; nf_conntrack_max, which a step may change, is also read as
+	// a sysctl when the plan asks for it.
+	Conntrack *Conntrack `json:"conntrack,omitempty"`
 	// WGPublicKey is this host's WireGuard public key for the tunnel,
 	// filled by the CLI from the agent's wg-key call (not by facts). Not
 	// part of Digest: it is derived from the host's key file, which the
@@ -147,9 +155,35 @@ type FlowCount struct {
 // not hold, each counted once.
 func (c FlowCount) Serving() int { return c.OnOld + c.SocketsOnly }
 
+// ConntrackMax is the sysctl that limits a network namespace's conntrack
+// table. Outside the initial namespace the kernel shows the global value
+// read-only (Linux 6.1 to 6.18 at least).
+const ConntrackMax = "net.netfilter.nf_conntrack_max"
+
+// Conntrack is how full the host's conntrack table is and what the host
+// would track: its sockets, from /proc/net/sockstat and sockstat6.
+type Conntrack struct {
+	// Loaded is false when the kernel has no conntrack in this namespace
+	// yet (module not loaded: /proc/sys/net/netfilter/nf_conntrack_* are
+	// absent). Count is then 0 and Max and Buckets are unknown (0).
+	Loaded bool  `json:"loaded"`
+	Count  int64 `json:"count"`
+	// Max is nf_conntrack_max; 0 (when Loaded) means no limit.
+	Max     int64 `json:"max"`
+	Buckets int64 `json:"buckets"`
+	// MaxWritable: this namespace may write nf_conntrack_max (the initial
+	// namespace, /proc/sys writable). Elsewhere the limit is global.
+	MaxWritable bool `json:"max_writable"`
+	// Sockets the host holds now, IPv4 and IPv6: TCP in use (every state
+	// but TIME_WAIT), TCP TIME_WAIT, UDP in use.
+	TCPInUse    int64 `json:"tcp_inuse"`
+	TCPTimeWait int64 `json:"tcp_tw"`
+	UDPInUse    int64 `json:"udp_inuse"`
+}
+
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
-	f.Stats, f.Listeners, f.WGPublicKey = nil, nil, ""
+	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack = nil, nil, "", nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -27,6 +27,35 @@ type Report struct {
 	// Unreachable names the hosts this reading could not read (host name
 	// -> why). What depends on them is unknown, not zero.
 	Unreachable map[string]string `json:"unreachable,omitempty"`
+	// Conntrack is how full OLD's conntrack table is (nil when OLD was
+	// not read or did not report it).
+	Conntrack *Conntrack `json:"conntrack,omitempty"`
+}
+
+// Conntrack is how full OLD's conntrack table is. When it is full the
+// kernel drops the first packet of every new flow on OLD.
+type Conntrack struct {
+	Loaded  bool    `json:"loaded"` // false: no conntrack on OLD yet
+	Count   int64   `json:"count"`
+	Max     int64   `json:"max"` // nf_conntrack_max; 0: no limit
+	Percent float64 `json:"percent"`
+	// Over: Count is above plan.ConntrackWarnPercent of Max.
+	Over bool `json:"over"`
+}
+
+// Line is the status line for humans.
+func (c Conntrack) Line() string {
+	switch {
+	case !c.Loaded:
+		return "Conntrack on OLD: not loaded (nothing tracked yet)"
+	case c.Max <= 0:
+		return fmt.Sprintf("Conntrack on OLD: %d entries, no limit", c.Count)
+	}
+	l := fmt.Sprintf("Conntrack on OLD: %d of %d entries (%.1f%% full)", c.Count, c.Max, c.Percent)
+	if c.Over {
+		l += fmt.Sprintf(", over %d%%: when it is full the kernel drops new flows of every service on OLD; raise %s", plan.ConntrackWarnPercent, state.ConntrackMax)
+	}
+	return l
 }
 
 // Reached reports whether host was read.
@@ -156,6 +185,13 @@ func Build(in Input) Report {
 		r.Unreachable = in.Unreachable
 	}
 	oldDown := !r.Reached(plan.Old)
+	if ct := in.Old.Conntrack; ct != nil && !oldDown {
+		r.Conntrack = &Conntrack{Loaded: ct.Loaded, Count: ct.Count, Max: ct.Max}
+		if ct.Loaded && ct.Max > 0 {
+			r.Conntrack.Percent = float64(ct.Count) * 100 / float64(ct.Max)
+			r.Conntrack.Over = ct.Count*100 > ct.Max*plan.ConntrackWarnPercent
+		}
+	}
 	c := in.Config
 	if c.Tunnel != nil {
 		t := c.Tunnel

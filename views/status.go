@@ -36,6 +36,13 @@ func (v *View) Status(r status.Report) {
 		fmt.Fprintf(v.Out, "  old -> new: %s\n", v.probe(t.OldToNew, t.OldLinkUp, r.Reached("old")))
 		fmt.Fprintf(v.Out, "  new -> old: %s\n\n", v.probe(t.NewToOld, t.NewLinkUp, r.Reached("new")))
 	}
+	if c := r.Conntrack; c != nil {
+		line := c.Line()
+		if c.Over {
+			line = v.paint("33", line)
+		}
+		fmt.Fprintf(v.Out, "%s\n\n", line)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(v.Out, "Note: %s\n", n)
 	}

@@ -29,6 +29,10 @@ type Host struct {
 	NewNft func() (*nftables.Conn, error)
 	// SysctlRoot is where sysctls live, normally /proc/sys.
 	SysctlRoot string
+	// ProcNet is the namespace's /proc/net (sockstat), normally
+	// /proc/thread-self/net: the calling thread's namespace, as for
+	// /proc/sys.
+	ProcNet string
 	// StateDir is where the agent keeps the last applied nft table
 	// (nft-<name>.json).
 	StateDir string
@@ -53,6 +57,7 @@ func New(stateDir string) (*Host, error) {
 			return nftables.New(nftables.WithNetNSFd(fd))
 		},
 		SysctlRoot: "/proc/sys",
+		ProcNet:    "/proc/thread-self/net",
 		StateDir:   stateDir,
 	}, nil
 }
@@ -128,6 +133,11 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	if req.NftTable != "" {
 		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
 		if err != nil {
+			return f, err
+		}
+	}
+	if req.Conntrack {
+		if f.Conntrack, err = h.conntrackFacts(); err != nil {
 			return f, err
 		}
 	}

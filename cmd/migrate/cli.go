@@ -416,6 +416,9 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			if err := plan.UnreadyError(plan.CheckReadiness(p.cfg, p.facts[plan.New])); err != nil {
 				return fmt.Errorf("%w; nothing was changed", err)
 			}
+			if err := plan.ConntrackError(p.cfg, p.facts[plan.Old]); err != nil {
+				return fmt.Errorf("%w; nothing was changed", err)
+			}
 			if !auto && saved == nil {
 				ok, err := c.confirm("Do you want to perform these actions on both hosts?")
 				if err != nil {

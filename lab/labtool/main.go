@@ -3,6 +3,7 @@
 //	labtool serve -name NAME -listen ADDR:PORT [-udp]
 //	labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-bye] ADDR:PORT
 //	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] ADDR:PORT
+//	labtool ctfill -n N [-timeout 10m]
 //
 // serve (TCP) greets each connection with
 // "served-by=NAME peer=<remote IP> local=<local addr>" and then echoes every
@@ -58,6 +59,8 @@ func main() {
 		err = forge(os.Args[2:])
 	case "traffic":
 		err = traffic(os.Args[2:])
+	case "ctfill":
+		err = ctfill(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
