@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -373,6 +374,12 @@ func checkLink(l state.Link) error {
 	}
 	if l.Type == "vxlan" && (l.VNI < 1 || l.VNI > 1<<24-1) {
 		return fmt.Errorf("link %s vni %d: must be 1..16777215 for vxlan", l.Name, l.VNI)
+	}
+	if l.MAC != "" {
+		mac, err := net.ParseMAC(l.MAC)
+		if l.Type != "vxlan" || err != nil || len(mac) != 6 || mac[0]&1 != 0 || mac[0]&2 == 0 || mac.String() != l.MAC {
+			return fmt.Errorf("link %s address %s: only a vxlan link has one, a locally administered unicast MAC written like 02:6d:67:fe:2a:01", l.Name, show(l.MAC))
+		}
 	}
 	// Port is a uint16: when set it is 1..65535.
 	if l.MTU != 0 && (l.MTU < 68 || l.MTU > 65535) {

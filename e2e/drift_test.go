@@ -76,6 +76,31 @@ func TestDriftRepair(t *testing.T) {
 		t.Logf("%s: shown by plan, repaired by apply", k.kind)
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+
+	// NEW rebooted: every object migrate made there is runtime kernel
+	// state, and all of it is gone. status must say so and keep OLD.
+	for _, c := range [][]string{
+		{"ip", "link", "del", "mig0"}, {"ip", "addr", "del", old + "/32", "dev", "lo"},
+		{"nft", "delete", "table", "inet", "migrate"}, {"nft", "delete", "table", "arp", "migrate"},
+		{"ip", "rule", "del", "pref", "500"}, {"ip", "rule", "del", "pref", "1100"},
+		{"ip", "rule", "add", "pref", "0", "lookup", "local"}, {"ip", "rule", "del", "pref", "1000"},
+	} {
+		if out, err := s.Lab.Exec(ctx, lab.RoleNew, c...); err != nil {
+			t.Fatalf("NEW rebooted: %v: %v: %s", c, err, out)
+		}
+	}
+	st := readStatus(t, ctx, s)
+	if !strings.Contains(st.PathBroken, "NEW lost migrate's configuration (rebooted?)") || !strings.Contains(st.Verdict, "The path to NEW is broken") ||
+		strings.Contains(st.Verdict, "switched off") || st.Services[0].Drained || !strings.HasPrefix(st.Services[0].State, "BROKEN") {
+		t.Errorf("status after NEW lost its part: path %q, verdict %q, services %+v", st.PathBroken, st.Verdict, st.Services)
+	}
+	human := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	t.Logf("status with NEW's part gone:\n%s", human.Stdout)
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	if st := readStatus(t, ctx, s); st.PathBroken != "" {
+		t.Errorf("after apply put NEW's part back, status still says: %q", st.PathBroken)
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
 	after, err := s.Snapshot(ctx)
 	if err != nil {

@@ -227,7 +227,7 @@ func TestMail(t *testing.T) {
 		"198.51.100.10 tcp 25 100", "198.51.100.10 tcp 587 100", "198.51.100.10 tcp 993 100",
 	})
 	hasV4Path(t, m, "198.51.100.10")
-	m.has(t, plan.Old, "mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 mtu 1450 up")
+	m.has(t, plan.Old, "mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 address 02:6d:67:fe:2a:01 mtu 1450 up")
 	m.hasNot(t, plan.New, "v6 ")
 	for _, s := range m.cfg.Services {
 		for _, r := range s.Ports {
@@ -288,7 +288,7 @@ func TestDualStack(t *testing.T) {
 		"v6 pref 1000 lookup local proto 77",
 		"fe80::42:2/64 dev mig0 nodad",
 		"table 4242 ::/0 via fe80::42:1 dev mig0",
-		"mig0 type vxlan local 203.0.113.20 remote 198.51.100.10 vni 4242 dstport 4789 mtu 1450 up",
+		"mig0 type vxlan local 203.0.113.20 remote 198.51.100.10 vni 4242 dstport 4789 address 02:6d:67:fe:2a:02 mtu 1450 up",
 	)
 	m.has(t, plan.Old,
 		"v6 pref 900 fwmark 0x20000/0x20000 lookup 4242 proto 77",
@@ -315,7 +315,7 @@ func TestDualStack(t *testing.T) {
 	}
 	m6 := build(t, c)
 	m6.has(t, plan.Old,
-		"mig0 type vxlan local 2001:db8:100::10 remote 2001:db8:200::20 vni 4242 dstport 4789 mtu 1430 up",
+		"mig0 type vxlan local 2001:db8:100::10 remote 2001:db8:200::20 vni 4242 dstport 4789 address 02:6d:67:fe:2a:01 mtu 1430 up",
 		"table 4242 throw 2001:db8:200::20/128",
 	)
 }

@@ -476,6 +476,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		switch t.Type {
 		case "vxlan":
 			l.VNI, l.Port = t.VNI, uint16(t.Port)
+			l.MAC = innerMAC(local, t)
 		case "wireguard":
 			// A WireGuard device listens on every address: no local end.
 			l.Local, l.Port = "", uint16(t.ListenPort)
@@ -648,3 +649,17 @@ func obj(o any) state.Object {
 // ServiceKeys are the (address, protocol, port) triples of one service,
 // the keys of its counters and flow counts.
 func ServiceKeys(s *config.Service) []state.NftService { return expand(s, 0) }
+
+// innerMAC is the fixed Ethernet address of a vxlan end: 02:6d:67 ("mg",
+// locally administered) and the last three bytes of that end's inner
+// IPv4 address. A device made again keeps it, so the peer's neighbour
+// entry for the inner address stays valid (a new random MAC is
+// unreachable from the peer until that entry expires, tens of seconds).
+func innerMAC(local netip.Addr, t *config.Tunnel) string {
+	inner := t.NewInner.Addr()
+	if local == t.OldEndpoint {
+		inner = t.OldInner.Addr()
+	}
+	b := inner.As4()
+	return fmt.Sprintf("02:6d:67:%02x:%02x:%02x", b[1], b[2], b[3])
+}

@@ -74,7 +74,7 @@ func TestFreshPlanOrder(t *testing.T) {
 	if p.Hosts[0].Host != plan.New || p.Hosts[1].Host != plan.Old {
 		t.Fatalf("host order %s, %s; want new first", p.Hosts[0].Host, p.Hosts[1].Host)
 	}
-	wantNew := `+ link mig0 type vxlan local 203.0.113.20 remote 198.51.100.10 vni 4242 dstport 4789 mtu 8950 up
+	wantNew := `+ link mig0 type vxlan local 203.0.113.20 remote 198.51.100.10 vni 4242 dstport 4789 address 02:6d:67:fe:2a:02 mtu 8950 up
 + sysctl net.ipv4.conf.mig0.rp_filter = 2
 + rule v4 pref 1000 lookup local proto 77
 + rule v4 pref 1100 from 198.51.100.10/32 lookup 4242 proto 77
@@ -88,7 +88,7 @@ func TestFreshPlanOrder(t *testing.T) {
 	if got := lines(p.Hosts[0].Steps); got != wantNew {
 		t.Errorf("new steps:\n%s\nwant:\n%s", got, wantNew)
 	}
-	wantOld := `+ link mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 mtu 1450 up
+	wantOld := `+ link mig0 type vxlan local 198.51.100.10 remote 203.0.113.20 vni 4242 dstport 4789 address 02:6d:67:fe:2a:01 mtu 1450 up
 + sysctl net.ipv4.conf.mig0.accept_local = 1
 + sysctl net.ipv4.conf.mig0.rp_filter = 2
 ~ sysctl: net.ipv4.ip_early_demux = 1 -> net.ipv4.ip_early_demux = 0

@@ -140,8 +140,13 @@ type Link struct {
 	// private key stays in the agent's state directory on the host.
 	PeerKey   string `json:"peer_key,omitempty"`
 	PublicKey string `json:"public_key,omitempty"`
-	MTU       int    `json:"mtu"`
-	Up        bool   `json:"up"`
+	// MAC is a vxlan device's Ethernet address, fixed by migrate: a
+	// device made again (a reboot, a repair) keeps it, so the peer's
+	// neighbour entry for it stays right instead of pointing at a MAC
+	// that is gone until it expires.
+	MAC string `json:"mac,omitempty"`
+	MTU int    `json:"mtu"`
+	Up  bool   `json:"up"`
 }
 
 func (l Link) String() string {
@@ -151,6 +156,9 @@ func (l Link) String() string {
 	}
 	if l.Type == "vxlan" {
 		s += fmt.Sprintf(" vni %d dstport %d", l.VNI, l.Port)
+		if l.MAC != "" {
+			s += " address " + l.MAC
+		}
 	}
 	if l.Key != 0 {
 		s += fmt.Sprintf(" key %d", l.Key)

@@ -30,6 +30,11 @@ type Report struct {
 	// Conntrack is how full OLD's conntrack table is (nil when OLD was
 	// not read or did not report it).
 	Conntrack *Conntrack `json:"conntrack,omitempty"`
+	// PathBroken says why flows sent to NEW would not be served ("" when
+	// the path is whole or nothing was applied): NEW lost its part (a
+	// reboot), a tunnel device is gone or down, or the tunnel does not
+	// pass pings. No service is then called on NEW or drained.
+	PathBroken string `json:"path_broken,omitempty"`
 }
 
 // Conntrack is how full OLD's conntrack table is. When it is full the
@@ -198,6 +203,7 @@ func Build(in Input) Report {
 		r.Tunnel = &Tunnel{Name: t.Name, Type: t.Type, OldEndpoint: t.OldEndpoint.String(), NewEndpoint: t.NewEndpoint.String(),
 			OldLinkUp: linkUp(in.Old, t.Name), NewLinkUp: linkUp(in.New, t.Name), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
 	}
+	r.PathBroken = pathBroken(c, in, r)
 	live := map[string]int{} // service key -> percent live on OLD
 	switch {
 	case oldDown:
@@ -253,7 +259,7 @@ func Build(in Input) Report {
 		if hadPrev && in.Time.After(in.Previous.Time) && sv.NewFlows >= p.NewFlows {
 			sv.NewFlowsPerSec = float64(sv.NewFlows-p.NewFlows) / in.Time.Sub(in.Previous.Time).Seconds()
 		}
-		sv.Drained = sv.LiveStage == "new" && sv.OnOld == 0
+		sv.Drained = sv.LiveStage == "new" && sv.OnOld == 0 && r.PathBroken == ""
 		if sv.Drained {
 			switch {
 			case hadPrev && p.Drained && !p.DrainedSince.IsZero():
@@ -263,6 +269,9 @@ func Build(in Input) Report {
 			}
 		}
 		sv.State = describe(sv)
+		if r.PathBroken != "" && (sv.LiveStage == "new" || sv.LiveStage == "canary" || sv.LiveStage == StageMixed) {
+			sv.State = "BROKEN: its new flows go to NEW, which cannot serve them: " + r.PathBroken
+		}
 		r.Services = append(r.Services, sv)
 	}
 	for _, s := range c.Services {
@@ -401,6 +410,9 @@ func verdict(r Report) string {
 	if !r.Reached(plan.Old) {
 		return "OLD could not be read: how far each service has got is unknown. Keep OLD until it answers again (the ping from NEW through the tunnel says whether OLD itself is alive)."
 	}
+	if r.PathBroken != "" {
+		return "The path to NEW is broken: " + r.PathBroken + ". Clients sent to NEW get no answer. Run migrate apply to put it back (or set the services to stage \"old\" and apply); OLD is still needed."
+	}
 	newDown := ""
 	if !r.Reached(plan.New) {
 		newDown = "NEW could not be read (its side of the tunnel is unknown): "
@@ -439,4 +451,56 @@ func verdict(r Report) string {
 		return fmt.Sprintf("Every service is on NEW and drained, but OLD still relays %d flow(s) through the tunnel (conntrack entries; closed TCP flows linger up to 2 minutes): clients still reach OLD's address. Move the address (provider) or DNS to NEW first.", relaying)
 	}
 	return "Every service is on NEW and drained, and no flow goes through OLD now. Once the address or DNS points at NEW, OLD may be switched off (run migrate rollback --all first to remove the tunnel)."
+}
+
+// pathBroken explains what keeps NEW from serving the flows OLD sends it,
+// once something is applied, or "". NEW without its tunnel device, its
+// nft table and the services' addresses has lost migrate's configuration:
+// runtime kernel state that a reboot does not keep.
+func pathBroken(c *config.Config, in Input, r Report) string {
+	if c.Tunnel == nil || r.Tunnel == nil || !r.Reached(plan.Old) || !r.Reached(plan.New) || in.Old.Nft == nil {
+		return ""
+	}
+	t := c.Tunnel
+	var lost, why []string
+	if !hasLink(in.New, t.Name) {
+		lost = append(lost, "its tunnel device "+t.Name)
+	} else if !r.Tunnel.NewLinkUp {
+		why = append(why, "NEW's tunnel device "+t.Name+" is down")
+	}
+	if in.New.Nft == nil {
+		lost = append(lost, "its migrate nft table")
+	}
+	for _, a := range plan.ActiveAddrs(c) {
+		if !in.New.HasAddr(a.String()) {
+			lost = append(lost, "the address "+a.String())
+		}
+	}
+	if !hasLink(in.Old, t.Name) {
+		why = append(why, "OLD has no tunnel device "+t.Name)
+	} else if !r.Tunnel.OldLinkUp {
+		why = append(why, "OLD's tunnel device "+t.Name+" is down")
+	}
+	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
+		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
+	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {
+		why = append(why, "NEW cannot ping OLD through the tunnel ("+p.Error+")")
+	}
+	if len(lost) > 0 {
+		what := "NEW lost migrate's configuration (rebooted?): " + strings.Join(lost, ", ") + " missing"
+		if len(lost) < 3 {
+			what = "NEW lacks " + strings.Join(lost, ", ")
+		}
+		why = append([]string{what}, why...)
+	}
+	return strings.Join(why, "; ")
+}
+
+func hasLink(f state.Facts, name string) bool {
+	for _, l := range f.Links {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
 }

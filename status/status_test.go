@@ -76,7 +76,7 @@ func oldFacts(web80OnOld int) state.Facts {
 func TestBuildReadsStagesCountersAndDrain(t *testing.T) {
 	c := parse(t)
 	t0 := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
-	newFacts := state.Facts{Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}}}
+	newFacts := healthyNew()
 	r := Build(Input{Config: c, Old: oldFacts(2), New: newFacts, Time: t0,
 		OldToNew: Probe{Target: "169.254.42.2", RTT: 300 * time.Microsecond},
 		NewToOld: Probe{Target: "169.254.42.1", RTT: 250 * time.Microsecond}})
@@ -132,17 +132,17 @@ func TestVerdictTellsWhenOldIsFree(t *testing.T) {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
 	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
-	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if !strings.Contains(r.Verdict, "OLD still relays 4 flow(s)") {
 		t.Fatalf("verdict with flows through OLD: %q", r.Verdict)
 	}
 	old.Stats.Flows = nil
-	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if !strings.Contains(r.Verdict, "OLD may be switched off") {
 		t.Fatalf("verdict with nothing left: %q", r.Verdict)
 	}
 	// Nothing applied at all.
-	r = Build(Input{Config: c, Old: state.Facts{}, Time: time.Now()})
+	r = Build(Input{Config: c, Old: state.Facts{}, New: healthyNew(), Time: time.Now()})
 	if r.Services[0].LiveStage != StageAbsent || len(r.Notes) == 0 {
 		t.Fatalf("nothing applied: %+v", r)
 	}
@@ -162,13 +162,13 @@ func TestUnreachableHostIsUnknownNotZero(t *testing.T) {
 	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = nil
 	t0 := time.Now()
-	free := Build(Input{Config: c, Old: old, Time: t0})
+	free := Build(Input{Config: c, Old: old, New: healthyNew(), Time: t0})
 	if !strings.Contains(free.Verdict, "OLD may be switched off") {
 		t.Fatalf("baseline verdict %q", free.Verdict)
 	}
 
 	// NEW unreadable: OLD's view stands, but OLD is not released.
-	r := Build(Input{Config: c, Old: old, Time: t0, Unreachable: map[string]string{"new": "dial tcp: connection refused"}})
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: t0, Unreachable: map[string]string{"new": "dial tcp: connection refused"}})
 	if r.Reached("new") || !r.Reached("old") || r.Services[0].LiveStage != "new" || !r.Services[0].Drained {
 		t.Fatalf("NEW down: %+v", r)
 	}
@@ -189,7 +189,7 @@ func TestUnreachableHostIsUnknownNotZero(t *testing.T) {
 	}
 	// The reading after OLD answers again has no rate either (the last
 	// one knows nothing) and no drain time it cannot know.
-	back := Build(Input{Config: c, Old: old, Time: t0.Add(2 * time.Second), Previous: &r})
+	back := Build(Input{Config: c, Old: old, New: healthyNew(), Time: t0.Add(2 * time.Second), Previous: &r})
 	if s := back.Services[0]; s.NewFlowsPerSec != -1 || !s.Drained || !s.DrainedSince.IsZero() {
 		t.Fatalf("after OLD is back: %+v", s)
 	}
@@ -228,8 +228,8 @@ forward "admin" {
 	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 tcp 25": {Total: 4, Established: 3, OnOld: 1}}
 	old.Nft.Spec.Forwards = []state.NftForward{{Addr: "198.51.100.10", Proto: "tcp", Port: 25, To: "192.0.2.50", ToPort: 25}}
-	nw := state.Facts{Nft: &state.NftTable{Spec: state.NftSpec{Role: "new", Forwards: []state.NftForward{
-		{Addr: "203.0.113.20", Proto: "tcp", Port: 8443, To: "192.0.2.60", ToPort: 8443}}}}}
+	nw := healthyNew()
+	nw.Nft.Spec.Forwards = []state.NftForward{{Addr: "203.0.113.20", Proto: "tcp", Port: 8443, To: "192.0.2.60", ToPort: 8443}}
 	r := Build(Input{Config: c, Old: old, New: nw, Time: time.Now()})
 	if len(r.Forwards) != 2 {
 		t.Fatalf("forwards %+v", r.Forwards)
@@ -245,7 +245,7 @@ forward "admin" {
 		t.Errorf("verdict %q", r.Verdict)
 	}
 	// NEW unreadable: its forward is unknown, not "not applied".
-	r = Build(Input{Config: c, Old: old, Time: time.Now(), Unreachable: map[string]string{"new": "down"}})
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now(), Unreachable: map[string]string{"new": "down"}})
 	if a := r.Forwards[1]; a.Live || !strings.HasPrefix(a.State, "unknown") {
 		t.Errorf("admin with NEW down %+v", a)
 	}
@@ -269,7 +269,7 @@ func TestSocketsOnlyConnectionKeepsDraining(t *testing.T) {
 		// idle connection only the socket shows.
 		"198.51.100.10 tcp 443": {Total: 1, Established: 1, OnOld: 1, Sockets: 2, SocketsOnly: 1},
 	}
-	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	web := r.Services[0]
 	if web.Drained || web.OnOld != 2 || web.OnOldSocketsOnly != 1 || !strings.HasPrefix(web.State, "draining: 2 established flow(s) still served by OLD") {
 		t.Fatalf("web with an idle connection: %+v", web)
@@ -279,13 +279,13 @@ func TestSocketsOnlyConnectionKeepsDraining(t *testing.T) {
 	}
 	// The idle connection alone (conntrack holds nothing) still counts.
 	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 tcp 80": {Sockets: 1, SocketsOnly: 1}}
-	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if web := r.Services[0]; web.Drained || web.OnOld != 1 || strings.Contains(r.Verdict, "switched off") {
 		t.Fatalf("socket-only connection: %+v, verdict %q", web, r.Verdict)
 	}
 	// It closes: drained, and OLD is free.
 	old.Stats.Flows = nil
-	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if web := r.Services[0]; !web.Drained || !strings.Contains(r.Verdict, "OLD may be switched off") {
 		t.Fatalf("after the connection closed: %+v, verdict %q", web, r.Verdict)
 	}
@@ -305,7 +305,7 @@ func TestUDPSaysWhatIsCounted(t *testing.T) {
 	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
 	// A connected UDP socket on OLD.
 	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 udp 53": {Sockets: 1, SocketsOnly: 1}}
-	r := Build(Input{Config: c, Old: old, Time: time.Now()})
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	dns := r.Services[2]
 	if dns.Name != "dns" || dns.Drained || dns.OnOld != 1 {
 		t.Fatalf("dns with a connected UDP socket on OLD: %+v", dns)
@@ -314,13 +314,63 @@ func TestUDPSaysWhatIsCounted(t *testing.T) {
 		t.Fatalf("notes %q: want the UDP note", r.Notes)
 	}
 	old.Stats.Flows = nil
-	r = Build(Input{Config: c, Old: old, Time: time.Now()})
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if dns := r.Services[2]; !dns.Drained || !strings.Contains(dns.State, "no UDP flow of it that conntrack or a connected socket shows") {
 		t.Fatalf("dns drained: %+v", dns)
 	}
 	// A plan without UDP services has no UDP note.
 	c.Services = c.Services[:2]
-	if r := Build(Input{Config: c, Old: old, Time: time.Now()}); len(r.Notes) != 0 {
+	if r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()}); len(r.Notes) != 0 {
 		t.Fatalf("notes without UDP services: %q", r.Notes)
+	}
+}
+
+// healthyNew is NEW with its part of the path: the tunnel device, the
+// migrated address on lo, migrate's table.
+func healthyNew() state.Facts {
+	return state.Facts{
+		Links: []state.Link{{Name: "lo", Up: true}, {Name: "mig0", Type: "vxlan", Up: true}},
+		Addrs: []state.Addr{{Dev: "lo", CIDR: "198.51.100.10/32"}},
+		Nft:   &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}},
+	}
+}
+
+// NEW rebooted (its runtime state gone), or the tunnel dead: no service
+// is called drained or on NEW, and OLD is never released.
+func TestBrokenPathNeverReleasesOld(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Stats.Flows = nil
+	if r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()}); !strings.Contains(r.Verdict, "OLD may be switched off") || r.PathBroken != "" {
+		t.Fatalf("baseline: %q %q", r.Verdict, r.PathBroken)
+	}
+	rebooted := state.Facts{Links: []state.Link{{Name: "lo", Up: true}, {Name: "eth0", Up: true}}}
+	deadPing := healthyNew()
+	for _, tc := range []struct {
+		name string
+		nw   state.Facts
+		ping Probe
+		want string
+	}{
+		{"NEW rebooted", rebooted, Probe{}, "NEW lost migrate's configuration (rebooted?): its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing"},
+		{"NEW lost its address", func() state.Facts { f := healthyNew(); f.Addrs = nil; return f }(), Probe{}, "NEW lacks the address 198.51.100.10"},
+		{"tunnel passes nothing", deadPing, Probe{Target: "169.254.42.2", Error: "no answer within 1s"}, "OLD cannot ping NEW through the tunnel (no answer within 1s)"},
+	} {
+		r := Build(Input{Config: c, Old: old, New: tc.nw, OldToNew: tc.ping, Time: time.Now()})
+		if !strings.Contains(r.PathBroken, tc.want) || !strings.Contains(r.Verdict, "The path to NEW is broken") || strings.Contains(r.Verdict, "switched off") {
+			t.Errorf("%s: path %q verdict %q", tc.name, r.PathBroken, r.Verdict)
+		}
+		for _, s := range r.Services {
+			if s.Drained || !strings.HasPrefix(s.State, "BROKEN") {
+				t.Errorf("%s: service %s: drained %v, %q", tc.name, s.Name, s.Drained, s.State)
+			}
+		}
 	}
 }

@@ -145,7 +145,7 @@ func TestRoundTrip(t *testing.T) {
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
 	run(t, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "up0", "nodad")
 
-	vx := state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MTU: 1450, Up: true}}
+	vx := state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MAC: "02:6d:67:fe:2a:01", MTU: 1450, Up: true}}
 	objs := []state.Object{
 		vx,
 		{Addr: &state.Addr{Dev: "lo", CIDR: "198.51.100.10/32"}},
@@ -295,7 +295,7 @@ func TestVxlanAndSysctl(t *testing.T) {
 	h := newHost(t)
 	addDummy(t, "up0")
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
-	l := state.Link{Name: "migvx", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 7, Port: 4789, MTU: 1450, Up: true}
+	l := state.Link{Name: "migvx", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 7, Port: 4789, MAC: "02:6d:67:00:00:07", MTU: 1450, Up: true}
 	apply(t, h, create(state.Object{Link: &l}))
 	f := facts(t, h, state.FactsRequest{Sysctls: []string{"net.ipv4.conf.migvx.rp_filter"}})
 	got := find(f, state.Object{Link: &l})
@@ -424,4 +424,28 @@ func TestRuleProtocolUpdate(t *testing.T) {
 		t.Fatalf("rules at 1300: %v", got)
 	}
 	apply(t, h, del(state.Object{Rule: &b}))
+}
+
+// A vxlan link keeps the address migrate gives it when it is made again,
+// and a link made before migrate fixed addresses gets it in place.
+func TestVxlanMACFixed(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	h := newHost(t)
+	addDummy(t, "up0")
+	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
+	random := state.Link{Name: "migvx", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 7, Port: 4789, MTU: 1450, Up: true}
+	apply(t, h, create(state.Object{Link: &random}))
+	fixed := random
+	fixed.MAC = "02:6d:67:fe:2a:01"
+	apply(t, h, update(state.Object{Link: &random}, state.Object{Link: &fixed}))
+	if got := find(facts(t, h, state.FactsRequest{}), state.Object{Link: &fixed}); got == nil || *got.Link != fixed {
+		t.Fatalf("after the update facts show %v, want %v", got, fixed)
+	}
+	apply(t, h, del(state.Object{Link: &fixed}))
+	apply(t, h, create(state.Object{Link: &fixed}))
+	if out := run(t, "ip", "link", "show", "migvx"); !strings.Contains(out, "link/ether 02:6d:67:fe:2a:01") {
+		t.Fatalf("made again with another address:\n%s", out)
+	}
 }

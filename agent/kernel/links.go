@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 
@@ -34,6 +35,9 @@ func linkFacts(l netlink.Link) state.Link {
 		out.Remote = ipString(v.Group)
 		out.VNI = uint32(v.VxlanId)
 		out.Port = uint16(v.Port)
+		if len(a.HardwareAddr) == 6 {
+			out.MAC = a.HardwareAddr.String()
+		}
 	case *netlink.Gretun:
 		out.Local = ipString(v.Local)
 		out.Remote = ipString(v.Remote)
@@ -74,6 +78,13 @@ func buildLink(l state.Link) (netlink.Link, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = l.Name
 	attrs.MTU = l.MTU
+	if l.MAC != "" {
+		mac, err := net.ParseMAC(l.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("link %s address %q: %w", l.Name, l.MAC, err)
+		}
+		attrs.HardwareAddr = mac
+	}
 	switch l.Type {
 	case "vxlan":
 		if l.VNI == 0 || l.VNI >= 1<<24 {
@@ -180,7 +191,7 @@ func htons(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
 // sameIdentity reports whether two links differ at most in MTU and Up.
 func sameIdentity(a, b state.Link) bool {
-	a.MTU, b.MTU, a.Up, b.Up = 0, 0, false, false
+	a.MTU, b.MTU, a.Up, b.Up, a.MAC, b.MAC = 0, 0, false, false, "", ""
 	return a == b
 }
 
@@ -236,6 +247,9 @@ func (h *Host) createLink(want state.Link) error {
 		if err != nil {
 			return err
 		}
+		if want.MAC == "" {
+			have.MAC = "" // a record from before migrate fixed the address
+		}
 		if have == want {
 			return nil
 		}
@@ -266,6 +280,23 @@ func (h *Host) createLink(want state.Link) error {
 
 // setLinkState sets MTU and the up flag in place.
 func (h *Host) setLinkState(cur netlink.Link, want state.Link) error {
+	if want.MAC != "" && cur.Attrs().HardwareAddr.String() != want.MAC {
+		mac, err := net.ParseMAC(want.MAC)
+		if err != nil {
+			return fmt.Errorf("address %q: %w", want.MAC, err)
+		}
+		err = h.nl.LinkSetHardwareAddr(cur, mac)
+		if errors.Is(err, unix.EBUSY) {
+			// Not changeable while up on this driver: a short down/up.
+			if err = h.nl.LinkSetDown(cur); err == nil {
+				err = h.nl.LinkSetHardwareAddr(cur, mac)
+				cur.Attrs().RawFlags &^= unix.IFF_UP
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("set address %s: %w", want.MAC, err)
+		}
+	}
 	if want.MTU != 0 && cur.Attrs().MTU != want.MTU {
 		if err := h.nl.LinkSetMTU(cur, want.MTU); err != nil {
 			return fmt.Errorf("set mtu %d: %w", want.MTU, err)

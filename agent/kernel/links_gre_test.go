@@ -163,6 +163,10 @@ func tunnelLink(t *testing.T, h *Host, typ, local, peer string, key uint32, want
 		o := state.Link{Name: "mig0", Type: typ, Local: l, Remote: r, MTU: mtu, Up: true}
 		if typ == "vxlan" {
 			o.VNI, o.Port = 4242, 4789
+			o.MAC = "02:6d:67:00:00:01"
+			if l == peer {
+				o.MAC = "02:6d:67:00:00:02"
+			}
 		} else {
 			o.Key = key
 		}
