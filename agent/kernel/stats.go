@@ -130,6 +130,7 @@ const (
 	ctaProtoDstPort   = 3
 	ctaProtoinfoTCP   = 1
 	ctaProtoinfoTCPSt = 1
+	ipsSeenReply      = 1 << 1
 	ipsAssured        = 1 << 2
 	tcpCtEstablished  = 3
 )
@@ -295,7 +296,13 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool
 			}
 			c := out[k]
 			c.Total++
-			established := (e.proto == unix.IPPROTO_TCP && e.tcpState == tcpCtEstablished) ||
+			// A TCP entry that never saw an answer is no connection
+			// anyone serves: conntrack picks up a stray mid-stream packet
+			// (a client's last one after its socket is gone) as
+			// "established" and keeps it for minutes. Real connections of
+			// OLD that conntrack has not seen answered are in OLD's
+			// sockets.
+			established := (e.proto == unix.IPPROTO_TCP && e.tcpState == tcpCtEstablished && e.status&ipsSeenReply != 0) ||
 				(e.proto != unix.IPPROTO_TCP && e.status&ipsAssured != 0)
 			toNew := mark != 0 && e.mark&mark != 0
 			if established {

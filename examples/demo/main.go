@@ -132,12 +132,12 @@ func run(typ string) error {
 	}
 	step("The long-lived connection ends: the service is drained")
 	stopHolder()
-	// The close takes a moment to reach OLD's socket on a busy machine:
-	// wait (quietly, 15 s at most) until OLD holds no connection of the
-	// service, as an operator would watch status.
-	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		out, err := l.Exec(ctx, lab.RoleOld, "ss", "-Htn", "state", "connected", "exclude", "time-wait", fmt.Sprintf("( sport = :%d )", scenario.MigratedPort))
-		if err == nil && strings.TrimSpace(string(out)) == "" {
+	// The close takes a moment to reach OLD on a busy machine: wait
+	// (quietly, 15 s at most) until status says drained, as an operator
+	// watching status would.
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+		r, err := s.Migrate(ctx, "status", "-f", s.PlanFile, "--json")
+		if err == nil && strings.Contains(r.Stdout, `"drained":true`) {
 			break
 		}
 	}
