@@ -15,7 +15,8 @@ test:
 # The packages whose tests need no root: everything but agent/kernel, lab
 # and e2e (network namespaces, sshd).
 UNIT_PKGS := ./state/... ./config/... ./plan/... ./status/... ./apply/... \
-	./views/... ./remote/... ./cmd/... ./agent ./agent/proto/... ./examples/...
+	./views/... ./remote/... ./cmd/... ./agent ./agent/proto/... ./examples/... \
+	./internal/...
 
 # Root-free checks for contributors: vet, gofmt and the unit tests above
 # (test.sh runs them too, with the race detector, then the root-only rest).

@@ -16,7 +16,7 @@ echo "== gofmt"
 bad=$(gofmt -l .)
 if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== unit tests (race detector)"
-go test -race -count=1 ./state/... ./config/... ./plan/... ./status/... ./apply/... ./views/... ./remote/... ./cmd/... ./agent/proto/... ./examples/...
+go test -race -count=1 ./state/... ./config/... ./plan/... ./status/... ./apply/... ./views/... ./remote/... ./cmd/... ./agent/proto/... ./examples/... ./internal/...
 echo "== fuzz targets, briefly (run longer by hand: -fuzztime=10m)"
 # Go 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when -fuzztime ends while a starved worker is mid-call
