@@ -1,4 +1,4 @@
-.PHONY: bench test demo release
+.PHONY: bench test unit demo release
 
 # sudo only when not already root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -11,6 +11,20 @@ bench:
 
 test:
 	$(SUDO) ./test.sh
+
+# The packages whose tests need no root: everything but agent/kernel, lab
+# and e2e (network namespaces, sshd).
+UNIT_PKGS := ./state/... ./config/... ./plan/... ./status/... ./apply/... \
+	./views/... ./remote/... ./cmd/... ./agent ./agent/proto/... ./examples/... \
+	./internal/...
+
+# Root-free checks for contributors: vet, gofmt and the unit tests above
+# (test.sh runs them too, with the race detector, then the root-only rest).
+unit:
+	go vet ./...
+	@bad=$$(gofmt -l .); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+	go test -count=1 $(UNIT_PKGS)
+	@echo "unit: passed; not run here: agent/kernel, lab and e2e, which need root (make test)"
 
 demo:
 	$(SUDO) ./demo.sh

@@ -3,7 +3,7 @@ module github.com/opsmigrate/migrate
 go 1.26.8
 
 require (
-	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052 // master of 2025-11-19, newer than v0.3.0, which predates the fixes DESIGN.md lists (#301, #309, #328, #330)
+	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052 // master of 2025-11-19, newer than v0.3.0, which predates the fixes docs/design.md lists (#301, #309, #328, #330)
 	github.com/hashicorp/hcl/v2 v2.25.0
 	github.com/spf13/cobra v1.10.2
 	github.com/vishvananda/netlink v1.3.1

@@ -18,15 +18,8 @@ type Host interface {
 	// Apply changes one object. The host records it in its own journal
 	// under rec (a forward step as entry rec.Seq of rec.Run; an undo by
 	// marking that entry rolled back).
-	Apply(ctx context.Context, s state.Step, rec Record) error
+	Apply(ctx context.Context, s state.Step, rec state.Record) error
 	Ping(ctx context.Context, addr string) error
-}
-
-// Record identifies a step in the journals.
-type Record struct {
-	Run  string
-	Seq  int
-	Undo bool
 }
 
 // Executor applies plans and rollbacks, journaling as it goes.
@@ -175,7 +168,7 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 		}
 	}
 	start := time.Now()
-	if err := h.Apply(ctx, s, Record{Run: run, Seq: seq}); err != nil {
+	if err := h.Apply(ctx, s, state.Record{Run: run, Seq: seq}); err != nil {
 		err = fmt.Errorf("host %s: %s: %w", s.Host, s.String(), err)
 		if e.Progress != nil {
 			e.Progress(s.Host, s, time.Since(start), err)
@@ -286,7 +279,7 @@ func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) 
 			return fmt.Errorf("no connection to host %s", inv.Host)
 		}
 		start := time.Now()
-		if err := h.Apply(ctx, inv, Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
+		if err := h.Apply(ctx, inv, state.Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
 			err = fmt.Errorf("host %s: undo step %d (%s): %w", inv.Host, en.Seq, inv.String(), err)
 			if e.Progress != nil {
 				e.Progress(inv.Host, inv, time.Since(start), err)

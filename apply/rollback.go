@@ -265,7 +265,7 @@ func (e *Executor) Undo(ctx context.Context, steps []RollbackStep) error {
 		if len(rs.Entries) == 0 {
 			// Drift of what stays applied: put back, nothing to mark.
 			start := time.Now()
-			err := h.Apply(ctx, *rs.Step, Record{})
+			err := h.Apply(ctx, *rs.Step, state.Record{})
 			if err != nil {
 				err = fmt.Errorf("host %s: put back %s: %w", rs.Host, rs.Step.String(), err)
 			}
@@ -280,7 +280,7 @@ func (e *Executor) Undo(ctx context.Context, steps []RollbackStep) error {
 		for i, en := range rs.Entries {
 			s := ensureStep(rs, i)
 			start := time.Now()
-			if err := h.Apply(ctx, s, Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
+			if err := h.Apply(ctx, s, state.Record{Run: en.Run, Seq: en.Seq, Undo: true}); err != nil {
 				err = fmt.Errorf("host %s: undo step %d (%s): %w", rs.Host, en.Seq, s.String(), err)
 				if e.Progress != nil && (i == 0 && rs.Step != nil) {
 					e.Progress(rs.Host, s, time.Since(start), err)

@@ -69,7 +69,7 @@ func sameHosts(t *testing.T, what string, got, want map[string]string) {
 func (l *lab) handEdit(t *testing.T, host string, s state.Step) {
 	t.Helper()
 	s.Host = host
-	if err := l.hosts[host].Apply(context.Background(), s, apply.Record{}); err != nil {
+	if err := l.hosts[host].Apply(context.Background(), s, state.Record{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/internal/needroot"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
@@ -124,9 +125,8 @@ func writeTunnelPlan(s *scenario.Scenario, tc tunnelCase, stage string) error {
 }
 
 func needRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end tests need root (network namespaces, sshd); run the README's test command as root")
-	}
+	t.Helper()
+	needroot.Skip(t, "end-to-end tests need root (network namespaces, sshd); run the README's test command as root")
 }
 
 func newScenario(t *testing.T, ctx context.Context) *scenario.Scenario {

@@ -4,11 +4,12 @@ import (
 	"os"
 	"testing"
 
+	"github.com/opsmigrate/migrate/internal/needroot"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := needroot.Main(m)
 	scenario.CleanupBinaries()
 	os.Exit(code)
 }

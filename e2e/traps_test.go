@@ -11,9 +11,9 @@ import (
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
 
-// TestDataPathTraps proves that each of the three traps DESIGN.md found by
-// hand is real and that migrate's fix for it is what makes the data path
-// work: after apply, the fix is removed by hand and the user-visible check
+// TestDataPathTraps proves that each of the first three traps of
+// docs/design.md (found by hand on a real kernel) is real and that
+// migrate's fix for it is what makes the data path work: after apply, the fix is removed by hand and the user-visible check
 // fails; `migrate plan` shows the missing piece as a change, `migrate
 // apply` puts it back, and the check passes again. Finally `rollback --all`
 // restores both hosts byte for byte.

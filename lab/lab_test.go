@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opsmigrate/migrate/internal/needroot"
 )
 
 type testLog struct{ t *testing.T }
@@ -33,9 +35,7 @@ func netnsList(t *testing.T) []string {
 }
 
 func TestLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root to create network namespaces, veths and run sshd")
-	}
+	needroot.Skip(t, "the lab needs root to create network namespaces, veths and run sshd")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

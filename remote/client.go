@@ -15,7 +15,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/opsmigrate/migrate/agent/proto"
-	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -332,7 +331,7 @@ func (c *Client) Facts(ctx context.Context, req state.FactsRequest) (state.Facts
 }
 
 // Apply applies one step on the host, which records it in its journal.
-func (c *Client) Apply(ctx context.Context, s state.Step, rec apply.Record) error {
+func (c *Client) Apply(ctx context.Context, s state.Step, rec state.Record) error {
 	return c.call(ctx, proto.MethodApply, proto.ApplyParams{Step: s, Run: rec.Run, Seq: rec.Seq, Undo: rec.Undo}, nil)
 }
 

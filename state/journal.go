@@ -89,6 +89,14 @@ type Entry struct {
 	Pending bool `json:"pending,omitempty"`
 }
 
+// Record identifies a step in a host's own journal: entry Seq of the apply
+// Run, or, with Undo, the marking of that entry as rolled back.
+type Record struct {
+	Run  string
+	Seq  int
+	Undo bool
+}
+
 // NewJournal returns an empty journal with a fresh lineage.
 func NewJournal() *Journal {
 	return &Journal{Version: JournalVersion, Lineage: NewID()}

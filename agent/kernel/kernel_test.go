@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/internal/needroot"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 )
@@ -32,9 +33,7 @@ func inNetns(t *testing.T) bool {
 		}
 		return true
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	needroot.Skip(t, "needs root to create network namespaces")
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare not found")
 	}

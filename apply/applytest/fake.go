@@ -9,7 +9,6 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -104,7 +103,7 @@ func (f *Fake) Dump() string {
 
 // Apply changes one object, like the agent: deleting what is absent and
 // creating what is there already are both fine.
-func (f *Fake) Apply(_ context.Context, s state.Step, _ apply.Record) error {
+func (f *Fake) Apply(_ context.Context, s state.Step, _ state.Record) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.FailOn != "" && s.Key() == f.FailOn {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
@@ -69,8 +70,9 @@ func (c *cli) versionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The platform too, as terraform prints it: which build of a
-			// release is this.
-			fmt.Fprintf(c.out, "migrate %s %s/%s (agent protocol %d)\n", Version, runtime.GOOS, runtime.GOARCH, 1)
+			// release is this. The protocol is the one this build's
+			// agent and client speak (proto.Version).
+			fmt.Fprintf(c.out, "migrate %s %s/%s (agent protocol %d)\n", Version, runtime.GOOS, runtime.GOARCH, proto.Version)
 			return nil
 		},
 	}

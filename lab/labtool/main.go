@@ -1,26 +1,64 @@
-// Command labtool is a tiny traffic helper for the namespace lab.
+// Command labtool is the traffic helper of the namespace lab: the
+// servers, clients and load generators that the e2e tests and the demo
+// run inside the lab's namespaces (lab/scenario builds and starts it).
+// Each prints what it saw in lines the tests parse.
 //
 //	labtool serve -name NAME -listen ADDR:PORT [-udp]
-//	labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-bye] ADDR:PORT
-//	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] ADDR:PORT
+//	labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-size N] [-bye] ADDR:PORT
+//	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] ADDR:PORT
+//	labtool many [-n 100] [-timeout 3s] ADDR:PORT
+//	labtool bulk [-bytes N] [-dir up|down] [-timeout 60s] ADDR:PORT
+//	labtool load [-conns 1000] [-every 1s] [-rate 50] [-duration 20s] ADDR:PORT
+//	labtool forge -type vxlan|gre|ip6gre -to OUTER_DST [flags]  |  labtool forge -catch ADDR:PORT
+//	labtool traffic -control FILE -tcp|-udp|-dns TARGETS [flags]
 //	labtool ctfill -n N [-timeout 10m]
 //
 // serve (TCP) greets each connection with
 // "served-by=NAME peer=<remote IP> local=<local addr>" and then echoes every
-// line it receives as "NAME: <line>" until EOF. serve -udp answers every
-// datagram with "served-by=NAME peer=<remote IP>".
+// line it receives as "NAME: <line>" until EOF, except three requests:
+// "BYE" (answer, then close first, as an HTTP/1.0 server does, keeping the
+// TIME_WAIT), "SEND n" (send n bytes, then close) and "RECV n" (read n
+// bytes, answer "NAME: got n bytes"). serve -udp answers every datagram
+// with "served-by=NAME peer=<remote IP> len=N", padded to the request's
+// size.
 //
 // dial connects, reads the first line and prints
 // "<line> remote=<remote addr> localaddr=<local addr>". With -udp it sends
-// "hi" and prints the reply the same way. -bye asks the server to close
-// first, as an HTTP/1.0 server does, leaving it the TIME_WAIT socket.
+// "hi" (padded with dots to -size bytes) and prints the reply the same
+// way. -bye asks the server to close first, leaving it the TIME_WAIT
+// socket; -port binds a fixed local port.
 //
 // hold keeps one TCP connection open: it prints the greeting, then every
 // interval sends "ping i" and prints the reply. -count 0 pings until killed.
 // -keepalive=false turns off TCP keep-alive probes, so an idle hold (a long
 // -every) sends not one packet: an idle client as conntrack sees it.
 //
-// Flags may come before or after the address.
+// many dials ADDR -n times, one connection after another, and counts who
+// served each: "served-by=new:31 served-by=old:69 errors:0".
+//
+// bulk moves -bytes through one TCP connection to a serve, up (to the
+// server) or down, and prints "bulk up N bytes ok".
+//
+// load holds -conns long-lived connections that each ping every -every,
+// while opening -rate new short connections per second for -duration; it
+// prints what was attempted, completed and failed and who served, and fails
+// if anything failed.
+//
+// forge sends forged tunnel packets at a tunnel endpoint (the underlay
+// filter test), or with -catch prints what reaches an inner address; see
+// forge for its flags.
+//
+// traffic drives what a real service sees, in phases named by the contents
+// of -control: short connections closed normally (or with -rst), long-lived
+// ones (half idle), UDP and DNS requests; one line per phase, exit 1 when
+// anything failed or hung. See traffic.go for its flags.
+//
+// ctfill inserts -n conntrack entries (unreplied UDP flows) into the
+// namespace it runs in, as a busy server's flows would fill the table,
+// without the traffic; see ctfill.go.
+//
+// Flags may come before or after the address. -h on a subcommand lists its
+// flags with their defaults.
 package main
 
 import (
@@ -76,8 +114,20 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   labtool serve -name NAME -listen ADDR:PORT [-udp]
-  labtool dial [-bind IP] [-timeout 3s] [-udp] ADDR:PORT
-  labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] ADDR:PORT
+  labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-size N] [-bye] ADDR:PORT
+  labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] ADDR:PORT
+  labtool many [-n 100] [-timeout 3s] ADDR:PORT
+  labtool bulk [-bytes N] [-dir up|down] [-timeout 60s] ADDR:PORT
+  labtool load [-conns 1000] [-every 1s] [-rate 50] [-duration 20s] ADDR:PORT
+  labtool forge -type vxlan|gre|ip6gre -to OUTER_DST [-from IP] [-count N] [-vni 4242]
+                [-port 4789] [-key K] [-dst-mac MAC] [-inner-src IP] [-inner-dst IP] [-inner-port P]
+  labtool forge -catch ADDR:PORT
+  labtool traffic -control FILE [-tcp ADDR:PORT,...] [-udp ADDR:PORT,...] [-dns ADDR:PORT,...]
+                [-workers 32] [-long 1000] [-udp-workers 4] [-timeout 3s] [-rst] [-max 10m]
+                [-dns-name NAME] [-dns-servers IP=NAME,...] [-by-target] [-udp-interval 5ms]
+  labtool ctfill -n N [-timeout 10m]
+labtool SUBCOMMAND -h lists a subcommand's flags. The package documentation
+(go doc ./lab/labtool) says what each one prints.
 `)
 	os.Exit(2)
 }
