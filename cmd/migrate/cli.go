@@ -452,7 +452,7 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			if err := ex.Apply(ctx, pl); err != nil {
 				// A host that stopped answering: say what each host
 				// still holds and what undoes it.
-				return deadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline)
+				return deadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
@@ -562,7 +562,7 @@ names, reads their journals and rolls back from those.`,
 				}
 			}
 			if err := ex.Undo(ctx, rp.Steps); err != nil {
-				return deadLinkRollbackError(err, sess, rp.Steps, all)
+				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
 			}
 			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
 			return nil

@@ -58,13 +58,13 @@ func left(j *state.Journal, run string) map[string]int {
 // first step it cannot undo, so it may leave the reachable host's steps in
 // place too (undoing them under the dead host's would break the data
 // path).
-func deadLinkApplyError(cause error, s *session, j *state.Journal, run string, deadline time.Time) error {
+func deadLinkApplyError(cause error, s *session, j *state.Journal, run string, deadline time.Time, lockID string) error {
 	dead, why := s.deadHost()
 	if why == nil {
 		return cause
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s during apply: %v.", why.Error(), cause)
+	fmt.Fprintf(&b, "%s during apply.", why.Error())
 	n := left(j, run)
 	timer := func() string {
 		return "its revert timer (armed before the first change, it runs on the host and needs no connection) undoes them by itself at " + deadline.Local().Format(time.TimeOnly)
@@ -90,7 +90,7 @@ func deadLinkApplyError(cause error, s *session, j *state.Journal, run string, d
 			fmt.Fprintf(&b, "\n  host %s: answers, but %d step(s) of this apply are still in place: the undo goes newest first and stopped at host %s's step, so as not to break the data path; no revert timer was armed (--confirm-timeout 0), so they stay until you run `migrate rollback`.", name, k, dead)
 		}
 	}
-	fmt.Fprintf(&b, "\nThe local lock is released. Once host %s answers again, `migrate plan` shows what is left (it reads what the hosts undid by themselves) and `migrate rollback` undoes the rest.", dead)
+	fmt.Fprintf(&b, "\nThe local lock is released. Once host %s answers again, `migrate plan` shows what is left (it reads what the hosts undid by themselves) and `migrate rollback` undoes the rest.%s\n(what failed: %v)", dead, staleHostLock(dead, lockID), cause)
 	return errors.New(b.String())
 }
 
@@ -98,7 +98,7 @@ func deadLinkApplyError(cause error, s *session, j *state.Journal, run string, d
 // got and that running it again continues. No revert timer covers a
 // rollback. steps is the rollback's plan: the undo stops at the first
 // step that fails, and marks each journal entry it undid.
-func deadLinkRollbackError(cause error, s *session, steps []apply.RollbackStep, all bool) error {
+func deadLinkRollbackError(cause error, s *session, steps []apply.RollbackStep, all bool, lockID string) error {
 	dead, why := s.deadHost()
 	if why == nil {
 		return cause
@@ -116,7 +116,7 @@ func deadLinkRollbackError(cause error, s *session, steps []apply.RollbackStep, 
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s during rollback: %v.\n  %d of %d step(s) were undone (by the state file; if the step in flight reached host %s it was undone there too, and its journal says so).", why.Error(), cause, undone, total, dead)
+	fmt.Fprintf(&b, "%s during rollback.\n  %d of %d step(s) were undone (by the state file; if the step in flight reached host %s it was undone there too, and its journal says so).", why.Error(), undone, total, dead)
 	for _, name := range s.names() {
 		fmt.Fprintf(&b, "\n  host %s: %d step(s) still applied.", name, now[name])
 	}
@@ -124,8 +124,16 @@ func deadLinkRollbackError(cause error, s *session, steps []apply.RollbackStep, 
 	if all {
 		again += " --all"
 	}
-	fmt.Fprintf(&b, "\nNothing undoes them by itself: a rollback arms no revert timer. The local lock is released. Once host %s answers again, run `%s`: it continues where this one stopped.", dead, again)
+	fmt.Fprintf(&b, "\nNothing undoes them by itself: a rollback arms no revert timer. The local lock is released. Once host %s answers again, run `%s`: it continues where this one stopped.%s\n(what failed: %v)", dead, again, staleHostLock(dead, lockID), cause)
 	return errors.New(b.String())
+}
+
+// staleHostLock is the advice about the host lock this command's agent
+// still holds on a host it gave up on: that agent runs until the host's
+// sshd notices the connection is gone, which a silent link may delay for
+// hours (TCP keepalive) unless sshd sets ClientAliveInterval.
+func staleHostLock(dead, lockID string) string {
+	return fmt.Sprintf(" If host %s then says it is locked by lock ID %s, that is this command's own abandoned session: end it with `migrate force-unlock %s`.", dead, lockID, lockID)
 }
 
 // pauseHosts is a test-only fault (MIGRATE_TEST_FAULT=pause-at:N): before
