@@ -33,6 +33,7 @@ type Client struct {
 	RemotePort int
 
 	ssh    *ssh.Client
+	link   *link
 	sess   *ssh.Session
 	stdin  io.WriteCloser
 	stdout io.Reader
@@ -74,7 +75,7 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{Target: t, ssh: sc, RemotePort: t.Port}
+	c := &Client{Target: t, ssh: sc, RemotePort: t.Port, link: watchLink(sc, t.Name, t.Timeout)}
 	if ra, ok := sc.RemoteAddr().(interface{ String() string }); ok {
 		c.RemoteIP = hostOnly(ra.String())
 	}
@@ -111,6 +112,11 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
+		if dead := c.link.err(); dead != nil {
+			// The keepalives gave up: that is the cause, whatever the
+			// command in flight saw (EOF, a closed channel).
+			err = fmt.Errorf("%w, while starting the agent", dead)
+		}
 		sc.Close()
 		return nil, err
 	}
@@ -263,8 +269,21 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 
 // call sends one request and waits for its response. Calls are serialised.
 func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	return c.callWithin(ctx, 0, method, params, result)
+}
+
+// callWithin is call for a request that may itself take up to work on the
+// host (a ping's replies, a probe's connect): the agent must answer
+// within the host timeout plus work, or the call fails with a
+// DeadLinkError and the connection is closed.
+func (c *Client) callWithin(ctx context.Context, work time.Duration, method string, params, result any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.link != nil {
+		if dead := c.link.err(); dead != nil {
+			return dead
+		}
+	}
 	c.nextID++
 	req := proto.Request{ID: c.nextID, Method: method}
 	if params != nil {
@@ -283,11 +302,34 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 		}
 		done <- proto.ReadFrame(c.stdout, &resp)
 	}()
+	limit := c.timeout() + work
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
 	select {
 	case err := <-done:
 		if err != nil {
+			if c.link != nil {
+				if dead := c.link.err(); dead != nil {
+					return dead
+				}
+			}
 			return fmt.Errorf("agent connection: %w%s", err, c.stderrTail())
 		}
+	case <-timer.C:
+		// No answer: the host is silent, or only its agent is. Either
+		// way this connection is given up, so that nothing else waits
+		// on it.
+		dead := &DeadLinkError{Host: c.Target.Name, After: limit, Method: method}
+		if c.link == nil {
+			c.ssh.Close()
+			return dead
+		}
+		if c.link.silence() < c.timeout() {
+			dead.AgentOnly = true
+		} else {
+			dead.After = c.timeout()
+		}
+		return c.link.kill(dead)
 	case <-ctx.Done():
 		// The session is no longer usable: the response may still come.
 		c.ssh.Close()
@@ -309,6 +351,23 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	return nil
 }
 
+// timeout is how long the host may stay silent.
+func (c *Client) timeout() time.Duration {
+	if c.Target.Timeout > 0 {
+		return c.Target.Timeout
+	}
+	return DefaultTimeout
+}
+
+// Err is the DeadLinkError that made this client give up on its host,
+// or nil while the connection is alive.
+func (c *Client) Err() error {
+	if c.link == nil {
+		return nil
+	}
+	return c.link.err()
+}
+
 func (c *Client) stderrTail() string {
 	if c.stderr == nil {
 		return ""
@@ -326,7 +385,9 @@ func (c *Client) stderrTail() string {
 // Facts collects the host's facts.
 func (c *Client) Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error) {
 	var f state.Facts
-	err := c.call(ctx, proto.MethodFacts, req, &f)
+	// A busy host's conntrack table takes a while to read: the
+	// keepalives still catch a silent host within the timeout.
+	err := c.callWithin(ctx, c.timeout(), proto.MethodFacts, req, &f)
 	return f, err
 }
 
@@ -374,13 +435,13 @@ func (c *Client) Ping(ctx context.Context, addr string) error {
 // round-trip time.
 func (c *Client) PingRTT(ctx context.Context, addr string, count int, timeout time.Duration) (time.Duration, error) {
 	var r proto.PingResult
-	err := c.call(ctx, proto.MethodPing, proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout.Milliseconds())}, &r)
+	err := c.callWithin(ctx, time.Duration(max(count, 1))*timeout, proto.MethodPing, proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout.Milliseconds())}, &r)
 	return time.Duration(r.RTTMicros) * time.Microsecond, err
 }
 
 // Probe opens a marked TCP connection from the host to addr:port.
 func (c *Client) Probe(ctx context.Context, addr string, port uint16, mark uint32) error {
-	return c.call(ctx, proto.MethodProbe, proto.ProbeParams{Addr: addr, Port: port, Mark: mark, TimeoutMS: 5000}, nil)
+	return c.callWithin(ctx, 5*time.Second, proto.MethodProbe, proto.ProbeParams{Addr: addr, Port: port, Mark: mark, TimeoutMS: 5000}, nil)
 }
 
 // RouteGet returns the source address the host uses towards addr.

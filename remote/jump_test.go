@@ -22,7 +22,8 @@ import (
 
 // testSSHServer is a minimal SSH server on loopback: public-key auth for
 // one key, "direct-tcpip" forwarding (a jump host) and "exec" sessions
-// that print "ok". ended receives once per finished connection.
+// that print "ok" (or, for a command containing "silent-agent", read and
+// never answer). ended receives once per finished connection.
 type testSSHServer struct {
 	addr  *net.TCPAddr
 	pub   ssh.PublicKey
@@ -115,6 +116,12 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 						continue
 					}
 					r.Reply(true, nil)
+					if strings.Contains(string(r.Payload), "silent-agent") {
+						// An agent that reads its requests and never
+						// answers (link_test.go).
+						go io.Copy(io.Discard, ch)
+						continue
+					}
 					io.WriteString(ch, "ok\n")
 					ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
 					ch.Close()

@@ -31,6 +31,10 @@ type Target struct {
 	// TCP connection to this target. Each is verified against its own
 	// KnownHosts like any host. Name is the hop as written.
 	Jumps []Target
+	// Timeout is how long the host may stay silent (no answer to SSH
+	// keepalives, or from the agent to a call) before migrate gives up on
+	// it with a DeadLinkError; 0 means DefaultTimeout.
+	Timeout time.Duration
 
 	label string // "host old: jump host bastion" for a hop
 }

@@ -59,6 +59,8 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.SetOut(c.out)
 	root.SetErr(c.err)
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
+	root.PersistentFlags().DurationVar(&hostTimeout, "host-timeout", remote.DefaultTimeout, "give up on a host that stays silent this long (no answer to SSH keepalives or from its agent); the error says what each host does next")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return checkHostTimeout() }
 	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentBinaryCmd())
 	return root
 }
@@ -92,7 +94,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func targetOf(name string, h *config.Host) remote.Target {
 	t := remote.Target{Name: name, User: h.User, Address: h.Address, Port: h.Port,
-		IdentityFile: h.IdentityFile, IdentityFiles: h.IdentityFiles, KnownHosts: h.KnownHosts, Sudo: h.Sudo}
+		IdentityFile: h.IdentityFile, IdentityFiles: h.IdentityFiles, KnownHosts: h.KnownHosts, Sudo: h.Sudo, Timeout: hostTimeout}
 	for _, j := range h.ProxyJump {
 		t.Jumps = append(t.Jumps, targetOf(j.Name, j))
 	}
@@ -110,7 +112,7 @@ func stateTarget(t remote.Target) state.Target {
 }
 
 func fromStateTarget(name string, t state.Target) remote.Target {
-	rt := remote.Target{Name: name, User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
+	rt := remote.Target{Name: name, User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo, Timeout: hostTimeout}
 	for _, j := range t.Jumps {
 		rt.Jumps = append(rt.Jumps, fromStateTarget(j.Name, j))
 	}
@@ -337,7 +339,7 @@ func (c *cli) confirm(question string) (bool, error) {
 func (c *cli) executor(p *prepared) *apply.Executor {
 	v := c.view()
 	return &apply.Executor{
-		Hosts:     p.sess.hosts(),
+		Hosts:     pauseHosts(p.sess.hosts()),
 		Journal:   p.journal,
 		StatePath: p.statePath,
 		Progress:  v.Progress,
@@ -450,7 +452,9 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply at %s.", deadline.Local().Format(time.TimeOnly))
 			}
 			if err := ex.Apply(ctx, pl); err != nil {
-				return err
+				// A host that stopped answering: say what each host
+				// still holds and what undoes it.
+				return deadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
@@ -543,7 +547,7 @@ names, reads their journals and rolls back from those.`,
 			if all {
 				what = "everything migrate applied"
 			}
-			ex := &apply.Executor{Hosts: sess.hosts(), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
+			ex := &apply.Executor{Hosts: pauseHosts(sess.hosts()), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
 			rp, err := ex.PlanRollback(ctx, all)
 			if err != nil {
 				return err
@@ -560,7 +564,7 @@ names, reads their journals and rolls back from those.`,
 				}
 			}
 			if err := ex.Undo(ctx, rp.Steps); err != nil {
-				return err
+				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
 			}
 			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
 			return nil
