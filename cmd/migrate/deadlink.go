@@ -164,7 +164,7 @@ type pausingHost struct {
 	resume chan os.Signal
 }
 
-func (p *pausingHost) Apply(ctx context.Context, s state.Step, rec apply.Record) error {
+func (p *pausingHost) Apply(ctx context.Context, s state.Step, rec state.Record) error {
 	*p.count++
 	if *p.count == p.at {
 		fmt.Fprintf(os.Stderr, "%s: paused before step %d\n", FaultEnv, p.at)
