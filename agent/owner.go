@@ -22,7 +22,8 @@ package agent
 //     for the moved local rule (no selector, preference above 0). The one
 //     foreign rule migrate touches is the kernel's own local rule
 //     (pref 0, lookup local, no selector, protocol kernel), which the
-//     local-rule move deletes and rollback creates again.
+//     local-rule move deletes and rollback creates again; it is only
+//     deleted while migrate's moved local rule of that family is live.
 //   - routes: protocol 77, in a table of migrate's range.
 //   - addresses: on lo, host prefixes (/32, /128) that are not loopback
 //     addresses; elsewhere only on a device of a tunnel kind.
@@ -50,7 +51,9 @@ package agent
 //     a delete would not be migrate's).
 //   - a sysctl: its name is its identity; a value changed by hand is still
 //     the same sysctl and is restored. A per-device sysctl
-//     (net.ipv4.conf.DEV.*) needs DEV to be a tunnel-kind device.
+//     (net.ipv4.conf.DEV.*) needs DEV to be a tunnel-kind device; an
+//     accept_ra is only changed between 1 and 2, and only where it is 1 or
+//     2 now.
 //   - for an update, the live object may match the step's before or its
 //     after value: a step the agent journalled but did not finish
 //     (write-ahead) is undone with its after value already or not yet in
@@ -100,6 +103,24 @@ var ownSysctls = map[string]bool{
 	"net.ipv4.ip_early_demux":      true, // OLD (plan.EarlyDemux)
 	"net.ipv6.conf.all.forwarding": true, // OLD with IPv6 services; a host with an IPv6 forward
 	conntrackMax:                   true, // OLD when its conntrack table is too small
+}
+
+// sysctlRange is the values the kernel gives a boolean or tri-state
+// sysctl of the allow-list, as the digits allowed ("" for any integer).
+func sysctlRange(name string) string {
+	if _, _, leaf, ok := sysctlConfDev(name); ok {
+		switch leaf {
+		case "rp_filter":
+			return "012"
+		case "accept_ra":
+			return "012"
+		}
+		return "01"
+	}
+	if name == conntrackMax {
+		return ""
+	}
+	return "01"
 }
 
 // sysctlConfDev splits net.ipvX.conf.DEV.NAME into DEV (as a device name,
@@ -185,6 +206,9 @@ func checkOwnedObject(o state.Object) error {
 		if _, err := strconv.ParseInt(o.Sysctl.Value, 10, 64); err != nil {
 			return fmt.Errorf("sysctl %s value %s: must be an integer (every sysctl migrate sets is one)", o.Sysctl.Name, show(o.Sysctl.Value))
 		}
+		if r := sysctlRange(o.Sysctl.Name); r != "" && !strings.Contains(r, o.Sysctl.Value) || len(o.Sysctl.Value) != 1 && r != "" {
+			return fmt.Errorf("sysctl %s value %s: must be one of %s", o.Sysctl.Name, show(o.Sysctl.Value), r)
+		}
 	case o.Rule != nil:
 		return checkOwnedRule(*o.Rule)
 	case o.Route != nil:
@@ -248,6 +272,8 @@ func checkLive(k Kernel, s state.Step) error {
 		return nil // the name is reserved: table inet migrate is migrate's
 	case o.Route != nil:
 		req.Tables = []int{o.Route.Table}
+	case o.Sysctl != nil:
+		req.Sysctls = []string{o.Sysctl.Name}
 	}
 	f, err := k.Facts(req)
 	if err != nil {
@@ -266,6 +292,16 @@ func liveLink(f state.Facts, name string) *state.Link {
 		}
 	}
 	return nil
+}
+
+// movedLocalRule reports migrate's moved local rule in the live rules.
+func movedLocalRule(f state.Facts, family int) bool {
+	for _, r := range f.Rules {
+		if r.Family == family && r.Table == state.TableLocal && r.Protocol == ownProto && r.Priority > 0 && bare(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // needTunnelDev checks that a device, when it exists, is of a tunnel kind.
@@ -323,6 +359,13 @@ func liveOwned(f state.Facts, s state.Step) error {
 		if dev, _ := ownSysctl(o.Sysctl.Name); dev != "" {
 			return needTunnelDev(f, dev, "sysctl "+o.Sysctl.Name)
 		}
+		if _, _, leaf, ok := sysctlConfDev(o.Sysctl.Name); ok && leaf == "accept_ra" {
+			// migrate raises 1 to 2 and restores 1: an interface whose
+			// accept_ra is anything else is not one it touched.
+			if v, ok := f.Sysctls[o.Sysctl.Name]; ok && v != "1" && v != "2" {
+				return fmt.Errorf("accept_ra is %s: migrate only changes it between 1 and 2", show(v))
+			}
+		}
 	case o.Addr != nil:
 		if o.Addr.Dev != "lo" {
 			return needTunnelDev(f, o.Addr.Dev, "address "+o.Addr.CIDR)
@@ -330,6 +373,11 @@ func liveOwned(f state.Facts, s state.Step) error {
 	case o.Rule != nil:
 		if s.Action == state.Create {
 			return nil
+		}
+		if s.Action == state.Delete && kernelLocalRule(*s.Before.Rule) && !movedLocalRule(f, o.Rule.Family) {
+			// The move adds the new rule before the old one goes:
+			// without it, the host would deliver nothing locally.
+			return fmt.Errorf("the kernel's local rule is only removed once migrate's moved local rule (lookup local, protocol %d) is in place, and there is none for IPv%d", ownProto, o.Rule.Family)
 		}
 		key := o.Key()
 		var found []state.Rule
