@@ -282,6 +282,8 @@ func hostileSteps() []struct {
 		{"delete foreign fwmark rule", stDelete(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100})},
 		{"delete foreign rule with a forged tag", stDelete(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100, Protocol: 77})},
 		{"delete foreign v6 rule", stDelete(state.Rule{Family: 6, Priority: 300, Src: "2001:db8:ffff::1/128", Table: 101})},
+		{"delete the kernel's local rule without a moved one", stDelete(state.Rule{Family: 4, Priority: 0, Table: 255, Protocol: 2})},
+		{"delete the kernel's v6 local rule without a moved one", stDelete(state.Rule{Family: 6, Priority: 0, Table: 255, Protocol: 2})},
 		{"delete main rule", stDelete(state.Rule{Family: 4, Priority: 32766, Table: 254, Protocol: 2})},
 		{"delete default rule", stDelete(state.Rule{Family: 6, Priority: 32767, Table: 253, Protocol: 2})},
 		{"delete main default route", stDelete(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 3})},
