@@ -190,6 +190,11 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Only what is migrate's, and only the object the step
+		// records (owner.go): checked before the journal knows of it.
+		if err := checkOwned(k, p.Step); err != nil {
+			return nil, err
+		}
 		// Write-ahead: the host journal knows of the step before the
 		// kernel does, so a revert timer can undo it even if this agent
 		// dies in the middle.

@@ -18,23 +18,29 @@ import (
 )
 
 // fakeKernel records the calls that reach it. Each call is validated again:
-// anything that reaches the Kernel must have passed validation.
+// anything that reaches the Kernel must have passed validation. Facts
+// calls are counted apart (reads): an apply request reads the live state
+// for the ownership check (owner.go) before it applies.
 type fakeKernel struct {
 	t     testing.TB
 	calls []string
+	reads int
 }
 
 func (k *fakeKernel) Facts(req state.FactsRequest) (state.Facts, error) {
 	if err := validateFactsRequest(req); err != nil {
 		k.t.Errorf("Facts reached the kernel with an invalid request: %v", err)
 	}
-	k.calls = append(k.calls, proto.MethodFacts)
+	k.reads++
 	return state.Facts{Hostname: "fake", Sysctls: map[string]string{}}, nil
 }
 
 func (k *fakeKernel) Apply(step state.Step) error {
 	if err := validateStep(step); err != nil {
 		k.t.Errorf("Apply reached the kernel with an invalid step: %v", err)
+	}
+	if err := checkOwnedStep(step); err != nil {
+		k.t.Errorf("Apply reached the kernel with a step that is not migrate's: %v", err)
 	}
 	k.calls = append(k.calls, proto.MethodApply)
 	return nil
@@ -80,7 +86,7 @@ func splitFrames(data []byte) (frames [][]byte, broken bool) {
 }
 
 func isKernelMethod(m string) bool {
-	return m == proto.MethodFacts || m == proto.MethodApply || m == proto.MethodPing
+	return m == proto.MethodApply || m == proto.MethodPing
 }
 
 // FuzzServe feeds arbitrary byte streams to Serve. It must never panic;
@@ -123,7 +129,7 @@ func FuzzServe(f *testing.F) {
 		if broken && (resps[len(resps)-1].ID != 0 || resps[len(resps)-1].Error == nil) {
 			t.Fatalf("a broken frame got %+v, want an error with ID 0", resps[len(resps)-1])
 		}
-		kernelOK := 0
+		kernelOK, factsOK := 0, 0
 		for i, fr := range frames {
 			r := resps[i]
 			var req proto.Request
@@ -139,12 +145,18 @@ func FuzzServe(f *testing.F) {
 			if r.Error == nil && isKernelMethod(req.Method) {
 				kernelOK++
 			}
+			if r.Error == nil && req.Method == proto.MethodFacts {
+				factsOK++
+			}
 			if r.Error != nil && len(r.Error.Message) > 64<<10 {
 				t.Fatalf("frame %d: error message of %d bytes", i, len(r.Error.Message))
 			}
 		}
 		if kernelOK != len(k.calls) {
 			t.Fatalf("%d kernel requests succeeded but the kernel saw %d calls %v", kernelOK, len(k.calls), k.calls)
+		}
+		if k.reads < factsOK {
+			t.Fatalf("%d facts requests succeeded but the kernel saw %d reads", factsOK, k.reads)
 		}
 	})
 }

@@ -595,8 +595,8 @@ func TestServeValidatesEveryMethod(t *testing.T) {
 			t.Errorf("request %d: error %v, want %q...", r.ID, r.Error, w)
 		}
 	}
-	if got := strings.Join(k.calls, " "); got != "facts apply ping" {
-		t.Errorf("kernel calls %q, want only the valid ones", got)
+	if got := strings.Join(k.calls, " "); got != "apply ping" || k.reads != 2 {
+		t.Errorf("kernel calls %q and %d reads, want only the valid ones (and one read of the live state for the apply)", got, k.reads)
 	}
 	if _, err := os.Stat(dir + "/escaped"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("confirm with a path in the run ID created a file outside the state directory (%v)", err)

@@ -135,6 +135,15 @@ func RunWatchdog(h *HostFiles, k Kernel, run string, deadline time.Time, agentPI
 	for i := len(todo) - 1; i >= 0; i-- {
 		e := todo[i]
 		inv := e.Step.Inverse()
+		// The host journal is a file: what it says is checked like a
+		// request before anything is undone.
+		if err := checkOwned(k, inv); err != nil {
+			log.Printf("undo step %d (%s): %v", e.Seq, inv, err)
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
 		if err := k.Apply(inv); err != nil {
 			log.Printf("undo step %d (%s): %v", e.Seq, inv, err)
 			if firstErr == nil {
