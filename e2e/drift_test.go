@@ -83,7 +83,7 @@ func TestDriftRepair(t *testing.T) {
 		{"ip", "link", "del", "mig0"}, {"ip", "addr", "del", old + "/32", "dev", "lo"},
 		{"nft", "delete", "table", "inet", "migrate"}, {"nft", "delete", "table", "arp", "migrate"},
 		{"ip", "rule", "del", "pref", "500"}, {"ip", "rule", "del", "pref", "1100"},
-		{"ip", "rule", "add", "pref", "0", "lookup", "local"}, {"ip", "rule", "del", "pref", "1000"},
+		{"ip", "rule", "add", "pref", "0", "lookup", "local", "proto", "kernel"}, {"ip", "rule", "del", "pref", "1000"},
 	} {
 		if out, err := s.Lab.Exec(ctx, lab.RoleNew, c...); err != nil {
 			t.Fatalf("NEW rebooted: %v: %v: %s", c, err, out)
