@@ -171,7 +171,7 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 			}
 		}
 	}()
-	hold := scenario.Slow(4 * time.Second)
+	hold := scenario.Slow(2 * time.Second)
 	time.Sleep(hold)
 	for _, st := range []struct{ phase, stage string }{{"canary", "canary"}, {"new", "new"}, {"back-to-old", "old"}} {
 		phase(st.phase + "-switch")

@@ -132,6 +132,15 @@ func buildLink(l state.Link) (netlink.Link, error) {
 // ip6greHopLimit is the outer hop limit of ip6gre links, iproute2's default.
 const ip6greHopLimit = 64
 
+// ip6TnlAllowLocalRemote is IP6_TNL_F_ALLOW_LOCAL_REMOTE (0x40 in
+// linux/ip6_tunnel.h; vishvananda/netlink v1.3.1 writes the hex flags 0x10,
+// 0x20 and 0x40 as decimal 10, 20 and 40). Without it an ip6 tunnel drops
+// every packet, both ways, whose remote endpoint is an address of this
+// host. On NEW, OLD's IPv6 endpoint is often an IPv6 service address too,
+// and migrate makes that address local on NEW's lo: the tunnel went
+// silent as soon as the address was there (iproute2: allow-localremote).
+const ip6TnlAllowLocalRemote = 0x40
+
 // addIP6GRE creates an ip6gre link with one RTM_NEWLINK in the host's
 // namespace. netlink.Gretun with IPv6 Local/Remote does make an ip6gre link,
 // but it cannot send IFLA_GRE_FLAGS, and without IP6_TNL_F_IGN_ENCAP_LIMIT
@@ -180,7 +189,7 @@ func (h *Host) addIP6GRE(g *netlink.Gretun) error {
 	data.AddRtAttr(nl.IFLA_GRE_IFLAGS, htons(flags))
 	data.AddRtAttr(nl.IFLA_GRE_OFLAGS, htons(flags))
 	data.AddRtAttr(nl.IFLA_GRE_TTL, nl.Uint8Attr(ip6greHopLimit))
-	data.AddRtAttr(nl.IFLA_GRE_FLAGS, nl.Uint32Attr(uint32(netlink.IP6_TNL_F_IGN_ENCAP_LIMIT)))
+	data.AddRtAttr(nl.IFLA_GRE_FLAGS, nl.Uint32Attr(uint32(netlink.IP6_TNL_F_IGN_ENCAP_LIMIT)|ip6TnlAllowLocalRemote))
 	req.AddData(info)
 	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
 	return err

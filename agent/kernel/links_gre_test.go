@@ -196,6 +196,9 @@ func tunnelLink(t *testing.T, h *Host, typ, local, peer string, key uint32, want
 	if typ == "ip6gre" && !strings.Contains(detail, "encaplimit none") {
 		t.Errorf("ip6gre made with the encapsulation-limit option (8 more bytes per packet):\n%s", detail)
 	}
+	if typ == "ip6gre" && !strings.Contains(detail, "allow-localremote") {
+		t.Errorf("ip6gre made without allow-localremote (it drops everything when the remote endpoint is also a local address, as OLD's is on NEW when it is a service address):\n%s", detail)
+	}
 
 	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.1/30"}}))
 	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.2/30"}}))
