@@ -711,3 +711,31 @@ service "ssh" {
 		t.Error("Render drops allow_ssh_move")
 	}
 }
+
+// ip6gre cannot send an IPv6 packet whose source is its remote endpoint:
+// an IPv6 service on old_endpoint would never get an answer out of NEW.
+func TestIP6GREServiceOnOldEndpoint(t *testing.T) {
+	src := `host "old" {
+  ssh = "root@198.51.100.10"
+}
+host "new" {
+  ssh = "root@203.0.113.20"
+}
+tunnel {
+  type         = "ip6gre"
+  old_endpoint = "2001:db8:100::10"
+  new_endpoint = "2001:db8:200::20"
+}
+service "web6" {
+  address  = "2001:db8:100::10"
+  protocol = "tcp"
+  ports    = [443]
+  stage    = "new"
+}
+`
+	wantErrorAt(t, src, "migration.hcl:12:1", `service "web6" uses 2001:db8:100::10, the tunnel's old_endpoint, over an ip6gre tunnel`)
+	ok := strings.Replace(src, `old_endpoint = "2001:db8:100::10"`, `old_endpoint = "2001:db8:100::11"`, 1)
+	if _, err := Parse([]byte(ok), "migration.hcl"); err != nil {
+		t.Errorf("another old_endpoint: %v", err)
+	}
+}

@@ -504,6 +504,21 @@ func (p *parser) checkSelfCut(st *fileState) {
 		}
 	}
 
+	// ip6gre drops, on the sending side, every IPv6 packet whose source is
+	// the tunnel's remote address (a loop guard in ip6gre_xmit_ipv6). NEW
+	// answers an IPv6 service from the service address, and NEW's remote
+	// is old_endpoint: with both the same address, no IPv6 answer would
+	// ever leave NEW.
+	if t := st.tunnel; t != nil && t.Type == "ip6gre" && t.OldEndpoint.IsValid() {
+		for _, si := range st.services {
+			if s := si.svc; s.Address == t.OldEndpoint {
+				p.add(s.Range,
+					fmt.Sprintf("service %q uses %s, the tunnel's old_endpoint, over an ip6gre tunnel", s.Name, s.Address),
+					"the kernel's ip6gre drops every packet whose source is its remote endpoint, so NEW's answers from that address would never leave; use another of OLD's addresses as old_endpoint, or type = \"vxlan\"")
+			}
+		}
+	}
+
 	for _, fi := range st.forwards {
 		f := fi.fwd
 		if f.On == "" {

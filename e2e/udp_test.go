@@ -24,6 +24,9 @@ const (
 	udpDNSPort   = 5353
 )
 
+// extraOldIP6 is a second IPv6 address of OLD, the ip6gre endpoint.
+const extraOldIP6 = "2001:db8:100::11"
+
 // Answers of each host's dnsmasq to "test.lab": data, never a target.
 const (
 	dnsOldAnswer = "192.0.2.201"
@@ -101,9 +104,14 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldEP, newEP := l.OldIP, l.NewIP
+	oldEP, newEP := l.OldIP.String(), l.NewIP.String()
 	if tc.V6Underlay {
-		oldEP, newEP = l.OldIP6, l.NewIP6
+		// ip6gre cannot answer an IPv6 service on its own endpoint
+		// (config refuses it): OLD's tunnel uses a second address.
+		oldEP, newEP = extraOldIP6, l.NewIP6.String()
+		if out, err := l.Exec(ctx, lab.RoleOld, "ip", "-6", "addr", "add", extraOldIP6+"/64", "dev", "eth0", "nodad"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
 	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", tc.Type, oldEP, newEP)
 	write := func(stage string) {
