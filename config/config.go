@@ -58,6 +58,11 @@ type Tunnel struct {
 	Type        string       // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard"
 	OldEndpoint netip.Addr   // outer address on OLD
 	NewEndpoint netip.Addr   // outer address on NEW, same family as OldEndpoint
+	// OldBind and NewBind (optional) are the addresses the host's tunnel
+	// binds when it does not hold its endpoint (a 1:1 NAT maps the
+	// endpoint onto it). Unset, plan finds them: the source address the
+	// host uses towards its peer's endpoint.
+	OldBind, NewBind netip.Addr
 	Name        string       // Linux interface name, default "mig0"
 	MTU         int          // 0 = auto
 	VNI         uint32       // vxlan only, default 4242
