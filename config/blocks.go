@@ -263,8 +263,8 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 func (p *parser) bindArgs(a *attrSet, t *Tunnel, ep netip.Addr) {
 	for _, b := range []struct {
 		name, example, host string
-		endpoint        netip.Addr
-		dst             *netip.Addr
+		endpoint            netip.Addr
+		dst                 *netip.Addr
 	}{
 		{"old_bind", `old_bind = "198.18.1.10"`, "OLD", t.OldEndpoint, &t.OldBind},
 		{"new_bind", `new_bind = "198.18.0.20"`, "NEW", t.NewEndpoint, &t.NewBind},
