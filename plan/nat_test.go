@@ -119,3 +119,13 @@ func TestNATErrors(t *testing.T) {
 		})
 	}
 }
+
+// Behind NAT, migrate reaches OLD's public address and sshd sees the
+// private one: moving port 22 of the private address cuts migrate off.
+func TestNATSelfLockout(t *testing.T) {
+	s := strings.Replace(strings.Replace(src, `address  = "198.51.100.10"`, `address  = "198.18.1.10"`, 1), `ports    = [8080, "9000-9001"]`, `ports    = [22]`, 1)
+	_, err := plan.Make(mustParse(t, s), natFacts("198.18.1.10", "203.0.113.20"), state.NewJournal(), time.Unix(0, 0))
+	if err == nil || !strings.Contains(err.Error(), `service "web" would move 198.18.1.10:22, the SSH port migrate reaches host old on`) {
+		t.Fatalf("err = %v; want the self-lockout refusal at the private address", err)
+	}
+}

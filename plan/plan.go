@@ -126,6 +126,14 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			return nil, err
 		}
 		p.Notes = append(p.Notes, NATNotes(c, binds)...)
+		// Behind NAT, migrate's SSH connection to OLD's public address
+		// arrives at the address OLD holds: that is the one a service
+		// could move.
+		if b, h := binds[Old], c.Hosts[Old]; h != nil && b.NATed() && h.Address == b.Endpoint.String() {
+			if err := CheckSelfLockout(c, Old, b.Addr.String(), h.Port); err != nil {
+				return nil, err
+			}
+		}
 	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	if r := CheckOldConntrack(c, facts[Old]); r != nil {
