@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
@@ -62,6 +64,8 @@ func natCase(t *testing.T, nat []string) {
 		t.Fatal(err)
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+
+	natInit(t, ctx, s)
 
 	if l.OldPrivIP.IsValid() {
 		// The public address as the service address: refused, naming
@@ -135,4 +139,57 @@ func natCase(t *testing.T, nat []string) {
 	}
 	diffSnap(t, "rollback", before, after)
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
+// natInit runs init against the NATed lab: the endpoints it writes are
+// the public addresses (what each peer sends to), OLD's services are at
+// the address OLD holds, the SSH port stays commented out there, it says
+// which host is behind NAT, and the plan it writes plans. gre is refused.
+func natInit(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	t.Helper()
+	l := s.Lab
+	out := filepath.Join(l.Dir, "init.hcl")
+	args := []string{"init", "--old", "root@" + l.OldIP.String(), "--new", "root@" + l.NewIP.String(),
+		"--identity-file", l.IdentityFile, "--known-hosts", l.KnownHosts}
+	r := mustMigrate(t, ctx, s, 1, append(args, "--tunnel", "gre", "-o", out)...)
+	if !strings.Contains(r.Stderr, "is behind NAT") || !strings.Contains(r.Stderr, "use --tunnel vxlan") {
+		t.Errorf("init --tunnel gre behind NAT:\n%s", r.Stderr)
+	}
+	r = mustMigrate(t, ctx, s, 0, append(args, "-o", out)...)
+	t.Logf("init:\n%s", r.Stdout)
+	cfg, err := config.Load(out)
+	if err != nil {
+		t.Fatalf("the generated plan does not validate: %v", err)
+	}
+	if cfg.Tunnel.Type != "vxlan" || cfg.Tunnel.OldEndpoint != l.OldIP || cfg.Tunnel.NewEndpoint != l.NewIP {
+		t.Errorf("init tunnel: %s %s -> %s; want vxlan between the public addresses %s and %s", cfg.Tunnel.Type, cfg.Tunnel.OldEndpoint, cfg.Tunnel.NewEndpoint, l.OldIP, l.NewIP)
+	}
+	held := l.Held(lab.RoleOld)
+	found := false
+	for _, sv := range cfg.Services {
+		if sv.Address != held {
+			t.Errorf("init wrote service %q at %s; OLD holds %s", sv.Name, sv.Address, held)
+		}
+		for _, p := range sv.Ports {
+			if p.From <= 22 && 22 <= p.To {
+				t.Errorf("init wrote the SSH port as service %q", sv.Name)
+			}
+			if p.From == scenario.MigratedPort {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("init did not write port %d at %s", scenario.MigratedPort, held)
+	}
+	for _, h := range []struct {
+		role, upper string
+		priv        bool
+	}{{lab.RoleOld, "OLD", l.OldPrivIP.IsValid()}, {lab.RoleNew, "NEW", l.NewPrivIP.IsValid()}} {
+		msg := fmt.Sprintf("%s is behind NAT: it holds %s", h.upper, l.Held(h.role))
+		if strings.Contains(r.Stdout, msg) != h.priv {
+			t.Errorf("init output: %q present=%v, want %v:\n%s", msg, !h.priv, h.priv, r.Stdout)
+		}
+	}
+	mustMigrate(t, ctx, s, 2, "plan", "-f", out, "--state", filepath.Join(l.Dir, "init.state.json"), "--detailed-exitcode")
 }
