@@ -160,6 +160,7 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	if !ep.IsValid() && newOK {
 		ep = newEP
 	}
+	p.bindArgs(a, t, ep)
 	switch {
 	case t.Type == "gre" && ep.IsValid() && ep.Is6():
 		p.add(typeRange, "gre tunnels need IPv4 endpoints",
@@ -254,6 +255,47 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	}
 
 	st.tunnel = t
+}
+
+// bindArgs reads the optional old_bind and new_bind: the address a host
+// behind a 1:1 NAT holds, that its tunnel binds, while the peer sends to
+// its endpoint. ep is an endpoint, for the family (invalid: unknown).
+func (p *parser) bindArgs(a *attrSet, t *Tunnel, ep netip.Addr) {
+	for _, b := range []struct {
+		name, example, host string
+		endpoint            netip.Addr
+		dst                 *netip.Addr
+	}{
+		{"old_bind", `old_bind = "198.18.1.10"`, "OLD", t.OldEndpoint, &t.OldBind},
+		{"new_bind", `new_bind = "198.18.0.20"`, "NEW", t.NewEndpoint, &t.NewBind},
+	} {
+		if !a.has(b.name) {
+			continue
+		}
+		s, rng, ok := a.str(b.name, b.example)
+		if !ok {
+			continue
+		}
+		addr, reason := parseAddr(s)
+		switch {
+		case reason != "":
+			p.add(rng, fmt.Sprintf("invalid %s %q in tunnel: %s", b.name, s, reason),
+				fmt.Sprintf("write the address %s itself holds behind its NAT, e.g. %s; or leave %s out and plan finds it", b.host, b.example, b.name))
+		case ep.IsValid() && addr.Is4() != ep.Is4():
+			p.add(rng, fmt.Sprintf("%s %s is %s but the tunnel endpoints are %s", b.name, addr, family(addr), family(ep)),
+				"a bind address is of the endpoints' family: the NAT maps one onto the other")
+		case addr == t.OldEndpoint || addr == t.NewEndpoint:
+			p.add(rng, fmt.Sprintf("%s %s is a tunnel endpoint", b.name, addr),
+				fmt.Sprintf("%s is for a host behind NAT: the private address it holds, while its peer sends to the endpoint; leave it out when %s holds its endpoint", b.name, b.host))
+		default:
+			*b.dst = addr
+		}
+	}
+	if t.OldBind.IsValid() && t.OldBind == t.NewBind {
+		p.add(a.nameRange("new_bind"), fmt.Sprintf("new_bind %s is the same as old_bind", t.NewBind),
+			"the two hosts bind different addresses")
+		t.NewBind = netip.Addr{}
+	}
 }
 
 // innerArgs reads and checks old_inner and new_inner.

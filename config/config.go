@@ -55,20 +55,25 @@ type Host struct {
 
 // Tunnel is the tunnel block, with defaults applied.
 type Tunnel struct {
-	Type        string       // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard"
-	OldEndpoint netip.Addr   // outer address on OLD
-	NewEndpoint netip.Addr   // outer address on NEW, same family as OldEndpoint
-	Name        string       // Linux interface name, default "mig0"
-	MTU         int          // 0 = auto
-	VNI         uint32       // vxlan only, default 4242
-	Port        int          // vxlan UDP port, default 4789
-	Key         uint32       // gre and ip6gre only, 0 = none
-	ListenPort  int          // wireguard UDP port on both hosts, default 51820
-	OldInner    netip.Prefix // inner address of OLD, default 169.254.42.1/30
-	NewInner    netip.Prefix // inner address of NEW, default 169.254.42.2/30
-	Mark        uint32       // fwmark and ct mark bit(s), default 0x20000
-	Table       int          // routing table, default 4242
-	Range       hcl.Range
+	Type        string     // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard"
+	OldEndpoint netip.Addr // outer address on OLD
+	NewEndpoint netip.Addr // outer address on NEW, same family as OldEndpoint
+	// OldBind and NewBind (optional) are the addresses the host's tunnel
+	// binds when it does not hold its endpoint (a 1:1 NAT maps the
+	// endpoint onto it). Unset, plan finds them: the source address the
+	// host uses towards its peer's endpoint.
+	OldBind, NewBind netip.Addr
+	Name             string       // Linux interface name, default "mig0"
+	MTU              int          // 0 = auto
+	VNI              uint32       // vxlan only, default 4242
+	Port             int          // vxlan UDP port, default 4789
+	Key              uint32       // gre and ip6gre only, 0 = none
+	ListenPort       int          // wireguard UDP port on both hosts, default 51820
+	OldInner         netip.Prefix // inner address of OLD, default 169.254.42.1/30
+	NewInner         netip.Prefix // inner address of NEW, default 169.254.42.2/30
+	Mark             uint32       // fwmark and ct mark bit(s), default 0x20000
+	Table            int          // routing table, default 4242
+	Range            hcl.Range
 }
 
 // PortRange is an inclusive range of ports; a single port has From == To.

@@ -18,7 +18,7 @@ import (
 var (
 	topBlocks   = []string{"host", "tunnel", "service", "forward"}
 	hostArgs    = []string{"ssh", "identity_file", "known_hosts", "sudo"}
-	tunnelArgs  = []string{"type", "old_endpoint", "new_endpoint", "name", "mtu", "vni", "port", "key", "listen_port", "old_inner", "new_inner", "mark", "table"}
+	tunnelArgs  = []string{"type", "old_endpoint", "new_endpoint", "old_bind", "new_bind", "name", "mtu", "vni", "port", "key", "listen_port", "old_inner", "new_inner", "mark", "table"}
 	serviceArgs = []string{"address", "protocol", "ports", "stage", "canary_percent", "allow_unready", "allow_ssh_move"}
 	forwardArgs = []string{"on", "address", "protocol", "ports", "to", "to_port"}
 )
@@ -138,6 +138,7 @@ func (p *parser) file(body *hclsyntax.Body) *Config {
 
 	p.checkOverlaps(st)
 	p.checkSelfCut(st)
+	p.checkNATService(st)
 
 	return &Config{
 		Path:     p.filename,

@@ -189,6 +189,12 @@ func tunnelBody(b *hclwrite.Body, t *Tunnel) {
 	}
 	setAddr(b, "old_endpoint", t.OldEndpoint)
 	setAddr(b, "new_endpoint", t.NewEndpoint)
+	if t.OldBind.IsValid() {
+		setAddr(b, "old_bind", t.OldBind)
+	}
+	if t.NewBind.IsValid() {
+		setAddr(b, "new_bind", t.NewBind)
+	}
 	if t.Name != "" && t.Name != DefaultTunnelName {
 		setString(b, "name", t.Name)
 	}

@@ -470,9 +470,17 @@ func (p *parser) checkSelfCut(st *fileState) {
 			if t.Type == "wireguard" {
 				port, what = t.ListenPort, "WireGuard"
 			}
+			// The tunnel's socket is on the bind address when the host
+			// is behind NAT: that is what its kernel sees.
 			ep := t.OldEndpoint
+			if t.OldBind.IsValid() {
+				ep = t.OldBind
+			}
 			if name == "new" {
 				ep = t.NewEndpoint
+				if t.NewBind.IsValid() {
+					ep = t.NewBind
+				}
 			}
 			if ep.IsValid() && port > 0 && port <= 65535 {
 				c.vxlan, c.what = netip.AddrPortFrom(ep, uint16(port)), what
@@ -536,6 +544,24 @@ func (p *parser) checkSelfCut(st *fileState) {
 					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own %s port on host %q", f.Name, c.vxlan, c.what, f.On),
 					"the tunnel's packets would be forwarded away; set another tunnel port or leave this port out")
 			}
+		}
+	}
+}
+
+// checkNATService refuses a service at OLD's public address when the plan
+// says OLD is behind NAT (old_bind): OLD's kernel never sees that address,
+// the NAT rewrites it to the one OLD holds, so nothing could be marked.
+// plan makes the same check against the live host when old_bind is left
+// out.
+func (p *parser) checkNATService(st *fileState) {
+	t := st.tunnel
+	if t == nil || !t.OldBind.IsValid() || !t.OldEndpoint.IsValid() {
+		return
+	}
+	for _, si := range st.services {
+		if si.svc.Address == t.OldEndpoint {
+			p.add(si.defRange, fmt.Sprintf("service %q: address %s is OLD's public address (old_endpoint), but OLD is behind NAT and holds %s (old_bind)", si.svc.Name, si.svc.Address, t.OldBind),
+				fmt.Sprintf("a service address is the one OLD's kernel sees: the NAT rewrites %s to %s before OLD receives a packet; write address = %q", t.OldEndpoint, t.OldBind, t.OldBind.String()))
 		}
 	}
 }

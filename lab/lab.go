@@ -75,6 +75,15 @@ type Options struct {
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
 	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
+	// NAT lists roles ("old", "new") that sit behind the router's 1:1
+	// NAT, as a cloud provider puts a VM: the host holds only a private
+	// IPv4 address (old 198.18.1.10/24, new 198.18.0.20/24, gateway .1)
+	// and the router maps its public address (OldIP, NewIP, unchanged)
+	// onto it with nft dnat/snat in its own namespace (table ip labnat).
+	// sshd listens on the private address; KnownHosts names the public
+	// one, which is what everyone dials. IPv6 is not NATed. Empty: the
+	// default lab, exactly as before.
+	NAT []string
 }
 
 // Lab is a running namespace lab. Create it with New and always Close it.
@@ -103,7 +112,13 @@ type Lab struct {
 	BastionIP            netip.Addr
 	SudoUser, PasswdUser string
 
+	// With Options.NAT: the private address a NATed host holds (the zero
+	// Addr for a host that holds its public address). Held returns the
+	// address a host holds either way.
+	OldPrivIP, NewPrivIP netip.Addr
+
 	openSSH bool
+	nat     map[string]bool
 
 	log        io.Writer
 	createdDir bool
@@ -145,10 +160,70 @@ func (l *Lab) roles() []string {
 }
 
 func (l *Lab) links() []link {
-	if l.openSSH {
-		return append(append([]link(nil), links...), bastionLink)
+	out := append([]link(nil), links...)
+	for i, lk := range out {
+		if p, ok := natPrivate[lk.role]; ok && l.nat[lk.role] {
+			out[i].routerV4, out[i].v4, out[i].gwV4 = p.router, p.host, p.gw
+		}
 	}
-	return links
+	if l.openSSH {
+		out = append(out, bastionLink)
+	}
+	return out
+}
+
+// natPrivate are the private IPv4 addresses of the NATed hosts' links.
+var natPrivate = map[string]struct{ router, host, gw, addr string }{
+	RoleOld: {"198.18.1.1/24", "198.18.1.10/24", "198.18.1.1", "198.18.1.10"},
+	RoleNew: {"198.18.0.1/24", "198.18.0.20/24", "198.18.0.1", "198.18.0.20"},
+}
+
+// Held is the IPv4 address role's host holds: its private address when it
+// is behind the router's NAT, else its public one.
+func (l *Lab) Held(role string) netip.Addr {
+	switch role {
+	case RoleOld:
+		if l.OldPrivIP.IsValid() {
+			return l.OldPrivIP
+		}
+		return l.OldIP
+	case RoleNew:
+		if l.NewPrivIP.IsValid() {
+			return l.NewPrivIP
+		}
+		return l.NewIP
+	}
+	return netip.Addr{}
+}
+
+// buildNAT makes the router the provider's 1:1 NAT for the NATed hosts:
+// packets to the public address go to the private one, and the private
+// address's packets leave with the public one as their source.
+func (l *Lab) buildNAT(ctx context.Context) error {
+	if len(l.nat) == 0 {
+		return nil
+	}
+	var pre, post strings.Builder
+	for _, r := range []struct {
+		role   string
+		public netip.Addr
+	}{{RoleOld, l.OldIP}, {RoleNew, l.NewIP}} {
+		if !l.nat[r.role] {
+			continue
+		}
+		priv := natPrivate[r.role].addr
+		fmt.Fprintf(&pre, "    ip daddr %s dnat to %s\n", r.public, priv)
+		fmt.Fprintf(&post, "    ip saddr %s snat to %s\n", priv, r.public)
+	}
+	rules := "table ip labnat {\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n" + pre.String() +
+		"  }\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n" + post.String() + "  }\n}\n"
+	path := filepath.Join(l.Dir, "router-nat.nft")
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		return err
+	}
+	l.logf("router: 1:1 NAT\n%s", rules)
+	_, err := l.Exec(ctx, RoleRouter, "nft", "-f", path)
+	return err
 }
 
 var links = []link{
@@ -191,6 +266,18 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		vethID:    id,
 		logs:      map[*exec.Cmd]string{},
 		openSSH:   opts.OpenSSH,
+		nat:       map[string]bool{},
+	}
+	for _, r := range opts.NAT {
+		switch r {
+		case RoleOld:
+			l.OldPrivIP = netip.MustParseAddr(natPrivate[r].addr)
+		case RoleNew:
+			l.NewPrivIP = netip.MustParseAddr(natPrivate[r].addr)
+		default:
+			return nil, fmt.Errorf("lab: NAT role %q: only old and new can be behind the router's NAT", r)
+		}
+		l.nat[r] = true
 	}
 	if opts.OpenSSH {
 		l.BastionIP = netip.MustParseAddr("192.0.2.140")
@@ -227,6 +314,9 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	}()
 
 	if err := l.buildNetwork(ctx); err != nil {
+		return l, err
+	}
+	if err := l.buildNAT(ctx); err != nil {
 		return l, err
 	}
 	if err := l.setupSSH(ctx); err != nil {
@@ -381,6 +471,14 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			state string
 		}{RoleBastion, l.BastionIP, filepath.Join(l.Dir, "bastion-state")})
 	}
+	// sshd listens on what the host holds; known_hosts names the public
+	// address (h.addr), which is dialled.
+	listen := func(role string, a netip.Addr) netip.Addr {
+		if h := l.Held(role); h.IsValid() {
+			return h
+		}
+		return a
+	}
 	var kh strings.Builder
 	for _, h := range hosts {
 		if err := os.MkdirAll(h.state, 0o755); err != nil {
@@ -395,7 +493,7 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 		cfg := filepath.Join(l.Dir, h.role+"_sshd_config")
 		conf := strings.Join([]string{
 			"# generated by package lab for " + l.NS[h.role],
-			"ListenAddress " + h.addr.String() + ":22",
+			"ListenAddress " + listen(h.role, h.addr).String() + ":22",
 			"HostKey " + hostKey,
 			"PidFile none",
 			"UsePAM no",

@@ -468,6 +468,15 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 
+	// A host behind 1:1 NAT binds the address it holds and sends to the
+	// peer's endpoint; the peer's packets reach it from the peer's
+	// endpoint (the peer's NAT, if any, rewrote their source to it).
+	binds, err := Bindings(c, facts)
+	if err != nil {
+		return err
+	}
+	oldBind, newBind := binds[Old].Addr, binds[New].Addr
+
 	link := func(local, remote netip.Addr, f, peer state.Facts) state.Link {
 		l := state.Link{
 			Name: t.Name, Type: t.Type, Local: local.String(), Remote: remote.String(),
@@ -476,7 +485,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		switch t.Type {
 		case "vxlan":
 			l.VNI, l.Port = t.VNI, uint16(t.Port)
-			l.MAC = innerMAC(local, t)
+			l.MAC = innerMAC(local == oldBind, t)
 		case "wireguard":
 			// A WireGuard device listens on every address: no local end.
 			l.Local, l.Port = "", uint16(t.ListenPort)
@@ -521,7 +530,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 
 	// The tunnel, on both hosts, whatever the stages.
 	add(old,
-		obj(link(t.OldEndpoint, t.NewEndpoint, facts[Old], facts[New])),
+		obj(link(oldBind, t.NewEndpoint, facts[Old], facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		// A marked packet whose 4-tuple matches one of OLD's own
@@ -535,13 +544,13 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	add(nw,
-		obj(link(t.NewEndpoint, t.OldEndpoint, facts[New], facts[Old])),
+		obj(link(newBind, t.OldEndpoint, facts[New], facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 
 	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = t.Name, t.Mark, moved, accounted
-	oldSpec.Underlay = underlay(t.OldEndpoint, t.NewEndpoint)
+	oldSpec.Underlay = underlay(oldBind, t.NewEndpoint)
 	newSpec.TunnelDev, newSpec.Mark = t.Name, t.Mark
 	// Every UDP service, whatever its stage: answers to clients still
 	// draining to NEW must leave from the service address too.
@@ -550,7 +559,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			newSpec.UDPServices = append(newSpec.UDPServices, s)
 		}
 	}
-	newSpec.Underlay = underlay(t.NewEndpoint, t.OldEndpoint)
+	newSpec.Underlay = underlay(newBind, t.OldEndpoint)
 
 	for _, f := range []int{4, 6} {
 		if !families[f] {
@@ -655,9 +664,9 @@ func ServiceKeys(s *config.Service) []state.NftService { return expand(s, 0) }
 // IPv4 address. A device made again keeps it, so the peer's neighbour
 // entry for the inner address stays valid (a new random MAC is
 // unreachable from the peer until that entry expires, tens of seconds).
-func innerMAC(local netip.Addr, t *config.Tunnel) string {
+func innerMAC(onOld bool, t *config.Tunnel) string {
 	inner := t.NewInner.Addr()
-	if local == t.OldEndpoint {
+	if onOld {
 		inner = t.OldInner.Addr()
 	}
 	b := inner.As4()

@@ -120,6 +120,21 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		}
 	}
 	p.Intent = intentDigest(want)
+	if c.Tunnel != nil {
+		binds, err := Bindings(c, facts)
+		if err != nil {
+			return nil, err
+		}
+		p.Notes = append(p.Notes, NATNotes(c, binds)...)
+		// Behind NAT, migrate's SSH connection to OLD's public address
+		// arrives at the address OLD holds: that is the one a service
+		// could move.
+		if b, h := binds[Old], c.Hosts[Old]; h != nil && b.NATed() && h.Address == b.Endpoint.String() {
+			if err := CheckSelfLockout(c, Old, b.Addr.String(), h.Port); err != nil {
+				return nil, err
+			}
+		}
+	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	if r := CheckOldConntrack(c, facts[Old]); r != nil {
 		p.Conntrack = r
@@ -146,8 +161,16 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 // CheckAgainstFacts refuses configs the live hosts contradict.
 func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 	old := facts[Old]
+	var binds map[string]Binding
+	var bindErr error
+	if c.Tunnel != nil {
+		binds, bindErr = Bindings(c, facts)
+	}
 	for _, s := range c.Services {
 		if !old.HasAddr(s.Address.String()) {
+			if b, ok := binds[Old]; ok && b.NATed() && s.Address.Is4() == b.Addr.Is4() {
+				return fmt.Errorf("%s: service %q: host old does not hold address %s. OLD is behind NAT: it holds %s, and the NAT rewrites the packets its clients send to %s before OLD sees them; a service address is the one OLD's kernel sees: write address = %q", where(s.Range), s.Name, s.Address, b.Addr, b.Endpoint, b.Addr.String())
+			}
 			return fmt.Errorf("%s: service %q: host old does not hold address %s; a service address must be one of OLD's addresses (see `ip addr` on old)", where(s.Range), s.Name, s.Address)
 		}
 	}
@@ -156,16 +179,7 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 			return fmt.Errorf("%s: forward %q: host %s does not hold address %s; a forward listens on an address of the host named by `on`", where(f.Range), f.Name, f.On, f.Address)
 		}
 	}
-	if c.Tunnel == nil {
-		return nil
-	}
-	if !old.HasAddr(c.Tunnel.OldEndpoint.String()) {
-		return fmt.Errorf("%s: tunnel old_endpoint %s is not an address of host old", where(c.Tunnel.Range), c.Tunnel.OldEndpoint)
-	}
-	if !facts[New].HasAddr(c.Tunnel.NewEndpoint.String()) {
-		return fmt.Errorf("%s: tunnel new_endpoint %s is not an address of host new", where(c.Tunnel.Range), c.Tunnel.NewEndpoint)
-	}
-	return nil
+	return bindErr
 }
 
 // CheckSelfLockout refuses a config that would move the address and port

@@ -64,6 +64,13 @@ type Facts struct {
 	// part of Digest: it is derived from the host's key file, which the
 	// link object (public_key) already covers once applied.
 	WGPublicKey string `json:"wg_public_key,omitempty"`
+	// RouteSrc maps an address to the source address this host uses
+	// towards it (`ip route get`, its preferred source), filled by the CLI
+	// from the agent's route-get call for the peer's tunnel endpoint: the
+	// address a host behind 1:1 NAT binds. Not part of Digest, like
+	// WGPublicKey (apply's fresh facts do not carry it; the link object
+	// holds the bind once applied).
+	RouteSrc map[string]string `json:"route_src,omitempty"`
 }
 
 // BaseChain is a hooked chain of someone else's nft table.
@@ -183,7 +190,7 @@ type Conntrack struct {
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
-	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack = nil, nil, "", nil
+	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc = nil, nil, "", nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -214,6 +215,45 @@ func (s *session) wgKeys(ctx context.Context, cfg *config.Config, facts map[stri
 	return nil
 }
 
+// peerRoutes asks each host that does not hold its tunnel endpoint (a host
+// behind 1:1 NAT) for its source address towards the peer's endpoint
+// (`ip route get`), and puts it in the host's facts (RouteSrc), where
+// plan takes the address its tunnel binds. An old_bind/new_bind in the
+// plan is used as it is. A failed lookup is left out: plan then says the
+// host holds neither its endpoint nor a way to the peer.
+func (s *session) peerRoutes(ctx context.Context, cfg *config.Config, facts map[string]state.Facts) error {
+	t := cfg.Tunnel
+	if t == nil {
+		return nil
+	}
+	for _, h := range []struct {
+		name     string
+		ep, peer netip.Addr
+		bind     netip.Addr
+	}{{plan.Old, t.OldEndpoint, t.NewEndpoint, t.OldBind}, {plan.New, t.NewEndpoint, t.OldEndpoint, t.NewBind}} {
+		f := facts[h.name]
+		if h.bind.IsValid() || f.HasAddr(h.ep.String()) {
+			continue
+		}
+		cl := s.clients[h.name]
+		if cl == nil {
+			continue
+		}
+		r, err := cl.RouteGet(ctx, h.peer.String())
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
+		if r.Src != "" {
+			f.RouteSrc = map[string]string{h.peer.String(): r.Src}
+			facts[h.name] = f
+		}
+	}
+	return nil
+}
+
 // prepared is a config, its journal and live connections.
 type prepared struct {
 	cfg       *config.Config
@@ -275,6 +315,10 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 		return nil, err
 	}
 	if err := sess.wgKeys(ctx, cfg, facts); err != nil {
+		sess.close()
+		return nil, err
+	}
+	if err := sess.peerRoutes(ctx, cfg, facts); err != nil {
 		sess.close()
 		return nil, err
 	}

@@ -97,7 +97,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&identity, "identity-file", "", "SSH private key (else ssh-agent, then ~/.ssh/id_*)")
 	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
 	cmd.Flags().BoolVar(&sudo, "sudo", false, "run the agent through sudo -n (non-root user)")
-	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre")
+	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre (vxlan crosses NAT, gre mostly does not)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite the output file")
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
@@ -149,6 +149,31 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 		}
 		return a, nil
 	}
+	// A host that does not hold the address the admin reached it at is
+	// behind a 1:1 NAT (a cloud VM): its peer sends to that public
+	// address, which is its endpoint; plan finds the private address its
+	// tunnel binds. Not through a jump host or a forwarded port: the
+	// address reached is then not the host's own.
+	nf, err := nw.Facts(ctx, state.FactsRequest{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("host new: %w", err)
+	}
+	natted := func(cl *remote.Client, f state.Facts) (netip.Addr, bool) {
+		a, err := netip.ParseAddr(cl.RemoteIP)
+		if err != nil || a.IsLoopback() || len(cl.Target.Jumps) > 0 || f.HasAddr(a.String()) {
+			return netip.Addr{}, false
+		}
+		return a, true
+	}
+	var summary []string
+	oldPublic, oldNAT := natted(old, of)
+	newPublic, newNAT := natted(nw, nf)
+	if !oe.IsValid() && oldNAT {
+		oe = oldPublic
+	}
+	if !ne.IsValid() && newNAT {
+		ne = newPublic
+	}
 	// Towards the other's given endpoint when there is one: that is the
 	// path the tunnel takes.
 	toNew, toOld := nw.RemoteIP, old.RemoteIP
@@ -157,6 +182,30 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 	}
 	if oe.IsValid() {
 		toOld = oe.String()
+	}
+	// What OLD's sshd sees of migrate's connection: the address it holds.
+	sshIP, _ := netip.ParseAddr(old.RemoteIP)
+	for _, h := range []struct {
+		name, upper, peer string
+		nat               bool
+		cl                *remote.Client
+		public            netip.Addr
+		to                string
+	}{{plan.Old, "OLD", "NEW", oldNAT, old, oldPublic, toNew}, {plan.New, "NEW", "OLD", newNAT, nw, newPublic, toOld}} {
+		if !h.nat {
+			continue
+		}
+		held, err := find(h.cl, h.name, map[string]string{plan.Old: plan.New, plan.New: plan.Old}[h.name], h.to, "--"+h.name+"-endpoint")
+		if err != nil {
+			return nil, nil, err
+		}
+		if tunnelType == "gre" || tunnelType == "ip6gre" {
+			return nil, nil, fmt.Errorf("%s is behind NAT (it holds %s, and was reached at %s): %s tunnels carry no port and most NATs do not pass them; use --tunnel vxlan (the default) or wireguard", h.upper, held, h.public, tunnelType)
+		}
+		if h.name == plan.Old {
+			sshIP = held
+		}
+		summary = append(summary, fmt.Sprintf("%s is behind NAT: it holds %s and was reached at %s. The tunnel endpoint is %s (what %s sends to); plan finds the address its tunnel binds. Open UDP port %d to it.", h.upper, held, h.public, h.public, h.peer, map[bool]int{true: config.DefaultWGPort, false: config.DefaultVXLANPort}[tunnelType == "wireguard"]))
 	}
 	if !oe.IsValid() {
 		if oe, err = find(old, plan.Old, plan.New, toNew, "--old-endpoint"); err != nil {
@@ -185,7 +234,6 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 	}
 
 	public := publicAddrs(of)
-	sshIP, _ := netip.ParseAddr(old.RemoteIP)
 	sshPort := uint16(old.RemotePort)
 	type key struct {
 		proc, proto string
@@ -251,6 +299,9 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 		ServiceComments: map[string]string{},
 		CommentedOut:    map[string]string{},
 	}
+	if oldNAT {
+		opts.Header += "\nOLD is behind NAT: service addresses are the ones OLD holds, which its kernel sees;\nclients keep using its public address " + oldPublic.String() + "."
+	}
 	used := map[string]int{}
 	name := func(proc, proto string) string {
 		base := sanitizeName(proc) + "-" + proto
@@ -260,7 +311,6 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 		}
 		return fmt.Sprintf("%s-%d", base, used[base])
 	}
-	var summary []string
 	for _, k := range keys {
 		var ports []uint16
 		for p := range groups[k] {

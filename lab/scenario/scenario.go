@@ -138,8 +138,9 @@ func Setup(ctx context.Context, l *lab.Lab) (*Scenario, error) {
 	servers := []struct {
 		role, name, listen string
 	}{
-		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, MigratedPort)},
-		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.OldIP, StayPort)},
+		// The address OLD holds: its private one behind the lab's NAT.
+		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.Held(lab.RoleOld), MigratedPort)},
+		{lab.RoleOld, "old", fmt.Sprintf("%s:%d", l.Held(lab.RoleOld), StayPort)},
 		{lab.RoleNew, "new", fmt.Sprintf(":%d", MigratedPort)}, // dual-stack wildcard
 		{lab.RoleClient, "client", fmt.Sprintf("%s:%d", l.ClientIP, ClientPort)},
 	}
