@@ -29,14 +29,17 @@ const watchdogPoll = 20 * time.Millisecond
 // own session, so it outlives the SSH session and the agent. Unless the
 // run is confirmed before the deadline, it undoes the run's steps on this
 // host by itself.
-func (h *HostFiles) Arm(p proto.ArmParams) error {
+func (h *HostFiles) Arm(p proto.ArmParams) error { return h.arm(p, proc.Self()) }
+
+// arm records agent as the process the timer stops when it reverts.
+func (h *HostFiles) arm(p proto.ArmParams, agent proc.ID) error {
 	return h.withRun(p.Run, true, func(r *runRecord, now int64) (bool, error) {
 		*r = runRecord{
 			Run:        p.Run,
 			State:      proto.RunArmed,
 			BootID:     bootID(),
 			DeadlineNS: now + p.TimeoutMS*int64(time.Millisecond),
-			Agent:      proc.Self(),
+			Agent:      agent,
 		}
 		w, err := h.startWatchdog(p.Run)
 		if err != nil {

@@ -155,4 +155,3 @@ func runStatusFresh(ctx context.Context, targets map[string]remote.Target, name,
 	defer s.close()
 	return s.clients[name].RunStatus(ctx, run)
 }
-
