@@ -462,7 +462,7 @@ confirmed, migrate aborts NEW too.`,
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
-				msg, err := confirmRun(ctx, p.targets, ex.Run)
+				msg, err := confirmRun(ctx, p.targets, ex.Run, confirmTimeout)
 				if err != nil {
 					return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
 				}

@@ -14,9 +14,10 @@ import (
 	"github.com/opsmigrate/migrate/remote"
 )
 
-// confirmGrace is how long a prepared host waits for its confirm (on its
-// own monotonic clock) before it reverts by itself.
-const confirmGrace = 30 * time.Second
+// maxConfirmGrace bounds how long a prepared host waits for its confirm
+// (on its own monotonic clock) before it reverts by itself; the grace is
+// never longer than the --confirm-timeout the admin chose.
+const maxConfirmGrace = 30 * time.Second
 
 // confirmOrder puts NEW first: NEW is confirmed before OLD, so the only
 // split a migrate dying between the two confirms can leave is NEW kept
@@ -59,7 +60,7 @@ func confirmFault(stage string) {
 // that the admin can still reach both after the change), in two phases:
 //
 //  1. prepare each host, NEW then OLD: the run stays armed to revert, its
-//     deadline becomes confirmGrace from now on the host's clock. A host
+//     deadline becomes the grace from now on the host's clock. A host
 //     that already decided to revert (too late, rebooted, its timer gone)
 //     refuses; migrate then aborts the other one: both revert.
 //  2. confirm NEW, then OLD. Each confirm is the host's own decision,
@@ -69,8 +70,9 @@ func confirmFault(stage string) {
 //
 // It returns what each host decided, as a sentence, and an error unless
 // both kept the change.
-func confirmRun(ctx context.Context, targets map[string]remote.Target, run string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, confirmGrace)
+func confirmRun(ctx context.Context, targets map[string]remote.Target, run string, timeout time.Duration) (string, error) {
+	confirmGrace := min(timeout, maxConfirmGrace)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	fresh, err := connect(ctx, targets)
 	if err != nil {
