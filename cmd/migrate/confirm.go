@@ -98,7 +98,10 @@ func confirmRun(ctx context.Context, targets map[string]remote.Target, run strin
 		}
 		// What did this host decide? Its confirm may have landed and
 		// the answer been lost.
-		st, serr := runStatusFresh(ctx, targets, name, run)
+		st, serr := fresh.clients[name].RunStatus(ctx, run)
+		if serr != nil {
+			st, serr = runStatusFresh(ctx, targets, name, run)
+		}
 		if serr == nil && st.State == proto.RunConfirmed {
 			continue
 		}
@@ -145,12 +148,12 @@ func abortAll(ctx context.Context, s *session, abort, all []string, run string) 
 	return "migrate aborted the run: " + strings.Join(parts, "; ")
 }
 
-// runStatusFresh asks one host for its decision over a new connection
-// (the old one may be what failed).
+// runStatusFresh asks a host for its decision over new connections (the
+// old one may be what failed; connect wants every target).
 func runStatusFresh(ctx context.Context, targets map[string]remote.Target, name, run string) (proto.RunStatus, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	s, err := connect(ctx, map[string]remote.Target{name: targets[name]})
+	s, err := connect(ctx, targets)
 	if err != nil {
 		return proto.RunStatus{}, err
 	}
