@@ -60,7 +60,8 @@ func waitGone(t *testing.T, id proc.ID, d time.Duration) {
 }
 
 // TestConfirmRaceAtDeadline confirms at the deadline plus or minus a few
-// ms, hundreds of times, against the real revert timer process. Whatever
+// ms, and every other run up to 120 ms late, hundreds of times, against
+// the real revert timer process. Whatever
 // confirm answers must be what the host did: nil means the run ends
 // confirmed and the timer stood down; an error means the run ends
 // reverted. (Before the fix a confirm 0-60 ms late answered nil and the
@@ -85,7 +86,13 @@ func TestConfirmRaceAtDeadline(t *testing.T) {
 		start := time.Now()
 		w := armForTest(t, hf, run, timeout, proc.ID{})
 		// -6 ms .. +6 ms around the deadline, as seen from here.
+		// Every other run: up to 120 ms late, where the old timer,
+		// polling every 100 ms, was between its last look and the
+		// revert (the reproduced 30-60 ms window).
 		off := time.Duration(rng.Intn(13)-6) * time.Millisecond
+		if i%2 == 1 {
+			off = time.Duration(6+rng.Intn(115)) * time.Millisecond
+		}
 		time.Sleep(time.Until(start.Add(timeout + off)))
 		_, cerr := hf.Confirm(run)
 		waitGone(t, w, 5*time.Second)
