@@ -140,7 +140,25 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, hf.Confirm(p.Run)
+		return hf.Confirm(p.Run)
+	case proto.MethodPrepare:
+		p, err := params(req, validatePrepare)
+		if err != nil {
+			return nil, err
+		}
+		return hf.Prepare(p.Run, time.Duration(p.GraceMS)*time.Millisecond)
+	case proto.MethodAbort:
+		p, err := params(req, validateConfirm)
+		if err != nil {
+			return nil, err
+		}
+		return hf.Abort(p.Run, "aborted by migrate: the other host did not keep the change")
+	case proto.MethodRunStatus:
+		p, err := params(req, validateConfirm)
+		if err != nil {
+			return nil, err
+		}
+		return hf.RunStatus(p.Run)
 	case proto.MethodFacts:
 		p, err := params(req, validateFactsRequest)
 		if err != nil {

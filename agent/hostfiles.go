@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/internal/proc"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -22,7 +23,9 @@ import (
 //	journal.lock   flock guarding journal.json (agent and watchdog)
 //	lock, lock.json the host lock (flock held by the agent session) and who
 //	               holds it
-//	confirmed-RUN  a run the admin confirmed; its watchdog stands down
+//	runs.lock      flock guarding the run-RUN.json records
+//	run-RUN.json   the run's decision: armed, prepared, confirmed,
+//	               reverting, reverted (runstate.go)
 //	watchdog-RUN.log what a revert timer did
 type HostFiles struct {
 	Dir  string
@@ -142,7 +145,7 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 		}
 		return fmt.Errorf("lock host: %w", err)
 	}
-	rec := lockRecord{LockInfo: info, PID: os.Getpid()}
+	rec := lockRecord{LockInfo: info, Proc: proc.Self()}
 	b, _ := json.Marshal(rec)
 	if err := os.WriteFile(h.path("lock.json"), b, 0o600); err != nil {
 		f.Close()
@@ -154,7 +157,9 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 
 type lockRecord struct {
 	proto.LockInfo
-	PID int `json:"pid"`
+	// ID is the agent holding the lock, with its start time, so that
+	// force-unlock never signals a PID reused by another process.
+	Proc proc.ID `json:"process"`
 }
 
 // ForceUnlock ends the session holding lock id (its agent is killed,
@@ -174,8 +179,12 @@ func (h *HostFiles) ForceUnlock(id string) error {
 	if rec.ID != id {
 		return fmt.Errorf("the host lock has ID %s, not %s", rec.ID, id)
 	}
-	if rec.PID > 0 && rec.PID != os.Getpid() {
-		_ = unix.Kill(rec.PID, unix.SIGKILL)
+	if rec.Proc.PID != os.Getpid() {
+		// Only if it is still the agent that took the lock: a
+		// stale lock.json may name a PID that is now another process.
+		if err := rec.Proc.Kill(); err != nil && !errors.Is(err, proc.ErrGone) {
+			return err
+		}
 	}
 	return os.Remove(h.path("lock.json"))
 }

@@ -403,7 +403,11 @@ func TestWatchdogRefusesForeignJournalInNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err := RunWatchdog(hf, h, "own1", time.Now().Add(-time.Second), 0)
+	// A run whose deadline passed: the timer decides to revert at once.
+	if err := hf.writeRun(&runRecord{Run: "own1", State: proto.RunArmed, BootID: bootID(), DeadlineNS: monoNow() - int64(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	err := RunWatchdog(hf, h, "own1")
 	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("revert timer returned %v, want a refusal", err)
 	}

@@ -170,8 +170,22 @@ func validateArm(p proto.ArmParams) error {
 	if err := checkRunID(p.Run); err != nil {
 		return fmt.Errorf("bad arm request: run %w", err)
 	}
-	if p.Deadline.IsZero() {
-		return errors.New("bad arm request: deadline missing: must be an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)")
+	if p.TimeoutMS <= 0 || p.TimeoutMS > maxTimerMS {
+		return fmt.Errorf("bad arm request: timeout_ms %d: must be between 1 and %d", p.TimeoutMS, maxTimerMS)
+	}
+	return nil
+}
+
+// maxTimerMS bounds a revert timer or confirm grace: one day.
+const maxTimerMS = 24 * 3600 * 1000
+
+// validatePrepare checks a prepare request.
+func validatePrepare(p proto.PrepareParams) error {
+	if err := checkRunID(p.Run); err != nil {
+		return fmt.Errorf("bad prepare request: run %w", err)
+	}
+	if p.GraceMS <= 0 || p.GraceMS > maxTimerMS {
+		return fmt.Errorf("bad prepare request: grace_ms %d: must be between 1 and %d", p.GraceMS, maxTimerMS)
 	}
 	return nil
 }

@@ -415,14 +415,40 @@ func (c *Client) ForceUnlock(ctx context.Context, id string) error {
 	return c.call(ctx, proto.MethodForceUnlock, proto.ForceUnlockParams{ID: id}, nil)
 }
 
-// Arm starts the host's revert timer for run.
-func (c *Client) Arm(ctx context.Context, run string, deadline time.Time) error {
-	return c.call(ctx, proto.MethodArm, proto.ArmParams{Run: run, Deadline: deadline}, nil)
+// Arm starts the host's revert timer for run: timeout from now, on the
+// host's own monotonic clock.
+func (c *Client) Arm(ctx context.Context, run string, timeout time.Duration) error {
+	return c.call(ctx, proto.MethodArm, proto.ArmParams{Run: run, TimeoutMS: timeout.Milliseconds()}, nil)
 }
 
-// Confirm keeps run on the host.
-func (c *Client) Confirm(ctx context.Context, run string) error {
-	return c.call(ctx, proto.MethodConfirm, proto.ConfirmParams{Run: run}, nil)
+// Prepare is the first phase of a two-host confirm: the run's deadline on
+// the host becomes grace from now.
+func (c *Client) Prepare(ctx context.Context, run string, grace time.Duration) (proto.RunStatus, error) {
+	var st proto.RunStatus
+	err := c.call(ctx, proto.MethodPrepare, proto.PrepareParams{Run: run, GraceMS: grace.Milliseconds()}, &st)
+	return st, err
+}
+
+// Confirm keeps run on the host, unless its revert timer decided first;
+// nil means the host recorded "confirmed".
+func (c *Client) Confirm(ctx context.Context, run string) (proto.RunStatus, error) {
+	var st proto.RunStatus
+	err := c.call(ctx, proto.MethodConfirm, proto.ConfirmParams{Run: run}, &st)
+	return st, err
+}
+
+// Abort makes the host revert run now.
+func (c *Client) Abort(ctx context.Context, run string) (proto.RunStatus, error) {
+	var st proto.RunStatus
+	err := c.call(ctx, proto.MethodAbort, proto.ConfirmParams{Run: run}, &st)
+	return st, err
+}
+
+// RunStatus is what the host decided for run.
+func (c *Client) RunStatus(ctx context.Context, run string) (proto.RunStatus, error) {
+	var st proto.RunStatus
+	err := c.call(ctx, proto.MethodRunStatus, proto.ConfirmParams{Run: run}, &st)
+	return st, err
 }
 
 // Ping asks the host to ping addr.

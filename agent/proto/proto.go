@@ -34,8 +34,19 @@ const (
 	MethodForceUnlock = "force-unlock"
 	// MethodArm starts the host's revert timer for a run.
 	MethodArm = "arm"
-	// MethodConfirm stops the revert timer: the run is kept.
+	// MethodPrepare is the first phase of a two-host confirm: an armed
+	// run becomes prepared and its revert deadline becomes GraceMS from
+	// now; it still reverts unless a confirm follows in time.
+	MethodPrepare = "prepare"
+	// MethodConfirm decides to keep the run (armed or prepared ->
+	// confirmed), unless the revert timer decided first; its result is
+	// the host's decision (RunStatus).
 	MethodConfirm = "confirm"
+	// MethodAbort decides to revert the run now (armed, prepared or
+	// confirmed -> reverting); the revert timer undoes it.
+	MethodAbort = "abort"
+	// MethodRunStatus returns what the host decided for a run.
+	MethodRunStatus = "run-status"
 	// MethodProbe opens a TCP connection from the host with a socket
 	// mark, so that it takes migrate's policy route (through the tunnel).
 	MethodProbe = "probe"
@@ -123,16 +134,47 @@ type LockInfo struct {
 	Started   time.Time `json:"started"`
 }
 
-// ArmParams starts a revert timer: unless the run is confirmed by
-// Deadline, the host undoes the run's steps by itself.
+// ArmParams starts a revert timer: unless the run is confirmed within
+// TimeoutMS, the host undoes the run's steps by itself. It is a duration,
+// measured on the host's own monotonic clock from the moment it arms: no
+// wall time of either machine is involved.
 type ArmParams struct {
-	Run      string    `json:"run"`
-	Deadline time.Time `json:"deadline"`
+	Run       string `json:"run"`
+	TimeoutMS int64  `json:"timeout_ms"`
 }
 
-// ConfirmParams keeps a run.
+// PrepareParams is the first phase of a confirm: the run's deadline
+// becomes GraceMS from now on the host's monotonic clock.
+type PrepareParams struct {
+	Run     string `json:"run"`
+	GraceMS int64  `json:"grace_ms"`
+}
+
+// ConfirmParams keeps a run; also the params of abort and run-status.
 type ConfirmParams struct {
 	Run string `json:"run"`
+}
+
+// Run states on a host. A run goes armed -> (prepared ->) confirmed, or
+// armed/prepared -> reverting -> reverted; confirmed -> reverting only by
+// an explicit abort (the CLI undoing a host whose peer reverted).
+const (
+	RunArmed     = "armed"
+	RunPrepared  = "prepared"
+	RunConfirmed = "confirmed"
+	RunReverting = "reverting"
+	RunReverted  = "reverted"
+)
+
+// RunStatus is what a host decided for a run.
+type RunStatus struct {
+	Run   string `json:"run"`
+	State string `json:"state"`
+	// RemainingMS is the time left before the revert timer decides, for
+	// an armed or prepared run.
+	RemainingMS int64 `json:"remaining_ms,omitempty"`
+	// Reason says why the run is reverting or reverted.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ForceUnlockParams clears the lock record with this ID.

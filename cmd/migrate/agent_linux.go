@@ -4,7 +4,6 @@ package main
 
 import (
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,28 +17,21 @@ import (
 // hosts instead (remote.AgentFor).
 
 func (c *cli) watchdogCmd() *cobra.Command {
-	var run, deadline string
-	var agentPID int
+	var run string
 	cmd := &cobra.Command{
 		Use:    agent.WatchdogCommand,
 		Short:  "Host-side revert timer (started by the agent)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dl, err := time.Parse(time.RFC3339Nano, deadline)
-			if err != nil {
-				return err
-			}
 			k, err := kernel.New(agent.StateDir())
 			if err != nil {
 				return err
 			}
-			return agent.RunWatchdog(&agent.HostFiles{Dir: agent.StateDir()}, k, run, dl, agentPID)
+			return agent.RunWatchdog(&agent.HostFiles{Dir: agent.StateDir()}, k, run)
 		},
 	}
 	cmd.Flags().StringVar(&run, "run", "", "run to revert")
-	cmd.Flags().StringVar(&deadline, "deadline", "", "RFC 3339 deadline")
-	cmd.Flags().IntVar(&agentPID, "agent-pid", 0, "the agent that armed the timer")
 	return cmd
 }
 

@@ -408,8 +408,12 @@ state file and in each host's own journal before the next one starts.
 
 Before changing anything, apply arms a revert timer on each host
 (--confirm-timeout). After the change is verified, migrate confirms over a
-fresh SSH connection. If that confirmation never arrives (the change cut the
-admin off, or migrate died), each host undoes this apply by itself.`,
+fresh SSH connection, in two phases (prepare both, then confirm NEW, then
+OLD); each host decides once, under a lock, against its own revert timer,
+and apply reports what each host decided. If the confirmation never
+arrives (the change cut the admin off, or migrate died), a host that was
+not confirmed undoes this apply by itself; if OLD reverts after NEW was
+confirmed, migrate aborts NEW too.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
@@ -489,11 +493,11 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			if confirmTimeout > 0 {
 				deadline = time.Now().Add(confirmTimeout)
 				for _, name := range p.sess.names() {
-					if err := p.sess.clients[name].Arm(ctx, ex.Run, deadline); err != nil {
+					if err := p.sess.clients[name].Arm(ctx, ex.Run, confirmTimeout); err != nil {
 						return fmt.Errorf("host %s: arm the revert timer: %w; nothing was changed", name, err)
 					}
 				}
-				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply at %s.", deadline.Local().Format(time.TimeOnly))
+				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply %s from now (about %s here; each host measures the time on its own clock).", confirmTimeout, deadline.Local().Format(time.TimeOnly))
 			}
 			if err := ex.Apply(ctx, pl); err != nil {
 				// A host that stopped answering: say what each host
@@ -502,10 +506,11 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
-				if err := confirmRun(ctx, p.targets, ex.Run); err != nil {
-					return fmt.Errorf("the change is applied and verified, but migrate could not confirm it over a fresh SSH connection: %w. Unless confirmed, each host undoes this apply by itself at %s; run `migrate plan` afterwards to see the state", err, deadline.Local().Format(time.TimeOnly))
+				msg, err := confirmRun(ctx, p.targets, ex.Run, confirmTimeout)
+				if err != nil {
+					return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
 				}
-				v.Info("Confirmed: both hosts keep the change.")
+				v.Info("%s", msg)
 			}
 			add, change, destroy := pl.Counts()
 			v.Info("\nApply complete! Resources: %d added, %d changed, %d destroyed. State: %s", add, change, destroy, p.statePath)

@@ -187,27 +187,12 @@ func reconcile(ctx context.Context, s *session, j *state.Journal, statePath stri
 	return notes, j.Save(statePath)
 }
 
-// confirmRun keeps run on every host over fresh SSH connections: proof
-// that the admin can still reach both hosts after the change.
-func confirmRun(ctx context.Context, targets map[string]remote.Target, run string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	fresh, err := connect(ctx, targets)
-	if err != nil {
-		return err
-	}
-	defer fresh.close()
-	for _, name := range fresh.names() {
-		if err := fresh.clients[name].Confirm(ctx, run); err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
 // FaultEnv is a test-only switch: "die-at:N", "drop-ssh-at:N",
 // "kill-agent-at:N" or "hang-at:N" makes apply fail just before its Nth
 // step, the way a crash, a dropped connection or a killed agent would.
+// The confirm has its own (confirm.go): "die-between-confirms-at:1"
+// exits right after NEW confirmed, before OLD's confirm is sent;
+// "delay-confirm-old-at:MS" waits MS milliseconds before it.
 const FaultEnv = "MIGRATE_TEST_FAULT"
 
 func faultHook(s *session) func(n int, st state.Step) error {
@@ -217,6 +202,9 @@ func faultHook(s *session) func(n int, st state.Step) error {
 	}
 	kind, nstr, ok := strings.Cut(spec, "-at:")
 	at, err := strconv.Atoi(nstr)
+	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") {
+		return nil // confirmFault
+	}
 	if !ok || err != nil {
 		fmt.Fprintf(os.Stderr, "ignoring malformed %s=%q\n", FaultEnv, spec)
 		return nil
