@@ -98,7 +98,7 @@ func TestPlanStepsAreOwned(t *testing.T) {
 }`,
 		"ip6gre": `tunnel {
   type = "ip6gre"
-  old_endpoint = "2001:db8:100::10"
+  old_endpoint = "2001:db8:100::11"
   new_endpoint = "2001:db8:200::20"
 }`,
 		"wireguard": `tunnel {
@@ -137,6 +137,11 @@ forward "smtp6" {
 				plan.Old: ownerFacts("198.51.100.10/24", "2001:db8:100::10/64"),
 				plan.New: ownerFacts("203.0.113.20/24", "2001:db8:200::20/64"),
 			}
+			// ip6gre cannot serve an IPv6 service on its own endpoint:
+			// OLD's tunnel uses a second address.
+			of := facts[plan.Old]
+			of.Addrs = append(of.Addrs, state.Addr{Dev: "eth0", CIDR: "2001:db8:100::11/64"})
+			facts[plan.Old] = of
 			if c.Tunnel.Type == "wireguard" {
 				f := facts[plan.Old]
 				f.WGPublicKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
