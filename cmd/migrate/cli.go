@@ -463,6 +463,10 @@ admin off, or migrate died), each host undoes this apply by itself.`,
 				}
 				v.Info("Confirmed: both hosts keep the change.")
 			}
+			// Every run is now confirmed or undone.
+			for _, n := range pruneJournals(ctx, p.sess, p.journal, p.statePath) {
+				v.Info("Note: %s", n)
+			}
 			add, change, destroy := pl.Counts()
 			v.Info("\nApply complete! Resources: %d added, %d changed, %d destroyed. State: %s", add, change, destroy, p.statePath)
 			return nil
@@ -565,6 +569,9 @@ names, reads their journals and rolls back from those.`,
 			}
 			if err := ex.Undo(ctx, rp.Steps); err != nil {
 				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
+			}
+			for _, n := range pruneJournals(ctx, sess, j, sp) {
+				v.Info("Note: %s", n)
 			}
 			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
 			return nil
