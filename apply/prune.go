@@ -31,16 +31,22 @@ func Prunable(j *state.Journal, keep func(run string) bool) map[string][]state.E
 	}
 	for _, c := range Changes(j) {
 		first := map[string]*state.Entry{}
+		kept := map[string]bool{} // runs with an entry kept
 		for _, e := range c.Entries {
 			hk := hostKey(e.Step)
 			f, seen := first[hk]
 			if !seen {
 				first[hk] = e
+				kept[e.Run] = true
 				continue
 			}
-			if sameObject(f.Step.After, e.Step.After) {
+			// One entry of each repair run stays, so that rollback
+			// still says which applies only repaired drift.
+			if sameObject(f.Step.After, e.Step.After) && kept[e.Run] {
 				add(e)
+				continue
 			}
+			kept[e.Run] = true
 		}
 	}
 	return out

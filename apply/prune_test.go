@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,7 +133,7 @@ func (w *twin) check() {
 		}
 		var cs []change
 		for _, c := range apply.Changes(l.journal) {
-			cs = append(cs, change{c.Runs[0], c.Time, c.Intent})
+			cs = append(cs, change{strings.Join(c.Runs, ","), c.Time, c.Intent})
 		}
 		view := map[string]any{"old": l.hosts[plan.Old].Dump(), "new": l.hosts[plan.New].Dump(), "changes": cs}
 		for _, all := range []bool{false, true} {
