@@ -135,6 +135,13 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			return nil, err
 		}
 		return nil, hf.Arm(p)
+	case proto.MethodPrune:
+		p, err := params(req, validatePrune)
+		if err != nil {
+			return nil, err
+		}
+		dropped, err := hf.Prune(p.Entries)
+		return proto.PruneResult{Dropped: dropped}, err
 	case proto.MethodConfirm:
 		p, err := params(req, validateConfirm)
 		if err != nil {

@@ -119,6 +119,49 @@ func (h *HostFiles) EndStep(p proto.ApplyParams, stepErr error) error {
 	})
 }
 
+// Prune drops the named entries (the CLI's apply.Prunable) and returns
+// those dropped. It keeps, whatever it is asked, the entries of a run
+// whose revert timer may still fire (armed, not confirmed, and not all
+// undone yet: the timer replays the run's entries from this journal) and
+// pending entries (a step that may be half done).
+func (h *HostFiles) Prune(ids []state.EntryID) ([]state.EntryID, error) {
+	var dropped []state.EntryID
+	err := h.withJournal(func(j *state.Journal) (bool, error) {
+		want := map[state.EntryID]bool{}
+		for _, id := range ids {
+			want[id] = true
+		}
+		live := map[string]bool{} // runs with an entry not undone
+		for _, e := range j.Entries {
+			if e.RolledBack == nil {
+				live[e.Run] = true
+			}
+		}
+		for _, e := range j.Entries {
+			id := state.EntryID{Run: e.Run, Seq: e.Seq}
+			if !want[id] || e.Pending || (live[e.Run] && h.timerMayFire(e.Run)) {
+				continue
+			}
+			dropped = append(dropped, id)
+		}
+		return j.Drop(dropped) > 0, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dropped, nil
+}
+
+// timerMayFire reports a run whose revert timer was armed and that is
+// not confirmed.
+func (h *HostFiles) timerMayFire(run string) bool {
+	if h.confirmed(run) {
+		return false
+	}
+	_, err := os.Stat(h.path("watchdog-" + run + ".log"))
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
 // Lock takes the host lock for this agent's lifetime. The kernel drops
 // the flock when the agent exits, however it exits, so a host lock can
 // never outlive its session.

@@ -190,6 +190,19 @@ func validatePrepare(p proto.PrepareParams) error {
 	return nil
 }
 
+// validatePrune checks a prune request: run IDs as everywhere.
+func validatePrune(p proto.PruneParams) error {
+	for _, e := range p.Entries {
+		if err := checkRunID(e.Run); err != nil {
+			return fmt.Errorf("bad prune request: run %w", err)
+		}
+		if e.Seq <= 0 {
+			return fmt.Errorf("bad prune request: seq %d", e.Seq)
+		}
+	}
+	return nil
+}
+
 // validateConfirm checks a confirm request. The run ID becomes part of a
 // file name (confirmed-RUN).
 func validateConfirm(p proto.ConfirmParams) error {

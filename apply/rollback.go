@@ -83,8 +83,10 @@ type Restore struct {
 // gets a restore too, without entries: to what the newest entry set, so
 // that what was changed by hand since is put back and the hosts land
 // exactly on the previous change. Those come first, in apply order; then
-// the undone objects by the newest entry of each, newest first: the
-// reverse of the order apply used.
+// the undone objects by the first entry of each, newest first: the
+// reverse of the order apply first made them in. (By the first entry, not
+// the newest: pruning drops the later entries of an object within a
+// change, see Prunable, and the order must not depend on it.)
 func Restores(j *state.Journal, undo []*state.Entry) []Restore {
 	in := map[*state.Entry]bool{}
 	for _, e := range undo {
@@ -98,7 +100,7 @@ func Restores(j *state.Journal, undo []*state.Entry) []Restore {
 		}
 	}
 	byKey := map[string]*Restore{}
-	last := map[string]int{}
+	first := map[string]int{}
 	for i, e := range undo {
 		hk := hostKey(e.Step)
 		r := byKey[hk]
@@ -108,9 +110,9 @@ func Restores(j *state.Journal, undo []*state.Entry) []Restore {
 				r.Target = earlier[hk]
 			}
 			byKey[hk] = r
+			first[hk] = i
 		}
 		r.Entries = append([]*state.Entry{e}, r.Entries...)
-		last[hk] = i
 	}
 	// What stays applied comes first, put back where it drifted, in the
 	// order apply made it (a device before its addresses and routes).
@@ -128,7 +130,7 @@ func Restores(j *state.Journal, undo []*state.Entry) []Restore {
 	for k := range byKey {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(a, b int) bool { return last[keys[a]] > last[keys[b]] })
+	sort.Slice(keys, func(a, b int) bool { return first[keys[a]] > first[keys[b]] })
 	for _, k := range keys {
 		out = append(out, *byKey[k])
 	}

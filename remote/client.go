@@ -405,6 +405,15 @@ func (c *Client) Journal(ctx context.Context) (*state.Journal, error) {
 	return &j, nil
 }
 
+// Prune drops entries from the host journal and returns those it dropped.
+func (c *Client) Prune(ctx context.Context, ids []state.EntryID) ([]state.EntryID, error) {
+	var r proto.PruneResult
+	if err := c.call(ctx, proto.MethodPrune, proto.PruneParams{Entries: ids}, &r); err != nil {
+		return nil, err
+	}
+	return r.Dropped, nil
+}
+
 // Lock takes the host lock for this session.
 func (c *Client) Lock(ctx context.Context, info proto.LockInfo) error {
 	return c.call(ctx, proto.MethodLock, info, nil)

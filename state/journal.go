@@ -227,3 +227,42 @@ func (j *Journal) Owned(host string) map[string]*Object {
 	}
 	return out
 }
+
+// EntryID names an entry in the state file and in its host's journal.
+type EntryID struct {
+	Run string `json:"run"`
+	Seq int    `json:"seq"`
+}
+
+// Drop removes the entries named by ids (absent ones are ignored) and
+// returns how many it removed.
+func (j *Journal) Drop(ids []EntryID) int {
+	gone := map[EntryID]bool{}
+	for _, id := range ids {
+		gone[id] = true
+	}
+	kept := j.Entries[:0]
+	for _, e := range j.Entries {
+		if !gone[EntryID{Run: e.Run, Seq: e.Seq}] {
+			kept = append(kept, e)
+		}
+	}
+	n := len(j.Entries) - len(kept)
+	for i := len(kept); i < len(j.Entries); i++ {
+		j.Entries[i] = Entry{}
+	}
+	j.Entries = kept
+	// A run without entries left has nothing to describe.
+	used := map[string]bool{}
+	for _, e := range j.Entries {
+		used[e.Run] = true
+	}
+	runs := j.Runs[:0]
+	for _, r := range j.Runs {
+		if used[r.ID] {
+			runs = append(runs, r)
+		}
+	}
+	j.Runs = runs
+	return n
+}

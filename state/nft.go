@@ -95,7 +95,7 @@ type NftUnderlay struct {
 
 // Digest is a short hash of the spec, stable across runs.
 func (s NftSpec) Digest() string {
-	b, _ := json.Marshal(s)
+	b, _ := json.Marshal(plainSpec(s)) // the per-port form, as ever
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
 }

@@ -56,7 +56,23 @@ const (
 	// MethodWGKey returns the host's WireGuard public key for a tunnel,
 	// making the key pair on first use. The private key stays on the host.
 	MethodWGKey = "wg-key"
+	// MethodPrune drops entries from the host journal that rollback no
+	// longer needs (PruneParams); the CLI drops the same ones from the
+	// state file.
+	MethodPrune = "prune"
 )
+
+// PruneParams names the host journal entries to drop.
+type PruneParams struct {
+	Entries []state.EntryID `json:"entries"`
+}
+
+// PruneResult is what the host dropped: the named entries it has, but
+// never an entry of a run whose revert timer may still replay it, nor one
+// still pending.
+type PruneResult struct {
+	Dropped []state.EntryID `json:"dropped"`
+}
 
 // WGKeyParams names the tunnel (its interface name).
 type WGKeyParams struct {

@@ -512,6 +512,10 @@ confirmed, migrate aborts NEW too.`,
 				}
 				v.Info("%s", msg)
 			}
+			// Every run is now confirmed or undone.
+			for _, n := range pruneJournals(ctx, p.sess, p.journal, p.statePath) {
+				v.Info("Note: %s", n)
+			}
 			add, change, destroy := pl.Counts()
 			v.Info("\nApply complete! Resources: %d added, %d changed, %d destroyed. State: %s", add, change, destroy, p.statePath)
 			return nil
@@ -614,6 +618,9 @@ names, reads their journals and rolls back from those.`,
 			}
 			if err := ex.Undo(ctx, rp.Steps); err != nil {
 				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
+			}
+			for _, n := range pruneJournals(ctx, sess, j, sp) {
+				v.Info("Note: %s", n)
 			}
 			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
 			return nil

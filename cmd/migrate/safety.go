@@ -264,3 +264,36 @@ func probeServices(cfg *config.Config, old *remote.Client, v *views.View) func(c
 		return nil
 	}
 }
+
+// pruneJournals drops what no rollback needs (apply.Prunable) from each
+// host's journal, then the same entries from the state file: a host first,
+// so that reconcile never finds on a host an entry the state file dropped
+// and adopts it again. A host refuses to drop entries its revert timer may
+// still replay; the state file drops only what each host dropped. Pruning
+// is housekeeping: a failure is a note, never a failed command.
+func pruneJournals(ctx context.Context, s *session, j *state.Journal, statePath string) []string {
+	ids := apply.Prunable(j, nil)
+	if len(ids) == 0 {
+		return nil
+	}
+	var notes []string
+	var dropped []state.EntryID
+	for _, name := range s.names() {
+		if len(ids[name]) == 0 {
+			continue
+		}
+		d, err := s.clients[name].Prune(ctx, ids[name])
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("host %s: could not prune its journal (%v); it will be tried again next time", name, err))
+			continue
+		}
+		dropped = append(dropped, d...)
+	}
+	if j.Drop(dropped) == 0 {
+		return notes
+	}
+	if err := j.Save(statePath); err != nil {
+		notes = append(notes, fmt.Sprintf("could not save the pruned state file %s (%v); the hosts' journals hold what it needs", statePath, err))
+	}
+	return notes
+}

@@ -1,0 +1,105 @@
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math/rand"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func portsSpec(from, to int, percent int) NftSpec {
+	s := NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000}
+	for p := from; p <= to; p++ {
+		s.Services = append(s.Services, NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), Percent: percent})
+		s.Accounted = append(s.Accounted, NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p)})
+	}
+	return s
+}
+
+// The digest is stored in the rules of tables already on hosts: it must
+// stay the hash of the per-port form, whatever the journal's encoding.
+func TestNftDigestIsThePerPortForm(t *testing.T) {
+	s := portsSpec(8080, 8081, 100)
+	perPort := `{"role":"old","tunnel_dev":"mig0","mark":131072,` +
+		`"services":[{"addr":"198.51.100.10","proto":"tcp","port":8080,"percent":100},{"addr":"198.51.100.10","proto":"tcp","port":8081,"percent":100}],` +
+		`"accounted":[{"addr":"198.51.100.10","proto":"tcp","port":8080},{"addr":"198.51.100.10","proto":"tcp","port":8081}]` +
+		`}`
+	h := sha256.Sum256([]byte(perPort))
+	if got, want := s.Digest(), hex.EncodeToString(h[:8]); got != want {
+		t.Errorf("digest %s, want %s (the per-port form)", got, want)
+	}
+}
+
+func TestNftSpecJSONIsCompact(t *testing.T) {
+	s := portsSpec(1024, 65535, 100)
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 400 {
+		t.Errorf("64 512 ports encode to %d bytes: %s", len(b), b)
+	}
+	if !strings.Contains(string(b), `"port":1024,"through":65535`) {
+		t.Errorf("no port run in %s", b)
+	}
+	var back NftSpec
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, s) {
+		t.Error("round trip changed the spec")
+	}
+}
+
+// A state file or host journal written before the compact form.
+func TestNftSpecReadsThePerPortForm(t *testing.T) {
+	old := `{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"a","proto":"tcp","port":80,"percent":100},{"addr":"a","proto":"tcp","port":81,"percent":100},{"addr":"a","proto":"udp","port":53,"percent":10}],"udp_services":[{"addr":"a","proto":"udp","port":53}]}`
+	var s NftSpec
+	if err := json.Unmarshal([]byte(old), &s); err != nil {
+		t.Fatal(err)
+	}
+	want := NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000,
+		Services:    []NftService{{"a", "tcp", 80, 100}, {"a", "tcp", 81, 100}, {"a", "udp", 53, 10}},
+		UDPServices: []NftService{{"a", "udp", 53, 0}}}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("got %+v", s)
+	}
+	var bad NftSpec
+	if err := json.Unmarshal([]byte(`{"services":[{"addr":"a","proto":"tcp","port":90,"through":80}]}`), &bad); err == nil {
+		t.Error("a range that ends before it starts was accepted")
+	}
+}
+
+// Any list, in any order (sorted or not, duplicates, port 65535 next to
+// 0), comes back exactly.
+func TestNftSpecRoundTripRandom(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	addrs := []string{"a", "b"}
+	protos := []string{"tcp", "udp"}
+	for i := 0; i < 500; i++ {
+		var list []NftService
+		p := r.Intn(65536)
+		for n := r.Intn(40); n > 0; n-- {
+			switch r.Intn(4) {
+			case 0:
+				p = r.Intn(65536)
+			case 1:
+			default:
+				p = (p + 1) % 65536
+			}
+			list = append(list, NftService{Addr: addrs[r.Intn(2)], Proto: protos[r.Intn(2)], Port: uint16(p), Percent: []int{0, 10, 100}[r.Intn(3)]})
+		}
+		s := NftSpec{Role: "new", Services: list, UDPServices: list}
+		b, _ := json.Marshal(s)
+		var back NftSpec
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, s) {
+			t.Fatalf("%+v\nbecame\n%+v\nvia %s", s, back, b)
+		}
+	}
+}
