@@ -155,11 +155,16 @@ func (h *HostFiles) Prune(ids []state.EntryID) ([]state.EntryID, error) {
 // timerMayFire reports a run whose revert timer was armed and that is
 // not confirmed.
 func (h *HostFiles) timerMayFire(run string) bool {
-	if h.confirmed(run) {
-		return false
+	b, err := os.ReadFile(h.runPath(run))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false // never armed (--confirm-timeout 0)
 	}
-	_, err := os.Stat(h.path("watchdog-" + run + ".log"))
-	return !errors.Is(err, fs.ErrNotExist)
+	var r runRecord
+	if err != nil || json.Unmarshal(b, &r) != nil {
+		return true // unknown: keep its entries
+	}
+	// armed, prepared or reverting: the timer may still need them.
+	return r.State != proto.RunConfirmed && r.State != proto.RunReverted
 }
 
 // Lock takes the host lock for this agent's lifetime. The kernel drops

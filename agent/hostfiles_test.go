@@ -50,11 +50,15 @@ func TestHostPruneKeepsWhatTheTimerNeeds(t *testing.T) {
 	record(t, h, "r2", 2, true, nil)
 	record(t, h, "r3", 3, false, nil) // armed, not confirmed yet
 	record(t, h, "r4", 4, false, errPending)
-	for _, f := range []string{"confirmed-r1", "watchdog-r1.log", "watchdog-r2.log", "watchdog-r3.log"} {
-		if err := os.WriteFile(h.path(f), nil, 0o600); err != nil {
+	runState := func(run, st string) {
+		t.Helper()
+		if err := h.writeRun(&runRecord{Run: run, State: st}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	runState("r1", proto.RunConfirmed)
+	runState("r2", proto.RunReverted)
+	runState("r3", proto.RunArmed)
 	all := []state.EntryID{{Run: "r1", Seq: 1}, {Run: "r2", Seq: 2}, {Run: "r3", Seq: 3}, {Run: "r4", Seq: 4}, {Run: "r9", Seq: 9}}
 	dropped, err := h.Prune(all)
 	if err != nil {
@@ -71,9 +75,7 @@ func TestHostPruneKeepsWhatTheTimerNeeds(t *testing.T) {
 		t.Errorf("journal keeps %v, want %v", got, want)
 	}
 	// Once r3 is confirmed it can go.
-	if err := h.Confirm("r3"); err != nil {
-		t.Fatal(err)
-	}
+	runState("r3", proto.RunConfirmed)
 	if dropped, _ := h.Prune(all); !reflect.DeepEqual(dropped, []state.EntryID{{Run: "r3", Seq: 3}}) {
 		t.Errorf("after confirming r3, dropped %v", dropped)
 	}
