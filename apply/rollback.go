@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -149,7 +150,7 @@ type RollbackStep struct {
 func RollbackSteps(restores []Restore, facts map[string]state.Facts) ([]RollbackStep, error) {
 	cur := map[string]map[string]state.Object{}
 	for h, f := range facts {
-		cur[h] = currentObjects(f)
+		cur[h] = plan.Current(f)
 	}
 	var out []RollbackStep
 	for _, r := range restores {
@@ -184,32 +185,6 @@ func RollbackSteps(restores []Restore, facts map[string]state.Facts) ([]Rollback
 		out = append(out, rs)
 	}
 	return out, nil
-}
-
-// currentObjects maps the objects facts show by key (plan.Current, which
-// apply cannot import without a cycle in tests; kept identical).
-func currentObjects(f state.Facts) map[string]state.Object {
-	m := map[string]state.Object{}
-	put := func(o state.Object) { m[o.Key()] = o }
-	for i := range f.Links {
-		put(state.Object{Link: &f.Links[i]})
-	}
-	for i := range f.Addrs {
-		put(state.Object{Addr: &f.Addrs[i]})
-	}
-	for i := range f.Rules {
-		put(state.Object{Rule: &f.Rules[i]})
-	}
-	for i := range f.Routes {
-		put(state.Object{Route: &f.Routes[i]})
-	}
-	for name, v := range f.Sysctls {
-		put(state.Object{Sysctl: &state.Sysctl{Name: name, Value: v}})
-	}
-	if f.Nft != nil {
-		put(state.Object{Nft: f.Nft})
-	}
-	return m
 }
 
 // FactsRequestFor asks a host for what the restores of that host touch.
