@@ -100,10 +100,6 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 		}
 	}
 	startDNSMasq(t, s, lab.RoleOld, dnsOldAnswer)
-	before, err := s.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	oldEP, newEP := l.OldIP.String(), l.NewIP.String()
 	if tc.V6Underlay {
 		// ip6gre cannot answer an IPv6 service on its own endpoint
@@ -112,6 +108,10 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 		if out, err := l.Exec(ctx, lab.RoleOld, "ip", "-6", "addr", "add", extraOldIP6+"/64", "dev", "eth0", "nodad"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", tc.Type, oldEP, newEP)
 	write := func(stage string) {
