@@ -275,8 +275,16 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool
 			fams[unix.AF_INET6] = true
 		}
 	}
+	// Asking ctnetlink for a dump loads nf_conntrack when it is not
+	// loaded yet: reading facts would change the host (a plan made
+	// before apply would then look stale, the limit having appeared).
+	// Without conntrack there are no flows to count.
+	_, loaded, err := h.readSysctl(state.ConntrackMax)
+	if err != nil {
+		return nil, err
+	}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if !fams[fam] {
+		if !fams[fam] || !loaded {
 			continue
 		}
 		entries, err := h.conntrackList(fam, func(e ctEntry) bool {
