@@ -86,36 +86,14 @@ func TestRealTraffic(t *testing.T) {
 		}
 	}
 
-	control := filepath.Join(l.Dir, "traffic-phase")
-	phase := func(name string) {
-		t.Helper()
-		if err := os.WriteFile(control, []byte(name+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	phase("before")
-	gen, err := l.Start(lab.RoleClient, s.LabtoolBin, "traffic", "-control", control,
+	gen := startTraffic(t, s, "before",
 		"-tcp", hp(l.OldIP.String(), 8080)+","+hp(l.OldIP6.String(), 8080),
 		"-udp", hp(l.OldIP.String(), udpPort)+","+hp(l.OldIP6.String(), udpPort),
 		"-workers", "16", "-long", "1000", "-udp-workers", "4", "-timeout", "5s", "-max", "5m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- gen.Wait() }()
-	defer func() {
-		if gen.ProcessState == nil {
-			phase("stop")
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = gen.Process.Kill()
-			}
-		}
-	}()
+	phase := gen.phase
 	// Wait for the long-lived connections, then let short ones fill
 	// OLD with TIME_WAIT sockets.
-	waitLog(t, ctx, s, gen, "long-lived connections open", time.Minute)
+	waitLog(t, ctx, s, gen.cmd, "long-lived connections open", time.Minute)
 	time.Sleep(5 * time.Second)
 	tw := timeWaits(t, ctx, l, lab.RoleOld)
 	t.Logf("OLD holds %d TIME_WAIT sockets before the first apply", tw)
@@ -152,24 +130,7 @@ func TestRealTraffic(t *testing.T) {
 	step("new-again", "new", "apply", "-f", s.PlanFile, "--auto-approve")
 	step("old-again", "old", "apply", "-f", s.PlanFile, "--auto-approve")
 	step("rollback", "", "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
-	phase("stop")
-	var waitErr error
-	select {
-	case waitErr = <-done:
-	case <-ctx.Done():
-		t.Fatal("traffic generator did not finish")
-	}
-	out := s.LogText(gen)
-	t.Logf("traffic:\n%s", out)
-	if waitErr != nil {
-		t.Errorf("traffic generator: %v", waitErr)
-	}
-	lines := map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
-		if m := regexp.MustCompile(`^phase ([a-z-]+): tcp`).FindStringSubmatch(line); m != nil {
-			lines[m[1]] = line
-		}
-	}
+	out, lines := gen.finish(ctx)
 	counts := regexp.MustCompile(`tcp attempted (\d+) completed (\d+) failed 0 hung 0 (served-by=\S+); udp attempted (\d+) answered (\d+) failed 0 hung 0 (served-by=\S+); (\d+) conn/s`)
 	either := "^served-by=(new:\\d+,)?(old:\\d+)?$"
 	for _, p := range []struct{ name, tcp, udp string }{
@@ -219,6 +180,74 @@ func TestRealTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	diffSnap(t, "rollback", before, after)
+}
+
+// trafficGen is a `labtool traffic` run in the client namespace, told its
+// phase through a file.
+type trafficGen struct {
+	t       *testing.T
+	s       *scenario.Scenario
+	cmd     *exec.Cmd
+	done    chan error
+	control string
+}
+
+// startTraffic starts the generator in phase first; it is stopped when
+// the test ends if finish was not reached.
+func startTraffic(t *testing.T, s *scenario.Scenario, first string, args ...string) *trafficGen {
+	t.Helper()
+	g := &trafficGen{t: t, s: s, done: make(chan error, 1), control: filepath.Join(s.Lab.Dir, "traffic-phase")}
+	g.phase(first)
+	cmd, err := s.Lab.Start(lab.RoleClient, append([]string{s.LabtoolBin, "traffic", "-control", g.control}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = cmd
+	go func() { g.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			g.phase("stop")
+			select {
+			case <-g.done:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+		}
+	})
+	return g
+}
+
+func (g *trafficGen) phase(name string) {
+	g.t.Helper()
+	if err := os.WriteFile(g.control, []byte(name+"\n"), 0o644); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// finish stops the generator and returns its output and its count line
+// per phase ("phase NAME: tcp ..."). A non-zero exit is an error.
+func (g *trafficGen) finish(ctx context.Context) (string, map[string]string) {
+	g.t.Helper()
+	g.phase("stop")
+	var waitErr error
+	select {
+	case waitErr = <-g.done:
+	case <-ctx.Done():
+		g.t.Fatal("traffic generator did not finish")
+	}
+	out := g.s.LogText(g.cmd)
+	g.t.Logf("traffic:\n%s", out)
+	if waitErr != nil {
+		g.t.Errorf("traffic generator: %v", waitErr)
+	}
+	lines := map[string]string{}
+	re := regexp.MustCompile(`^phase ([a-z-]+): tcp`)
+	for _, line := range strings.Split(out, "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			lines[m[1]] = line
+		}
+	}
+	return out, lines
 }
 
 // waitLog waits until a background command's log holds want.

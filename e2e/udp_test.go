@@ -150,35 +150,13 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 		}
 	}
 
-	control := filepath.Join(l.Dir, "udp-phase")
-	phase := func(name string) {
-		t.Helper()
-		if err := os.WriteFile(control, []byte(name+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	phase("old")
 	targets := []string{hp(old4, udpWildPort), hp(old6, udpWildPort), hp(old4, udpBoundPort), hp(old6, udpBoundPort)}
 	dns := []string{hp(old4, udpDNSPort), hp(old6, udpDNSPort)}
-	gen, err := l.Start(lab.RoleClient, s.LabtoolBin, "traffic", "-control", control, "-by-target",
+	gen := startTraffic(t, s, "old", "-by-target",
 		"-udp", strings.Join(targets, ","), "-dns", strings.Join(dns, ","),
 		"-dns-servers", dnsOldAnswer+"=old,"+dnsNewAnswer+"=new",
 		"-udp-workers", "3", "-udp-interval", "20ms", "-timeout", scenario.Slow(3*time.Second).String(), "-max", "4m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- gen.Wait() }()
-	defer func() {
-		if gen.ProcessState == nil {
-			phase("stop")
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = gen.Process.Kill()
-			}
-		}
-	}()
+	phase := gen.phase
 	hold := scenario.Slow(2 * time.Second)
 	time.Sleep(hold)
 	for _, st := range []struct{ phase, stage string }{{"canary", "canary"}, {"new", "new"}, {"back-to-old", "old"}} {
@@ -214,24 +192,7 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
 	phase("rollback")
 	time.Sleep(hold)
-	phase("stop")
-	var waitErr error
-	select {
-	case waitErr = <-done:
-	case <-ctx.Done():
-		t.Fatal("the UDP stream did not stop")
-	}
-	out := s.LogText(gen)
-	t.Logf("UDP stream:\n%s", out)
-	if waitErr != nil {
-		t.Errorf("UDP stream: %v", waitErr)
-	}
-	lines := map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
-		if m := regexp.MustCompile(`^phase ([a-z-]+): `).FindStringSubmatch(line); m != nil {
-			lines[m[1]] = line
-		}
-	}
+	_, lines := gen.finish(ctx)
 	all := append(append([]string{}, targets...), dns...)
 	for _, p := range []struct {
 		name string

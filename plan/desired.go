@@ -477,7 +477,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	}
 	oldBind, newBind := binds[Old].Addr, binds[New].Addr
 
-	link := func(local, remote netip.Addr, f, peer state.Facts) state.Link {
+	link := func(local, remote netip.Addr, inner netip.Prefix, f, peer state.Facts) state.Link {
 		l := state.Link{
 			Name: t.Name, Type: t.Type, Local: local.String(), Remote: remote.String(),
 			MTU: TunnelMTU(t, local, f), Up: true,
@@ -485,7 +485,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		switch t.Type {
 		case "vxlan":
 			l.VNI, l.Port = t.VNI, uint16(t.Port)
-			l.MAC = innerMAC(local == oldBind, t)
+			l.MAC = innerMAC(inner.Addr())
 		case "wireguard":
 			// A WireGuard device listens on every address: no local end.
 			l.Local, l.Port = "", uint16(t.ListenPort)
@@ -530,7 +530,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 
 	// The tunnel, on both hosts, whatever the stages.
 	add(old,
-		obj(link(oldBind, t.NewEndpoint, facts[Old], facts[New])),
+		obj(link(oldBind, t.NewEndpoint, t.OldInner, facts[Old], facts[New])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		// A marked packet whose 4-tuple matches one of OLD's own
@@ -544,7 +544,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	add(nw,
-		obj(link(newBind, t.OldEndpoint, facts[New], facts[Old])),
+		obj(link(newBind, t.OldEndpoint, t.NewInner, facts[New], facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
@@ -664,11 +664,7 @@ func ServiceKeys(s *config.Service) []state.NftService { return expand(s, 0) }
 // IPv4 address. A device made again keeps it, so the peer's neighbour
 // entry for the inner address stays valid (a new random MAC is
 // unreachable from the peer until that entry expires, tens of seconds).
-func innerMAC(onOld bool, t *config.Tunnel) string {
-	inner := t.NewInner.Addr()
-	if onOld {
-		inner = t.OldInner.Addr()
-	}
+func innerMAC(inner netip.Addr) string {
 	b := inner.As4()
 	return fmt.Sprintf("02:6d:67:%02x:%02x:%02x", b[1], b[2], b[3])
 }

@@ -67,12 +67,17 @@ func TestNATBindings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, h := range []struct{ host, local, peer string }{
-				{plan.Old, tc.oldLocal, "203.0.113.20"}, {plan.New, tc.newLocal, "198.51.100.10"},
+			for _, h := range []struct{ host, local, peer, mac string }{
+				{plan.Old, tc.oldLocal, "203.0.113.20", "02:6d:67:fe:2a:01"}, {plan.New, tc.newLocal, "198.51.100.10", "02:6d:67:fe:2a:02"},
 			} {
 				l, u := tunnelObjs(t, p, h.host)
 				if l.Local != h.local || l.Remote != h.peer || u.Local != h.local || u.Peer != h.peer {
 					t.Errorf("%s: link %s -> %s, underlay %s from %s; want %s -> %s both", h.host, l.Local, l.Remote, u.Local, u.Peer, h.local, h.peer)
+				}
+				// Each end's fixed MAC follows its inner address, not
+				// the address it binds.
+				if l.MAC != h.mac {
+					t.Errorf("%s: link address %s, want %s", h.host, l.MAC, h.mac)
 				}
 			}
 			notes := strings.Join(p.Notes, "\n")
