@@ -40,7 +40,9 @@ type cli struct {
 
 func newCLI(in io.Reader, out, errw io.Writer) *cli { return &cli{in: in, out: out, err: errw} }
 
-func (c *cli) view() *views.View { return views.New(c.out, c.err, c.asJSON) }
+// view picks the command's view once: JSON for --json, else human. A
+// command keeps it in the narrow interface it needs (views.Plan, ...).
+func (c *cli) view() views.All { return views.For(c.out, c.err, c.asJSON) }
 
 func (c *cli) root() *cobra.Command {
 	root := &cobra.Command{
@@ -75,7 +77,8 @@ func (c *cli) versionCmd() *cobra.Command {
 			// The platform too, as terraform prints it: which build of a
 			// release is this. The protocol is the one this build's
 			// agent and client speak (proto.Version).
-			fmt.Fprintf(c.out, "migrate %s %s/%s (agent protocol %d)\n", Version, runtime.GOOS, runtime.GOARCH, proto.Version)
+			var v views.Version = c.view()
+			v.Version(Version, runtime.GOOS, runtime.GOARCH, proto.Version)
 			return nil
 		},
 	}
@@ -307,7 +310,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 		return nil, err
 	}
 	for _, n := range notes {
-		c.view().Info("Note: %s", n)
+		c.view().Note(n)
 	}
 	facts, err := sess.facts(ctx, cfg)
 	if err != nil {
@@ -344,12 +347,13 @@ func (c *cli) planCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.view().Plan(pl)
+			var v views.Plan = c.view()
+			v.Plan(pl)
 			if out != "" {
 				if err := pl.Save(out); err != nil {
 					return fmt.Errorf("save plan: %w", err)
 				}
-				c.view().Info("Saved the plan to %s. Apply exactly it with: migrate apply %s", out, out)
+				v.Saved(out)
 			}
 			if detailed && !pl.Empty() {
 				return exitError{code: 2}
@@ -380,8 +384,7 @@ func (c *cli) confirm(question string) (bool, error) {
 	return strings.TrimSpace(line) == "yes", nil
 }
 
-func (c *cli) executor(p *prepared) *apply.Executor {
-	v := c.view()
+func (c *cli) executor(p *prepared, v views.Apply) *apply.Executor {
 	return &apply.Executor{
 		Hosts:     pauseHosts(p.sess.hosts()),
 		Journal:   p.journal,
@@ -442,8 +445,8 @@ confirmed, migrate aborts NEW too.`,
 			if err := p.sess.lockHosts(ctx, lock.info); err != nil {
 				return err
 			}
-			v := c.view()
-			ex := c.executor(p)
+			var v views.Apply = c.view()
+			ex := c.executor(p, v)
 			var pl *plan.Plan
 			if saved != nil {
 				// prepare just collected the facts: compare, no second dump.
@@ -514,10 +517,10 @@ confirmed, migrate aborts NEW too.`,
 			}
 			// Every run is now confirmed or undone.
 			for _, n := range pruneJournals(ctx, p.sess, p.journal, p.statePath) {
-				v.Info("Note: %s", n)
+				v.Note(n)
 			}
 			add, change, destroy := pl.Counts()
-			v.Info("\nApply complete! Resources: %d added, %d changed, %d destroyed. State: %s", add, change, destroy, p.statePath)
+			v.ApplyComplete(add, change, destroy, p.statePath)
 			return nil
 		},
 	}
@@ -572,7 +575,7 @@ names, reads their journals and rolls back from those.`,
 					targets[name] = targetOf(name, h)
 				}
 			}
-			v := c.view()
+			var v views.Rollback = c.view()
 			sess, err := connect(ctx, targets)
 			if err != nil {
 				return err
@@ -586,10 +589,10 @@ names, reads their journals and rolls back from those.`,
 				return err
 			}
 			if lost && len(j.Active()) > 0 {
-				v.Info("Note: the state file %s was missing; it was rebuilt from the hosts' own journals.", sp)
+				v.Note(fmt.Sprintf("the state file %s was missing; it was rebuilt from the hosts' own journals.", sp))
 			} else {
 				for _, n := range notes {
-					v.Info("Note: %s", n)
+					v.Note(n)
 				}
 			}
 			if len(j.Active()) == 0 {
@@ -620,9 +623,9 @@ names, reads their journals and rolls back from those.`,
 				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
 			}
 			for _, n := range pruneJournals(ctx, sess, j, sp) {
-				v.Info("Note: %s", n)
+				v.Note(n)
 			}
-			v.Info("\nRollback complete! %d step(s) undone. State: %s", n, sp)
+			v.RollbackComplete(n, sp)
 			return nil
 		},
 	}
@@ -643,6 +646,7 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			ctx, cancel := signalContext()
 			defer cancel()
 			id := args[0]
+			var v views.Messages = c.view()
 			sp := statePathFor(file, stateFlag)
 			lp := sp + ".lock"
 			var held lockFile
@@ -655,7 +659,7 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 					return err
 				}
 				removed = true
-				c.view().Info("Removed the local lock %s (held by %s for %s since %s).", lp, held.Holder, held.Operation, held.Started.Format(time.RFC3339))
+				v.Info("Removed the local lock %s (held by %s for %s since %s).", lp, held.Holder, held.Operation, held.Started.Format(time.RFC3339))
 			}
 			targets := map[string]remote.Target{}
 			if j, err := state.LoadJournal(sp); err == nil {
@@ -683,10 +687,10 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			defer sess.close()
 			for _, name := range sess.names() {
 				if err := sess.clients[name].ForceUnlock(ctx, id); err != nil {
-					c.view().Info("host %s: %v", name, err)
+					v.Info("host %s: %v", name, err)
 					continue
 				}
-				c.view().Info("host %s: lock %s removed.", name, id)
+				v.Info("host %s: lock %s removed.", name, id)
 			}
 			return nil
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
+	"github.com/opsmigrate/migrate/views"
 )
 
 func (c *cli) initCmd() *cobra.Command {
@@ -84,10 +85,8 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 			if err := os.WriteFile(out, text, 0o644); err != nil {
 				return err
 			}
-			for _, l := range summary {
-				c.view().Info("%s", l)
-			}
-			c.view().Info("Wrote %s. Review it, then: migrate plan -f %s", out, out)
+			var v views.Init = c.view()
+			v.Wrote(out, summary)
 			return nil
 		},
 	}

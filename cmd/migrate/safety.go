@@ -241,7 +241,7 @@ var _ apply.Host = (*remote.Client)(nil)
 // new flows go to NEW, OLD opens a real connection to it with the
 // tunnel's mark, which takes migrate's policy route through the tunnel to
 // NEW. A service with allow_unready only gets a warning.
-func probeServices(cfg *config.Config, old *remote.Client, v *views.View) func(ctx context.Context) error {
+func probeServices(cfg *config.Config, old *remote.Client, v views.Messages) func(ctx context.Context) error {
 	if cfg.Tunnel == nil || old == nil {
 		return nil
 	}

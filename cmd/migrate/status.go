@@ -14,6 +14,7 @@ import (
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/status"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // statusCmd reads both hosts without changing anything and without the
@@ -59,8 +60,9 @@ Nothing is changed on either host.`,
 			}
 			sess := &statusSession{targets: targets, bin: bin, clients: map[string]*remote.Client{}}
 			defer sess.close()
-			v := c.view()
+			var v views.Status = c.view()
 			var prev *status.Report
+			n := 0
 			for {
 				r, err := sess.read(ctx, cfg, prev)
 				if err != nil {
@@ -69,12 +71,8 @@ Nothing is changed on either host.`,
 					}
 					return err
 				}
-				if watch && v.Color {
-					fmt.Fprint(c.out, "\x1b[H\x1b[2J") // redraw in place on a terminal
-				} else if prev != nil && !c.asJSON {
-					fmt.Fprintln(c.out)
-				}
-				v.Status(r)
+				v.Reading(r, n, watch)
+				n++
 				if !watch {
 					if len(r.Unreachable) > 0 {
 						return fmt.Errorf("%s could not be read: the report above is partial", hostList(r.Unreachable))

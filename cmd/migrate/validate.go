@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/views"
 )
 
 func (c *cli) validateCmd() *cobra.Command {
@@ -21,7 +22,8 @@ func (c *cli) validateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.view().Info("%s is valid: %d service(s), %d forward(s). Checks against the live hosts (addresses, readiness) run in `migrate plan`.", file, len(cfg.Services), len(cfg.Forwards))
+			var v views.Validate = c.view()
+			v.Valid(file, len(cfg.Services), len(cfg.Forwards))
 			return nil
 		},
 	}
