@@ -8,12 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
@@ -101,25 +101,6 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
 	return cmd
-}
-
-// publicAddrs are a host's addresses a client could reach: not loopback,
-// not link-local.
-func publicAddrs(f state.Facts) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range f.Addrs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err != nil || a.Dev == "lo" {
-			continue
-		}
-		ip := p.Addr()
-		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
-			continue
-		}
-		out = append(out, ip)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
-	return out
 }
 
 // initPlan builds the first plan text from live facts. oe and ne are the
@@ -232,143 +213,24 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort
 	}
 
-	public := publicAddrs(of)
-	sshPort := uint16(old.RemotePort)
-	type key struct {
-		proc, proto string
-		addr        netip.Addr
-	}
-	groups := map[key]map[uint16]bool{}
-	wild := map[key]bool{}
-	var skipped []string
-	for _, l := range of.Listeners {
-		a, err := netip.ParseAddr(l.Addr)
-		if err != nil {
-			continue
-		}
-		proc := l.Process
-		if proc == "" {
-			proc = "unknown"
-		}
-		var addrs []netip.Addr
-		switch {
-		case a.IsLoopback():
-			skipped = append(skipped, fmt.Sprintf("%s %s:%d (%s): loopback only", l.Proto, l.Addr, l.Port, proc))
-			continue
-		case a.IsUnspecified():
-			for _, p := range public {
-				if p.Is4() == a.Is4() || (a.Is6() && !l.V6Only) {
-					addrs = append(addrs, p)
-				}
-			}
-		case a.IsLinkLocalUnicast():
-			continue
-		default:
-			addrs = []netip.Addr{a}
-		}
-		for _, ad := range addrs {
-			k := key{proc, l.Proto, ad}
-			if groups[k] == nil {
-				groups[k] = map[uint16]bool{}
-			}
-			groups[k][l.Port] = true
-			if a.IsUnspecified() {
-				wild[k] = true
-			}
-		}
-	}
-	keys := make([]key, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.proc != b.proc {
-			return a.proc < b.proc
-		}
-		if a.proto != b.proto {
-			return a.proto < b.proto
-		}
-		return a.addr.Less(b.addr)
-	})
+	// One service per process, protocol and address.
+	found := ops.GroupListeners(of.Listeners, ops.PublicAddrs(of), sshIP, uint16(old.RemotePort))
+	cfg.Services = found.Services
 	opts := config.RenderOptions{
 		Header: "migrate plan written by `migrate init` from what OLD listens on now.\n" +
 			"Every service starts at stage \"old\": nothing moves until you change a stage.\n" +
 			"Tunnel types: vxlan (UDP, works where IP protocol 47 is filtered) or gre (less overhead).",
-		ServiceComments: map[string]string{},
-		CommentedOut:    map[string]string{},
+		ServiceComments: found.ServiceComments,
+		CommentedOut:    found.CommentedOut,
 	}
 	if oldNAT {
 		opts.Header += "\nOLD is behind NAT: service addresses are the ones OLD holds, which its kernel sees;\nclients keep using its public address " + oldPublic.String() + "."
 	}
-	used := map[string]int{}
-	name := func(proc, proto string) string {
-		base := sanitizeName(proc) + "-" + proto
-		used[base]++
-		if used[base] == 1 {
-			return base
-		}
-		return fmt.Sprintf("%s-%d", base, used[base])
-	}
-	for _, k := range keys {
-		var ports []uint16
-		for p := range groups[k] {
-			ports = append(ports, p)
-		}
-		sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
-		var keep, ssh []config.PortRange
-		for _, p := range ports {
-			if k.proto == "tcp" && k.addr == sshIP && p == sshPort {
-				ssh = append(ssh, config.PortRange{From: p, To: p})
-				continue
-			}
-			keep = append(keep, config.PortRange{From: p, To: p})
-		}
-		how := "bound to this address"
-		if wild[k] {
-			how = "a wildcard bind, expanded to this OLD address"
-		}
-		if len(keep) > 0 {
-			n := name(k.proc, k.proto)
-			cfg.Services = append(cfg.Services, &config.Service{Name: n, Address: k.addr, Protocol: k.proto, Ports: keep, Stage: "old"})
-			opts.ServiceComments[n] = fmt.Sprintf("process %s (%s)", k.proc, how)
-			summary = append(summary, fmt.Sprintf("service %q: %s %s ports %s (process %s)", n, k.proto, k.addr, portsText(keep), k.proc))
-		}
-		if len(ssh) > 0 {
-			n := name(k.proc, "ssh")
-			cfg.Services = append(cfg.Services, &config.Service{Name: n, Address: k.addr, Protocol: k.proto, Ports: ssh, Stage: "old"})
-			opts.CommentedOut[n] = fmt.Sprintf("process %s: migrate reaches OLD over SSH on %s port %d; moving it would cut migrate's own connection, so it stays on OLD", k.proc, k.addr, sshPort)
-			summary = append(summary, fmt.Sprintf("service %q: commented out: it is the SSH port migrate uses", n))
-		}
-	}
-	for _, s := range skipped {
-		summary = append(summary, "left out: "+s)
-	}
+	summary = append(summary, found.Summary...)
 	// CommentedOut services are written but not part of the plan: take
 	// them out of the config so overlaps are not checked against them.
 	text := config.RenderWith(cfg, opts)
 	return text, summary, nil
-}
-
-func portsText(rs []config.PortRange) string {
-	var s []string
-	for _, r := range rs {
-		s = append(s, r.String())
-	}
-	return strings.Join(s, ", ")
-}
-
-func sanitizeName(s string) string {
-	out := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
-			return r
-		}
-		return '-'
-	}, s)
-	if out == "" || !(out[0] >= 'a' && out[0] <= 'z' || out[0] >= 'A' && out[0] <= 'Z') {
-		out = "svc-" + out
-	}
-	return out
 }
 
 var initPosRE = regexp.MustCompile(`--old/--new:\d+:\d+: `)
