@@ -23,6 +23,7 @@ import (
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
@@ -94,33 +95,6 @@ func statePathFor(file, flag string) string {
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
-func targetOf(name string, h *config.Host) remote.Target {
-	t := remote.Target{Name: name, User: h.User, Address: h.Address, Port: h.Port,
-		IdentityFile: h.IdentityFile, IdentityFiles: h.IdentityFiles, KnownHosts: h.KnownHosts, Sudo: h.Sudo, Timeout: hostTimeout}
-	for _, j := range h.ProxyJump {
-		t.Jumps = append(t.Jumps, targetOf(j.Name, j))
-	}
-	return t
-}
-
-func stateTarget(t remote.Target) state.Target {
-	st := state.Target{User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo}
-	for _, j := range t.Jumps {
-		sj := stateTarget(j)
-		sj.Name = j.Name
-		st.Jumps = append(st.Jumps, sj)
-	}
-	return st
-}
-
-func fromStateTarget(name string, t state.Target) remote.Target {
-	rt := remote.Target{Name: name, User: t.User, Address: t.Address, Port: t.Port, IdentityFile: t.IdentityFile, IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, Sudo: t.Sudo, Timeout: hostTimeout}
-	for _, j := range t.Jumps {
-		rt.Jumps = append(rt.Jumps, fromStateTarget(j.Name, j))
-	}
-	return rt
 }
 
 // session is one command's connections: one SSH connection per host.
@@ -290,10 +264,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	if err != nil {
 		return nil, err
 	}
-	targets := map[string]remote.Target{}
-	for name, h := range cfg.Hosts {
-		targets[name] = targetOf(name, h)
-	}
+	targets := ops.ConfigTargets(cfg.Hosts, hostTimeout)
 	sess, err := connect(ctx, targets)
 	if err != nil {
 		return nil, err
@@ -487,7 +458,7 @@ confirmed, migrate aborts NEW too.`,
 				p.journal.Targets = map[string]state.Target{}
 			}
 			for name, cl := range p.sess.clients {
-				p.journal.Targets[name] = stateTarget(cl.Target)
+				p.journal.Targets[name] = ops.StateTarget(cl.Target)
 			}
 			ex.Run = state.NewID()
 			ex.BeforeStep = faultHook(p.sess)
@@ -562,18 +533,9 @@ names, reads their journals and rolls back from those.`,
 			if err != nil {
 				return err
 			}
-			targets := map[string]remote.Target{}
-			for name, t := range j.Targets {
-				targets[name] = fromStateTarget(name, t)
-			}
-			if len(targets) < 2 {
-				cfg, err := config.Load(file)
-				if err != nil {
-					return fmt.Errorf("state %s does not say how to reach the hosts, and the plan file cannot either: %w", sp, err)
-				}
-				for name, h := range cfg.Hosts {
-					targets[name] = targetOf(name, h)
-				}
+			targets, err := ops.RecordedTargets(j, file, hostTimeout)
+			if err != nil {
+				return fmt.Errorf("state %s does not say how to reach the hosts, and the plan file cannot either: %w", sp, err)
 			}
 			var v views.Rollback = c.view()
 			sess, err := connect(ctx, targets)
@@ -661,19 +623,11 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 				removed = true
 				v.Info("Removed the local lock %s (held by %s for %s since %s).", lp, held.Holder, held.Operation, held.Started.Format(time.RFC3339))
 			}
-			targets := map[string]remote.Target{}
-			if j, err := state.LoadJournal(sp); err == nil {
-				for name, t := range j.Targets {
-					targets[name] = fromStateTarget(name, t)
-				}
+			j, err := state.LoadJournal(sp)
+			if err != nil {
+				j = nil
 			}
-			if len(targets) < 2 {
-				if cfg, err := config.Load(file); err == nil {
-					for name, h := range cfg.Hosts {
-						targets[name] = targetOf(name, h)
-					}
-				}
-			}
+			targets, _ := ops.RecordedTargets(j, file, hostTimeout)
 			if len(targets) < 2 {
 				if removed {
 					return nil

@@ -66,11 +66,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 				return err
 			}
 			cfg := &config.Config{Hosts: hosts}
-			targets := map[string]remote.Target{}
-			for name, h := range hosts {
-				targets[name] = targetOf(name, h)
-			}
-			sess, err := connect(ctx, targets)
+			sess, err := connect(ctx, ops.ConfigTargets(hosts, hostTimeout))
 			if err != nil {
 				return err
 			}

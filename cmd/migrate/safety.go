@@ -17,6 +17,7 @@ import (
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
@@ -181,7 +182,7 @@ func reconcile(ctx context.Context, s *session, j *state.Journal, statePath stri
 	}
 	for name, cl := range s.clients {
 		if _, ok := j.Targets[name]; !ok {
-			j.Targets[name] = stateTarget(cl.Target)
+			j.Targets[name] = ops.StateTarget(cl.Target)
 		}
 	}
 	return notes, j.Save(statePath)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
@@ -50,10 +51,7 @@ Nothing is changed on either host.`,
 			if err != nil {
 				return err
 			}
-			targets := map[string]remote.Target{}
-			for name, h := range cfg.Hosts {
-				targets[name] = targetOf(name, h)
-			}
+			targets := ops.ConfigTargets(cfg.Hosts, hostTimeout)
 			bin, err := remote.SelfBinary()
 			if err != nil {
 				return err
