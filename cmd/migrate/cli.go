@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -99,70 +98,33 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // session is one command's connections: one SSH connection per host.
 type session struct {
-	clients map[string]*remote.Client
+	*ops.Session[*remote.Client]
 }
 
 func (s *session) hosts() map[string]apply.Host {
 	m := map[string]apply.Host{}
-	for k, v := range s.clients {
+	for k, v := range s.Clients {
 		m[k] = v
 	}
 	return m
 }
 
-func (s *session) close() {
-	for _, c := range s.clients {
-		c.Close()
-	}
-}
-
-// connect reaches both hosts in parallel.
+// connect reaches both hosts in parallel (all or nothing).
 func connect(ctx context.Context, targets map[string]remote.Target) (*session, error) {
-	bin, err := remote.SelfBinary()
+	dial, err := ops.Dial()
 	if err != nil {
 		return nil, err
 	}
-	// The first failure cancels the other host's connection attempt.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	s := &session{clients: map[string]*remote.Client{}}
-	var errs []error
-	for _, name := range []string{plan.Old, plan.New} {
-		t, ok := targets[name]
-		if !ok {
-			return nil, fmt.Errorf("no SSH target for host %s", name)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl, err := remote.Connect(ctx, t, bin)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				// Once one host failed, the other's attempt is cancelled:
-				// its error is only that.
-				if len(errs) == 0 || ctx.Err() == nil {
-					errs = append(errs, err)
-				}
-				cancel()
-				return
-			}
-			s.clients[name] = cl
-		}()
+	s := ops.NewSession(targets, dial)
+	if err := s.Connect(ctx); err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		s.close()
-		return nil, errors.Join(errs...)
-	}
-	return s, nil
+	return &session{s}, nil
 }
 
 func (s *session) facts(ctx context.Context, cfg *config.Config) (map[string]state.Facts, error) {
 	out := map[string]state.Facts{}
-	for name, cl := range s.clients {
+	for name, cl := range s.Clients {
 		f, err := cl.Facts(ctx, plan.FactsRequest(cfg, name))
 		if err != nil {
 			return nil, fmt.Errorf("host %s: collect facts: %w", name, err)
@@ -180,7 +142,7 @@ func (s *session) wgKeys(ctx context.Context, cfg *config.Config, facts map[stri
 	if cfg.Tunnel == nil || cfg.Tunnel.Type != "wireguard" {
 		return nil
 	}
-	for name, cl := range s.clients {
+	for name, cl := range s.Clients {
 		pub, err := cl.WGKey(ctx, cfg.Tunnel.Name)
 		if err != nil {
 			return fmt.Errorf("host %s: WireGuard key: %w", name, err)
@@ -212,7 +174,7 @@ func (s *session) peerRoutes(ctx context.Context, cfg *config.Config, facts map[
 		if h.bind.IsValid() || f.HasAddr(h.ep.String()) {
 			continue
 		}
-		cl := s.clients[h.name]
+		cl := s.Clients[h.name]
 		if cl == nil {
 			continue
 		}
@@ -271,13 +233,13 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	}
 	// The static check compares the configured address; this one the
 	// address the connection really reached (a DNS name in the file).
-	if err := plan.CheckSelfLockout(cfg, plan.Old, sess.clients[plan.Old].RemoteIP, sess.clients[plan.Old].RemotePort); err != nil {
-		sess.close()
+	if err := plan.CheckSelfLockout(cfg, plan.Old, sess.Clients[plan.Old].RemoteIP, sess.Clients[plan.Old].RemotePort); err != nil {
+		sess.Close()
 		return nil, err
 	}
 	notes, err := reconcile(ctx, sess, j, sp)
 	if err != nil {
-		sess.close()
+		sess.Close()
 		return nil, err
 	}
 	for _, n := range notes {
@@ -285,15 +247,15 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	}
 	facts, err := sess.facts(ctx, cfg)
 	if err != nil {
-		sess.close()
+		sess.Close()
 		return nil, err
 	}
 	if err := sess.wgKeys(ctx, cfg, facts); err != nil {
-		sess.close()
+		sess.Close()
 		return nil, err
 	}
 	if err := sess.peerRoutes(ctx, cfg, facts); err != nil {
-		sess.close()
+		sess.Close()
 		return nil, err
 	}
 	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts, targets: targets}, nil
@@ -313,7 +275,7 @@ func (c *cli) planCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer p.sess.close()
+			defer p.sess.Close()
 			pl, err := plan.Make(p.cfg, p.facts, p.journal, time.Now())
 			if err != nil {
 				return err
@@ -412,7 +374,7 @@ confirmed, migrate aborts NEW too.`,
 			if err != nil {
 				return err
 			}
-			defer p.sess.close()
+			defer p.sess.Close()
 			if err := p.sess.lockHosts(ctx, lock.info); err != nil {
 				return err
 			}
@@ -457,17 +419,17 @@ confirmed, migrate aborts NEW too.`,
 			if p.journal.Targets == nil {
 				p.journal.Targets = map[string]state.Target{}
 			}
-			for name, cl := range p.sess.clients {
+			for name, cl := range p.sess.Clients {
 				p.journal.Targets[name] = ops.StateTarget(cl.Target)
 			}
 			ex.Run = state.NewID()
 			ex.BeforeStep = faultHook(p.sess)
-			ex.PostCheck = probeServices(p.cfg, p.sess.clients[plan.Old], v)
+			ex.PostCheck = probeServices(p.cfg, p.sess.Clients[plan.Old], v)
 			var deadline time.Time
 			if confirmTimeout > 0 {
 				deadline = time.Now().Add(confirmTimeout)
-				for _, name := range p.sess.names() {
-					if err := p.sess.clients[name].Arm(ctx, ex.Run, confirmTimeout); err != nil {
+				for _, name := range p.sess.Names() {
+					if err := p.sess.Clients[name].Arm(ctx, ex.Run, confirmTimeout); err != nil {
 						return fmt.Errorf("host %s: arm the revert timer: %w; nothing was changed", name, err)
 					}
 				}
@@ -542,7 +504,7 @@ names, reads their journals and rolls back from those.`,
 			if err != nil {
 				return err
 			}
-			defer sess.close()
+			defer sess.Close()
 			if err := sess.lockHosts(ctx, lock.info); err != nil {
 				return err
 			}
@@ -638,9 +600,9 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer sess.close()
-			for _, name := range sess.names() {
-				if err := sess.clients[name].ForceUnlock(ctx, id); err != nil {
+			defer sess.Close()
+			for _, name := range sess.Names() {
+				if err := sess.Clients[name].ForceUnlock(ctx, id); err != nil {
 					v.Info("host %s: %v", name, err)
 					continue
 				}

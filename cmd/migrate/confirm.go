@@ -78,10 +78,10 @@ func confirmRun(ctx context.Context, targets map[string]remote.Target, run strin
 	if err != nil {
 		return "", fmt.Errorf("could not open fresh SSH connections: %w; no host was confirmed: each reverts by itself at its deadline", err)
 	}
-	defer fresh.close()
-	order := confirmOrder(fresh.names())
+	defer fresh.Close()
+	order := confirmOrder(fresh.Names())
 	for i, name := range order {
-		if _, err := fresh.clients[name].Prepare(ctx, run, confirmGrace); err != nil {
+		if _, err := fresh.Clients[name].Prepare(ctx, run, confirmGrace); err != nil {
 			return "", fmt.Errorf("host %s: %w; %s", name, err, abortAll(ctx, fresh, order[:i+1], order, run))
 		}
 	}
@@ -92,13 +92,13 @@ func confirmRun(ctx context.Context, targets map[string]remote.Target, run strin
 		if name == plan.Old {
 			confirmFault("before-old")
 		}
-		_, err := fresh.clients[name].Confirm(ctx, run)
+		_, err := fresh.Clients[name].Confirm(ctx, run)
 		if err == nil {
 			continue
 		}
 		// What did this host decide? Its confirm may have landed and
 		// the answer been lost.
-		st, serr := fresh.clients[name].RunStatus(ctx, run)
+		st, serr := fresh.Clients[name].RunStatus(ctx, run)
 		if serr != nil {
 			st, serr = runStatusFresh(ctx, targets, name, run)
 		}
@@ -131,11 +131,11 @@ func abortAll(ctx context.Context, s *session, abort, all []string, run string) 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	for _, name := range abort {
-		_, _ = s.clients[name].Abort(ctx, run)
+		_, _ = s.Clients[name].Abort(ctx, run)
 	}
 	var parts []string
 	for _, name := range all {
-		st, err := s.clients[name].RunStatus(ctx, run)
+		st, err := s.Clients[name].RunStatus(ctx, run)
 		switch {
 		case err != nil:
 			parts = append(parts, fmt.Sprintf("host %s: unknown (%v); unless confirmed it reverts by itself at its deadline", name, err))
@@ -157,6 +157,6 @@ func runStatusFresh(ctx context.Context, targets map[string]remote.Target, name,
 	if err != nil {
 		return proto.RunStatus{}, err
 	}
-	defer s.close()
-	return s.clients[name].RunStatus(ctx, run)
+	defer s.Close()
+	return s.Clients[name].RunStatus(ctx, run)
 }

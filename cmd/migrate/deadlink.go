@@ -31,9 +31,9 @@ func checkHostTimeout() error {
 // deadHost is the first host of the session whose link was given up, and
 // why; "" when every link is alive.
 func (s *session) deadHost() (string, *remote.DeadLinkError) {
-	for _, name := range s.names() {
+	for _, name := range s.Names() {
 		var dead *remote.DeadLinkError
-		if errors.As(s.clients[name].Err(), &dead) {
+		if errors.As(s.Clients[name].Err(), &dead) {
 			return name, dead
 		}
 	}
@@ -69,7 +69,7 @@ func deadLinkApplyError(cause error, s *session, j *state.Journal, run string, d
 	timer := func() string {
 		return "its revert timer (armed before the first change, it runs on the host and needs no connection) undoes them by itself at " + deadline.Local().Format(time.TimeOnly)
 	}
-	for _, name := range s.names() {
+	for _, name := range s.Names() {
 		k := n[name]
 		switch {
 		case name == dead && k == 0:
@@ -117,7 +117,7 @@ func deadLinkRollbackError(cause error, s *session, steps []apply.RollbackStep, 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s during rollback.\n  %d of %d step(s) were undone (by the state file; if the step in flight reached host %s it was undone there too, and its journal says so).", why.Error(), undone, total, dead)
-	for _, name := range s.names() {
+	for _, name := range s.Names() {
 		fmt.Fprintf(&b, "\n  host %s: %d step(s) still applied.", name, now[name])
 	}
 	again := "migrate rollback"

@@ -70,7 +70,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 			if err != nil {
 				return err
 			}
-			defer sess.close()
+			defer sess.Close()
 			text, summary, err := initPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
 			if err != nil {
 				return err
@@ -102,7 +102,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 // initPlan builds the first plan text from live facts. oe and ne are the
 // tunnel endpoints the operator gave (the zero Addr: find them).
 func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType string, oe, ne netip.Addr) ([]byte, []string, error) {
-	old, nw := sess.clients[plan.Old], sess.clients[plan.New]
+	old, nw := sess.Clients[plan.Old], sess.Clients[plan.New]
 	of, err := old.Facts(ctx, state.FactsRequest{Listeners: true, NftTable: plan.NftTableName})
 	if err != nil {
 		return nil, nil, fmt.Errorf("host old: %w", err)

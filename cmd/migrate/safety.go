@@ -115,21 +115,12 @@ func (l *localLock) release() {
 // lockHosts takes the host lock on every host of the session, with the
 // same ID as the local lock.
 func (s *session) lockHosts(ctx context.Context, info proto.LockInfo) error {
-	for _, name := range s.names() {
-		if err := s.clients[name].Lock(ctx, info); err != nil {
+	for _, name := range s.Names() {
+		if err := s.Clients[name].Lock(ctx, info); err != nil {
 			return fmt.Errorf("host %s: %w", name, err)
 		}
 	}
 	return nil
-}
-
-func (s *session) names() []string {
-	var out []string
-	for n := range s.clients {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // reconcile brings the local journal in line with the hosts' own
@@ -140,8 +131,8 @@ func (s *session) names() []string {
 func reconcile(ctx context.Context, s *session, j *state.Journal, statePath string) ([]string, error) {
 	var notes []string
 	changed := false
-	for _, name := range s.names() {
-		hj, err := s.clients[name].Journal(ctx)
+	for _, name := range s.Names() {
+		hj, err := s.Clients[name].Journal(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("host %s: read its journal: %w", name, err)
 		}
@@ -180,7 +171,7 @@ func reconcile(ctx context.Context, s *session, j *state.Journal, statePath stri
 	if j.Targets == nil {
 		j.Targets = map[string]state.Target{}
 	}
-	for name, cl := range s.clients {
+	for name, cl := range s.Clients {
 		if _, ok := j.Targets[name]; !ok {
 			j.Targets[name] = ops.StateTarget(cl.Target)
 		}
@@ -219,11 +210,11 @@ func faultHook(s *session) func(n int, st state.Step) error {
 			fmt.Fprintf(os.Stderr, "%s: dying before step %d\n", FaultEnv, n)
 			os.Exit(3)
 		case "drop-ssh":
-			for _, c := range s.clients {
+			for _, c := range s.Clients {
 				c.DropConnection()
 			}
 		case "kill-agent":
-			if c := s.clients[st.Host]; c != nil {
+			if c := s.Clients[st.Host]; c != nil {
 				if err := c.KillAgent(); err != nil {
 					return err
 				}
@@ -279,11 +270,11 @@ func pruneJournals(ctx context.Context, s *session, j *state.Journal, statePath 
 	}
 	var notes []string
 	var dropped []state.EntryID
-	for _, name := range s.names() {
+	for _, name := range s.Names() {
 		if len(ids[name]) == 0 {
 			continue
 		}
-		d, err := s.clients[name].Prune(ctx, ids[name])
+		d, err := s.Clients[name].Prune(ctx, ids[name])
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("host %s: could not prune its journal (%v); it will be tried again next time", name, err))
 			continue

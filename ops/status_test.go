@@ -1,0 +1,228 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/apply/applytest"
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/remote"
+	"github.com/opsmigrate/migrate/state"
+	"github.com/opsmigrate/migrate/status"
+)
+
+const testHCL = `
+host "old" {
+  ssh         = "root@198.51.100.10"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "web" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "new"
+}
+`
+
+func hostFacts(cidr string) state.Facts {
+	return state.Facts{
+		Hostname: "h",
+		Links:    []state.Link{{Name: "lo", Type: "device", MTU: 65536, Up: true}, {Name: "eth0", Type: "veth", MTU: 1500, Up: true}},
+		Addrs:    []state.Addr{{Dev: "lo", CIDR: "127.0.0.1/8"}, {Dev: "eth0", CIDR: cidr}},
+		Rules: []state.Rule{
+			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
+			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},
+			{Family: 4, Priority: 32767, Table: 253, Protocol: 2},
+		},
+		Sysctls: map[string]string{"net.ipv4.ip_forward": "0"},
+	}
+}
+
+// fakeConn is a connected fake host: applytest's kernel, a ping that
+// answers in 2ms unless the host's ping fails, and a record of Close.
+type fakeConn struct {
+	*applytest.Fake
+	factsErr error
+	closed   bool
+}
+
+func (c *fakeConn) Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error) {
+	if c.factsErr != nil {
+		return state.Facts{}, c.factsErr
+	}
+	return c.Fake.Facts(ctx, req)
+}
+
+func (c *fakeConn) PingRTT(ctx context.Context, addr string, _ int, _ time.Duration) (time.Duration, error) {
+	if err := c.Ping(ctx, addr); err != nil {
+		return 0, err
+	}
+	return 2 * time.Millisecond, nil
+}
+
+func (c *fakeConn) Close() error { c.closed = true; return nil }
+
+// fakeHosts is the dialer of two fake hosts; down makes a host refuse
+// connections, dials counts them.
+type fakeHosts struct {
+	mu    sync.Mutex
+	hosts map[string]*applytest.Fake
+	down  map[string]bool
+	dials map[string]int
+	conns map[string]*fakeConn
+}
+
+func newFakeHosts() *fakeHosts {
+	return &fakeHosts{
+		hosts: map[string]*applytest.Fake{plan.Old: applytest.NewFake(hostFacts("198.51.100.10/24")), plan.New: applytest.NewFake(hostFacts("203.0.113.20/24"))},
+		down:  map[string]bool{}, dials: map[string]int{}, conns: map[string]*fakeConn{},
+	}
+}
+
+func (f *fakeHosts) dial(_ context.Context, t remote.Target) (*fakeConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dials[t.Name]++
+	if f.down[t.Name] {
+		return nil, errors.New("host " + t.Name + ": dial tcp: connection refused")
+	}
+	c := &fakeConn{Fake: f.hosts[t.Name]}
+	f.conns[t.Name] = c
+	return c, nil
+}
+
+func loadTestConfig(t *testing.T) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(testHCL), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// applyOnFakes applies the plan to the fake hosts as apply would.
+func applyOnFakes(t *testing.T, f *fakeHosts, cfg *config.Config) {
+	t.Helper()
+	facts := map[string]state.Facts{}
+	for name, h := range f.hosts {
+		facts[name], _ = h.Facts(context.Background(), plan.FactsRequest(cfg, name))
+	}
+	j := state.NewJournal()
+	p, err := plan.Make(cfg, facts, j, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &apply.Executor{Hosts: map[string]apply.Host{plan.Old: f.hosts[plan.Old], plan.New: f.hosts[plan.New]},
+		Journal: j, StatePath: filepath.Join(t.TempDir(), "state.json")}
+	if err := ex.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The status operation, whole, against two fake hosts: what it reads
+// before and after an apply, with a host down, and how it recovers.
+func TestReadStatus(t *testing.T) {
+	ctx := context.Background()
+	cfg := loadTestConfig(t)
+	f := newFakeHosts()
+	s := NewSession(ConfigTargets(cfg.Hosts, time.Second), f.dial)
+	defer s.Close()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time { return at }
+
+	r, err := ReadStatus(ctx, s, cfg, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Unreachable) != 0 || len(r.Services) != 1 || r.Services[0].LiveStage != status.StageAbsent || r.Tunnel == nil || r.Tunnel.Up() || !r.Time.Equal(at) {
+		t.Fatalf("before apply: %+v", r)
+	}
+
+	applyOnFakes(t, f, cfg)
+	r, err = ReadStatus(ctx, s, cfg, &r, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Services[0].LiveStage != "new" || !r.Tunnel.OldLinkUp || !r.Tunnel.NewLinkUp ||
+		r.Tunnel.OldToNew.Target != cfg.Tunnel.NewInner.Addr().String() || r.Tunnel.NewToOld.Target != cfg.Tunnel.OldInner.Addr().String() ||
+		r.Tunnel.OldToNew.RTT != 2*time.Millisecond || !r.Tunnel.Up() {
+		t.Fatalf("after apply: services %+v tunnel %+v", r.Services, r.Tunnel)
+	}
+	if f.dials[plan.Old] != 1 || f.dials[plan.New] != 1 {
+		t.Errorf("a second reading dialled again: %v", f.dials)
+	}
+
+	// NEW's reading fails: it is dropped (closed), reported, and OLD's
+	// view stands, with OLD's ping through the tunnel.
+	f.conns[plan.New].factsErr = errors.New("agent: broken pipe")
+	newConn := f.conns[plan.New]
+	r, err = ReadStatus(ctx, s, cfg, &r, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Reached(plan.New) || !r.Reached(plan.Old) || !strings.Contains(r.Unreachable[plan.New], "collect facts: agent: broken pipe") || !newConn.closed {
+		t.Fatalf("NEW's facts failed: unreachable %v, closed %v", r.Unreachable, newConn.closed)
+	}
+	if !r.Tunnel.OldToNew.OK() || r.Tunnel.NewToOld.Target != "" || r.Services[0].LiveStage != "new" {
+		t.Errorf("NEW unread: tunnel %+v, services %+v", r.Tunnel, r.Services)
+	}
+
+	// NEW refuses connections now: tried again at every reading, its
+	// error without the "host new: " prefix the report adds itself.
+	f.down[plan.New] = true
+	r, err = ReadStatus(ctx, s, cfg, &r, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Unreachable[plan.New]; got != "dial tcp: connection refused" || f.dials[plan.New] != 2 {
+		t.Errorf("NEW down: %q after %d dials", got, f.dials[plan.New])
+	}
+
+	// Both down: no report, an error naming both.
+	f.down[plan.Old] = true
+	s.Drop(plan.Old)
+	if _, err := ReadStatus(ctx, s, cfg, &r, now); err == nil || !strings.Contains(err.Error(), "neither host could be read") {
+		t.Errorf("both down: %v", err)
+	}
+
+	// Both back: a full reading again.
+	f.down = map[string]bool{}
+	if r, err = ReadStatus(ctx, s, cfg, &r, now); err != nil || len(r.Unreachable) != 0 || !r.Tunnel.Up() {
+		t.Errorf("both back: %v %+v", err, r)
+	}
+}
+
+// Connect is all or nothing: one host failing leaves nothing connected.
+func TestSessionConnectAllOrNothing(t *testing.T) {
+	cfg := loadTestConfig(t)
+	f := newFakeHosts()
+	f.down[plan.New] = true
+	s := NewSession(ConfigTargets(cfg.Hosts, time.Second), f.dial)
+	err := s.Connect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "host new") || len(s.Clients) != 0 {
+		t.Fatalf("NEW down: %v, clients %v", err, s.Names())
+	}
+	if c := f.conns[plan.Old]; c != nil && !c.closed {
+		t.Error("OLD's connection was left open")
+	}
+	f.down = map[string]bool{}
+	if err := s.Connect(context.Background()); err != nil || strings.Join(s.Names(), ",") != "new,old" {
+		t.Fatalf("both up: %v %v", err, s.Names())
+	}
+}
