@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -97,17 +96,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 // session is one command's connections: one SSH connection per host.
-type session struct {
-	*ops.Session[*remote.Client]
-}
-
-func (s *session) hosts() map[string]apply.Host {
-	m := map[string]apply.Host{}
-	for k, v := range s.Clients {
-		m[k] = v
-	}
-	return m
-}
+type session = ops.Session[*remote.Client]
 
 // connect reaches both hosts in parallel (all or nothing).
 func connect(ctx context.Context, targets map[string]remote.Target) (*session, error) {
@@ -119,78 +108,7 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 	if err := s.Connect(ctx); err != nil {
 		return nil, err
 	}
-	return &session{s}, nil
-}
-
-func (s *session) facts(ctx context.Context, cfg *config.Config) (map[string]state.Facts, error) {
-	out := map[string]state.Facts{}
-	for name, cl := range s.Clients {
-		f, err := cl.Facts(ctx, plan.FactsRequest(cfg, name))
-		if err != nil {
-			return nil, fmt.Errorf("host %s: collect facts: %w", name, err)
-		}
-		out[name] = f
-	}
-	return out, nil
-}
-
-// wgKeys asks each host's agent for its WireGuard public key (made on
-// first use; the private key never leaves the host) and puts it in the
-// host's facts, where the desired model takes it. Not part of the facts
-// digest.
-func (s *session) wgKeys(ctx context.Context, cfg *config.Config, facts map[string]state.Facts) error {
-	if cfg.Tunnel == nil || cfg.Tunnel.Type != "wireguard" {
-		return nil
-	}
-	for name, cl := range s.Clients {
-		pub, err := cl.WGKey(ctx, cfg.Tunnel.Name)
-		if err != nil {
-			return fmt.Errorf("host %s: WireGuard key: %w", name, err)
-		}
-		f := facts[name]
-		f.WGPublicKey = pub
-		facts[name] = f
-	}
-	return nil
-}
-
-// peerRoutes asks each host that does not hold its tunnel endpoint (a host
-// behind 1:1 NAT) for its source address towards the peer's endpoint
-// (`ip route get`), and puts it in the host's facts (RouteSrc), where
-// plan takes the address its tunnel binds. An old_bind/new_bind in the
-// plan is used as it is. A failed lookup is left out: plan then says the
-// host holds neither its endpoint nor a way to the peer.
-func (s *session) peerRoutes(ctx context.Context, cfg *config.Config, facts map[string]state.Facts) error {
-	t := cfg.Tunnel
-	if t == nil {
-		return nil
-	}
-	for _, h := range []struct {
-		name     string
-		ep, peer netip.Addr
-		bind     netip.Addr
-	}{{plan.Old, t.OldEndpoint, t.NewEndpoint, t.OldBind}, {plan.New, t.NewEndpoint, t.OldEndpoint, t.NewBind}} {
-		f := facts[h.name]
-		if h.bind.IsValid() || f.HasAddr(h.ep.String()) {
-			continue
-		}
-		cl := s.Clients[h.name]
-		if cl == nil {
-			continue
-		}
-		r, err := cl.RouteGet(ctx, h.peer.String())
-		if err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			continue
-		}
-		if r.Src != "" {
-			f.RouteSrc = map[string]string{h.peer.String(): r.Src}
-			facts[h.name] = f
-		}
-	}
-	return nil
+	return s, nil
 }
 
 // prepared is a config, its journal and live connections.
@@ -200,7 +118,6 @@ type prepared struct {
 	journal   *state.Journal
 	sess      *session
 	facts     map[string]state.Facts
-	targets   map[string]remote.Target
 }
 
 // loadConfig reads the plan file and prints its warnings (stderr: they
@@ -226,8 +143,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	if err != nil {
 		return nil, err
 	}
-	targets := ops.ConfigTargets(cfg.Hosts, hostTimeout)
-	sess, err := connect(ctx, targets)
+	sess, err := connect(ctx, ops.ConfigTargets(cfg.Hosts, hostTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +153,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 		sess.Close()
 		return nil, err
 	}
-	notes, err := reconcile(ctx, sess, j, sp)
+	notes, err := ops.Reconcile(ctx, sess, j, sp)
 	if err != nil {
 		sess.Close()
 		return nil, err
@@ -245,20 +161,20 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, e
 	for _, n := range notes {
 		c.view().Note(n)
 	}
-	facts, err := sess.facts(ctx, cfg)
+	facts, err := ops.Facts(ctx, sess, cfg)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
-	if err := sess.wgKeys(ctx, cfg, facts); err != nil {
+	if err := ops.WGKeys(ctx, sess, cfg, facts); err != nil {
 		sess.Close()
 		return nil, err
 	}
-	if err := sess.peerRoutes(ctx, cfg, facts); err != nil {
+	if err := ops.PeerRoutes(ctx, sess, cfg, facts); err != nil {
 		sess.Close()
 		return nil, err
 	}
-	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts, targets: targets}, nil
+	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts}, nil
 }
 
 func (c *cli) planCmd() *cobra.Command {
@@ -319,7 +235,7 @@ func (c *cli) confirm(question string) (bool, error) {
 
 func (c *cli) executor(p *prepared, v views.Apply) *apply.Executor {
 	return &apply.Executor{
-		Hosts:     pauseHosts(p.sess.hosts()),
+		Hosts:     pauseHosts(ops.ApplyHosts(p.sess)),
 		Journal:   p.journal,
 		StatePath: p.statePath,
 		Progress:  v.Progress,
@@ -375,7 +291,7 @@ confirmed, migrate aborts NEW too.`,
 				return err
 			}
 			defer p.sess.Close()
-			if err := p.sess.lockHosts(ctx, lock.info); err != nil {
+			if err := ops.LockHosts(ctx, p.sess, lock.info); err != nil {
 				return err
 			}
 			var v views.Apply = c.view()
@@ -438,18 +354,18 @@ confirmed, migrate aborts NEW too.`,
 			if err := ex.Apply(ctx, pl); err != nil {
 				// A host that stopped answering: say what each host
 				// still holds and what undoes it.
-				return deadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
+				return ops.DeadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
-				msg, err := confirmRun(ctx, p.targets, ex.Run, confirmTimeout)
+				msg, err := ops.ConfirmRun(ctx, p.sess, ex.Run, confirmTimeout, confirmFault)
 				if err != nil {
 					return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
 				}
 				v.Info("%s", msg)
 			}
 			// Every run is now confirmed or undone.
-			for _, n := range pruneJournals(ctx, p.sess, p.journal, p.statePath) {
+			for _, n := range ops.PruneJournals(ctx, p.sess, p.journal, p.statePath) {
 				v.Note(n)
 			}
 			add, change, destroy := pl.Counts()
@@ -505,10 +421,10 @@ names, reads their journals and rolls back from those.`,
 				return err
 			}
 			defer sess.Close()
-			if err := sess.lockHosts(ctx, lock.info); err != nil {
+			if err := ops.LockHosts(ctx, sess, lock.info); err != nil {
 				return err
 			}
-			notes, err := reconcile(ctx, sess, j, sp)
+			notes, err := ops.Reconcile(ctx, sess, j, sp)
 			if err != nil {
 				return err
 			}
@@ -527,7 +443,7 @@ names, reads their journals and rolls back from those.`,
 			if all {
 				what = "everything migrate applied"
 			}
-			ex := &apply.Executor{Hosts: pauseHosts(sess.hosts()), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
+			ex := &apply.Executor{Hosts: pauseHosts(ops.ApplyHosts(sess)), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
 			rp, err := ex.PlanRollback(ctx, all)
 			if err != nil {
 				return err
@@ -544,9 +460,9 @@ names, reads their journals and rolls back from those.`,
 				}
 			}
 			if err := ex.Undo(ctx, rp.Steps); err != nil {
-				return deadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
+				return ops.DeadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
 			}
-			for _, n := range pruneJournals(ctx, sess, j, sp) {
+			for _, n := range ops.PruneJournals(ctx, sess, j, sp) {
 				v.Note(n)
 			}
 			v.RollbackComplete(n, sp)

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
-	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
@@ -112,73 +110,6 @@ func (l *localLock) release() {
 	}
 }
 
-// lockHosts takes the host lock on every host of the session, with the
-// same ID as the local lock.
-func (s *session) lockHosts(ctx context.Context, info proto.LockInfo) error {
-	for _, name := range s.Names() {
-		if err := s.Clients[name].Lock(ctx, info); err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// reconcile brings the local journal in line with the hosts' own
-// journals: steps a host recorded that the state file lacks (a migrate
-// that died between the two writes, or a lost state file) are added, and
-// steps a host's revert timer undid are marked rolled back. It returns a
-// note for each change and saves the state file when it changed.
-func reconcile(ctx context.Context, s *session, j *state.Journal, statePath string) ([]string, error) {
-	var notes []string
-	changed := false
-	for _, name := range s.Names() {
-		hj, err := s.Clients[name].Journal(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("host %s: read its journal: %w", name, err)
-		}
-		adopted, reverted := 0, 0
-		for _, he := range hj.Entries {
-			le := j.Find(he.Run, he.Seq)
-			if le == nil {
-				if he.RolledBack != nil {
-					continue
-				}
-				e := he
-				e.Pending = false
-				j.Entries = append(j.Entries, e)
-				adopted++
-				changed = true
-				continue
-			}
-			if he.RolledBack != nil && le.RolledBack == nil {
-				t := *he.RolledBack
-				le.RolledBack = &t
-				reverted++
-				changed = true
-			}
-		}
-		if adopted > 0 {
-			notes = append(notes, fmt.Sprintf("host %s journal records %d applied step(s) that the state file %s did not; they were added to it", name, adopted, statePath))
-		}
-		if reverted > 0 {
-			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (its revert timer expired without confirmation); the state file now says so", name, reverted))
-		}
-	}
-	if !changed {
-		return notes, nil
-	}
-	sort.SliceStable(j.Entries, func(a, b int) bool { return j.Entries[a].Seq < j.Entries[b].Seq })
-	if j.Targets == nil {
-		j.Targets = map[string]state.Target{}
-	}
-	for name, cl := range s.Clients {
-		if _, ok := j.Targets[name]; !ok {
-			j.Targets[name] = ops.StateTarget(cl.Target)
-		}
-	}
-	return notes, j.Save(statePath)
-}
-
 // FaultEnv is a test-only switch: "die-at:N", "drop-ssh-at:N",
 // "kill-agent-at:N" or "hang-at:N" makes apply fail just before its Nth
 // step, the way a crash, a dropped connection or a killed agent would.
@@ -255,37 +186,4 @@ func probeServices(cfg *config.Config, old *remote.Client, v views.Messages) fun
 		}
 		return nil
 	}
-}
-
-// pruneJournals drops what no rollback needs (apply.Prunable) from each
-// host's journal, then the same entries from the state file: a host first,
-// so that reconcile never finds on a host an entry the state file dropped
-// and adopts it again. A host refuses to drop entries its revert timer may
-// still replay; the state file drops only what each host dropped. Pruning
-// is housekeeping: a failure is a note, never a failed command.
-func pruneJournals(ctx context.Context, s *session, j *state.Journal, statePath string) []string {
-	ids := apply.Prunable(j, nil)
-	if len(ids) == 0 {
-		return nil
-	}
-	var notes []string
-	var dropped []state.EntryID
-	for _, name := range s.Names() {
-		if len(ids[name]) == 0 {
-			continue
-		}
-		d, err := s.Clients[name].Prune(ctx, ids[name])
-		if err != nil {
-			notes = append(notes, fmt.Sprintf("host %s: could not prune its journal (%v); it will be tried again next time", name, err))
-			continue
-		}
-		dropped = append(dropped, d...)
-	}
-	if j.Drop(dropped) == 0 {
-		return notes
-	}
-	if err := j.Save(statePath); err != nil {
-		notes = append(notes, fmt.Sprintf("could not save the pruned state file %s (%v); the hosts' journals hold what it needs", statePath, err))
-	}
-	return notes
 }
