@@ -3,12 +3,14 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/apply/applytest"
 	"github.com/opsmigrate/migrate/config"
@@ -58,15 +60,25 @@ func hostFacts(cidr string) state.Facts {
 // answers in 2ms unless the host's ping fails, and a record of Close.
 type fakeConn struct {
 	*applytest.Fake
+	name     string
+	ip       string
 	factsErr error
 	closed   bool
+	// listeners are the sockets the host listens on (applytest's
+	// kernel has none).
+	listeners []state.Listener
+	log       func(format string, args ...any) // the hosts' shared event log
 }
 
 func (c *fakeConn) Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error) {
 	if c.factsErr != nil {
 		return state.Facts{}, c.factsErr
 	}
-	return c.Fake.Facts(ctx, req)
+	f, err := c.Fake.Facts(ctx, req)
+	if req.Listeners {
+		f.Listeners = c.listeners
+	}
+	return f, err
 }
 
 func (c *fakeConn) PingRTT(ctx context.Context, addr string, _ int, _ time.Duration) (time.Duration, error) {
@@ -78,14 +90,64 @@ func (c *fakeConn) PingRTT(ctx context.Context, addr string, _ int, _ time.Durat
 
 func (c *fakeConn) Close() error { c.closed = true; return nil }
 
+// The rest of ops.Host: the agent's locks, revert timer and journal as a
+// log of calls; the journal is empty (nothing for Reconcile to adopt).
+
+func (c *fakeConn) Reached() (string, int) { return c.ip, 22 }
+func (c *fakeConn) Err() error             { return nil }
+func (c *fakeConn) Journal(context.Context) (*state.Journal, error) {
+	return state.NewJournal(), nil
+}
+func (c *fakeConn) Prune(_ context.Context, ids []state.EntryID) ([]state.EntryID, error) {
+	return ids, nil
+}
+func (c *fakeConn) Lock(_ context.Context, info proto.LockInfo) error {
+	c.log("%s lock %s", c.name, info.ID)
+	return nil
+}
+func (c *fakeConn) ForceUnlock(_ context.Context, id string) error {
+	c.log("%s force-unlock %s", c.name, id)
+	return nil
+}
+func (c *fakeConn) Arm(_ context.Context, run string, timeout time.Duration) error {
+	c.log("%s arm %s", c.name, timeout)
+	return nil
+}
+func (c *fakeConn) Prepare(_ context.Context, run string, _ time.Duration) (proto.RunStatus, error) {
+	c.log("%s prepare", c.name)
+	return proto.RunStatus{Run: run, State: proto.RunPrepared}, nil
+}
+func (c *fakeConn) Confirm(_ context.Context, run string) (proto.RunStatus, error) {
+	c.log("%s confirm", c.name)
+	return proto.RunStatus{Run: run, State: proto.RunConfirmed}, nil
+}
+func (c *fakeConn) Abort(_ context.Context, run string) (proto.RunStatus, error) {
+	c.log("%s abort", c.name)
+	return proto.RunStatus{Run: run, State: proto.RunReverted}, nil
+}
+func (c *fakeConn) RunStatus(_ context.Context, run string) (proto.RunStatus, error) {
+	return proto.RunStatus{Run: run, State: proto.RunConfirmed}, nil
+}
+func (c *fakeConn) Probe(_ context.Context, addr string, port uint16, _ uint32) error {
+	c.log("%s probe %s %d", c.name, addr, port)
+	return nil
+}
+func (c *fakeConn) RouteGet(context.Context, string) (proto.RouteGetResult, error) {
+	return proto.RouteGetResult{}, errors.New("no route lookup in the fake")
+}
+func (c *fakeConn) WGKey(context.Context, string) (string, error) { return "", nil }
+
+var _ Host = (*fakeConn)(nil)
+
 // fakeHosts is the dialer of two fake hosts; down makes a host refuse
 // connections, dials counts them.
 type fakeHosts struct {
-	mu    sync.Mutex
-	hosts map[string]*applytest.Fake
-	down  map[string]bool
-	dials map[string]int
-	conns map[string]*fakeConn
+	mu     sync.Mutex
+	events []string
+	hosts  map[string]*applytest.Fake
+	down   map[string]bool
+	dials  map[string]int
+	conns  map[string]*fakeConn
 }
 
 func newFakeHosts() *fakeHosts {
@@ -102,9 +164,20 @@ func (f *fakeHosts) dial(_ context.Context, t remote.Target) (*fakeConn, error) 
 	if f.down[t.Name] {
 		return nil, errors.New("host " + t.Name + ": dial tcp: connection refused")
 	}
-	c := &fakeConn{Fake: f.hosts[t.Name]}
+	ip := map[string]string{plan.Old: "198.51.100.10", plan.New: "203.0.113.20"}[t.Name]
+	c := &fakeConn{Fake: f.hosts[t.Name], name: t.Name, ip: ip, log: f.log}
+	if t.Name == plan.New {
+		// NEW serves the service: apply's readiness check passes.
+		c.listeners = []state.Listener{{Proto: "tcp", Addr: "0.0.0.0", Port: 8080, Process: "web"}}
+	}
 	f.conns[t.Name] = c
 	return c, nil
+}
+
+func (f *fakeHosts) log(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, fmt.Sprintf(format, args...))
 }
 
 func loadTestConfig(t *testing.T) *config.Config {

@@ -19,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/agent/proto"
-	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
@@ -111,15 +110,6 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 	return s, nil
 }
 
-// prepared is a config, its journal and live connections.
-type prepared struct {
-	cfg       *config.Config
-	statePath string
-	journal   *state.Journal
-	sess      *session
-	facts     map[string]state.Facts
-}
-
 // loadConfig reads the plan file and prints its warnings (stderr: they
 // must not break a --json stream or a redrawn status).
 func (c *cli) loadConfig(file string) (*config.Config, error) {
@@ -133,48 +123,18 @@ func (c *cli) loadConfig(file string) (*config.Config, error) {
 	return cfg, nil
 }
 
-func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*prepared, error) {
+// prepare loads the plan file, connects to both hosts and reads them
+// (ops.Prepare).
+func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*ops.Prepared[*remote.Client], error) {
 	cfg, err := c.loadConfig(file)
 	if err != nil {
 		return nil, err
 	}
-	sp := statePathFor(file, stateFlag)
-	j, err := state.LoadJournal(sp)
+	dial, err := ops.Dial()
 	if err != nil {
 		return nil, err
 	}
-	sess, err := connect(ctx, ops.ConfigTargets(cfg.Hosts, hostTimeout))
-	if err != nil {
-		return nil, err
-	}
-	// The static check compares the configured address; this one the
-	// address the connection really reached (a DNS name in the file).
-	if err := plan.CheckSelfLockout(cfg, plan.Old, sess.Clients[plan.Old].RemoteIP, sess.Clients[plan.Old].RemotePort); err != nil {
-		sess.Close()
-		return nil, err
-	}
-	notes, err := ops.Reconcile(ctx, sess, j, sp)
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	for _, n := range notes {
-		c.view().Note(n)
-	}
-	facts, err := ops.Facts(ctx, sess, cfg)
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	if err := ops.WGKeys(ctx, sess, cfg, facts); err != nil {
-		sess.Close()
-		return nil, err
-	}
-	if err := ops.PeerRoutes(ctx, sess, cfg, facts); err != nil {
-		sess.Close()
-		return nil, err
-	}
-	return &prepared{cfg: cfg, statePath: sp, journal: j, sess: sess, facts: facts}, nil
+	return ops.Prepare(ctx, cfg, statePathFor(file, stateFlag), dial, hostTimeout, c.view().Note)
 }
 
 func (c *cli) planCmd() *cobra.Command {
@@ -191,8 +151,8 @@ func (c *cli) planCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer p.sess.Close()
-			pl, err := plan.Make(p.cfg, p.facts, p.journal, time.Now())
+			defer p.Session.Close()
+			pl, err := plan.Make(p.Config, p.Facts, p.Journal, time.Now())
 			if err != nil {
 				return err
 			}
@@ -231,16 +191,6 @@ func (c *cli) confirm(question string) (bool, error) {
 		return false, errors.New("no answer read; run with --auto-approve to apply without asking")
 	}
 	return strings.TrimSpace(line) == "yes", nil
-}
-
-func (c *cli) executor(p *prepared, v views.Apply) *apply.Executor {
-	return &apply.Executor{
-		Hosts:     pauseHosts(ops.ApplyHosts(p.sess)),
-		Journal:   p.journal,
-		StatePath: p.statePath,
-		Progress:  v.Progress,
-		Info:      v.Info,
-	}
 }
 
 // DefaultConfirmTimeout is how long each host waits for the CLI's
@@ -290,87 +240,12 @@ confirmed, migrate aborts NEW too.`,
 			if err != nil {
 				return err
 			}
-			defer p.sess.Close()
-			if err := ops.LockHosts(ctx, p.sess, lock.info); err != nil {
-				return err
+			defer p.Session.Close()
+			o := ops.ApplyOptions{Saved: saved, ConfirmTimeout: confirmTimeout, Lock: lock.info, Hooks: faultHooks(p.Session)}
+			if !auto {
+				o.Approve = func() (bool, error) { return c.confirm("Do you want to perform these actions on both hosts?") }
 			}
-			var v views.Apply = c.view()
-			ex := c.executor(p, v)
-			var pl *plan.Plan
-			if saved != nil {
-				// prepare just collected the facts: compare, no second dump.
-				reqs := map[string]state.FactsRequest{}
-				for name := range p.facts {
-					reqs[name] = plan.FactsRequest(p.cfg, name)
-				}
-				if err := apply.CheckFresh(saved, p.facts, reqs); err != nil {
-					return err
-				}
-				pl = saved
-			} else {
-				if pl, err = plan.Make(p.cfg, p.facts, p.journal, time.Now()); err != nil {
-					return err
-				}
-			}
-			v.Plan(pl)
-			if pl.Empty() {
-				return nil
-			}
-			ex.Intent = pl.Intent
-			if err := plan.UnreadyError(plan.CheckReadiness(p.cfg, p.facts[plan.New])); err != nil {
-				return fmt.Errorf("%w; nothing was changed", err)
-			}
-			if err := plan.ConntrackError(p.cfg, p.facts[plan.Old]); err != nil {
-				return fmt.Errorf("%w; nothing was changed", err)
-			}
-			if !auto && saved == nil {
-				ok, err := c.confirm("Do you want to perform these actions on both hosts?")
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return errors.New("apply cancelled; nothing was changed")
-				}
-			}
-			if p.journal.Targets == nil {
-				p.journal.Targets = map[string]state.Target{}
-			}
-			for name, cl := range p.sess.Clients {
-				p.journal.Targets[name] = ops.StateTarget(cl.Target)
-			}
-			ex.Run = state.NewID()
-			ex.BeforeStep = faultHook(p.sess)
-			ex.PostCheck = probeServices(p.cfg, p.sess.Clients[plan.Old], v)
-			var deadline time.Time
-			if confirmTimeout > 0 {
-				deadline = time.Now().Add(confirmTimeout)
-				for _, name := range p.sess.Names() {
-					if err := p.sess.Clients[name].Arm(ctx, ex.Run, confirmTimeout); err != nil {
-						return fmt.Errorf("host %s: arm the revert timer: %w; nothing was changed", name, err)
-					}
-				}
-				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply %s from now (about %s here; each host measures the time on its own clock).", confirmTimeout, deadline.Local().Format(time.TimeOnly))
-			}
-			if err := ex.Apply(ctx, pl); err != nil {
-				// A host that stopped answering: say what each host
-				// still holds and what undoes it.
-				return ops.DeadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
-			}
-			if confirmTimeout > 0 {
-				v.Info("Confirming over fresh SSH connections...")
-				msg, err := ops.ConfirmRun(ctx, p.sess, ex.Run, confirmTimeout, confirmFault)
-				if err != nil {
-					return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
-				}
-				v.Info("%s", msg)
-			}
-			// Every run is now confirmed or undone.
-			for _, n := range ops.PruneJournals(ctx, p.sess, p.journal, p.statePath) {
-				v.Note(n)
-			}
-			add, change, destroy := pl.Counts()
-			v.ApplyComplete(add, change, destroy, p.statePath)
-			return nil
+			return ops.Apply(ctx, p, views.Apply(c.view()), o)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
@@ -407,66 +282,15 @@ names, reads their journals and rolls back from those.`,
 				return err
 			}
 			defer lock.release()
-			j, err := state.LoadJournal(sp)
+			dial, err := ops.Dial()
 			if err != nil {
 				return err
 			}
-			targets, err := ops.RecordedTargets(j, file, hostTimeout)
-			if err != nil {
-				return fmt.Errorf("state %s does not say how to reach the hosts, and the plan file cannot either: %w", sp, err)
-			}
-			var v views.Rollback = c.view()
-			sess, err := connect(ctx, targets)
-			if err != nil {
-				return err
-			}
-			defer sess.Close()
-			if err := ops.LockHosts(ctx, sess, lock.info); err != nil {
-				return err
-			}
-			notes, err := ops.Reconcile(ctx, sess, j, sp)
-			if err != nil {
-				return err
-			}
-			if lost && len(j.Active()) > 0 {
-				v.Note(fmt.Sprintf("the state file %s was missing; it was rebuilt from the hosts' own journals.", sp))
-			} else {
-				for _, n := range notes {
-					v.Note(n)
-				}
-			}
-			if len(j.Active()) == 0 {
-				v.Info("Nothing to roll back: neither %s nor the hosts' journals record applied steps.", sp)
-				return nil
-			}
-			what := "the last change"
-			if all {
-				what = "everything migrate applied"
-			}
-			ex := &apply.Executor{Hosts: pauseHosts(ops.ApplyHosts(sess)), Journal: j, StatePath: sp, Progress: v.Progress, Info: v.Info}
-			rp, err := ex.PlanRollback(ctx, all)
-			if err != nil {
-				return err
-			}
-			v.RollbackPlan(rp, what)
-			n, _ := rp.Count()
+			o := ops.RollbackOptions{PlanFile: file, StatePath: sp, Lost: lost, All: all, Timeout: hostTimeout, Lock: lock.info, Hooks: faultHooks(nil)}
 			if !auto {
-				ok, err := c.confirm("Do you want to roll back on both hosts?")
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return errors.New("rollback cancelled; nothing was changed")
-				}
+				o.Approve = func() (bool, error) { return c.confirm("Do you want to roll back on both hosts?") }
 			}
-			if err := ex.Undo(ctx, rp.Steps); err != nil {
-				return ops.DeadLinkRollbackError(err, sess, rp.Steps, all, lock.info.ID)
-			}
-			for _, n := range ops.PruneJournals(ctx, sess, j, sp) {
-				v.Note(n)
-			}
-			v.RollbackComplete(n, sp)
-			return nil
+			return ops.Rollback(ctx, dial, views.Rollback(c.view()), o)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file (its directory holds the state file)")
@@ -517,13 +341,7 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 				return err
 			}
 			defer sess.Close()
-			for _, name := range sess.Names() {
-				if err := sess.Clients[name].ForceUnlock(ctx, id); err != nil {
-					v.Info("host %s: %v", name, err)
-					continue
-				}
-				v.Info("host %s: lock %s removed.", name, id)
-			}
+			ops.ForceUnlock(ctx, sess, id, c.view())
 			return nil
 		},
 	}

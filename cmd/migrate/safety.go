@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"os/user"
 	"strconv"
@@ -14,11 +12,8 @@ import (
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
-	"github.com/opsmigrate/migrate/apply"
-	"github.com/opsmigrate/migrate/config"
-	"github.com/opsmigrate/migrate/remote"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/state"
-	"github.com/opsmigrate/migrate/views"
 )
 
 // localLock is the lock file beside the state file. It is created with
@@ -158,32 +153,12 @@ func faultHook(s *session) func(n int, st state.Step) error {
 	}
 }
 
-var _ apply.Host = (*remote.Client)(nil)
-
-// probeServices returns apply's last check: for each TCP service whose
-// new flows go to NEW, OLD opens a real connection to it with the
-// tunnel's mark, which takes migrate's policy route through the tunnel to
-// NEW. A service with allow_unready only gets a warning.
-func probeServices(cfg *config.Config, old *remote.Client, v views.Messages) func(ctx context.Context) error {
-	if cfg.Tunnel == nil || old == nil {
-		return nil
+// faultHooks are the test-only faults of FaultEnv for an operation; s
+// is the session apply runs on (nil for rollback, which only pauses).
+func faultHooks(s *session) ops.Hooks {
+	h := ops.Hooks{WrapHosts: pauseHosts, Confirm: confirmFault}
+	if s != nil {
+		h.BeforeStep = faultHook(s)
 	}
-	return func(ctx context.Context) error {
-		for _, s := range cfg.Services {
-			if s.Stage == "old" || s.Protocol != "tcp" || len(s.Ports) == 0 {
-				continue
-			}
-			port := s.Ports[0].From
-			err := old.Probe(ctx, s.Address.String(), port, cfg.Tunnel.Mark)
-			switch {
-			case err == nil:
-				v.Info("probe: service %q: a connection from OLD through the tunnel to NEW's %s reached NEW", s.Name, netip.AddrPortFrom(s.Address, port))
-			case s.AllowUnready:
-				v.Info("probe: service %q: NEW did not accept a connection to %s through the tunnel (%v); kept because of allow_unready", s.Name, netip.AddrPortFrom(s.Address, port), err)
-			default:
-				return fmt.Errorf("probe: service %q: a connection from OLD through the tunnel to %s on NEW failed: %w", s.Name, netip.AddrPortFrom(s.Address, port), err)
-			}
-		}
-		return nil
-	}
+	return h
 }
