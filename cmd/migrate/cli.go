@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -231,17 +230,17 @@ confirmed, migrate aborts NEW too.`,
 				}
 			}
 			sp := statePathFor(file, stateFlag)
-			lock, err := acquireLocalLock(sp, "apply")
+			lock, err := ops.AcquireLocalLock(sp, "apply")
 			if err != nil {
 				return err
 			}
-			defer lock.release()
+			defer lock.Release()
 			p, err := c.prepare(ctx, file, stateFlag)
 			if err != nil {
 				return err
 			}
 			defer p.Session.Close()
-			o := ops.ApplyOptions{Saved: saved, ConfirmTimeout: confirmTimeout, Lock: lock.info, Hooks: faultHooks(p.Session)}
+			o := ops.ApplyOptions{Saved: saved, ConfirmTimeout: confirmTimeout, Lock: lock.Info, Hooks: faultHooks(p.Session)}
 			if !auto {
 				o.Approve = func() (bool, error) { return c.confirm("Do you want to perform these actions on both hosts?") }
 			}
@@ -277,16 +276,16 @@ names, reads their journals and rolls back from those.`,
 			sp := statePathFor(file, stateFlag)
 			_, statErr := os.Stat(sp)
 			lost := errors.Is(statErr, fs.ErrNotExist)
-			lock, err := acquireLocalLock(sp, "rollback")
+			lock, err := ops.AcquireLocalLock(sp, "rollback")
 			if err != nil {
 				return err
 			}
-			defer lock.release()
+			defer lock.Release()
 			dial, err := ops.Dial()
 			if err != nil {
 				return err
 			}
-			o := ops.RollbackOptions{PlanFile: file, StatePath: sp, Lost: lost, All: all, Timeout: hostTimeout, Lock: lock.info, Hooks: faultHooks(nil)}
+			o := ops.RollbackOptions{PlanFile: file, StatePath: sp, Lost: lost, All: all, Timeout: hostTimeout, Lock: lock.Info, Hooks: faultHooks(nil)}
 			if !auto {
 				o.Approve = func() (bool, error) { return c.confirm("Do you want to roll back on both hosts?") }
 			}
@@ -312,18 +311,13 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			id := args[0]
 			var v views.Messages = c.view()
 			sp := statePathFor(file, stateFlag)
-			lp := sp + ".lock"
-			var held lockFile
-			removed := false
-			if b, err := os.ReadFile(lp); err == nil && json.Unmarshal(b, &held) == nil {
-				if held.ID != id {
-					return fmt.Errorf("the local lock %s has ID %s, not %s; nothing was changed", lp, held.ID, id)
-				}
-				if err := os.Remove(lp); err != nil {
-					return err
-				}
-				removed = true
-				v.Info("Removed the local lock %s (held by %s for %s since %s).", lp, held.Holder, held.Operation, held.Started.Format(time.RFC3339))
+			held, err := ops.RemoveLocalLock(sp, id)
+			if err != nil {
+				return err
+			}
+			removed := held != nil
+			if removed {
+				v.Info("Removed the local lock %s (held by %s for %s since %s).", sp+".lock", held.Holder, held.Operation, held.Started.Format(time.RFC3339))
 			}
 			j, err := state.LoadJournal(sp)
 			if err != nil {
