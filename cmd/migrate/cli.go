@@ -240,7 +240,7 @@ confirmed, migrate aborts NEW too.`,
 				return err
 			}
 			defer p.Session.Close()
-			o := ops.ApplyOptions{Saved: saved, ConfirmTimeout: confirmTimeout, Lock: lock.Info, Hooks: faultHooks(p.Session)}
+			o := ops.ApplyOptions{Saved: saved, ConfirmTimeout: confirmTimeout, Lock: lock.Info, Hooks: ops.FaultHooks(p.Session)}
 			if !auto {
 				o.Approve = func() (bool, error) { return c.confirm("Do you want to perform these actions on both hosts?") }
 			}
@@ -285,7 +285,7 @@ names, reads their journals and rolls back from those.`,
 			if err != nil {
 				return err
 			}
-			o := ops.RollbackOptions{PlanFile: file, StatePath: sp, Lost: lost, All: all, Timeout: hostTimeout, Lock: lock.Info, Hooks: faultHooks(nil)}
+			o := ops.RollbackOptions{PlanFile: file, StatePath: sp, Lost: lost, All: all, Timeout: hostTimeout, Lock: lock.Info, Hooks: ops.FaultHooks[*remote.Client](nil)}
 			if !auto {
 				o.Approve = func() (bool, error) { return c.confirm("Do you want to roll back on both hosts?") }
 			}
