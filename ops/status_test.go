@@ -67,6 +67,7 @@ type fakeConn struct {
 	// listeners are the sockets the host listens on (applytest's
 	// kernel has none).
 	listeners []state.Listener
+	routeSrc  string                           // RouteGet's answer; "" fails
 	log       func(format string, args ...any) // the hosts' shared event log
 }
 
@@ -133,7 +134,10 @@ func (c *fakeConn) Probe(_ context.Context, addr string, port uint16, _ uint32) 
 	return nil
 }
 func (c *fakeConn) RouteGet(context.Context, string) (proto.RouteGetResult, error) {
-	return proto.RouteGetResult{}, errors.New("no route lookup in the fake")
+	if c.routeSrc == "" {
+		return proto.RouteGetResult{}, errors.New("no route lookup in the fake")
+	}
+	return proto.RouteGetResult{Src: c.routeSrc, Dev: "eth0"}, nil
 }
 func (c *fakeConn) WGKey(context.Context, string) (string, error) { return "", nil }
 
@@ -144,16 +148,25 @@ var _ Host = (*fakeConn)(nil)
 type fakeHosts struct {
 	mu     sync.Mutex
 	events []string
-	hosts  map[string]*applytest.Fake
-	down   map[string]bool
-	dials  map[string]int
-	conns  map[string]*fakeConn
+	// Per host: the address the connection reached, what it listens on,
+	// its source address towards the peer.
+	reached   map[string]string
+	listeners map[string][]state.Listener
+	routeSrc  map[string]string
+	hosts     map[string]*applytest.Fake
+	down      map[string]bool
+	dials     map[string]int
+	conns     map[string]*fakeConn
 }
 
 func newFakeHosts() *fakeHosts {
 	return &fakeHosts{
 		hosts: map[string]*applytest.Fake{plan.Old: applytest.NewFake(hostFacts("198.51.100.10/24")), plan.New: applytest.NewFake(hostFacts("203.0.113.20/24"))},
 		down:  map[string]bool{}, dials: map[string]int{}, conns: map[string]*fakeConn{},
+		reached: map[string]string{plan.Old: "198.51.100.10", plan.New: "203.0.113.20"},
+		// NEW serves the service: apply's readiness check passes.
+		listeners: map[string][]state.Listener{plan.New: {{Proto: "tcp", Addr: "0.0.0.0", Port: 8080, Process: "web"}}},
+		routeSrc:  map[string]string{},
 	}
 }
 
@@ -164,12 +177,8 @@ func (f *fakeHosts) dial(_ context.Context, t remote.Target) (*fakeConn, error) 
 	if f.down[t.Name] {
 		return nil, errors.New("host " + t.Name + ": dial tcp: connection refused")
 	}
-	ip := map[string]string{plan.Old: "198.51.100.10", plan.New: "203.0.113.20"}[t.Name]
-	c := &fakeConn{Fake: f.hosts[t.Name], name: t.Name, ip: ip, log: f.log}
-	if t.Name == plan.New {
-		// NEW serves the service: apply's readiness check passes.
-		c.listeners = []state.Listener{{Proto: "tcp", Addr: "0.0.0.0", Port: 8080, Process: "web"}}
-	}
+	c := &fakeConn{Fake: f.hosts[t.Name], name: t.Name, ip: f.reached[t.Name], log: f.log,
+		listeners: f.listeners[t.Name], routeSrc: f.routeSrc[t.Name]}
 	f.conns[t.Name] = c
 	return c, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,8 +14,6 @@ import (
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
-	"github.com/opsmigrate/migrate/remote"
-	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
 )
 
@@ -71,7 +68,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 				return err
 			}
 			defer sess.Close()
-			text, summary, err := initPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
+			text, summary, err := ops.InitPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
 			if err != nil {
 				return err
 			}
@@ -97,136 +94,6 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
 	return cmd
-}
-
-// initPlan builds the first plan text from live facts. oe and ne are the
-// tunnel endpoints the operator gave (the zero Addr: find them).
-func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType string, oe, ne netip.Addr) ([]byte, []string, error) {
-	old, nw := sess.Clients[plan.Old], sess.Clients[plan.New]
-	of, err := old.Facts(ctx, state.FactsRequest{Listeners: true, NftTable: plan.NftTableName})
-	if err != nil {
-		return nil, nil, fmt.Errorf("host old: %w", err)
-	}
-	// The tunnel's endpoints: each host's source address towards the
-	// other, as the admin reached them.
-	find := func(from *remote.Client, fromName, toName, to, flag string) (netip.Addr, error) {
-		r, err := from.RouteGet(ctx, to)
-		if err != nil {
-			return netip.Addr{}, fmt.Errorf("host %s: route to %s (%s): %w; give the endpoint with %s", fromName, toName, to, err, flag)
-		}
-		a, err := netip.ParseAddr(r.Src)
-		if err != nil {
-			return netip.Addr{}, fmt.Errorf("host %s: no source address towards %s (%s); give the endpoint with %s", fromName, toName, to, flag)
-		}
-		if a.IsLoopback() {
-			// The admin reached the hosts through a forwarded port and
-			// sshd did not tell their own addresses.
-			return netip.Addr{}, fmt.Errorf("host %s: its address towards %s (%s) is a loopback address; give the endpoint with %s", fromName, toName, to, flag)
-		}
-		return a, nil
-	}
-	// A host that does not hold the address the admin reached it at is
-	// behind a 1:1 NAT (a cloud VM): its peer sends to that public
-	// address, which is its endpoint; plan finds the private address its
-	// tunnel binds. Not through a jump host or a forwarded port: the
-	// address reached is then not the host's own.
-	nf, err := nw.Facts(ctx, state.FactsRequest{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("host new: %w", err)
-	}
-	natted := func(cl *remote.Client, f state.Facts) (netip.Addr, bool) {
-		a, err := netip.ParseAddr(cl.RemoteIP)
-		if err != nil || a.IsLoopback() || len(cl.Target.Jumps) > 0 || f.HasAddr(a.String()) {
-			return netip.Addr{}, false
-		}
-		return a, true
-	}
-	var summary []string
-	oldPublic, oldNAT := natted(old, of)
-	newPublic, newNAT := natted(nw, nf)
-	if !oe.IsValid() && oldNAT {
-		oe = oldPublic
-	}
-	if !ne.IsValid() && newNAT {
-		ne = newPublic
-	}
-	// Towards the other's given endpoint when there is one: that is the
-	// path the tunnel takes.
-	toNew, toOld := nw.RemoteIP, old.RemoteIP
-	if ne.IsValid() {
-		toNew = ne.String()
-	}
-	if oe.IsValid() {
-		toOld = oe.String()
-	}
-	// What OLD's sshd sees of migrate's connection: the address it holds.
-	sshIP, _ := netip.ParseAddr(old.RemoteIP)
-	for _, h := range []struct {
-		name, upper, peer string
-		nat               bool
-		cl                *remote.Client
-		public            netip.Addr
-		to                string
-	}{{plan.Old, "OLD", "NEW", oldNAT, old, oldPublic, toNew}, {plan.New, "NEW", "OLD", newNAT, nw, newPublic, toOld}} {
-		if !h.nat {
-			continue
-		}
-		held, err := find(h.cl, h.name, map[string]string{plan.Old: plan.New, plan.New: plan.Old}[h.name], h.to, "--"+h.name+"-endpoint")
-		if err != nil {
-			return nil, nil, err
-		}
-		if tunnelType == "gre" || tunnelType == "ip6gre" {
-			return nil, nil, fmt.Errorf("%s is behind NAT (it holds %s, and was reached at %s): %s tunnels carry no port and most NATs do not pass them; use --tunnel vxlan (the default) or wireguard", h.upper, held, h.public, tunnelType)
-		}
-		if h.name == plan.Old {
-			sshIP = held
-		}
-		summary = append(summary, fmt.Sprintf("%s is behind NAT: it holds %s and was reached at %s. The tunnel endpoint is %s (what %s sends to); plan finds the address its tunnel binds. Open UDP port %d to it.", h.upper, held, h.public, h.public, h.peer, map[bool]int{true: config.DefaultWGPort, false: config.DefaultVXLANPort}[tunnelType == "wireguard"]))
-	}
-	if !oe.IsValid() {
-		if oe, err = find(old, plan.Old, plan.New, toNew, "--old-endpoint"); err != nil {
-			return nil, nil, err
-		}
-	}
-	if !ne.IsValid() {
-		if ne, err = find(nw, plan.New, plan.Old, toOld, "--new-endpoint"); err != nil {
-			return nil, nil, err
-		}
-	}
-	if oe == ne {
-		// Both hosts behind NATs that look alike (a VM's user network):
-		// the address each one has is not the one the other reaches.
-		return nil, nil, fmt.Errorf("both tunnel endpoints came out as %s; give them with --old-endpoint and --new-endpoint", oe)
-	}
-	if oe.Is4() != ne.Is4() {
-		return nil, nil, fmt.Errorf("the tunnel endpoints %s (old) and %s (new) are of different IP families; give both with --old-endpoint and --new-endpoint", oe, ne)
-	}
-	cfg.Tunnel = &config.Tunnel{
-		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
-		OldInner: config.DefaultOldInner, NewInner: config.DefaultNewInner, Mark: config.DefaultMark, Table: config.DefaultTable,
-	}
-	if tunnelType == "vxlan" {
-		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort
-	}
-
-	// One service per process, protocol and address.
-	found := ops.GroupListeners(of.Listeners, ops.PublicAddrs(of), sshIP, uint16(old.RemotePort))
-	cfg.Services = found.Services
-	opts := config.RenderOptions{
-		Header: "migrate plan written by `migrate init` from what OLD listens on now.\n" +
-			"Every service starts at stage \"old\": nothing moves until you change a stage.\n" +
-			"Tunnel types: vxlan (UDP, works where IP protocol 47 is filtered) or gre (less overhead).",
-		ServiceComments: found.ServiceComments,
-		CommentedOut:    found.CommentedOut,
-	}
-	if oldNAT {
-		opts.Header += "\nOLD is behind NAT: service addresses are the ones OLD holds, which its kernel sees;\nclients keep using its public address " + oldPublic.String() + "."
-	}
-	summary = append(summary, found.Summary...)
-	// CommentedOut services are written but not part of the plan: take
-	// them out of the config so overlaps are not checked against them.
-	text := config.RenderWith(cfg, opts)
-	return text, summary, nil
 }
 
 var initPosRE = regexp.MustCompile(`--old/--new:\d+:\d+: `)
