@@ -330,14 +330,42 @@ func Rollback[H Host](ctx context.Context, dial Dialer[H], v RollbackView, o Rol
 	return nil
 }
 
-// ForceUnlock removes the host lock id on every host it can reach;
-// report gets one line per host.
-func ForceUnlock[H Host](ctx context.Context, s *Session[H], id string, report Reporter) {
-	for _, name := range s.Names() {
-		if err := s.Clients[name].ForceUnlock(ctx, id); err != nil {
+// ForceUnlock removes lock id, left by a migrate that is gone: the local
+// lock file of statePath when it holds id, then the host lock on both
+// hosts (the journal's targets, else the plan file's). report gets a
+// line for what was removed, and one per host.
+func ForceUnlock[H Host](ctx context.Context, dial Dialer[H], statePath, planFile, id string, timeout time.Duration, report Reporter) error {
+	sp := statePath
+	held, err := RemoveLocalLock(sp, id)
+	if err != nil {
+		return err
+	}
+	removed := held != nil
+	if removed {
+		report.Info("Removed the local lock %s (held by %s for %s since %s).", sp+".lock", held.Holder, held.Operation, held.Started.Format(time.RFC3339))
+	}
+	j, err := state.LoadJournal(sp)
+	if err != nil {
+		j = nil
+	}
+	targets, _ := RecordedTargets(j, planFile, timeout)
+	if len(targets) < 2 {
+		if removed {
+			return nil
+		}
+		return fmt.Errorf("no local lock %s, and no way to reach the hosts (give -f PLANFILE)", id)
+	}
+	sess := NewSession(targets, dial)
+	if err := sess.Connect(ctx); err != nil {
+		return err
+	}
+	defer sess.Close()
+	for _, name := range sess.Names() {
+		if err := sess.Clients[name].ForceUnlock(ctx, id); err != nil {
 			report.Info("host %s: %v", name, err)
 			continue
 		}
 		report.Info("host %s: lock %s removed.", name, id)
 	}
+	return nil
 }

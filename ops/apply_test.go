@@ -163,3 +163,46 @@ func TestPrepareSelfLockout(t *testing.T) {
 		}
 	}
 }
+
+// force-unlock removes the local lock only when it holds that ID, and
+// the host locks on both hosts the state file (else the plan file) names.
+func TestForceUnlock(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sp := filepath.Join(dir, "migration.state.json")
+	f := newFakeHosts()
+	r := &recorder{}
+	if err := ForceUnlock(ctx, f.dial, sp, filepath.Join(dir, "none.hcl"), "x", time.Second, r); err == nil || !strings.Contains(err.Error(), "no way to reach the hosts") {
+		t.Fatalf("nothing to unlock: %v", err)
+	}
+	l, err := AcquireLocalLock(sp, "apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ForceUnlock(ctx, f.dial, sp, "", "other-id", time.Second, r); err == nil || !strings.Contains(err.Error(), "not other-id; nothing was changed") {
+		t.Fatalf("wrong ID: %v", err)
+	}
+	if _, err := os.Stat(sp + ".lock"); err != nil {
+		t.Fatal("a lock with another ID was removed")
+	}
+	j := state.NewJournal()
+	j.Targets = map[string]state.Target{plan.Old: {User: "root", Address: "198.51.100.10", Port: 22, KnownHosts: "/dev/null"}, plan.New: {User: "root", Address: "203.0.113.20", Port: 22, KnownHosts: "/dev/null"}}
+	if err := j.Save(sp); err != nil {
+		t.Fatal(err)
+	}
+	if err := ForceUnlock(ctx, f.dial, sp, "", l.Info.ID, time.Second, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sp + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("local lock still there: %v", err)
+	}
+	log := strings.Join(f.events, "\n")
+	for _, want := range []string{"old force-unlock " + l.Info.ID, "new force-unlock " + l.Info.ID} {
+		if !strings.Contains(log, want) {
+			t.Errorf("host calls lack %q:\n%s", want, log)
+		}
+	}
+	if !strings.HasPrefix(r.lines[0], "info: Removed the local lock") || len(r.lines) != 3 {
+		t.Errorf("force-unlock said:\n%s", strings.Join(r.lines, "\n"))
+	}
+}

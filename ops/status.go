@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -107,4 +108,51 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		}
 	}
 	return status.Build(in), nil
+}
+
+// WatchStatus takes readings (ReadStatus) and hands each to show, n
+// counting from 0: one, or with watch one every interval until ctx ends
+// (^C ends a watch without an error). A single reading with a host that
+// could not be read is shown, then returned as an error: the report is
+// partial.
+func WatchStatus[C StatusConn](ctx context.Context, sess *Session[C], cfg *config.Config, watch bool, interval time.Duration, show func(r status.Report, n int)) error {
+	var prev *status.Report
+	n := 0
+	for {
+		r, err := ReadStatus(ctx, sess, cfg, prev, time.Now)
+		if err != nil {
+			if watch && ctx.Err() != nil {
+				return nil // ^C ends a watch
+			}
+			return err
+		}
+		show(r, n)
+		n++
+		if !watch {
+			if len(r.Unreachable) > 0 {
+				return fmt.Errorf("%s could not be read: the report above is partial", hostList(r.Unreachable))
+			}
+			return nil
+		}
+		prev = &r
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// hostList names the hosts of m ("host old", "hosts old and new").
+func hostList(m map[string]string) string {
+	var names []string
+	for _, n := range []string{plan.Old, plan.New} {
+		if _, ok := m[n]; ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 1 {
+		return "host " + names[0]
+	}
+	return "hosts " + strings.Join(names, " and ")
 }

@@ -308,3 +308,30 @@ func TestSessionConnectAllOrNothing(t *testing.T) {
 		t.Fatalf("both up: %v %v", err, s.Names())
 	}
 }
+
+// WatchStatus: one reading, or a stream until ^C; a single partial
+// reading is shown and then an error naming the host.
+func TestWatchStatus(t *testing.T) {
+	cfg := loadTestConfig(t)
+	f := newFakeHosts()
+	f.down[plan.New] = true
+	s := NewSession(ConfigTargets(cfg.Hosts, time.Second), f.dial)
+	defer s.Close()
+	var shown []int
+	err := WatchStatus(context.Background(), s, cfg, false, time.Millisecond, func(r status.Report, n int) { shown = append(shown, n) })
+	if err == nil || err.Error() != "host new could not be read: the report above is partial" || len(shown) != 1 {
+		t.Fatalf("one partial reading: %v, shown %v", err, shown)
+	}
+	f.down = map[string]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	shown = nil
+	err = WatchStatus(ctx, s, cfg, true, time.Millisecond, func(r status.Report, n int) {
+		shown = append(shown, n)
+		if n == 2 {
+			cancel() // ^C
+		}
+	})
+	if err != nil || len(shown) != 3 || shown[2] != 2 {
+		t.Errorf("watch until ^C: %v, shown %v", err, shown)
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
-	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
 )
 
@@ -309,34 +308,11 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			ctx, cancel := signalContext()
 			defer cancel()
 			id := args[0]
-			var v views.Messages = c.view()
-			sp := statePathFor(file, stateFlag)
-			held, err := ops.RemoveLocalLock(sp, id)
+			dial, err := ops.Dial()
 			if err != nil {
 				return err
 			}
-			removed := held != nil
-			if removed {
-				v.Info("Removed the local lock %s (held by %s for %s since %s).", sp+".lock", held.Holder, held.Operation, held.Started.Format(time.RFC3339))
-			}
-			j, err := state.LoadJournal(sp)
-			if err != nil {
-				j = nil
-			}
-			targets, _ := ops.RecordedTargets(j, file, hostTimeout)
-			if len(targets) < 2 {
-				if removed {
-					return nil
-				}
-				return fmt.Errorf("no local lock %s, and no way to reach the hosts (give -f PLANFILE)", id)
-			}
-			sess, err := connect(ctx, targets)
-			if err != nil {
-				return err
-			}
-			defer sess.Close()
-			ops.ForceUnlock(ctx, sess, id, c.view())
-			return nil
+			return ops.ForceUnlock(ctx, dial, statePathFor(file, stateFlag), file, id, hostTimeout, c.view())
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")

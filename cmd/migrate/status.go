@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/ops"
-	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/status"
 	"github.com/opsmigrate/migrate/views"
 )
@@ -54,49 +52,11 @@ Nothing is changed on either host.`,
 			sess := ops.NewSession(targets, dial)
 			defer sess.Close()
 			var v views.Status = c.view()
-			var prev *status.Report
-			n := 0
-			for {
-				r, err := ops.ReadStatus(ctx, sess, cfg, prev, time.Now)
-				if err != nil {
-					if watch && ctx.Err() != nil {
-						return nil // ^C ends a watch
-					}
-					return err
-				}
-				v.Reading(r, n, watch)
-				n++
-				if !watch {
-					if len(r.Unreachable) > 0 {
-						return fmt.Errorf("%s could not be read: the report above is partial", hostList(r.Unreachable))
-					}
-					return nil
-				}
-				prev = &r
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
-			}
+			return ops.WatchStatus(ctx, sess, cfg, watch, interval, func(r status.Report, n int) { v.Reading(r, n, watch) })
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until interrupted (^C)")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between readings with --watch")
 	return cmd
-}
-
-// hostList names the hosts of m ("host old", "hosts old and new").
-func hostList(m map[string]string) string {
-	var names []string
-	for _, n := range []string{plan.Old, plan.New} {
-		if _, ok := m[n]; ok {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 1 {
-		return "host " + names[0]
-	}
-	return "hosts " + strings.Join(names, " and ")
 }
