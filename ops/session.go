@@ -33,6 +33,20 @@ func Dial() (Dialer[*remote.Client], error) {
 	return func(ctx context.Context, t remote.Target) (*remote.Client, error) { return remote.Connect(ctx, t, bin) }, nil
 }
 
+// Connect reaches both targets over SSH with the real dialer (all or
+// nothing).
+func Connect(ctx context.Context, targets map[string]remote.Target) (*Session[*remote.Client], error) {
+	dial, err := Dial()
+	if err != nil {
+		return nil, err
+	}
+	s := NewSession(targets, dial)
+	if err := s.Connect(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Session is one command's connections: at most one per host (old,
 // new). Not safe for concurrent use.
 type Session[C Conn] struct {

@@ -92,22 +92,6 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// session is one command's connections: one SSH connection per host.
-type session = ops.Session[*remote.Client]
-
-// connect reaches both hosts in parallel (all or nothing).
-func connect(ctx context.Context, targets map[string]remote.Target) (*session, error) {
-	dial, err := ops.Dial()
-	if err != nil {
-		return nil, err
-	}
-	s := ops.NewSession(targets, dial)
-	if err := s.Connect(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // loadConfig reads the plan file and prints its warnings (stderr: they
 // must not break a --json stream or a redrawn status).
 func (c *cli) loadConfig(file string) (*config.Config, error) {

@@ -63,7 +63,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 				return err
 			}
 			cfg := &config.Config{Hosts: hosts}
-			sess, err := connect(ctx, ops.ConfigTargets(hosts, hostTimeout))
+			sess, err := ops.Connect(ctx, ops.ConfigTargets(hosts, hostTimeout))
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -41,27 +39,8 @@ func (c *cli) fmtCmd() *cobra.Command {
 				args = []string{"migration.hcl"}
 			}
 			unformatted := 0
-			for _, f := range args {
-				src, err := os.ReadFile(f)
-				if err != nil {
-					return err
-				}
-				out, err := config.Format(src, f)
-				if err != nil {
-					return err
-				}
-				if bytes.Equal(src, out) {
-					continue
-				}
-				unformatted++
-				if check {
-					fmt.Fprintln(c.out, f)
-					continue
-				}
-				if err := os.WriteFile(f, out, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintln(c.out, f)
+			if err := config.FormatFiles(args, check, func(f string) { unformatted++; fmt.Fprintln(c.out, f) }); err != nil {
+				return err
 			}
 			if check && unformatted > 0 {
 				return exitError{code: 3}
