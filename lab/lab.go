@@ -36,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/opsmigrate/migrate/remote"
 )
 
 // Roles of the lab namespaces.
@@ -70,8 +72,11 @@ type Options struct {
 	//   - two non-root users on every lab sshd (old, new, bastion), known
 	//     only inside the sshd's own mount namespace, where a lab copy of
 	//     /etc/passwd, /etc/group, /etc/shadow and /etc/sudoers is
-	//     bind-mounted (nothing on the machine changes): SudoUser has
-	//     passwordless sudo, PasswdUser's sudo asks for a password.
+	//     bind-mounted (nothing on the machine changes): SudoUser may
+	//     run migrate's agents installed in OldStateDir and NewStateDir
+	//     as root without a password, and nothing else (exactly
+	//     remote.SudoersRule, as README gives it); PasswdUser's sudo asks
+	//     for a password.
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
 	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
@@ -433,6 +438,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	if err := os.WriteFile(authKeys, []byte(adminPub+" lab-admin\n"), 0o600); err != nil {
 		return err
 	}
+	l.OldStateDir = filepath.Join(l.Dir, "old-state")
+	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	var etc map[string]string // lab copies of /etc files, bind-mounted for sshd
 	if l.openSSH {
 		// sshd reads authorized_keys as the user logging in: the non-root
@@ -448,8 +455,6 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			return err
 		}
 	}
-	l.OldStateDir = filepath.Join(l.Dir, "old-state")
-	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	// sshd's privilege-separation directory; a system directory sshd always
 	// expects, left in place (other sshd may rely on it).
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -481,7 +486,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	}
 	var kh strings.Builder
 	for _, h := range hosts {
-		if err := os.MkdirAll(h.state, 0o755); err != nil {
+		// root's, 0700: the agent refuses any other state directory.
+		if err := os.MkdirAll(h.state, 0o700); err != nil {
 			return err
 		}
 		hostKey := filepath.Join(l.Dir, h.role+"_host_ed25519")
@@ -1017,7 +1023,9 @@ func (l *Lab) labUsers() (map[string]string, error) {
 		`Defaults env_keep += "MIGRATE_STATE_DIR"`,
 		"Defaults !lecture",
 		"root ALL=(ALL:ALL) ALL",
-		l.SudoUser + " ALL=(root) NOPASSWD: ALL",
+		// Exactly the rule README gives: migrate's agents, nothing else.
+		remote.SudoersRule(l.SudoUser, l.OldStateDir),
+		remote.SudoersRule(l.SudoUser, l.NewStateDir),
 		l.PasswdUser + " ALL=(root) ALL",
 		"",
 	}, "\n")

@@ -8,10 +8,12 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/signal"
 	"os/user"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
@@ -205,6 +207,9 @@ func faultHook(s *session) func(n int, st state.Step) error {
 	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") {
 		return nil // confirmFault
 	}
+	if kind == "pause-agent-start" {
+		return nil // pauseAgentStart
+	}
 	if !ok || err != nil {
 		fmt.Fprintf(os.Stderr, "ignoring malformed %s=%q\n", FaultEnv, spec)
 		return nil
@@ -232,6 +237,27 @@ func faultHook(s *session) func(n int, st state.Step) error {
 			select {}
 		}
 		return nil
+	}
+}
+
+// pauseAgentStart is a test-only fault (MIGRATE_TEST_FAULT=
+// pause-agent-start-at:HOST): once the agent on HOST was checked (or
+// installed) and before it is started, the CLI prints
+// "MIGRATE_TEST_FAULT: paused before starting the agent on HOST" to stderr
+// and waits for SIGUSR1, so that a test can swap the binary in between.
+func pauseAgentStart() {
+	kind, host, ok := strings.Cut(os.Getenv(FaultEnv), "-at:")
+	if !ok || kind != "pause-agent-start" {
+		return
+	}
+	resume := make(chan os.Signal, 1)
+	signal.Notify(resume, syscall.SIGUSR1)
+	remote.BeforeAgentStart = func(name string) {
+		if name != host {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%s: paused before starting the agent on %s\n", FaultEnv, name)
+		<-resume
 	}
 }
 
