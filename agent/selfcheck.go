@@ -74,7 +74,7 @@ func VerifySelf(want string) error {
 	}
 	if got != want {
 		exe, _ := os.Readlink("/proc/self/exe")
-		return fmt.Errorf("agent binary %s has sha256 %s, not %s as migrate installed it: the file was changed after it was installed; refusing to run. Remove it (as root) and run migrate again, which installs it anew", exe, got, want)
+		return fmt.Errorf("agent binary %s has sha256 %s, not %s as migrate installed it: it is not the file migrate checked (changed or replaced since); refusing to run. As root, remove it: the next migrate installs it again (where sudo allows only installed agents, an administrator runs agent-install, see README)", exe, got, want)
 	}
 	return nil
 }

@@ -346,7 +346,7 @@ func (c *Client) install(bin *Binary, hash string) error {
 	if err := s.Run(script); err != nil {
 		msg := strings.TrimSpace(errb.String())
 		if t.Sudo && strings.Contains(strings.ToLower(msg), "a password is required") {
-			return fmt.Errorf("host %s: migrate's agent %s (sha256 %s) is not installed on the host, and user %s may not install it: sudo allows it only migrate's installed agents (%s). As root on the host, install it: write it with `migrate agent-binary linux/%s -o FILE` (a release build; a dev build is the linux migrate itself), copy FILE to the host and run `FILE agent-install --sha256 %s` there as root",
+			return fmt.Errorf("host %s: migrate's agent %s (sha256 %s) is not installed on the host, and user %s may not install it: its sudo rule allows only migrate's installed agents (sudo said: %s). As root on the host, install it: write it with `migrate agent-binary linux/%s -o FILE` (a release build; a dev build is the linux migrate itself), copy FILE to the host and run `FILE agent-install --sha256 %s` there as root",
 				t.Name, bin, hash, t.User, msg, bin.Arch, hash)
 		}
 		return fmt.Errorf("host %s: install agent: %w: %s", t.Name, err, msg)

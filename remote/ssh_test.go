@@ -92,3 +92,16 @@ func dummyPub(t *testing.T) ssh.PublicKey {
 	}
 	return k
 }
+
+// README gives the sudoers rule the sudo e2e test uses (SudoersRule, for
+// the default state directory), word for word.
+func TestREADMEQuotesSudoersRule(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := SudoersRule("deploy", DefaultStateDir)
+	if !strings.Contains(string(b), "\n  "+rule+"\n") {
+		t.Errorf("README does not quote the sudoers rule %q", rule)
+	}
+}
