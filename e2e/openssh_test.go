@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -376,6 +377,41 @@ host "new" {
 		r = migrateEnv(t, ctx, s, nil, 1, "plan", "-f", s.PlanFile)
 		if !strings.Contains(r.Stderr, fmt.Sprintf("host old: user %s is not root and the host block does not set sudo = true", l.PasswdUser)) {
 			t.Errorf("without sudo:\n%s", r.Stderr)
+		}
+	})
+
+	t.Run("broad sudo installs the agent", func(t *testing.T) {
+		// With NOPASSWD: ALL, migrate installs the agent itself: the
+		// upload, run through sudo as agent-install, copies itself
+		// into the root-owned agent directory; no root shell.
+		bin := filepath.Join(l.OldStateDir, "bin")
+		if err := os.RemoveAll(bin); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, s.PlanFile, sudoOldPlan(s, l.SudoAllUser, l.OldIP.String())+body)
+		r := migrateEnv(t, ctx, s, nil, 0, "plan", "-f", s.PlanFile)
+		if !strings.Contains(r.Stdout, "Plan: ") {
+			t.Errorf("plan:\n%s", r.Stdout)
+		}
+		self, err := os.ReadFile(s.MigrateBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(bin, "migrate-"+sha256Hex(self))
+		for _, f := range []string{bin, p} {
+			fi, err := os.Lstat(f)
+			if err != nil {
+				t.Fatalf("not installed: %v", err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: uid %d mode %v, want root's 0700", f, st.Uid, fi.Mode())
+			}
+		}
+		if got, _ := os.ReadFile(p); !bytes.Equal(got, self) {
+			t.Errorf("%s is not the CLI's binary", p)
+		}
+		if b, _ := os.ReadFile(l.SSHDLog[lab.RoleOld]); !strings.Contains(string(b), "Accepted publickey for "+l.SudoAllUser+" ") {
+			t.Errorf("sshd on old did not see %s log in", l.SudoAllUser)
 		}
 	})
 

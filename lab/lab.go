@@ -76,7 +76,7 @@ type Options struct {
 	//     run migrate's agents installed in OldStateDir and NewStateDir
 	//     as root without a password, and nothing else (exactly
 	//     remote.SudoersRule, as README gives it); PasswdUser's sudo asks
-	//     for a password.
+	//     for a password; SudoAllUser's is NOPASSWD: ALL.
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
 	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
@@ -116,6 +116,9 @@ type Lab struct {
 	// With Options.OpenSSH: the bastion's address and the two users.
 	BastionIP            netip.Addr
 	SudoUser, PasswdUser string
+	// SudoAllUser may run anything as root without a password
+	// (NOPASSWD: ALL): migrate installs its agent itself through it.
+	SudoAllUser string
 
 	// With Options.NAT: the private address a NATed host holds (the zero
 	// Addr for a host that holds its public address). Held returns the
@@ -286,7 +289,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	}
 	if opts.OpenSSH {
 		l.BastionIP = netip.MustParseAddr("192.0.2.140")
-		l.SudoUser, l.PasswdUser = "migsudo", "migpasswd"
+		l.SudoUser, l.PasswdUser, l.SudoAllUser = "migsudo", "migpasswd", "migall"
 	}
 	for _, r := range l.roles() {
 		l.NS[r] = l.Name + "-" + r
@@ -1000,7 +1003,7 @@ func (l *Lab) labUsers() (map[string]string, error) {
 	}
 	p, g, sh := strings.Join(pl, "\n"), withNL(group), withNL(shadow)
 	id := 61000
-	for _, u := range []string{l.SudoUser, l.PasswdUser} {
+	for _, u := range []string{l.SudoUser, l.PasswdUser, l.SudoAllUser} {
 		for used[strconv.Itoa(id)] {
 			id++
 		}
@@ -1027,6 +1030,7 @@ func (l *Lab) labUsers() (map[string]string, error) {
 		remote.SudoersRule(l.SudoUser, l.OldStateDir),
 		remote.SudoersRule(l.SudoUser, l.NewStateDir),
 		l.PasswdUser + " ALL=(root) ALL",
+		l.SudoAllUser + " ALL=(root) NOPASSWD: ALL",
 		"",
 	}, "\n")
 	out := map[string]string{}
