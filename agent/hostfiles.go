@@ -27,6 +27,10 @@ import (
 //	run-RUN.json   the run's decision: armed, prepared, confirmed,
 //	               reverting, reverted (runstate.go)
 //	watchdog-RUN.log what a revert timer did
+//
+// Dir is checked before any of them is touched (CheckStateDir: root's,
+// 0700, no symbolic link on the way), and none is ever followed through
+// a symbolic link (statedir.go).
 type HostFiles struct {
 	Dir  string
 	lock *os.File
