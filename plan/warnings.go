@@ -25,8 +25,23 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		dev = fmt.Sprintf("%q", c.Tunnel.Name)
 	}
 	for _, host := range []string{Old, New} {
+		regular := map[string]bool{} // "family table chain" of regular chains
+		for _, ch := range facts[host].Chains {
+			if ch.Hook == "" {
+				regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
+			}
+		}
 		for _, ch := range facts[host].Chains {
 			switch {
+			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
+				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
+				// Docker's iptables: it keeps DOCKER-USER, first in
+				// FORWARD, for the operator's rules.
+				cmd := "iptables"
+				if ch.Family == "ip6" {
+					cmd = "ip6tables"
+				}
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker and firewalld do this). Add rules there, e.g. `iifname %s accept` and `oifname %s accept`, or for Docker in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dev, dev))
 			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting":
