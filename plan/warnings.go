@@ -31,8 +31,14 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
 			}
 		}
+		ufw := c.Tunnel != nil && ufwActive(facts[host])
+		if ufw {
+			out = append(out, ufwWarning(c, facts, host))
+		}
 		for _, ch := range facts[host].Chains {
 			switch {
+			case ufw && ch.Family == "ip" && ch.Table == "filter":
+				// Said above, with ufw's own commands.
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
 				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
 				// Docker's iptables: it keeps DOCKER-USER, first in
