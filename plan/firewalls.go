@@ -88,3 +88,67 @@ func ufwWarning(c *config.Config, facts map[string]state.Facts, host string) str
 	cmds := ufwCommands(c, facts, host)
 	return fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): %s. Allow migrate's traffic (before migrate apply): `%s`", host, strings.Join(drops, "; "), strings.Join(cmds, "` and `"))
 }
+
+// firewalldActive says whether firewalld's nftables rules are loaded on
+// the host (table inet firewalld, as firewalld 1.x writes it).
+func firewalldActive(f state.Facts) bool {
+	for _, ch := range f.Chains {
+		if ch.Family == "inet" && ch.Table == "firewalld" && ch.Chain == "filter_INPUT" && ch.Hook == "input" {
+			return true
+		}
+	}
+	return false
+}
+
+// firewalldCommands are the firewall-cmd commands that let migrate's
+// traffic through firewalld's default zone: a rich rule for the tunnel's
+// outer packets from the peer, and the tunnel device in zone trusted
+// (what arrives through it: on NEW the services' flows, on OLD the
+// answers and NEW's own outbound flows), and on OLD a policy that lets
+// any zone forward into zone trusted (the flows OLD sends into the
+// tunnel: firewalld rejects forwarding between zones unless a policy
+// allows it; migrate's identity DNAT does not count as `ct status dnat`,
+// since the kernel sets that bit only when an address changes).
+func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string) []string {
+	t := c.Tunnel
+	from, to := underlayFrom(c, facts, host)
+	family := "ipv4"
+	if from.Is6() {
+		family = "ipv6"
+	}
+	var rule string
+	switch t.Type {
+	case "vxlan":
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" port port="%d" protocol="udp" accept`, family, from, to, t.Port)
+	case "wireguard":
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" port port="%d" protocol="udp" accept`, family, from, t.ListenPort)
+	default:
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" protocol value="gre" accept`, family, from, to)
+	}
+	out := []string{
+		"firewall-cmd --permanent --add-rich-rule='" + rule + "'",
+		"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name,
+	}
+	if host == Old {
+		out = append(out,
+			"firewall-cmd --permanent --new-policy=migrate-tunnel",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
+			"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT")
+	}
+	return append(out, "firewall-cmd --reload")
+}
+
+// firewalldWarning is plan's warning for a host where firewalld is
+// active. Its base chains accept by policy but end in a reject rule.
+func firewalldWarning(c *config.Config, facts map[string]state.Facts, host string) string {
+	what := "the tunnel's packets from the peer"
+	if host == New {
+		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
+	}
+	drops := fmt.Sprintf("chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited` for what no zone allows: %s", what)
+	if host == Old {
+		drops += fmt.Sprintf("; chain filter_FORWARD (hook forward) does the same to the flows OLD forwards to and from %s", c.Tunnel.Name)
+	}
+	return fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): %s. Allow migrate's traffic (before migrate apply): `%s`", host, drops, strings.Join(firewalldCommands(c, facts, host), "` and `"))
+}

@@ -35,6 +35,9 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		if ufw {
 			out = append(out, ufwWarning(c, facts, host))
 		}
+		if c.Tunnel != nil && firewalldActive(facts[host]) {
+			out = append(out, firewalldWarning(c, facts, host))
+		}
 		for _, ch := range facts[host].Chains {
 			switch {
 			case ufw && ch.Family == "ip" && ch.Table == "filter":
