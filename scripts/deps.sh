@@ -6,7 +6,7 @@
 # handler: the test calls qemu-aarch64-static explicitly.
 set -euo pipefail
 need=()
-for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps qemu-aarch64-static:qemu-user-static sudo:sudo ethtool:ethtool dnsmasq:dnsmasq-base; do
+for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps qemu-aarch64-static:qemu-user-static sudo:sudo ethtool:ethtool dnsmasq:dnsmasq-base iptables-nft-restore:iptables; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
