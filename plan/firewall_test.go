@@ -140,3 +140,25 @@ func TestHostFirewallCommands(t *testing.T) {
 		})
 	}
 }
+
+// NEW behind 1:1 NAT: its ufw lets in the tunnel's packets to the private
+// address its tunnel binds, from OLD's endpoint; OLD's from NEW's public
+// endpoint (its NAT gives NEW's packets that source).
+func TestHostFirewallCommandsBehindNAT(t *testing.T) {
+	c := mustParse(t, src)
+	f := natFacts("198.51.100.10", "198.18.0.20")
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Chains = []state.BaseChain{{Family: "ip", Table: "filter", Chain: "ufw-user-input"}}
+		f[h] = hf
+	}
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"`ufw allow proto udp from 198.51.100.10 to 198.18.0.20 port 4789`",
+		"`ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 4789`",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %s:\n%s", want, w)
+		}
+	}
+}
