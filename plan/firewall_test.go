@@ -92,10 +92,14 @@ func TestHostFirewallCommands(t *testing.T) {
 		{Family: "ip", Table: "filter", Chain: "INPUT", Hook: "input", Policy: "drop", Type: "filter"},
 		{Family: "ip", Table: "filter", Chain: "ufw-user-forward"},
 		{Family: "ip", Table: "filter", Chain: "ufw-user-input"},
+		{Family: "ip6", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+		{Family: "ip6", Table: "filter", Chain: "ufw6-user-input"},
 	}
 	firewalld := []state.BaseChain{
 		{Family: "inet", Table: "firewalld", Chain: "filter_FORWARD", Hook: "forward", Priority: 10, Policy: "accept", Type: "filter"},
 		{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Hook: "input", Priority: 10, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "filter_PREROUTING", Hook: "prerouting", Priority: 10, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "mangle_PREROUTING", Hook: "prerouting", Priority: -140, Policy: "accept", Type: "filter"},
 		{Family: "inet", Table: "firewalld", Chain: "nat_PREROUTING", Hook: "prerouting", Priority: -90, Policy: "accept", Type: "nat"},
 	}
 	for _, tc := range []struct {
@@ -107,7 +111,7 @@ func TestHostFirewallCommands(t *testing.T) {
 		{"ufw vxlan", `type = "vxlan"`, ufw, []string{
 			"WARNING host old: ufw is active (table ip filter): chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer; chain FORWARD (hook forward) has policy drop: it drops the flows OLD forwards to and from mig0. Allow migrate's traffic (before migrate apply): `ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 4789` and `ufw route allow in on mig0` and `ufw route allow out on mig0`",
 			"WARNING host new: ufw is active (table ip filter): chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer; what arrives through mig0 for the services passes only if ufw allows their ports. Allow migrate's traffic (before migrate apply): `ufw allow proto udp from 198.51.100.10 to 203.0.113.20 port 4789` and `ufw allow in on mig0`",
-		}, []string{"DOCKER-USER", "table ip filter, chain FORWARD"}},
+		}, []string{"DOCKER-USER", "table ip filter, chain FORWARD", "table ip6 filter, chain FORWARD"}},
 		{"ufw vxlan port", "type = \"vxlan\"\n  port = 8472", ufw, []string{"`ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 8472`"}, nil},
 		{"ufw gre", `type = "gre"`, ufw, []string{"`ufw allow proto gre from 203.0.113.20 to 198.51.100.10`", "`ufw allow proto gre from 198.51.100.10 to 203.0.113.20`"}, nil},
 		{"ufw wireguard", `type = "wireguard"`, ufw, []string{"`ufw allow proto udp from 203.0.113.20 to any port 51820`"}, nil},
@@ -131,6 +135,9 @@ func TestHostFirewallCommands(t *testing.T) {
 				if !strings.Contains(w, want) {
 					t.Errorf("warnings lack\n%s\ngot:\n%s", want, w)
 				}
+			}
+			if n := strings.Count(w, "IPv6 rpfilter"); tc.chains[0].Table == "firewalld" && n != 2 {
+				t.Errorf("%d rpfilter warnings, want one per host:\n%s", n, w)
 			}
 			for _, not := range tc.not {
 				if strings.Contains(w, not) {

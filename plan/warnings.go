@@ -31,6 +31,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
 			}
 		}
+		rpWarned := false
 		ufw := c.Tunnel != nil && ufwActive(facts[host])
 		if ufw {
 			out = append(out, ufwWarning(c, facts, host))
@@ -40,7 +41,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		}
 		for _, ch := range facts[host].Chains {
 			switch {
-			case ufw && ch.Family == "ip" && ch.Table == "filter":
+			case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
 				// Said above, with ufw's own commands.
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
 				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
@@ -53,7 +54,9 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker and firewalld do this). Add rules there, e.g. `iifname %s accept` and `oifname %s accept`, or for Docker in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dev, dev))
-			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting":
+			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
+				// Once: firewalld 1.x has three prerouting base chains.
+				rpWarned = true
 				out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
 			}
 		}
