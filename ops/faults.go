@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -31,6 +32,9 @@ func faultHook[H FaultHost](s *Session[H]) func(n int, st state.Step) error {
 	at, err := strconv.Atoi(nstr)
 	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") {
 		return nil // confirmFault
+	}
+	if kind == "pause-agent-start" {
+		return nil // PauseAgentStart
 	}
 	if !ok || err != nil {
 		fmt.Fprintf(os.Stderr, "ignoring malformed %s=%q\n", FaultEnv, spec)
@@ -59,6 +63,27 @@ func faultHook[H FaultHost](s *Session[H]) func(n int, st state.Step) error {
 			select {}
 		}
 		return nil
+	}
+}
+
+// PauseAgentStart is a test-only fault (MIGRATE_TEST_FAULT=
+// pause-agent-start-at:HOST): once the agent on HOST was checked (or
+// installed) and before it is started, the CLI prints
+// "MIGRATE_TEST_FAULT: paused before starting the agent on HOST" to stderr
+// and waits for SIGUSR1, so that a test can swap the binary in between.
+func PauseAgentStart() {
+	kind, host, ok := strings.Cut(os.Getenv(FaultEnv), "-at:")
+	if !ok || kind != "pause-agent-start" {
+		return
+	}
+	resume := make(chan os.Signal, 1)
+	signal.Notify(resume, syscall.SIGUSR1)
+	remote.BeforeAgentStart = func(name string) {
+		if name != host {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%s: paused before starting the agent on %s\n", FaultEnv, name)
+		<-resume
 	}
 }
 

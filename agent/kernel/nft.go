@@ -50,7 +50,7 @@ func (h *Host) nftStatePath(name string) string {
 }
 
 func (h *Host) loadSavedNft(name string) (*state.NftTable, error) {
-	b, err := os.ReadFile(h.nftStatePath(name))
+	b, err := readNoFollow(h.nftStatePath(name))
 	if err != nil {
 		return nil, err
 	}
