@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -383,7 +384,10 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 	}
 	c.nextID++
-	req := proto.Request{ID: c.nextID, Method: method}
+	req := proto.Request{ID: c.nextID, Method: method, Timings: timing.CLI != nil}
+	if timing.CLI != nil {
+		defer timing.CLI.Since("agent call "+method+" ("+c.Target.Name+", round trip)", time.Now())
+	}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {
@@ -440,6 +444,7 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 		return fmt.Errorf("agent answered request %d with %d", req.ID, resp.ID)
 	}
+	timing.CLI.Merge("  agent "+c.Target.Name+": ", resp.Timings)
 	if resp.Error != nil {
 		return resp.Error
 	}

@@ -13,8 +13,10 @@ import (
 	"io"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -96,6 +98,7 @@ func retryDump[T any](what string, f func() (T, error)) (T, error) {
 // Stats, their live counters and the conntrack counts of req.Flows.
 func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	var f state.Facts
+	t0 := time.Now()
 	f.Hostname, _ = os.Hostname()
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
@@ -131,19 +134,26 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		return f, err
 	}
 
+	timing.Agent.Since("facts: links, addresses, rules, routes, sysctls", t0)
 	if req.NftTable != "" {
+		t0 := time.Now()
 		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
 		if err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: nft table and counters", t0)
 	}
 	if req.Conntrack {
+		t0 := time.Now()
 		if f.Conntrack, err = h.conntrackFacts(); err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: conntrack fill", t0)
 	}
 	if len(req.Flows) > 0 {
+		t0 := time.Now()
 		flows, err := h.flowCounts(req.Flows, req.Mark, req.Sockets)
+		timing.Agent.Since("facts: flow counts (conntrack, sockets)", t0)
 		if err != nil {
 			return f, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 	"github.com/opsmigrate/migrate/state"
@@ -163,7 +164,9 @@ func connect(ctx context.Context, targets map[string]remote.Target) (*session, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t0 := time.Now()
 			cl, err := remote.Connect(ctx, t, bin)
+			timing.CLI.Since("SSH connect, agent start ("+name+")", t0)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -270,6 +273,7 @@ type prepared struct {
 // loadConfig reads the plan file and prints its warnings (stderr: they
 // must not break a --json stream or a redrawn status).
 func (c *cli) loadConfig(file string) (*config.Config, error) {
+	defer timing.CLI.Since("parse the plan file", time.Now())
 	cfg, err := config.Load(file)
 	if err != nil {
 		return nil, err
@@ -343,7 +347,9 @@ func (c *cli) planCmd() *cobra.Command {
 				return err
 			}
 			defer p.sess.close()
+			t0 := time.Now()
 			pl, err := plan.Make(p.cfg, p.facts, p.journal, time.Now())
+			timing.CLI.Since("plan.Make", t0)
 			if err != nil {
 				return err
 			}
@@ -459,9 +465,11 @@ confirmed, migrate aborts NEW too.`,
 				}
 				pl = saved
 			} else {
+				t0 := time.Now()
 				if pl, err = plan.Make(p.cfg, p.facts, p.journal, time.Now()); err != nil {
 					return err
 				}
+				timing.CLI.Since("plan.Make", t0)
 			}
 			v.Plan(pl)
 			if pl.Empty() {
@@ -502,21 +510,29 @@ confirmed, migrate aborts NEW too.`,
 				}
 				v.Info("Revert timers armed on both hosts: without confirmation they undo this apply %s from now (about %s here; each host measures the time on its own clock).", confirmTimeout, deadline.Local().Format(time.TimeOnly))
 			}
-			if err := ex.Apply(ctx, pl); err != nil {
+			t0 := time.Now()
+			err = ex.Apply(ctx, pl)
+			timing.CLI.Since("apply: steps, checks, state file (all)", t0)
+			if err != nil {
 				// A host that stopped answering: say what each host
 				// still holds and what undoes it.
 				return deadLinkApplyError(err, p.sess, p.journal, ex.Run, deadline, lock.info.ID)
 			}
 			if confirmTimeout > 0 {
 				v.Info("Confirming over fresh SSH connections...")
+				t0 := time.Now()
 				msg, err := confirmRun(ctx, p.targets, ex.Run, confirmTimeout)
+				timing.CLI.Since("confirm over fresh SSH connections", t0)
 				if err != nil {
 					return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
 				}
 				v.Info("%s", msg)
 			}
 			// Every run is now confirmed or undone.
-			for _, n := range pruneJournals(ctx, p.sess, p.journal, p.statePath) {
+			t0 = time.Now()
+			notes := pruneJournals(ctx, p.sess, p.journal, p.statePath)
+			timing.CLI.Since("prune journals", t0)
+			for _, n := range notes {
 				v.Info("Note: %s", n)
 			}
 			add, change, destroy := pl.Counts()
