@@ -39,6 +39,12 @@ type Host struct {
 	// StateDir is where the agent keeps the last applied nft table
 	// (nft-<name>.json).
 	StateDir string
+
+	// verified is the last nft table found to be exactly what migrate
+	// wrote, with the ruleset generation it was read at (nftRead): an
+	// apply right after the facts need not list it again while the
+	// generation is the same (any change to any table bumps it).
+	verified *verifiedNft
 }
 
 // New returns a Host for the network namespace of the calling thread.

@@ -164,3 +164,39 @@ func sortedLines(s string) string {
 }
 
 func sortStrings(l []string) { sort.Strings(l) }
+
+// TestNftUpdateAfterHandEdit: the apply reuses the facts' verification
+// only while nothing changed the ruleset. A hand edit between the facts
+// and the apply makes the apply read the table again, find the drift and
+// replace the table whole, hand edit included.
+func TestNftUpdateAfterHandEdit(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	needNft(t)
+	h := newHost(t)
+	a := state.NftTable{Family: "inet", Name: "migrate", Spec: oldSpec()}
+	apply(t, h, create(state.Object{Nft: &a}))
+	for _, edit := range []string{
+		"add element inet migrate svc4 { 198.51.100.10 . tcp . 9 }",
+		"add rule inet migrate prerouting counter",
+		"add chain inet migrate extra",
+	} {
+		if f := nftFactsOf(t, h, "migrate"); f.NftDrift != "" {
+			t.Fatalf("drift before %q: %s", edit, f.NftDrift)
+		}
+		nftScript(t, edit+"\n")
+		b := a
+		b.Spec.Services = append(append([]state.NftService(nil), a.Spec.Services...), state.NftService{Addr: "198.51.100.12", Proto: "tcp", Port: 80, Percent: 100})
+		apply(t, h, update(state.Object{Nft: &a}, state.Object{Nft: &b}))
+		f := nftFactsOf(t, h, "migrate")
+		if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(state.Object{Nft: &b}) {
+			t.Fatalf("after %q and an update: drift %q", edit, f.NftDrift)
+		}
+		out := run(t, "nft", "list", "table", "inet", "migrate")
+		if strings.Contains(out, "tcp . 9 ") || strings.Contains(out, "tcp . 9,") || strings.Contains(out, "chain extra") {
+			t.Fatalf("hand edit %q left after the update:\n%s", edit, out)
+		}
+		apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &a}))
+	}
+}

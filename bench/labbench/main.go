@@ -129,6 +129,13 @@ func run(ctx context.Context) (err error) {
 		}
 		report.WriteString(t)
 	}
+	if !*flagSkipCP && *flagCPN > 0 {
+		t, err := b.controlPlane(ctx)
+		if err != nil {
+			return err
+		}
+		report.WriteString(t)
+	}
 	fmt.Fprintf(&report, "\nTotal run time %s.\n", time.Since(started).Round(time.Second))
 	fmt.Print(report.String())
 	if *flagOut != "" {
