@@ -90,7 +90,9 @@ func SudoersRule(user, stateDir string) string {
 // executable (SelfBinary), the fallback when the CLI carries no embedded
 // agent for the host's architecture; it may be nil.
 func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
+	t0 := time.Now()
 	sc, err := DialSSH(ctx, t)
+	timing.CLI.Since("  connect "+t.Name+": SSH handshake", t0)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +210,10 @@ func hostOnly(hp string) string {
 
 func (c *Client) start(ctx context.Context, bin *Binary) error {
 	t := c.Target
+	t0 := time.Now()
 	machine, err := run(c.ssh, "uname -m", nil)
+	timing.CLI.Since("  connect "+t.Name+": uname -m", t0)
+	t0 = time.Now()
 	if err != nil {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
@@ -225,6 +230,8 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
 	c.Agent = bin
+	timing.CLI.Since("  connect "+t.Name+": pick and hash the agent binary (CLI)", t0)
+	t0 = time.Now()
 	// The install path holds the hash, so an existing copy is used only
 	// when it is byte-identical: the agent checks its own sha256 against
 	// the one it is given before it does anything (agent/selfcheck.go),
@@ -245,6 +252,8 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		}
 		have = strings.TrimSpace(out) == "have"
 	}
+	timing.CLI.Since("  connect "+t.Name+": check the installed agent (sha256sum on the host)", t0)
+	t0 = time.Now()
 	if !have {
 		if err := c.install(bin, hash); err != nil {
 			return err
@@ -272,6 +281,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: start agent: %w", t.Name, err)
 	}
 	c.sess, c.stdin, c.stdout = s, stdin, stdout
+	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
 	var h proto.Hello
 	if err := c.call(ctx, proto.MethodHello, nil, &h); err != nil {
 		// An agent that refused exits at once: let its stderr arrive.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,15 +30,18 @@ type cpRun struct {
 	wall   time.Duration
 	err    string
 	phases map[string]time.Duration // from the timing: lines
+	calls  map[string]int
 	order  []string
 	memOld int64 // kB, VmHWM of the agents during the command
 	memNew int64
 }
 
+var timingLine = regexp.MustCompile(`^timing: (.*?) +([0-9.]+) s +([0-9]+) call\(s\)`)
+
 // migrateTimed runs the CLI with MIGRATE_TIMINGS=1 and parses its
 // "timing:" lines.
 func (b *bench) migrateTimed(ctx context.Context, label string, args ...string) *cpRun {
-	r := &cpRun{label: label, phases: map[string]time.Duration{}}
+	r := &cpRun{label: label, phases: map[string]time.Duration{}, calls: map[string]int{}}
 	mp := b.pollMem()
 	t0 := time.Now()
 	res, err := b.s.MigrateEnv(ctx, []string{"MIGRATE_TIMINGS=1"}, args...)
@@ -53,32 +57,22 @@ func (b *bench) migrateTimed(ctx context.Context, label string, args ...string) 
 		r.err = fmt.Sprintf("exit %d: %s", res.Code, firstLine(strings.TrimSpace(res.Stderr)))
 	}
 	for _, ln := range strings.Split(res.Stderr, "\n") {
-		rest, ok := strings.CutPrefix(ln, "timing: ")
-		if !ok {
+		// "timing: <name, padded> <seconds> s  <n> call(s)  <share> %"
+		m := timingLine.FindStringSubmatch(ln)
+		if m == nil {
 			continue
 		}
-		// "<name padded> <seconds> s  <n> call(s) ..."
-		i := strings.Index(rest, " s")
-		if i < 0 {
-			continue
-		}
-		head := strings.TrimRight(rest[:i], " ")
-		j := strings.LastIndex(head, " ")
-		if j < 0 {
-			continue
-		}
-		secs, err := strconv.ParseFloat(head[j+1:], 64)
+		secs, err := strconv.ParseFloat(m[2], 64)
 		if err != nil {
 			continue
 		}
-		name := strings.TrimRight(head[:j], " ")
-		if name == "wall" {
-			continue
-		}
+		name := m[1]
 		if _, ok := r.phases[name]; !ok {
 			r.order = append(r.order, name)
 		}
 		r.phases[name] += time.Duration(secs * float64(time.Second))
+		n, _ := strconv.Atoi(m[3])
+		r.calls[name] += n
 	}
 	progress("  %s: %s%s", label, r.wall.Round(time.Millisecond), map[bool]string{true: " (" + r.err + ")", false: ""}[r.err != ""])
 	return r
@@ -237,7 +231,7 @@ func renderCP(n int, _, _ string, rows [][]*cpRun, p1, a1 *cpRun, runs []*cpRun)
 	// Where the time goes: the phases of each command.
 	out.WriteString("\nWhere the time goes (MIGRATE_TIMINGS=1; seconds summed per phase; the two hosts' agents run\n")
 	out.WriteString("at the same time, so their lines overlap; an agent call's round trip contains the agent's\n")
-	out.WriteString("own lines below it):\n\n")
+	out.WriteString("own lines below it; phases under 10 ms in every column are left out; ×N: calls):\n\n")
 	var cols []*cpRun
 	for _, row := range rows {
 		cols = append(cols, row[0], row[1], row[2])
@@ -264,10 +258,21 @@ func renderCP(n int, _, _ string, rows [][]*cpRun, p1, a1 *cpRun, runs []*cpRun)
 	}
 	pt = append(pt, wall)
 	for _, k := range names {
+		var most time.Duration
+		for _, r := range cols {
+			most = max(most, r.phases[k])
+		}
+		if most < 10*time.Millisecond {
+			continue // under 10 ms everywhere: left out
+		}
 		row := []string{strings.ReplaceAll(k, "|", "/")}
 		for _, r := range cols {
 			if d, ok := r.phases[k]; ok {
-				row = append(row, fmt.Sprintf("%.3f (%.0f %%)", d.Seconds(), 100*d.Seconds()/r.wall.Seconds()))
+				c := ""
+				if n := r.calls[k]; n > 1 {
+					c = fmt.Sprintf(" ×%d", n)
+				}
+				row = append(row, fmt.Sprintf("%.3f%s (%.0f %%)", d.Seconds(), c, 100*d.Seconds()/r.wall.Seconds()))
 			} else {
 				row = append(row, "")
 			}

@@ -263,18 +263,39 @@ func pauseAgentStart() {
 
 var _ apply.Host = (*remote.Client)(nil)
 
+// maxUnreadyProbes is how many allow_unready services the post-apply
+// probe tries; the others are counted in one line.
+const maxUnreadyProbes = 10
+
 // probeServices returns apply's last check: for each TCP service whose
 // new flows go to NEW, OLD opens a real connection to it with the
 // tunnel's mark, which takes migrate's policy route through the tunnel to
-// NEW. A service with allow_unready only gets a warning.
+// NEW. A service with allow_unready only gets a warning, and only the
+// first maxUnreadyProbes of them are probed.
 func probeServices(cfg *config.Config, old *remote.Client, v *views.View) func(ctx context.Context) error {
 	if cfg.Tunnel == nil || old == nil {
 		return nil
 	}
 	return func(ctx context.Context) error {
+		unready := 0 // allow_unready services probed so far
+		skipped := 0
+		defer func() {
+			if skipped > 0 {
+				v.Info("probe: %d more service(s) with allow_unready = true not probed (a failure would not stop the apply; the first %d were probed)", skipped, maxUnreadyProbes)
+			}
+		}()
 		for _, s := range cfg.Services {
 			if s.Stage == "old" || s.Protocol != "tcp" || len(s.Ports) == 0 {
 				continue
+			}
+			if s.AllowUnready {
+				// Their probes only inform, one agent call each: with
+				// thousands of them that was most of an apply.
+				if unready == maxUnreadyProbes {
+					skipped++
+					continue
+				}
+				unready++
 			}
 			port := s.Ports[0].From
 			err := old.Probe(ctx, s.Address.String(), port, cfg.Tunnel.Mark)
