@@ -239,6 +239,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	// the login user's shell.
 	path := `"${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-` + hash + `"`
 	argv := path + " agent --sha256 " + hash
+	key := t.User + "@" + t.Address + ":" + strconv.Itoa(t.Port) + " " + path
 	var have bool
 	if t.Sudo {
 		if have, err = checkSudo(c.ssh, t, argv); err != nil {
@@ -246,6 +247,13 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		}
 	} else {
 		check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, hash)
+		if checkedAgents.has(key) {
+			// This process checked (or installed) that very file
+			// moments ago (the confirmation's fresh connection after
+			// an apply): hashing its megabytes again here only costs
+			// time, and the agent checks its own hash as it starts.
+			check = fmt.Sprintf(`p=%s; if [ -x "$p" ]; then echo have; else echo need; fi`, path)
+		}
 		out, err := run(c.ssh, check, nil)
 		if err != nil {
 			return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
@@ -303,6 +311,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", t.Name, h.UID)
 	}
 	c.Hello = h
+	checkedAgents.add(key) // it ran: its own hash check passed
 	return nil
 }
 
@@ -363,6 +372,27 @@ func (c *Client) install(bin *Binary, hash string) error {
 		return fmt.Errorf("host %s: install agent: %w: %s", t.Name, err, msg)
 	}
 	return nil
+}
+
+// checkedAgents are the installed agents (target and path) this process
+// has checked or installed.
+var checkedAgents = &stringSet{m: map[string]bool{}}
+
+type stringSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (s *stringSet) has(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[k]
+}
+
+func (s *stringSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = true
 }
 
 type syncWriter struct {

@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -521,7 +523,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
+		t0 := time.Now()
 		cur, drift, digest, rerr := h.nftCurrent(t.Name)
+		timing.Agent.Since("apply: nft: read what is there", t0)
 		switch {
 		case rerr == nil && drift == "" && cur != nil && digest == ruleDigest(cur.Spec) &&
 			(state.Object{Nft: cur}).Equal(state.Object{Nft: &t}):
@@ -542,6 +546,7 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if err != nil {
 		return err
 	}
+	defer timing.Agent.Since("apply: nft: save the agent's record", time.Now())
 	if err := h.saveNft(t); err != nil {
 		return fmt.Errorf("nft table applied, but recording it failed: %w", err)
 	}

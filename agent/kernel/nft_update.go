@@ -2,8 +2,10 @@ package kernel
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -28,6 +30,7 @@ import (
 // whole. Conntrack entries are not touched: established flows keep their
 // marks and with them their path.
 func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable) error {
+	t0 := time.Now()
 	ro, err := render(cur.Name, cur.Spec)
 	if err != nil {
 		return fmt.Errorf("render the current nft table: %w", err)
@@ -69,6 +72,8 @@ func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable) er
 			}
 		}
 	}
+	timing.Agent.Since("apply: nft: render both, diff", t0)
+	defer timing.Agent.Since("apply: nft: netlink transaction", time.Now())
 	if err := cc.FlushWithGenID(gen.ID); err != nil {
 		return fmt.Errorf("nft transaction: %w", err)
 	}
