@@ -348,8 +348,17 @@ func compareWithNft(t *testing.T, family, name, ref string) {
 			switch {
 			case strings.HasPrefix(l, "\telement"):
 				elems = append(elems, l)
-			case strings.HasPrefix(strings.TrimSpace(l), "[") || strings.HasPrefix(l, family+" T"):
+			case strings.HasPrefix(strings.TrimSpace(l), "["):
 				flush()
+				keep = append(keep, l)
+			case strings.HasPrefix(l, family+" T"):
+				// "inet T chain HANDLE [POSITION]": a table updated in
+				// place numbers its rules on from what it had, a fresh
+				// one from 1.
+				flush()
+				if f := strings.Fields(l); len(f) >= 3 {
+					l = strings.Join(f[:3], " ")
+				}
 				keep = append(keep, l)
 			}
 		}
