@@ -10,6 +10,7 @@ import (
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -143,9 +144,11 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 		pl = o.Saved
 	} else {
 		var err error
+		t0 := time.Now()
 		if pl, err = plan.Make(p.Config, p.Facts, p.Journal, time.Now()); err != nil {
 			return err
 		}
+		timing.CLI.Since("plan.Make", t0)
 	}
 	v.Plan(pl)
 	if pl.Empty() {
@@ -188,21 +191,29 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 		}
 		v.Info("Revert timers armed on both hosts: without confirmation they undo this apply %s from now (about %s here; each host measures the time on its own clock).", o.ConfirmTimeout, deadline.Local().Format(time.TimeOnly))
 	}
-	if err := ex.Apply(ctx, pl); err != nil {
+	t0 := time.Now()
+	err := ex.Apply(ctx, pl)
+	timing.CLI.Since("apply: steps, checks, state file (all)", t0)
+	if err != nil {
 		// A host that stopped answering: say what each host
 		// still holds and what undoes it.
 		return DeadLinkApplyError(err, p.Session, p.Journal, ex.Run, deadline, o.Lock.ID)
 	}
 	if o.ConfirmTimeout > 0 {
 		v.Info("Confirming over fresh SSH connections...")
+		t0 := time.Now()
 		msg, err := ConfirmRun(ctx, p.Session, ex.Run, o.ConfirmTimeout, o.Hooks.Confirm)
+		timing.CLI.Since("confirm over fresh SSH connections", t0)
 		if err != nil {
 			return fmt.Errorf("the change is applied and verified, but not confirmed on both hosts: %w", err)
 		}
 		v.Info("%s", msg)
 	}
 	// Every run is now confirmed or undone.
-	for _, n := range PruneJournals(ctx, p.Session, p.Journal, p.StatePath) {
+	t0 = time.Now()
+	notes := PruneJournals(ctx, p.Session, p.Journal, p.StatePath)
+	timing.CLI.Since("prune journals", t0)
+	for _, n := range notes {
 		v.Note(n)
 	}
 	add, change, destroy := pl.Counts()
@@ -210,18 +221,39 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 	return nil
 }
 
+// maxUnreadyProbes is how many allow_unready services the post-apply
+// probe tries; the others are counted in one line.
+const maxUnreadyProbes = 10
+
 // ProbeServices returns apply's last check: for each TCP service whose
 // new flows go to NEW, OLD opens a real connection to it with the
 // tunnel's mark, which takes migrate's policy route through the tunnel to
-// NEW. A service with allow_unready only gets a warning.
+// NEW. A service with allow_unready only gets a warning, and only the
+// first maxUnreadyProbes of them are probed.
 func ProbeServices(cfg *config.Config, old Host, v Reporter) func(ctx context.Context) error {
 	if cfg.Tunnel == nil {
 		return nil
 	}
 	return func(ctx context.Context) error {
+		unready := 0 // allow_unready services probed so far
+		skipped := 0
+		defer func() {
+			if skipped > 0 {
+				v.Info("probe: %d more service(s) with allow_unready = true not probed (a failure would not stop the apply; the first %d were probed)", skipped, maxUnreadyProbes)
+			}
+		}()
 		for _, s := range cfg.Services {
 			if s.Stage == "old" || s.Protocol != "tcp" || len(s.Ports) == 0 {
 				continue
+			}
+			if s.AllowUnready {
+				// Their probes only inform, one agent call each: with
+				// thousands of them that was most of an apply.
+				if unready == maxUnreadyProbes {
+					skipped++
+					continue
+				}
+				unready++
 			}
 			port := s.Ports[0].From
 			err := old.Probe(ctx, s.Address.String(), port, cfg.Tunnel.Mark)

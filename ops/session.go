@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
 )
@@ -78,7 +79,9 @@ func (s *Session[C]) Connect(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t0 := time.Now()
 			cl, err := s.Dial(ctx, t)
+			timing.CLI.Since("SSH connect, agent start ("+name+")", t0)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

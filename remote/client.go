@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -89,7 +90,9 @@ func SudoersRule(user, stateDir string) string {
 // executable (SelfBinary), the fallback when the CLI carries no embedded
 // agent for the host's architecture; it may be nil.
 func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
+	t0 := time.Now()
 	sc, err := DialSSH(ctx, t)
+	timing.CLI.Since("  connect "+t.Name+": SSH handshake", t0)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +210,10 @@ func hostOnly(hp string) string {
 
 func (c *Client) start(ctx context.Context, bin *Binary) error {
 	t := c.Target
+	t0 := time.Now()
 	machine, err := run(c.ssh, "uname -m", nil)
+	timing.CLI.Since("  connect "+t.Name+": uname -m", t0)
+	t0 = time.Now()
 	if err != nil {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
@@ -224,6 +230,8 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
 	c.Agent = bin
+	timing.CLI.Since("  connect "+t.Name+": pick and hash the agent binary (CLI)", t0)
+	t0 = time.Now()
 	// The install path holds the hash, so an existing copy is used only
 	// when it is byte-identical: the agent checks its own sha256 against
 	// the one it is given before it does anything (agent/selfcheck.go),
@@ -231,6 +239,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	// the login user's shell.
 	path := `"${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-` + hash + `"`
 	argv := path + " agent --sha256 " + hash
+	key := t.User + "@" + t.Address + ":" + strconv.Itoa(t.Port) + " " + path
 	var have bool
 	if t.Sudo {
 		if have, err = checkSudo(c.ssh, t, argv); err != nil {
@@ -238,12 +247,21 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		}
 	} else {
 		check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, hash)
+		if checkedAgents.has(key) {
+			// This process checked (or installed) that very file
+			// moments ago (the confirmation's fresh connection after
+			// an apply): hashing its megabytes again here only costs
+			// time, and the agent checks its own hash as it starts.
+			check = fmt.Sprintf(`p=%s; if [ -x "$p" ]; then echo have; else echo need; fi`, path)
+		}
 		out, err := run(c.ssh, check, nil)
 		if err != nil {
 			return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
 		}
 		have = strings.TrimSpace(out) == "have"
 	}
+	timing.CLI.Since("  connect "+t.Name+": check the installed agent (sha256sum on the host)", t0)
+	t0 = time.Now()
 	if !have {
 		if err := c.install(bin, hash); err != nil {
 			return err
@@ -271,6 +289,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: start agent: %w", t.Name, err)
 	}
 	c.sess, c.stdin, c.stdout = s, stdin, stdout
+	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
 	var h proto.Hello
 	if err := c.call(ctx, proto.MethodHello, nil, &h); err != nil {
 		// An agent that refused exits at once: let its stderr arrive.
@@ -292,6 +311,7 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", t.Name, h.UID)
 	}
 	c.Hello = h
+	checkedAgents.add(key) // it ran: its own hash check passed
 	return nil
 }
 
@@ -354,6 +374,27 @@ func (c *Client) install(bin *Binary, hash string) error {
 	return nil
 }
 
+// checkedAgents are the installed agents (target and path) this process
+// has checked or installed.
+var checkedAgents = &stringSet{m: map[string]bool{}}
+
+type stringSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (s *stringSet) has(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[k]
+}
+
+func (s *stringSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = true
+}
+
 type syncWriter struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -383,7 +424,10 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 	}
 	c.nextID++
-	req := proto.Request{ID: c.nextID, Method: method}
+	req := proto.Request{ID: c.nextID, Method: method, Timings: timing.CLI != nil}
+	if timing.CLI != nil {
+		defer timing.CLI.Since("agent call "+method+" ("+c.Target.Name+", round trip)", time.Now())
+	}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {
@@ -440,6 +484,7 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 		return fmt.Errorf("agent answered request %d with %d", req.ID, resp.ID)
 	}
+	timing.CLI.Merge("  agent "+c.Target.Name+": ", resp.Timings)
 	if resp.Error != nil {
 		return resp.Error
 	}

@@ -13,8 +13,10 @@ import (
 	"io"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -37,6 +39,12 @@ type Host struct {
 	// StateDir is where the agent keeps the last applied nft table
 	// (nft-<name>.json).
 	StateDir string
+
+	// verified is the last nft table found to be exactly what migrate
+	// wrote, with the ruleset generation it was read at (nftRead): an
+	// apply right after the facts need not list it again while the
+	// generation is the same (any change to any table bumps it).
+	verified *verifiedNft
 }
 
 // New returns a Host for the network namespace of the calling thread.
@@ -96,6 +104,7 @@ func retryDump[T any](what string, f func() (T, error)) (T, error) {
 // Stats, their live counters and the conntrack counts of req.Flows.
 func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	var f state.Facts
+	t0 := time.Now()
 	f.Hostname, _ = os.Hostname()
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
@@ -131,19 +140,26 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		return f, err
 	}
 
+	timing.Agent.Since("facts: links, addresses, rules, routes, sysctls", t0)
 	if req.NftTable != "" {
+		t0 := time.Now()
 		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
 		if err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: nft table and counters", t0)
 	}
 	if req.Conntrack {
+		t0 := time.Now()
 		if f.Conntrack, err = h.conntrackFacts(); err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: conntrack fill", t0)
 	}
 	if len(req.Flows) > 0 {
+		t0 := time.Now()
 		flows, err := h.flowCounts(req.Flows, req.Mark, req.Sockets)
+		timing.Agent.Since("facts: flow counts (conntrack, sockets)", t0)
 		if err != nil {
 			return f, err
 		}

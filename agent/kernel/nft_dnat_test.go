@@ -20,7 +20,7 @@ func TestNftDNATChains(t *testing.T) {
 	tbl := state.NftTable{Family: "inet", Name: "mine", Spec: spec}
 	obj := state.Object{Nft: &tbl}
 	apply(t, h, create(obj))
-	c := `comment "migrate:` + spec.Digest() + `"`
+	c := `comment "migrate:` + ruleDigest(spec) + `"`
 	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
   set svc4 { type ipv4_addr . inet_proto . inet_service; }
   set svc6 { type ipv6_addr . inet_proto . inet_service; }
@@ -69,7 +69,7 @@ func TestNftDNATChains(t *testing.T) {
 	ntbl := state.NftTable{Family: "inet", Name: "mine", Spec: nspec}
 	nobj := state.Object{Nft: &ntbl}
 	apply(t, h, update(obj, nobj))
-	c = `comment "migrate:` + nspec.Digest() + `"`
+	c = `comment "migrate:` + ruleDigest(nspec) + `"`
 	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
   chain postrouting { type filter hook postrouting priority mangle; policy accept;
     oifname "mig0" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s

@@ -19,6 +19,7 @@ import (
 
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/remote"
@@ -98,6 +99,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 // loadConfig reads the plan file and prints its warnings (stderr: they
 // must not break a --json stream or a redrawn status).
 func (c *cli) loadConfig(file string) (*config.Config, error) {
+	defer timing.CLI.Since("parse the plan file", time.Now())
 	cfg, err := config.Load(file)
 	if err != nil {
 		return nil, err
@@ -137,7 +139,9 @@ func (c *cli) planCmd() *cobra.Command {
 				return err
 			}
 			defer p.Session.Close()
+			t0 := time.Now()
 			pl, err := plan.Make(p.Config, p.Facts, p.Journal, time.Now())
+			timing.CLI.Since("plan.Make", t0)
 			if err != nil {
 				return err
 			}
