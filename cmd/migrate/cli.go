@@ -229,6 +229,9 @@ func (s *session) peerRoutes(ctx context.Context, cfg *config.Config, facts map[
 	if t == nil {
 		return nil
 	}
+	if t.Type == "direct" {
+		return s.peerLinks(ctx, cfg, facts)
+	}
 	for _, h := range []struct {
 		name     string
 		ep, peer netip.Addr
@@ -253,6 +256,35 @@ func (s *session) peerRoutes(ctx context.Context, cfg *config.Config, facts map[
 			f.RouteSrc = map[string]string{h.peer.String(): r.Src}
 			facts[h.name] = f
 		}
+	}
+	return nil
+}
+
+// peerLinks asks each host of a direct tunnel how it reaches its peer's
+// endpoint (`ip route get`, then the neighbour entry after a probe), and
+// puts the answer in the host's facts (PeerLink), where plan checks that
+// both hosts are on one link. A failed lookup is left out: plan then
+// refuses, saying it could not tell.
+func (s *session) peerLinks(ctx context.Context, cfg *config.Config, facts map[string]state.Facts) error {
+	t := cfg.Tunnel
+	for _, h := range []struct {
+		name string
+		peer netip.Addr
+	}{{plan.Old, t.NewEndpoint}, {plan.New, t.OldEndpoint}} {
+		cl := s.clients[h.name]
+		if cl == nil {
+			continue
+		}
+		r, err := cl.RouteGetNeigh(ctx, h.peer.String())
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
+		f := facts[h.name]
+		f.PeerLink = &state.PeerLink{Addr: h.peer.String(), Dev: r.Dev, Gw: r.Gw, Neigh: r.Neigh, LLAddr: r.LLAddr, LinkLocal: r.LinkLocal}
+		facts[h.name] = f
 	}
 	return nil
 }
