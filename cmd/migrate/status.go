@@ -220,13 +220,18 @@ func (s *statusSession) read(ctx context.Context, cfg *config.Config, prev *stat
 		// From each end that could be read, to the other's inner
 		// address: the ping from NEW says whether OLD's kernel still
 		// answers even when OLD's sshd does not.
+		toNew, toOld := t.NewInner.Addr().String(), t.OldInner.Addr().String()
+		if plan.Direct(cfg) {
+			// No inner addresses: the endpoints on the segment.
+			toNew, toOld = t.NewEndpoint.String(), t.OldEndpoint.String()
+		}
 		if cl := s.clients[plan.Old]; cl != nil {
 			wg.Add(1)
-			go probe(cl, t.NewInner.Addr().String(), &in.OldToNew)
+			go probe(cl, toNew, &in.OldToNew)
 		}
 		if cl := s.clients[plan.New]; cl != nil {
 			wg.Add(1)
-			go probe(cl, t.OldInner.Addr().String(), &in.NewToOld)
+			go probe(cl, toOld, &in.NewToOld)
 		}
 		wg.Wait()
 		if ctx.Err() != nil {
