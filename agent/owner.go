@@ -168,7 +168,8 @@ var segmentSysctlValue = map[string]string{"rp_filter": "2", "accept_local": "1"
 
 // segmentStep reports a per-device sysctl step a direct tunnel makes on
 // an interface that is not a tunnel migrate made (the segment's): only
-// an update to the value it sets, or back from it (a rollback). A
+// an update to the value it sets, or back from it (a rollback), or to the
+// value it has. A
 // physical interface's sysctl always exists, so a create is never one.
 func segmentStep(s state.Step) bool {
 	if s.Action != state.Update || s.Before == nil || s.After == nil || s.Before.Sysctl == nil || s.After.Sysctl == nil {
@@ -176,7 +177,10 @@ func segmentStep(s state.Step) bool {
 	}
 	_, _, leaf, ok := sysctlConfDev(s.After.Sysctl.Name)
 	v, known := segmentSysctlValue[leaf]
-	return ok && known && s.Before.Sysctl.Name == s.After.Sysctl.Name && (s.Before.Sysctl.Value == v || s.After.Sysctl.Value == v)
+	b, a := s.Before.Sysctl.Value, s.After.Sysctl.Value
+	// b == a: a rollback's undo of a value already restored writes
+	// what is there.
+	return ok && known && s.Before.Sysctl.Name == s.After.Sysctl.Name && (b == v || a == v || b == a)
 }
 
 // checkOwned checks that step is well formed and only touches what is
