@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
@@ -51,6 +52,19 @@ func TestDirectSegment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// init proposes direct: OLD and NEW share 198.51.100.0/24.
+	initOut := l.Dir + "/init.hcl"
+	r := mustMigrate(t, ctx, s, 0, "init", "--old", "root@"+old4, "--new", "root@"+l.NewIP.String(),
+		"--identity-file", l.IdentityFile, "--known-hosts", l.KnownHosts, "-o", initOut)
+	if !strings.Contains(r.Stdout, "share the subnet 198.51.100.0/24: the plan uses a direct tunnel") {
+		t.Errorf("init does not say why it chose direct:\n%s", r.Stdout)
+	}
+	if cfg, err := config.Load(initOut); err != nil || cfg.Tunnel == nil || cfg.Tunnel.Type != "direct" ||
+		cfg.Tunnel.OldEndpoint != l.OldIP || cfg.Tunnel.NewEndpoint != l.NewSegIP {
+		text, _ := os.ReadFile(initOut)
+		t.Errorf("init wrote no direct tunnel between %s and %s (%v):\n%s", l.OldIP, l.NewSegIP, err, text)
+	}
+
 	// A client connection held open across the move: it must stay on
 	// OLD (drain).
 	held := startHolder(t, s, hp(old4, scenario.MigratedPort))
@@ -75,7 +89,7 @@ service "web6" {
 	if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, services)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	r = mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	if !strings.Contains(r.Stdout, "source/destination check") {
 		t.Errorf("apply does not tell the cloud caveat:\n%s", r.Stdout)
 	}

@@ -74,7 +74,11 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 				return err
 			}
 			defer sess.close()
-			text, summary, err := initPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
+			typ := tunnelType
+			if !cmd.Flags().Changed("tunnel") {
+				typ = "" // vxlan, or direct for hosts on one subnet
+			}
+			text, summary, err := initPlan(ctx, sess, cfg, typ, endpoints[0], endpoints[1])
 			if err != nil {
 				return err
 			}
@@ -97,7 +101,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&identity, "identity-file", "", "SSH private key (else ssh-agent, then ~/.ssh/id_*)")
 	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
 	cmd.Flags().BoolVar(&sudo, "sudo", false, "run the agent through sudo -n (non-root user)")
-	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre (vxlan crosses NAT, gre mostly does not)")
+	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan, gre (vxlan crosses NAT, gre mostly does not), wireguard or direct (default: direct when OLD and NEW share a subnet, else vxlan)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite the output file")
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
@@ -121,6 +125,38 @@ func publicAddrs(f state.Facts) []netip.Addr {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
+}
+
+// sharedSubnet finds an address of OLD and one of NEW in one subnet (each
+// inside the other's prefix, on an interface other than lo), IPv4 first;
+// given endpoints (valid oe, ne) must be those addresses.
+func sharedSubnet(of, nf state.Facts, oe, ne netip.Addr) (netip.Addr, netip.Addr, netip.Prefix, bool) {
+	prefixes := func(f state.Facts) []netip.Prefix {
+		var out []netip.Prefix
+		for _, a := range f.Addrs {
+			p, err := netip.ParsePrefix(a.CIDR)
+			if err != nil || a.Dev == "lo" || p.Bits() == p.Addr().BitLen() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsLoopback() {
+				continue
+			}
+			out = append(out, p)
+		}
+		sort.Slice(out, func(i, j int) bool {
+			if out[i].Addr().Is4() != out[j].Addr().Is4() {
+				return out[i].Addr().Is4()
+			}
+			return out[i].Addr().Less(out[j].Addr())
+		})
+		return out
+	}
+	for _, o := range prefixes(of) {
+		for _, n := range prefixes(nf) {
+			if !o.Contains(n.Addr()) || !n.Contains(o.Addr()) || (oe.IsValid() && oe != o.Addr()) || (ne.IsValid() && ne != n.Addr()) {
+				continue
+			}
+			return o.Addr(), n.Addr(), o.Masked(), true
+		}
+	}
+	return netip.Addr{}, netip.Addr{}, netip.Prefix{}, false
 }
 
 // initPlan builds the first plan text from live facts. oe and ne are the
@@ -168,6 +204,20 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 	var summary []string
 	oldPublic, oldNAT := natted(old, of)
 	newPublic, newNAT := natted(nw, nf)
+	if tunnelType == "direct" {
+		if o, n, _, ok := sharedSubnet(of, nf, oe, ne); ok {
+			oe, ne = o, n
+		}
+	}
+	if tunnelType == "" {
+		// Hosts on one subnet need no tunnel: direct, between their
+		// addresses there (plan checks that they share the link).
+		tunnelType = "vxlan"
+		if o, n, p, ok := sharedSubnet(of, nf, oe, ne); ok && !oldNAT && !newNAT {
+			tunnelType, oe, ne = "direct", o, n
+			summary = append(summary, fmt.Sprintf("OLD (%s) and NEW (%s) share the subnet %s: the plan uses a direct tunnel, no device and no encapsulation (plan checks that they are on one link). On a cloud network, turn the source/destination check off on both, or give --tunnel vxlan.", o, n, p))
+		}
+	}
 	if !oe.IsValid() && oldNAT {
 		oe = oldPublic
 	}
@@ -228,6 +278,9 @@ func initPlan(ctx context.Context, sess *session, cfg *config.Config, tunnelType
 	cfg.Tunnel = &config.Tunnel{
 		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
 		OldInner: config.DefaultOldInner, NewInner: config.DefaultNewInner, Mark: config.DefaultMark, Table: config.DefaultTable,
+	}
+	if tunnelType == "direct" {
+		cfg.Tunnel.Name, cfg.Tunnel.OldInner, cfg.Tunnel.NewInner = "", netip.Prefix{}, netip.Prefix{}
 	}
 	if tunnelType == "vxlan" {
 		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort
