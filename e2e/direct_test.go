@@ -65,6 +65,22 @@ func TestDirectSegment(t *testing.T) {
 		t.Errorf("init wrote no direct tunnel between %s and %s (%v):\n%s", l.OldIP, l.NewSegIP, err, text)
 	}
 
+	// plan refuses direct between hosts that are not on one link (NEW's
+	// own address is behind the router), touching nothing.
+	notOne := fmt.Sprintf("  type         = \"direct\"\n  old_endpoint = %q\n  new_endpoint = %q", old4, l.NewIP)
+	if err := os.WriteFile(s.PlanFile, []byte(s.HCL(notOne, fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", old4, scenario.MigratedPort))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = mustMigrate(t, ctx, s, 1, "plan", "-f", s.PlanFile)
+	if want := fmt.Sprintf("OLD reaches NEW's endpoint %s through the gateway 198.51.100.1 (dev eth0): OLD and NEW are not on one link", l.NewIP); !strings.Contains(r.Stderr, want) {
+		t.Errorf("plan of a direct tunnel across the router: want %q in:\n%s", want, r.Stderr)
+	}
+	if snap, err := s.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	} else {
+		diffSnap(t, "a refused plan", before, snap)
+	}
+
 	// A client connection held open across the move: it must stay on
 	// OLD (drain).
 	held := startHolder(t, s, hp(old4, scenario.MigratedPort))
@@ -94,6 +110,10 @@ service "web6" {
 		t.Errorf("apply does not tell the cloud caveat:\n%s", r.Stdout)
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := fmt.Sprintf("Tunnel eth0/eth1 (direct, %s <-> %s): up", old4, l.NewSegIP); !strings.Contains(r.Stdout, want) {
+		t.Errorf("status: want %q in:\n%s", want, r.Stdout)
+	}
 	// The held connection drains on OLD; it ends here, before the checks
 	// below break the segment on purpose.
 	held.expectAnswering(t, "old")

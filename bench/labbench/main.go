@@ -424,7 +424,11 @@ func (b *bench) datapath(ctx context.Context) (string, error) {
 	if err := startWait(lab.RoleOld, hp(b.old, svcIperf), "iperf3", "-s", "-B", b.old, "-p", strconv.Itoa(svcIperf)); err != nil {
 		return "", err
 	}
-	if err := startWait(lab.RoleNew, "127.0.0.1:7000", b.loadgen, "serve", "-tcp", ":7000,:27000,:17000,:37000", "-udp", ":7001,:17001"); err != nil {
+	// The UDP servers of the NATed columns bind NEW's own address: on the
+	// Segment lab a wildcard socket would answer OLD (the masquerade's
+	// source) from NEW's segment address, which is not the reply
+	// conntrack waits for.
+	if err := startWait(lab.RoleNew, "127.0.0.1:7000", b.loadgen, "serve", "-tcp", ":7000,:27000,:17000,:37000", "-udp", hp(b.new, 7001)+","+hp(b.new, 17001)); err != nil {
 		return "", err
 	}
 	for _, p := range []int{5201, 25201, 15201, 35201} {
