@@ -219,6 +219,12 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		oldSpec.PeerSrc = append(oldSpec.PeerSrc, a.String())
 	}
 	newSpec.TunnelDev, newSpec.Mark = newDev, t.Mark
+	// Another table's DNAT at prerouting (Docker's published ports) on
+	// OLD must not rewrite a moved flow, as with a tunnel. NEW's answers
+	// to the flows such a DNAT rewrites there are not routed back to OLD:
+	// chain dnat_mark takes everything new from the tunnel device, and
+	// the segment carries other hosts' flows too (a limitation, README).
+	oldSpec.KeepDest = ForeignDNAT(facts[Old])
 	for _, s := range accounted {
 		if s.Proto == "udp" {
 			newSpec.UDPServices = append(newSpec.UDPServices, s)

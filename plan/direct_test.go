@@ -138,3 +138,42 @@ func TestDirectRefusesHostsNotOnOneLink(t *testing.T) {
 		})
 	}
 }
+
+// With a direct tunnel there is no device to trust: the firewall advice
+// names the migrated addresses on each host's segment interface, never a
+// whole interface and never a tunnel's underlay rule.
+func TestDirectFirewallWarnings(t *testing.T) {
+	c := mustParse(t, directSrc)
+	f := directFacts()
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Chains = []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: "ufw-user-input"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+			{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Hook: "input", Policy: "accept", Type: "filter"},
+		}
+		f[h] = hf
+	}
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(p.Notes, "\n")
+	t.Logf("notes:\n%s", all)
+	for _, w := range []string{
+		"ufw route allow out on eth0 to 198.51.100.10",
+		"ufw route allow in on eth0 from 2001:db8:100::10",
+		"ufw allow in on eth1 to 198.51.100.10",
+		`firewall-cmd --permanent --policy=migrate-direct --add-rich-rule='rule family="ipv6" source address="2001:db8:100::10" accept'`,
+		`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" destination address="198.51.100.10" accept'`,
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("notes lack %q", w)
+		}
+	}
+	for _, no := range []string{"proto gre", "proto udp", "allow in on eth0`", "--add-interface", `""`} {
+		if strings.Contains(all, no) {
+			t.Errorf("notes advise %q for a direct tunnel", no)
+		}
+	}
+}
