@@ -209,7 +209,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return RouteGet(p.Addr)
+		return RouteGetNeigh(p.Addr, p.Neigh)
 	case proto.MethodWGKey:
 		p, err := params(req, validateWGKey)
 		if err != nil {

@@ -110,7 +110,7 @@ var ownSysctls = map[string]bool{
 func sysctlRange(name string) string {
 	if _, _, leaf, ok := sysctlConfDev(name); ok {
 		switch leaf {
-		case "rp_filter":
+		case "rp_filter", "arp_announce":
 			return "012"
 		case "accept_ra":
 			return "012"
@@ -143,7 +143,15 @@ func ownSysctl(name string) (tunnelDev string, err error) {
 		switch {
 		case fam == "ipv4" && (leaf == "rp_filter" || leaf == "accept_local") && dev != "all" && dev != "default" && dev != "lo":
 			// The tunnel device's (OLD: accept_local, rp_filter;
-			// NEW: rp_filter).
+			// NEW: rp_filter), or a direct tunnel's segment interface.
+			return dev, nil
+		case fam == "ipv4" && leaf == "send_redirects" && dev == "all":
+			// A direct tunnel's OLD: the kernel sends redirects when
+			// all or the interface says so.
+			return "", nil
+		case fam == "ipv4" && (leaf == "send_redirects" || leaf == "arp_announce") && dev != "all" && dev != "default" && dev != "lo":
+			// A direct tunnel's segment interface (OLD: send_redirects,
+			// NEW: arp_announce).
 			return dev, nil
 		case fam == "ipv6" && leaf == "accept_ra" && dev != "all" && dev != "default" && dev != "lo":
 			// OLD raises accept_ra 1 -> 2 where it accepted router
@@ -151,7 +159,28 @@ func ownSysctl(name string) (tunnelDev string, err error) {
 			return "", nil
 		}
 	}
-	return "", fmt.Errorf("sysctl %s is not one migrate sets (allowed: net.ipv4.ip_forward, net.ipv4.ip_early_demux, net.ipv6.conf.all.forwarding, %s, net.ipv4.conf.TUNNEL.rp_filter, net.ipv4.conf.TUNNEL.accept_local, net.ipv6.conf.DEV.accept_ra)", show(name), conntrackMax)
+	return "", fmt.Errorf("sysctl %s is not one migrate sets (allowed: net.ipv4.ip_forward, net.ipv4.ip_early_demux, net.ipv6.conf.all.forwarding, %s, net.ipv4.conf.TUNNEL.rp_filter, net.ipv4.conf.TUNNEL.accept_local, net.ipv6.conf.DEV.accept_ra; for a direct tunnel's segment interface SEG: net.ipv4.conf.{all,SEG}.send_redirects, net.ipv4.conf.SEG.{rp_filter,accept_local,arp_announce})", show(name), conntrackMax)
+}
+
+// segmentSysctlValue is the value a direct tunnel sets on its segment's
+// interface, by sysctl leaf (plan/direct.go).
+var segmentSysctlValue = map[string]string{"rp_filter": "2", "accept_local": "1", "send_redirects": "0", "arp_announce": "2"}
+
+// segmentStep reports a per-device sysctl step a direct tunnel makes on
+// an interface that is not a tunnel migrate made (the segment's): only
+// an update to the value it sets, or back from it (a rollback), or to the
+// value it has. A
+// physical interface's sysctl always exists, so a create is never one.
+func segmentStep(s state.Step) bool {
+	if s.Action != state.Update || s.Before == nil || s.After == nil || s.Before.Sysctl == nil || s.After.Sysctl == nil {
+		return false
+	}
+	_, _, leaf, ok := sysctlConfDev(s.After.Sysctl.Name)
+	v, known := segmentSysctlValue[leaf]
+	b, a := s.Before.Sysctl.Value, s.After.Sysctl.Value
+	// b == a: a rollback's undo of a value already restored writes
+	// what is there.
+	return ok && known && s.Before.Sysctl.Name == s.After.Sysctl.Name && (b == v || a == v || b == a)
 }
 
 // checkOwned checks that step is well formed and only touches what is
@@ -357,7 +386,9 @@ func liveOwned(f state.Facts, s state.Step) error {
 		return fmt.Errorf("the live device is %s, not the link the step records (%s)", live, s.Before.Link)
 	case o.Sysctl != nil:
 		if dev, _ := ownSysctl(o.Sysctl.Name); dev != "" {
-			return needTunnelDev(f, dev, "sysctl "+o.Sysctl.Name)
+			if err := needTunnelDev(f, dev, "sysctl "+o.Sysctl.Name); err != nil && !segmentStep(s) {
+				return err
+			}
 		}
 		if _, _, leaf, ok := sysctlConfDev(o.Sysctl.Name); ok && leaf == "accept_ra" {
 			// migrate raises 1 to 2 and restores 1: an interface whose

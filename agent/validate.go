@@ -711,6 +711,17 @@ func checkNftTable(t state.NftTable) error {
 			return fmt.Errorf("nft no_arp %s: must be an IPv4 address (ARP is IPv4 only)", ip)
 		}
 	}
+	if len(s.PeerSrc) > 0 && (s.Role != "old" || s.TunnelDev == "") {
+		return errors.New("nft peer_src: only for role old with a tunnel device (the segment of a direct tunnel)")
+	}
+	if len(s.PeerSrc) > maxListLen {
+		return fmt.Errorf("nft peer_src: %d entries, at most %d allowed", len(s.PeerSrc), maxListLen)
+	}
+	for _, a := range s.PeerSrc {
+		if _, err := parseIP("nft peer_src", a); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

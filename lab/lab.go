@@ -89,6 +89,14 @@ type Options struct {
 	// one, which is what everyone dials. IPv6 is not NATed. Empty: the
 	// default lab, exactly as before.
 	NAT []string
+	// Segment puts OLD and NEW on one bridged segment, the router's
+	// link to OLD: OLD's router-side veth joins a bridge in the router
+	// namespace that holds the router's 198.51.100.1/24 and
+	// 2001:db8:100::1/64, and NEW gets a second interface eth1 on it
+	// with NewSegIP (198.51.100.20/24) and NewSegIP6
+	// (2001:db8:100::20/64). NEW keeps its own link and address
+	// (203.0.113.20, its default route and sshd). For type = "direct".
+	Segment bool
 }
 
 // Lab is a running namespace lab. Create it with New and always Close it.
@@ -125,7 +133,14 @@ type Lab struct {
 	// address a host holds either way.
 	OldPrivIP, NewPrivIP netip.Addr
 
+	// With Options.Segment: NEW's addresses on the segment it shares
+	// with OLD and the router (eth1), and the bridge's name in the
+	// router namespace.
+	NewSegIP, NewSegIP6 netip.Addr
+	SegmentBridge       string
+
 	openSSH bool
+	segment bool
 	nat     map[string]bool
 
 	log        io.Writer
@@ -275,6 +290,14 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		logs:      map[*exec.Cmd]string{},
 		openSSH:   opts.OpenSSH,
 		nat:       map[string]bool{},
+		segment:   opts.Segment,
+	}
+	if opts.Segment {
+		if len(opts.NAT) > 0 {
+			return nil, fmt.Errorf("lab: Segment and NAT do not go together")
+		}
+		l.NewSegIP, l.NewSegIP6 = netip.MustParseAddr("198.51.100.20"), netip.MustParseAddr("2001:db8:100::20")
+		l.SegmentBridge = "b" + id + "s"
 	}
 	for _, r := range opts.NAT {
 		switch r {
@@ -386,27 +409,75 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	}
 
 	router := l.NS[RoleRouter]
+	if l.segment {
+		for _, args := range [][]string{
+			{"ip", "link", "add", l.SegmentBridge, "type", "bridge"},
+			{"ip", "link", "set", l.SegmentBridge, "up"},
+		} {
+			if _, err := l.Exec(ctx, RoleRouter, args...); err != nil {
+				return err
+			}
+		}
+	}
 	for _, lk := range l.links() {
 		rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
 		leaf := l.NS[lk.role]
 		l.logf("linking %s:%s <-> %s:eth0", router, rv, leaf)
 		// Created inside the router ns; the peer is born in the leaf ns as eth0,
 		// so nothing ever appears in the root namespace.
+		// On the segment, OLD's link is a port of the bridge, which holds
+		// the router's addresses.
+		rdev := rv
+		var join [][]string
+		if l.segment && lk.role == RoleOld {
+			rdev = l.SegmentBridge
+			join = [][]string{{"ip", "link", "set", rv, "master", l.SegmentBridge}}
+		}
 		cmds := []struct {
 			role string
 			args []string
 		}{
 			{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth0", "netns", leaf}},
-			{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rv}},
-			{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rv, "nodad"}},
+		}
+		for _, j := range join {
+			cmds = append(cmds, struct {
+				role string
+				args []string
+			}{RoleRouter, j})
+		}
+		cmds = append(cmds, []struct {
+			role string
+			args []string
+		}{
+			{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rdev}},
+			{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rdev, "nodad"}},
 			{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
 			{lk.role, []string{"ip", "addr", "add", lk.v4, "dev", "eth0"}},
 			{lk.role, []string{"ip", "-6", "addr", "add", lk.v6, "dev", "eth0", "nodad"}},
 			{lk.role, []string{"ip", "link", "set", "eth0", "up"}},
 			{lk.role, []string{"ip", "route", "add", "default", "via", lk.gwV4, "dev", "eth0"}},
 			{lk.role, []string{"ip", "-6", "route", "add", "default", "via", lk.gwV6, "dev", "eth0"}},
-		}
+		}...)
 		for _, c := range cmds {
+			if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
+				return err
+			}
+		}
+	}
+	if l.segment {
+		// NEW's second interface, on the segment.
+		rv := "v" + l.vethID + "s"
+		for _, c := range []struct {
+			role string
+			args []string
+		}{
+			{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth1", "netns", l.NS[RoleNew]}},
+			{RoleRouter, []string{"ip", "link", "set", rv, "master", l.SegmentBridge}},
+			{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
+			{RoleNew, []string{"ip", "addr", "add", l.NewSegIP.String() + "/24", "dev", "eth1"}},
+			{RoleNew, []string{"ip", "-6", "addr", "add", l.NewSegIP6.String() + "/64", "dev", "eth1", "nodad"}},
+			{RoleNew, []string{"ip", "link", "set", "eth1", "up"}},
+		} {
 			if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
 				return err
 			}

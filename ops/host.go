@@ -32,6 +32,9 @@ type Host interface {
 	RunStatus(ctx context.Context, run string) (proto.RunStatus, error)
 	Probe(ctx context.Context, addr string, port uint16, mark uint32) error
 	RouteGet(ctx context.Context, addr string) (proto.RouteGetResult, error)
+	// RouteGetNeigh is RouteGet plus the neighbour entry after a probe
+	// (direct tunnels: are both hosts on one link?).
+	RouteGetNeigh(ctx context.Context, addr string) (proto.RouteGetResult, error)
 	WGKey(ctx context.Context, name string) (string, error)
 }
 

@@ -4,11 +4,44 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sort"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
+
+// SharedSubnet finds an address of OLD and one of NEW in one subnet (each
+// inside the other's prefix, on an interface other than lo), IPv4 first;
+// given endpoints (valid oe, ne) must be those addresses.
+func SharedSubnet(of, nf state.Facts, oe, ne netip.Addr) (netip.Addr, netip.Addr, netip.Prefix, bool) {
+	prefixes := func(f state.Facts) []netip.Prefix {
+		var out []netip.Prefix
+		for _, a := range f.Addrs {
+			p, err := netip.ParsePrefix(a.CIDR)
+			if err != nil || a.Dev == "lo" || p.Bits() == p.Addr().BitLen() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsLoopback() {
+				continue
+			}
+			out = append(out, p)
+		}
+		sort.Slice(out, func(i, j int) bool {
+			if out[i].Addr().Is4() != out[j].Addr().Is4() {
+				return out[i].Addr().Is4()
+			}
+			return out[i].Addr().Less(out[j].Addr())
+		})
+		return out
+	}
+	for _, o := range prefixes(of) {
+		for _, n := range prefixes(nf) {
+			if !o.Contains(n.Addr()) || !n.Contains(o.Addr()) || (oe.IsValid() && oe != o.Addr()) || (ne.IsValid() && ne != n.Addr()) {
+				continue
+			}
+			return o.Addr(), n.Addr(), o.Masked(), true
+		}
+	}
+	return netip.Addr{}, netip.Addr{}, netip.Prefix{}, false
+}
 
 // InitPlan builds the first plan text (`migrate init`) from the live
 // facts of both hosts of sess, and says what it found: OLD's listeners
@@ -62,6 +95,20 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	var summary []string
 	oldPublic, oldNAT := natted(plan.Old, oldIP, of)
 	newPublic, newNAT := natted(plan.New, newIP, nf)
+	if tunnelType == "direct" {
+		if o, n, _, ok := SharedSubnet(of, nf, oe, ne); ok {
+			oe, ne = o, n
+		}
+	}
+	if tunnelType == "" {
+		// Hosts on one subnet need no tunnel: direct, between their
+		// addresses there (plan checks that they share the link).
+		tunnelType = "vxlan"
+		if o, n, p, ok := SharedSubnet(of, nf, oe, ne); ok && !oldNAT && !newNAT {
+			tunnelType, oe, ne = "direct", o, n
+			summary = append(summary, fmt.Sprintf("OLD (%s) and NEW (%s) share the subnet %s: the plan uses a direct tunnel, no device and no encapsulation (plan checks that they are on one link). On a cloud network, turn the source/destination check off on both, or give --tunnel vxlan.", o, n, p))
+		}
+	}
 	if !oe.IsValid() && oldNAT {
 		oe = oldPublic
 	}
@@ -122,6 +169,9 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	cfg.Tunnel = &config.Tunnel{
 		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
 		OldInner: config.DefaultOldInner, NewInner: config.DefaultNewInner, Mark: config.DefaultMark, Table: config.DefaultTable,
+	}
+	if tunnelType == "direct" {
+		cfg.Tunnel.Name, cfg.Tunnel.OldInner, cfg.Tunnel.NewInner = "", netip.Prefix{}, netip.Prefix{}
 	}
 	if tunnelType == "vxlan" {
 		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort

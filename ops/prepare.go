@@ -54,6 +54,9 @@ func PeerRoutes[H Host](ctx context.Context, s *Session[H], cfg *config.Config, 
 	if t == nil {
 		return nil
 	}
+	if t.Type == "direct" {
+		return PeerLinks(ctx, s, cfg, facts)
+	}
 	for _, h := range []struct {
 		name     string
 		ep, peer netip.Addr
@@ -78,6 +81,35 @@ func PeerRoutes[H Host](ctx context.Context, s *Session[H], cfg *config.Config, 
 			f.RouteSrc = map[string]string{h.peer.String(): r.Src}
 			facts[h.name] = f
 		}
+	}
+	return nil
+}
+
+// PeerLinks asks each host of a direct tunnel how it reaches its peer's
+// endpoint (`ip route get`, then the neighbour entry after a probe), and
+// puts the answer in the host's facts (PeerLink), where plan checks that
+// both hosts are on one link. A failed lookup is left out: plan then
+// refuses, saying it could not tell.
+func PeerLinks[H Host](ctx context.Context, s *Session[H], cfg *config.Config, facts map[string]state.Facts) error {
+	t := cfg.Tunnel
+	for _, h := range []struct {
+		name string
+		peer netip.Addr
+	}{{plan.Old, t.NewEndpoint}, {plan.New, t.OldEndpoint}} {
+		cl, ok := s.Clients[h.name]
+		if !ok {
+			continue
+		}
+		r, err := cl.RouteGetNeigh(ctx, h.peer.String())
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
+		f := facts[h.name]
+		f.PeerLink = &state.PeerLink{Addr: h.peer.String(), Dev: r.Dev, Gw: r.Gw, Neigh: r.Neigh, LLAddr: r.LLAddr, LinkLocal: r.LinkLocal}
+		facts[h.name] = f
 	}
 	return nil
 }

@@ -94,13 +94,18 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		// From each end that could be read, to the other's inner
 		// address: the ping from NEW says whether OLD's kernel still
 		// answers even when OLD's sshd does not.
+		toNew, toOld := t.NewInner.Addr().String(), t.OldInner.Addr().String()
+		if plan.Direct(cfg) {
+			// No inner addresses: the endpoints on the segment.
+			toNew, toOld = t.NewEndpoint.String(), t.OldEndpoint.String()
+		}
 		if cl, ok := s.Clients[plan.Old]; ok {
 			wg.Add(1)
-			go probe(cl, t.NewInner.Addr().String(), &in.OldToNew)
+			go probe(cl, toNew, &in.OldToNew)
 		}
 		if cl, ok := s.Clients[plan.New]; ok {
 			wg.Add(1)
-			go probe(cl, t.OldInner.Addr().String(), &in.NewToOld)
+			go probe(cl, toOld, &in.NewToOld)
 		}
 		wg.Wait()
 		if ctx.Err() != nil {

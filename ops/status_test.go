@@ -133,6 +133,10 @@ func (c *fakeConn) Probe(_ context.Context, addr string, port uint16, _ uint32) 
 	c.log("%s probe %s %d", c.name, addr, port)
 	return nil
 }
+func (c *fakeConn) RouteGetNeigh(ctx context.Context, addr string) (proto.RouteGetResult, error) {
+	return c.RouteGet(ctx, addr)
+}
+
 func (c *fakeConn) RouteGet(context.Context, string) (proto.RouteGetResult, error) {
 	if c.routeSrc == "" {
 		return proto.RouteGetResult{}, errors.New("no route lookup in the fake")

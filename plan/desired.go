@@ -180,6 +180,9 @@ func Sysctls(c *config.Config, host string) []string {
 	if c.Tunnel == nil {
 		return []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 	}
+	if Direct(c) {
+		return directSysctls(host)
+	}
 	dev := sysctlDev(c.Tunnel.Name)
 	if host == Old {
 		return []string{
@@ -291,7 +294,11 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 	hosts := map[string]*HostDesired{Old: {}, New: {}}
 	specs := map[string]*state.NftSpec{Old: {Role: Old}, New: {Role: New}}
 	if c.Tunnel != nil {
-		if err := tunnelDesired(c, facts, owned, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
+		build := tunnelDesired
+		if Direct(c) {
+			build = directDesired
+		}
+		if err := build(c, facts, owned, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
 			return nil, err
 		}
 	}

@@ -629,6 +629,15 @@ func (c *Client) RouteGet(ctx context.Context, addr string) (proto.RouteGetResul
 	return r, err
 }
 
+// RouteGetNeigh is RouteGet, and, when addr is on a link of the host,
+// the neighbour entry for it after the agent probed it (one UDP
+// datagram): whether the peer answers on that link.
+func (c *Client) RouteGetNeigh(ctx context.Context, addr string) (proto.RouteGetResult, error) {
+	var r proto.RouteGetResult
+	err := c.call(ctx, proto.MethodRouteGet, proto.RouteGetParams{Addr: addr, Neigh: true}, &r)
+	return r, err
+}
+
 // DropConnection closes the SSH connection abruptly (fault injection).
 // WGKey returns the host's WireGuard public key for tunnel name; the
 // agent makes the key pair on first use and keeps the private key.

@@ -57,6 +57,13 @@ type NftSpec struct {
 	// say.
 	Guard4 bool `json:"guard4,omitempty"`
 	Guard6 bool `json:"guard6,omitempty"`
+	// PeerSrc is set for a direct tunnel on role old: TunnelDev is then
+	// the shared segment's interface, which carries other hosts' traffic
+	// too (the router's, clients'), so only packets arriving there with
+	// one of these source addresses (the migrated addresses, local on
+	// OLD: only NEW sends from them) count as NEW's. Empty: everything
+	// from TunnelDev is NEW's (a tunnel device).
+	PeerSrc []string `json:"peer_src,omitempty"`
 	// UDPServices are the UDP (address, protocol, port) triples of the
 	// plan, on NEW: a datagram from the tunnel to one of them records
 	// its client, and NEW's answers to that client leave from the
@@ -139,6 +146,9 @@ func (t NftTable) String() string {
 			fams = append(fams, "ipv6")
 		}
 		parts = append(parts, fmt.Sprintf("forwards only its own %s", strings.Join(fams, "/")))
+	}
+	if len(s.PeerSrc) > 0 {
+		parts = append(parts, fmt.Sprintf("NEW's packets: from %s on %s", strings.Join(s.PeerSrc, ", "), s.TunnelDev))
 	}
 	if len(s.NoARP) > 0 {
 		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))

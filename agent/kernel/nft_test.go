@@ -503,3 +503,56 @@ func TestNftRenderErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNftDirectOld: a direct tunnel's OLD table takes only packets from
+// the migrated addresses on the segment interface as NEW's (sets peer4
+// and peer6), in prerouting and in the guard; facts verify it, and an
+// element added by hand to a peer set is drift.
+func TestNftDirectOld(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	needNft(t)
+	h := newHost(t)
+	spec := oldSpec()
+	spec.TunnelDev, spec.Underlay = "eth0", nil
+	spec.PeerSrc = []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"}
+	spec.Guard4 = true
+	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: spec}
+	obj := state.Object{Nft: &tbl}
+	apply(t, h, create(obj))
+	out := run(t, "nft", "list", "ruleset")
+	t.Logf("ruleset:\n%s", out)
+	for _, w := range []string{
+		"set peer4 {\n\t\ttype ipv4_addr\n\t\telements = { 198.51.100.10, 198.51.100.11 }",
+		"set peer6 {\n\t\ttype ipv6_addr\n\t\telements = { 2001:db8::10 }",
+		`iifname "eth0" ip saddr @peer4 ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "eth0" ip6 saddr @peer6 ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "eth0" ip saddr @peer4 return`,
+		`iifname "eth0" ip6 saddr @peer6 return`,
+		`iifname "eth0" ip saddr @peer4 accept`,
+		`iifname "eth0" ip6 saddr @peer6 accept`,
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("ruleset lacks %q", w)
+		}
+	}
+	if strings.Contains(out, `iifname "eth0" return`) || strings.Contains(out, `iifname "eth0" accept`) {
+		t.Errorf("a rule takes everything from the segment as NEW's")
+	}
+	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(spec) {
+		t.Errorf("%d tagged rules, RenderRuleCount %d", n, RenderRuleCount(spec))
+	}
+	f := nftFactsOf(t, h, "migrate")
+	if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(obj) {
+		t.Fatalf("facts: %v drift %q", f.Nft, f.NftDrift)
+	}
+	run(t, "nft", "add", "element", "inet", "migrate", "peer4", "{ 192.0.2.99 }")
+	if f := nftFactsOf(t, h, "migrate"); f.NftDrift == "" {
+		t.Fatalf("no drift after a hand-made element in peer4")
+	}
+	apply(t, h, del(obj))
+	if out := run(t, "nft", "list", "ruleset"); strings.Contains(out, "migrate") {
+		t.Fatalf("table left after delete:\n%s", out)
+	}
+}

@@ -92,15 +92,31 @@ type ProbeParams struct {
 	TimeoutMS int    `json:"timeout_ms"`
 }
 
-// RouteGetParams asks for the route to Addr.
+// RouteGetParams asks for the route to Addr. With Neigh, and when the
+// route has no gateway (Addr is on a link of the host), the agent also
+// sends Addr one UDP datagram (discard port 9), which makes the kernel
+// resolve its link-layer address, and reports the neighbour entry: a
+// direct tunnel's check that the peer is on the same segment.
 type RouteGetParams struct {
-	Addr string `json:"addr"`
+	Addr  string `json:"addr"`
+	Neigh bool   `json:"neigh,omitempty"`
 }
 
-// RouteGetResult is the chosen source address and device.
+// RouteGetResult is the chosen source address and device, the gateway
+// ("" when Addr is on the link), and with Neigh the state of the
+// neighbour entry for Addr on Dev after the probe ("reachable", "stale",
+// "delay", "probe", "permanent", "incomplete", "failed", or "none").
 type RouteGetResult struct {
-	Src string `json:"src"`
-	Dev string `json:"dev"`
+	Src   string `json:"src"`
+	Dev   string `json:"dev"`
+	Gw    string `json:"gw,omitempty"`
+	Neigh string `json:"neigh,omitempty"`
+	// LLAddr is the neighbour's link-layer address, when resolved.
+	LLAddr string `json:"lladdr,omitempty"`
+	// LinkLocal (with Neigh) is this host's own IPv6 link-local address
+	// on Dev: a direct tunnel's peer routes IPv6 to it when no global
+	// address fits (facts leave out the link-locals the kernel made).
+	LinkLocal string `json:"link_local,omitempty"`
 }
 
 // Request is one call.

@@ -68,7 +68,11 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 				return err
 			}
 			defer sess.Close()
-			text, summary, err := ops.InitPlan(ctx, sess, cfg, tunnelType, endpoints[0], endpoints[1])
+			typ := tunnelType
+			if !cmd.Flags().Changed("tunnel") {
+				typ = "" // vxlan, or direct for hosts on one subnet
+			}
+			text, summary, err := ops.InitPlan(ctx, sess, cfg, typ, endpoints[0], endpoints[1])
 			if err != nil {
 				return err
 			}
@@ -89,7 +93,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&identity, "identity-file", "", "SSH private key (else ssh-agent, then ~/.ssh/id_*)")
 	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
 	cmd.Flags().BoolVar(&sudo, "sudo", false, "run the agent through sudo -n (non-root user)")
-	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan or gre (vxlan crosses NAT, gre mostly does not)")
+	cmd.Flags().StringVar(&tunnelType, "tunnel", "vxlan", "tunnel type to write: vxlan, gre (vxlan crosses NAT, gre mostly does not), wireguard or direct (default: direct when OLD and NEW share a subnet, else vxlan)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite the output file")
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
