@@ -865,6 +865,13 @@ func (l *Lab) Snapshot(ctx context.Context, role string, sysctls ...string) (str
 		{"ip", "addr"},
 	} {
 		out, err := l.Exec(ctx, role, args...)
+		// While another lab's namespaces are being deleted, a dump can
+		// carry the kernel's transient "Peer netns reference is
+		// invalid." (seen with ip addr): read again, never compare it.
+		for try := 0; err == nil && bytes.Contains(out, []byte("Peer netns reference is invalid")) && try < 20; try++ {
+			time.Sleep(100 * time.Millisecond)
+			out, err = l.Exec(ctx, role, args...)
+		}
 		if err != nil {
 			return "", err
 		}
