@@ -55,6 +55,10 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
+// rebootedReason decides a run whose host rebooted before it was
+// confirmed (the boot restore records rebootReason, which says the same).
+const rebootedReason = "host rebooted inside the confirm window: its changes are no longer in the kernel"
+
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return strings.TrimSpace(string(b))
@@ -151,7 +155,7 @@ func (r *runRecord) live(now int64) (bool, error) {
 	if b := bootID(); r.BootID != b {
 		if r.State != proto.RunReverted {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			r.Decided = time.Now().UTC()
 			return true, fmt.Errorf("run %s cannot be confirmed: %s", r.Run, r.Reason)
 		}
@@ -253,7 +257,7 @@ func (h *HostFiles) RunStatus(run string) (proto.RunStatus, error) {
 	err := h.withRun(run, false, func(r *runRecord, now int64) (bool, error) {
 		if (r.State == proto.RunArmed || r.State == proto.RunPrepared) && r.BootID != bootID() {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			st = r.status(now)
 			return true, nil
 		}
