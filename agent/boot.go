@@ -230,9 +230,13 @@ func bootRestore(h *HostFiles, k Kernel, rec *state.BootRecord) error {
 		return err
 	}
 	var done []state.Step
+	kept := 0 // steps that put back what a kept run set
 	for _, rs := range steps {
 		if rs.Step == nil {
 			continue
+		}
+		if len(rs.Entries) == 0 {
+			kept++
 		}
 		s := *rs.Step
 		err := checkOwned(k, s)
@@ -251,7 +255,7 @@ func bootRestore(h *HostFiles, k Kernel, rec *state.BootRecord) error {
 		log.Printf("restored: %s", s)
 		done = append(done, s)
 	}
-	rec.Steps = len(done)
+	rec.Steps = kept
 	// The runs the reboot left unconfirmed are undone now: say so in the
 	// host journal, as the revert timer would have (the CLI's next
 	// session marks them in its state file: reconcile).

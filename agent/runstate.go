@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,9 +60,30 @@ func monoNow() int64 {
 // confirmed (the boot restore records rebootReason, which says the same).
 const rebootedReason = "host rebooted inside the confirm window: its changes are no longer in the kernel"
 
+// bootID identifies the kernel state a run's changes live in: the boot
+// (/proc/sys/kernel/random/boot_id) and the network namespace, by its
+// cookie, which the kernel never reuses. A host's namespace is the same
+// for the whole boot; one that is made again (a container restarted, a
+// lab host "rebooted" by deleting its namespace) holds none of the
+// changes either, so it counts as another boot.
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
+	id := strings.TrimSpace(string(b))
+	if c, err := netnsCookie(); err == nil {
+		id += "/netns-" + strconv.FormatUint(c, 10)
+	}
+	return id
+}
+
+// netnsCookie is the network namespace's cookie (SO_NETNS_COOKIE, Linux
+// 5.14 and later).
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 }
 
 func (h *HostFiles) runPath(run string) string { return h.path("run-" + run + ".json") }

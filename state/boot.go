@@ -51,8 +51,9 @@ type BootRecord struct {
 	BootID  string    `json:"boot_id"`
 	Outcome string    `json:"outcome"`
 	Error   string    `json:"error,omitempty"`
-	// Steps is how many steps the restore applied (and, when it
-	// failed, undid again).
+	// Steps is how many steps the restore applied to put back what a
+	// kept run set (when it failed: how many it had applied, and undid
+	// again). Removing what an unconfirmed run left is not counted.
 	Steps int `json:"steps"`
 	// RevertedRuns are the applies that were still in their confirm
 	// window when the host went down: decided reverted, not restored.
