@@ -61,11 +61,12 @@ func SystemdBooted() bool {
 //     load the tunnel modules with options. Ordering after a unit that
 //     does not exist or is not enabled does nothing.
 //   - Before=sysinit.target (every normal service is ordered after
-//     basic.target, which is after sysinit.target) and network-pre.target,
-//     network.target: NEW's migrated address is on lo before a daemon
-//     binds it, OLD's table in place before its daemons accept
-//     connections. The tunnel needs no underlay address to be created:
-//     packets flow as soon as the network brings the address up.
+//     basic.target, which is after sysinit.target) and network.target:
+//     NEW's migrated address is on lo before a daemon binds it, OLD's
+//     table in place before its daemons accept connections. Not before
+//     network-pre.target: systemd-networkd.service is ordered after it,
+//     so that would be a cycle. The tunnel needs no underlay address to
+//     be created: packets flow as soon as the network brings it up.
 //   - Conflicts= and Before=shutdown.target, as every unit without
 //     default dependencies: stopped at shutdown (it does nothing then:
 //     there is no ExecStop, the kernel state goes with the reboot).
@@ -81,8 +82,7 @@ func UnitText(exe, stateDir, unitDir string) string {
 		"Documentation=https://github.com/opsmigrate/migrate",
 		"DefaultDependencies=no",
 		"After=local-fs.target systemd-modules-load.service systemd-sysctl.service nftables.service netfilter-persistent.service systemd-networkd.service",
-		"Before=sysinit.target network-pre.target network.target shutdown.target",
-		"Wants=network-pre.target",
+		"Before=sysinit.target network.target shutdown.target",
 		"Conflicts=shutdown.target",
 		"",
 		"[Service]",
