@@ -388,6 +388,18 @@ func TestBootRestoreFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := snap(t, ctx, s)
+	// Where systemd is not PID 1, plan installs nothing and says so.
+	if err := s.Lab.SetSystemd(lab.RoleOld, false); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "host old: systemd is not PID 1 there, so migrate installs no boot unit: this host's part will not survive a reboot") ||
+		strings.Contains(r.Stdout, "+ file "+unitPath(s, lab.RoleOld)) || !strings.Contains(r.Stdout, "+ file "+unitPath(s, lab.RoleNew)) {
+		t.Errorf("plan with systemd on NEW only:\n%s", r.Stdout)
+	}
+	if err := s.Lab.SetSystemd(lab.RoleOld, true); err != nil {
+		t.Fatal(err)
+	}
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	cmd := execStart(t, s, lab.RoleNew)
 	if err := s.Lab.Reboot(ctx, lab.RoleNew); err != nil {
@@ -411,7 +423,7 @@ func TestBootRestoreFails(t *testing.T) {
 	diffSnap(t, "failed restore", booted, snap(t, ctx, s))
 	startDaemons(t, ctx, s, lab.RoleNew)
 
-	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if want := "NEW's restore at boot failed at "; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "NEW is as before migrate: run migrate apply") {
 		t.Errorf("plan does not say %q ... run migrate apply:\n%s", want, r.Stdout)
 	}
