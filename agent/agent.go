@@ -185,6 +185,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return f, err
 		}
+		f.Boot = BootFacts(hf)
 		if p.Chains {
 			t0 := time.Now()
 			if f.Chains, err = ForeignChains(p.NftTable); err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
-	"github.com/opsmigrate/migrate/status"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // TestNftUpdatesKeepFlowsAndCounters: changes to other services (one
@@ -76,7 +76,7 @@ func TestNftUpdatesKeepFlowsAndCounters(t *testing.T) {
 		}
 		return strings.Join(hs, " ")
 	}
-	web := func() status.Service {
+	web := func() views.StatusSvc {
 		t.Helper()
 		for _, sv := range readStatus(t, ctx, s).Services {
 			if sv.Name == "web" {
@@ -84,7 +84,7 @@ func TestNftUpdatesKeepFlowsAndCounters(t *testing.T) {
 			}
 		}
 		t.Fatal("status has no service web")
-		return status.Service{}
+		return views.StatusSvc{}
 	}
 	prev := web()
 	if prev.NewFlows < 1 || prev.Packets == 0 {

@@ -59,6 +59,7 @@ func ConfirmRun[H Host](ctx context.Context, s *Session[H], run string, timeout 
 	if fault == nil {
 		fault = func(string) {}
 	}
+	fault("before")
 	confirmGrace := min(timeout, maxConfirmGrace)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

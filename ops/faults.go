@@ -20,7 +20,9 @@ import (
 // step, the way a crash, a dropped connection or a killed agent would.
 // The confirm has its own (confirmFault): "die-between-confirms-at:1"
 // exits right after NEW confirmed, before OLD's confirm is sent;
-// "delay-confirm-old-at:MS" waits MS milliseconds before it.
+// "delay-confirm-old-at:MS" waits MS milliseconds before it;
+// "die-before-confirm" exits once every step is applied, before any host
+// is confirmed (each reverts at its deadline, or at its next boot).
 const FaultEnv = "MIGRATE_TEST_FAULT"
 
 func faultHook[H FaultHost](s *Session[H]) func(n int, st state.Step) error {
@@ -30,7 +32,7 @@ func faultHook[H FaultHost](s *Session[H]) func(n int, st state.Step) error {
 	}
 	kind, nstr, ok := strings.Cut(spec, "-at:")
 	at, err := strconv.Atoi(nstr)
-	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") {
+	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") || kind == "die-before-confirm" {
 		return nil // confirmFault
 	}
 	if kind == "pause-agent-start" {
@@ -108,6 +110,9 @@ func FaultHooks[H FaultHost](s *Session[H]) Hooks {
 func confirmFault(stage string) {
 	kind, arg, _ := strings.Cut(os.Getenv(FaultEnv), "-at:")
 	switch {
+	case kind == "die-before-confirm" && stage == "before":
+		fmt.Fprintf(os.Stderr, "%s: dying before any confirm\n", FaultEnv)
+		os.Exit(3)
 	case kind == "die-between-confirms" && stage == "between":
 		fmt.Fprintf(os.Stderr, "%s: dying between the two confirms\n", FaultEnv)
 		os.Exit(3)

@@ -59,7 +59,7 @@ func Reconcile[H Host](ctx context.Context, s *Session[H], j *state.Journal, sta
 			notes = append(notes, fmt.Sprintf("host %s journal records %d applied step(s) that the state file %s did not; they were added to it", name, adopted, statePath))
 		}
 		if reverted > 0 {
-			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (its revert timer expired without confirmation); the state file now says so", name, reverted))
+			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (never confirmed: its revert timer expired, or it rebooted inside the confirm window); the state file now says so", name, reverted))
 		}
 	}
 	if !changed {

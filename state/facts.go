@@ -77,6 +77,9 @@ type Facts struct {
 	// endpoint: filled by the CLI from the agent's route-get call with a
 	// neighbour probe. Not part of Digest, like RouteSrc.
 	PeerLink *PeerLink `json:"peer_link,omitempty"`
+	// Boot is whether the host's part survives a reboot: systemd, the
+	// boot unit as installed, the last boot restore (agent, boot.go).
+	Boot *Boot `json:"boot,omitempty"`
 }
 
 // PeerLink is the route from a host to its peer's endpoint and, when the

@@ -209,6 +209,15 @@ func Build(in Input) Report {
 			OldLinkUp: linkUp(in.Old, oldDev), NewLinkUp: linkUp(in.New, newDev), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
 	}
 	r.PathBroken = pathBroken(c, in, r)
+	// What each host's restore at boot did in its current boot.
+	for _, h := range []struct {
+		name string
+		f    state.Facts
+	}{{plan.New, in.New}, {plan.Old, in.Old}} {
+		if l := plan.BootLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
+			r.Notes = append(r.Notes, l+".")
+		}
+	}
 	live := map[string]int{} // service key -> percent live on OLD
 	switch {
 	case oldDown:
@@ -501,6 +510,9 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		what := "NEW lost migrate's configuration (rebooted?): " + strings.Join(lost, ", ") + " missing"
 		if len(lost) < 3 {
 			what = "NEW lacks " + strings.Join(lost, ", ")
+		}
+		if plan.BootFailed(in.New.Boot) {
+			what = "NEW's restore at boot failed and left NEW as before migrate (" + strings.Join(lost, ", ") + " missing): run migrate apply"
 		}
 		why = append([]string{what}, why...)
 	}

@@ -3,8 +3,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +73,54 @@ func (c *cli) agentCmd() *cobra.Command {
 			return agent.Serve(os.Stdin, os.Stdout, k, &agent.HostFiles{Dir: dir})
 		},
 	}
+}
+
+// bootRestoreCmd is what the boot unit runs (agent.UnitText): it restores
+// this host's part of the last confirmed apply and records the outcome in
+// STATE/boot.json. The directories come from the unit's command line, not
+// the environment: systemd starts it with an empty one.
+func (c *cli) bootRestoreCmd() *cobra.Command {
+	var stateDir, unitDir string
+	cmd := &cobra.Command{
+		Use:    agent.BootRestoreCommand,
+		Short:  "Restore this host's part of the last confirmed apply (run by the boot unit)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stateDir == "" || unitDir == "" {
+				return errors.New("--state-dir and --unit-dir are required")
+			}
+			// The same checks as the agent's: the state directory is
+			// root's and private (agent/statedir.go), and an installed
+			// agent (bin/migrate-SHA256) is the file its name says.
+			if err := agent.CheckStateDir(stateDir); err != nil {
+				return err
+			}
+			if exe, err := os.Readlink("/proc/self/exe"); err == nil {
+				if h, ok := strings.CutPrefix(filepath.Base(exe), "migrate-"); ok && agent.ValidHash(h) {
+					if err := agent.VerifySelf(h); err != nil {
+						return err
+					}
+				}
+			}
+			// The agent code reads both from the environment.
+			os.Setenv("MIGRATE_STATE_DIR", stateDir)
+			os.Setenv("MIGRATE_SYSTEMD_DIR", unitDir)
+			k, err := kernel.New(stateDir)
+			if err != nil {
+				return err
+			}
+			rec, err := agent.BootRestore(&agent.HostFiles{Dir: stateDir}, k)
+			fmt.Fprintf(c.out, "migrate boot restore: %s (%d step(s), %d ms)\n", rec.Outcome, rec.Steps, rec.TookMS)
+			for _, r := range rec.RevertedRuns {
+				fmt.Fprintf(c.out, "run %s was not confirmed before the reboot: reverted, not restored\n", r)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "the agent's state directory")
+	cmd.Flags().StringVar(&unitDir, "unit-dir", "", "the systemd unit directory the unit is installed in")
+	return cmd
 }
 
 // agentInstallCmd copies this binary into the host's agent directory

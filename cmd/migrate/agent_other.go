@@ -33,6 +33,16 @@ func (c *cli) watchdogCmd() *cobra.Command {
 	}
 }
 
+func (c *cli) bootRestoreCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "agent-boot-restore", // agent.BootRestoreCommand, not importable here
+		Short:              "Restore at boot (linux only)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
+	}
+}
+
 func (c *cli) agentInstallCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "agent-install",

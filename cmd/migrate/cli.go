@@ -64,7 +64,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 		ops.PauseAgentStart()
 		return checkHostTimeout()
 	}
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentInstallCmd(), c.agentBinaryCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentInstallCmd(), c.bootRestoreCmd(), c.agentBinaryCmd())
 	return root
 }
 
