@@ -175,6 +175,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return f, err
 		}
+		f.Boot = BootFacts(hf)
 		if p.Chains {
 			if f.Chains, err = ForeignChains(p.NftTable); err != nil {
 				return f, err

@@ -28,6 +28,11 @@ package agent
 //   - addresses: on lo, host prefixes (/32, /128) that are not loopback
 //     addresses; elsewhere only on a device of a tunnel kind.
 //   - sysctls: the allow-list below, with integer values.
+//   - files: only the boot unit and its enable link in the unit
+//     directory (bootunit.go), and a step only ever writes the exact unit
+//     text migrate makes, running this agent or one the CLI installed in
+//     the state directory; before a destructive step the file there must
+//     be one the step records.
 //
 // migrate's range of routing tables is what config accepts for
 // tunnel.table: 1..2147483647 except 253 (default), 254 (main) and 255
@@ -186,11 +191,18 @@ func checkOwnedStep(s state.Step) error {
 			}
 		}
 	}
+	if s.Action != state.Delete && s.After.File != nil && s.After.File.Link == "" {
+		if err := checkUnitText(s.After.File.Content); err != nil {
+			return fmt.Errorf("refused: %s: %w", s.After.Key(), err)
+		}
+	}
 	return nil
 }
 
 func checkOwnedObject(o state.Object) error {
 	switch {
+	case o.File != nil:
+		return checkOwnedFile(*o.File)
 	case o.Nft != nil:
 		if o.Nft.Family != "inet" || o.Nft.Name != ownNftTable {
 			return fmt.Errorf("nft table %s %s is not migrate's (only table inet %s)", show(o.Nft.Family), show(o.Nft.Name), ownNftTable)
@@ -270,6 +282,11 @@ func checkLive(k Kernel, s state.Step) error {
 	switch {
 	case o.Nft != nil:
 		return nil // the name is reserved: table inet migrate is migrate's
+	case o.File != nil:
+		if err := liveFileOwned(s); err != nil {
+			return fmt.Errorf("refused: %s: %w", o.Key(), err)
+		}
+		return nil
 	case o.Route != nil:
 		req.Tables = []int{o.Route.Table}
 	case o.Sysctl != nil:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +56,34 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
+// rebootedReason decides a run whose host rebooted before it was
+// confirmed (the boot restore records rebootReason, which says the same).
+const rebootedReason = "host rebooted inside the confirm window: its changes are no longer in the kernel"
+
+// bootID identifies the kernel state a run's changes live in: the boot
+// (/proc/sys/kernel/random/boot_id) and the network namespace, by its
+// cookie, which the kernel never reuses. A host's namespace is the same
+// for the whole boot; one that is made again (a container restarted, a
+// lab host "rebooted" by deleting its namespace) holds none of the
+// changes either, so it counts as another boot.
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
+	id := strings.TrimSpace(string(b))
+	if c, err := netnsCookie(); err == nil {
+		id += "/netns-" + strconv.FormatUint(c, 10)
+	}
+	return id
+}
+
+// netnsCookie is the network namespace's cookie (SO_NETNS_COOKIE, Linux
+// 5.14 and later).
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 }
 
 func (h *HostFiles) runPath(run string) string { return h.path("run-" + run + ".json") }
@@ -151,7 +177,7 @@ func (r *runRecord) live(now int64) (bool, error) {
 	if b := bootID(); r.BootID != b {
 		if r.State != proto.RunReverted {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			r.Decided = time.Now().UTC()
 			return true, fmt.Errorf("run %s cannot be confirmed: %s", r.Run, r.Reason)
 		}
@@ -253,7 +279,7 @@ func (h *HostFiles) RunStatus(run string) (proto.RunStatus, error) {
 	err := h.withRun(run, false, func(r *runRecord, now int64) (bool, error) {
 		if (r.State == proto.RunArmed || r.State == proto.RunPrepared) && r.BootID != bootID() {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			st = r.status(now)
 			return true, nil
 		}

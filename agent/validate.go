@@ -17,6 +17,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -268,6 +269,7 @@ func checkObject(o state.Object) error {
 	}{
 		{"link", o.Link != nil}, {"sysctl", o.Sysctl != nil}, {"rule", o.Rule != nil},
 		{"addr", o.Addr != nil}, {"route", o.Route != nil}, {"nft", o.Nft != nil},
+		{"file", o.File != nil},
 	} {
 		if k.set {
 			set = append(set, k.name)
@@ -275,10 +277,10 @@ func checkObject(o state.Object) error {
 	}
 	switch len(set) {
 	case 0:
-		return errors.New("empty object: set exactly one of link, sysctl, rule, addr, route, nft")
+		return errors.New("empty object: set exactly one of link, sysctl, rule, addr, route, nft, file")
 	case 1:
 	default:
-		return fmt.Errorf("object sets %s: set exactly one of link, sysctl, rule, addr, route, nft", strings.Join(set, " and "))
+		return fmt.Errorf("object sets %s: set exactly one of link, sysctl, rule, addr, route, nft, file", strings.Join(set, " and "))
 	}
 	switch {
 	case o.Link != nil:
@@ -291,6 +293,8 @@ func checkObject(o state.Object) error {
 		return checkAddr(*o.Addr)
 	case o.Route != nil:
 		return checkRoute(*o.Route)
+	case o.File != nil:
+		return checkFile(*o.File)
 	default:
 		return checkNftTable(*o.Nft)
 	}
@@ -810,6 +814,21 @@ func validatePing(p proto.PingParams) error {
 	}
 	if p.TimeoutMS < 1 || p.TimeoutMS > 60000 {
 		return fmt.Errorf("bad ping request: timeout_ms %d: must be 1..60000", p.TimeoutMS)
+	}
+	return nil
+}
+
+// checkFile checks a file object's shape (which files: checkOwnedFile).
+func checkFile(f state.File) error {
+	switch {
+	case !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path || len(f.Path) > 4096:
+		return fmt.Errorf("file path %s: must be an absolute, clean path", show(f.Path))
+	case f.Link != "" && f.Content != "":
+		return fmt.Errorf("file %s: set content or link, not both", show(f.Path))
+	case len(f.Content) > maxUnitSize:
+		return fmt.Errorf("file %s: content is %d bytes, more than %d", show(f.Path), len(f.Content), maxUnitSize)
+	case strings.ContainsRune(f.Content, 0) || strings.ContainsRune(f.Link, 0):
+		return fmt.Errorf("file %s: contains a NUL byte", show(f.Path))
 	}
 	return nil
 }

@@ -130,6 +130,8 @@ type Lab struct {
 	procs   []*proc
 	logs    map[*exec.Cmd]string
 	seq     int
+	// sshd is each host's sshd command line (Reboot starts it again).
+	sshd map[string][]string
 }
 
 type proc struct {
@@ -265,6 +267,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		log:       opts.Log,
 		vethID:    id,
 		logs:      map[*exec.Cmd]string{},
+		sshd:      map[string][]string{},
 		openSSH:   opts.OpenSSH,
 		nat:       map[string]bool{},
 	}
@@ -358,11 +361,7 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 		}
 		// Inside the new namespace only: no DAD (addresses usable at once and
 		// snapshots don't flip from "tentative"), lo up.
-		for _, args := range [][]string{
-			{"sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0"},
-			{"sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"},
-			{"ip", "link", "set", "lo", "up"},
-		} {
+		for _, args := range nsInit {
 			if _, err := l.Exec(ctx, r, args...); err != nil {
 				return err
 			}
@@ -379,32 +378,47 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 
 	router := l.NS[RoleRouter]
 	for _, lk := range l.links() {
-		rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
-		leaf := l.NS[lk.role]
-		l.logf("linking %s:%s <-> %s:eth0", router, rv, leaf)
-		// Created inside the router ns; the peer is born in the leaf ns as eth0,
-		// so nothing ever appears in the root namespace.
-		cmds := []struct {
-			role string
-			args []string
-		}{
-			{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth0", "netns", leaf}},
-			{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rv}},
-			{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rv, "nodad"}},
-			{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
-			{lk.role, []string{"ip", "addr", "add", lk.v4, "dev", "eth0"}},
-			{lk.role, []string{"ip", "-6", "addr", "add", lk.v6, "dev", "eth0", "nodad"}},
-			{lk.role, []string{"ip", "link", "set", "eth0", "up"}},
-			{lk.role, []string{"ip", "route", "add", "default", "via", lk.gwV4, "dev", "eth0"}},
-			{lk.role, []string{"ip", "-6", "route", "add", "default", "via", lk.gwV6, "dev", "eth0"}},
-		}
-		for _, c := range cmds {
+		l.logf("linking %s:%s <-> %s:eth0", router, "v"+l.vethID+lk.role[:1], l.NS[lk.role])
+		for _, c := range l.linkCommands(lk) {
 			if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// nsInit runs in every new namespace: no DAD (addresses usable at once
+// and snapshots don't flip from "tentative"), lo up.
+var nsInit = [][]string{
+	{"sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0"},
+	{"sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"},
+	{"ip", "link", "set", "lo", "up"},
+}
+
+type labCmd struct {
+	role string
+	args []string
+}
+
+// linkCommands connect lk's namespace to the router (a veth pair created
+// inside the router namespace; the peer is born in the leaf namespace as
+// eth0, so nothing ever appears in the root namespace) and give it its
+// addresses and default routes.
+func (l *Lab) linkCommands(lk link) []labCmd {
+	rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
+	leaf := l.NS[lk.role]
+	return []labCmd{
+		{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth0", "netns", leaf}},
+		{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rv}},
+		{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rv, "nodad"}},
+		{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
+		{lk.role, []string{"ip", "addr", "add", lk.v4, "dev", "eth0"}},
+		{lk.role, []string{"ip", "-6", "addr", "add", lk.v6, "dev", "eth0", "nodad"}},
+		{lk.role, []string{"ip", "link", "set", "eth0", "up"}},
+		{lk.role, []string{"ip", "route", "add", "default", "via", lk.gwV4, "dev", "eth0"}},
+		{lk.role, []string{"ip", "-6", "route", "add", "default", "via", lk.gwV6, "dev", "eth0"}},
+	}
 }
 
 func (l *Lab) setupSSH(ctx context.Context) error {
@@ -507,7 +521,11 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			// sources it for a top-level shell). This machine's root
 			// .bashrc runs `pyenv rehash`, whose lock, left behind by a
 			// session a test kills, stalls every later session for 60 s.
-			"SetEnv MIGRATE_STATE_DIR=" + h.state + " SHLVL=1",
+			// The agent's boot unit goes to a lab directory, never the
+			// machine's /etc/systemd; "systemd is PID 1" is the lab's
+			// runtime directory existing (SystemdRuntime; absent unless
+			// a test makes it).
+			"SetEnv MIGRATE_STATE_DIR=" + h.state + " MIGRATE_SYSTEMD_DIR=" + l.SystemdDir(h.role) + " MIGRATE_SYSTEMD_RUNTIME=" + l.SystemdRuntime(h.role) + " SHLVL=1",
 			"PrintMotd no",
 			"PrintLastLog no",
 			"UseDNS no",
@@ -540,6 +558,7 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			}
 			sshd = []string{"sh", "-c", script + `exec "$@"`, "sh", "/usr/sbin/sshd", "-D", "-e", "-f", cfg}
 		}
+		l.sshd[h.role] = sshd
 		cmd, err := l.Command(h.role, sshd...)
 		if err != nil {
 			return err
@@ -1014,7 +1033,7 @@ func (l *Lab) labUsers() (map[string]string, error) {
 	sudoers := strings.Join([]string{
 		"# generated by package lab: bind-mounted over /etc/sudoers for the lab's sshd only",
 		"Defaults env_reset",
-		`Defaults env_keep += "MIGRATE_STATE_DIR"`,
+		`Defaults env_keep += "MIGRATE_STATE_DIR MIGRATE_SYSTEMD_DIR MIGRATE_SYSTEMD_RUNTIME"`,
 		"Defaults !lecture",
 		"root ALL=(ALL:ALL) ALL",
 		l.SudoUser + " ALL=(root) NOPASSWD: ALL",

@@ -305,6 +305,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 		if sp.TunnelDev != "" || len(sp.Forwards) > 0 || sp.ForwardMark != 0 {
 			h.add(obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: *sp}))
 		}
+		bootDesired(facts[name], h)
 		out[name] = *h
 	}
 	return out, nil

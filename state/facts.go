@@ -71,6 +71,9 @@ type Facts struct {
 	// WGPublicKey (apply's fresh facts do not carry it; the link object
 	// holds the bind once applied).
 	RouteSrc map[string]string `json:"route_src,omitempty"`
+	// Boot is whether the host's part survives a reboot: systemd, the
+	// boot unit as installed, the last boot restore (agent, boot.go).
+	Boot *Boot `json:"boot,omitempty"`
 }
 
 // BaseChain is a hooked chain of someone else's nft table.

@@ -204,6 +204,15 @@ func Build(in Input) Report {
 			OldLinkUp: linkUp(in.Old, t.Name), NewLinkUp: linkUp(in.New, t.Name), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
 	}
 	r.PathBroken = pathBroken(c, in, r)
+	// What each host's restore at boot did in its current boot.
+	for _, h := range []struct {
+		name string
+		f    state.Facts
+	}{{plan.New, in.New}, {plan.Old, in.Old}} {
+		if l := plan.BootLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
+			r.Notes = append(r.Notes, l+".")
+		}
+	}
 	live := map[string]int{} // service key -> percent live on OLD
 	switch {
 	case oldDown:
@@ -490,6 +499,9 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		what := "NEW lost migrate's configuration (rebooted?): " + strings.Join(lost, ", ") + " missing"
 		if len(lost) < 3 {
 			what = "NEW lacks " + strings.Join(lost, ", ")
+		}
+		if plan.BootFailed(in.New.Boot) {
+			what = "NEW's restore at boot failed and left NEW as before migrate (" + strings.Join(lost, ", ") + " missing): run migrate apply"
 		}
 		why = append([]string{what}, why...)
 	}

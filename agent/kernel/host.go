@@ -190,6 +190,8 @@ func (h *Host) Apply(step state.Step) error {
 		err = h.applyRoute(step)
 	case state.KindNft:
 		err = h.applyNft(step)
+	case state.KindFile:
+		err = h.applyFile(step)
 	default:
 		return fmt.Errorf("step has no object")
 	}

@@ -31,3 +31,13 @@ func (c *cli) watchdogCmd() *cobra.Command {
 		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
 	}
 }
+
+func (c *cli) bootRestoreCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "agent-boot-restore", // agent.BootRestoreCommand, not importable here
+		Short:              "Restore at boot (linux only)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
+	}
+}

@@ -62,7 +62,7 @@ from that IP leaves through OLD. Established connections drain on OLD.
 	root.PersistentFlags().BoolVar(&c.asJSON, "json", false, "machine-readable output (JSON lines with a schema_version)")
 	root.PersistentFlags().DurationVar(&hostTimeout, "host-timeout", remote.DefaultTimeout, "give up on a host that stays silent this long (no answer to SSH keepalives or from its agent); the error says what each host does next")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return checkHostTimeout() }
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentBinaryCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.bootRestoreCmd(), c.agentBinaryCmd())
 	return root
 }
 

@@ -46,6 +46,9 @@ func confirmOrder(names []string) []string {
 func confirmFault(stage string) {
 	kind, arg, _ := strings.Cut(os.Getenv(FaultEnv), "-at:")
 	switch {
+	case kind == "die-before-confirm" && stage == "before":
+		fmt.Fprintf(os.Stderr, "%s: dying before any confirm\n", FaultEnv)
+		os.Exit(3)
 	case kind == "die-between-confirms" && stage == "between":
 		fmt.Fprintf(os.Stderr, "%s: dying between the two confirms\n", FaultEnv)
 		os.Exit(3)
@@ -71,6 +74,7 @@ func confirmFault(stage string) {
 // It returns what each host decided, as a sentence, and an error unless
 // both kept the change.
 func confirmRun(ctx context.Context, targets map[string]remote.Target, run string, timeout time.Duration) (string, error) {
+	confirmFault("before")
 	confirmGrace := min(timeout, maxConfirmGrace)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

@@ -169,7 +169,7 @@ func reconcile(ctx context.Context, s *session, j *state.Journal, statePath stri
 			notes = append(notes, fmt.Sprintf("host %s journal records %d applied step(s) that the state file %s did not; they were added to it", name, adopted, statePath))
 		}
 		if reverted > 0 {
-			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (its revert timer expired without confirmation); the state file now says so", name, reverted))
+			notes = append(notes, fmt.Sprintf("host %s undid %d step(s) by itself (never confirmed: its revert timer expired, or it rebooted inside the confirm window); the state file now says so", name, reverted))
 		}
 	}
 	if !changed {
@@ -192,7 +192,9 @@ func reconcile(ctx context.Context, s *session, j *state.Journal, statePath stri
 // step, the way a crash, a dropped connection or a killed agent would.
 // The confirm has its own (confirm.go): "die-between-confirms-at:1"
 // exits right after NEW confirmed, before OLD's confirm is sent;
-// "delay-confirm-old-at:MS" waits MS milliseconds before it.
+// "delay-confirm-old-at:MS" waits MS milliseconds before it;
+// "die-before-confirm" exits once every step is applied, before any host
+// is confirmed (each reverts at its deadline, or at its next boot).
 const FaultEnv = "MIGRATE_TEST_FAULT"
 
 func faultHook(s *session) func(n int, st state.Step) error {
@@ -202,7 +204,7 @@ func faultHook(s *session) func(n int, st state.Step) error {
 	}
 	kind, nstr, ok := strings.Cut(spec, "-at:")
 	at, err := strconv.Atoi(nstr)
-	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") {
+	if strings.HasSuffix(kind, "confirm-old") || strings.HasSuffix(kind, "between-confirms") || kind == "die-before-confirm" {
 		return nil // confirmFault
 	}
 	if !ok || err != nil {
