@@ -139,8 +139,8 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${need[@]}" >> "$LOG" 2>&1 ||
-    { apt-get update -q >> "$LOG" 2>&1 && apt-get install -y -q --no-install-recommends "${need[@]}" >> "$LOG" 2>&1; } ||
+  apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends "${need[@]}" >> "$LOG" 2>&1 ||
+    { apt-get update -q >> "$LOG" 2>&1 && apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends "${need[@]}" >> "$LOG" 2>&1; } ||
     die "apt-get install ${need[*]} failed (see $LOG)"
 fi
 command -v go >/dev/null || die "go is not installed"
@@ -552,8 +552,9 @@ reboot() {
   for h in "$@"; do nreset[$h]=$(( $(count "$h" 'reboot: Restarting system') + 1 )); nready[$h]=$(( $(count "$h" 'REBOOT-LANE READY') + 1 )); done
   say "$ev: systemctl reboot on $*"
   t0=$(now)
-  for h in "$@"; do gssh "$h" 30 'systemctl reboot' > /dev/null 2>&1 & done
-  wait
+  local pids=()
+  for h in "$@"; do gssh "$h" 30 'systemctl reboot' > /dev/null 2>&1 & pids+=($!); done
+  wait "${pids[@]}" || true   # (not a bare wait: the peer server is our child too)
   local pending="$*" deadline=$(( $(date +%s) + BOOT_TIMEOUT )) ok=
   while [ "$(date +%s)" -lt "$deadline" ]; do
     for h in $pending; do
@@ -678,8 +679,9 @@ say "unconfirmed: systemctl reboot on old new"
 declare -A NREADY
 for h in old new; do NREADY[$h]=$(( $(count "$h" 'REBOOT-LANE READY') + 1 )); done
 t0=$(now)
-for h in old new; do gssh "$h" 30 'systemctl reboot' > /dev/null 2>&1 & done
-wait
+pids=()
+for h in old new; do gssh "$h" 30 'systemctl reboot' > /dev/null 2>&1 & pids+=($!); done
+wait "${pids[@]}" || true
 wait_ready old "${NREADY[old]}" "$BOOT_TIMEOUT"
 wait_ready new "${NREADY[new]}" "$BOOT_TIMEOUT"
 out=
