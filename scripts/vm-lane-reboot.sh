@@ -82,7 +82,7 @@ OLD_IP=198.51.100.10 NEW_IP=203.0.113.20      # eth1 of each: the tunnel endpoin
 CLIENT_IP=192.0.2.100                         # the client and remote peer, in LAB
 TCP_PORT=8080 STAY_PORT=8081 UDP_PORT=5353 PEER_PORT=9000
 
-T0=$(date +%s)
+T0=$(date +%s) LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 say() { printf '== reboot-lane [%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$LOG"; }
 CHECKS=() FAILED=
 pass() { CHECKS+=("PASS $*"); say "PASS: $*"; }
@@ -581,7 +581,10 @@ reboot() {
   say "$ev: the data path works again, $(fsub "$tpath" "$t0") s after systemctl reboot"
   # the guests' own view: kernel uptime now (minus the time since the path
   # worked), when the boot unit finished, when the boot said READY
+  # (OLD's data path can work before its sshd listens: retry until it does)
   for h in "$@"; do
+    local tries=0
+    while :; do
     tb=$(now)
     gssh "$h" 60 "echo @@uptime; cut -d' ' -f1 /proc/uptime; echo @@bootid; cat /proc/sys/kernel/random/boot_id
       echo @@unit; systemctl show $UNIT -p ActiveState -p Result -p ExecMainStatus -p ActiveEnterTimestampMonotonic 2>&1
@@ -589,6 +592,12 @@ reboot() {
       echo @@record; cat $BOOTREC 2>&1; echo; echo @@journal; journalctl -b -u $UNIT --no-pager -o cat 2>&1 | tail -n 40
       echo @@analyze; systemd-analyze 2>&1 | head -n 2; echo @@end" > "$RUN/$ev.$h" 2>&1 || true
     ta=$(now)
+    grep -qx '@@end' "$RUN/$ev.$h" && break
+    tries=$((tries + 1))
+    [ "$tries" -lt 60 ] || break
+    sleep 2
+    done
+    [ "$tries" = 0 ] || say "$ev: ssh to $h answered after $tries retries (its data path worked before its sshd)"
     { echo "----- $ev on $h"; cat "$RUN/$ev.$h"; } >> "$LOG"
     u=$(section "$RUN/$ev.$h" uptime)
     # uptime when the path worked: uptime read mid-ssh, minus the time since
@@ -726,6 +735,7 @@ say "summary"
 {
   echo "guests:  old and new: Debian 12 amd64, kernel $KVER ($KPKGVER), systemd as PID 1, qemu-system-x86_64 $QEMU_VERSION TCG -cpu qemu64, $SMP vCPU, $MEM"
   echo "first boot (qemu start -> READY on the console): $FIRST_BOOT"
+  echo "this machine: $(nproc) CPUs, load average at the start $LOAD0, now $(cut -d' ' -f1-3 /proc/loadavg) (TCG times grow with it)"
   echo "time from a reboot until the data path works (no migrate command run):"
   echo "  event        host reset->ok uptime@ok restore-unit  udp-server  boot-READY   (s; all but reset->ok: the guest kernel's own uptime when it happened)"
   for r in "${TABLE[@]}"; do echo "  $r"; done
