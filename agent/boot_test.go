@@ -246,7 +246,7 @@ func TestKeptRestores(t *testing.T) {
 // reverted by the boot restore, and a confirm of it is refused; a
 // confirmed run stays kept; a run armed in this boot stops the restore.
 func TestRebootDecidesRevert(t *testing.T) {
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	for _, r := range []runRecord{
 		{Run: "armed", State: proto.RunArmed, BootID: "an-earlier-boot", DeadlineNS: 1 << 62},
 		{Run: "prepared", State: proto.RunPrepared, BootID: "an-earlier-boot", DeadlineNS: 1 << 62},

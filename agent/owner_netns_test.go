@@ -311,7 +311,7 @@ func TestHostileRequestsInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	clean := takeSnapshot(t)
 
 	var up []state.Step
@@ -368,7 +368,7 @@ func TestWatchdogRefusesForeignJournalInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	clean := takeSnapshot(t)
 
 	// A real apply of the tunnel (seq 1), then forged entries written
@@ -435,7 +435,7 @@ func TestHostileFuzzInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	seed := time.Now().UnixNano()
 	if s, err := strconv.ParseInt(os.Getenv("MIGRATE_OWNER_FUZZ_SEED"), 10, 64); err == nil {
 		seed = s

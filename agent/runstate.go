@@ -95,7 +95,7 @@ func (h *HostFiles) withRun(run string, create bool, fn func(r *runRecord, now i
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(h.path("runs.lock"), os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	lf, err := openNoFollow(h.path("runs.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (h *HostFiles) withRun(run string, create bool, fn func(r *runRecord, now i
 		return fmt.Errorf("lock run states: %w", err)
 	}
 	var r runRecord
-	b, err := os.ReadFile(h.runPath(run))
+	b, err := readNoFollow(h.runPath(run))
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:
 	case errors.Is(err, fs.ErrNotExist):
@@ -136,31 +136,7 @@ func (h *HostFiles) writeRun(r *runRecord) error {
 	if err != nil {
 		return err
 	}
-	tmp := h.runPath(r.Run) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, h.runPath(r.Run)); err != nil {
-		return err
-	}
-	d, err := os.Open(h.Dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return writeReplace(h.runPath(r.Run), b)
 }
 
 // decideRevert records reverting with reason.

@@ -697,6 +697,12 @@ func checkNftTable(t state.NftTable) error {
 	if (s.Guard4 || s.Guard6) && !(s.Role == "old" && s.TunnelDev != "") && s.ForwardMark == 0 {
 		return errors.New("nft guard4/guard6: a guard needs migrate's own forwarded flows to let through (a tunnel on role old, or a forward mark)")
 	}
+	if s.KeepDest && (s.Role != "old" || s.TunnelDev == "" || s.Mark == 0) {
+		return errors.New("nft keep_dest: only for role old with a tunnel and a mark")
+	}
+	if s.DNATReplies && (s.Role != "new" || s.TunnelDev == "" || s.Mark == 0) {
+		return errors.New("nft dnat_replies: only for role new with a tunnel and a mark")
+	}
 	if len(s.NoARP) > maxListLen {
 		return fmt.Errorf("nft no_arp: %d entries, at most %d allowed", len(s.NoARP), maxListLen)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -44,9 +45,27 @@ func bootNorm(snaps map[string]string) map[string]string {
 		for _, r := range bootSnapRE {
 			v = r.re.ReplaceAllString(v, r.with)
 		}
-		out[k] = v
+		out[k] = sortRoutes(v)
 	}
 	return out
+}
+
+// sortRoutes sorts the lines of the route sections: `ip route` lists
+// routes by address, and eth0's link-local address, masked, is random.
+func sortRoutes(snap string) string {
+	lines := strings.Split(snap, "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "### ") || !strings.Contains(lines[i], " route ") {
+			continue
+		}
+		j := i + 1
+		for j < len(lines) && !strings.HasPrefix(lines[j], "### ") {
+			j++
+		}
+		sort.Strings(lines[i+1 : j])
+		i = j - 1
+	}
+	return strings.Join(lines, "\n")
 }
 
 // bootLab is a scenario whose two hosts run systemd as PID 1, as far as
@@ -171,6 +190,22 @@ func servedByNew(t *testing.T, ctx context.Context, s *scenario.Scenario, when s
 	}
 }
 
+// settled compares both hosts, normalized, with want, waiting up to 10 s
+// for them to get there: link states reach `ip` through the kernel's
+// linkwatch, which runs up to a second after a device comes up.
+func settled(t *testing.T, ctx context.Context, s *scenario.Scenario, what string, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(scenario.Slow(10 * time.Second))
+	for {
+		got := bootNorm(snap(t, ctx, s))
+		if got[lab.RoleOld] == want[lab.RoleOld] && got[lab.RoleNew] == want[lab.RoleNew] || time.Now().After(deadline) {
+			diffSnap(t, what, want, got)
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 func snap(t *testing.T, ctx context.Context, s *scenario.Scenario) map[string]string {
 	t.Helper()
 	m, err := s.Snapshot(ctx)
@@ -237,7 +272,7 @@ func TestBootRestore(t *testing.T) {
 			t.Logf("%s: %s restored in %s (%d steps): %s", what, role, time.Since(start).Round(time.Millisecond), rec.Steps, strings.TrimSpace(out))
 			startDaemons(t, ctx, s, role)
 		}
-		diffSnap(t, what, applied, bootNorm(snap(t, ctx, s)))
+		settled(t, ctx, s, what, applied)
 		servedByNew(t, ctx, s, what)
 		r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
 		if !strings.Contains(r.Stdout, "No changes") {
@@ -258,7 +293,7 @@ func TestBootRestore(t *testing.T) {
 	}
 
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
-	diffSnap(t, "rollback --all", bootNorm(before), bootNorm(snap(t, ctx, s)))
+	settled(t, ctx, s, "rollback --all", bootNorm(before))
 	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
 		unitDirEmpty(t, s, role)
 	}
@@ -305,7 +340,7 @@ func TestBootUnconfirmed(t *testing.T) {
 		startDaemons(t, ctx, s, role)
 		unitDirEmpty(t, s, role)
 	}
-	diffSnap(t, "unconfirmed apply after the reboot", bootNorm(before), bootNorm(snap(t, ctx, s)))
+	settled(t, ctx, s, "unconfirmed apply after the reboot", bootNorm(before))
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
 	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if !strings.Contains(r.Stdout, "rebooted inside the confirm window") {
@@ -317,7 +352,7 @@ func TestBootUnconfirmed(t *testing.T) {
 			t.Fatalf("%s's boot unit again: %v\n%s", role, err, out)
 		}
 	}
-	diffSnap(t, "unconfirmed apply, restore run twice", bootNorm(before), bootNorm(snap(t, ctx, s)))
+	settled(t, ctx, s, "unconfirmed apply, restore run twice", bootNorm(before))
 
 	// The run's record says so, and a confirm of it is refused.
 	for _, dir := range []string{s.Lab.OldStateDir, s.Lab.NewStateDir} {
@@ -332,7 +367,7 @@ func TestBootUnconfirmed(t *testing.T) {
 	}
 	r = mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
 	t.Logf("rollback --all after the reverted run:\n%s", r.Stdout)
-	diffSnap(t, "rollback --all", bootNorm(before), bootNorm(snap(t, ctx, s)))
+	settled(t, ctx, s, "rollback --all", bootNorm(before))
 	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
 		unitDirEmpty(t, s, role)
 	}
@@ -353,6 +388,18 @@ func TestBootRestoreFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := snap(t, ctx, s)
+	// Where systemd is not PID 1, plan installs nothing and says so.
+	if err := s.Lab.SetSystemd(lab.RoleOld, false); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "host old: systemd is not PID 1 there, so migrate installs no boot unit: this host's part will not survive a reboot") ||
+		strings.Contains(r.Stdout, "+ file "+unitPath(s, lab.RoleOld)) || !strings.Contains(r.Stdout, "+ file "+unitPath(s, lab.RoleNew)) {
+		t.Errorf("plan with systemd on NEW only:\n%s", r.Stdout)
+	}
+	if err := s.Lab.SetSystemd(lab.RoleOld, true); err != nil {
+		t.Fatal(err)
+	}
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	cmd := execStart(t, s, lab.RoleNew)
 	if err := s.Lab.Reboot(ctx, lab.RoleNew); err != nil {
@@ -376,7 +423,7 @@ func TestBootRestoreFails(t *testing.T) {
 	diffSnap(t, "failed restore", booted, snap(t, ctx, s))
 	startDaemons(t, ctx, s, lab.RoleNew)
 
-	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if want := "NEW's restore at boot failed at "; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "NEW is as before migrate: run migrate apply") {
 		t.Errorf("plan does not say %q ... run migrate apply:\n%s", want, r.Stdout)
 	}
@@ -398,7 +445,7 @@ func TestBootRestoreFails(t *testing.T) {
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	servedByNew(t, ctx, s, "apply after the failed restore")
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
-	diffSnap(t, "rollback --all", bootNorm(before), bootNorm(snap(t, ctx, s)))
+	settled(t, ctx, s, "rollback --all", bootNorm(before))
 	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
 		unitDirEmpty(t, s, role)
 	}

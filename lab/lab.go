@@ -36,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/opsmigrate/migrate/remote"
 )
 
 // Roles of the lab namespaces.
@@ -70,8 +72,11 @@ type Options struct {
 	//   - two non-root users on every lab sshd (old, new, bastion), known
 	//     only inside the sshd's own mount namespace, where a lab copy of
 	//     /etc/passwd, /etc/group, /etc/shadow and /etc/sudoers is
-	//     bind-mounted (nothing on the machine changes): SudoUser has
-	//     passwordless sudo, PasswdUser's sudo asks for a password.
+	//     bind-mounted (nothing on the machine changes): SudoUser may
+	//     run migrate's agents installed in OldStateDir and NewStateDir
+	//     as root without a password, and nothing else (exactly
+	//     remote.SudoersRule, as README gives it); PasswdUser's sudo asks
+	//     for a password; SudoAllUser's is NOPASSWD: ALL.
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
 	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
@@ -111,6 +116,9 @@ type Lab struct {
 	// With Options.OpenSSH: the bastion's address and the two users.
 	BastionIP            netip.Addr
 	SudoUser, PasswdUser string
+	// SudoAllUser may run anything as root without a password
+	// (NOPASSWD: ALL): migrate installs its agent itself through it.
+	SudoAllUser string
 
 	// With Options.NAT: the private address a NATed host holds (the zero
 	// Addr for a host that holds its public address). Held returns the
@@ -284,7 +292,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	}
 	if opts.OpenSSH {
 		l.BastionIP = netip.MustParseAddr("192.0.2.140")
-		l.SudoUser, l.PasswdUser = "migsudo", "migpasswd"
+		l.SudoUser, l.PasswdUser, l.SudoAllUser = "migsudo", "migpasswd", "migall"
 	}
 	for _, r := range l.roles() {
 		l.NS[r] = l.Name + "-" + r
@@ -447,6 +455,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	if err := os.WriteFile(authKeys, []byte(adminPub+" lab-admin\n"), 0o600); err != nil {
 		return err
 	}
+	l.OldStateDir = filepath.Join(l.Dir, "old-state")
+	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	var etc map[string]string // lab copies of /etc files, bind-mounted for sshd
 	if l.openSSH {
 		// sshd reads authorized_keys as the user logging in: the non-root
@@ -462,8 +472,6 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			return err
 		}
 	}
-	l.OldStateDir = filepath.Join(l.Dir, "old-state")
-	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	// sshd's privilege-separation directory; a system directory sshd always
 	// expects, left in place (other sshd may rely on it).
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -495,7 +503,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	}
 	var kh strings.Builder
 	for _, h := range hosts {
-		if err := os.MkdirAll(h.state, 0o755); err != nil {
+		// root's, 0700: the agent refuses any other state directory.
+		if err := os.MkdirAll(h.state, 0o700); err != nil {
 			return err
 		}
 		hostKey := filepath.Join(l.Dir, h.role+"_host_ed25519")
@@ -1013,7 +1022,7 @@ func (l *Lab) labUsers() (map[string]string, error) {
 	}
 	p, g, sh := strings.Join(pl, "\n"), withNL(group), withNL(shadow)
 	id := 61000
-	for _, u := range []string{l.SudoUser, l.PasswdUser} {
+	for _, u := range []string{l.SudoUser, l.PasswdUser, l.SudoAllUser} {
 		for used[strconv.Itoa(id)] {
 			id++
 		}
@@ -1036,8 +1045,11 @@ func (l *Lab) labUsers() (map[string]string, error) {
 		`Defaults env_keep += "MIGRATE_STATE_DIR MIGRATE_SYSTEMD_DIR MIGRATE_SYSTEMD_RUNTIME"`,
 		"Defaults !lecture",
 		"root ALL=(ALL:ALL) ALL",
-		l.SudoUser + " ALL=(root) NOPASSWD: ALL",
+		// Exactly the rule README gives: migrate's agents, nothing else.
+		remote.SudoersRule(l.SudoUser, l.OldStateDir),
+		remote.SudoersRule(l.SudoUser, l.NewStateDir),
 		l.PasswdUser + " ALL=(root) ALL",
+		l.SudoAllUser + " ALL=(root) NOPASSWD: ALL",
 		"",
 	}, "\n")
 	out := map[string]string{}

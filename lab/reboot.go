@@ -63,10 +63,13 @@ func (l *Lab) Reboot(ctx context.Context, role string) error {
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "delete", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("lab: ip netns delete %s: %v: %s", name, err, bytes.TrimSpace(out))
 	}
-	// The veth pair went with the namespace; wait until the router's end
-	// is gone too (the kernel tears a namespace down asynchronously).
+	// The veth pair goes with the namespace, but the kernel tears a
+	// namespace down asynchronously, in one queue for the whole machine
+	// (cleanup_net), which can take long on a busy one: delete the
+	// router's end now (which takes its peer with it), and wait until it
+	// is gone.
 	rv := "v" + l.vethID + role[:1]
-	// That takes a while on a busy machine (cleanup_net waits for RCU).
+	_, _ = l.Exec(ctx, RoleRouter, "ip", "link", "del", rv)
 	gone := time.Now().Add(time.Minute)
 	for {
 		if _, err := l.Exec(ctx, RoleRouter, "ip", "link", "show", rv); err != nil {
@@ -89,6 +92,21 @@ func (l *Lab) Reboot(ctx context.Context, role string) error {
 		if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
 			return err
 		}
+	}
+	// Up as after a boot: the link's state and its IPv6 link-local
+	// address come through linkwatch, up to a second after `ip link set
+	// up`.
+	for up := time.Now().Add(30 * time.Second); ; {
+		link, err := l.Exec(ctx, role, "ip", "-o", "link", "show", "dev", "eth0")
+		addrs, aerr := l.Exec(ctx, role, "ip", "-o", "addr", "show", "dev", "eth0")
+		out := append(link, addrs...)
+		if err == nil && aerr == nil && bytes.Contains(link, []byte("state UP")) && bytes.Contains(addrs, []byte("inet6 fe80")) {
+			break
+		}
+		if time.Now().After(up) {
+			return fmt.Errorf("lab: %s's eth0 did not come up: %s", role, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	cmd, err := l.Command(role, l.sshd[role]...)
 	if err != nil {

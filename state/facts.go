@@ -47,7 +47,9 @@ type Facts struct {
 	// does not match what migrate last wrote.
 	Nft      *NftTable `json:"nft,omitempty"`
 	NftDrift string    `json:"nft_drift,omitempty"`
-	// Chains are the base chains of nft tables migrate does not own.
+	// Chains are the chains of nft tables migrate does not own: base
+	// chains, and regular ones (Hook "": Docker's DOCKER-USER, ufw's
+	// ufw-user-forward), for plan's warnings.
 	Chains []BaseChain `json:"chains,omitempty"`
 	// Listeners are the listening TCP and bound UDP sockets (when
 	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
@@ -83,7 +85,8 @@ type BaseChain struct {
 	Chain    string `json:"chain"`
 	Hook     string `json:"hook"` // prerouting, input, forward, output, postrouting
 	Priority int    `json:"priority"`
-	Policy   string `json:"policy"` // accept | drop
+	Policy   string `json:"policy"`         // accept | drop
+	Type     string `json:"type,omitempty"` // filter | nat | route; "" for a regular chain
 }
 
 // Listener is one listening TCP or bound UDP socket.

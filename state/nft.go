@@ -63,6 +63,15 @@ type NftSpec struct {
 	// service address whatever the daemon bound (a wildcard socket lets
 	// the kernel pick NEW's own address). Role "new" only.
 	UDPServices []NftService `json:"udp_services,omitempty"`
+	// KeepDest: another table DNATs in prerouting on this host (Docker's
+	// published ports). Moved flows then get an identity DNAT just before
+	// it, so they reach NEW with their own destination. Role "old" only.
+	KeepDest bool `json:"keep_dest,omitempty"`
+	// DNATReplies: another table DNATs in prerouting on this host. Flows
+	// from the tunnel get conntrack mark Mark, and their answers arriving
+	// on another interface (a container's) the packet mark, so that the
+	// fwmark rule routes them back into the tunnel. Role "new" only.
+	DNATReplies bool `json:"dnat_replies,omitempty"`
 }
 
 // NftForward is one forwarded (address, protocol, port).
@@ -136,6 +145,12 @@ func (t NftTable) String() string {
 	}
 	if len(s.UDPServices) > 0 {
 		parts = append(parts, fmt.Sprintf("udp answers from the service address for %d port(s)", len(s.UDPServices)))
+	}
+	if s.KeepDest {
+		parts = append(parts, "moved flows keep their destination (another table DNATs)")
+	}
+	if s.DNATReplies {
+		parts = append(parts, "answers of flows another table DNATs go back to the tunnel")
 	}
 	if u := s.Underlay; u != nil {
 		what := "gre"

@@ -459,6 +459,8 @@ func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
 func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	defer func() {
 		if err == nil {
+			renderKeepDest(out.inet, spec, nftTag(spec))
+			renderDNATMark(out.inet, spec, nftTag(spec))
 			err = renderGuard(out.inet, spec, nftTag(spec))
 		}
 	}()

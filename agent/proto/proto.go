@@ -108,6 +108,9 @@ type Request struct {
 	ID     uint64          `json:"id"`
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params,omitempty"`
+	// Timings asks the agent to say where the request's time went
+	// (internal/timing; MIGRATE_TIMINGS in the CLI).
+	Timings bool `json:"timings,omitempty"`
 }
 
 // Response answers a Request.
@@ -115,6 +118,8 @@ type Response struct {
 	ID     uint64          `json:"id"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  *Error          `json:"error,omitempty"`
+	// Timings: microseconds per phase, when the request asked.
+	Timings map[string]int64 `json:"timings,omitempty"`
 }
 
 // Error is an agent-side failure.

@@ -86,6 +86,7 @@ func run(ctx context.Context) (err error) {
 		logw = os.Stderr
 	}
 	started := time.Now()
+	loadStart := loadAvg()
 	progress("building the namespace lab")
 	l, err := lab.New(ctx, lab.Options{Prefix: "mbench", Log: logw})
 	if err != nil {
@@ -129,7 +130,14 @@ func run(ctx context.Context) (err error) {
 		}
 		report.WriteString(t)
 	}
-	fmt.Fprintf(&report, "\nTotal run time %s.\n", time.Since(started).Round(time.Second))
+	if !*flagSkipCP && *flagCPN > 0 {
+		t, err := b.controlPlane(ctx)
+		if err != nil {
+			return err
+		}
+		report.WriteString(t)
+	}
+	fmt.Fprintf(&report, "\nTotal run time %s. Load average (1, 5, 15 min) at the start: %s, at the end: %s.\n", time.Since(started).Round(time.Second), loadStart, loadAvg())
 	fmt.Print(report.String())
 	if *flagOut != "" {
 		if err := os.WriteFile(*flagOut, []byte(report.String()), 0o644); err != nil {
@@ -1201,4 +1209,18 @@ func closeNote() string {
 		return "Connection-rate clients close abortively (-rst: SO_LINGER 0, an RST; no TIME_WAIT anywhere).\n\n"
 	}
 	return "Connection-rate clients close normally: the server closes first after its reply (HTTP/1.0) and keeps the TIME_WAIT, and the client's ports come back while it does.\n\n"
+}
+
+// loadAvg is the machine's load average (/proc/loadavg), to judge how
+// busy the shared machine was during a run.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
 }
