@@ -46,8 +46,8 @@
 #                                    from its reset until the data path works)
 #                REBOOT_LANE_LOG     (default /tmp/migrate-reboot-lane.log)
 #                REBOOT_LANE_MEM, REBOOT_LANE_SMP (per guest; default 768M, 1)
-#                REBOOT_LANE_ONLY_BOOT (1: boot the guests, measure, stop: the
-#                                    infrastructure alone)
+#                REBOOT_LANE_DROP_UNIT (1: remove apply's boot unit from both hosts
+#                                    after the apply, to prove the lane goes red)
 # Exit status: 0 all checks passed; 1 a check failed; 2 usage; 124 timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -508,6 +508,12 @@ if grep -q '^Confirmed: ' "$RUN/cli/apply.log"; then
   pass "apply: $(grep -m1 '^Apply complete!' "$RUN/cli/apply.log" | sed 's/\. State:.*//'); $(grep -m1 '^Confirmed: ' "$RUN/cli/apply.log")"
 else
   show "$RUN/cli/apply.log" 40; bad "apply did not report 'Confirmed: ...'"
+fi
+if [ -n "${REBOOT_LANE_DROP_UNIT:-}" ]; then
+  # To prove the lane goes red: take apply's boot unit away (as if apply had
+  # not installed it); the reboots below must then FAIL.
+  say "REBOOT_LANE_DROP_UNIT=$REBOOT_LANE_DROP_UNIT: removing $UNIT on both hosts, so the reboot checks must FAIL"
+  on_both dropunit 60 "rm -f /etc/systemd/system/$UNIT /etc/systemd/system/sysinit.target.wants/$UNIT && systemctl daemon-reload" || true
 fi
 # NEW's UDP server failed at boot (OLD's address was not local): the admin
 # starts it once after the apply, as the arm64 lane does. From now on it must
