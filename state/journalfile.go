@@ -331,11 +331,15 @@ func syncDir(dir string) error {
 type objects struct {
 	byID map[string]*Object
 	ids  map[*Object]string
+	// lists holds each distinct nft service list once: the specs of
+	// one service at different stages share their Accounted list, and
+	// every spec at one canary percent its Services list.
+	lists map[string][]NftService
 }
 
 func (j *Journal) table() *objects {
 	if j.objs == nil {
-		j.objs = &objects{byID: map[string]*Object{}, ids: map[*Object]string{}}
+		j.objs = &objects{byID: map[string]*Object{}, ids: map[*Object]string{}, lists: map[string][]NftService{}}
 	}
 	return j.objs
 }
@@ -364,8 +368,31 @@ func (j *Journal) intern(o *Object) *Object {
 	if c, ok := t.byID[id]; ok {
 		return c
 	}
+	if o.Nft != nil {
+		// A copy: o may belong to the caller.
+		n := *o.Nft
+		n.Spec.Services = t.list(n.Spec.Services)
+		n.Spec.Accounted = t.list(n.Spec.Accounted)
+		n.Spec.UDPServices = t.list(n.Spec.UDPServices)
+		delete(t.ids, o) // keep no reference to o's own lists
+		o = &Object{Nft: &n}
+		t.ids[o] = id
+	}
 	t.byID[id] = o
 	return o
+}
+
+func (t *objects) list(l []NftService) []NftService {
+	if len(l) == 0 {
+		return l
+	}
+	b, _ := json.Marshal(compactServices(l))
+	k := string(b)
+	if c, ok := t.lists[k]; ok {
+		return c
+	}
+	t.lists[k] = l
+	return l
 }
 
 func (j *Journal) internStep(s Step) Step {
