@@ -33,6 +33,8 @@ import (
 type HostFiles struct {
 	Dir  string
 	lock *os.File
+	// paging is the journal a journal-page reader is paging through.
+	paging *state.Journal
 }
 
 func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name) }

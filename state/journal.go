@@ -152,7 +152,8 @@ func (j *Journal) Save(path string) error {
 		return err
 	}
 	j.LogGen = gen
-	b, err := json.MarshalIndent(j, "", "  ")
+	// Compact: indenting a spec's port runs more than doubles it.
+	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}

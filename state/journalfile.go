@@ -519,6 +519,11 @@ func (j *Journal) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(src, &o); err != nil {
 			return nil, err
 		}
+		if raw[0] == '"' && len(key) == 32 {
+			// The table's key is the object's id (objectID): not
+			// computed again.
+			j.table().ids[&o] = key
+		}
 		p := j.intern(&o)
 		byRef[key] = p
 		return p, nil
@@ -537,4 +542,46 @@ func (j *Journal) UnmarshalJSON(b []byte) error {
 			Step: Step{Host: e.Step.Host, Action: e.Step.Action, Before: before, After: after}})
 	}
 	return nil
+}
+
+// Page returns a journal holding the entries from index from on, as many
+// as fit in about maxBytes of JSON (at least one), with the runs they
+// name and, in the first page, the targets; and the index of the entry
+// after them (0 when none is left). The page shares j's objects.
+func (j *Journal) Page(from, maxBytes int) (*Journal, int) {
+	p := &Journal{Version: JournalVersion, Lineage: j.Lineage, Serial: j.Serial, LogGen: j.LogGen, objs: j.objs}
+	if from == 0 {
+		p.Targets = j.Targets
+	}
+	seen := map[*Object]bool{}
+	size, i := 0, from
+	for ; i < len(j.Entries); i++ {
+		e := j.Entries[i]
+		n := 512 // the entry without its objects, generously
+		for _, o := range []*Object{e.Step.Before, e.Step.After} {
+			if o != nil && !seen[o] {
+				seen[o] = true
+				b, _ := json.Marshal(o)
+				n += len(b)
+			}
+		}
+		if size+n > maxBytes && i > from {
+			break
+		}
+		size += n
+		p.Entries = append(p.Entries, e)
+	}
+	used := map[string]bool{}
+	for _, e := range p.Entries {
+		used[e.Run] = true
+	}
+	for _, r := range j.Runs {
+		if used[r.ID] {
+			p.Runs = append(p.Runs, r)
+		}
+	}
+	if i >= len(j.Entries) {
+		return p, 0
+	}
+	return p, i
 }
