@@ -344,26 +344,31 @@ func (j *Journal) table() *objects {
 	return j.objs
 }
 
-// objectID is the hash of o's canonical JSON, remembered per pointer.
+// objectID is the hash of o's canonical JSON; remembered for the
+// journal's own objects (intern), computed again for any other, so that
+// the journal holds no reference to objects that are not its own.
 func (j *Journal) objectID(o *Object) (string, []byte) {
-	t := j.table()
-	if id, ok := t.ids[o]; ok {
+	if id, ok := j.table().ids[o]; ok {
 		return id, nil
 	}
 	b, _ := json.Marshal(o)
 	h := sha256.Sum256(b)
-	id := hex.EncodeToString(h[:16])
-	t.ids[o] = id
-	return id, b
+	return hex.EncodeToString(h[:16]), b
 }
 
-// intern returns the journal's one value equal to o (o itself the first
-// time).
-func (j *Journal) intern(o *Object) *Object {
+// intern returns the journal's one value equal to o: the one it has, or
+// a new one made from o (whose nft service lists are shared with the
+// journal's equal lists).
+func (j *Journal) intern(o *Object) *Object { return j.internID(o, "") }
+
+// internID is intern with o's id, when known ("" otherwise).
+func (j *Journal) internID(o *Object, id string) *Object {
 	if o == nil {
 		return nil
 	}
-	id, _ := j.objectID(o)
+	if id == "" {
+		id, _ = j.objectID(o)
+	}
 	t := j.table()
 	if c, ok := t.byID[id]; ok {
 		return c
@@ -374,11 +379,10 @@ func (j *Journal) intern(o *Object) *Object {
 		n.Spec.Services = t.list(n.Spec.Services)
 		n.Spec.Accounted = t.list(n.Spec.Accounted)
 		n.Spec.UDPServices = t.list(n.Spec.UDPServices)
-		delete(t.ids, o) // keep no reference to o's own lists
 		o = &Object{Nft: &n}
-		t.ids[o] = id
 	}
 	t.byID[id] = o
+	t.ids[o] = id
 	return o
 }
 
@@ -519,12 +523,13 @@ func (j *Journal) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(src, &o); err != nil {
 			return nil, err
 		}
+		id := ""
 		if raw[0] == '"' && len(key) == 32 {
 			// The table's key is the object's id (objectID): not
 			// computed again.
-			j.table().ids[&o] = key
+			id = key
 		}
-		p := j.intern(&o)
+		p := j.internID(&o, id)
 		byRef[key] = p
 		return p, nil
 	}
