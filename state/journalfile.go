@@ -192,7 +192,7 @@ func appendLog(path string, recs []LogRecord) (int64, error) {
 	if _, err := os.Lstat(logPath(path) + ".next"); err == nil {
 		return 0, errNoLog
 	}
-	f, err := os.OpenFile(logPath(path), os.O_WRONLY|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(logPath(path), os.O_RDWR|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, errNoLog
 	}
