@@ -335,11 +335,14 @@ type objects struct {
 	// one service at different stages share their Accounted list, and
 	// every spec at one canary percent its Services list.
 	lists map[string][]NftService
+	// raw is each object's canonical JSON, when known: a Save writes it
+	// without marshalling the object again.
+	raw map[string][]byte
 }
 
 func (j *Journal) table() *objects {
 	if j.objs == nil {
-		j.objs = &objects{byID: map[string]*Object{}, ids: map[*Object]string{}, lists: map[string][]NftService{}}
+		j.objs = &objects{byID: map[string]*Object{}, ids: map[*Object]string{}, lists: map[string][]NftService{}, raw: map[string][]byte{}}
 	}
 	return j.objs
 }
@@ -359,17 +362,21 @@ func (j *Journal) objectID(o *Object) (string, []byte) {
 // intern returns the journal's one value equal to o: the one it has, or
 // a new one made from o (whose nft service lists are shared with the
 // journal's equal lists).
-func (j *Journal) intern(o *Object) *Object { return j.internID(o, "") }
+func (j *Journal) intern(o *Object) *Object { return j.internID(o, "", nil) }
 
-// internID is intern with o's id, when known ("" otherwise).
-func (j *Journal) internID(o *Object, id string) *Object {
+// internID is intern with o's id and canonical JSON, when known ("" and
+// nil otherwise).
+func (j *Journal) internID(o *Object, id string, raw []byte) *Object {
 	if o == nil {
 		return nil
 	}
 	if id == "" {
-		id, _ = j.objectID(o)
+		id, raw = j.objectID(o)
 	}
 	t := j.table()
+	if raw != nil && t.raw[id] == nil {
+		t.raw[id] = raw
+	}
 	if c, ok := t.byID[id]; ok {
 		return c
 	}
@@ -461,6 +468,9 @@ func (j Journal) MarshalJSON() ([]byte, error) {
 		id, b := j.objectID(o)
 		if _, ok := out.Objects[id]; !ok {
 			if b == nil {
+				b = j.table().raw[id]
+			}
+			if b == nil {
 				var err error
 				if b, err = json.Marshal(o); err != nil {
 					return nil, err
@@ -523,13 +533,13 @@ func (j *Journal) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(src, &o); err != nil {
 			return nil, err
 		}
-		id := ""
+		id, canon := "", []byte(nil)
 		if raw[0] == '"' && len(key) == 32 {
-			// The table's key is the object's id (objectID): not
-			// computed again.
-			id = key
+			// The table's key is the object's id (objectID), and its
+			// JSON the canonical one: neither is computed again.
+			id, canon = key, append([]byte(nil), src...)
 		}
-		p := j.internID(&o, id)
+		p := j.internID(&o, id, canon)
 		byRef[key] = p
 		return p, nil
 	}
