@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -81,6 +82,11 @@ func Serve(r io.Reader, w io.Writer, k Kernel, hf *HostFiles) error {
 			continue
 		}
 		resp := proto.Response{ID: req.ID}
+		timing.Agent = nil
+		if req.Timings {
+			timing.Agent = timing.New()
+		}
+		t0 := time.Now()
 		result, err := dispatch(req, k, hf)
 		if err != nil {
 			resp.Error = &proto.Error{Message: err.Error()}
@@ -90,6 +96,10 @@ func Serve(r io.Reader, w io.Writer, k Kernel, hf *HostFiles) error {
 				resp.Error = &proto.Error{Message: err.Error()}
 			}
 			resp.Result = b
+		}
+		if timing.Agent != nil {
+			timing.Agent.Since(req.Method+" (whole request)", t0)
+			resp.Timings = timing.Agent.Micros()
 		}
 		if err := proto.WriteFrame(w, resp); err != nil {
 			return err
@@ -195,13 +205,18 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return f, err
 		}
+		f.Boot = BootFacts(hf)
 		if p.Chains {
+			t0 := time.Now()
 			if f.Chains, err = ForeignChains(p.NftTable); err != nil {
 				return f, err
 			}
+			timing.Agent.Since("facts: other tables' chains", t0)
 		}
 		if p.Listeners {
+			t0 := time.Now()
 			f.Listeners, err = Listeners()
+			timing.Agent.Since("facts: listeners", t0)
 		}
 		return f, err
 	case proto.MethodProbe:
@@ -215,7 +230,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return RouteGet(p.Addr)
+		return RouteGetNeigh(p.Addr, p.Neigh)
 	case proto.MethodWGKey:
 		p, err := params(req, validateWGKey)
 		if err != nil {
@@ -243,11 +258,18 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		// Write-ahead: the host journal knows of the step before the
 		// kernel does, so a revert timer can undo it even if this agent
 		// dies in the middle.
+		t0 := time.Now()
 		if err := hf.BeginStep(p); err != nil {
 			return nil, fmt.Errorf("record step in the host journal: %w", err)
 		}
+		timing.Agent.Since("apply: host journal", t0)
+		t0 = time.Now()
 		err = k.Apply(p.Step)
-		if jerr := hf.EndStep(p, err); jerr != nil && err == nil {
+		timing.Agent.Since("apply: kernel, "+p.Step.Object().Kind().String(), t0)
+		t0 = time.Now()
+		jerr := hf.EndStep(p, err)
+		timing.Agent.Since("apply: host journal", t0)
+		if jerr != nil && err == nil {
 			err = fmt.Errorf("step applied, but the host journal could not record it: %w", jerr)
 		}
 		return nil, err

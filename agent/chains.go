@@ -8,8 +8,9 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// ForeignChains lists the base chains of every nft table but migrate's
-// own (named own), for plan's warnings.
+// ForeignChains lists the chains of every nft table but migrate's own
+// (named own), for plan's warnings: base chains with their hook, type,
+// priority and policy, regular chains by name only (Hook "").
 func ForeignChains(own string) ([]state.BaseChain, error) {
 	c, err := nftables.New()
 	if err != nil {
@@ -22,10 +23,14 @@ func ForeignChains(own string) ([]state.BaseChain, error) {
 	}
 	var out []state.BaseChain
 	for _, ch := range chains {
-		if ch.Hooknum == nil || ch.Table == nil || ch.Table.Name == own {
+		if ch.Table == nil || ch.Table.Name == own {
 			continue
 		}
-		bc := state.BaseChain{Family: familyName(ch.Table.Family), Table: ch.Table.Name, Chain: ch.Name, Hook: hookName(ch.Table.Family, *ch.Hooknum), Policy: "accept"}
+		if ch.Hooknum == nil {
+			out = append(out, state.BaseChain{Family: familyName(ch.Table.Family), Table: ch.Table.Name, Chain: ch.Name})
+			continue
+		}
+		bc := state.BaseChain{Family: familyName(ch.Table.Family), Table: ch.Table.Name, Chain: ch.Name, Hook: hookName(ch.Table.Family, *ch.Hooknum), Policy: "accept", Type: string(ch.Type)}
 		if ch.Priority != nil {
 			bc.Priority = int(*ch.Priority)
 		}

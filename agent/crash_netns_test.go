@@ -117,6 +117,9 @@ func TestJournalSurvivesKilledAgentInNetns(t *testing.T) {
 	r := rand.New(rand.NewSource(seed))
 	clean := takeSnapshot(t)
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // a state directory the agent accepts
+		t.Fatal(err)
+	}
 	// The test reads the live state as the agents do, with their
 	// records (nft-migrate.json) in the same directory.
 	h, err := kernel.New(dir)

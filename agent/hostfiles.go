@@ -30,6 +30,10 @@ import (
 //	run-RUN.json   the run's decision: armed, prepared, confirmed,
 //	               reverting, reverted (runstate.go)
 //	watchdog-RUN.log what a revert timer did
+//
+// Dir is checked before any of them is touched (CheckStateDir: root's,
+// 0700, no symbolic link on the way), and none is ever followed through
+// a symbolic link (statedir.go).
 type HostFiles struct {
 	Dir  string
 	lock *os.File
@@ -39,14 +43,16 @@ type HostFiles struct {
 
 func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name) }
 
-func (h *HostFiles) ensureDir() error { return os.MkdirAll(h.Dir, 0o700) }
+// ensureDir checks the state directory (statedir.go), creating it when
+// missing, before any file in it is touched.
+func (h *HostFiles) ensureDir() error { return CheckStateDir(h.Dir) }
 
 // withJournalLock runs fn under the journal's flock.
 func (h *HostFiles) withJournalLock(fn func(path string) error) error {
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(h.path("journal.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lf, err := openNoFollow(h.path("journal.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -61,9 +67,16 @@ func (h *HostFiles) withJournalLock(fn func(path string) error) error {
 // compaction) when fn returns true.
 func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
 	return h.withJournalLock(func(path string) error {
-		j, err := state.LoadJournal(path)
-		if err != nil {
-			return err
+		j := state.NewJournal()
+		b, err := readNoFollow(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("read host journal: %w", err)
+		default:
+			if j, err = state.ParseJournal(b, path); err != nil {
+				return err
+			}
 		}
 		save, err := fn(j)
 		if err != nil {
@@ -161,7 +174,7 @@ func (h *HostFiles) Prune(ids []state.EntryID) ([]state.EntryID, error) {
 // timerMayFire reports a run whose revert timer was armed and that is
 // not confirmed.
 func (h *HostFiles) timerMayFire(run string) bool {
-	b, err := os.ReadFile(h.runPath(run))
+	b, err := readNoFollow(h.runPath(run))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false // never armed (--confirm-timeout 0)
 	}
@@ -183,7 +196,7 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(h.path("lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := openNoFollow(h.path("lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -191,7 +204,7 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			var held lockRecord
-			if b, rerr := os.ReadFile(h.path("lock.json")); rerr == nil && json.Unmarshal(b, &held) == nil {
+			if b, rerr := readNoFollow(h.path("lock.json")); rerr == nil && json.Unmarshal(b, &held) == nil {
 				return fmt.Errorf("host is locked by %s for %s since %s (lock ID %s); wait for it to finish, or if it hangs run `migrate force-unlock %s`",
 					held.Holder, held.Operation, held.Started.Format(time.RFC3339), held.ID, held.ID)
 			}
@@ -201,7 +214,7 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 	}
 	rec := lockRecord{LockInfo: info, Proc: proc.Self()}
 	b, _ := json.Marshal(rec)
-	if err := os.WriteFile(h.path("lock.json"), b, 0o600); err != nil {
+	if err := writeReplace(h.path("lock.json"), b); err != nil {
 		f.Close()
 		return err
 	}
@@ -219,7 +232,10 @@ type lockRecord struct {
 // ForceUnlock ends the session holding lock id (its agent is killed,
 // which releases the flock).
 func (h *HostFiles) ForceUnlock(id string) error {
-	b, err := os.ReadFile(h.path("lock.json"))
+	if err := h.ensureDir(); err != nil {
+		return err
+	}
+	b, err := readNoFollow(h.path("lock.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no lock %s on this host", id)
 	}

@@ -44,7 +44,7 @@ func ids(j *state.Journal) []state.EntryID {
 // The host drops what it is asked to, except what its revert timer may
 // still replay and steps that may be half done.
 func TestHostPruneKeepsWhatTheTimerNeeds(t *testing.T) {
-	h := &HostFiles{Dir: t.TempDir()}
+	h := &HostFiles{Dir: stateDir(t)}
 	record(t, h, "r1", 1, false, nil) // confirmed
 	record(t, h, "r2", 2, false, nil) // armed, never confirmed, undone by its timer
 	record(t, h, "r2", 2, true, nil)
@@ -84,7 +84,7 @@ func TestHostPruneKeepsWhatTheTimerNeeds(t *testing.T) {
 // A host journal written before the compact encoding (per-port nft
 // specs) still reads, and is written back compact.
 func TestHostJournalReadsThePerPortForm(t *testing.T) {
-	h := &HostFiles{Dir: t.TempDir()}
+	h := &HostFiles{Dir: stateDir(t)}
 	old := `{"version":1,"lineage":"x","serial":3,"entries":[{"seq":1,"run":"r1","time":"2024-01-01T00:00:00Z","step":{"host":"old","action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"a","proto":"tcp","port":80,"percent":100},{"addr":"a","proto":"tcp","port":81,"percent":100},{"addr":"a","proto":"tcp","port":82,"percent":100}]}}}}}]}`
 	if err := os.WriteFile(h.path("journal.json"), []byte(old), 0o600); err != nil {
 		t.Fatal(err)

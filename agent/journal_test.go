@@ -90,6 +90,9 @@ func TestLargeJournalStillRollsBack(t *testing.T) {
 		t.Skip("writes and reads a journal of about 100 MB")
 	}
 	hf := &HostFiles{Dir: t.TempDir()}
+	if err := os.Chmod(hf.Dir, 0o700); err != nil { // a state directory the agent accepts
+		t.Fatal(err)
+	}
 	j := state.NewJournal()
 	prev := (*state.Object)(nil)
 	const changes = 36

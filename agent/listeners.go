@@ -177,5 +177,77 @@ func RouteGet(addr string) (proto.RouteGetResult, error) {
 	if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
 		res.Dev = l.Attrs().Name
 	}
+	if r.Gw != nil {
+		res.Gw = r.Gw.String()
+	}
 	return res, nil
+}
+
+// RouteGetNeigh is RouteGet, and with neigh, for an address on a link
+// (no gateway), the neighbour entry after a probe: one UDP datagram to
+// the discard port makes the kernel resolve the address (ARP or NDP);
+// an answer within two seconds shows the peer is on that link.
+func RouteGetNeigh(addr string, neigh bool) (proto.RouteGetResult, error) {
+	res, err := RouteGet(addr)
+	if err != nil || !neigh || res.Gw != "" || res.Dev == "" {
+		return res, err
+	}
+	ip := net.ParseIP(addr)
+	if c, err := net.Dial("udp", net.JoinHostPort(addr, "9")); err == nil {
+		_, _ = c.Write([]byte{0})
+		_ = c.Close()
+	}
+	res.Neigh = "none"
+	l, err := netlink.LinkByName(res.Dev)
+	if err != nil {
+		return res, nil
+	}
+	if as, err := netlink.AddrList(l, netlink.FAMILY_V6); err == nil {
+		for _, a := range as {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				res.LinkLocal = a.IP.String()
+				break
+			}
+		}
+	}
+	fam := netlink.FAMILY_V4
+	if ip.To4() == nil {
+		fam = netlink.FAMILY_V6
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ns, err := netlink.NeighList(l.Attrs().Index, fam)
+		if err == nil {
+			for _, n := range ns {
+				if n.IP.Equal(ip) {
+					res.Neigh = neighState(n.State)
+					if n.HardwareAddr != nil {
+						res.LLAddr = n.HardwareAddr.String()
+					}
+				}
+			}
+		}
+		if res.Neigh != "none" && res.Neigh != "incomplete" || time.Now().After(deadline) {
+			return res, nil
+		}
+	}
+}
+
+func neighState(s int) string {
+	switch {
+	case s&netlink.NUD_PERMANENT != 0:
+		return "permanent"
+	case s&netlink.NUD_REACHABLE != 0:
+		return "reachable"
+	case s&netlink.NUD_STALE != 0:
+		return "stale"
+	case s&netlink.NUD_DELAY != 0:
+		return "delay"
+	case s&netlink.NUD_PROBE != 0:
+		return "probe"
+	case s&netlink.NUD_FAILED != 0:
+		return "failed"
+	case s&netlink.NUD_INCOMPLETE != 0:
+		return "incomplete"
+	}
+	return "none"
 }

@@ -28,6 +28,11 @@ package agent
 //   - addresses: on lo, host prefixes (/32, /128) that are not loopback
 //     addresses; elsewhere only on a device of a tunnel kind.
 //   - sysctls: the allow-list below, with integer values.
+//   - files: only the boot unit and its enable link in the unit
+//     directory (bootunit.go), and a step only ever writes the exact unit
+//     text migrate makes, running this agent or one the CLI installed in
+//     the state directory; before a destructive step the file there must
+//     be one the step records.
 //
 // migrate's range of routing tables is what config accepts for
 // tunnel.table: 1..2147483647 except 253 (default), 254 (main) and 255
@@ -110,7 +115,7 @@ var ownSysctls = map[string]bool{
 func sysctlRange(name string) string {
 	if _, _, leaf, ok := sysctlConfDev(name); ok {
 		switch leaf {
-		case "rp_filter":
+		case "rp_filter", "arp_announce":
 			return "012"
 		case "accept_ra":
 			return "012"
@@ -143,7 +148,15 @@ func ownSysctl(name string) (tunnelDev string, err error) {
 		switch {
 		case fam == "ipv4" && (leaf == "rp_filter" || leaf == "accept_local") && dev != "all" && dev != "default" && dev != "lo":
 			// The tunnel device's (OLD: accept_local, rp_filter;
-			// NEW: rp_filter).
+			// NEW: rp_filter), or a direct tunnel's segment interface.
+			return dev, nil
+		case fam == "ipv4" && leaf == "send_redirects" && dev == "all":
+			// A direct tunnel's OLD: the kernel sends redirects when
+			// all or the interface says so.
+			return "", nil
+		case fam == "ipv4" && (leaf == "send_redirects" || leaf == "arp_announce") && dev != "all" && dev != "default" && dev != "lo":
+			// A direct tunnel's segment interface (OLD: send_redirects,
+			// NEW: arp_announce).
 			return dev, nil
 		case fam == "ipv6" && leaf == "accept_ra" && dev != "all" && dev != "default" && dev != "lo":
 			// OLD raises accept_ra 1 -> 2 where it accepted router
@@ -151,7 +164,28 @@ func ownSysctl(name string) (tunnelDev string, err error) {
 			return "", nil
 		}
 	}
-	return "", fmt.Errorf("sysctl %s is not one migrate sets (allowed: net.ipv4.ip_forward, net.ipv4.ip_early_demux, net.ipv6.conf.all.forwarding, %s, net.ipv4.conf.TUNNEL.rp_filter, net.ipv4.conf.TUNNEL.accept_local, net.ipv6.conf.DEV.accept_ra)", show(name), conntrackMax)
+	return "", fmt.Errorf("sysctl %s is not one migrate sets (allowed: net.ipv4.ip_forward, net.ipv4.ip_early_demux, net.ipv6.conf.all.forwarding, %s, net.ipv4.conf.TUNNEL.rp_filter, net.ipv4.conf.TUNNEL.accept_local, net.ipv6.conf.DEV.accept_ra; for a direct tunnel's segment interface SEG: net.ipv4.conf.{all,SEG}.send_redirects, net.ipv4.conf.SEG.{rp_filter,accept_local,arp_announce})", show(name), conntrackMax)
+}
+
+// segmentSysctlValue is the value a direct tunnel sets on its segment's
+// interface, by sysctl leaf (plan/direct.go).
+var segmentSysctlValue = map[string]string{"rp_filter": "2", "accept_local": "1", "send_redirects": "0", "arp_announce": "2"}
+
+// segmentStep reports a per-device sysctl step a direct tunnel makes on
+// an interface that is not a tunnel migrate made (the segment's): only
+// an update to the value it sets, or back from it (a rollback), or to the
+// value it has. A
+// physical interface's sysctl always exists, so a create is never one.
+func segmentStep(s state.Step) bool {
+	if s.Action != state.Update || s.Before == nil || s.After == nil || s.Before.Sysctl == nil || s.After.Sysctl == nil {
+		return false
+	}
+	_, _, leaf, ok := sysctlConfDev(s.After.Sysctl.Name)
+	v, known := segmentSysctlValue[leaf]
+	b, a := s.Before.Sysctl.Value, s.After.Sysctl.Value
+	// b == a: a rollback's undo of a value already restored writes
+	// what is there.
+	return ok && known && s.Before.Sysctl.Name == s.After.Sysctl.Name && (b == v || a == v || b == a)
 }
 
 // checkOwned checks that step is well formed and only touches what is
@@ -186,11 +220,18 @@ func checkOwnedStep(s state.Step) error {
 			}
 		}
 	}
+	if s.Action != state.Delete && s.After.File != nil && s.After.File.Link == "" {
+		if err := checkUnitText(s.After.File.Content); err != nil {
+			return fmt.Errorf("refused: %s: %w", s.After.Key(), err)
+		}
+	}
 	return nil
 }
 
 func checkOwnedObject(o state.Object) error {
 	switch {
+	case o.File != nil:
+		return checkOwnedFile(*o.File)
 	case o.Nft != nil:
 		if o.Nft.Family != "inet" || o.Nft.Name != ownNftTable {
 			return fmt.Errorf("nft table %s %s is not migrate's (only table inet %s)", show(o.Nft.Family), show(o.Nft.Name), ownNftTable)
@@ -270,6 +311,11 @@ func checkLive(k Kernel, s state.Step) error {
 	switch {
 	case o.Nft != nil:
 		return nil // the name is reserved: table inet migrate is migrate's
+	case o.File != nil:
+		if err := liveFileOwned(s); err != nil {
+			return fmt.Errorf("refused: %s: %w", o.Key(), err)
+		}
+		return nil
 	case o.Route != nil:
 		req.Tables = []int{o.Route.Table}
 	case o.Sysctl != nil:
@@ -357,7 +403,9 @@ func liveOwned(f state.Facts, s state.Step) error {
 		return fmt.Errorf("the live device is %s, not the link the step records (%s)", live, s.Before.Link)
 	case o.Sysctl != nil:
 		if dev, _ := ownSysctl(o.Sysctl.Name); dev != "" {
-			return needTunnelDev(f, dev, "sysctl "+o.Sysctl.Name)
+			if err := needTunnelDev(f, dev, "sysctl "+o.Sysctl.Name); err != nil && !segmentStep(s) {
+				return err
+			}
 		}
 		if _, _, leaf, ok := sysctlConfDev(o.Sysctl.Name); ok && leaf == "accept_ra" {
 			// migrate raises 1 to 2 and restores 1: an interface whose

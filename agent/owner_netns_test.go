@@ -277,6 +277,10 @@ func hostileSteps() []struct {
 		{"update disable_ipv6 of up0", stUpdate(sys("net.ipv6.conf.up0.disable_ipv6", "0"), sys("net.ipv6.conf.up0.disable_ipv6", "1"))},
 		{"rp_filter of the uplink", stUpdate(sys("net.ipv4.conf.up0.rp_filter", "1"), sys("net.ipv4.conf.up0.rp_filter", "0"))},
 		{"accept_local of the uplink", stCreate(sys("net.ipv4.conf.up0.accept_local", "1"))},
+		// A direct tunnel's segment sysctls on a non-tunnel device:
+		// only an update to (or back from) the value it sets.
+		{"arp_announce of the uplink to 1", stUpdate(sys("net.ipv4.conf.up0.arp_announce", "0"), sys("net.ipv4.conf.up0.arp_announce", "1"))},
+		{"send_redirects of the uplink created", stCreate(sys("net.ipv4.conf.up0.send_redirects", "0"))},
 		{"accept_ra 0 -> 1 is not migrate's", stUpdate(sys("net.ipv6.conf.up0.accept_ra", "0"), sys("net.ipv6.conf.up0.accept_ra", "1"))},
 		{"tcp sysctl", stCreate(sys("net.ipv4.tcp_timestamps", "0"))},
 		{"delete foreign fwmark rule", stDelete(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100})},
@@ -311,7 +315,7 @@ func TestHostileRequestsInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	clean := takeSnapshot(t)
 
 	var up []state.Step
@@ -368,7 +372,7 @@ func TestWatchdogRefusesForeignJournalInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	clean := takeSnapshot(t)
 
 	// A real apply of the tunnel (seq 1), then forged entries written
@@ -435,7 +439,7 @@ func TestHostileFuzzInNetns(t *testing.T) {
 	}
 	foreignSetup(t)
 	h := newKernelHost(t)
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	seed := time.Now().UnixNano()
 	if s, err := strconv.ParseInt(os.Getenv("MIGRATE_OWNER_FUZZ_SEED"), 10, 64); err == nil {
 		seed = s

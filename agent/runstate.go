@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +56,34 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
+// rebootedReason decides a run whose host rebooted before it was
+// confirmed (the boot restore records rebootReason, which says the same).
+const rebootedReason = "host rebooted inside the confirm window: its changes are no longer in the kernel"
+
+// bootID identifies the kernel state a run's changes live in: the boot
+// (/proc/sys/kernel/random/boot_id) and the network namespace, by its
+// cookie, which the kernel never reuses. A host's namespace is the same
+// for the whole boot; one that is made again (a container restarted, a
+// lab host "rebooted" by deleting its namespace) holds none of the
+// changes either, so it counts as another boot.
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
+	id := strings.TrimSpace(string(b))
+	if c, err := netnsCookie(); err == nil {
+		id += "/netns-" + strconv.FormatUint(c, 10)
+	}
+	return id
+}
+
+// netnsCookie is the network namespace's cookie (SO_NETNS_COOKIE, Linux
+// 5.14 and later).
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 }
 
 func (h *HostFiles) runPath(run string) string { return h.path("run-" + run + ".json") }
@@ -69,7 +95,7 @@ func (h *HostFiles) withRun(run string, create bool, fn func(r *runRecord, now i
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(h.path("runs.lock"), os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	lf, err := openNoFollow(h.path("runs.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -78,7 +104,7 @@ func (h *HostFiles) withRun(run string, create bool, fn func(r *runRecord, now i
 		return fmt.Errorf("lock run states: %w", err)
 	}
 	var r runRecord
-	b, err := os.ReadFile(h.runPath(run))
+	b, err := readNoFollow(h.runPath(run))
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:
 	case errors.Is(err, fs.ErrNotExist):
@@ -110,31 +136,7 @@ func (h *HostFiles) writeRun(r *runRecord) error {
 	if err != nil {
 		return err
 	}
-	tmp := h.runPath(r.Run) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, h.runPath(r.Run)); err != nil {
-		return err
-	}
-	d, err := os.Open(h.Dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return writeReplace(h.runPath(r.Run), b)
 }
 
 // decideRevert records reverting with reason.
@@ -151,7 +153,7 @@ func (r *runRecord) live(now int64) (bool, error) {
 	if b := bootID(); r.BootID != b {
 		if r.State != proto.RunReverted {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			r.Decided = time.Now().UTC()
 			return true, fmt.Errorf("run %s cannot be confirmed: %s", r.Run, r.Reason)
 		}
@@ -253,7 +255,7 @@ func (h *HostFiles) RunStatus(run string) (proto.RunStatus, error) {
 	err := h.withRun(run, false, func(r *runRecord, now int64) (bool, error) {
 		if (r.State == proto.RunArmed || r.State == proto.RunPrepared) && r.BootID != bootID() {
 			r.State = proto.RunReverted
-			r.Reason = "the host rebooted after the run was armed: its changes are no longer in the kernel"
+			r.Reason = rebootedReason
 			st = r.status(now)
 			return true, nil
 		}

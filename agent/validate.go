@@ -17,6 +17,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -275,6 +276,7 @@ func checkObject(o state.Object) error {
 	}{
 		{"link", o.Link != nil}, {"sysctl", o.Sysctl != nil}, {"rule", o.Rule != nil},
 		{"addr", o.Addr != nil}, {"route", o.Route != nil}, {"nft", o.Nft != nil},
+		{"file", o.File != nil},
 	} {
 		if k.set {
 			set = append(set, k.name)
@@ -282,10 +284,10 @@ func checkObject(o state.Object) error {
 	}
 	switch len(set) {
 	case 0:
-		return errors.New("empty object: set exactly one of link, sysctl, rule, addr, route, nft")
+		return errors.New("empty object: set exactly one of link, sysctl, rule, addr, route, nft, file")
 	case 1:
 	default:
-		return fmt.Errorf("object sets %s: set exactly one of link, sysctl, rule, addr, route, nft", strings.Join(set, " and "))
+		return fmt.Errorf("object sets %s: set exactly one of link, sysctl, rule, addr, route, nft, file", strings.Join(set, " and "))
 	}
 	switch {
 	case o.Link != nil:
@@ -298,6 +300,8 @@ func checkObject(o state.Object) error {
 		return checkAddr(*o.Addr)
 	case o.Route != nil:
 		return checkRoute(*o.Route)
+	case o.File != nil:
+		return checkFile(*o.File)
 	default:
 		return checkNftTable(*o.Nft)
 	}
@@ -700,6 +704,12 @@ func checkNftTable(t state.NftTable) error {
 	if (s.Guard4 || s.Guard6) && !(s.Role == "old" && s.TunnelDev != "") && s.ForwardMark == 0 {
 		return errors.New("nft guard4/guard6: a guard needs migrate's own forwarded flows to let through (a tunnel on role old, or a forward mark)")
 	}
+	if s.KeepDest && (s.Role != "old" || s.TunnelDev == "" || s.Mark == 0) {
+		return errors.New("nft keep_dest: only for role old with a tunnel and a mark")
+	}
+	if s.DNATReplies && (s.Role != "new" || s.TunnelDev == "" || s.Mark == 0) {
+		return errors.New("nft dnat_replies: only for role new with a tunnel and a mark")
+	}
 	if len(s.NoARP) > maxListLen {
 		return fmt.Errorf("nft no_arp: %d entries, at most %d allowed", len(s.NoARP), maxListLen)
 	}
@@ -710,6 +720,17 @@ func checkNftTable(t state.NftTable) error {
 		}
 		if !ip.Is4() {
 			return fmt.Errorf("nft no_arp %s: must be an IPv4 address (ARP is IPv4 only)", ip)
+		}
+	}
+	if len(s.PeerSrc) > 0 && (s.Role != "old" || s.TunnelDev == "") {
+		return errors.New("nft peer_src: only for role old with a tunnel device (the segment of a direct tunnel)")
+	}
+	if len(s.PeerSrc) > maxListLen {
+		return fmt.Errorf("nft peer_src: %d entries, at most %d allowed", len(s.PeerSrc), maxListLen)
+	}
+	for _, a := range s.PeerSrc {
+		if _, err := parseIP("nft peer_src", a); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -817,6 +838,21 @@ func validatePing(p proto.PingParams) error {
 	}
 	if p.TimeoutMS < 1 || p.TimeoutMS > 60000 {
 		return fmt.Errorf("bad ping request: timeout_ms %d: must be 1..60000", p.TimeoutMS)
+	}
+	return nil
+}
+
+// checkFile checks a file object's shape (which files: checkOwnedFile).
+func checkFile(f state.File) error {
+	switch {
+	case !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path || len(f.Path) > 4096:
+		return fmt.Errorf("file path %s: must be an absolute, clean path", show(f.Path))
+	case f.Link != "" && f.Content != "":
+		return fmt.Errorf("file %s: set content or link, not both", show(f.Path))
+	case len(f.Content) > maxUnitSize:
+		return fmt.Errorf("file %s: content is %d bytes, more than %d", show(f.Path), len(f.Content), maxUnitSize)
+	case strings.ContainsRune(f.Content, 0) || strings.ContainsRune(f.Link, 0):
+		return fmt.Errorf("file %s: contains a NUL byte", show(f.Path))
 	}
 	return nil
 }

@@ -525,7 +525,7 @@ func TestServeRejectsSysctlTraversal(t *testing.T) {
 	evil := state.Step{Host: "old", Action: state.Create, After: &state.Object{
 		Sysctl: &state.Sysctl{Name: "net.ipv4.conf.../../../etc/passwd", Value: "root::0:0::/root:/bin/sh"},
 	}}
-	resps, err := serve(t, k, &HostFiles{Dir: t.TempDir()},
+	resps, err := serve(t, k, &HostFiles{Dir: stateDir(t)},
 		request(t, 7, proto.MethodApply, proto.ApplyParams{Step: evil}),
 	)
 	if err != nil {
@@ -605,7 +605,7 @@ func TestServeValidatesEveryMethod(t *testing.T) {
 
 func TestServeBadFrames(t *testing.T) {
 	k := &fakeKernel{t: t}
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	hello := request(t, 3, proto.MethodHello, nil)
 
 	// A complete frame that is not JSON, or not a request, is answered

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/internal/proc"
 	"github.com/opsmigrate/migrate/state"
@@ -52,11 +50,11 @@ func (h *HostFiles) arm(p proto.ArmParams, agent proc.ID) error {
 }
 
 func (h *HostFiles) startWatchdog(run string) (proc.ID, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return proc.ID{}, err
-	}
-	logf, err := os.OpenFile(h.path("watchdog-"+run+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
+	// The revert timer runs the very file this agent runs (the inode
+	// the kernel maps, whose sha256 the agent checked at start), not
+	// whatever is at its path by now.
+	const exe = "/proc/self/exe"
+	logf, err := openNoFollow(h.path("watchdog-"+run+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return proc.ID{}, err
 	}

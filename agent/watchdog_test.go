@@ -81,7 +81,7 @@ func TestConfirmRaceAtDeadline(t *testing.T) {
 	if testing.Short() {
 		n = 30
 	}
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	t.Setenv("MIGRATE_STATE_DIR", hf.Dir)
 	const timeout = 40 * time.Millisecond
 	seed := time.Now().UnixNano()
@@ -136,7 +136,7 @@ func TestDeadlineIsHostMonotonic(t *testing.T) {
 			t.Fatalf("an arm request with a wall-clock deadline (skew %s) was accepted", skew)
 		}
 	}
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	t.Setenv("MIGRATE_STATE_DIR", hf.Dir)
 	w := armForTest(t, hf, "mono", 600*time.Millisecond, proc.ID{})
 	var r runRecord
@@ -161,7 +161,7 @@ func TestDeadlineIsHostMonotonic(t *testing.T) {
 // a confirm it reverts at the deadline; with one it stands down. And the
 // timer does not kill a PID that is no longer that agent.
 func TestAgentKilledInWindow(t *testing.T) {
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	t.Setenv("MIGRATE_STATE_DIR", hf.Dir)
 	for _, confirm := range []bool{false, true} {
 		run := fmt.Sprintf("killed%v", confirm)
@@ -211,7 +211,7 @@ func TestAgentKilledInWindow(t *testing.T) {
 // TestConfirmAfterWatchdogDeathOrReboot: a confirm is refused when the
 // run's timer is gone or the host booted again since arming.
 func TestConfirmAfterWatchdogDeathOrReboot(t *testing.T) {
-	hf := &HostFiles{Dir: t.TempDir()}
+	hf := &HostFiles{Dir: stateDir(t)}
 	t.Setenv("MIGRATE_STATE_DIR", hf.Dir)
 	w := armForTest(t, hf, "dead", 5*time.Second, proc.ID{})
 	if err := w.Kill(); err != nil {

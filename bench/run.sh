@@ -5,7 +5,7 @@
 # measures, prints the tables and removes the lab. The root network
 # namespace is never touched.
 #
-#   sudo ./bench/run.sh [labbench flags]     e.g. -d 3s, -sizes 1,1000, -skip-scale, -v
+#   sudo ./bench/run.sh [labbench flags]     e.g. -d 3s, -sizes 1,1000, -skip-scale, -skip-cp, -cp-n 1000, -v
 #
 # The report is also written to bench/last-run.md.
 set -euo pipefail

@@ -129,10 +129,10 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	typ, typeRange, typeOK := a.str("type", typeExample)
 	if typeOK {
 		switch typ {
-		case "vxlan", "gre", "ip6gre", "wireguard":
+		case "vxlan", "gre", "ip6gre", "wireguard", "direct":
 			t.Type = typ
 		default:
-			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre, ip6gre or wireguard")
+			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre, ip6gre, wireguard or direct (hosts on one segment)")
 		}
 	} else {
 		a.required("type", typeExample)
@@ -159,6 +159,20 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	ep := t.OldEndpoint
 	if !ep.IsValid() && newOK {
 		ep = newEP
+	}
+	if t.Type == "direct" {
+		// No device, no encapsulation: the packets cross the shared
+		// segment as they are, so nothing of a tunnel device applies.
+		for _, name := range []string{"old_bind", "new_bind", "name", "mtu", "vni", "port", "key", "listen_port", "old_inner", "new_inner"} {
+			if a.has(name) {
+				p.add(a.nameRange(name), fmt.Sprintf("%s is not valid for direct tunnels", name),
+					"remove it; a direct tunnel has no device: the endpoints are the two hosts' addresses on their shared segment, and it may set mark and table")
+			}
+		}
+		t.Name, t.OldInner, t.NewInner = "", netip.Prefix{}, netip.Prefix{}
+		p.tunnelMarkTable(a, t)
+		st.tunnel = t
+		return
 	}
 	p.bindArgs(a, t, ep)
 	switch {
@@ -240,7 +254,12 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	}
 
 	p.innerArgs(a, t)
+	p.tunnelMarkTable(a, t)
+	st.tunnel = t
+}
 
+// tunnelMarkTable reads the tunnel's mark and routing table.
+func (p *parser) tunnelMarkTable(a *attrSet, t *Tunnel) {
 	if n, _, ok := a.uint32Arg("mark", 1, `the mark is a nonzero 32-bit number, e.g. 131072 or "0x20000"`); ok {
 		t.Mark = n
 	}
@@ -253,8 +272,6 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 			t.Table = int(n)
 		}
 	}
-
-	st.tunnel = t
 }
 
 // bindArgs reads the optional old_bind and new_bind: the address a host

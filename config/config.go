@@ -55,7 +55,7 @@ type Host struct {
 
 // Tunnel is the tunnel block, with defaults applied.
 type Tunnel struct {
-	Type        string     // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard"
+	Type        string     // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard" | "direct" (one segment, no device: Name and the inner addresses are empty)
 	OldEndpoint netip.Addr // outer address on OLD
 	NewEndpoint netip.Addr // outer address on NEW, same family as OldEndpoint
 	// OldBind and NewBind (optional) are the addresses the host's tunnel

@@ -261,6 +261,34 @@ tunnel {
 	}
 }
 
+// A direct tunnel has no device: no name, no inner addresses, no
+// encapsulation settings; mark and table keep their defaults or values.
+func TestDirectTunnel(t *testing.T) {
+	cfg := mustParse(t, hostsOnly+`
+tunnel {
+  type         = "direct"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "198.51.100.20"
+  table        = 4300
+}
+`)
+	tu := cfg.Tunnel
+	if tu.Type != "direct" || tu.Name != "" || tu.OldInner.IsValid() || tu.NewInner.IsValid() || tu.VNI != 0 || tu.Port != 0 || tu.MTU != 0 ||
+		tu.Mark != DefaultMark || tu.Table != 4300 || tu.NewEndpoint.String() != "198.51.100.20" {
+		t.Errorf("direct tunnel = %+v; want no device, no inner addresses, default mark, table 4300", tu)
+	}
+	out := string(Render(cfg))
+	for _, no := range []string{"name", "inner", "vni", "port"} {
+		if strings.Contains(out, no) {
+			t.Errorf("rendered direct tunnel mentions %q:\n%s", no, out)
+		}
+	}
+	back, err := Parse([]byte(out), "rendered.hcl")
+	if err != nil || back.Tunnel.Type != "direct" || back.Tunnel.Table != 4300 {
+		t.Fatalf("rendered direct tunnel does not parse back: %v\n%s", err, out)
+	}
+}
+
 func TestIP6GRETunnel(t *testing.T) {
 	cfg := mustParse(t, hostsOnly+`
 tunnel {
@@ -495,10 +523,17 @@ func TestErrors(t *testing.T) {
 		{"services without tunnel", hostsOnly + "service \"smtp\" {\n" + sAddr + "\n" + sProto + "\n" + sPorts + "\n" + sStage + "\n}\n",
 			"migration.hcl:7:1", `services need a tunnel block; service "smtp" moves traffic to NEW through the tunnel; add tunnel {`},
 		{"duplicate tunnel", base + "tunnel {\n}\n", "migration.hcl:12:1", "duplicate tunnel block; only one tunnel is allowed; the first is at migration.hcl:7:1"},
-		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan, gre, ip6gre or wireguard`},
+		{"tunnel type unknown", tun(`  type         = "ipip"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:8:18", `invalid tunnel type "ipip"; use vxlan, gre, ip6gre, wireguard or direct (hosts on one segment)`},
 		{"wireguard with key", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  key          = 7`), "migration.hcl:11:3", `key is not valid for wireguard tunnels; remove it; wireguard tunnels may set listen_port`},
 		{"wireguard listen_port range", tun(`  type         = "wireguard"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  listen_port  = 0`), "migration.hcl:11:18", `the WireGuard listen port is 1..65535`},
 		{"listen_port on vxlan", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`, `  listen_port  = 51820`), "migration.hcl:11:3", `listen_port is only valid for wireguard tunnels`},
+		{"mtu on direct", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  mtu          = 1400`), "migration.hcl:11:3", `mtu is not valid for direct tunnels; remove it; a direct tunnel has no device`},
+		{"name on direct", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  name         = "mig0"`), "migration.hcl:11:3", `name is not valid for direct tunnels`},
+		{"vni on direct", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  vni          = 7`), "migration.hcl:11:3", `vni is not valid for direct tunnels`},
+		{"new_bind on direct", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  new_bind     = "198.18.0.20"`), "migration.hcl:11:3", `new_bind is not valid for direct tunnels`},
+		{"old_inner on direct", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  old_inner    = "169.254.1.1/30"`), "migration.hcl:11:3", `old_inner is not valid for direct tunnels`},
+		{"direct bad table", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.20"`, `  table        = 254`), "migration.hcl:11:18", `routing table 254 is reserved`},
+		{"direct same endpoints", tun(`  type         = "direct"`, `  old_endpoint = "198.51.100.10"`, `  new_endpoint = "198.51.100.10"`), "migration.hcl:10:18", "is the same as old_endpoint"},
 		{"tunnel type missing", tun(`  old_endpoint = "198.51.100.10"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:7:1", `missing required argument "type" in tunnel`},
 		{"bad endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.300"`, `  new_endpoint = "203.0.113.20"`), "migration.hcl:9:18", `invalid old_endpoint "198.51.100.300" in tunnel: not an IP address`},
 		{"missing endpoint", tun(`  type         = "vxlan"`, `  old_endpoint = "198.51.100.10"`), "migration.hcl:7:1", `missing required argument "new_endpoint" in tunnel`},

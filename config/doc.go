@@ -13,7 +13,7 @@
 //	  ssh = "root@203.0.113.20"
 //	}
 //	tunnel {
-//	  type         = "vxlan"           # vxlan | gre (IPv4 endpoints) | ip6gre (IPv6 endpoints) | wireguard
+//	  type         = "vxlan"           # vxlan | gre (IPv4 endpoints) | ip6gre (IPv6 endpoints) | wireguard | direct
 //	  old_endpoint = "198.51.100.10"
 //	  new_endpoint = "203.0.113.20"
 //	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,7 @@ var tunnelTypes = []tunnelCase{
 	{Name: "gre", Type: "gre"},
 	{Name: "ip6gre", Type: "ip6gre", V6Underlay: true},
 	{Name: "wireguard", Type: "wireguard"},
+	{Name: "direct", Type: "direct", Segment: true},
 }
 
 // tunnelCase is one tunnel type of the e2e matrix.
@@ -42,6 +44,27 @@ type tunnelCase struct {
 	// NotImplemented: migrate refuses the type; the subtest proves the
 	// refusal and says so.
 	NotImplemented bool
+	// Segment runs the case on the lab's Segment variant: OLD and NEW
+	// on one bridged segment, the endpoints their addresses there (OLD
+	// 198.51.100.10, NEW 198.51.100.20). For type direct.
+	Segment bool
+}
+
+// endpoints are tc's tunnel endpoints in the lab.
+func (tc tunnelCase) endpoints(l *lab.Lab) (oldEP, newEP netip.Addr) {
+	switch {
+	case tc.Segment:
+		return l.OldIP, l.NewSegIP
+	case tc.V6Underlay:
+		return l.OldIP6, l.NewIP6
+	}
+	return l.OldIP, l.NewIP
+}
+
+// newScenarioFor is newScenario on the lab tc needs.
+func newScenarioFor(t *testing.T, ctx context.Context, tc tunnelCase) *scenario.Scenario {
+	t.Helper()
+	return newScenarioOpts(t, ctx, lab.Options{Prefix: "mge", Segment: tc.Segment})
 }
 
 // runTunnelCase starts tc's subtest: it reports where the type runs, skips
@@ -93,6 +116,9 @@ tunnel {
 // kernelHas reports whether the kernel can create a link of typ, trying in
 // a throwaway network namespace (which also loads its module).
 func kernelHas(typ string) bool {
+	if typ == "direct" {
+		return true // no device: plain routing
+	}
 	args := []string{"--net", "--", "ip", "link", "add", "probe0", "type", typ}
 	switch typ {
 	case "vxlan":
@@ -109,10 +135,7 @@ func kernelHas(typ string) bool {
 // service "web" (OLD_IP:8080/tcp) at stage, over a tunnel of tc's type
 // between the lab's IPv4 addresses, or its IPv6 ones for V6Underlay.
 func writeTunnelPlan(s *scenario.Scenario, tc tunnelCase, stage string) error {
-	oldEP, newEP := s.Lab.OldIP, s.Lab.NewIP
-	if tc.V6Underlay {
-		oldEP, newEP = s.Lab.OldIP6, s.Lab.NewIP6
-	}
+	oldEP, newEP := tc.endpoints(s.Lab)
 	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", tc.Type, oldEP, newEP)
 	service := fmt.Sprintf(`service "web" {
   address  = %q
@@ -131,7 +154,12 @@ func needRoot(t *testing.T) {
 
 func newScenario(t *testing.T, ctx context.Context) *scenario.Scenario {
 	t.Helper()
-	l, err := lab.New(ctx, lab.Options{Prefix: "mge"})
+	return newScenarioOpts(t, ctx, lab.Options{Prefix: "mge"})
+}
+
+func newScenarioOpts(t *testing.T, ctx context.Context, opts lab.Options) *scenario.Scenario {
+	t.Helper()
+	l, err := lab.New(ctx, opts)
 	if err != nil {
 		t.Fatalf("build lab: %v", err)
 	}
@@ -229,7 +257,7 @@ func coreSlice(t *testing.T, tc tunnelCase) {
 func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenario)) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
 	defer cancel()
-	s := newScenario(t, ctx)
+	s := newScenarioFor(t, ctx, tc)
 	if prepare != nil {
 		prepare(s)
 	}
@@ -253,16 +281,20 @@ func coreSliceWith(t *testing.T, tc tunnelCase, prepare func(s *scenario.Scenari
 	}
 	// The plan says what it builds: a link of this type between the
 	// endpoints of the right family.
-	oldEP := s.Lab.OldIP
-	if tc.V6Underlay {
-		oldEP = s.Lab.OldIP6
-	}
+	oldEP, newEP := tc.endpoints(s.Lab)
 	want := "type " + tc.Type + " local " + oldEP.String()
 	if tc.Type == "wireguard" {
 		// No local end; NEW's link names OLD's endpoint and port.
 		want = fmt.Sprintf("type wireguard listen-port %d ", config.DefaultWGPort)
 		if ep := fmt.Sprintf(" endpoint %s ", net.JoinHostPort(oldEP.String(), fmt.Sprint(config.DefaultWGPort))); !strings.Contains(r.Stdout, ep) {
 			t.Errorf("plan output does not show %q:\n%s", ep, r.Stdout)
+		}
+	}
+	if tc.Type == "direct" {
+		// No device: OLD's table routes to NEW's segment address.
+		want = fmt.Sprintf("route table 4242 0.0.0.0/0 via %s dev eth0", newEP)
+		if strings.Contains(r.Stdout, "mig0") {
+			t.Errorf("a direct plan makes a device:\n%s", r.Stdout)
 		}
 	}
 	if !strings.Contains(r.Stdout, want) {

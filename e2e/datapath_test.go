@@ -157,19 +157,27 @@ func TestDataPath(t *testing.T) {
 			dataPath(t, underlay)
 		})
 	}
+	// OLD and NEW on one segment, no tunnel device: the same checks.
+	t.Run("direct", func(t *testing.T) {
+		t.Logf("TUNNEL direct (one segment, no device): running on this kernel (%s)", kernelRelease())
+		dataPath(t, "direct")
+	})
 }
 
 func dataPath(t *testing.T, underlay string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s := newScenario(t, ctx)
+	s := newScenarioOpts(t, ctx, lab.Options{Prefix: "mge", Segment: underlay == "direct"})
 	l := s.Lab
 	startDataPathServers(t, ctx, s)
-	oldEP, newEP := l.OldIP.String(), l.NewIP.String()
-	if underlay == "ipv6" {
+	typ, oldEP, newEP := "vxlan", l.OldIP.String(), l.NewIP.String()
+	switch underlay {
+	case "ipv6":
 		oldEP, newEP = l.OldIP6.String(), l.NewIP6.String()
+	case "direct":
+		typ, newEP = "direct", l.NewSegIP.String()
 	}
-	tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", oldEP, newEP)
+	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", typ, oldEP, newEP)
 	before, err := s.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)

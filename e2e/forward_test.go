@@ -11,7 +11,7 @@ import (
 
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
-	"github.com/opsmigrate/migrate/status"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // Ports of the forward tests.
@@ -185,7 +185,7 @@ func forward(t *testing.T, dirOf func(*lab.Lab) fwdDir) {
 	// status counts, per forward on its own host, the established flows
 	// going through it and those its host still serves itself.
 	st := readStatus(t, ctx, s)
-	byName := map[string]status.Forward{}
+	byName := map[string]views.StatusFwd{}
 	for _, f := range st.Forwards {
 		byName[f.Name] = f
 	}

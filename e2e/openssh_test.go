@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -137,10 +138,37 @@ host "new" {
 `+planBody(s, "new"))
 	env := []string{"HOME=" + home}
 
+	// The sudo user may run migrate's installed agents as root and
+	// nothing else (lab: exactly remote.SudoersRule, as README gives it).
+	// With no agent installed yet, it may not install one: the error
+	// says what an administrator runs, and nothing is installed.
+	self, err := os.ReadFile(s.MigrateBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := sha256Hex(self)
+	r := migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+	if want := "may not install it: its sudo rule allows only migrate's installed agents"; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "agent-install --sha256 "+hash) {
+		t.Fatalf("plan with no agent installed, narrow sudo rule:\n%s\nwant %q and the agent-install command", r.Stderr, want)
+	}
+	t.Logf("no agent installed: %s", r.Stderr)
+	for _, dir := range []string{l.OldStateDir, l.NewStateDir} {
+		if ents, _ := filepath.Glob(filepath.Join(dir, "bin", "migrate-*")); len(ents) != 0 {
+			t.Fatalf("a refused install left %v", ents)
+		}
+	}
+	// The administrator installs it, as root on each host.
+	for role, dir := range map[string]string{lab.RoleOld: l.OldStateDir, lab.RoleNew: l.NewStateDir} {
+		out, err := l.Exec(ctx, role, "env", "MIGRATE_STATE_DIR="+dir, s.MigrateBin, "agent-install", "--sha256", hash)
+		if err != nil || !strings.Contains(string(out), "installed "+filepath.Join(dir, "bin", "migrate-"+hash)) {
+			t.Fatalf("agent-install on %s: %v: %s", role, err, out)
+		}
+	}
+
 	// init takes the same aliases, through the same jump, and writes them
 	// back as the operator wrote them.
 	initFile := filepath.Join(l.Dir, "init.hcl")
-	r := migrateEnv(t, ctx, s, env, 0, "init", "--old", "old-srv", "--new", "new-srv", "--sudo", "-o", initFile)
+	r = migrateEnv(t, ctx, s, env, 0, "init", "--old", "old-srv", "--new", "new-srv", "--sudo", "-o", initFile)
 	b, err := os.ReadFile(initFile)
 	if err != nil {
 		t.Fatalf("init wrote nothing: %v\n%s", err, r.Stdout)
@@ -207,6 +235,33 @@ host "new" {
 	r = migrateEnv(t, ctx, s, env, 0, "rollback", "-f", s.PlanFile, "--auto-approve")
 	t.Logf("rollback:\n%s", r.Stdout)
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+
+	sudoRuleIsNarrow(t, ctx, s, hash)
+
+	// An agent changed after it was installed is refused by the exec
+	// that runs it, before it touches anything: here the file gets one
+	// more byte (still a working migrate, whose check then fails).
+	oldAgent := filepath.Join(l.OldStateDir, "bin", "migrate-"+hash)
+	f, err := os.OpenFile(oldAgent, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r = migrateEnv(t, ctx, s, env, 1, "plan", "-f", s.PlanFile)
+	if want := "host old: the agent refused to start: agent binary " + oldAgent + " has sha256 " + sha256Hex(append(self, 0)) + ", not " + hash; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "refusing to run") {
+		t.Fatalf("swapped agent:\n%s\nwant %q", r.Stderr, want)
+	}
+	t.Logf("swapped agent: %s", r.Stderr)
+	if _, err := os.Stat(filepath.Join(l.OldStateDir, "lock.json")); err == nil {
+		t.Error("the refused agent took the host lock")
+	}
+	if out, err := l.Exec(ctx, lab.RoleOld, "env", "MIGRATE_STATE_DIR="+l.OldStateDir, s.MigrateBin, "agent-install", "--sha256", hash); err != nil {
+		t.Fatalf("reinstall: %v: %s", err, out)
+	}
+	migrateEnv(t, ctx, s, env, 0, "plan", "-f", s.PlanFile)
 
 	// The alias is resolved before the self-lockout check: moving OLD's
 	// port 22 is refused although the plan only says "old-srv".
@@ -325,6 +380,41 @@ host "new" {
 		}
 	})
 
+	t.Run("broad sudo installs the agent", func(t *testing.T) {
+		// With NOPASSWD: ALL, migrate installs the agent itself: the
+		// upload, run through sudo as agent-install, copies itself
+		// into the root-owned agent directory; no root shell.
+		bin := filepath.Join(l.OldStateDir, "bin")
+		if err := os.RemoveAll(bin); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, s.PlanFile, sudoOldPlan(s, l.SudoAllUser, l.OldIP.String())+body)
+		r := migrateEnv(t, ctx, s, nil, 0, "plan", "-f", s.PlanFile)
+		if !strings.Contains(r.Stdout, "Plan: ") {
+			t.Errorf("plan:\n%s", r.Stdout)
+		}
+		self, err := os.ReadFile(s.MigrateBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(bin, "migrate-"+sha256Hex(self))
+		for _, f := range []string{bin, p} {
+			fi, err := os.Lstat(f)
+			if err != nil {
+				t.Fatalf("not installed: %v", err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: uid %d mode %v, want root's 0700", f, st.Uid, fi.Mode())
+			}
+		}
+		if got, _ := os.ReadFile(p); !bytes.Equal(got, self) {
+			t.Errorf("%s is not the CLI's binary", p)
+		}
+		if b, _ := os.ReadFile(l.SSHDLog[lab.RoleOld]); !strings.Contains(string(b), "Accepted publickey for "+l.SudoAllUser+" ") {
+			t.Errorf("sshd on old did not see %s log in", l.SudoAllUser)
+		}
+	})
+
 	t.Run("sudo not installed", func(t *testing.T) {
 		// The lab's bastion has no sudo; as "old" it fails right after the
 		// login, before anything else runs.
@@ -421,4 +511,50 @@ host "new" {
 }
 
 `, user, addr, l.IdentityFile, l.KnownHosts, l.NewIP, l.IdentityFile, l.KnownHosts)
+}
+
+// sudoRuleIsNarrow: over SSH (from the bastion, as OLD allows), the lab's
+// sudo user tries to use its sudoers rule, remote.SudoersRule, for
+// anything but migrate's installed agent as migrate runs it: a shell, a
+// command, a binary of its own named like an agent elsewhere or reached
+// through "..", the agent with other arguments or another hash, and
+// writing into the agent directory. Every attempt is refused, and
+// nothing runs as root.
+func sudoRuleIsNarrow(t *testing.T, ctx context.Context, s *scenario.Scenario, hash string) {
+	t.Helper()
+	l := s.Lab
+	agentPath := filepath.Join(l.OldStateDir, "bin", "migrate-"+hash)
+	home := filepath.Join(l.Dir, "home-"+l.SudoUser)
+	asUser := func(cmd string) (string, error) {
+		args := append([]string{"ssh"}, l.SSHArgs()...)
+		args = append(args, l.SudoUser+"@"+l.OldIP.String(), cmd)
+		out, err := l.Exec(ctx, lab.RoleBastion, args...)
+		return string(out), err
+	}
+	// The rule works for what migrate runs (sudo -l, as migrate checks).
+	if out, err := asUser("sudo -n -l " + agentPath + " agent --sha256 " + hash); err != nil {
+		t.Fatalf("sudo -l for the agent as migrate runs it: %v\n%s", err, out)
+	}
+	evil := filepath.Join(home, "migrate-"+hash)
+	for _, tc := range []struct{ what, cmd, want string }{
+		{"a root shell", "sudo -n sh -c id", "a password is required"},
+		{"any command", "sudo -n id", "a password is required"},
+		{"sudo -s", "sudo -n -s id", "a password is required"},
+		{"a binary of its own", "cp /bin/sh " + evil + " && sudo -n " + evil + " agent --sha256 " + hash, "a password is required"},
+		{"its own binary through ..", "cp /bin/sh " + evil + " && sudo -n " + filepath.Join(l.OldStateDir, "bin") + "/../../home-" + l.SudoUser + "/migrate-" + hash + " agent --sha256 " + hash, "a password is required"},
+		{"the agent as a CLI", "sudo -n " + agentPath + " init -o /etc/sudoers.d/x", "a password is required"},
+		{"the agent installing", "sudo -n " + agentPath + " agent-install", "a password is required"},
+		{"the agent with more arguments", "sudo -n " + agentPath + " agent --sha256 " + hash + " init -o /etc/sudoers.d/x", "usage: migrate agent --sha256 HASH"},
+		{"the agent told another hash", "sudo -n " + agentPath + " agent --sha256 " + strings.Repeat("0", 64), "refusing to run"},
+		{"writing an agent", "touch " + filepath.Join(l.OldStateDir, "bin", "migrate-x"), "Permission denied"},
+	} {
+		out, err := asUser(tc.cmd)
+		t.Logf("%s: %s", tc.what, strings.TrimSpace(out))
+		if err == nil || !strings.Contains(out, tc.want) || strings.Contains(out, "uid=0") {
+			t.Errorf("%s (%s): %v\n%s\nwant refused with %q", tc.what, tc.cmd, err, out, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(l.OldStateDir, "bin", "migrate-x")); err == nil {
+		t.Error("the sudo user wrote into the agent directory")
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 	"github.com/opsmigrate/migrate/status"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // TestStatusHostDown: during an incident one host's sshd stops answering.
@@ -72,7 +73,7 @@ func TestStatusHostDown(t *testing.T) {
 	logPath := l.LogPath(cmd)
 	defer cmd.Process.Kill()
 	// waitFor returns the first reading after `after` lines that satisfies ok.
-	waitFor := func(what string, after int, ok func(status.Report) bool) int {
+	waitFor := func(what string, after int, ok func(views.StatusDoc) bool) int {
 		t.Helper()
 		deadline := time.Now().Add(scenario.Slow(60 * time.Second))
 		for time.Now().Before(deadline) {
@@ -87,13 +88,13 @@ func TestStatusHostDown(t *testing.T) {
 		t.Fatalf("status --watch: no reading %s within a minute:\n%s", what, fileText(logPath))
 		return 0
 	}
-	n := waitFor("with both hosts", 0, func(r status.Report) bool { return len(r.Unreachable) == 0 })
+	n := waitFor("with both hosts", 0, func(r views.StatusDoc) bool { return len(r.Unreachable) == 0 })
 	block(lab.RoleOld)
-	n = waitFor("with OLD unreachable", n, func(r status.Report) bool {
+	n = waitFor("with OLD unreachable", n, func(r views.StatusDoc) bool {
 		return !r.Reached("old") && r.Services[0].LiveStage == status.StageUnknown && r.Tunnel.NewToOld.OK()
 	})
 	unblock(lab.RoleOld)
-	waitFor("with OLD back", n, func(r status.Report) bool { return len(r.Unreachable) == 0 && r.Services[0].LiveStage == "new" })
+	waitFor("with OLD back", n, func(r views.StatusDoc) bool { return len(r.Unreachable) == 0 && r.Services[0].LiveStage == "new" })
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("status --watch through a host outage: %v (want exit 0)\n%s", err, fileText(logPath))

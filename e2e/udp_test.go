@@ -89,7 +89,7 @@ func TestUDPListeners(t *testing.T) {
 func udpListeners(t *testing.T, tc tunnelCase) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
 	defer cancel()
-	s := newScenario(t, ctx)
+	s := newScenarioFor(t, ctx, tc)
 	l := s.Lab
 	old4, old6 := l.OldIP.String(), l.OldIP6.String()
 	for _, a := range []string{old4, old6} {
@@ -100,7 +100,8 @@ func udpListeners(t *testing.T, tc tunnelCase) {
 		}
 	}
 	startDNSMasq(t, s, lab.RoleOld, dnsOldAnswer)
-	oldEP, newEP := l.OldIP.String(), l.NewIP.String()
+	oldEPa, newEPa := tc.endpoints(l)
+	oldEP, newEP := oldEPa.String(), newEPa.String()
 	if tc.V6Underlay {
 		// ip6gre cannot answer an IPv6 service on its own endpoint
 		// (config refuses it): OLD's tunnel uses a second address.

@@ -36,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/opsmigrate/migrate/remote"
 )
 
 // Roles of the lab namespaces.
@@ -70,8 +72,11 @@ type Options struct {
 	//   - two non-root users on every lab sshd (old, new, bastion), known
 	//     only inside the sshd's own mount namespace, where a lab copy of
 	//     /etc/passwd, /etc/group, /etc/shadow and /etc/sudoers is
-	//     bind-mounted (nothing on the machine changes): SudoUser has
-	//     passwordless sudo, PasswdUser's sudo asks for a password.
+	//     bind-mounted (nothing on the machine changes): SudoUser may
+	//     run migrate's agents installed in OldStateDir and NewStateDir
+	//     as root without a password, and nothing else (exactly
+	//     remote.SudoersRule, as README gives it); PasswdUser's sudo asks
+	//     for a password; SudoAllUser's is NOPASSWD: ALL.
 	//     Both accept the lab identity. sudo keeps MIGRATE_STATE_DIR.
 	//     The bastion has no sudo (/usr/bin/sudo hidden by /dev/null there).
 	OpenSSH bool
@@ -84,6 +89,14 @@ type Options struct {
 	// one, which is what everyone dials. IPv6 is not NATed. Empty: the
 	// default lab, exactly as before.
 	NAT []string
+	// Segment puts OLD and NEW on one bridged segment, the router's
+	// link to OLD: OLD's router-side veth joins a bridge in the router
+	// namespace that holds the router's 198.51.100.1/24 and
+	// 2001:db8:100::1/64, and NEW gets a second interface eth1 on it
+	// with NewSegIP (198.51.100.20/24) and NewSegIP6
+	// (2001:db8:100::20/64). NEW keeps its own link and address
+	// (203.0.113.20, its default route and sshd). For type = "direct".
+	Segment bool
 }
 
 // Lab is a running namespace lab. Create it with New and always Close it.
@@ -111,13 +124,23 @@ type Lab struct {
 	// With Options.OpenSSH: the bastion's address and the two users.
 	BastionIP            netip.Addr
 	SudoUser, PasswdUser string
+	// SudoAllUser may run anything as root without a password
+	// (NOPASSWD: ALL): migrate installs its agent itself through it.
+	SudoAllUser string
 
 	// With Options.NAT: the private address a NATed host holds (the zero
 	// Addr for a host that holds its public address). Held returns the
 	// address a host holds either way.
 	OldPrivIP, NewPrivIP netip.Addr
 
+	// With Options.Segment: NEW's addresses on the segment it shares
+	// with OLD and the router (eth1), and the bridge's name in the
+	// router namespace.
+	NewSegIP, NewSegIP6 netip.Addr
+	SegmentBridge       string
+
 	openSSH bool
+	segment bool
 	nat     map[string]bool
 
 	log        io.Writer
@@ -130,6 +153,8 @@ type Lab struct {
 	procs   []*proc
 	logs    map[*exec.Cmd]string
 	seq     int
+	// sshd is each host's sshd command line (Reboot starts it again).
+	sshd map[string][]string
 }
 
 type proc struct {
@@ -265,8 +290,17 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		log:       opts.Log,
 		vethID:    id,
 		logs:      map[*exec.Cmd]string{},
+		sshd:      map[string][]string{},
 		openSSH:   opts.OpenSSH,
 		nat:       map[string]bool{},
+		segment:   opts.Segment,
+	}
+	if opts.Segment {
+		if len(opts.NAT) > 0 {
+			return nil, fmt.Errorf("lab: Segment and NAT do not go together")
+		}
+		l.NewSegIP, l.NewSegIP6 = netip.MustParseAddr("198.51.100.20"), netip.MustParseAddr("2001:db8:100::20")
+		l.SegmentBridge = "b" + id + "s"
 	}
 	for _, r := range opts.NAT {
 		switch r {
@@ -281,7 +315,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	}
 	if opts.OpenSSH {
 		l.BastionIP = netip.MustParseAddr("192.0.2.140")
-		l.SudoUser, l.PasswdUser = "migsudo", "migpasswd"
+		l.SudoUser, l.PasswdUser, l.SudoAllUser = "migsudo", "migpasswd", "migall"
 	}
 	for _, r := range l.roles() {
 		l.NS[r] = l.Name + "-" + r
@@ -358,11 +392,7 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 		}
 		// Inside the new namespace only: no DAD (addresses usable at once and
 		// snapshots don't flip from "tentative"), lo up.
-		for _, args := range [][]string{
-			{"sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0"},
-			{"sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"},
-			{"ip", "link", "set", "lo", "up"},
-		} {
+		for _, args := range nsInit {
 			if _, err := l.Exec(ctx, r, args...); err != nil {
 				return err
 			}
@@ -378,33 +408,84 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	}
 
 	router := l.NS[RoleRouter]
+	if l.segment {
+		for _, args := range [][]string{
+			{"ip", "link", "add", l.SegmentBridge, "type", "bridge"},
+			{"ip", "link", "set", l.SegmentBridge, "up"},
+		} {
+			if _, err := l.Exec(ctx, RoleRouter, args...); err != nil {
+				return err
+			}
+		}
+	}
 	for _, lk := range l.links() {
-		rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
-		leaf := l.NS[lk.role]
-		l.logf("linking %s:%s <-> %s:eth0", router, rv, leaf)
-		// Created inside the router ns; the peer is born in the leaf ns as eth0,
-		// so nothing ever appears in the root namespace.
-		cmds := []struct {
+		l.logf("linking %s:%s <-> %s:eth0", router, "v"+l.vethID+lk.role[:1], l.NS[lk.role])
+		for _, c := range l.linkCommands(lk) {
+			if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
+				return err
+			}
+		}
+	}
+	if l.segment {
+		// NEW's second interface, on the segment.
+		rv := "v" + l.vethID + "s"
+		for _, c := range []struct {
 			role string
 			args []string
 		}{
-			{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth0", "netns", leaf}},
-			{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rv}},
-			{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rv, "nodad"}},
+			{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth1", "netns", l.NS[RoleNew]}},
+			{RoleRouter, []string{"ip", "link", "set", rv, "master", l.SegmentBridge}},
 			{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
-			{lk.role, []string{"ip", "addr", "add", lk.v4, "dev", "eth0"}},
-			{lk.role, []string{"ip", "-6", "addr", "add", lk.v6, "dev", "eth0", "nodad"}},
-			{lk.role, []string{"ip", "link", "set", "eth0", "up"}},
-			{lk.role, []string{"ip", "route", "add", "default", "via", lk.gwV4, "dev", "eth0"}},
-			{lk.role, []string{"ip", "-6", "route", "add", "default", "via", lk.gwV6, "dev", "eth0"}},
-		}
-		for _, c := range cmds {
+			{RoleNew, []string{"ip", "addr", "add", l.NewSegIP.String() + "/24", "dev", "eth1"}},
+			{RoleNew, []string{"ip", "-6", "addr", "add", l.NewSegIP6.String() + "/64", "dev", "eth1", "nodad"}},
+			{RoleNew, []string{"ip", "link", "set", "eth1", "up"}},
+		} {
 			if _, err := l.Exec(ctx, c.role, c.args...); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// nsInit runs in every new namespace: no DAD (addresses usable at once
+// and snapshots don't flip from "tentative"), lo up.
+var nsInit = [][]string{
+	{"sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0"},
+	{"sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"},
+	{"ip", "link", "set", "lo", "up"},
+}
+
+type labCmd struct {
+	role string
+	args []string
+}
+
+// linkCommands connect lk's namespace to the router (a veth pair created
+// inside the router namespace; the peer is born in the leaf namespace as
+// eth0, so nothing ever appears in the root namespace) and give it its
+// addresses and default routes.
+func (l *Lab) linkCommands(lk link) []labCmd {
+	rv := "v" + l.vethID + lk.role[:1] // 8 chars, well under IFNAMSIZ
+	leaf := l.NS[lk.role]
+	// On the segment, OLD's link is a port of the bridge, which holds
+	// the router's addresses.
+	rdev := rv
+	cmds := []labCmd{{RoleRouter, []string{"ip", "link", "add", rv, "type", "veth", "peer", "name", "eth0", "netns", leaf}}}
+	if l.segment && lk.role == RoleOld {
+		rdev = l.SegmentBridge
+		cmds = append(cmds, labCmd{RoleRouter, []string{"ip", "link", "set", rv, "master", l.SegmentBridge}})
+	}
+	return append(cmds, []labCmd{
+		{RoleRouter, []string{"ip", "addr", "add", lk.routerV4, "dev", rdev}},
+		{RoleRouter, []string{"ip", "-6", "addr", "add", lk.routerV6, "dev", rdev, "nodad"}},
+		{RoleRouter, []string{"ip", "link", "set", rv, "up"}},
+		{lk.role, []string{"ip", "addr", "add", lk.v4, "dev", "eth0"}},
+		{lk.role, []string{"ip", "-6", "addr", "add", lk.v6, "dev", "eth0", "nodad"}},
+		{lk.role, []string{"ip", "link", "set", "eth0", "up"}},
+		{lk.role, []string{"ip", "route", "add", "default", "via", lk.gwV4, "dev", "eth0"}},
+		{lk.role, []string{"ip", "-6", "route", "add", "default", "via", lk.gwV6, "dev", "eth0"}},
+	}...)
 }
 
 func (l *Lab) setupSSH(ctx context.Context) error {
@@ -433,6 +514,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	if err := os.WriteFile(authKeys, []byte(adminPub+" lab-admin\n"), 0o600); err != nil {
 		return err
 	}
+	l.OldStateDir = filepath.Join(l.Dir, "old-state")
+	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	var etc map[string]string // lab copies of /etc files, bind-mounted for sshd
 	if l.openSSH {
 		// sshd reads authorized_keys as the user logging in: the non-root
@@ -448,8 +531,6 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			return err
 		}
 	}
-	l.OldStateDir = filepath.Join(l.Dir, "old-state")
-	l.NewStateDir = filepath.Join(l.Dir, "new-state")
 	// sshd's privilege-separation directory; a system directory sshd always
 	// expects, left in place (other sshd may rely on it).
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -481,7 +562,8 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 	}
 	var kh strings.Builder
 	for _, h := range hosts {
-		if err := os.MkdirAll(h.state, 0o755); err != nil {
+		// root's, 0700: the agent refuses any other state directory.
+		if err := os.MkdirAll(h.state, 0o700); err != nil {
 			return err
 		}
 		hostKey := filepath.Join(l.Dir, h.role+"_host_ed25519")
@@ -507,7 +589,11 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			// sources it for a top-level shell). This machine's root
 			// .bashrc runs `pyenv rehash`, whose lock, left behind by a
 			// session a test kills, stalls every later session for 60 s.
-			"SetEnv MIGRATE_STATE_DIR=" + h.state + " SHLVL=1",
+			// The agent's boot unit goes to a lab directory, never the
+			// machine's /etc/systemd; "systemd is PID 1" is the lab's
+			// runtime directory existing (SystemdRuntime; absent unless
+			// a test makes it).
+			"SetEnv MIGRATE_STATE_DIR=" + h.state + " MIGRATE_SYSTEMD_DIR=" + l.SystemdDir(h.role) + " MIGRATE_SYSTEMD_RUNTIME=" + l.SystemdRuntime(h.role) + " SHLVL=1",
 			"PrintMotd no",
 			"PrintLastLog no",
 			"UseDNS no",
@@ -540,6 +626,7 @@ func (l *Lab) setupSSH(ctx context.Context) error {
 			}
 			sshd = []string{"sh", "-c", script + `exec "$@"`, "sh", "/usr/sbin/sshd", "-D", "-e", "-f", cfg}
 		}
+		l.sshd[h.role] = sshd
 		cmd, err := l.Command(h.role, sshd...)
 		if err != nil {
 			return err
@@ -785,6 +872,13 @@ func (l *Lab) Snapshot(ctx context.Context, role string, sysctls ...string) (str
 		{"ip", "addr"},
 	} {
 		out, err := l.Exec(ctx, role, args...)
+		// While another lab's namespaces are being deleted, a dump can
+		// carry the kernel's transient "Peer netns reference is
+		// invalid." (seen with ip addr): read again, never compare it.
+		for try := 0; err == nil && bytes.Contains(out, []byte("Peer netns reference is invalid")) && try < 20; try++ {
+			time.Sleep(100 * time.Millisecond)
+			out, err = l.Exec(ctx, role, args...)
+		}
 		if err != nil {
 			return "", err
 		}
@@ -994,7 +1088,7 @@ func (l *Lab) labUsers() (map[string]string, error) {
 	}
 	p, g, sh := strings.Join(pl, "\n"), withNL(group), withNL(shadow)
 	id := 61000
-	for _, u := range []string{l.SudoUser, l.PasswdUser} {
+	for _, u := range []string{l.SudoUser, l.PasswdUser, l.SudoAllUser} {
 		for used[strconv.Itoa(id)] {
 			id++
 		}
@@ -1014,11 +1108,14 @@ func (l *Lab) labUsers() (map[string]string, error) {
 	sudoers := strings.Join([]string{
 		"# generated by package lab: bind-mounted over /etc/sudoers for the lab's sshd only",
 		"Defaults env_reset",
-		`Defaults env_keep += "MIGRATE_STATE_DIR"`,
+		`Defaults env_keep += "MIGRATE_STATE_DIR MIGRATE_SYSTEMD_DIR MIGRATE_SYSTEMD_RUNTIME"`,
 		"Defaults !lecture",
 		"root ALL=(ALL:ALL) ALL",
-		l.SudoUser + " ALL=(root) NOPASSWD: ALL",
+		// Exactly the rule README gives: migrate's agents, nothing else.
+		remote.SudoersRule(l.SudoUser, l.OldStateDir),
+		remote.SudoersRule(l.SudoUser, l.NewStateDir),
 		l.PasswdUser + " ALL=(root) ALL",
+		l.SudoAllUser + " ALL=(root) NOPASSWD: ALL",
 		"",
 	}, "\n")
 	out := map[string]string{}

@@ -180,6 +180,9 @@ func Sysctls(c *config.Config, host string) []string {
 	if c.Tunnel == nil {
 		return []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 	}
+	if Direct(c) {
+		return directSysctls(host)
+	}
 	dev := sysctlDev(c.Tunnel.Name)
 	if host == Old {
 		return []string{
@@ -291,7 +294,11 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 	hosts := map[string]*HostDesired{Old: {}, New: {}}
 	specs := map[string]*state.NftSpec{Old: {Role: Old}, New: {Role: New}}
 	if c.Tunnel != nil {
-		if err := tunnelDesired(c, facts, owned, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
+		build := tunnelDesired
+		if Direct(c) {
+			build = directDesired
+		}
+		if err := build(c, facts, owned, hosts[Old], hosts[New], specs[Old], specs[New]); err != nil {
 			return nil, err
 		}
 	}
@@ -305,6 +312,7 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 		if sp.TunnelDev != "" || len(sp.Forwards) > 0 || sp.ForwardMark != 0 {
 			h.add(obj(state.NftTable{Family: "inet", Name: NftTableName, Spec: *sp}))
 		}
+		bootDesired(facts[name], h)
 		out[name] = *h
 	}
 	return out, nil
@@ -560,6 +568,12 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 	newSpec.Underlay = underlay(newBind, t.OldEndpoint)
+	// Another table's DNAT in prerouting (Docker's published ports): on
+	// OLD it must not rewrite a moved flow, on NEW the answers of the
+	// flows it rewrites must go back into the tunnel (agent/kernel
+	// nft_dnat.go).
+	oldSpec.KeepDest = ForeignDNAT(facts[Old])
+	newSpec.DNATReplies = ForeignDNAT(facts[New])
 
 	for _, f := range []int{4, 6} {
 		if !families[f] {
@@ -583,6 +597,11 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// OLD: marked packets are looked up in the tunnel table, ahead of
 		// the local rule.
 		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		if newSpec.DNATReplies {
+			// NEW: answers of DNATed flows from the tunnel, marked by
+			// chain dnat_mark, go back into it.
+			add(nw, obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		}
 		if f == 6 {
 			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 			// forwarding=1 silently stops RA acceptance where accept_ra
@@ -607,6 +626,11 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			// without it the outer packets never reach the table.
 			old.Objects = old.Objects[:len(old.Objects)-1]
 		}
+		if newSpec.DNATReplies && families[fam(t.OldEndpoint)] {
+			// The same on NEW, whose marked answers' outer packets
+			// carry the mark too.
+			add(nw, obj(state.Route{Family: fam(t.OldEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.OldEndpoint), Protocol: RouteProto}))
+		}
 	}
 	for _, a := range active {
 		f, hp := fam(a), hostPrefix(a)
@@ -626,6 +650,18 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 	return nil
+}
+
+// ForeignDNAT says whether another table has a nat chain at prerouting on
+// the host (Docker's iptables-nft table ip nat, a Kubernetes proxy): it
+// may DNAT flows to the host's own addresses.
+func ForeignDNAT(f state.Facts) bool {
+	for _, ch := range f.Chains {
+		if ch.Type == "nat" && ch.Hook == "prerouting" {
+			return true
+		}
+	}
+	return false
 }
 
 // acceptRADev returns the device of a net.ipv6.conf.DEV.accept_ra name.

@@ -30,6 +30,11 @@ func Current(f state.Facts) map[string]state.Object {
 	if f.Nft != nil {
 		put(state.Object{Nft: f.Nft})
 	}
+	if f.Boot != nil {
+		for i := range f.Boot.Files {
+			put(state.Object{File: &f.Boot.Files[i]})
+		}
+	}
 	return m
 }
 
@@ -43,6 +48,8 @@ func taggedByMigrate(o state.Object) bool {
 		return o.Route.Protocol == RouteProto
 	case o.Nft != nil:
 		return o.Nft.Name == NftTableName
+	case o.File != nil:
+		return true // only the boot unit's paths are read
 	}
 	return false
 }

@@ -118,6 +118,9 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			OldPings: c.Tunnel.NewInner.Addr().String(),
 			NewPings: c.Tunnel.OldInner.Addr().String(),
 		}
+		if Direct(c) {
+			p.Verify = directVerify(c)
+		}
 	}
 	p.Intent = intentDigest(want)
 	if c.Tunnel != nil {
@@ -126,6 +129,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			return nil, err
 		}
 		p.Notes = append(p.Notes, NATNotes(c, binds)...)
+		p.Notes = append(p.Notes, DirectNotes(c, facts)...)
 		// Behind NAT, migrate's SSH connection to OLD's public address
 		// arrives at the address OLD holds: that is the one a service
 		// could move.
@@ -136,6 +140,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		}
 	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
+	p.Notes = append(p.Notes, BootNotes(want, facts)...)
 	if r := CheckOldConntrack(c, facts[Old]); r != nil {
 		p.Conntrack = r
 		for _, n := range []string{r.Line(), r.BucketNote()} {
@@ -178,6 +183,9 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 		if !facts[f.On].HasAddr(f.Address.String()) {
 			return fmt.Errorf("%s: forward %q: host %s does not hold address %s; a forward listens on an address of the host named by `on`", where(f.Range), f.Name, f.On, f.Address)
 		}
+	}
+	if err := CheckDirect(c, facts); err != nil {
+		return err
 	}
 	return bindErr
 }

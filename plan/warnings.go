@@ -25,14 +25,114 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		dev = fmt.Sprintf("%q", c.Tunnel.Name)
 	}
 	for _, host := range []string{Old, New} {
+		regular := map[string]bool{} // "family table chain" of regular chains
+		for _, ch := range facts[host].Chains {
+			if ch.Hook == "" {
+				regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
+			}
+		}
+		rpWarned := false
+		ufw := c.Tunnel != nil && ufwActive(facts[host])
+		if Direct(c) {
+			// No tunnel device to trust: the segment's interface
+			// carries everyone's traffic, so the advice names the
+			// migrated addresses on it.
+			out = append(out, directFirewallWarnings(c, facts, host, forwards[host])...)
+			continue
+		}
+		if ufw {
+			out = append(out, ufwWarning(c, facts, host))
+		}
+		if c.Tunnel != nil && firewalldActive(facts[host]) {
+			out = append(out, firewalldWarning(c, facts, host))
+		}
 		for _, ch := range facts[host].Chains {
 			switch {
+			case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
+				// Said above, with ufw's own commands.
+			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
+				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
+				// Docker's iptables: it keeps DOCKER-USER, first in
+				// FORWARD, for the operator's rules.
+				cmd := "iptables"
+				if ch.Family == "ip6" {
+					cmd = "ip6tables"
+				}
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker and firewalld do this). Add rules there, e.g. `iifname %s accept` and `oifname %s accept`, or for Docker in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dev, dev))
-			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting":
+			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
+				// Once: firewalld 1.x has three prerouting base chains.
+				rpWarned = true
 				out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
 			}
 		}
+	}
+	return out
+}
+
+// directFirewallWarnings are Warnings for a direct tunnel's host: the
+// firewalls it finds there, each with what lets migrate's flows through
+// on the segment's interface SEG, for the migrated addresses only: on OLD
+// the flows it forwards to NEW (destination ADDR, out on SEG) and NEW's
+// packets (source ADDR, in on SEG), on NEW what arrives for the services
+// (destination ADDR, in on SEG).
+func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host string, forwards bool) []string {
+	f := facts[host]
+	seg := SegmentDevs(c, facts)[host]
+	addrs := ActiveAddrs(c)
+	var out []string
+	cmds := func(each func(a string, v6 bool) []string) string {
+		var l []string
+		for _, a := range addrs {
+			l = append(l, each(a.String(), a.Is6())...)
+		}
+		return "`" + strings.Join(l, "` and `") + "`"
+	}
+	family := func(v6 bool) string {
+		if v6 {
+			return "ipv6"
+		}
+		return "ipv4"
+	}
+	if ufwActive(f) {
+		allow := cmds(func(a string, _ bool) []string {
+			if host == Old {
+				return []string{"ufw route allow out on " + seg + " to " + a, "ufw route allow in on " + seg + " from " + a}
+			}
+			return []string{"ufw allow in on " + seg + " to " + a}
+		})
+		out = append(out, fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): its default policies drop migrate's flows on %s (direct tunnel). Allow them (before migrate apply): %s", host, seg, allow))
+	}
+	if firewalldActive(f) {
+		var allow string
+		if host == Old {
+			allow = "`firewall-cmd --permanent --new-policy=migrate-direct` and `firewall-cmd --permanent --policy=migrate-direct --add-ingress-zone=ANY` and `firewall-cmd --permanent --policy=migrate-direct --add-egress-zone=ANY` and " +
+				cmds(func(a string, v6 bool) []string {
+					return []string{
+						fmt.Sprintf(`firewall-cmd --permanent --policy=migrate-direct --add-rich-rule='rule family="%s" destination address="%s" accept'`, family(v6), a),
+						fmt.Sprintf(`firewall-cmd --permanent --policy=migrate-direct --add-rich-rule='rule family="%s" source address="%s" accept'`, family(v6), a),
+					}
+				})
+		} else {
+			allow = cmds(func(a string, v6 bool) []string {
+				return []string{fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="%s" destination address="%s" accept'`, family(v6), a)}
+			})
+		}
+		out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): it rejects migrate's flows on %s (direct tunnel) unless a zone or policy allows them; and its IPv6 rpfilter drops NEW's packets from a migrated address (set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf). Allow them (before migrate apply): %s and `firewall-cmd --reload`", host, seg, allow))
+	}
+	for _, ch := range f.Chains {
+		if !forwards || ch.Hook != "forward" || ch.Policy != "drop" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker does this: use its chain DOCKER-USER). Accept migrate's flows on %s there (before migrate apply), e.g. %s", host, ch.Family, ch.Table, ch.Chain, seg,
+			cmds(func(a string, v6 bool) []string {
+				ip := "ip"
+				if v6 {
+					ip = "ip6"
+				}
+				return []string{fmt.Sprintf("oifname %s %s daddr %s accept", seg, ip, a), fmt.Sprintf("iifname %s %s saddr %s accept", seg, ip, a)}
+			})))
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -57,21 +58,41 @@ func run(c *ssh.Client, cmd string, stdin io.Reader) (string, error) {
 	return out.String(), nil
 }
 
-func (t Target) priv(cmd string) string {
+// priv runs one program (argv, expanded by the login user's shell) as
+// root: as it is for a root login, else through `sudo -n`. Never a shell
+// as root: the narrow sudoers rule (SudoersRule) allows only the agent
+// binaries, and `sudo sh` would be as good as ALL.
+func (t Target) priv(argv string) string {
 	if t.Sudo {
-		return "sudo -n sh -c " + shellQuote(cmd)
+		return "sudo -n " + argv
 	}
-	return "sh -c " + shellQuote(cmd)
+	return "exec " + argv
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+// DefaultStateDir is the agent's state directory on a host unless
+// MIGRATE_STATE_DIR says otherwise (agent.StateDir).
+const DefaultStateDir = "/var/lib/migrate"
+
+// SudoersRule is the sudoers line that lets user run migrate's agents
+// as root, and nothing else, for a host whose agent state directory is
+// stateDir (DefaultStateDir): the agent binaries BinDir/migrate-<sha256>,
+// with exactly the arguments the CLI passes (the agent refuses any other,
+// see cmd/migrate agentCmd). It is safe only because that directory is
+// root's with mode 0700, which every agent checks: nobody else can put a
+// file there. README quotes it for DefaultStateDir; the sudo e2e test
+// uses it as is.
+func SudoersRule(user, stateDir string) string {
+	return fmt.Sprintf("%s ALL=(root) NOPASSWD: %s/bin/migrate-* agent --sha256 *", user, stateDir)
+}
 
 // Connect dials the host, installs the agent when its hash is not there
 // yet, starts it and exchanges hellos. bin is this process's own
 // executable (SelfBinary), the fallback when the CLI carries no embedded
 // agent for the host's architecture; it may be nil.
 func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
+	t0 := time.Now()
 	sc, err := DialSSH(ctx, t)
+	timing.CLI.Since("  connect "+t.Name+": SSH handshake", t0)
 	if err != nil {
 		return nil, err
 	}
@@ -93,9 +114,6 @@ func Connect(ctx context.Context, t Target, bin *Binary) (*Client, error) {
 			sc.Close()
 			return nil, err
 		}
-	}
-	if t.Sudo {
-		err = checkSudo(sc, t)
 	}
 	if err == nil {
 		err = c.start(ctx, bin)
@@ -141,21 +159,26 @@ func serverAddr(c *ssh.Client) (string, int, error) {
 	return strings.Trim(f[2], "[]"), port, nil
 }
 
-// checkSudo makes sure sudo -n works for the user before anything else
-// runs through it, and turns sudo's own complaints into advice.
-func checkSudo(c *ssh.Client, t Target) error {
+// checkSudo makes sure sudo -n lets the user run the agent at path
+// (`sudo -l` resolves it as root: the user cannot see into the state
+// directory) before anything else runs through it, and turns sudo's own
+// complaints into advice. have is false when the agent is not installed.
+func checkSudo(c *ssh.Client, t Target, argv string) (have bool, err error) {
 	s, err := c.NewSession()
 	if err != nil {
-		return fmt.Errorf("host %s: open session: %w", t.Name, err)
+		return false, fmt.Errorf("host %s: open session: %w", t.Name, err)
 	}
 	defer s.Close()
 	var errb bytes.Buffer
 	s.Stderr = &errb
-	err = s.Run(`command -v sudo >/dev/null 2>&1 || { echo "migrate: sudo: not found" >&2; exit 127; }; sudo -n true`)
+	err = s.Run(`command -v sudo >/dev/null 2>&1 || { echo "migrate: sudo: not found" >&2; exit 127; }; sudo -n -l ` + argv + ` >/dev/null`)
 	if err == nil {
-		return nil
+		return true, nil
 	}
-	return sudoError(t, errb.String(), err)
+	if strings.Contains(errb.String(), ": command not found") {
+		return false, nil
+	}
+	return false, sudoError(t, errb.String(), err)
 }
 
 // sudoError explains why "sudo -n" failed for t, from sudo's stderr.
@@ -165,8 +188,8 @@ func sudoError(t Target, stderr string, err error) error {
 	switch {
 	case strings.Contains(low, "a password is required") || strings.Contains(low, "a terminal is required") ||
 		strings.Contains(low, "askpass"):
-		return fmt.Errorf("host %s: user %s needs a password for sudo; migrate runs sudo -n (no prompt). Allow NOPASSWD for %s in /etc/sudoers.d (e.g. \"%s ALL=(root) NOPASSWD: ALL\"), or connect as root (sudo said: %s)",
-			t.Name, t.User, t.User, t.User, msg)
+		return fmt.Errorf("host %s: user %s needs a password for sudo; migrate runs sudo -n (no prompt). Allow NOPASSWD for %s in /etc/sudoers.d, for migrate's agents only (\"%s\", see README) or for ALL, or connect as root (sudo said: %s)",
+			t.Name, t.User, t.User, SudoersRule(t.User, DefaultStateDir), msg)
 	case strings.Contains(low, "sudo: not found") || strings.Contains(low, "sudo: command not found"):
 		return fmt.Errorf("host %s: sudo = true, but sudo is not installed on the host; install it, or connect as root and drop sudo = true", t.Name)
 	case strings.Contains(low, "not in the sudoers") || strings.Contains(low, "is not allowed to") || strings.Contains(low, "may not run sudo"):
@@ -175,7 +198,7 @@ func sudoError(t Target, stderr string, err error) error {
 	if msg == "" {
 		msg = err.Error()
 	}
-	return fmt.Errorf("host %s: sudo -n true failed for user %s: %s; migrate needs passwordless sudo (sudo -n) or a root login", t.Name, t.User, msg)
+	return fmt.Errorf("host %s: sudo -n failed for user %s: %s; migrate needs passwordless sudo (sudo -n) for its agent or a root login", t.Name, t.User, msg)
 }
 
 func hostOnly(hp string) string {
@@ -187,7 +210,10 @@ func hostOnly(hp string) string {
 
 func (c *Client) start(ctx context.Context, bin *Binary) error {
 	t := c.Target
+	t0 := time.Now()
 	machine, err := run(c.ssh, "uname -m", nil)
+	timing.CLI.Since("  connect "+t.Name+": uname -m", t0)
+	t0 = time.Now()
 	if err != nil {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
@@ -204,25 +230,46 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: %w", t.Name, err)
 	}
 	c.Agent = bin
-	// The install path holds the hash, so an existing copy is reused only
-	// when it is byte-identical.
-	dir := `${MIGRATE_STATE_DIR:-/var/lib/migrate}/bin`
-	path := dir + "/migrate-" + hash
-	check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, hash)
-	out, err := run(c.ssh, t.priv(check), nil)
-	if err != nil {
-		return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
-	}
-	if strings.TrimSpace(out) != "have" {
-		data, err := bin.Data()
-		if err != nil {
-			return fmt.Errorf("host %s: %w", t.Name, err)
+	timing.CLI.Since("  connect "+t.Name+": pick and hash the agent binary (CLI)", t0)
+	t0 = time.Now()
+	// The install path holds the hash, so an existing copy is used only
+	// when it is byte-identical: the agent checks its own sha256 against
+	// the one it is given before it does anything (agent/selfcheck.go),
+	// in the same exec that runs it. ${MIGRATE_STATE_DIR} is expanded by
+	// the login user's shell.
+	path := `"${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-` + hash + `"`
+	argv := path + " agent --sha256 " + hash
+	key := t.User + "@" + t.Address + ":" + strconv.Itoa(t.Port) + " " + path
+	var have bool
+	if t.Sudo {
+		if have, err = checkSudo(c.ssh, t, argv); err != nil {
+			return err
 		}
-		install := fmt.Sprintf(`set -e; umask 077; mkdir -p %s; p=%s; cat > "$p.tmp.$$"; chmod 0700 "$p.tmp.$$"; mv -f "$p.tmp.$$" "$p"`, dir, path)
-		if _, err := run(c.ssh, t.priv(install), bytes.NewReader(data)); err != nil {
-			return fmt.Errorf("host %s: install agent: %w", t.Name, err)
+	} else {
+		check := fmt.Sprintf(`p=%s; if [ -x "$p" ] && [ "$(sha256sum < "$p" | cut -d' ' -f1)" = %s ]; then echo have; else echo need; fi`, path, hash)
+		if checkedAgents.has(key) {
+			// This process checked (or installed) that very file
+			// moments ago (the confirmation's fresh connection after
+			// an apply): hashing its megabytes again here only costs
+			// time, and the agent checks its own hash as it starts.
+			check = fmt.Sprintf(`p=%s; if [ -x "$p" ]; then echo have; else echo need; fi`, path)
+		}
+		out, err := run(c.ssh, check, nil)
+		if err != nil {
+			return fmt.Errorf("host %s: check installed agent: %w", t.Name, err)
+		}
+		have = strings.TrimSpace(out) == "have"
+	}
+	timing.CLI.Since("  connect "+t.Name+": check the installed agent (sha256sum on the host)", t0)
+	t0 = time.Now()
+	if !have {
+		if err := c.install(bin, hash); err != nil {
+			return err
 		}
 		c.Uploaded = true
+	}
+	if BeforeAgentStart != nil {
+		BeforeAgentStart(t.Name)
 	}
 	s, err := c.ssh.NewSession()
 	if err != nil {
@@ -238,12 +285,23 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	}
 	c.stderr = &bytes.Buffer{}
 	s.Stderr = &syncWriter{w: c.stderr}
-	if err := s.Start(t.priv("exec " + path + " agent")); err != nil {
+	if err := s.Start(t.priv(argv)); err != nil {
 		return fmt.Errorf("host %s: start agent: %w", t.Name, err)
 	}
 	c.sess, c.stdin, c.stdout = s, stdin, stdout
+	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
 	var h proto.Hello
 	if err := c.call(ctx, proto.MethodHello, nil, &h); err != nil {
+		// An agent that refused exits at once: let its stderr arrive.
+		done := make(chan struct{})
+		go func() { s.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+		if msg := c.agentRefusal(); msg != "" {
+			return fmt.Errorf("host %s: the agent refused to start: %s", t.Name, msg)
+		}
 		return fmt.Errorf("host %s: agent did not answer: %w", t.Name, err)
 	}
 	if h.Version != proto.Version {
@@ -253,7 +311,88 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", t.Name, h.UID)
 	}
 	c.Hello = h
+	checkedAgents.add(key) // it ran: its own hash check passed
 	return nil
+}
+
+// agentRefusal is the agent's own reason when it exited before its hello
+// because its binary or its state directory failed a check.
+func (c *Client) agentRefusal() string {
+	if c.stderr == nil {
+		return ""
+	}
+	sw := c.sess.Stderr.(*syncWriter)
+	sw.mu.Lock()
+	msg := strings.TrimSpace(c.stderr.String())
+	sw.mu.Unlock()
+	for _, sig := range []string{"refusing to run", "state directory", "is a symbolic link"} {
+		if strings.Contains(msg, sig) {
+			return strings.TrimPrefix(msg, "Error: ")
+		}
+	}
+	return ""
+}
+
+// BeforeAgentStart, when set, is called after the agent was checked or
+// installed on host and before it is started (test-only fault injection:
+// the agent swapped in between must be refused).
+var BeforeAgentStart func(host string)
+
+// install uploads the agent binary as the login user into a directory of
+// its own (mktemp -d: $TMPDIR or /tmp, which must allow exec) and runs it,
+// as root, as `agent-install --sha256 HASH`: the binary checks its own
+// sha256 and copies itself into the root-owned agent directory
+// (agent.InstallSelf). No shell runs as root. Through sudo this needs the
+// right to run the uploaded file as root, which the narrow sudoers rule
+// does not give: the user then gets the commands an administrator runs.
+func (c *Client) install(bin *Binary, hash string) error {
+	t := c.Target
+	data, err := bin.Data()
+	if err != nil {
+		return fmt.Errorf("host %s: %w", t.Name, err)
+	}
+	sudo := ""
+	if t.Sudo {
+		sudo = "sudo -n "
+	}
+	script := fmt.Sprintf(`set -e; umask 077; d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; f="$d/migrate-%s"; cat > "$f"; chmod 0700 "$f"; %s"$f" agent-install --sha256 %s`, hash, sudo, hash)
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return fmt.Errorf("host %s: open session: %w", t.Name, err)
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errb, bytes.NewReader(data)
+	if err := s.Run(script); err != nil {
+		msg := strings.TrimSpace(errb.String())
+		if t.Sudo && strings.Contains(strings.ToLower(msg), "a password is required") {
+			return fmt.Errorf("host %s: migrate's agent %s (sha256 %s) is not installed on the host, and user %s may not install it: its sudo rule allows only migrate's installed agents (sudo said: %s). As root on the host, install it: write it with `migrate agent-binary linux/%s -o FILE` (a release build; a dev build is the linux migrate itself), copy FILE to the host and run `FILE agent-install --sha256 %s` there as root",
+				t.Name, bin, hash, t.User, msg, bin.Arch, hash)
+		}
+		return fmt.Errorf("host %s: install agent: %w: %s", t.Name, err, msg)
+	}
+	return nil
+}
+
+// checkedAgents are the installed agents (target and path) this process
+// has checked or installed.
+var checkedAgents = &stringSet{m: map[string]bool{}}
+
+type stringSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (s *stringSet) has(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[k]
+}
+
+func (s *stringSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = true
 }
 
 type syncWriter struct {
@@ -285,7 +424,10 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 	}
 	c.nextID++
-	req := proto.Request{ID: c.nextID, Method: method}
+	req := proto.Request{ID: c.nextID, Method: method, Timings: timing.CLI != nil}
+	if timing.CLI != nil {
+		defer timing.CLI.Since("agent call "+method+" ("+c.Target.Name+", round trip)", time.Now())
+	}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {
@@ -342,6 +484,7 @@ func (c *Client) callWithin(ctx context.Context, work time.Duration, method stri
 		}
 		return fmt.Errorf("agent answered request %d with %d", req.ID, resp.ID)
 	}
+	timing.CLI.Merge("  agent "+c.Target.Name+": ", resp.Timings)
 	if resp.Error != nil {
 		return resp.Error
 	}
@@ -485,6 +628,15 @@ func (c *Client) RouteGet(ctx context.Context, addr string) (proto.RouteGetResul
 	return r, err
 }
 
+// RouteGetNeigh is RouteGet, and, when addr is on a link of the host,
+// the neighbour entry for it after the agent probed it (one UDP
+// datagram): whether the peer answers on that link.
+func (c *Client) RouteGetNeigh(ctx context.Context, addr string) (proto.RouteGetResult, error) {
+	var r proto.RouteGetResult
+	err := c.call(ctx, proto.MethodRouteGet, proto.RouteGetParams{Addr: addr, Neigh: true}, &r)
+	return r, err
+}
+
 // DropConnection closes the SSH connection abruptly (fault injection).
 // WGKey returns the host's WireGuard public key for tunnel name; the
 // agent makes the key pair on first use and keeps the private key.
@@ -502,6 +654,8 @@ func (c *Client) KillAgent() error {
 	if c.Hello.PID <= 0 {
 		return fmt.Errorf("agent pid unknown")
 	}
+	// Through sudo this needs a rule for kill (test-only: the narrow
+	// agent rule does not give it).
 	_, err := run(c.ssh, c.Target.priv(fmt.Sprintf("kill -9 %d", c.Hello.PID)), nil)
 	return err
 }

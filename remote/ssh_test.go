@@ -63,7 +63,7 @@ func TestSudoErrors(t *testing.T) {
 		{"sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\n", "needs a password for sudo"},
 		{"migrate: sudo: not found\n", "host old: sudo = true, but sudo is not installed on the host"},
 		{"deploy is not in the sudoers file.  This incident will be reported.\n", "host old: user deploy may not use sudo"},
-		{"", "sudo -n true failed for user deploy: Process exited with status 1"},
+		{"", "sudo -n failed for user deploy: Process exited with status 1"},
 	} {
 		if got := sudoError(tg, tc.stderr, exit).Error(); !strings.Contains(got, tc.want) {
 			t.Errorf("stderr %q: %s\nwant %s", tc.stderr, got, tc.want)
@@ -91,4 +91,17 @@ func dummyPub(t *testing.T) ssh.PublicKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// README gives the sudoers rule the sudo e2e test uses (SudoersRule, for
+// the default state directory), word for word.
+func TestREADMEQuotesSudoersRule(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := SudoersRule("deploy", DefaultStateDir)
+	if !strings.Contains(string(b), "\n  "+rule+"\n") {
+		t.Errorf("README does not quote the sudoers rule %q", rule)
+	}
 }

@@ -52,7 +52,7 @@ if [ "$CONNTRACK" = 1 ]; then
 fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
 RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)

@@ -47,7 +47,9 @@ type Facts struct {
 	// does not match what migrate last wrote.
 	Nft      *NftTable `json:"nft,omitempty"`
 	NftDrift string    `json:"nft_drift,omitempty"`
-	// Chains are the base chains of nft tables migrate does not own.
+	// Chains are the chains of nft tables migrate does not own: base
+	// chains, and regular ones (Hook "": Docker's DOCKER-USER, ufw's
+	// ufw-user-forward), for plan's warnings.
 	Chains []BaseChain `json:"chains,omitempty"`
 	// Listeners are the listening TCP and bound UDP sockets (when
 	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
@@ -71,6 +73,35 @@ type Facts struct {
 	// WGPublicKey (apply's fresh facts do not carry it; the link object
 	// holds the bind once applied).
 	RouteSrc map[string]string `json:"route_src,omitempty"`
+	// PeerLink is, for a direct tunnel, how this host reaches its peer's
+	// endpoint: filled by the CLI from the agent's route-get call with a
+	// neighbour probe. Not part of Digest, like RouteSrc.
+	PeerLink *PeerLink `json:"peer_link,omitempty"`
+	// Boot is whether the host's part survives a reboot: systemd, the
+	// boot unit as installed, the last boot restore (agent, boot.go).
+	Boot *Boot `json:"boot,omitempty"`
+}
+
+// PeerLink is the route from a host to its peer's endpoint and, when the
+// route has no gateway, the neighbour entry after a probe.
+type PeerLink struct {
+	Addr   string `json:"addr"`             // the peer's endpoint
+	Dev    string `json:"dev"`              // the device the route leaves by
+	Gw     string `json:"gw,omitempty"`     // the route's gateway: none on one link
+	Neigh  string `json:"neigh,omitempty"`  // neighbour state after the probe
+	LLAddr string `json:"lladdr,omitempty"` // the peer's link-layer address
+	// LinkLocal is this host's own IPv6 link-local address on Dev.
+	LinkLocal string `json:"link_local,omitempty"`
+}
+
+// Answered reports a neighbour entry that the peer answered (or that was
+// set by hand): the peer is reachable on the link.
+func (p *PeerLink) Answered() bool {
+	switch p.Neigh {
+	case "reachable", "stale", "delay", "probe", "permanent":
+		return true
+	}
+	return false
 }
 
 // BaseChain is a hooked chain of someone else's nft table.
@@ -80,7 +111,8 @@ type BaseChain struct {
 	Chain    string `json:"chain"`
 	Hook     string `json:"hook"` // prerouting, input, forward, output, postrouting
 	Priority int    `json:"priority"`
-	Policy   string `json:"policy"` // accept | drop
+	Policy   string `json:"policy"`         // accept | drop
+	Type     string `json:"type,omitempty"` // filter | nat | route; "" for a regular chain
 }
 
 // Listener is one listening TCP or bound UDP socket.
@@ -190,7 +222,7 @@ type Conntrack struct {
 
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
-	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc = nil, nil, "", nil, nil
+	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -126,6 +126,12 @@ func LoadJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state %s: %w", path, err)
 	}
+	return ParseJournal(b, path)
+}
+
+// ParseJournal decodes a journal read from path (named in errors) and
+// checks its format version.
+func ParseJournal(b []byte, path string) (*Journal, error) {
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("state %s is not valid JSON: %w", path, err)

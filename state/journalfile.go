@@ -164,7 +164,7 @@ func CommitTo(path string, recs ...LogRecord) error {
 	if err != nil && !errors.Is(err, errNoLog) {
 		return err
 	}
-	j, lerr := LoadJournal(path)
+	j, lerr := loadNoFollow(path)
 	if lerr != nil {
 		return lerr
 	}
@@ -174,6 +174,28 @@ func CommitTo(path string, recs ...LogRecord) error {
 		}
 	}
 	return j.Save(path)
+}
+
+// loadNoFollow is LoadJournal refusing a snapshot that is a symbolic
+// link (the agent's state directory: see agent/statedir.go).
+func loadNoFollow(path string) (*Journal, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		j := NewJournal()
+		return j, j.replayLog(path)
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symbolic link: the agent never follows links in its state directory; remove it", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	return ParseJournal(b, path)
 }
 
 func needsCompaction(path string, logSize int64) bool {
@@ -195,6 +217,9 @@ func appendLog(path string, recs []LogRecord) (int64, error) {
 	f, err := os.OpenFile(logPath(path), os.O_RDWR|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, errNoLog
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return 0, fmt.Errorf("%s is a symbolic link: the agent never follows links in its state directory; remove it", logPath(path))
 	}
 	if err != nil {
 		return 0, fmt.Errorf("open journal log: %w", err)

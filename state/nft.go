@@ -57,12 +57,28 @@ type NftSpec struct {
 	// say.
 	Guard4 bool `json:"guard4,omitempty"`
 	Guard6 bool `json:"guard6,omitempty"`
+	// PeerSrc is set for a direct tunnel on role old: TunnelDev is then
+	// the shared segment's interface, which carries other hosts' traffic
+	// too (the router's, clients'), so only packets arriving there with
+	// one of these source addresses (the migrated addresses, local on
+	// OLD: only NEW sends from them) count as NEW's. Empty: everything
+	// from TunnelDev is NEW's (a tunnel device).
+	PeerSrc []string `json:"peer_src,omitempty"`
 	// UDPServices are the UDP (address, protocol, port) triples of the
 	// plan, on NEW: a datagram from the tunnel to one of them records
 	// its client, and NEW's answers to that client leave from the
 	// service address whatever the daemon bound (a wildcard socket lets
 	// the kernel pick NEW's own address). Role "new" only.
 	UDPServices []NftService `json:"udp_services,omitempty"`
+	// KeepDest: another table DNATs in prerouting on this host (Docker's
+	// published ports). Moved flows then get an identity DNAT just before
+	// it, so they reach NEW with their own destination. Role "old" only.
+	KeepDest bool `json:"keep_dest,omitempty"`
+	// DNATReplies: another table DNATs in prerouting on this host. Flows
+	// from the tunnel get conntrack mark Mark, and their answers arriving
+	// on another interface (a container's) the packet mark, so that the
+	// fwmark rule routes them back into the tunnel. Role "new" only.
+	DNATReplies bool `json:"dnat_replies,omitempty"`
 }
 
 // NftForward is one forwarded (address, protocol, port).
@@ -131,11 +147,20 @@ func (t NftTable) String() string {
 		}
 		parts = append(parts, fmt.Sprintf("forwards only its own %s", strings.Join(fams, "/")))
 	}
+	if len(s.PeerSrc) > 0 {
+		parts = append(parts, fmt.Sprintf("NEW's packets: from %s on %s", strings.Join(s.PeerSrc, ", "), s.TunnelDev))
+	}
 	if len(s.NoARP) > 0 {
 		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))
 	}
 	if len(s.UDPServices) > 0 {
 		parts = append(parts, fmt.Sprintf("udp answers from the service address for %d port(s)", len(s.UDPServices)))
+	}
+	if s.KeepDest {
+		parts = append(parts, "moved flows keep their destination (another table DNATs)")
+	}
+	if s.DNATReplies {
+		parts = append(parts, "answers of flows another table DNATs go back to the tunnel")
 	}
 	if u := s.Underlay; u != nil {
 		what := "gre"

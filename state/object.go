@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -24,6 +25,9 @@ const (
 	KindAddr
 	KindRoute
 	KindNft
+	// KindFile is last: the boot unit goes in once everything it
+	// restores is applied, and is the first thing a rollback removes.
+	KindFile
 )
 
 func (k Kind) String() string {
@@ -40,6 +44,8 @@ func (k Kind) String() string {
 		return "route"
 	case KindNft:
 		return "nft"
+	case KindFile:
+		return "file"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -52,6 +58,7 @@ type Object struct {
 	Addr   *Addr     `json:"addr,omitempty"`
 	Route  *Route    `json:"route,omitempty"`
 	Nft    *NftTable `json:"nft,omitempty"`
+	File   *File     `json:"file,omitempty"`
 }
 
 // Kind reports which field is set.
@@ -69,6 +76,8 @@ func (o Object) Kind() Kind {
 		return KindRoute
 	case o.Nft != nil:
 		return KindNft
+	case o.File != nil:
+		return KindFile
 	}
 	return 0
 }
@@ -90,6 +99,8 @@ func (o Object) Key() string {
 		return fmt.Sprintf("route v%d table %s %s %s", r.Family, TableName(r.Table), r.Type, r.Dst)
 	case o.Nft != nil:
 		return "nft table " + o.Nft.Family + " " + o.Nft.Name
+	case o.File != nil:
+		return "file " + o.File.Path
 	}
 	return "empty"
 }
@@ -116,6 +127,8 @@ func (o Object) String() string {
 		return o.Route.String()
 	case o.Nft != nil:
 		return o.Nft.String()
+	case o.File != nil:
+		return o.File.String()
 	}
 	return "empty"
 }
@@ -274,4 +287,22 @@ func (r Route) String() string {
 		s += " dev " + r.Dev
 	}
 	return s
+}
+
+// File is a file migrate installs outside its state directory. There are
+// exactly two (BootUnitFiles): the systemd unit that restores the host's
+// part at boot, and its enable link. Content is a regular file's text,
+// Link a symlink's target; one of them is set.
+type File struct {
+	Path    string `json:"path"`
+	Content string `json:"content,omitempty"`
+	Link    string `json:"link,omitempty"`
+}
+
+func (f File) String() string {
+	if f.Link != "" {
+		return f.Path + " -> " + f.Link
+	}
+	sum := sha256.Sum256([]byte(f.Content))
+	return fmt.Sprintf("%s (%d bytes, sha256 %x)", f.Path, len(f.Content), sum[:6])
 }

@@ -200,10 +200,24 @@ func Build(in Input) Report {
 	c := in.Config
 	if c.Tunnel != nil {
 		t := c.Tunnel
-		r.Tunnel = &Tunnel{Name: t.Name, Type: t.Type, OldEndpoint: t.OldEndpoint.String(), NewEndpoint: t.NewEndpoint.String(),
-			OldLinkUp: linkUp(in.Old, t.Name), NewLinkUp: linkUp(in.New, t.Name), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
+		oldDev, newDev := tunnelDevs(c, in)
+		name := t.Name
+		if plan.Direct(c) {
+			name = oldDev + "/" + newDev // the segment's interface on each host
+		}
+		r.Tunnel = &Tunnel{Name: name, Type: t.Type, OldEndpoint: t.OldEndpoint.String(), NewEndpoint: t.NewEndpoint.String(),
+			OldLinkUp: linkUp(in.Old, oldDev), NewLinkUp: linkUp(in.New, newDev), OldToNew: in.OldToNew, NewToOld: in.NewToOld}
 	}
 	r.PathBroken = pathBroken(c, in, r)
+	// What each host's restore at boot did in its current boot.
+	for _, h := range []struct {
+		name string
+		f    state.Facts
+	}{{plan.New, in.New}, {plan.Old, in.Old}} {
+		if l := plan.BootLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
+			r.Notes = append(r.Notes, l+".")
+		}
+	}
 	live := map[string]int{} // service key -> percent live on OLD
 	switch {
 	case oldDown:
@@ -461,12 +475,15 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	if c.Tunnel == nil || r.Tunnel == nil || !r.Reached(plan.Old) || !r.Reached(plan.New) || in.Old.Nft == nil {
 		return ""
 	}
-	t := c.Tunnel
+	oldDev, newDev := tunnelDevs(c, in)
 	var lost, why []string
-	if !hasLink(in.New, t.Name) {
-		lost = append(lost, "its tunnel device "+t.Name)
-	} else if !r.Tunnel.NewLinkUp {
-		why = append(why, "NEW's tunnel device "+t.Name+" is down")
+	switch {
+	case plan.Direct(c) && newDev == "":
+		why = append(why, "NEW no longer holds its endpoint "+c.Tunnel.NewEndpoint.String())
+	case !hasLink(in.New, newDev):
+		lost = append(lost, "its tunnel device "+newDev)
+	case !r.Tunnel.NewLinkUp:
+		why = append(why, "NEW's tunnel device "+newDev+" is down")
 	}
 	if in.New.Nft == nil {
 		lost = append(lost, "its migrate nft table")
@@ -476,10 +493,13 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 			lost = append(lost, "the address "+a.String())
 		}
 	}
-	if !hasLink(in.Old, t.Name) {
-		why = append(why, "OLD has no tunnel device "+t.Name)
-	} else if !r.Tunnel.OldLinkUp {
-		why = append(why, "OLD's tunnel device "+t.Name+" is down")
+	switch {
+	case plan.Direct(c) && oldDev == "":
+		why = append(why, "OLD no longer holds its endpoint "+c.Tunnel.OldEndpoint.String())
+	case !hasLink(in.Old, oldDev):
+		why = append(why, "OLD has no tunnel device "+oldDev)
+	case !r.Tunnel.OldLinkUp:
+		why = append(why, "OLD's tunnel device "+oldDev+" is down")
 	}
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
@@ -491,9 +511,21 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		if len(lost) < 3 {
 			what = "NEW lacks " + strings.Join(lost, ", ")
 		}
+		if plan.BootFailed(in.New.Boot) {
+			what = "NEW's restore at boot failed and left NEW as before migrate (" + strings.Join(lost, ", ") + " missing): run migrate apply"
+		}
 		why = append([]string{what}, why...)
 	}
 	return strings.Join(why, "; ")
+}
+
+// tunnelDevs are the tunnel's device on OLD and on NEW: the tunnel's
+// name, or for a direct tunnel each host's interface on the segment.
+func tunnelDevs(c *config.Config, in Input) (string, string) {
+	if devs := plan.SegmentDevs(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); devs != nil {
+		return devs[plan.Old], devs[plan.New]
+	}
+	return c.Tunnel.Name, c.Tunnel.Name
 }
 
 func hasLink(f state.Facts, name string) bool {

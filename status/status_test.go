@@ -361,6 +361,11 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 	}{
 		{"NEW rebooted", rebooted, Probe{}, "NEW lost migrate's configuration (rebooted?): its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing"},
 		{"NEW lost its address", func() state.Facts { f := healthyNew(); f.Addrs = nil; return f }(), Probe{}, "NEW lacks the address 198.51.100.10"},
+		{"NEW's restore at boot failed", func() state.Facts {
+			f := rebooted
+			f.Boot = &state.Boot{Systemd: true, BootID: "b", Last: &state.BootRecord{Time: time.Now(), BootID: "b", Outcome: state.BootFailed, Error: "boom"}}
+			return f
+		}(), Probe{}, "NEW's restore at boot failed and left NEW as before migrate (its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing): run migrate apply"},
 		{"tunnel passes nothing", deadPing, Probe{Target: "169.254.42.2", Error: "no answer within 1s"}, "OLD cannot ping NEW through the tunnel (no answer within 1s)"},
 	} {
 		r := Build(Input{Config: c, Old: old, New: tc.nw, OldToNew: tc.ping, Time: time.Now()})

@@ -7,16 +7,8 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// StateList prints one resource address per line (JSON: one document).
+// StateList prints one resource address per line.
 func (v *View) StateList(statePath string, rs []state.Resource) {
-	if v.JSON {
-		addrs := make([]string, 0, len(rs))
-		for _, r := range rs {
-			addrs = append(addrs, r.Address)
-		}
-		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "state_list", "state": statePath, "resources": addrs})
-		return
-	}
 	for _, r := range rs {
 		fmt.Fprintln(v.Out, r.Address)
 	}
@@ -25,10 +17,6 @@ func (v *View) StateList(statePath string, rs []state.Resource) {
 // StateShow prints one resource: what it is now, what rollback restores,
 // and the steps that made it so.
 func (v *View) StateShow(r state.Resource) {
-	if v.JSON {
-		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "state_show", "resource": r})
-		return
-	}
 	value := func(o *state.Object, absent string) string {
 		if o == nil {
 			return absent

@@ -8,13 +8,19 @@ import (
 	"github.com/opsmigrate/migrate/status"
 )
 
-// Status prints one reading of `migrate status` (JSON: one line per
-// reading, so --watch --json is a stream).
-func (v *View) Status(r status.Report) {
-	if v.JSON {
-		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "status", "status": r})
-		return
+// Reading prints reading n (from 0) of `migrate status`: with --watch on
+// a terminal it redraws in place, otherwise a blank line parts readings.
+func (v *View) Reading(r status.Report, n int, watch bool) {
+	if watch && v.Color {
+		fmt.Fprint(v.Out, "\x1b[H\x1b[2J")
+	} else if n > 0 {
+		fmt.Fprintln(v.Out)
 	}
+	v.Status(r)
+}
+
+// Status prints one reading of `migrate status`.
+func (v *View) Status(r status.Report) {
 	fmt.Fprintf(v.Out, "%s at %s\n\n", v.paint("1", "migrate status"), r.Time.Local().Format(time.DateTime))
 	for _, host := range []string{"old", "new"} {
 		if why, down := r.Unreachable[host]; down {

@@ -1,11 +1,15 @@
 // Package views renders plans, progress and results for humans (Terraform
 // style, colour when the writer is a terminal and NO_COLOR is unset) and for
-// machines (--json, with a schema version). Views take values and writers;
-// they never decide anything.
+// machines (--json). Each command has an interface (Plan, Apply, Rollback,
+// Status, State, Validate, Version, Init, Messages) with two
+// implementations: View writes text for humans, JSON writes one document
+// per line in the versioned schema of schema.go (documented in
+// docs/json.md), never an internal struct. Which one is chosen once, when
+// the command builds its view. Views take values and writers; they never
+// decide anything.
 package views
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -19,21 +23,17 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// JSONSchemaVersion versions every --json document.
-const JSONSchemaVersion = "1"
-
-// View writes to Out (results) and Err (errors and hints).
+// View is the human view of every command. It writes to Out (results)
+// and Err (errors and hints).
 type View struct {
 	Out, Err io.Writer
 	Color    bool
-	JSON     bool
 }
 
-// New builds a view; colour only for a terminal and without NO_COLOR.
-func New(out, errw io.Writer, asJSON bool) *View {
-	v := &View{Out: out, Err: errw, JSON: asJSON}
-	v.Color = !asJSON && os.Getenv("NO_COLOR") == "" && IsTerminal(out)
-	return v
+// New builds a human view; colour only for a terminal and without
+// NO_COLOR.
+func New(out, errw io.Writer) *View {
+	return &View{Out: out, Err: errw, Color: os.Getenv("NO_COLOR") == "" && IsTerminal(out)}
 }
 
 // IsTerminal is true when x is a terminal (not merely a character device:
@@ -64,16 +64,6 @@ func (v *View) symbol(a state.Action) string {
 
 // Plan prints the plan grouped by host, ending with the summary line.
 func (v *View) Plan(p *plan.Plan) {
-	if v.JSON {
-		add, change, destroy := p.Counts()
-		v.writeJSON(map[string]any{
-			"schema_version": JSONSchemaVersion,
-			"type":           "plan",
-			"plan":           p,
-			"summary":        map[string]int{"add": add, "change": change, "destroy": destroy},
-		})
-		return
-	}
 	for _, n := range p.Notes {
 		fmt.Fprintf(v.Out, "Note: %s\n", n)
 	}
@@ -168,14 +158,6 @@ func Describe(s state.Step) string {
 
 // Progress is one line during apply or rollback, with the step's time.
 func (v *View) Progress(host string, s state.Step, took time.Duration, err error) {
-	if v.JSON {
-		ev := map[string]any{"schema_version": JSONSchemaVersion, "type": "progress", "host": host, "step": s, "elapsed_ms": took.Milliseconds()}
-		if err != nil {
-			ev["error"] = err.Error()
-		}
-		v.writeJSON(ev)
-		return
-	}
 	status := fmt.Sprintf("done [%s]", Elapsed(took))
 	if err != nil {
 		status = v.paint("31", fmt.Sprintf("FAILED after %s: %s", Elapsed(took), err.Error()))
@@ -183,32 +165,23 @@ func (v *View) Progress(host string, s state.Step, took time.Duration, err error
 	fmt.Fprintf(v.Out, "%s: %s %s ... %s\n", host, v.symbol(s.Action), Describe(s), status)
 }
 
-// Info prints a line of prose (not in JSON mode).
+// Info prints a line of prose.
 func (v *View) Info(format string, args ...any) {
-	if v.JSON {
-		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "info", "message": fmt.Sprintf(format, args...)})
-		return
-	}
 	fmt.Fprintf(v.Out, format+"\n", args...)
+}
+
+// Note prints a remark that changes nothing ("Note: ...").
+func (v *View) Note(msg string) {
+	fmt.Fprintf(v.Out, "Note: %s\n", msg)
 }
 
 // Error prints an error to Err.
 func (v *View) Error(err error) {
-	if v.JSON {
-		b, _ := json.Marshal(map[string]any{"schema_version": JSONSchemaVersion, "type": "error", "error": err.Error()})
-		fmt.Fprintln(v.Err, string(b))
-		return
-	}
 	label := "Error:"
 	if v.Color && IsTerminal(v.Err) {
 		label = v.paint("31", label)
 	}
 	fmt.Fprintf(v.Err, "%s %v\n", label, err)
-}
-
-func (v *View) writeJSON(x any) {
-	b, _ := json.Marshal(x)
-	fmt.Fprintln(v.Out, string(b))
 }
 
 // Elapsed renders a duration the way an operator reads it: "12ms",
@@ -230,21 +203,6 @@ func Elapsed(d time.Duration) string {
 // in order. what is "the last change" or "everything migrate applied".
 func (v *View) RollbackPlan(p *apply.RollbackPlan, what string) {
 	entries, steps := p.Count()
-	if v.JSON {
-		var changes []map[string]any
-		for _, c := range p.Changes {
-			changes = append(changes, map[string]any{"runs": c.Runs, "time": c.Time, "intent": c.Intent, "entries": len(c.Entries)})
-		}
-		var list []state.Step
-		for _, s := range p.Steps {
-			if s.Step != nil {
-				list = append(list, *s.Step)
-			}
-		}
-		v.writeJSON(map[string]any{"schema_version": JSONSchemaVersion, "type": "rollback_plan", "what": what,
-			"changes": changes, "steps": list, "entries": entries})
-		return
-	}
 	fmt.Fprintf(v.Out, "Rolling back %s: %d step(s), newest first.\n", what, entries)
 	for _, c := range p.Changes {
 		fmt.Fprintf(v.Out, "  %s\n", DescribeChange(c))

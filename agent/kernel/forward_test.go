@@ -177,7 +177,7 @@ func TestForwardBytecode(t *testing.T) {
 	nspec.TunnelDev, nspec.Mark = "mig0", 0x20000
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "nw", Spec: nspec}}))
 	t.Logf("ruleset:\n%s", run(t, "nft", "list", "ruleset"))
-	c := `comment "migrate:` + nspec.Digest() + `"`
+	c := `comment "migrate:` + ruleDigest(nspec) + `"`
 	const key4, key6 = "meta nfproto ipv4 ip daddr . meta l4proto . th dport", "meta nfproto ipv6 ip6 daddr . meta l4proto . th dport"
 	compareWithNft(t, "inet", "nw", fmt.Sprintf(`table inet ref {
   chain postrouting { type filter hook postrouting priority mangle; policy accept;

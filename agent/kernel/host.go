@@ -10,10 +10,13 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -36,6 +39,12 @@ type Host struct {
 	// StateDir is where the agent keeps the last applied nft table
 	// (nft-<name>.json).
 	StateDir string
+
+	// verified is the last nft table found to be exactly what migrate
+	// wrote, with the ruleset generation it was read at (nftRead): an
+	// apply right after the facts need not list it again while the
+	// generation is the same (any change to any table bumps it).
+	verified *verifiedNft
 }
 
 // New returns a Host for the network namespace of the calling thread.
@@ -95,6 +104,7 @@ func retryDump[T any](what string, f func() (T, error)) (T, error) {
 // Stats, their live counters and the conntrack counts of req.Flows.
 func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	var f state.Facts
+	t0 := time.Now()
 	f.Hostname, _ = os.Hostname()
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
@@ -130,19 +140,26 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		return f, err
 	}
 
+	timing.Agent.Since("facts: links, addresses, rules, routes, sysctls", t0)
 	if req.NftTable != "" {
+		t0 := time.Now()
 		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
 		if err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: nft table and counters", t0)
 	}
 	if req.Conntrack {
+		t0 := time.Now()
 		if f.Conntrack, err = h.conntrackFacts(); err != nil {
 			return f, err
 		}
+		timing.Agent.Since("facts: conntrack fill", t0)
 	}
 	if len(req.Flows) > 0 {
+		t0 := time.Now()
 		flows, err := h.flowCounts(req.Flows, req.Mark, req.Sockets)
+		timing.Agent.Since("facts: flow counts (conntrack, sockets)", t0)
 		if err != nil {
 			return f, err
 		}
@@ -190,6 +207,8 @@ func (h *Host) Apply(step state.Step) error {
 		err = h.applyRoute(step)
 	case state.KindNft:
 		err = h.applyNft(step)
+	case state.KindFile:
+		err = h.applyFile(step)
 	default:
 		return fmt.Errorf("step has no object")
 	}
@@ -220,4 +239,20 @@ func familyOf(af int) int {
 func isLinkNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// readNoFollow reads a file of the state directory without following a
+// symbolic link in its last component: the agent checked the directory
+// (agent.CheckStateDir), and a link planted in it is an error, never a
+// way to make root read another file.
+func readNoFollow(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symbolic link: the agent never follows links in its state directory; remove it", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

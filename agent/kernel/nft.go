@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,10 +12,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
+	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -30,7 +33,38 @@ const nftTagPrefix = "migrate:"
 const nftElemChunk = 1000
 
 func nftTag(spec state.NftSpec) []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, nftTagPrefix+spec.Digest())
+	return userdata.AppendString(nil, userdata.TypeComment, nftTagPrefix+ruleDigest(spec))
+}
+
+// ruleDigest is a short hash of what the spec's chains and rules depend
+// on: the spec without its element lists (services, accounted, forwards,
+// no-ARP addresses, UDP answer services), plus which of those lists are
+// present and the distinct canary percents. Every rule carries it, so a
+// change of elements alone (a service added, a stage changed between two
+// percents already in use) leaves the rules, and their tags, as they are:
+// the agent then updates set elements only, and the per-element counters
+// live on.
+func ruleDigest(spec state.NftSpec) string {
+	fixed := struct {
+		Spec        state.NftSpec `json:"spec"`
+		Percents    []int         `json:"percents,omitempty"`
+		Forwards    bool          `json:"forwards,omitempty"`
+		NoARP       bool          `json:"no_arp,omitempty"`
+		UDPServices bool          `json:"udp_services,omitempty"`
+	}{Spec: spec, Forwards: len(spec.Forwards) > 0, NoARP: len(spec.NoARP) > 0, UDPServices: len(spec.UDPServices) > 0}
+	seen := map[int]bool{}
+	for _, s := range spec.Services {
+		if s.Percent < 100 && !seen[s.Percent] {
+			seen[s.Percent] = true
+			fixed.Percents = append(fixed.Percents, s.Percent)
+		}
+	}
+	sort.Ints(fixed.Percents)
+	fixed.Spec.Services, fixed.Spec.Accounted, fixed.Spec.Forwards = nil, nil, nil
+	fixed.Spec.NoARP, fixed.Spec.UDPServices = nil, nil
+	b, _ := json.Marshal(fixed)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
 }
 
 // ruleTag extracts the tag of a rule: the nft comment, or raw userdata
@@ -50,7 +84,7 @@ func (h *Host) nftStatePath(name string) string {
 }
 
 func (h *Host) loadSavedNft(name string) (*state.NftTable, error) {
-	b, err := os.ReadFile(h.nftStatePath(name))
+	b, err := readNoFollow(h.nftStatePath(name))
 	if err != nil {
 		return nil, err
 	}
@@ -137,23 +171,41 @@ func findTables(cc *nftables.Conn, name string) (kernelTables, error) {
 // else a placeholder and the reason for the drift. With withStats it also
 // reads the live counters of table inet NAME (whether or not it drifted).
 func (h *Host) nftFacts(name string, withStats bool) (*state.NftTable, string, *state.Stats, error) {
+	t, reason, stats, _, err := h.nftRead(name, withStats)
+	return t, reason, stats, err
+}
+
+// verifiedNft is a table nftRead found without drift, at generation gen.
+type verifiedNft struct {
+	gen    uint32
+	table  state.NftTable
+	digest string
+}
+
+// nftRead is nftFacts, and also returns the digest the rules carry.
+func (h *Host) nftRead(name string, withStats bool) (*state.NftTable, string, *state.Stats, string, error) {
+	h.verified = nil
 	cc, err := h.NewNft()
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, "", err
+	}
+	gen, err := cc.GetGen()
+	if err != nil {
+		return nil, "", nil, "", fmt.Errorf("read nft generation: %w", err)
 	}
 	kt, err := findTables(cc, name)
 	if err != nil || kt.empty() {
-		return nil, "", nil, err
+		return nil, "", nil, "", err
 	}
 	rd := &nftReader{Conn: cc}
 	reason, saved, err := h.nftVerify(rd, name, kt)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, "", err
 	}
 	var stats *state.Stats
 	if withStats && kt[nftables.TableFamilyINet] != nil {
 		if stats, err = nftStats(rd, kt[nftables.TableFamilyINet], saved); err != nil {
-			return nil, "", nil, err
+			return nil, "", nil, "", err
 		}
 	}
 	if reason != "" {
@@ -164,9 +216,27 @@ func (h *Host) nftFacts(name string, withStats bool) (*state.NftTable, string, *
 		if saved != nil && saved.Name == name && saved.Family == "inet" {
 			t = saved
 		}
-		return t, "nft table " + name + " was changed outside migrate: " + reason, stats, nil
+		return t, "nft table " + name + " was changed outside migrate: " + reason, stats, rd.digest, nil
 	}
-	return saved, "", stats, nil
+	h.verified = &verifiedNft{gen: gen.ID, table: *saved, digest: rd.digest}
+	return saved, "", stats, rd.digest, nil
+}
+
+// nftCurrent is what replaceNft needs of nftRead: the table, its drift
+// and its rules' digest. It reuses the last verification when the
+// ruleset generation has not moved since (nothing changed any table), so
+// that the facts and the apply of one run list 30 000 elements once.
+func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, error) {
+	if v := h.verified; v != nil && v.table.Name == name {
+		if cc, err := h.NewNft(); err == nil {
+			if gen, err := cc.GetGen(); err == nil && gen.ID == v.gen {
+				t := v.table
+				return &t, "", v.digest, nil
+			}
+		}
+	}
+	t, drift, _, digest, err := h.nftRead(name, false)
+	return t, drift, digest, err
 }
 
 // nftReader reads from one nftables connection and remembers set
@@ -174,7 +244,8 @@ func (h *Host) nftFacts(name string, withStats bool) (*state.NftTable, string, *
 // set once.
 type nftReader struct {
 	*nftables.Conn
-	elems map[string][]nftables.SetElement
+	elems  map[string][]nftables.SetElement
+	digest string // the digest migrate's rules carry (nftVerify)
 }
 
 func (r *nftReader) GetSetElements(s *nftables.Set) ([]nftables.SetElement, error) {
@@ -258,6 +329,7 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	if n == 0 {
 		return "it has no rules", nil, nil
 	}
+	cc.digest = digest
 	saved, err := h.loadSavedNft(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "the agent has no record of what migrate wrote (" + h.nftStatePath(name) + " is missing)", nil, nil
@@ -268,8 +340,10 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	if saved.Name != name || saved.Family != "inet" {
 		return fmt.Sprintf("the agent's record is for table %s %s", saved.Family, saved.Name), nil, nil
 	}
-	if saved.Spec.Digest() != digest {
-		return fmt.Sprintf("rules carry digest %s but migrate last wrote %s", digest, saved.Spec.Digest()), saved, nil
+	// Agents before incremental updates tagged rules with the digest of
+	// the whole spec; such a table is still migrate's own.
+	if want := ruleDigest(saved.Spec); want != digest && saved.Spec.Digest() != digest {
+		return fmt.Sprintf("rules carry digest %s but migrate last wrote %s", digest, want), saved, nil
 	}
 	want, err := render(name, saved.Spec)
 	if err != nil {
@@ -434,8 +508,10 @@ func (h *Host) applyNft(step state.Step) error {
 }
 
 // replaceNft makes tables inet NAME (and arp NAME) hold exactly the
-// rendering of t.Spec, in one transaction: delete the old tables (if any)
-// and add the new ones in the same batch. The batch carries the ruleset
+// rendering of t.Spec, in one transaction. When the kernel holds what
+// migrate last wrote, that transaction changes only what differs
+// (updateNft); else (no table, or drift) it deletes the old tables (if
+// any) and adds the new ones in the same batch. The batch carries the ruleset
 // generation read before, so a concurrent change makes it fail with
 // ERESTART and it is retried.
 func (h *Host) replaceNft(t state.NftTable) error {
@@ -445,13 +521,24 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if _, err := render(t.Name, t.Spec); err != nil {
 		return err
 	}
-	if cur, drift, _, err := h.nftFacts(t.Name, false); err == nil && drift == "" && cur != nil &&
-		(state.Object{Nft: cur}).Equal(state.Object{Nft: &t}) {
-		return nil // already there, counters kept
-	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = h.flushNft(t)
+		t0 := time.Now()
+		cur, drift, digest, rerr := h.nftCurrent(t.Name)
+		timing.Agent.Since("apply: nft: read what is there", t0)
+		switch {
+		case rerr == nil && drift == "" && cur != nil && digest == ruleDigest(cur.Spec) &&
+			(state.Object{Nft: cur}).Equal(state.Object{Nft: &t}):
+			return nil // already there, counters kept
+		case rerr == nil && drift == "" && cur != nil:
+			// The kernel holds exactly what migrate last wrote: change
+			// only what differs, so that counters and the sets' other
+			// elements stay.
+			err = h.updateNft(*cur, digest, t)
+		default:
+			err = h.flushNft(t)
+		}
+		h.verified = nil // written (or failed): read it again next time
 		if !errors.Is(err, unix.ERESTART) {
 			break
 		}
@@ -459,6 +546,7 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if err != nil {
 		return err
 	}
+	defer timing.Agent.Since("apply: nft: save the agent's record", time.Now())
 	if err := h.saveNft(t); err != nil {
 		return fmt.Errorf("nft table applied, but recording it failed: %w", err)
 	}
@@ -499,6 +587,7 @@ func (h *Host) flushNft(t state.NftTable) error {
 }
 
 func (h *Host) deleteNft(t state.NftTable) error {
+	h.verified = nil
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		err = h.deleteNftOnce(t.Name)

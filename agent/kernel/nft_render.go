@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -25,6 +26,8 @@ const (
 	nftFlows4      = "flows4"  // same elements, counting new flows
 	nftFlows6      = "flows6"  //
 	nftNoARP       = "noarp"   // table arp: addresses NEW must not answer ARP for
+	nftPeer4       = "peer4"   // direct tunnel: sources of NEW's packets on the segment
+	nftPeer6       = "peer6"   //
 	nftPrerouting  = "prerouting"
 	nftForward     = "forward"
 	nftPostrouting = "postrouting"
@@ -459,6 +462,8 @@ func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
 func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	defer func() {
 		if err == nil {
+			renderKeepDest(out.inet, spec, nftTag(spec))
+			renderDNATMark(out.inet, spec, nftTag(spec))
 			err = renderGuard(out.inet, spec, nftTag(spec))
 		}
 	}()
@@ -675,6 +680,10 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	}
 	it.sets = []*nftables.Set{svc4, svc6, can4, can6, acct4, acct6, flows4, flows6}
 	it.elems = [][]nftables.SetElement{el4, el6, cm4, cm6, ac4, ac6, ac4, ac6}
+	fromPeer, err := peerMatch(it, spec)
+	if err != nil {
+		return nil, err
+	}
 
 	var ps []int
 	for p := range percents {
@@ -705,11 +714,15 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 		for i, p := range ps {
 			rules = addRules(rules, canaryChains[i], join(numgenBelow(p), ctMarkOr(m), metaMarkOr(m), exprCounter()))
 		}
+		for _, from := range fromPeer {
+			rules = addRules(rules, prerouting,
+				// NEW's own outbound flows: their replies must go back to T.
+				join(from, ctStateNew(), ctMarkOr(m), exprCounter()),
+				// Nothing else applies to packets from the tunnel.
+				join(from, exprReturn()),
+			)
+		}
 		rules = addRules(rules, prerouting,
-			// NEW's own outbound flows: their replies must go back to T.
-			join(iifname(dev), ctStateNew(), ctMarkOr(m), exprCounter()),
-			// Nothing else applies to packets from the tunnel.
-			join(iifname(dev), exprReturn()),
 			// Packets of flows going to NEW get the mark (other bits
 			// kept), so the fwmark rule routes them into the tunnel. This
 			// is what keeps draining flows on NEW when a service moves
@@ -736,6 +749,57 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	}
 	withForwards()
 	return r, nil
+}
+
+// peerMatch returns the matches for "a packet of NEW's" on role old: a
+// tunnel device is NEW's alone (iifname T); a direct tunnel's segment
+// interface also carries everyone else's traffic, so there a packet is
+// NEW's when it arrives on it from one of PeerSrc (sets peer4 and peer6,
+// added to it): iifname SEG ip saddr @peer4, iifname SEG ip6 saddr
+// @peer6.
+func peerMatch(it *renderedTable, spec state.NftSpec) ([][]expr.Any, error) {
+	if len(spec.PeerSrc) == 0 {
+		return [][]expr.Any{iifname(spec.TunnelDev)}, nil
+	}
+	var p4, p6 *nftables.Set
+	for _, st := range it.sets {
+		switch st.Name {
+		case nftPeer4:
+			p4 = st
+		case nftPeer6:
+			p6 = st
+		}
+	}
+	src := func(set *nftables.Set, v6 bool) []expr.Any {
+		off, n := uint32(12), uint32(4)
+		if v6 {
+			off, n = 8, 16
+		}
+		return join(iifname(spec.TunnelDev), nfproto(v6), []expr.Any{
+			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
+		})
+	}
+	if p4 != nil && p6 != nil { // already added (the guard follows prerouting)
+		return [][]expr.Any{src(p4, false), src(p6, true)}, nil
+	}
+	p4 = &nftables.Set{Table: it.table, Name: nftPeer4, KeyType: nftables.TypeIPAddr}
+	p6 = &nftables.Set{Table: it.table, Name: nftPeer6, KeyType: nftables.TypeIP6Addr}
+	var el4, el6 []nftables.SetElement
+	for _, a := range spec.PeerSrc {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("nft peer source %q: %w", a, err)
+		}
+		if ip.Is4() {
+			el4 = append(el4, nftables.SetElement{Key: ip.AsSlice()})
+		} else {
+			el6 = append(el6, nftables.SetElement{Key: ip.AsSlice()})
+		}
+	}
+	it.sets = append(it.sets, p4, p6)
+	it.elems = append(it.elems, el4, el6)
+	return [][]expr.Any{src(p4, false), src(p6, true)}, nil
 }
 
 // forwardParts are the objects of a spec's forwards, added to table inet
@@ -1014,7 +1078,13 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 		// once a moved address is routed to NEW directly (the cut-over in
 		// the README), NEW's replies still leave through OLD, which never
 		// saw their flows start.
-		exprs = append(exprs, join(iifname(spec.TunnelDev), acceptV))
+		fromPeer, err := peerMatch(it, spec)
+		if err != nil {
+			return err
+		}
+		for _, from := range fromPeer {
+			exprs = append(exprs, join(from, acceptV))
+		}
 		exprs = append(exprs, join(ctMarkHas(spec.Mark), acceptV))
 	}
 	if spec.ForwardMark != 0 {

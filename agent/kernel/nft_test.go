@@ -99,7 +99,7 @@ func TestNftOldRole(t *testing.T) {
 		`oifname "mig0" ct state new ip6 daddr . meta l4proto . th dport @flows6`,
 		`oifname "mig0" ip6 daddr . meta l4proto . th dport @acct6`,
 		"udp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter packets 0 bytes 0 drop",
-		`comment "migrate:` + tbl.Spec.Digest() + `"`,
+		`comment "migrate:` + ruleDigest(tbl.Spec) + `"`,
 	} {
 		found := false
 		for _, alt := range strings.Split(w, "|") {
@@ -253,7 +253,7 @@ func TestNftBytecode(t *testing.T) {
 	spec := oldSpec()
 	tbl := state.NftTable{Family: "inet", Name: "mine", Spec: spec}
 	apply(t, h, create(state.Object{Nft: &tbl}))
-	c := `comment "migrate:` + spec.Digest() + `"`
+	c := `comment "migrate:` + ruleDigest(spec) + `"`
 	const key4, key6 = "meta nfproto ipv4 ip daddr . meta l4proto . th dport", "meta nfproto ipv6 ip6 daddr . meta l4proto . th dport"
 	ref := fmt.Sprintf(`table inet ref {
   set svc4 { type ipv4_addr . inet_proto . inet_service; elements = { 198.51.100.10 . tcp . 8080, 198.51.100.10 . udp . 53 } }
@@ -300,7 +300,7 @@ func TestNftBytecode(t *testing.T) {
 	nspec := state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []string{"198.51.100.10", "198.51.100.12"},
 		Underlay: &state.NftUnderlay{Proto: "gre", Local: "2001:db8::1", Peer: "2001:db8::2"}}
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "nw", Spec: nspec}}))
-	c = `comment "migrate:` + nspec.Digest() + `"`
+	c = `comment "migrate:` + ruleDigest(nspec) + `"`
 	compareWithNft(t, "inet", "nw", fmt.Sprintf(`table inet ref {
   chain postrouting { type filter hook postrouting priority mangle; policy accept;
     oifname "mig0" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
@@ -348,8 +348,17 @@ func compareWithNft(t *testing.T, family, name, ref string) {
 			switch {
 			case strings.HasPrefix(l, "\telement"):
 				elems = append(elems, l)
-			case strings.HasPrefix(strings.TrimSpace(l), "[") || strings.HasPrefix(l, family+" T"):
+			case strings.HasPrefix(strings.TrimSpace(l), "["):
 				flush()
+				keep = append(keep, l)
+			case strings.HasPrefix(l, family+" T"):
+				// "inet T chain HANDLE [POSITION]": a table updated in
+				// place numbers its rules on from what it had, a fresh
+				// one from 1.
+				flush()
+				if f := strings.Fields(l); len(f) >= 3 {
+					l = strings.Join(f[:3], " ")
+				}
 				keep = append(keep, l)
 			}
 		}
@@ -492,5 +501,58 @@ func TestNftRenderErrors(t *testing.T) {
 		if n := RenderRuleCount(c.spec); n != c.n {
 			t.Errorf("RenderRuleCount(%+v) = %d, want %d", c.spec, n, c.n)
 		}
+	}
+}
+
+// TestNftDirectOld: a direct tunnel's OLD table takes only packets from
+// the migrated addresses on the segment interface as NEW's (sets peer4
+// and peer6), in prerouting and in the guard; facts verify it, and an
+// element added by hand to a peer set is drift.
+func TestNftDirectOld(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	needNft(t)
+	h := newHost(t)
+	spec := oldSpec()
+	spec.TunnelDev, spec.Underlay = "eth0", nil
+	spec.PeerSrc = []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"}
+	spec.Guard4 = true
+	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: spec}
+	obj := state.Object{Nft: &tbl}
+	apply(t, h, create(obj))
+	out := run(t, "nft", "list", "ruleset")
+	t.Logf("ruleset:\n%s", out)
+	for _, w := range []string{
+		"set peer4 {\n\t\ttype ipv4_addr\n\t\telements = { 198.51.100.10, 198.51.100.11 }",
+		"set peer6 {\n\t\ttype ipv6_addr\n\t\telements = { 2001:db8::10 }",
+		`iifname "eth0" ip saddr @peer4 ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "eth0" ip6 saddr @peer6 ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "eth0" ip saddr @peer4 return`,
+		`iifname "eth0" ip6 saddr @peer6 return`,
+		`iifname "eth0" ip saddr @peer4 accept`,
+		`iifname "eth0" ip6 saddr @peer6 accept`,
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("ruleset lacks %q", w)
+		}
+	}
+	if strings.Contains(out, `iifname "eth0" return`) || strings.Contains(out, `iifname "eth0" accept`) {
+		t.Errorf("a rule takes everything from the segment as NEW's")
+	}
+	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(spec) {
+		t.Errorf("%d tagged rules, RenderRuleCount %d", n, RenderRuleCount(spec))
+	}
+	f := nftFactsOf(t, h, "migrate")
+	if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(obj) {
+		t.Fatalf("facts: %v drift %q", f.Nft, f.NftDrift)
+	}
+	run(t, "nft", "add", "element", "inet", "migrate", "peer4", "{ 192.0.2.99 }")
+	if f := nftFactsOf(t, h, "migrate"); f.NftDrift == "" {
+		t.Fatalf("no drift after a hand-made element in peer4")
+	}
+	apply(t, h, del(obj))
+	if out := run(t, "nft", "list", "ruleset"); strings.Contains(out, "migrate") {
+		t.Fatalf("table left after delete:\n%s", out)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -60,7 +61,7 @@ func (h *Host) WGKey(name string) (string, error) {
 		return "", err
 	}
 	path := WGKeyPath(h.StateDir, name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		// Another agent made it meanwhile: use that one.
 		if k, err = h.wgPrivateKey(name); err != nil {
@@ -88,7 +89,7 @@ func (h *Host) WGKey(name string) (string, error) {
 // wgPrivateKey reads the key file; a missing file is os.ErrNotExist.
 func (h *Host) wgPrivateKey(name string) (wgtypes.Key, error) {
 	path := WGKeyPath(h.StateDir, name)
-	b, err := os.ReadFile(path)
+	b, err := readNoFollow(path)
 	if err != nil {
 		return wgtypes.Key{}, err
 	}

@@ -145,15 +145,31 @@ type ProbeParams struct {
 	TimeoutMS int    `json:"timeout_ms"`
 }
 
-// RouteGetParams asks for the route to Addr.
+// RouteGetParams asks for the route to Addr. With Neigh, and when the
+// route has no gateway (Addr is on a link of the host), the agent also
+// sends Addr one UDP datagram (discard port 9), which makes the kernel
+// resolve its link-layer address, and reports the neighbour entry: a
+// direct tunnel's check that the peer is on the same segment.
 type RouteGetParams struct {
-	Addr string `json:"addr"`
+	Addr  string `json:"addr"`
+	Neigh bool   `json:"neigh,omitempty"`
 }
 
-// RouteGetResult is the chosen source address and device.
+// RouteGetResult is the chosen source address and device, the gateway
+// ("" when Addr is on the link), and with Neigh the state of the
+// neighbour entry for Addr on Dev after the probe ("reachable", "stale",
+// "delay", "probe", "permanent", "incomplete", "failed", or "none").
 type RouteGetResult struct {
-	Src string `json:"src"`
-	Dev string `json:"dev"`
+	Src   string `json:"src"`
+	Dev   string `json:"dev"`
+	Gw    string `json:"gw,omitempty"`
+	Neigh string `json:"neigh,omitempty"`
+	// LLAddr is the neighbour's link-layer address, when resolved.
+	LLAddr string `json:"lladdr,omitempty"`
+	// LinkLocal (with Neigh) is this host's own IPv6 link-local address
+	// on Dev: a direct tunnel's peer routes IPv6 to it when no global
+	// address fits (facts leave out the link-locals the kernel made).
+	LinkLocal string `json:"link_local,omitempty"`
 }
 
 // Request is one call.
@@ -161,6 +177,9 @@ type Request struct {
 	ID     uint64          `json:"id"`
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params,omitempty"`
+	// Timings asks the agent to say where the request's time went
+	// (internal/timing; MIGRATE_TIMINGS in the CLI).
+	Timings bool `json:"timings,omitempty"`
 }
 
 // Response answers a Request.
@@ -168,6 +187,8 @@ type Response struct {
 	ID     uint64          `json:"id"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  *Error          `json:"error,omitempty"`
+	// Timings: microseconds per phase, when the request asked.
+	Timings map[string]int64 `json:"timings,omitempty"`
 }
 
 // Error is an agent-side failure.

@@ -15,10 +15,11 @@ var errLinuxOnly = errors.New("the agent runs on linux hosts only")
 
 func (c *cli) agentCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "agent",
-		Short:  "Run as the host-side agent (linux only)",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errLinuxOnly },
+		Use:                "agent",
+		Short:              "Run as the host-side agent (linux only)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
 	}
 }
 
@@ -26,6 +27,26 @@ func (c *cli) watchdogCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "agent-watchdog", // agent.WatchdogCommand, not importable here
 		Short:              "Host-side revert timer (linux only)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
+	}
+}
+
+func (c *cli) bootRestoreCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "agent-boot-restore", // agent.BootRestoreCommand, not importable here
+		Short:              "Restore at boot (linux only)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },
+	}
+}
+
+func (c *cli) agentInstallCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "agent-install",
+		Short:              "Install this binary as migrate's agent (linux only)",
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE:               func(*cobra.Command, []string) error { return errLinuxOnly },

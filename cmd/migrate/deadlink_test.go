@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/remote"
 )
 
@@ -22,11 +23,11 @@ func TestHostTimeoutFlag(t *testing.T) {
 		t.Errorf("--host-timeout 500ms: %v", err)
 	}
 	_ = run("validate", "-f", "/nonexistent/migration.hcl", "--host-timeout", "7s")
-	if got := targetOf("old", hostBlock()).Timeout.String(); got != "7s" {
+	if got := ops.TargetOf("old", hostBlock(), hostTimeout).Timeout.String(); got != "7s" {
 		t.Errorf("target timeout %s after --host-timeout 7s", got)
 	}
 	_ = run("validate", "-f", "/nonexistent/migration.hcl")
-	if got := targetOf("old", hostBlock()).Timeout; got != remote.DefaultTimeout || got.String() != "30s" {
+	if got := ops.TargetOf("old", hostBlock(), hostTimeout).Timeout; got != remote.DefaultTimeout || got.String() != "30s" {
 		t.Errorf("default target timeout %s, want 30s", got)
 	}
 }

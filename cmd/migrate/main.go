@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
+
+	"github.com/opsmigrate/migrate/internal/timing"
 )
 
 // exitError carries a specific exit status (plan --detailed-exitcode).
@@ -19,6 +22,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if timing.CLI != nil {
+		defer func(t0 time.Time) { timing.CLI.Write(os.Stderr, time.Since(t0)) }(time.Now())
+	}
 	cli := newCLI(os.Stdin, os.Stdout, os.Stderr)
 	root := cli.root()
 	root.SetArgs(args)

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/state"
+	"github.com/opsmigrate/migrate/views"
 )
 
 // stateCmd reads the local state file only: like `terraform state`, it
@@ -38,7 +39,8 @@ func (c *cli) stateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.view().StateList(sp, j.Resources())
+			var v views.State = c.view()
+			v.StateList(sp, j.Resources())
 			return nil
 		},
 	}
@@ -66,7 +68,8 @@ func (c *cli) stateCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("%s records no object at %q; `migrate state list` shows the addresses", sp, args[0])
 			}
-			c.view().StateShow(r)
+			var v views.State = c.view()
+			v.StateShow(r)
 			return nil
 		},
 	}

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/views"
 )
 
 func (c *cli) validateCmd() *cobra.Command {
@@ -21,7 +20,8 @@ func (c *cli) validateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.view().Info("%s is valid: %d service(s), %d forward(s). Checks against the live hosts (addresses, readiness) run in `migrate plan`.", file, len(cfg.Services), len(cfg.Forwards))
+			var v views.Validate = c.view()
+			v.Valid(file, len(cfg.Services), len(cfg.Forwards))
 			return nil
 		},
 	}
@@ -39,27 +39,8 @@ func (c *cli) fmtCmd() *cobra.Command {
 				args = []string{"migration.hcl"}
 			}
 			unformatted := 0
-			for _, f := range args {
-				src, err := os.ReadFile(f)
-				if err != nil {
-					return err
-				}
-				out, err := config.Format(src, f)
-				if err != nil {
-					return err
-				}
-				if bytes.Equal(src, out) {
-					continue
-				}
-				unformatted++
-				if check {
-					fmt.Fprintln(c.out, f)
-					continue
-				}
-				if err := os.WriteFile(f, out, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintln(c.out, f)
+			if err := config.FormatFiles(args, check, func(f string) { unformatted++; fmt.Fprintln(c.out, f) }); err != nil {
+				return err
 			}
 			if check && unformatted > 0 {
 				return exitError{code: 3}

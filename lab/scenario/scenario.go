@@ -359,6 +359,15 @@ func Sysctls() []string {
 		"net.ipv6.conf.eth0.forwarding",
 		"net.ipv6.conf.eth0.accept_ra",
 		"net.ipv6.conf.default.accept_ra",
+		// A direct tunnel's, on the segment's interfaces (OLD's eth0,
+		// NEW's eth1 in the lab's Segment variant).
+		"net.ipv4.conf.eth0.rp_filter",
+		"net.ipv4.conf.eth0.accept_local",
+		"net.ipv4.conf.all.send_redirects",
+		"net.ipv4.conf.eth0.send_redirects",
+		"net.ipv4.conf.eth1.rp_filter",
+		"net.ipv4.conf.eth1.arp_announce",
+		"net.ipv6.conf.eth1.accept_ra",
 	}
 }
 

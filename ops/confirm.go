@@ -1,17 +1,14 @@
-package main
+package ops
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/plan"
-	"github.com/opsmigrate/migrate/remote"
 )
 
 // maxConfirmGrace bounds how long a prepared host waits for its confirm
@@ -42,21 +39,7 @@ func confirmOrder(names []string) []string {
 	return out
 }
 
-// confirmFault is the test-only hook of FaultEnv for the confirm.
-func confirmFault(stage string) {
-	kind, arg, _ := strings.Cut(os.Getenv(FaultEnv), "-at:")
-	switch {
-	case kind == "die-between-confirms" && stage == "between":
-		fmt.Fprintf(os.Stderr, "%s: dying between the two confirms\n", FaultEnv)
-		os.Exit(3)
-	case kind == "delay-confirm-old" && stage == "before-old":
-		ms, _ := strconv.Atoi(arg)
-		fmt.Fprintf(os.Stderr, "%s: waiting %dms before confirming OLD\n", FaultEnv, ms)
-		time.Sleep(time.Duration(ms) * time.Millisecond)
-	}
-}
-
-// confirmRun confirms run on both hosts over fresh SSH connections (proof
+// ConfirmRun confirms run on both hosts over fresh SSH connections (proof
 // that the admin can still reach both after the change), in two phases:
 //
 //  1. prepare each host, NEW then OLD: the run stays armed to revert, its
@@ -69,38 +52,44 @@ func confirmFault(stage string) {
 //     confirmed: both revert.
 //
 // It returns what each host decided, as a sentence, and an error unless
-// both kept the change.
-func confirmRun(ctx context.Context, targets map[string]remote.Target, run string, timeout time.Duration) (string, error) {
+// both kept the change. The fresh connections are dialled like s's;
+// fault, when set, is called at "between" (the two confirms) and
+// "before-old" (a test-only hook).
+func ConfirmRun[H Host](ctx context.Context, s *Session[H], run string, timeout time.Duration, fault func(stage string)) (string, error) {
+	if fault == nil {
+		fault = func(string) {}
+	}
+	fault("before")
 	confirmGrace := min(timeout, maxConfirmGrace)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	fresh, err := connect(ctx, targets)
-	if err != nil {
+	fresh := NewSession(s.Targets, s.Dial)
+	if err := fresh.Connect(ctx); err != nil {
 		return "", fmt.Errorf("could not open fresh SSH connections: %w; no host was confirmed: each reverts by itself at its deadline", err)
 	}
-	defer fresh.close()
-	order := confirmOrder(fresh.names())
+	defer fresh.Close()
+	order := confirmOrder(fresh.Names())
 	for i, name := range order {
-		if _, err := fresh.clients[name].Prepare(ctx, run, confirmGrace); err != nil {
+		if _, err := fresh.Clients[name].Prepare(ctx, run, confirmGrace); err != nil {
 			return "", fmt.Errorf("host %s: %w; %s", name, err, abortAll(ctx, fresh, order[:i+1], order, run))
 		}
 	}
 	for i, name := range order {
 		if i > 0 {
-			confirmFault("between")
+			fault("between")
 		}
 		if name == plan.Old {
-			confirmFault("before-old")
+			fault("before-old")
 		}
-		_, err := fresh.clients[name].Confirm(ctx, run)
+		_, err := fresh.Clients[name].Confirm(ctx, run)
 		if err == nil {
 			continue
 		}
 		// What did this host decide? Its confirm may have landed and
 		// the answer been lost.
-		st, serr := fresh.clients[name].RunStatus(ctx, run)
+		st, serr := fresh.Clients[name].RunStatus(ctx, run)
 		if serr != nil {
-			st, serr = runStatusFresh(ctx, targets, name, run)
+			st, serr = runStatusFresh(ctx, s, name, run)
 		}
 		if serr == nil && st.State == proto.RunConfirmed {
 			continue
@@ -127,15 +116,15 @@ func hostNames(names []string) string {
 
 // abortAll asks each of abort to revert run now, then reports what every
 // host of all decided.
-func abortAll(ctx context.Context, s *session, abort, all []string, run string) string {
+func abortAll[H Host](ctx context.Context, s *Session[H], abort, all []string, run string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	for _, name := range abort {
-		_, _ = s.clients[name].Abort(ctx, run)
+		_, _ = s.Clients[name].Abort(ctx, run)
 	}
 	var parts []string
 	for _, name := range all {
-		st, err := s.clients[name].RunStatus(ctx, run)
+		st, err := s.Clients[name].RunStatus(ctx, run)
 		switch {
 		case err != nil:
 			parts = append(parts, fmt.Sprintf("host %s: unknown (%v); unless confirmed it reverts by itself at its deadline", name, err))
@@ -150,13 +139,13 @@ func abortAll(ctx context.Context, s *session, abort, all []string, run string) 
 
 // runStatusFresh asks a host for its decision over new connections (the
 // old one may be what failed; connect wants every target).
-func runStatusFresh(ctx context.Context, targets map[string]remote.Target, name, run string) (proto.RunStatus, error) {
+func runStatusFresh[H Host](ctx context.Context, like *Session[H], name, run string) (proto.RunStatus, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	s, err := connect(ctx, targets)
-	if err != nil {
+	s := NewSession(like.Targets, like.Dial)
+	if err := s.Connect(ctx); err != nil {
 		return proto.RunStatus{}, err
 	}
-	defer s.close()
-	return s.clients[name].RunStatus(ctx, run)
+	defer s.Close()
+	return s.Clients[name].RunStatus(ctx, run)
 }

@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 // writeLock leaves a lock file as a migrate with pid on this machine would.
 func writeLock(t *testing.T, statePath string, pid int) {
 	t.Helper()
-	b, err := json.Marshal(lockFile{LockInfo: proto.LockInfo{ID: "held-1", Holder: lockHolder(), Operation: "apply", Started: time.Now().UTC()}, PID: pid})
+	b, err := json.Marshal(LockFile{LockInfo: proto.LockInfo{ID: "held-1", Holder: lockHolder(), Operation: "apply", Started: time.Now().UTC()}, PID: pid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestLocalLockHolderAliveOrGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeLock(t, statePath, holder.Process.Pid)
-	if _, err := acquireLocalLock(statePath, "apply"); err == nil || !strings.Contains(err.Error(), "locked by") || strings.Contains(err.Error(), "no longer running") {
+	if _, err := AcquireLocalLock(statePath, "apply"); err == nil || !strings.Contains(err.Error(), "locked by") || strings.Contains(err.Error(), "no longer running") {
 		t.Fatalf("lock of a live holder: %v", err)
 	}
 
@@ -45,11 +45,11 @@ func TestLocalLockHolderAliveOrGone(t *testing.T) {
 	if !processGone(holder.Process.Pid) {
 		t.Skip("the PID was reused at once; cannot test the stale case")
 	}
-	l, err := acquireLocalLock(statePath, "apply")
+	l, err := AcquireLocalLock(statePath, "apply")
 	if err != nil {
 		t.Fatalf("stale lock not taken over: %v", err)
 	}
-	l.release()
+	l.Release()
 	if _, err := os.Stat(statePath + ".lock"); !os.IsNotExist(err) {
 		t.Errorf("lock file left after release: %v", err)
 	}

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// The boot unit. apply installs it (two state.File objects, like any
+// other owned object: journalled, removed by rollback) on a host where
+// systemd is PID 1; at boot it runs this agent as BootRestoreCommand,
+// which puts back the host's part of the last confirmed state (boot.go).
+// Nothing else outside the state directory is ever written.
+//
+// Tests move both the unit directory and the "systemd is PID 1" check
+// (the lab's hosts are namespaces on a machine whose /etc/systemd must not
+// be touched): MIGRATE_SYSTEMD_DIR and MIGRATE_SYSTEMD_RUNTIME.
+
+// BootRestoreCommand is the hidden subcommand the unit runs.
+const BootRestoreCommand = "agent-boot-restore"
+
+// UnitDir is where the unit goes: MIGRATE_SYSTEMD_DIR, else
+// /etc/systemd/system.
+func UnitDir() string {
+	if d := os.Getenv("MIGRATE_SYSTEMD_DIR"); d != "" {
+		return d
+	}
+	return "/etc/systemd/system"
+}
+
+// systemdRuntime is the directory that exists when systemd is PID 1
+// (sd_booted(3)): MIGRATE_SYSTEMD_RUNTIME, else /run/systemd/system.
+func systemdRuntime() string {
+	if d := os.Getenv("MIGRATE_SYSTEMD_RUNTIME"); d != "" {
+		return d
+	}
+	return "/run/systemd/system"
+}
+
+// SystemdBooted reports whether systemd is PID 1 on this host.
+func SystemdBooted() bool {
+	st, err := os.Stat(systemdRuntime())
+	return err == nil && st.IsDir()
+}
+
+// UnitText is the unit that runs exe's boot restore for stateDir. Its
+// ordering is explained in docs/design.md ("Surviving a reboot"):
+//   - DefaultDependencies=no: the default would order it after
+//     sysinit.target and basic.target, too late for the daemons it must
+//     precede.
+//   - After= what would undo it if it ran first: nftables.service and
+//     netfilter-persistent.service load a ruleset that usually starts
+//     with `flush ruleset` (it would remove migrate's table);
+//     systemd-sysctl.service sets sysctls from /etc/sysctl.d
+//     (ip_forward back to 0); systemd-networkd.service removes foreign
+//     routes and rules when it starts; systemd-modules-load.service may
+//     load the tunnel modules with options. Ordering after a unit that
+//     does not exist or is not enabled does nothing.
+//   - Before=sysinit.target (every normal service is ordered after
+//     basic.target, which is after sysinit.target) and network.target:
+//     NEW's migrated address is on lo before a daemon binds it, OLD's
+//     table in place before its daemons accept connections. Not before
+//     network-pre.target: systemd-networkd.service is ordered after it,
+//     so that would be a cycle. The tunnel needs no underlay address to
+//     be created: packets flow as soon as the network brings it up.
+//   - Conflicts= and Before=shutdown.target, as every unit without
+//     default dependencies: stopped at shutdown (it does nothing then:
+//     there is no ExecStop, the kernel state goes with the reboot).
+func UnitText(exe, stateDir, unitDir string) string {
+	return strings.Join([]string{
+		"# Installed by migrate apply; removed by migrate rollback. Do not edit:",
+		"# migrate checks this file and replaces it when it differs.",
+		"# It restores this host's part of the last confirmed migrate apply at",
+		"# boot, before the network and the daemons start (docs/design.md,",
+		"# \"Surviving a reboot\").",
+		"[Unit]",
+		"Description=Restore migrate's data path (last confirmed apply)",
+		"Documentation=https://github.com/opsmigrate/migrate",
+		"# Without default dependencies: they would order it after sysinit.target,",
+		"# alongside the daemons it must precede.",
+		"DefaultDependencies=no",
+		"# After what would undo it: a ruleset loaded with `flush ruleset`",
+		"# (nftables, netfilter-persistent), /etc/sysctl.d (systemd-sysctl),",
+		"# networkd removing rules and routes it did not make at its start.",
+		"After=local-fs.target systemd-modules-load.service systemd-sysctl.service nftables.service netfilter-persistent.service systemd-networkd.service",
+		"# Before every ordinary service (they start after basic.target, after",
+		"# sysinit.target) and the network daemons: NEW's address is on lo before",
+		"# a daemon binds it, OLD's table in place before its daemons accept",
+		"# connections. Not before network-pre.target: networkd is after it.",
+		"Before=sysinit.target network.target shutdown.target",
+		"Conflicts=shutdown.target",
+		"",
+		"[Service]",
+		"Type=oneshot",
+		"RemainAfterExit=yes",
+		"ExecStart=" + BootExecStart(exe, stateDir, unitDir),
+		"",
+		"[Install]",
+		"WantedBy=sysinit.target",
+		"",
+	}, "\n")
+}
+
+// BootExecStart is the unit's command.
+func BootExecStart(exe, stateDir, unitDir string) string {
+	return strings.Join([]string{exe, BootRestoreCommand, "--state-dir", stateDir, "--unit-dir", unitDir}, " ")
+}
+
+// agentExe is the path of the running agent.
+func agentExe() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return exe
+}
+
+// unitPathOK reports paths systemd reads without quoting: the unit's
+// command line is split on spaces.
+var unitPathOK = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
+
+// installedAgent matches an agent the CLI installed in the state
+// directory (remote: STATE/bin/migrate-SHA256).
+var installedAgent = regexp.MustCompile(`^migrate-[0-9a-f]{64}$`)
+
+// checkUnitText checks a unit text a step would write: it must be exactly
+// UnitText for this state and unit directory, run by this agent or by an
+// agent the CLI installed in the state directory (an older or newer
+// migrate's, when a step is undone).
+func checkUnitText(text string) error {
+	exe := ""
+	for _, l := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			exe, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	dir := StateDir()
+	switch {
+	case exe == "":
+		return fmt.Errorf("the unit %s has no ExecStart", state.BootUnitName)
+	case exe == agentExe():
+	case filepath.Dir(exe) == filepath.Join(dir, "bin") && installedAgent.MatchString(filepath.Base(exe)):
+	default:
+		return fmt.Errorf("the unit %s runs %s: migrate's unit only runs this agent (%s) or one installed in %s", state.BootUnitName, show(exe), agentExe(), filepath.Join(dir, "bin"))
+	}
+	if text != UnitText(exe, dir, UnitDir()) {
+		return fmt.Errorf("the unit %s is not the text migrate writes", state.BootUnitName)
+	}
+	return nil
+}
+
+// BootFacts reads what the host says about surviving a reboot.
+func BootFacts(h *HostFiles) *state.Boot {
+	dir := UnitDir()
+	b := &state.Boot{Systemd: SystemdBooted(), UnitDir: dir, BootID: bootID()}
+	if exe := agentExe(); unitPathOK.MatchString(exe) && unitPathOK.MatchString(h.Dir) && unitPathOK.MatchString(dir) {
+		b.Unit = UnitText(exe, h.Dir, dir)
+	}
+	unit, link := state.BootUnitFiles(dir)
+	for _, p := range []string{unit, link} {
+		if f, ok := readOwnFile(p); ok {
+			b.Files = append(b.Files, f)
+		}
+	}
+	b.Last, _ = h.LastBoot()
+	return b
+}
+
+// maxUnitSize bounds what is read of a file at the unit's paths.
+const maxUnitSize = 64 << 10
+
+// readOwnFile reads a regular file or a symlink at p.
+func readOwnFile(p string) (state.File, bool) {
+	st, err := os.Lstat(p)
+	if err != nil {
+		return state.File{}, false
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		t, err := os.Readlink(p)
+		return state.File{Path: p, Link: t}, err == nil
+	case st.Mode().IsRegular() && st.Size() <= maxUnitSize:
+		b, err := os.ReadFile(p)
+		return state.File{Path: p, Content: string(b)}, err == nil
+	}
+	// Something else (a directory, a huge file): shown as a file with
+	// other content, which a step then refuses to touch.
+	return state.File{Path: p, Content: fmt.Sprintf("(not migrate's: %s)", st.Mode().Type())}, true
+}
+
+// checkOwnedFile is the static check of a file object: only the unit and
+// its enable link in UnitDir. What a step writes is checked further in
+// checkOwnedStep (checkUnitText).
+func checkOwnedFile(f state.File) error {
+	unit, link := state.BootUnitFiles(UnitDir())
+	switch f.Path {
+	case unit:
+		if f.Link != "" {
+			return fmt.Errorf("file %s: the unit must be a regular file", f.Path)
+		}
+	case link:
+		if f.Link != unit || f.Content != "" {
+			return fmt.Errorf("file %s: the enable link must point to %s", f.Path, unit)
+		}
+	default:
+		return fmt.Errorf("file %s: migrate only writes %s and %s", show(f.Path), unit, link)
+	}
+	return nil
+}
+
+// liveFileOwned: before a destructive step, what is at the path must be
+// one of the versions the step records.
+func liveFileOwned(s state.Step) error {
+	p := s.Object().File.Path
+	live, ok := readOwnFile(p)
+	if !ok {
+		return nil
+	}
+	if s.Action == state.Create {
+		if live == *s.After.File {
+			return nil
+		}
+		return fmt.Errorf("%s exists and is not what migrate writes: migrate does not replace a file it did not write", p)
+	}
+	for _, v := range versions(s) {
+		if live == *v.File {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is not the file migrate recorded (changed by hand?)", p)
+}

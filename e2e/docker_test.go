@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// dockerRules is what Docker's daemon (docker.io 20.10 to 26, the
+// versions Debian 12 and Ubuntu 24.04 ship, with iptables-nft) installs
+// for its default bridge and one container (at %[1]s) run with
+// `-p 8080:80`, as `iptables-save` prints it: moby's
+// libnetwork/drivers/bridge (setup_ip_tables_linux.go, port_mapping_linux.go,
+// libnetwork/iptables) and its integration/network/bridge/iptablesdoc.
+// The daemon also sets FORWARD's policy to drop when it switches
+// ip_forward on. Loaded with iptables-nft-restore inside the lab hosts'
+// namespaces: no Docker daemon runs.
+const dockerRules = `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s %[1]s/32 -d %[1]s/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination %[1]s:80
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A DOCKER -d %[1]s/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+`
+
+// counters are nft's counter values, which traffic changes: snapshots
+// compare rules, not packet counts.
+var (
+	counters      = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	chainCounters = regexp.MustCompile(`\[\d+:\d+\]$`)
+)
+
+func stripCounters(snap map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range snap {
+		out[k] = counters.ReplaceAllString(v, "counter")
+	}
+	return out
+}
+
+// iptablesSave is role's iptables-nft-save output without its dated
+// comment lines: what Docker's own view of its rules shows.
+func iptablesSave(t *testing.T, ctx context.Context, l *lab.Lab, role string) string {
+	t.Helper()
+	out, err := l.Exec(ctx, role, "iptables-nft-save")
+	if err != nil {
+		t.Fatalf("%s: %v", role, err)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			keep = append(keep, chainCounters.ReplaceAllString(line, "[0:0]"))
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// TestDocker moves a service that Docker publishes (`-p 8080:80`, a
+// container on the docker0 bridge) from a container on OLD to a container
+// on NEW and back. Both hosts carry Docker's real iptables-nft rule set:
+// DNAT in table ip nat (priority dstnat), FORWARD policy drop. The
+// container on NEW sees the client's address; its answers go back
+// through the tunnel (the lab router drops packets NEW sends with a
+// source it does not own, as a cloud provider does); Docker's rules are
+// never changed, and rollback leaves both hosts as they were.
+func TestDocker(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	// The containers' addresses differ: a moved flow that OLD's Docker
+	// rewrote to its container's address would miss NEW's.
+	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		c := containers[host]
+		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
+			t.Fatal(err)
+		}
+		rules := filepath.Join(l.Dir, host+"-docker.rules")
+		if err := os.WriteFile(rules, []byte(fmt.Sprintf(dockerRules, addrs[host])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+			{"iptables-nft-restore", rules},
+		} {
+			if out, err := l.Exec(ctx, host, args...); err != nil {
+				t.Fatalf("%s: %v: %s", host, err, out)
+			}
+		}
+		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// NEW's provider drops what NEW sends from an address it does not
+	// hold: answers that bypass the tunnel would be lost.
+	spoof := filepath.Join(l.Dir, "spoof.nft")
+	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Exec(ctx, lab.RoleRouter, "nft", "-f", spoof); err != nil {
+		t.Fatalf("router: %v: %s", err, out)
+	}
+	served := func(by string) {
+		t.Helper()
+		out := expectServed(t, ctx, s, scenario.MigratedPort, by)
+		if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+			t.Errorf("container %s does not see the client's address: %s", by, out)
+		}
+	}
+	served("oldc")
+
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	// plan names the rule that drops migrate's traffic on OLD, and the
+	// commands that allow it.
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	allow := []string{"iptables -I DOCKER-USER -i mig0 -j ACCEPT", "iptables -I DOCKER-USER -o mig0 -j ACCEPT"}
+	for _, a := range allow {
+		if !strings.Contains(r.Stdout, "WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop") || !strings.Contains(r.Stdout, "`"+a+"`") {
+			t.Errorf("plan does not give %q for Docker's FORWARD drop:\n%s", a, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "WARNING host new") {
+		t.Errorf("plan warns about NEW, whose Docker rules accept what migrate brings:\n%s", r.Stdout)
+	}
+	// The operator runs them, as an operator would.
+	for _, a := range allow {
+		if out, err := l.Exec(ctx, lab.RoleOld, strings.Fields(a)...); err != nil {
+			t.Fatalf("old: %v: %s", err, out)
+		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = iptablesSave(t, ctx, l, host)
+	}
+
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served("newc")
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's rules changed by apply:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	// Back to OLD's container.
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served("oldc")
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's rules after rollback:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	served("oldc")
+}

@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// busConf is a D-Bus system bus of the lab's own, on a socket in the
+// lab's directory, open to root (firewalld's only caller here).
+const busConf = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="root"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+`
+
+// firewalldIn starts the real firewalld in host's namespace and returns a
+// function that runs a shell command line (firewall-cmd ...) against it.
+// firewalld runs inside `ip netns exec` (a mount namespace of its own)
+// with a private /run, its configuration from a copy of /etc/firewalld
+// (--system-config) and a D-Bus system bus of its own: it changes nothing
+// but that namespace's firewall and the copy. Close stops it.
+func firewalldIn(t *testing.T, ctx context.Context, l *lab.Lab, host string) func(cmdline string) string {
+	t.Helper()
+	dir := filepath.Join(l.Dir, "firewalld-"+host)
+	bus := filepath.Join(dir, "bus")
+	if out, err := exec.CommandContext(ctx, "mkdir", "-p", dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "cp", "-a", "/etc/firewalld", dir+"/etc").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := os.WriteFile(dir+"/bus.conf", []byte(fmt.Sprintf(busConf, bus)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e
+mount -t tmpfs migrate-lab /run
+dbus-daemon --config-file="$D/bus.conf" --nofork --nopidfile &
+for i in $(seq 1 50); do [ -S "$D/bus" ] && break; sleep 0.1; done
+exec firewalld --nofork --nopid --system-config "$D/etc" --log-target file --log-file "$D/firewalld.log"`
+	if _, err := l.Start(host, "env", "D="+dir, "DBUS_SYSTEM_BUS_ADDRESS=unix:path="+bus, "sh", "-c", script); err != nil {
+		t.Fatal(err)
+	}
+	run := func(cmdline string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, host, "env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path="+bus, "sh", "-c", cmdline)
+		if err != nil {
+			log, _ := os.ReadFile(dir + "/firewalld.log")
+			t.Fatalf("%s: %s: %v\nfirewalld log:\n%s", host, cmdline, err, log)
+		}
+		return string(out)
+	}
+	deadline := time.Now().Add(scenario.Slow(60 * time.Second))
+	for {
+		out, err := l.Exec(ctx, host, "env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path="+bus, "firewall-cmd", "--state")
+		if err == nil && strings.TrimSpace(string(out)) == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(dir + "/firewalld.log")
+			t.Fatalf("%s: firewalld did not start: %v %s\nlog:\n%s", host, err, out, log)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return run
+}
+
+func needFirewalld(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"firewalld", "firewall-cmd", "dbus-daemon"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Fatalf("%s is not installed (apt-get install firewalld; .ci/run does): %v", p, err)
+		}
+	}
+}
+
+// TestFirewalld moves a service between two hosts where firewalld runs
+// (for real, in each lab host's namespace) with its default zone public:
+// only SSH, and the service's port, allowed. plan names the rules that
+// reject migrate's traffic and the firewall-cmd commands that allow it;
+// once the operator ran them, the service moves with the client's
+// address preserved, firewalld's table is never changed by migrate, and
+// rollback leaves both hosts as they were.
+func TestFirewalld(t *testing.T) {
+	needRoot(t)
+	needFirewalld(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	fw := map[string]func(string) string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		fw[host] = firewalldIn(t, ctx, l, host)
+		fw[host]("firewall-cmd --permanent --add-port=8080/tcp && firewall-cmd --reload")
+		if out := fw[host]("firewall-cmd --list-all"); !strings.Contains(out, "services: dhcpv6-client ssh") || !strings.Contains(out, "ports: 8080/tcp") {
+			t.Fatalf("%s: firewalld's default zone:\n%s", host, out)
+		}
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	rich := func(from, to string) string {
+		return fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept'`, from, to)
+	}
+	want := map[string][]string{
+		lab.RoleOld: {rich(l.NewIP.String(), l.OldIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0",
+			"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
+			"firewall-cmd --reload"},
+		lab.RoleNew: {rich(l.OldIP.String(), l.NewIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"},
+	}
+	for host, cmds := range want {
+		if !strings.Contains(r.Stdout, "WARNING host "+host+": firewalld is active (table inet firewalld): chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited`") {
+			t.Errorf("plan does not name firewalld's reject on %s:\n%s", host, r.Stdout)
+		}
+		for _, c := range cmds {
+			if !strings.Contains(r.Stdout, "`"+c+"`") {
+				t.Errorf("plan does not give %s %q:\n%s", host, c, r.Stdout)
+			}
+		}
+	}
+	// The operator runs them, as given.
+	for host, cmds := range want {
+		fw[host](strings.Join(cmds, " && "))
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		tables[host] = firewalldTable(t, ctx, l, host)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW does not see the client's address: %s", out)
+	}
+	// NEW's own connection from the service address leaves through OLD.
+	mustDial(t, ctx, s, lab.RoleNew, "served-by=client peer="+l.OldIP.String()+" ", "-bind", l.OldIP.String(), fmt.Sprintf("%s:%d", l.ClientIP, scenario.ClientPort))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := firewalldTable(t, ctx, l, host); got != tables[host] {
+			t.Errorf("%s: firewalld's table changed by apply:\n--- before\n%s\n--- after\n%s", host, tables[host], got)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "firewalld hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
+// firewalldTable is firewalld's nft table on role, counters aside.
+func firewalldTable(t *testing.T, ctx context.Context, l *lab.Lab, role string) string {
+	t.Helper()
+	out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "firewalld")
+	if err != nil {
+		t.Fatalf("%s: %v", role, err)
+	}
+	return counters.ReplaceAllString(string(out), "counter")
+}

@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// ufwIn runs the real ufw in host's namespace with state of its own:
+// inside `ip netns exec` (a mount namespace of its own, / a slave of the
+// machine's) it mounts a private /run and binds the lab's copies of
+// /etc/ufw, /lib/ufw and /etc/default/ufw over the machine's, so ufw
+// changes nothing but that namespace's firewall and those copies. The
+// copies' sysctl.conf is empty: ufw's sysctls are not the point here.
+func ufwIn(t *testing.T, ctx context.Context, l *lab.Lab, host string, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(l.Dir, "ufw-"+host)
+	if _, err := os.Stat(dir); err != nil {
+		for _, c := range [][]string{
+			{"mkdir", "-p", dir},
+			{"cp", "-a", "/etc/ufw", dir + "/etc"},
+			{"cp", "-a", "/lib/ufw", dir + "/lib"},
+			{"cp", "/etc/default/ufw", dir + "/default"},
+		} {
+			if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", c, err, out)
+			}
+		}
+		if err := os.WriteFile(dir+"/etc/sysctl.conf", nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `set -e
+mount -t tmpfs migrate-lab /run
+mount --bind "$D/etc" /etc/ufw
+mount --bind "$D/lib" /lib/ufw
+mount --bind "$D/default" /etc/default/ufw
+exec ufw "$@"`
+	out, err := l.Exec(ctx, host, append([]string{"env", "D=" + dir, "sh", "-c", script, "sh"}, args...)...)
+	if err != nil {
+		t.Fatalf("%s: ufw %v: %v", host, args, err)
+	}
+	return string(out)
+}
+
+func needUfw(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"/usr/sbin/ufw", "/lib/ufw/ufw-init", "/etc/default/ufw"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("ufw is not installed (apt-get install ufw; .ci/run does): %v", err)
+		}
+	}
+}
+
+// TestUfw moves a service between two hosts where ufw is active with its
+// default policies (deny incoming, deny routed; the service's port and
+// SSH allowed), run for real in each lab host's namespace. plan names
+// the policies that drop migrate's traffic and the ufw commands that
+// allow it; once the operator ran them, the service moves with the
+// client's address preserved, ufw's rules are never changed by migrate,
+// and rollback leaves both hosts as they were.
+func TestUfw(t *testing.T) {
+	needRoot(t)
+	needUfw(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		ufwIn(t, ctx, l, host, "allow", "22/tcp")
+		ufwIn(t, ctx, l, host, "allow", "8080/tcp")
+		ufwIn(t, ctx, l, host, "--force", "enable")
+		if out := ufwIn(t, ctx, l, host, "status", "verbose"); !strings.Contains(out, "Default: deny (incoming), allow (outgoing), disabled (routed)") {
+			t.Fatalf("%s: ufw status:\n%s", host, out)
+		}
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	want := map[string][]string{
+		lab.RoleOld: {"ufw allow proto udp from " + l.NewIP.String() + " to " + l.OldIP.String() + " port 4789", "ufw route allow in on mig0", "ufw route allow out on mig0"},
+		lab.RoleNew: {"ufw allow proto udp from " + l.OldIP.String() + " to " + l.NewIP.String() + " port 4789", "ufw allow in on mig0"},
+	}
+	for host, cmds := range want {
+		for _, c := range cmds {
+			if !strings.Contains(r.Stdout, "WARNING host "+host+": ufw is active (table ip filter): chain INPUT (hook input) has policy drop") || !strings.Contains(r.Stdout, "`"+c+"`") {
+				t.Errorf("plan does not give %s %q:\n%s", host, c, r.Stdout)
+			}
+		}
+	}
+	if !strings.Contains(r.Stdout, "chain FORWARD (hook forward) has policy drop: it drops the flows OLD forwards to and from mig0") {
+		t.Errorf("plan does not name ufw's FORWARD policy on OLD:\n%s", r.Stdout)
+	}
+	// The operator runs them, as given.
+	for host, cmds := range want {
+		for _, c := range cmds {
+			ufwIn(t, ctx, l, host, strings.Fields(strings.TrimPrefix(c, "ufw "))...)
+		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = iptablesSave(t, ctx, l, host)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW does not see the client's address: %s", out)
+	}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: ufw's rules changed by apply:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "ufw hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: ufw's rules after rollback:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}

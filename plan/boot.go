@@ -1,0 +1,80 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// bootDesired adds the boot unit and its enable link (state.BootUnitFiles)
+// to a host that has something of migrate's to restore and where systemd
+// is PID 1: at boot the unit puts back the host's part of the last
+// confirmed apply (agent, boot.go). The text is the agent's own
+// (Facts.Boot.Unit), which names the agent binary on that host.
+func bootDesired(f state.Facts, h *HostDesired) {
+	b := f.Boot
+	if len(h.Objects) == 0 || b == nil || !b.Systemd || b.Unit == "" {
+		return
+	}
+	unit, link := state.BootUnitFiles(b.UnitDir)
+	h.add(state.Object{File: &state.File{Path: unit, Content: b.Unit}},
+		state.Object{File: &state.File{Path: link, Link: unit}})
+}
+
+// BootNotes say, per host with something of migrate's on it, whether its
+// part survives a reboot, and what the last boot restore did.
+func BootNotes(want map[string]HostDesired, facts map[string]state.Facts) []string {
+	var out []string
+	for _, host := range []string{New, Old} {
+		b := facts[host].Boot
+		if b == nil {
+			continue
+		}
+		if l := BootLine(host, b); l != "" {
+			out = append(out, l)
+		}
+		if len(want[host].Objects) == 0 {
+			continue
+		}
+		switch {
+		case !b.Systemd:
+			out = append(out, fmt.Sprintf("host %s: systemd is not PID 1 there, so migrate installs no boot unit: this host's part will not survive a reboot (after one, run `migrate apply`)", host))
+		case b.Unit == "":
+			out = append(out, fmt.Sprintf("host %s: the agent's path or state directory has characters a systemd unit cannot hold, so migrate installs no boot unit: this host's part will not survive a reboot", host))
+		}
+	}
+	return out
+}
+
+// BootLine is what the host's restore at boot did in its current boot, in
+// words an operator can act on ("" when no restore ran in this boot, or
+// it had nothing to do).
+func BootLine(host string, b *state.Boot) string {
+	r := b.ThisBoot()
+	if r == nil {
+		return ""
+	}
+	name := strings.ToUpper(host)
+	at := r.Time.UTC().Format("15:04 UTC")
+	var s string
+	switch r.Outcome {
+	case state.BootRestored:
+		s = fmt.Sprintf("%s was restored at boot at %s (%d step(s) in %d ms)", name, at, r.Steps, r.TookMS)
+	case state.BootFailed:
+		s = fmt.Sprintf("%s's restore at boot failed at %s: %s; %s is as before migrate: run migrate apply", name, at, r.Error, name)
+	}
+	if len(r.RevertedRuns) > 0 {
+		if s != "" {
+			s += "; "
+		}
+		s += fmt.Sprintf("%s rebooted inside the confirm window of apply %s: that apply was reverted, not restored", name, strings.Join(r.RevertedRuns, ", "))
+	}
+	return s
+}
+
+// BootFailed reports a host whose restore failed in its current boot.
+func BootFailed(b *state.Boot) bool {
+	r := b.ThisBoot()
+	return r != nil && r.Outcome == state.BootFailed
+}

@@ -1,0 +1,47 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// TestBootWords: what plan and status say about a host's restore at
+// boot, and only for the host's current boot.
+func TestBootWords(t *testing.T) {
+	at := time.Date(2026, 12, 6, 5, 12, 0, 0, time.UTC)
+	b := &state.Boot{Systemd: true, BootID: "b2", Last: &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootRestored, Steps: 10, TookMS: 42}}
+	if got := BootLine(New, b); !strings.HasPrefix(got, "NEW was restored at boot at 05:12 UTC") {
+		t.Errorf("restored: %q", got)
+	}
+	b.Last = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootFailed, Error: "restore + link mig0: boom"}
+	if got := BootLine(Old, b); got != "OLD's restore at boot failed at 05:12 UTC: restore + link mig0: boom; OLD is as before migrate: run migrate apply" || !BootFailed(b) {
+		t.Errorf("failed: %q", got)
+	}
+	b.Last = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootNothing, RevertedRuns: []string{"r1"}}
+	if got := BootLine(New, b); !strings.Contains(got, "NEW rebooted inside the confirm window of apply r1") {
+		t.Errorf("reverted: %q", got)
+	}
+	b.BootID = "b3" // a record of an earlier boot says nothing now
+	if got := BootLine(New, b); got != "" || BootFailed(b) {
+		t.Errorf("earlier boot: %q", got)
+	}
+	// The unit is desired only where systemd runs and there is something
+	// to restore; elsewhere plan says the host will not survive a reboot.
+	h := HostDesired{Objects: []state.Object{{Sysctl: &state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}}}}
+	bootDesired(state.Facts{Boot: &state.Boot{Systemd: true, UnitDir: "/etc/systemd/system", Unit: "[Unit]\n"}}, &h)
+	if len(h.Objects) != 3 || h.Objects[1].File == nil || h.Objects[2].File.Link != "/etc/systemd/system/migrate-restore.service" {
+		t.Errorf("desired with systemd: %v", h.Objects)
+	}
+	empty := HostDesired{}
+	bootDesired(state.Facts{Boot: &state.Boot{Systemd: true, UnitDir: "/x", Unit: "u"}}, &empty)
+	if len(empty.Objects) != 0 {
+		t.Errorf("a host with nothing of migrate's gets %v", empty.Objects)
+	}
+	notes := BootNotes(map[string]HostDesired{New: h}, map[string]state.Facts{New: {Boot: &state.Boot{}}})
+	if len(notes) != 1 || !strings.Contains(notes[0], "host new: systemd is not PID 1 there") || !strings.Contains(notes[0], "will not survive a reboot") {
+		t.Errorf("notes without systemd: %q", notes)
+	}
+}

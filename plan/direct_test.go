@@ -1,0 +1,179 @@
+package plan_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// directSrc: OLD and NEW on one segment (198.51.100.0/24, NEW's
+// segment address .20 on eth1 beside its own public one), with an IPv4
+// and an IPv6 service on OLD's segment addresses.
+var directSrc = strings.Replace(strings.Replace(src, `type         = "vxlan"`, `type         = "direct"`, 1),
+	`new_endpoint = "203.0.113.20"`, `new_endpoint = "198.51.100.20"`, 1) + `
+service "web6" {
+  address  = "2001:db8:100::10"
+  protocol = "udp"
+  ports    = [53]
+  stage    = "new"
+}
+`
+
+func directFacts() map[string]state.Facts {
+	o := facts("198.51.100.10/24", 1500)
+	o.Addrs = append(o.Addrs, state.Addr{Dev: "eth0", CIDR: "2001:db8:100::10/64"})
+	o.Sysctls["net.ipv6.conf.eth0.accept_ra"] = "1"
+	o.PeerLink = &state.PeerLink{Addr: "198.51.100.20", Dev: "eth0", Neigh: "reachable", LinkLocal: "fe80::1:10"}
+	n := facts("203.0.113.20/24", 1500)
+	n.Links = append(n.Links, state.Link{Name: "eth1", Type: "veth", MTU: 1500, Up: true})
+	n.Addrs = append(n.Addrs, state.Addr{Dev: "eth1", CIDR: "198.51.100.20/24"}, state.Addr{Dev: "eth1", CIDR: "2001:db8:100::20/64"})
+	n.PeerLink = &state.PeerLink{Addr: "198.51.100.10", Dev: "eth1", Neigh: "stale", LinkLocal: "fe80::1:20"}
+	return map[string]state.Facts{plan.Old: o, plan.New: n}
+}
+
+func TestDirectPlan(t *testing.T) {
+	c := mustParse(t, directSrc)
+	p, err := plan.Make(c, directFacts(), state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, nw := lines(p.Steps(plan.Old)), lines(p.Steps(plan.New))
+	t.Logf("old:\n%snew:\n%s", old, nw)
+	for _, w := range []string{
+		// No device, no inner address: the table routes to NEW's
+		// segment addresses.
+		"route table 4242 0.0.0.0/0 via 198.51.100.20 dev eth0",
+		"route table 4242 ::/0 via 2001:db8:100::20 dev eth0",
+		"fwmark 0x20000/0x20000",
+		"net.ipv4.conf.eth0.accept_local",
+		"net.ipv4.conf.eth0.rp_filter",
+		"net.ipv4.conf.all.send_redirects",
+		"net.ipv4.conf.eth0.send_redirects",
+		"net.ipv4.ip_early_demux",
+		"net.ipv6.conf.eth0.accept_ra",
+		"NEW's packets: from 198.51.100.10, 2001:db8:100::10 on eth0",
+	} {
+		if !strings.Contains(old, w) {
+			t.Errorf("old lacks %q", w)
+		}
+	}
+	for _, w := range []string{
+		// IPv4 may route via an address NEW holds on lo (with
+		// arp_announce 2); IPv6 may not: OLD's link-local.
+		"route table 4242 0.0.0.0/0 via 198.51.100.10 dev eth1",
+		"route table 4242 ::/0 via fe80::1:10 dev eth1",
+		"net.ipv4.conf.eth1.rp_filter",
+		"net.ipv4.conf.eth1.arp_announce",
+		"198.51.100.10/32 dev lo",
+		"2001:db8:100::10/128 dev lo",
+		"no ARP for 198.51.100.10",
+		"udp answers from the service address",
+	} {
+		if !strings.Contains(nw, w) {
+			t.Errorf("new lacks %q", w)
+		}
+	}
+	for _, no := range []string{"mig0", "169.254.42", "fe80::42", "throw", "underlay"} {
+		if strings.Contains(old+nw, no) {
+			t.Errorf("a direct plan mentions %q", no)
+		}
+	}
+	if p.Verify == nil || p.Verify.OldPings != "198.51.100.20" || p.Verify.NewPings != "198.51.100.10" {
+		t.Errorf("verify = %+v, want the endpoints", p.Verify)
+	}
+	cloud := false
+	for _, n := range p.Notes {
+		cloud = cloud || strings.Contains(n, "source/destination check")
+	}
+	if !cloud {
+		t.Errorf("no cloud caveat in the notes: %q", p.Notes)
+	}
+	for _, h := range []string{plan.Old, plan.New} {
+		r := plan.FactsRequest(c, h)
+		if !strings.Contains(strings.Join(r.Sysctls, " "), "net.ipv4.conf.*.rp_filter") {
+			t.Errorf("%s: facts request reads %v, not every interface's rp_filter", h, r.Sysctls)
+		}
+	}
+}
+
+// plan refuses direct when the hosts are not on one link, with the
+// reason, and when the link check could not run.
+func TestDirectRefusesHostsNotOnOneLink(t *testing.T) {
+	c := mustParse(t, directSrc)
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]state.Facts)
+		want string
+	}{
+		{"gateway", func(f map[string]state.Facts) {
+			f[plan.Old].PeerLink.Gw = "198.51.100.1"
+		}, "m.hcl:10:1: direct tunnel: OLD reaches NEW's endpoint 198.51.100.20 through the gateway 198.51.100.1 (dev eth0): OLD and NEW are not on one link"},
+		{"other device", func(f map[string]state.Facts) {
+			f[plan.New].PeerLink.Dev = "eth0"
+		}, "NEW reaches OLD's endpoint 198.51.100.10 by eth0, but its own endpoint 198.51.100.20 is on eth1"},
+		{"no answer", func(f map[string]state.Facts) {
+			f[plan.New].PeerLink.Neigh = "failed"
+		}, "nothing answered for it there after a probe (neighbour entry: failed)"},
+		{"not asked", func(f map[string]state.Facts) {
+			o := f[plan.Old]
+			o.PeerLink = nil
+			f[plan.Old] = o
+		}, "could not ask OLD how it reaches NEW's endpoint"},
+		{"endpoint not held", func(f map[string]state.Facts) {
+			n := f[plan.New]
+			n.Addrs = n.Addrs[:1]
+			f[plan.New] = n
+		}, "new_endpoint 198.51.100.20 is not an address NEW holds on an interface"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := directFacts()
+			tc.edit(f)
+			_, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// With a direct tunnel there is no device to trust: the firewall advice
+// names the migrated addresses on each host's segment interface, never a
+// whole interface and never a tunnel's underlay rule.
+func TestDirectFirewallWarnings(t *testing.T) {
+	c := mustParse(t, directSrc)
+	f := directFacts()
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Chains = []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: "ufw-user-input"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+			{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Hook: "input", Policy: "accept", Type: "filter"},
+		}
+		f[h] = hf
+	}
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(p.Notes, "\n")
+	t.Logf("notes:\n%s", all)
+	for _, w := range []string{
+		"ufw route allow out on eth0 to 198.51.100.10",
+		"ufw route allow in on eth0 from 2001:db8:100::10",
+		"ufw allow in on eth1 to 198.51.100.10",
+		`firewall-cmd --permanent --policy=migrate-direct --add-rich-rule='rule family="ipv6" source address="2001:db8:100::10" accept'`,
+		`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" destination address="198.51.100.10" accept'`,
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("notes lack %q", w)
+		}
+	}
+	for _, no := range []string{"proto gre", "proto udp", "allow in on eth0`", "--add-interface", `""`} {
+		if strings.Contains(all, no) {
+			t.Errorf("notes advise %q for a direct tunnel", no)
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package plan_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// dockerChains are the chains Docker's iptables-nft rules make (table ip
+// nat and ip filter), as the agent reports them.
+var dockerChains = []state.BaseChain{
+	{Family: "ip", Table: "filter", Chain: "DOCKER"},
+	{Family: "ip", Table: "filter", Chain: "DOCKER-ISOLATION-STAGE-1"},
+	{Family: "ip", Table: "filter", Chain: "DOCKER-USER"},
+	{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Priority: 0, Policy: "drop", Type: "filter"},
+	{Family: "ip", Table: "nat", Chain: "DOCKER"},
+	{Family: "ip", Table: "nat", Chain: "PREROUTING", Hook: "prerouting", Priority: -100, Policy: "accept", Type: "nat"},
+}
+
+// Docker on both hosts: OLD's moved flows keep their destination, NEW
+// routes the answers of flows its Docker DNATs back into the tunnel (the
+// fwmark rule and the throw for OLD's endpoint), and plan gives the
+// DOCKER-USER commands for OLD's FORWARD drop. Without Docker nothing of
+// it appears.
+func TestDockerDesired(t *testing.T) {
+	c := mustParse(t, src)
+	mk := func(docker bool) (*plan.Plan, map[string]state.Facts) {
+		t.Helper()
+		f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+		if docker {
+			for _, h := range []string{plan.Old, plan.New} {
+				hf := f[h]
+				hf.Chains = dockerChains
+				hf.Sysctls["net.ipv4.ip_forward"] = "1"
+				f[h] = hf
+			}
+		}
+		p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, f
+	}
+	p, f := mk(true)
+	newSteps, oldSteps := lines(p.Hosts[0].Steps), lines(p.Hosts[1].Steps)
+	for _, want := range []string{
+		"+ rule v4 pref 900 fwmark 0x20000/0x20000 lookup 4242 proto 77\n",
+		"+ route table 4242 throw 198.51.100.10/32\n",
+		"answers of flows another table DNATs go back to the tunnel",
+	} {
+		if !strings.Contains(newSteps, want) {
+			t.Errorf("new steps lack %q:\n%s", want, newSteps)
+		}
+	}
+	if !strings.Contains(oldSteps, "moved flows keep their destination (another table DNATs)") {
+		t.Errorf("old steps:\n%s", oldSteps)
+	}
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop",
+		"`iptables -I DOCKER-USER -i mig0 -j ACCEPT` and `iptables -I DOCKER-USER -o mig0 -j ACCEPT`",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "host new") {
+		t.Errorf("warning for NEW, whose Docker accepts what migrate brings:\n%s", w)
+	}
+
+	p, _ = mk(false)
+	all := lines(p.Hosts[0].Steps) + lines(p.Hosts[1].Steps)
+	for _, not := range []string{"DNAT", "throw 198.51.100.10"} {
+		if strings.Contains(all, not) {
+			t.Errorf("without Docker the plan has %q:\n%s", not, all)
+		}
+	}
+	if s := lines(p.Hosts[0].Steps); strings.Contains(s, "fwmark") {
+		t.Errorf("without Docker NEW gets a fwmark rule:\n%s", s)
+	}
+}
+
+// ufw and firewalld on both hosts: plan gives each host the commands for
+// its side, for the tunnel type, with the peer's endpoint as source and
+// the host's own bind address as destination.
+func TestHostFirewallCommands(t *testing.T) {
+	ufw := []state.BaseChain{
+		{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+		{Family: "ip", Table: "filter", Chain: "INPUT", Hook: "input", Policy: "drop", Type: "filter"},
+		{Family: "ip", Table: "filter", Chain: "ufw-user-forward"},
+		{Family: "ip", Table: "filter", Chain: "ufw-user-input"},
+		{Family: "ip6", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+		{Family: "ip6", Table: "filter", Chain: "ufw6-user-input"},
+	}
+	firewalld := []state.BaseChain{
+		{Family: "inet", Table: "firewalld", Chain: "filter_FORWARD", Hook: "forward", Priority: 10, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Hook: "input", Priority: 10, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "filter_PREROUTING", Hook: "prerouting", Priority: 10, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "mangle_PREROUTING", Hook: "prerouting", Priority: -140, Policy: "accept", Type: "filter"},
+		{Family: "inet", Table: "firewalld", Chain: "nat_PREROUTING", Hook: "prerouting", Priority: -90, Policy: "accept", Type: "nat"},
+	}
+	for _, tc := range []struct {
+		name, tunnel string
+		chains       []state.BaseChain
+		want         []string
+		not          []string
+	}{
+		{"ufw vxlan", `type = "vxlan"`, ufw, []string{
+			"WARNING host old: ufw is active (table ip filter): chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer; chain FORWARD (hook forward) has policy drop: it drops the flows OLD forwards to and from mig0. Allow migrate's traffic (before migrate apply): `ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 4789` and `ufw route allow in on mig0` and `ufw route allow out on mig0`",
+			"WARNING host new: ufw is active (table ip filter): chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer; what arrives through mig0 for the services passes only if ufw allows their ports. Allow migrate's traffic (before migrate apply): `ufw allow proto udp from 198.51.100.10 to 203.0.113.20 port 4789` and `ufw allow in on mig0`",
+		}, []string{"DOCKER-USER", "table ip filter, chain FORWARD", "table ip6 filter, chain FORWARD"}},
+		{"ufw vxlan port", "type = \"vxlan\"\n  port = 8472", ufw, []string{"`ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 8472`"}, nil},
+		{"ufw gre", `type = "gre"`, ufw, []string{"`ufw allow proto gre from 203.0.113.20 to 198.51.100.10`", "`ufw allow proto gre from 198.51.100.10 to 203.0.113.20`"}, nil},
+		{"ufw wireguard", `type = "wireguard"`, ufw, []string{"`ufw allow proto udp from 203.0.113.20 to any port 51820`"}, nil},
+		{"firewalld vxlan", `type = "vxlan"`, firewalld, []string{
+			"WARNING host old: firewalld is active (table inet firewalld): chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited` for what no zone allows: the tunnel's packets from the peer; chain filter_FORWARD (hook forward) does the same to the flows OLD forwards to and from mig0. Allow migrate's traffic (before migrate apply): `firewall-cmd --permanent --add-rich-rule='rule family=\"ipv4\" source address=\"203.0.113.20\" destination address=\"198.51.100.10\" port port=\"4789\" protocol=\"udp\" accept'` and `firewall-cmd --permanent --zone=trusted --add-interface=mig0` and `firewall-cmd --permanent --new-policy=migrate-tunnel` and `firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY` and `firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted` and `firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT` and `firewall-cmd --reload`",
+			"WARNING host new: firewalld is active (table inet firewalld): chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited` for what no zone allows: the tunnel's packets from the peer and what arrives through mig0 for the services. Allow migrate's traffic (before migrate apply): `firewall-cmd --permanent --add-rich-rule='rule family=\"ipv4\" source address=\"198.51.100.10\" destination address=\"203.0.113.20\" port port=\"4789\" protocol=\"udp\" accept'` and `firewall-cmd --permanent --zone=trusted --add-interface=mig0` and `firewall-cmd --reload`",
+		}, nil},
+		{"firewalld gre", `type = "gre"`, firewalld, []string{`rule family="ipv4" source address="203.0.113.20" destination address="198.51.100.10" protocol value="gre" accept`}, nil},
+		{"firewalld wireguard", `type = "wireguard"`, firewalld, []string{`rule family="ipv4" source address="203.0.113.20" port port="51820" protocol="udp" accept`}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, strings.Replace(src, `type         = "vxlan"`, tc.tunnel, 1))
+			f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+			for _, h := range []string{plan.Old, plan.New} {
+				hf := f[h]
+				hf.Chains = tc.chains
+				f[h] = hf
+			}
+			w := strings.Join(plan.Warnings(c, f), "\n")
+			for _, want := range tc.want {
+				if !strings.Contains(w, want) {
+					t.Errorf("warnings lack\n%s\ngot:\n%s", want, w)
+				}
+			}
+			if n := strings.Count(w, "IPv6 rpfilter"); tc.chains[0].Table == "firewalld" && n != 2 {
+				t.Errorf("%d rpfilter warnings, want one per host:\n%s", n, w)
+			}
+			for _, not := range tc.not {
+				if strings.Contains(w, not) {
+					t.Errorf("warnings have %q:\n%s", not, w)
+				}
+			}
+		})
+	}
+}
+
+// NEW behind 1:1 NAT: its ufw lets in the tunnel's packets to the private
+// address its tunnel binds, from OLD's endpoint; OLD's from NEW's public
+// endpoint (its NAT gives NEW's packets that source).
+func TestHostFirewallCommandsBehindNAT(t *testing.T) {
+	c := mustParse(t, src)
+	f := natFacts("198.51.100.10", "198.18.0.20")
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Chains = []state.BaseChain{{Family: "ip", Table: "filter", Chain: "ufw-user-input"}}
+		f[h] = hf
+	}
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"`ufw allow proto udp from 198.51.100.10 to 198.18.0.20 port 4789`",
+		"`ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 4789`",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %s:\n%s", want, w)
+		}
+	}
+}

@@ -1,0 +1,154 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// ufwActive says whether ufw's rules are loaded on the host: its chains
+// in table ip filter (ufw drives iptables; with iptables-nft they are nft
+// chains like any other).
+func ufwActive(f state.Facts) bool {
+	for _, ch := range f.Chains {
+		if ch.Family == "ip" && ch.Table == "filter" && ch.Chain == "ufw-user-input" {
+			return true
+		}
+	}
+	return false
+}
+
+// policyDrop names the base chain of table family/table at hook with
+// policy drop ("" when there is none).
+func policyDrop(f state.Facts, family, table, hook string) string {
+	for _, ch := range f.Chains {
+		if ch.Family == family && ch.Table == table && ch.Hook == hook && ch.Policy == "drop" {
+			return ch.Chain
+		}
+	}
+	return ""
+}
+
+// underlayFrom is what host receives from its peer through the underlay:
+// the peer's endpoint (its 1:1 NAT, if any, rewrote the source to it) to
+// the address host's tunnel binds, or, for WireGuard, to any address.
+func underlayFrom(c *config.Config, facts map[string]state.Facts, host string) (from, to netip.Addr) {
+	t := c.Tunnel
+	from, to = t.NewEndpoint, t.OldEndpoint
+	if host == New {
+		from, to = t.OldEndpoint, t.NewEndpoint
+	}
+	if b, err := Bindings(c, facts); err == nil && b[host].Addr.IsValid() {
+		to = b[host].Addr
+	}
+	return from, to
+}
+
+// ufwCommands are the ufw commands that let migrate's traffic through
+// ufw's default policies on host (deny incoming, deny routed): the
+// tunnel's outer packets from the peer; on OLD the flows it forwards
+// between clients and the tunnel, both ways; on NEW what arrives through
+// the tunnel for the services.
+func ufwCommands(c *config.Config, facts map[string]state.Facts, host string) []string {
+	t := c.Tunnel
+	from, to := underlayFrom(c, facts, host)
+	var out []string
+	switch t.Type {
+	case "vxlan":
+		out = append(out, fmt.Sprintf("ufw allow proto udp from %s to %s port %d", from, to, t.Port))
+	case "wireguard":
+		out = append(out, fmt.Sprintf("ufw allow proto udp from %s to any port %d", from, t.ListenPort))
+	default: // gre, ip6gre
+		out = append(out, fmt.Sprintf("ufw allow proto gre from %s to %s", from, to))
+	}
+	if host == Old {
+		return append(out, "ufw route allow in on "+t.Name, "ufw route allow out on "+t.Name)
+	}
+	return append(out, "ufw allow in on "+t.Name)
+}
+
+// ufwWarning is plan's warning for a host where ufw is active, naming the
+// base chains whose policy drops migrate's traffic and the commands that
+// allow it. ufw's rules themselves migrate never changes.
+func ufwWarning(c *config.Config, facts map[string]state.Facts, host string) string {
+	f := facts[host]
+	var drops []string
+	if ch := policyDrop(f, "ip", "filter", "input"); ch != "" {
+		drops = append(drops, fmt.Sprintf("chain %s (hook input) has policy drop: it drops the tunnel's packets from the peer", ch))
+	}
+	if ch := policyDrop(f, "ip", "filter", "forward"); ch != "" && host == Old {
+		drops = append(drops, fmt.Sprintf("chain %s (hook forward) has policy drop: it drops the flows OLD forwards to and from %s", ch, c.Tunnel.Name))
+	}
+	if host == New {
+		drops = append(drops, fmt.Sprintf("what arrives through %s for the services passes only if ufw allows their ports", c.Tunnel.Name))
+	}
+	cmds := ufwCommands(c, facts, host)
+	return fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): %s. Allow migrate's traffic (before migrate apply): `%s`", host, strings.Join(drops, "; "), strings.Join(cmds, "` and `"))
+}
+
+// firewalldActive says whether firewalld's nftables rules are loaded on
+// the host (table inet firewalld, as firewalld 1.x writes it).
+func firewalldActive(f state.Facts) bool {
+	for _, ch := range f.Chains {
+		if ch.Family == "inet" && ch.Table == "firewalld" && ch.Chain == "filter_INPUT" && ch.Hook == "input" {
+			return true
+		}
+	}
+	return false
+}
+
+// firewalldCommands are the firewall-cmd commands that let migrate's
+// traffic through firewalld's default zone: a rich rule for the tunnel's
+// outer packets from the peer, and the tunnel device in zone trusted
+// (what arrives through it: on NEW the services' flows, on OLD the
+// answers and NEW's own outbound flows), and on OLD a policy that lets
+// any zone forward into zone trusted (the flows OLD sends into the
+// tunnel: firewalld rejects forwarding between zones unless a policy
+// allows it; migrate's identity DNAT does not count as `ct status dnat`,
+// since the kernel sets that bit only when an address changes).
+func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string) []string {
+	t := c.Tunnel
+	from, to := underlayFrom(c, facts, host)
+	family := "ipv4"
+	if from.Is6() {
+		family = "ipv6"
+	}
+	var rule string
+	switch t.Type {
+	case "vxlan":
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" port port="%d" protocol="udp" accept`, family, from, to, t.Port)
+	case "wireguard":
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" port port="%d" protocol="udp" accept`, family, from, t.ListenPort)
+	default:
+		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" protocol value="gre" accept`, family, from, to)
+	}
+	out := []string{
+		"firewall-cmd --permanent --add-rich-rule='" + rule + "'",
+		"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name,
+	}
+	if host == Old {
+		out = append(out,
+			"firewall-cmd --permanent --new-policy=migrate-tunnel",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
+			"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT")
+	}
+	return append(out, "firewall-cmd --reload")
+}
+
+// firewalldWarning is plan's warning for a host where firewalld is
+// active. Its base chains accept by policy but end in a reject rule.
+func firewalldWarning(c *config.Config, facts map[string]state.Facts, host string) string {
+	what := "the tunnel's packets from the peer"
+	if host == New {
+		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
+	}
+	drops := fmt.Sprintf("chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited` for what no zone allows: %s", what)
+	if host == Old {
+		drops += fmt.Sprintf("; chain filter_FORWARD (hook forward) does the same to the flows OLD forwards to and from %s", c.Tunnel.Name)
+	}
+	return fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): %s. Allow migrate's traffic (before migrate apply): `%s`", host, drops, strings.Join(firewalldCommands(c, facts, host), "` and `"))
+}

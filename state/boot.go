@@ -1,0 +1,70 @@
+package state
+
+import (
+	"path/filepath"
+	"time"
+)
+
+// BootUnitName is the systemd unit apply installs on a host where systemd
+// is PID 1: at boot it restores the host's part of the last confirmed
+// state (agent.BootRestore). docs/design.md, "Surviving a reboot".
+const BootUnitName = "migrate-restore.service"
+
+// BootUnitWants is the directory, under the unit directory, of the enable
+// link: sysinit.target wants the unit, so it runs before every normal
+// service (they are all ordered after basic.target, after sysinit.target).
+const BootUnitWants = "sysinit.target.wants"
+
+// BootUnitFiles are the unit's path and its enable link's path in unitDir.
+func BootUnitFiles(unitDir string) (unit, link string) {
+	return filepath.Join(unitDir, BootUnitName), filepath.Join(unitDir, BootUnitWants, BootUnitName)
+}
+
+// Boot is what a host says about surviving a reboot (Facts.Boot).
+type Boot struct {
+	// Systemd: systemd is PID 1 (/run/systemd/system exists), so apply
+	// installs the boot unit there.
+	Systemd bool   `json:"systemd"`
+	UnitDir string `json:"unit_dir"`
+	// Unit is the text of the unit this host's agent installs.
+	Unit string `json:"unit,omitempty"`
+	// Files are the unit and its enable link as they are now (absent
+	// ones left out).
+	Files []File `json:"files,omitempty"`
+	// BootID is the host's current boot (/proc/sys/kernel/random/boot_id).
+	BootID string `json:"boot_id"`
+	// Last is the record of the last boot restore, if any ran.
+	Last *BootRecord `json:"last,omitempty"`
+}
+
+// Outcomes of a boot restore (BootRecord.Outcome).
+const (
+	BootRestored = "restored" // the host's part is back as last confirmed
+	BootNothing  = "nothing"  // there was nothing to restore
+	BootFailed   = "failed"   // restoring failed; what it did was undone
+)
+
+// BootRecord is what the boot unit's last run did, kept in the agent's
+// state directory as boot.json.
+type BootRecord struct {
+	Time    time.Time `json:"time"`
+	BootID  string    `json:"boot_id"`
+	Outcome string    `json:"outcome"`
+	Error   string    `json:"error,omitempty"`
+	// Steps is how many steps the restore applied to put back what a
+	// kept run set (when it failed: how many it had applied, and undid
+	// again). Removing what an unconfirmed run left is not counted.
+	Steps int `json:"steps"`
+	// RevertedRuns are the applies that were still in their confirm
+	// window when the host went down: decided reverted, not restored.
+	RevertedRuns []string `json:"reverted_runs,omitempty"`
+	TookMS       int64    `json:"took_ms"`
+}
+
+// ThisBoot reports whether the record is of the host's current boot.
+func (b *Boot) ThisBoot() *BootRecord {
+	if b == nil || b.Last == nil || b.BootID == "" || b.Last.BootID != b.BootID {
+		return nil
+	}
+	return b.Last
+}
