@@ -127,6 +127,26 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			return nil, err
 		}
 		return hf.Journal()
+	case proto.MethodJournalPage:
+		p, err := params(req, validateJournalPage)
+		if err != nil {
+			return nil, err
+		}
+		// The first page reads the journal; the next ones page through
+		// that same reading, so that a reader gets one consistent
+		// journal, and a large one is decoded once.
+		if p.From == 0 || hf.paging == nil {
+			j, err := hf.Journal()
+			if err != nil {
+				return nil, err
+			}
+			hf.paging = j
+		}
+		page, next := hf.paging.Page(p.From, proto.JournalPageBytes)
+		if next == 0 {
+			hf.paging = nil
+		}
+		return proto.JournalPage{Journal: page, Next: next}, nil
 	case proto.MethodLock:
 		p, err := params(req, validateLock)
 		if err != nil {

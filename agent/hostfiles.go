@@ -19,8 +19,11 @@ import (
 // HostFiles are the agent's files on its host, under Dir:
 //
 //	journal.json   the host's own journal: every step applied here, written
-//	               ahead of the step and completed after it
-//	journal.lock   flock guarding journal.json (agent and watchdog)
+//	               ahead of the step and completed after it; a snapshot, and
+//	journal.json.log the records since (one line per step, fsynced;
+//	               state/journalfile.go), folded into the snapshot by a prune
+//	               or once it outgrows it
+//	journal.lock   flock guarding both (agent and watchdog)
 //	lock, lock.json the host lock (flock held by the agent session) and who
 //	               holds it
 //	runs.lock      flock guarding the run-RUN.json records
@@ -34,6 +37,8 @@ import (
 type HostFiles struct {
 	Dir  string
 	lock *os.File
+	// paging is the journal a journal-page reader is paging through.
+	paging *state.Journal
 }
 
 func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name) }
@@ -42,9 +47,8 @@ func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name)
 // missing, before any file in it is touched.
 func (h *HostFiles) ensureDir() error { return CheckStateDir(h.Dir) }
 
-// withJournal runs fn on the journal under its flock and saves it when fn
-// returns true.
-func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
+// withJournalLock runs fn under the journal's flock.
+func (h *HostFiles) withJournalLock(fn func(path string) error) error {
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
@@ -56,25 +60,39 @@ func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
 	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock host journal: %w", err)
 	}
-	j := state.NewJournal()
-	b, err := readNoFollow(h.path("journal.json"))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("read host journal: %w", err)
-	default:
-		if j, err = state.ParseJournal(b, h.path("journal.json")); err != nil {
+	return fn(h.path("journal.json"))
+}
+
+// withJournal runs fn on the journal under its flock and saves it (a
+// compaction) when fn returns true.
+func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
+	return h.withJournalLock(func(path string) error {
+		j := state.NewJournal()
+		b, err := readNoFollow(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("read host journal: %w", err)
+		default:
+			if j, err = state.ParseJournal(b, path); err != nil {
+				return err
+			}
+		}
+		save, err := fn(j)
+		if err != nil {
 			return err
 		}
-	}
-	save, err := fn(j)
-	if err != nil {
-		return err
-	}
-	if save {
-		return j.Save(h.path("journal.json"))
-	}
-	return nil
+		if save {
+			return j.Save(path)
+		}
+		return nil
+	})
+}
+
+// commit appends records to the journal's log: the cost of a step does
+// not depend on the journal's size.
+func (h *HostFiles) commit(recs ...state.LogRecord) error {
+	return h.withJournalLock(func(path string) error { return state.CommitTo(path, recs...) })
 }
 
 // Journal returns a copy of the host journal.
@@ -87,21 +105,16 @@ func (h *HostFiles) Journal() (*state.Journal, error) {
 	return out, err
 }
 
-// BeginStep records a step before it runs. For an undo it does nothing
-// yet: the entry is marked only once the undo succeeded.
+// BeginStep records a step before it runs: one fsynced line in the
+// journal's log. For an undo it does nothing yet: the entry is marked
+// only once the undo succeeded. A retry of a step already recorded
+// changes nothing (state.OpStep).
 func (h *HostFiles) BeginStep(p proto.ApplyParams) error {
 	if p.Run == "" || p.Undo {
 		return nil
 	}
-	return h.withJournal(func(j *state.Journal) (bool, error) {
-		for _, e := range j.Entries {
-			if e.Seq == p.Seq && e.Run == p.Run {
-				return false, nil // a retry of the same step
-			}
-		}
-		j.Entries = append(j.Entries, state.Entry{Seq: p.Seq, Run: p.Run, Time: time.Now().UTC(), Step: p.Step, Pending: true})
-		return true, nil
-	})
+	s := p.Step
+	return h.commit(state.LogRecord{Op: state.OpStep, Run: p.Run, Seq: p.Seq, Time: time.Now().UTC(), Step: &s, Pending: true})
 }
 
 // EndStep completes the record: a forward step is no longer pending (or
@@ -111,25 +124,18 @@ func (h *HostFiles) EndStep(p proto.ApplyParams, stepErr error) error {
 	if p.Run == "" {
 		return nil
 	}
-	return h.withJournal(func(j *state.Journal) (bool, error) {
-		for i := range j.Entries {
-			e := &j.Entries[i]
-			if e.Seq != p.Seq || e.Run != p.Run {
-				continue
-			}
-			switch {
-			case p.Undo && stepErr == nil:
-				t := time.Now().UTC()
-				e.RolledBack = &t
-			case !p.Undo && stepErr == nil:
-				e.Pending = false
-			case !p.Undo:
-				j.Entries = append(j.Entries[:i], j.Entries[i+1:]...)
-			}
-			return true, nil
-		}
-		return false, nil
-	})
+	rec := state.LogRecord{Run: p.Run, Seq: p.Seq, Time: time.Now().UTC()}
+	switch {
+	case p.Undo && stepErr == nil:
+		rec.Op = state.OpUndo
+	case !p.Undo && stepErr == nil:
+		rec.Op = state.OpDone
+	case !p.Undo:
+		rec.Op = state.OpFail
+	default:
+		return nil
+	}
+	return h.commit(rec)
 }
 
 // Prune drops the named entries (the CLI's apply.Prunable) and returns

@@ -98,7 +98,7 @@ func TestHostJournalReadsThePerPortForm(t *testing.T) {
 	}
 	record(t, h, "r2", 2, false, nil)
 	b, _ := os.ReadFile(h.path("journal.json"))
-	if !strings.Contains(string(b), `"through": 82`) {
+	if !strings.Contains(string(b), `"through":82`) {
 		t.Errorf("journal not rewritten compact:\n%s", b)
 	}
 }

@@ -204,6 +204,13 @@ func validatePrune(p proto.PruneParams) error {
 	return nil
 }
 
+func validateJournalPage(p proto.JournalPageParams) error {
+	if p.From < 0 {
+		return fmt.Errorf("bad journal-page request: from %d", p.From)
+	}
+	return nil
+}
+
 // validateConfirm checks a confirm request. The run ID becomes part of a
 // file name (confirmed-RUN).
 func validateConfirm(p proto.ConfirmParams) error {

@@ -20,6 +20,13 @@ import (
 // kernel; what is tested is the decision. TestWatchdogKernelRevert-style
 // undo of real steps is in owner_netns_test.go.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == serveForTest {
+		if err := runServeForTest(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if len(os.Args) > 2 && os.Args[1] == WatchdogCommand && os.Args[2] == "--run" {
 		err := RunWatchdog(&HostFiles{Dir: StateDir()}, nil, os.Args[3])
 		if err != nil {

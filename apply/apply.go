@@ -98,6 +98,12 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan) error {
 		e.Run = state.NewID()
 	}
 	run := e.Run
+	// The snapshot first (what the caller set, such as Targets), then one
+	// log line per step, folded into the snapshot at the end.
+	if err := e.Journal.Save(e.StatePath); err != nil {
+		return err
+	}
+	defer e.compact()
 	var err error
 	verified := p.Verify == nil
 	for _, h := range p.Hosts {
@@ -131,6 +137,10 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan) error {
 	}
 	return fmt.Errorf("%w (every step of this apply was undone)", err)
 }
+
+// compact folds the state file's log into its snapshot (best effort: the
+// log holds the same records).
+func (e *Executor) compact() { _ = e.Journal.Save(e.StatePath) }
 
 func tunnelTouched(p *plan.Plan) bool {
 	for _, h := range p.Hosts {
@@ -175,9 +185,15 @@ func (e *Executor) step(ctx context.Context, run string, s state.Step) error {
 		}
 		return err
 	}
-	e.Journal.NoteRun(run, e.Intent, e.now())
-	e.Journal.Append(run, seq, s, e.now())
-	if err := e.Journal.Save(e.StatePath); err != nil {
+	// One line appended to the state file's log, whatever the journal's
+	// size (state/journalfile.go); Apply compacts once at the end.
+	now := e.now()
+	var recs []state.LogRecord
+	if !e.Journal.HasRun(run) {
+		recs = append(recs, state.LogRecord{Op: state.OpRun, Run: run, Intent: e.Intent, Time: now})
+	}
+	recs = append(recs, state.LogRecord{Op: state.OpStep, Run: run, Seq: seq, Time: now, Step: &s})
+	if err := e.Journal.Commit(e.StatePath, recs...); err != nil {
 		return fmt.Errorf("host %s: step applied but the state file could not be written: %w", s.Host, err)
 	}
 	if e.Progress != nil {
@@ -286,9 +302,7 @@ func (e *Executor) rollbackEntries(ctx context.Context, entries []*state.Entry) 
 			}
 			return err
 		}
-		t := e.now().UTC()
-		en.RolledBack = &t
-		if err := e.Journal.Save(e.StatePath); err != nil {
+		if err := e.Journal.Commit(e.StatePath, state.LogRecord{Op: state.OpUndo, Run: en.Run, Seq: en.Seq, Time: e.now()}); err != nil {
 			return fmt.Errorf("host %s: step undone but the state file could not be written: %w", inv.Host, err)
 		}
 		if e.Progress != nil {

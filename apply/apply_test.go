@@ -65,7 +65,7 @@ type lab struct {
 	path    string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	return &lab{
 		hosts: map[string]*applytest.Fake{
 			plan.Old: applytest.NewFake(baseFacts("198.51.100.10", "198.51.100.10/24")),
@@ -83,7 +83,7 @@ func (l *lab) executor() *apply.Executor {
 	}
 }
 
-func (l *lab) plan(t *testing.T, c *config.Config) *plan.Plan {
+func (l *lab) plan(t testing.TB, c *config.Config) *plan.Plan {
 	t.Helper()
 	facts := map[string]state.Facts{}
 	for name, h := range l.hosts {

@@ -42,7 +42,7 @@ func Prunable(j *state.Journal, keep func(run string) bool) map[string][]state.E
 			}
 			// One entry of each repair run stays, so that rollback
 			// still says which applies only repaired drift.
-			if sameObject(f.Step.After, e.Step.After) && kept[e.Run] {
+			if j.SameObject(f.Step.After, e.Step.After) && kept[e.Run] {
 				add(e)
 				continue
 			}

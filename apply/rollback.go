@@ -40,7 +40,7 @@ func Changes(j *state.Journal) []Change {
 		repair := len(out) > 0
 		for _, e := range entries {
 			prev, ok := set[hostKey(e.Step)]
-			if !ok || !sameObject(prev, e.Step.After) {
+			if !ok || !j.SameObject(prev, e.Step.After) {
 				repair = false
 				break
 			}
@@ -60,13 +60,6 @@ func Changes(j *state.Journal) []Change {
 }
 
 func hostKey(s state.Step) string { return s.Host + "\x00" + s.Key() }
-
-func sameObject(a, b *state.Object) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Equal(*b)
-}
 
 // Restore is one object a rollback puts back: its value after the
 // rollback (nil: absent), and the entries it undoes, newest first.
@@ -234,6 +227,7 @@ func appendOnce(list []string, s string) []string {
 // with the same step again, which then changes nothing (creating what is
 // there, deleting what is gone and setting a value twice are no-ops).
 func (e *Executor) Undo(ctx context.Context, steps []RollbackStep) error {
+	defer e.compact()
 	for _, rs := range steps {
 		h, ok := e.Hosts[rs.Host]
 		if !ok {
@@ -264,9 +258,7 @@ func (e *Executor) Undo(ctx context.Context, steps []RollbackStep) error {
 				}
 				return err
 			}
-			t := e.now().UTC()
-			en.RolledBack = &t
-			if err := e.Journal.Save(e.StatePath); err != nil {
+			if err := e.Journal.Commit(e.StatePath, state.LogRecord{Op: state.OpUndo, Run: en.Run, Seq: en.Seq, Time: e.now()}); err != nil {
 				return fmt.Errorf("host %s: step undone but the state file could not be written: %w", rs.Host, err)
 			}
 			if e.Progress != nil && i == 0 && rs.Step != nil {

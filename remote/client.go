@@ -539,13 +539,12 @@ func (c *Client) Apply(ctx context.Context, s state.Step, rec state.Record) erro
 	return c.call(ctx, proto.MethodApply, proto.ApplyParams{Step: s, Run: rec.Run, Seq: rec.Seq, Undo: rec.Undo}, nil)
 }
 
-// Journal returns the host's own journal.
+// Journal returns the host's own journal, read page by page: no frame
+// limit stands between a rollback and a large journal.
 func (c *Client) Journal(ctx context.Context) (*state.Journal, error) {
-	var j state.Journal
-	if err := c.call(ctx, proto.MethodJournal, nil, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
+	return proto.FetchJournal(func(p proto.JournalPageParams, pg *proto.JournalPage) error {
+		return c.call(ctx, proto.MethodJournalPage, p, pg)
+	})
 }
 
 // Prune drops entries from the host journal and returns those it dropped.

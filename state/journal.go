@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// JournalVersion is the format version of the state file.
-const JournalVersion = 1
+// JournalVersion is the format version of the state file (journalfile.go);
+// version 1 is still read.
+const JournalVersion = 2
 
 // Journal is the state file: every step migrate applied, in order, with the
 // value it replaced. Rollback reads it, never memory.
@@ -28,6 +29,11 @@ type Journal struct {
 	// Runs describe the applies of the entries, when recorded (a state
 	// file rebuilt from the hosts' journals has none).
 	Runs []Run `json:"runs,omitempty"`
+	// LogGen is the generation of the log that continues this snapshot
+	// (journalfile.go).
+	LogGen int `json:"log_gen,omitempty"`
+
+	objs *objects // distinct objects, shared by the entries
 }
 
 // Run is one apply: when it started and the digest of what it applied
@@ -109,11 +115,13 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// LoadJournal reads path. A missing file is an empty journal.
+// LoadJournal reads path and replays its log (journalfile.go). A missing
+// file is an empty journal.
 func LoadJournal(path string) (*Journal, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return NewJournal(), nil
+		j := NewJournal()
+		return j, j.replayLog(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state %s: %w", path, err)
@@ -128,46 +136,40 @@ func ParseJournal(b []byte, path string) (*Journal, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("state %s is not valid JSON: %w", path, err)
 	}
-	if j.Version != JournalVersion {
-		return nil, fmt.Errorf("state %s has format version %d; this migrate reads version %d", path, j.Version, JournalVersion)
+	if j.Version != JournalVersion && j.Version != 1 {
+		return nil, fmt.Errorf("state %s has format version %d; this migrate reads versions 1 and %d", path, j.Version, JournalVersion)
+	}
+	j.Version = JournalVersion
+	if err := j.replayLog(path); err != nil {
+		return nil, err
 	}
 	return &j, nil
 }
 
-// Save writes the journal atomically: temp file, fsync, rename, fsync dir.
-// It bumps Serial.
+// Save writes the whole journal as a new snapshot and starts an empty
+// log (the compaction of journalfile.go). It bumps Serial.
 func (j *Journal) Save(path string) error {
 	j.Serial++
-	b, err := json.MarshalIndent(j, "", "  ")
+	j.Version = JournalVersion
+	gen := j.LogGen + 1
+	next := logPath(path) + ".next"
+	hb, _ := json.Marshal(logHeader{LogGen: gen})
+	if err := writeFileSync(next, append(hb, '\n')); err != nil {
+		return err
+	}
+	j.LogGen = gen
+	// Compact: indenting a spec's port runs more than doubles it.
+	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".state-*.tmp")
-	if err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync state: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := writeFileSync(path, append(b, '\n')); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(next, logPath(path)); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return syncDir(filepath.Dir(path))
 }
 
 // NextSeq is the sequence number the next entry will get.
@@ -183,7 +185,7 @@ func (j *Journal) NextSeq() int {
 
 // Append records an applied step under seq.
 func (j *Journal) Append(run string, seq int, s Step, now time.Time) *Entry {
-	j.Entries = append(j.Entries, Entry{Seq: seq, Run: run, Time: now.UTC(), Step: s})
+	j.Entries = append(j.Entries, Entry{Seq: seq, Run: run, Time: now.UTC(), Step: j.internStep(s)})
 	return &j.Entries[len(j.Entries)-1]
 }
 

@@ -8,7 +8,7 @@ import (
 // The journal stores every nft spec it records twice (Before and After),
 // and a service of 64 512 ports is 64 512 NftService elements per list.
 // On disk and on the wire a spec's service lists are therefore written as
-// runs: consecutive elements with the same address, protocol and percent
+// runs (and its forwards likewise: nftFwdRun): consecutive elements with the same address, protocol and percent
 // whose ports follow each other become one element with "through", the
 // last port. The encoding keeps the list's order exactly, so it is
 // lossless, and an element without "through" is the old per-port form:
@@ -32,9 +32,82 @@ type plainSpec NftSpec
 type compactSpec struct {
 	plainSpec
 	// These shadow plainSpec's fields of the same JSON names.
-	Services    []nftRun `json:"services,omitempty"`
-	Accounted   []nftRun `json:"accounted,omitempty"`
-	UDPServices []nftRun `json:"udp_services,omitempty"`
+	Services    []nftRun    `json:"services,omitempty"`
+	Accounted   []nftRun    `json:"accounted,omitempty"`
+	UDPServices []nftRun    `json:"udp_services,omitempty"`
+	Forwards    []nftFwdRun `json:"forwards,omitempty"`
+}
+
+// nftFwdRun is one element of a compact forward list: ports Port through
+// Through (one port when 0), each forwarded to ToPort, or, when ToThrough
+// is set, to ToPort through ToThrough in step (a forward without to_port
+// keeps the port).
+type nftFwdRun struct {
+	Addr      string `json:"addr"`
+	Proto     string `json:"proto"`
+	Port      uint16 `json:"port"`
+	Through   uint16 `json:"through,omitempty"`
+	To        string `json:"to"`
+	ToPort    uint16 `json:"to_port"`
+	ToThrough uint16 `json:"to_through,omitempty"`
+}
+
+func compactForwards(list []NftForward) []nftFwdRun {
+	var out []nftFwdRun
+	for _, f := range list {
+		if n := len(out); n > 0 {
+			r := &out[n-1]
+			last := r.Port
+			if r.Through != 0 {
+				last = r.Through
+			}
+			if r.Addr == f.Addr && r.Proto == f.Proto && r.To == f.To && last < 65535 && f.Port == last+1 {
+				switch {
+				case r.Through == 0 && f.ToPort == r.ToPort:
+					r.Through = f.Port // to one port
+					continue
+				case r.Through == 0 && r.ToPort < 65535 && f.ToPort == r.ToPort+1:
+					r.Through, r.ToThrough = f.Port, f.ToPort // port for port
+					continue
+				case r.Through != 0 && r.ToThrough == 0 && f.ToPort == r.ToPort:
+					r.Through = f.Port
+					continue
+				case r.ToThrough != 0 && r.ToThrough < 65535 && f.ToPort == r.ToThrough+1:
+					r.Through, r.ToThrough = f.Port, f.ToPort
+					continue
+				}
+			}
+		}
+		out = append(out, nftFwdRun{Addr: f.Addr, Proto: f.Proto, Port: f.Port, To: f.To, ToPort: f.ToPort})
+	}
+	return out
+}
+
+func expandForwards(runs []nftFwdRun) ([]NftForward, error) {
+	if runs == nil {
+		return nil, nil
+	}
+	var out []NftForward
+	for _, r := range runs {
+		last := int(r.Port)
+		if r.Through != 0 {
+			last = int(r.Through)
+		}
+		if last < int(r.Port) {
+			return nil, fmt.Errorf("nft forward %s %s: port range %d-%d ends before it starts", r.Addr, r.Proto, r.Port, r.Through)
+		}
+		if r.ToThrough != 0 && int(r.ToThrough)-int(r.ToPort) != last-int(r.Port) {
+			return nil, fmt.Errorf("nft forward %s %s: ports %d-%d and target ports %d-%d differ in length", r.Addr, r.Proto, r.Port, last, r.ToPort, r.ToThrough)
+		}
+		for p := int(r.Port); p <= last; p++ {
+			to := r.ToPort
+			if r.ToThrough != 0 {
+				to = uint16(int(r.ToPort) + p - int(r.Port))
+			}
+			out = append(out, NftForward{Addr: r.Addr, Proto: r.Proto, Port: uint16(p), To: r.To, ToPort: to})
+		}
+	}
+	return out, nil
 }
 
 func compactServices(list []NftService) []nftRun {
@@ -90,6 +163,7 @@ func (s NftSpec) MarshalJSON() ([]byte, error) {
 		Services:    compactServices(s.Services),
 		Accounted:   compactServices(s.Accounted),
 		UDPServices: compactServices(s.UDPServices),
+		Forwards:    compactForwards(s.Forwards),
 	})
 }
 
@@ -108,6 +182,9 @@ func (s *NftSpec) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	if out.UDPServices, err = expandServices(c.UDPServices); err != nil {
+		return err
+	}
+	if out.Forwards, err = expandForwards(c.Forwards); err != nil {
 		return err
 	}
 	*s = out

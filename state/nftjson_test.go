@@ -103,3 +103,54 @@ func TestNftSpecRoundTripRandom(t *testing.T) {
 		}
 	}
 }
+
+// Forwards too: a forward of a port range (to the same ports or to one
+// port) is one run, and any list comes back exactly.
+func TestNftForwardsRoundTrip(t *testing.T) {
+	var same, one []NftForward
+	for p := 1024; p <= 65535; p++ {
+		same = append(same, NftForward{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), To: "203.0.113.20", ToPort: uint16(p)})
+		one = append(one, NftForward{Addr: "198.51.100.10", Proto: "udp", Port: uint16(p), To: "203.0.113.20", ToPort: 8080})
+	}
+	s := NftSpec{Role: "old", Forwards: append(same, one...)}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 300 {
+		t.Errorf("two forwards of 64 512 ports encode to %d bytes: %s", len(b), b)
+	}
+	var back NftSpec
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, s) {
+		t.Fatalf("round trip: %v", err)
+	}
+	r := rand.New(rand.NewSource(2))
+	for i := 0; i < 500; i++ {
+		var list []NftForward
+		p, to := r.Intn(65536), r.Intn(65536)
+		for n := r.Intn(40); n > 0; n-- {
+			switch r.Intn(4) {
+			case 0:
+				p, to = r.Intn(65536), r.Intn(65536)
+			case 1:
+				p = (p + 1) % 65536
+			default:
+				p, to = (p+1)%65536, (to+1)%65536
+			}
+			list = append(list, NftForward{Addr: []string{"a", "b"}[r.Intn(2)], Proto: "tcp", Port: uint16(p), To: "c", ToPort: uint16(to)})
+		}
+		s := NftSpec{Role: "new", Forwards: list}
+		b, _ := json.Marshal(s)
+		var back NftSpec
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, s) {
+			t.Fatalf("%+v\nbecame\n%+v\nvia %s", s, back, b)
+		}
+	}
+	var bad NftSpec
+	if err := json.Unmarshal([]byte(`{"forwards":[{"addr":"a","proto":"tcp","port":80,"through":81,"to":"c","to_port":80,"to_through":90}]}`), &bad); err == nil {
+		t.Error("a forward run whose target range differs in length was accepted")
+	}
+}

@@ -60,7 +60,60 @@ const (
 	// longer needs (PruneParams); the CLI drops the same ones from the
 	// state file.
 	MethodPrune = "prune"
+	// MethodJournalPage returns part of the host's journal
+	// (JournalPageParams, JournalPage): the entries from From on, as many
+	// as fit in about JournalPageBytes, so that a journal of any size is
+	// read in frames below MaxFrame. FetchJournal reads them all.
+	MethodJournalPage = "journal-page"
 )
+
+// JournalPageBytes is about the most one journal page holds (a page
+// holds at least one entry; one entry is two objects, far below MaxFrame
+// in the compact encoding).
+const JournalPageBytes = 16 << 20
+
+// JournalPageParams asks for the entries from index From on.
+type JournalPageParams struct {
+	From int `json:"from"`
+}
+
+// JournalPage is a journal holding some of the entries (the targets only
+// in the first page), and the index of the next page's first entry (0:
+// this was the last page).
+type JournalPage struct {
+	Journal *state.Journal `json:"journal"`
+	Next    int            `json:"next"`
+}
+
+// FetchJournal reads a whole journal page by page through call.
+func FetchJournal(call func(JournalPageParams, *JournalPage) error) (*state.Journal, error) {
+	var out *state.Journal
+	from := 0
+	for {
+		var pg JournalPage
+		if err := call(JournalPageParams{From: from}, &pg); err != nil {
+			return nil, err
+		}
+		if pg.Journal == nil {
+			return nil, fmt.Errorf("journal page from entry %d: no journal in the answer", from)
+		}
+		if out == nil {
+			out = pg.Journal
+		} else {
+			out.Entries = append(out.Entries, pg.Journal.Entries...)
+			for _, r := range pg.Journal.Runs {
+				out.NoteRun(r.ID, r.Intent, r.Time)
+			}
+		}
+		if pg.Next == 0 {
+			return out, nil
+		}
+		if pg.Next <= from {
+			return nil, fmt.Errorf("journal page from entry %d: next page at %d", from, pg.Next)
+		}
+		from = pg.Next
+	}
+}
 
 // PruneParams names the host journal entries to drop.
 type PruneParams struct {
