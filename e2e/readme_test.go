@@ -113,7 +113,7 @@ var guideMasks = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`\[[0-9.]+(ns|µs|ms|s)\]`), "[DURATION]"},
+	{regexp.MustCompile(`\[(<1ms|[0-9.]+(ns|µs|ms|s))\]`), "[DURATION]"},
 	{regexp.MustCompile(`digest [0-9a-f]+`), "digest DIGEST"},
 	{regexp.MustCompile(`run [0-9a-f]{16}`), "run RUN"},
 	{regexp.MustCompile(`\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\dZ?`), "TIME"},

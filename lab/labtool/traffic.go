@@ -438,6 +438,7 @@ type longConn struct {
 	server string
 	n      int
 	err    error
+	closed bool // finish closed it: a ping loop still asleep must not use it
 	mu     sync.Mutex
 }
 
@@ -464,7 +465,7 @@ func (t *trafficRun) openLong(addr string, idle bool) *longConn {
 func (lc *longConn) ping(timeout time.Duration) error {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if lc.err != nil {
+	if lc.err != nil || lc.closed {
 		return lc.err
 	}
 	lc.n++
@@ -487,7 +488,7 @@ func (lc *longConn) ping(timeout time.Duration) error {
 func (lc *longConn) pingLoop(stop *atomic.Bool) {
 	for !stop.Load() {
 		time.Sleep(time.Second)
-		if lc.ping(3*time.Second) != nil {
+		if stop.Load() || lc.ping(3*time.Second) != nil {
 			return
 		}
 	}
@@ -498,7 +499,13 @@ func (lc *longConn) finish() {
 		return
 	}
 	_ = lc.ping(3 * time.Second)
+	// Closed under the lock, so that a ping loop that slept through the
+	// stop does not write on it and count a closed connection as a
+	// failure (it did, at random, once runs got faster).
+	lc.mu.Lock()
+	lc.closed = true
 	lc.c.Close()
+	lc.mu.Unlock()
 }
 
 func split(s string) []string {
