@@ -170,6 +170,11 @@ func loAddrKey(a netip.Addr) string {
 	return state.Object{Addr: &state.Addr{Dev: "lo", CIDR: hostPrefix(a)}}.Key()
 }
 
+// SendRedirectsAll is the namespace-wide ICMP redirect switch: a direct
+// tunnel turns it off on OLD, and a WireGuard device turns it off itself
+// when it goes up (so plan sets it before the link, to record it).
+const SendRedirectsAll = "net.ipv4.conf.all.send_redirects"
+
 // EarlyDemux is the switch of TCP and UDP early demux, IPv4 and IPv6
 // alike (the IPv6 path reads the same per-namespace setting).
 const EarlyDemux = "net.ipv4.ip_early_demux"
@@ -184,8 +189,9 @@ func Sysctls(c *config.Config, host string) []string {
 		return directSysctls(host)
 	}
 	dev := sysctlDev(c.Tunnel.Name)
+	var out []string
 	if host == Old {
-		return []string{
+		out = []string{
 			"net.ipv4.ip_forward",
 			EarlyDemux,
 			"net.ipv4.conf." + dev + ".accept_local",
@@ -193,9 +199,14 @@ func Sysctls(c *config.Config, host string) []string {
 			"net.ipv6.conf.all.forwarding",
 			"net.ipv6.conf.*.accept_ra",
 		}
+	} else {
+		// NEW forwards too when it hosts a forward.
+		out = []string{"net.ipv4.conf." + dev + ".rp_filter", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 	}
-	// NEW forwards too when it hosts a forward.
-	return []string{"net.ipv4.conf." + dev + ".rp_filter", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+	if c.Tunnel.Type == "wireguard" {
+		out = append(out, SendRedirectsAll)
+	}
+	return out
 }
 
 // sysctlDev writes a device name as a sysctl component: a "." in the name
@@ -556,6 +567,15 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
+	if t.Type == "wireguard" {
+		// The kernel's wg_open sets net.ipv4.conf.all.send_redirects
+		// to 0 in the device's namespace, and nothing sets it back: set
+		// it first (SendRedirectsAll sorts before the link), so the
+		// journal holds the value to restore, and rollback is exact.
+		for _, h := range []*HostDesired{old, nw} {
+			add(h, obj(state.Sysctl{Name: SendRedirectsAll, Value: "0"}))
+		}
+	}
 
 	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = t.Name, t.Mark, moved, accounted
 	oldSpec.Underlay = underlay(oldBind, t.NewEndpoint)

@@ -155,6 +155,10 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 }
 
 func less(a, b state.Step) bool {
+	// Set before any link: a WireGuard link going up changes it.
+	if pa, pb := beforeLinks(a), beforeLinks(b); pa != pb {
+		return pa
+	}
 	ka, kb := a.Object().Kind(), b.Object().Kind()
 	if ka != kb {
 		return ka < kb
@@ -169,6 +173,12 @@ func less(a, b state.Step) bool {
 		return fb
 	}
 	return a.Key() < b.Key()
+}
+
+// beforeLinks reports a create or update of SendRedirectsAll.
+func beforeLinks(s state.Step) bool {
+	o := s.Object()
+	return s.Action != state.Delete && o.Sysctl != nil && o.Sysctl.Name == SendRedirectsAll
 }
 
 func isForwarding(s state.Step) bool {
