@@ -171,7 +171,7 @@ func BootFacts(h *HostFiles) *state.Boot {
 }
 
 // maxUnitSize bounds what is read of a file at the unit's paths.
-const maxUnitSize = 64 << 10
+const maxUnitSize = state.MaxFileSize
 
 // readOwnFile reads a regular file or a symlink at p.
 func readOwnFile(p string) (state.File, bool) {

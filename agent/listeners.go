@@ -38,7 +38,7 @@ func Listeners() ([]state.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag udp: %w", err)
 		}
-		add := func(proto string, s *netlink.Socket) {
+		add := func(proto state.Proto, s *netlink.Socket) {
 			a, ok := netip.AddrFromSlice(s.ID.Source)
 			if !ok {
 				return
@@ -60,13 +60,13 @@ func Listeners() ([]state.Listener, error) {
 		}
 		for _, s := range tcp {
 			if s.State == tcpListen {
-				add("tcp", s)
+				add(state.TCP, s)
 			}
 		}
 		for _, s := range udp {
 			// Bound and not connected: a UDP server.
 			if s.ID.SourcePort != 0 && (s.ID.Destination == nil || s.ID.Destination.IsUnspecified()) && s.ID.DestinationPort == 0 {
-				add("udp", s)
+				add(state.UDP, s)
 			}
 		}
 	}

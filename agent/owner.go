@@ -89,9 +89,6 @@ const (
 	maxOwnTable = 1<<31 - 1
 )
 
-// tunnelKinds are the link kinds migrate makes.
-var tunnelKinds = map[string]bool{"vxlan": true, "gre": true, "ip6gre": true, "wireguard": true}
-
 // ownTable reports whether t is in migrate's range of routing tables.
 func ownTable(t int) bool {
 	return t >= 1 && t <= maxOwnTable && (t < 253 || t > 255)
@@ -237,8 +234,8 @@ func checkOwnedObject(o state.Object) error {
 			return fmt.Errorf("nft table %s %s is not migrate's (only table inet %s)", show(o.Nft.Family), show(o.Nft.Name), ownNftTable)
 		}
 	case o.Link != nil:
-		if !tunnelKinds[o.Link.Type] {
-			return fmt.Errorf("link type %s: migrate only makes vxlan, gre, ip6gre and wireguard links", show(o.Link.Type))
+		if !o.Link.Type.IsLink() {
+			return fmt.Errorf("link type %s: migrate only makes vxlan, gre, ip6gre and wireguard links", show(string(o.Link.Type)))
 		}
 	case o.Sysctl != nil:
 		if _, err := ownSysctl(o.Sysctl.Name); err != nil {
@@ -352,7 +349,7 @@ func movedLocalRule(f state.Facts, family int) bool {
 
 // needTunnelDev checks that a device, when it exists, is of a tunnel kind.
 func needTunnelDev(f state.Facts, dev, what string) error {
-	if l := liveLink(f, dev); l != nil && !tunnelKinds[l.Type] {
+	if l := liveLink(f, dev); l != nil && !l.Type.IsLink() {
 		return fmt.Errorf("%s: device %s is a %s, not a tunnel migrate made", what, dev, l.Type)
 	}
 	return nil

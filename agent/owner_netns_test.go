@@ -489,7 +489,7 @@ func TestHostileFuzzInNetns(t *testing.T) {
 			l := b.Link
 			switch rnd.Intn(4) {
 			case 0:
-				l.Type = []string{"vxlan", "gre", "ip6gre", "wireguard"}[rnd.Intn(4)]
+				l.Type = []state.TunnelType{"vxlan", "gre", "ip6gre", "wireguard"}[rnd.Intn(4)]
 			case 1:
 				l.Type, l.VNI, l.Port, l.Local, l.Remote = "vxlan", uint32(rnd.Intn(200)+1), 4789, "192.0.2.1", "192.0.2."+strconv.Itoa(rnd.Intn(10))
 			case 2:

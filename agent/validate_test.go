@@ -40,8 +40,13 @@ func okNft() state.NftTable {
 		Services:  []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 25, Percent: 100}, {Addr: "2001:db8::10", Proto: "udp", Port: 53, Percent: 10}},
 		Accounted: []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 25}},
 		Underlay:  &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "198.51.100.10", Peer: "203.0.113.20"},
-		NoARP:     []string{"198.51.100.10"},
 	}}
+}
+
+// okNftNew is NEW's table: no services, addresses it must not answer ARP
+// for.
+func okNftNew(t *state.NftTable) {
+	t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []string{"198.51.100.10"}}
 }
 
 func create(o state.Object) state.Step {
@@ -276,18 +281,29 @@ func TestValidateStep(t *testing.T) {
 		{"nft service addr", nft(func(t *state.NftTable) { t.Spec.Services[0].Addr = "x" }), `nft services addr "x"`},
 		{"nft service proto", nft(func(t *state.NftTable) { t.Spec.Services[0].Proto = "sctp" }), `nft services 198.51.100.10 proto "sctp": must be tcp or udp`},
 		{"nft service port", nft(func(t *state.NftTable) { t.Spec.Services[0].Port = 0 }), "nft services 198.51.100.10 tcp port 0: must be 1..65535"},
-		{"nft service percent", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = 101 }), "percent 101 must be 0..100"},
+		{"nft service percent", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = 101 }), "percent 101 must be 1..100"},
 		{"nft service negative percent", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = -1 }), "percent -1"},
+		// The renderer's rule: a moved service has 1..100 (it used to
+		// pass here at 0 and fail in the kernel).
+		{"nft service percent 0", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = 0 }), "percent 0 must be 1..100"},
+		{"nft accounted percent", nft(func(t *state.NftTable) { t.Spec.Accounted[0].Percent = 10 }), "nft accounted 198.51.100.10 tcp 25: percent 10 must be 0"},
+		{"nft service two percents", nft(func(t *state.NftTable) {
+			t.Spec.Services = append(t.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "tcp", Port: 25, Percent: 10})
+		}), "listed at 100 % and at 10 %"},
+		{"nft new with services", nft(func(t *state.NftTable) { t.Spec.Role = "new" }), "nft services/accounted: only for role old"},
+		{"nft old with noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = []string{"198.51.100.10"} }), "nft no_arp: only for role new"},
+		{"nft underlay gre port", nft(func(t *state.NftTable) { t.Spec.Underlay.Proto = "gre" }), "nft underlay gre port 4789: gre has no port"},
 		{"nft accounted", nft(func(t *state.NftTable) { t.Spec.Accounted[0].Proto = "" }), `nft accounted 198.51.100.10 proto ""`},
 		{"nft underlay proto", nft(func(t *state.NftTable) { t.Spec.Underlay.Proto = "esp" }), `nft underlay proto "esp": must be udp or gre`},
 		{"nft underlay port", nft(func(t *state.NftTable) { t.Spec.Underlay.Port = 0 }), "nft underlay udp port 0"},
 		{"nft underlay local", nft(func(t *state.NftTable) { t.Spec.Underlay.Local = "" }), `nft underlay local ""`},
 		{"nft underlay peer", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = "1.2.3" }), `nft underlay peer "1.2.3"`},
 		{"nft underlay family", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = "2001:db8::1" }), "must be of the same address family"},
-		{"nft noarp v6", nft(func(t *state.NftTable) { t.Spec.NoARP = []string{"2001:db8::1"} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
-		{"nft noarp bad", nft(func(t *state.NftTable) { t.Spec.NoARP = []string{"a"} }), `nft no_arp "a"`},
+		{"nft noarp", nft(okNftNew), ""},
+		{"nft noarp v6", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"2001:db8::1"} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
+		{"nft noarp bad", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"a"} }), `nft no_arp "a"`},
 		{"nft too many services", nft(func(t *state.NftTable) {
-			t.Spec.Services = make([]state.NftService, maxListLen+1)
+			t.Spec.Services = make([]state.NftService, state.MaxListLen+1)
 		}), "nft services: 1000001 entries, at most 1000000 allowed"},
 		{"nft guard old", nft(func(t *state.NftTable) { t.Spec.Guard4, t.Spec.Guard6 = true, true }), ""},
 		{"nft guard new forwards", nft(func(t *state.NftTable) {
@@ -297,7 +313,7 @@ func TestValidateStep(t *testing.T) {
 		{"nft guard new no forwards", nft(func(t *state.NftTable) {
 			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Guard6: true}
 		}), "nft guard4/guard6: a guard needs migrate's own forwarded flows"},
-		{"nft too many noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = make([]string, maxListLen+1) }), "nft no_arp: 1000001 entries"},
+		{"nft too many noarp", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = make([]string, state.MaxListLen+1) }), "nft no_arp: 1000001 entries"},
 	}
 	for _, c := range cases {
 		check(t, c.name, validateStep(c.step), c.want)
@@ -374,7 +390,7 @@ func TestValidateFactsRequest(t *testing.T) {
 			r.Flows = []state.NftService{{Addr: "198.51.100.10", Proto: "icmp", Port: 1}}
 		}), `flows 198.51.100.10 proto "icmp"`},
 		{"flow addr", mod(func(r *state.FactsRequest) { r.Flows = []state.NftService{{Addr: "", Proto: "tcp", Port: 1}} }), `flows addr ""`},
-		{"too many flows", mod(func(r *state.FactsRequest) { r.Flows = make([]state.NftService, maxListLen+1) }), "flows: 1000001 entries"},
+		{"too many flows", mod(func(r *state.FactsRequest) { r.Flows = make([]state.NftService, state.MaxListLen+1) }), "flows: 1000001 entries"},
 		{"sockets with flows", mod(func(r *state.FactsRequest) {
 			r.Flows, r.Sockets = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 80}}, true
 		}), ""},

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 const (
@@ -128,10 +130,9 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	const typeExample = `type = "vxlan"`
 	typ, typeRange, typeOK := a.str("type", typeExample)
 	if typeOK {
-		switch typ {
-		case "vxlan", "gre", "ip6gre", "wireguard", "direct":
-			t.Type = typ
-		default:
+		if tt := state.TunnelType(typ); tt.Validate() == nil {
+			t.Type = tt
+		} else {
 			p.add(typeRange, fmt.Sprintf("invalid tunnel type %q", typ), "use vxlan, gre, ip6gre, wireguard or direct (hosts on one segment)")
 		}
 	} else {
@@ -452,18 +453,18 @@ func (p *parser) serviceBlock(st *fileState, blk *hclsyntax.Block) {
 
 // protocolArg reads the required protocol argument of a service or forward;
 // it returns "" when it is missing or invalid.
-func (p *parser) protocolArg(a *attrSet) string {
+func (p *parser) protocolArg(a *attrSet) state.Proto {
 	const protoExample = `protocol = "tcp"`
 	v, rng, ok := a.str("protocol", protoExample)
 	if !ok {
 		a.required("protocol", protoExample)
 		return ""
 	}
-	if v != "tcp" && v != "udp" {
+	if state.Proto(v).Validate() != nil {
 		p.add(rng, fmt.Sprintf("invalid protocol %q in %s", v, a.ctx), `use "tcp" or "udp"`)
 		return ""
 	}
-	return v
+	return state.Proto(v)
 }
 
 func (p *parser) forwardBlock(st *fileState, blk *hclsyntax.Block) {
@@ -497,8 +498,8 @@ func (p *parser) forwardBlock(st *fileState, blk *hclsyntax.Block) {
 
 	const onExample = `on = "old"`
 	if v, rng, ok := a.str("on", onExample); ok {
-		if v == "old" || v == "new" {
-			f.On = v
+		if state.Role(v).Validate() == nil {
+			f.On = state.Role(v)
 		} else {
 			p.add(rng, fmt.Sprintf("invalid on %q in %s", v, ctx),
 				`use "old" or "new": the managed host that receives the traffic and forwards it`)

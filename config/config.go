@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 // Config is a parsed and validated plan file.
@@ -55,9 +57,9 @@ type Host struct {
 
 // Tunnel is the tunnel block, with defaults applied.
 type Tunnel struct {
-	Type        string     // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard" | "direct" (one segment, no device: Name and the inner addresses are empty)
-	OldEndpoint netip.Addr // outer address on OLD
-	NewEndpoint netip.Addr // outer address on NEW, same family as OldEndpoint
+	Type        state.TunnelType // "vxlan" | "gre" (IPv4 endpoints) | "ip6gre" (IPv6 endpoints) | "wireguard" | "direct" (one segment, no device: Name and the inner addresses are empty)
+	OldEndpoint netip.Addr       // outer address on OLD
+	NewEndpoint netip.Addr       // outer address on NEW, same family as OldEndpoint
 	// OldBind and NewBind (optional) are the addresses the host's tunnel
 	// binds when it does not hold its endpoint (a 1:1 NAT maps the
 	// endpoint onto it). Unset, plan finds them: the source address the
@@ -92,7 +94,7 @@ func (r PortRange) String() string {
 type Service struct {
 	Name          string // block label, unique
 	Address       netip.Addr
-	Protocol      string      // "tcp" | "udp"
+	Protocol      state.Proto // "tcp" | "udp"
 	Ports         []PortRange // non-empty
 	Stage         string      // "old" | "canary" | "new"
 	CanaryPercent int         // 1..99 when Stage == "canary", else 0
@@ -116,9 +118,9 @@ type Service struct {
 // forward, never to both.
 type Forward struct {
 	Name       string      // block label, unique among forwards
-	On         string      // "old" | "new": the host that receives and forwards
+	On         state.Role  // "old" | "new": the host that receives and forwards
 	Address    netip.Addr  // an address of host On
-	Protocol   string      // "tcp" | "udp"
+	Protocol   state.Proto // "tcp" | "udp"
 	Ports      []PortRange // non-empty
 	To         netip.Addr  // destination, same family as Address
 	ToPort     uint16      // 0 = the same port; set only when Ports is one single port

@@ -185,7 +185,7 @@ func mustExpand(path string) string {
 
 func tunnelBody(b *hclwrite.Body, t *Tunnel) {
 	if t.Type != "" {
-		setString(b, "type", t.Type)
+		setString(b, "type", string(t.Type))
 	}
 	setAddr(b, "old_endpoint", t.OldEndpoint)
 	setAddr(b, "new_endpoint", t.NewEndpoint)
@@ -251,7 +251,7 @@ func portsValue(ports []PortRange) cty.Value {
 func serviceBody(b *hclwrite.Body, s *Service) {
 	setAddr(b, "address", s.Address)
 	if s.Protocol != "" {
-		setString(b, "protocol", s.Protocol)
+		setString(b, "protocol", string(s.Protocol))
 	}
 	b.SetAttributeValue("ports", portsValue(s.Ports))
 	if s.Stage != "" {
@@ -270,11 +270,11 @@ func serviceBody(b *hclwrite.Body, s *Service) {
 
 func forwardBody(b *hclwrite.Body, f *Forward) {
 	if f.On != "" {
-		setString(b, "on", f.On)
+		setString(b, "on", string(f.On))
 	}
 	setAddr(b, "address", f.Address)
 	if f.Protocol != "" {
-		setString(b, "protocol", f.Protocol)
+		setString(b, "protocol", string(f.Protocol))
 	}
 	b.SetAttributeValue("ports", portsValue(f.Ports))
 	setAddr(b, "to", f.To)

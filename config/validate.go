@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 // parseSSH splits "user@host[:port]". host may be an IPv4 address, a DNS
@@ -340,7 +342,7 @@ type claim struct {
 	kind       string // "service" | "forward"
 	name       string
 	addr       netip.Addr
-	proto      string
+	proto      state.Proto
 	ports      []PortRange
 	portRanges []hcl.Range // parallel to ports
 	order      int         // file order among services and forwards
@@ -385,7 +387,7 @@ func (st *fileState) claims() []*claim {
 func (p *parser) checkOverlaps(st *fileState) {
 	type key struct {
 		addr  netip.Addr
-		proto string
+		proto state.Proto
 	}
 	groups := map[key][]portEntry{}
 	var keys []key
@@ -532,13 +534,13 @@ func (p *parser) checkSelfCut(st *fileState) {
 		if f.On == "" {
 			continue
 		}
-		c := cuts[f.On]
+		c := cuts[string(f.On)]
 		for i, r := range f.Ports {
 			switch {
 			case f.Protocol == "tcp" && hits(c.ssh, f.Address, r):
 				p.add(fi.portRanges[i],
 					fmt.Sprintf("forward %q would forward %s away, where migrate reaches host %q over SSH", f.Name, c.ssh, f.On),
-					fmt.Sprintf("migrate would cut its own connection; reach %s on another address or port, or leave this port out", strings.ToUpper(f.On)))
+					fmt.Sprintf("migrate would cut its own connection; reach %s on another address or port, or leave this port out", strings.ToUpper(string(f.On))))
 			case f.Protocol == "udp" && hits(c.vxlan, f.Address, r):
 				p.add(fi.portRanges[i],
 					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own %s port on host %q", f.Name, c.vxlan, c.what, f.On),

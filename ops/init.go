@@ -50,7 +50,7 @@ func SharedSubnet(of, nf state.Facts, oe, ne netip.Addr) (netip.Addr, netip.Addr
 // for a host behind 1:1 NAT, the address it was reached at. oe and ne are
 // the tunnel endpoints the operator gave (the zero Addr: find them). It
 // changes nothing on the hosts.
-func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config, tunnelType string, oe, ne netip.Addr) ([]byte, []string, error) {
+func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config, tunnelType state.TunnelType, oe, ne netip.Addr) ([]byte, []string, error) {
 	old, nw := sess.Clients[plan.Old], sess.Clients[plan.New]
 	oldIP, oldPort := old.Reached()
 	newIP, _ := nw.Reached()
@@ -95,7 +95,7 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	var summary []string
 	oldPublic, oldNAT := natted(plan.Old, oldIP, of)
 	newPublic, newNAT := natted(plan.New, newIP, nf)
-	if tunnelType == "direct" {
+	if tunnelType == state.Direct {
 		if o, n, _, ok := SharedSubnet(of, nf, oe, ne); ok {
 			oe, ne = o, n
 		}
@@ -103,9 +103,9 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	if tunnelType == "" {
 		// Hosts on one subnet need no tunnel: direct, between their
 		// addresses there (plan checks that they share the link).
-		tunnelType = "vxlan"
+		tunnelType = state.VXLAN
 		if o, n, p, ok := SharedSubnet(of, nf, oe, ne); ok && !oldNAT && !newNAT {
-			tunnelType, oe, ne = "direct", o, n
+			tunnelType, oe, ne = state.Direct, o, n
 			summary = append(summary, fmt.Sprintf("OLD (%s) and NEW (%s) share the subnet %s: the plan uses a direct tunnel, no device and no encapsulation (plan checks that they are on one link). On a cloud network, turn the source/destination check off on both, or give --tunnel vxlan.", o, n, p))
 		}
 	}

@@ -33,7 +33,7 @@ func TestInitPlan(t *testing.T) {
 		}
 		defer s.Close()
 		before := dumps(f)
-		text, summary, err := InitPlan(ctx, s, &config.Config{Hosts: hosts}, tunnel, oe, ne)
+		text, summary, err := InitPlan(ctx, s, &config.Config{Hosts: hosts}, state.TunnelType(tunnel), oe, ne)
 		if dumps(f) != before || len(f.hosts[plan.Old].Applied)+len(f.hosts[plan.New].Applied) > 0 {
 			t.Error("init changed a host")
 		}

@@ -52,8 +52,9 @@ type InitServices struct {
 // connection. Pure: the same listeners give the same services.
 func GroupListeners(listeners []state.Listener, public []netip.Addr, sshIP netip.Addr, sshPort uint16) InitServices {
 	type key struct {
-		proc, proto string
-		addr        netip.Addr
+		proc  string
+		proto state.Proto
+		addr  netip.Addr
 	}
 	groups := map[key]map[uint16]bool{}
 	wild := map[key]bool{}
@@ -110,8 +111,8 @@ func GroupListeners(listeners []state.Listener, public []netip.Addr, sshIP netip
 	})
 	out := InitServices{ServiceComments: map[string]string{}, CommentedOut: map[string]string{}}
 	used := map[string]int{}
-	name := func(proc, proto string) string {
-		base := sanitizeName(proc) + "-" + proto
+	name := func(proc string, proto state.Proto) string {
+		base := sanitizeName(proc) + "-" + string(proto)
 		used[base]++
 		if used[base] == 1 {
 			return base
@@ -126,7 +127,7 @@ func GroupListeners(listeners []state.Listener, public []netip.Addr, sshIP netip
 		sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
 		var keep, ssh []config.PortRange
 		for _, p := range ports {
-			if k.proto == "tcp" && k.addr == sshIP && p == sshPort {
+			if k.proto == state.TCP && k.addr == sshIP && p == sshPort {
 				ssh = append(ssh, config.PortRange{From: p, To: p})
 				continue
 			}

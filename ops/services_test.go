@@ -14,7 +14,7 @@ import (
 func lines(in InitServices) []string {
 	var out []string
 	for _, s := range in.Services {
-		l := s.Name + " " + s.Protocol + " " + s.Address.String() + " " + portsText(s.Ports)
+		l := s.Name + " " + string(s.Protocol) + " " + s.Address.String() + " " + portsText(s.Ports)
 		if _, ok := in.CommentedOut[s.Name]; ok {
 			l += " (commented out)"
 		}
@@ -27,7 +27,7 @@ func TestGroupListeners(t *testing.T) {
 	v4a, v4b := netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")
 	v6 := netip.MustParseAddr("2001:db8::10")
 	public := []netip.Addr{v4a, v4b, v6}
-	l := func(proto, addr string, port uint16, proc string) state.Listener {
+	l := func(proto state.Proto, addr string, port uint16, proc string) state.Listener {
 		return state.Listener{Proto: proto, Addr: addr, Port: port, Process: proc}
 	}
 	for _, c := range []struct {

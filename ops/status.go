@@ -47,7 +47,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		req := plan.FactsRequest(cfg, name)
 		req.Listeners, req.Chains, req.Sysctls, req.Tables = false, false, nil, nil
 		for _, f := range cfg.Forwards {
-			if f.On == name {
+			if string(f.On) == name {
 				// Forward and service keys never overlap (the plan
 				// refuses it), so one mark mask serves both: for a
 				// forward's keys, "marked" means "forwarded".

@@ -146,7 +146,7 @@ func TracksOnOld(c *config.Config) bool {
 		return true
 	}
 	for _, f := range c.Forwards {
-		if f.On == Old {
+		if f.On == state.RoleOld {
 			return true
 		}
 	}

@@ -12,8 +12,8 @@ import (
 
 // Host roles.
 const (
-	Old = "old"
-	New = "new"
+	Old = string(state.RoleOld)
+	New = string(state.RoleNew)
 )
 
 // Constants of the data path. Rule preferences are fixed so that the order
@@ -49,21 +49,21 @@ type HostDesired struct {
 // the 8-byte encapsulation-limit destination option (see agent/kernel), so
 // it is 40 + 4 (+ 4). WireGuard: outer IP, UDP 8 and its data header 32
 // (type, receiver, counter 16, authentication tag 16): 60 or 80.
-func encapOverhead(typ string, outer6 bool, key uint32) int {
+func encapOverhead(typ state.TunnelType, outer6 bool, key uint32) int {
 	gre := 4
 	if key != 0 {
 		gre += 4
 	}
 	switch {
-	case typ == "vxlan" && outer6:
+	case typ == state.VXLAN && outer6:
 		return 70
-	case typ == "wireguard" && outer6:
+	case typ == state.WireGuard && outer6:
 		return 80
-	case typ == "wireguard":
+	case typ == state.WireGuard:
 		return 60
-	case typ == "gre":
+	case typ == state.GRE:
 		return 20 + gre
-	case typ == "ip6gre":
+	case typ == state.IP6GRE:
 		return 40 + gre
 	}
 	return 50 // vxlan over IPv4
@@ -303,7 +303,7 @@ func LocalRuleKey(family int) string {
 // ownedNew (NEW's journal entries) keeps draining addresses plumbed.
 func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]map[string]*state.Object) (map[string]HostDesired, error) {
 	hosts := map[string]*HostDesired{Old: {}, New: {}}
-	specs := map[string]*state.NftSpec{Old: {Role: Old}, New: {Role: New}}
+	specs := map[string]*state.NftSpec{Old: {Role: state.RoleOld}, New: {Role: state.RoleNew}}
 	if c.Tunnel != nil {
 		build := tunnelDesired
 		if Direct(c) {
@@ -358,7 +358,7 @@ func ForwardEntries(f *config.Forward) []state.NftForward {
 // nft table, and forwarding switched on.
 func forwardsDesired(c *config.Config, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
 	for _, f := range c.Forwards {
-		h, sp := hosts[f.On], specs[f.On]
+		h, sp := hosts[string(f.On)], specs[string(f.On)]
 		sp.ForwardMark = ForwardMarkFor(c)
 		sp.Forwards = append(sp.Forwards, ForwardEntries(f)...)
 		if f.Address.Is4() {
@@ -411,7 +411,7 @@ func keepForwardDrain(facts map[string]state.Facts, owned map[string]map[string]
 func guardForwarding(facts map[string]state.Facts, owned map[string]map[string]*state.Object, hosts map[string]*HostDesired, specs map[string]*state.NftSpec) {
 	for name, h := range hosts {
 		sp := specs[name]
-		if !(sp.Role == Old && sp.TunnelDev != "") && sp.ForwardMark == 0 {
+		if !(sp.Role == state.RoleOld && sp.TunnelDev != "") && sp.ForwardMark == 0 {
 			continue // no table, or nothing of migrate's is forwarded here
 		}
 		for _, g := range []struct {

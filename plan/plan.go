@@ -180,7 +180,7 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 		}
 	}
 	for _, f := range c.Forwards {
-		if !facts[f.On].HasAddr(f.Address.String()) {
+		if !facts[string(f.On)].HasAddr(f.Address.String()) {
 			return fmt.Errorf("%s: forward %q: host %s does not hold address %s; a forward listens on an address of the host named by `on`", where(f.Range), f.Name, f.On, f.Address)
 		}
 	}

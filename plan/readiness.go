@@ -11,11 +11,11 @@ import (
 
 // Readiness says whether NEW would accept the flows a service sends it.
 type Readiness struct {
-	Service      string   `json:"service"`
-	Proto        string   `json:"proto"`
-	Addr         string   `json:"addr"`
-	Unserved     []uint16 `json:"unserved,omitempty"` // ports nothing on NEW accepts
-	AllowUnready bool     `json:"allow_unready,omitempty"`
+	Service      string      `json:"service"`
+	Proto        state.Proto `json:"proto"`
+	Addr         string      `json:"addr"`
+	Unserved     []uint16    `json:"unserved,omitempty"` // ports nothing on NEW accepts
+	AllowUnready bool        `json:"allow_unready,omitempty"`
 	// NewListens lists what NEW listens on for this protocol, for the
 	// hint "listens on ... instead".
 	NewListens []string `json:"new_listens,omitempty"`
@@ -63,7 +63,7 @@ func CheckReadiness(c *config.Config, newFacts state.Facts) []Readiness {
 				for _, l := range newFacts.Listeners {
 					if l.Serves(s.Protocol, r.Addr, uint16(p)) {
 						served = true
-						if s.Protocol == "udp" {
+						if s.Protocol == state.UDP {
 							r.addUDPListener(l)
 						}
 					}
@@ -134,7 +134,7 @@ func UnreadyError(rs []Readiness) error {
 		if r.Ready() || r.AllowUnready {
 			continue
 		}
-		instead := "nothing for " + r.Proto
+		instead := "nothing for " + string(r.Proto)
 		if len(r.NewListens) > 0 {
 			instead = strings.Join(r.NewListens, ", ")
 		}

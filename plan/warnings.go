@@ -18,7 +18,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		forwards[Old] = true // OLD forwards between clients and the tunnel
 	}
 	for _, f := range c.Forwards {
-		forwards[f.On] = true
+		forwards[string(f.On)] = true
 	}
 	dev := "the tunnel device"
 	if c.Tunnel != nil {

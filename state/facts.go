@@ -117,7 +117,7 @@ type BaseChain struct {
 
 // Listener is one listening TCP or bound UDP socket.
 type Listener struct {
-	Proto   string `json:"proto"` // tcp | udp
+	Proto   Proto  `json:"proto"` // tcp | udp
 	Addr    string `json:"addr"`  // local address; 0.0.0.0 or :: for a wildcard
 	Port    uint16 `json:"port"`
 	Process string `json:"process,omitempty"` // comm of the owning process
@@ -127,7 +127,7 @@ type Listener struct {
 }
 
 // Serves reports whether the listener accepts proto traffic to addr:port.
-func (l Listener) Serves(proto, addr string, port uint16) bool {
+func (l Listener) Serves(proto Proto, addr string, port uint16) bool {
 	if l.Proto != proto || l.Port != port {
 		return false
 	}

@@ -21,7 +21,7 @@ type NftTable struct {
 // NftSpec is everything the agent needs to render the table. It is a plain
 // value: equal specs render to equal rulesets.
 type NftSpec struct {
-	Role      string `json:"role"`       // "old" or "new"
+	Role      Role   `json:"role"`
 	TunnelDev string `json:"tunnel_dev"` // flows arriving here are NEW's
 	Mark      uint32 `json:"mark"`
 	// Services are sorted by address, protocol, port. Each element is one
@@ -84,7 +84,7 @@ type NftSpec struct {
 // NftForward is one forwarded (address, protocol, port).
 type NftForward struct {
 	Addr   string `json:"addr"`
-	Proto  string `json:"proto"`
+	Proto  Proto  `json:"proto"`
 	Port   uint16 `json:"port"`
 	To     string `json:"to"`
 	ToPort uint16 `json:"to_port"`
@@ -93,7 +93,7 @@ type NftForward struct {
 // NftService is one (address, protocol, port).
 type NftService struct {
 	Addr    string `json:"addr"`
-	Proto   string `json:"proto"` // tcp | udp
+	Proto   Proto  `json:"proto"`
 	Port    uint16 `json:"port"`
 	Percent int    `json:"percent,omitempty"` // 1..100 in Services; 0 in Accounted
 }
@@ -119,7 +119,7 @@ func (s NftSpec) Digest() string {
 func (t NftTable) String() string {
 	s := t.Spec
 	var parts []string
-	if s.Role == "old" && s.TunnelDev != "" {
+	if s.Role == RoleOld && s.TunnelDev != "" {
 		full, canary := 0, 0
 		for _, sv := range s.Services {
 			if sv.Percent >= 100 {

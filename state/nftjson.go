@@ -20,7 +20,7 @@ import (
 // nftRun is one element of a compact service list.
 type nftRun struct {
 	Addr    string `json:"addr"`
-	Proto   string `json:"proto"`
+	Proto   Proto  `json:"proto"`
 	Port    uint16 `json:"port"`
 	Through uint16 `json:"through,omitempty"`
 	Percent int    `json:"percent,omitempty"`
@@ -44,7 +44,7 @@ type compactSpec struct {
 // keeps the port).
 type nftFwdRun struct {
 	Addr      string `json:"addr"`
-	Proto     string `json:"proto"`
+	Proto     Proto  `json:"proto"`
 	Port      uint16 `json:"port"`
 	Through   uint16 `json:"through,omitempty"`
 	To        string `json:"to"`

@@ -90,7 +90,7 @@ func TestNftSpecRoundTripRandom(t *testing.T) {
 			default:
 				p = (p + 1) % 65536
 			}
-			list = append(list, NftService{Addr: addrs[r.Intn(2)], Proto: protos[r.Intn(2)], Port: uint16(p), Percent: []int{0, 10, 100}[r.Intn(3)]})
+			list = append(list, NftService{Addr: addrs[r.Intn(2)], Proto: Proto(protos[r.Intn(2)]), Port: uint16(p), Percent: []int{0, 10, 100}[r.Intn(3)]})
 		}
 		s := NftSpec{Role: "new", Services: list, UDPServices: list}
 		b, _ := json.Marshal(s)

@@ -142,13 +142,13 @@ func (o Object) Equal(p Object) bool {
 
 // Link is a tunnel device migrate owns.
 type Link struct {
-	Name   string `json:"name"`
-	Type   string `json:"type"`           // vxlan | gre | ip6gre | wireguard
-	Local  string `json:"local"`          // empty for wireguard (it listens on every address)
-	Remote string `json:"remote"`         // wireguard: the peer's endpoint address
-	VNI    uint32 `json:"vni,omitempty"`  // vxlan
-	Port   uint16 `json:"port,omitempty"` // vxlan UDP destination port; wireguard listen (and peer) port
-	Key    uint32 `json:"key,omitempty"`  // gre
+	Name   string     `json:"name"`
+	Type   TunnelType `json:"type"`           // vxlan | gre | ip6gre | wireguard (never direct)
+	Local  string     `json:"local"`          // empty for wireguard (it listens on every address)
+	Remote string     `json:"remote"`         // wireguard: the peer's endpoint address
+	VNI    uint32     `json:"vni,omitempty"`  // vxlan
+	Port   uint16     `json:"port,omitempty"` // vxlan UDP destination port; wireguard listen (and peer) port
+	Key    uint32     `json:"key,omitempty"`  // gre
 	// WireGuard: the peer's and this end's public keys (base64). The
 	// private key stays in the agent's state directory on the host.
 	PeerKey   string `json:"peer_key,omitempty"`
@@ -164,10 +164,10 @@ type Link struct {
 
 func (l Link) String() string {
 	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, l.Local, l.Remote)
-	if l.Type == "wireguard" {
+	if l.Type == WireGuard {
 		s = fmt.Sprintf("%s type wireguard listen-port %d public-key %s peer %s endpoint %s", l.Name, l.Port, l.PublicKey, l.PeerKey, net.JoinHostPort(l.Remote, fmt.Sprint(l.Port)))
 	}
-	if l.Type == "vxlan" {
+	if l.Type == VXLAN {
 		s += fmt.Sprintf(" vni %d dstport %d", l.VNI, l.Port)
 		if l.MAC != "" {
 			s += " address " + l.MAC

@@ -68,10 +68,10 @@ func (r Report) Reached(host string) bool { _, down := r.Unreachable[host]; retu
 
 // Tunnel is the tunnel's state as both ends see it.
 type Tunnel struct {
-	Name        string `json:"name"`
-	Type        string `json:"type"`
-	OldEndpoint string `json:"old_endpoint"`
-	NewEndpoint string `json:"new_endpoint"`
+	Name        string           `json:"name"`
+	Type        state.TunnelType `json:"type"`
+	OldEndpoint string           `json:"old_endpoint"`
+	NewEndpoint string           `json:"new_endpoint"`
 	// OldLinkUp and NewLinkUp: the device exists on the host and is up.
 	OldLinkUp bool `json:"old_link_up"`
 	NewLinkUp bool `json:"new_link_up"`
@@ -106,10 +106,10 @@ const (
 
 // Service is one service block's progress.
 type Service struct {
-	Name     string `json:"name"`
-	Address  string `json:"address"`
-	Protocol string `json:"protocol"`
-	Ports    string `json:"ports"`
+	Name     string      `json:"name"`
+	Address  string      `json:"address"`
+	Protocol state.Proto `json:"protocol"`
+	Ports    string      `json:"ports"`
 	// PlanStage is the stage the plan file asks for; LiveStage what OLD's
 	// nft table does now ("old", "canary", "new", or StageMixed).
 	PlanStage     string `json:"plan_stage"`
@@ -148,12 +148,12 @@ type Service struct {
 
 // Forward is one forward block as its host runs it.
 type Forward struct {
-	Name     string `json:"name"`
-	On       string `json:"on"` // "old" | "new"
-	Address  string `json:"address"`
-	Protocol string `json:"protocol"`
-	Ports    string `json:"ports"`
-	To       string `json:"to"`
+	Name     string      `json:"name"`
+	On       state.Role  `json:"on"` // "old" | "new"
+	Address  string      `json:"address"`
+	Protocol state.Proto `json:"protocol"`
+	Ports    string      `json:"ports"`
+	To       string      `json:"to"`
 	// Live: every port of the block is in its host's migrate table now,
 	// to the plan's destination. Unknown (false) when the host could not
 	// be read.
@@ -289,7 +289,7 @@ func Build(in Input) Report {
 		r.Services = append(r.Services, sv)
 	}
 	for _, s := range c.Services {
-		if s.Protocol == "udp" && !oldDown {
+		if s.Protocol == state.UDP && !oldDown {
 			r.Notes = append(r.Notes, UDPNote)
 			break
 		}
@@ -306,12 +306,12 @@ func buildForward(f *config.Forward, in Input, r Report) Forward {
 	if f.ToPort != 0 {
 		fw.To = fmt.Sprintf("%s:%d", f.To, f.ToPort)
 	}
-	if !r.Reached(f.On) {
-		fw.State = "unknown: " + strings.ToUpper(f.On) + " could not be read"
+	if !r.Reached(string(f.On)) {
+		fw.State = "unknown: " + strings.ToUpper(string(f.On)) + " could not be read"
 		return fw
 	}
 	facts := in.Old
-	if f.On == plan.New {
+	if f.On == state.RoleNew {
 		facts = in.New
 	}
 	have := map[state.NftForward]bool{}
@@ -338,9 +338,9 @@ func buildForward(f *config.Forward, in Input, r Report) Forward {
 	fw.Live = present == len(entries)
 	switch {
 	case fw.Live:
-		fw.State = fmt.Sprintf("forwarding on %s: %d established flow(s) through it", strings.ToUpper(f.On), fw.Forwarded)
+		fw.State = fmt.Sprintf("forwarding on %s: %d established flow(s) through it", strings.ToUpper(string(f.On)), fw.Forwarded)
 		if fw.Local > 0 {
-			fw.State += fmt.Sprintf(", %d served by %s itself", fw.Local, strings.ToUpper(f.On))
+			fw.State += fmt.Sprintf(", %d served by %s itself", fw.Local, strings.ToUpper(string(f.On)))
 		}
 	case present > 0:
 		fw.State = fmt.Sprintf("partly applied (%d of %d ports): run migrate apply", present, len(entries))
@@ -398,7 +398,7 @@ func describe(s Service) string {
 	}
 	switch s.LiveStage {
 	case "new":
-		if s.Drained && s.Protocol == "udp" {
+		if s.Drained && s.Protocol == state.UDP {
 			return "drained: OLD serves no UDP flow of it that conntrack or a connected socket shows (see the UDP note)" + pending
 		}
 		if s.Drained {
@@ -433,7 +433,7 @@ func verdict(r Report) string {
 	}
 	notMoved, draining, relaying, oldForwards := 0, 0, 0, 0
 	for _, f := range r.Forwards {
-		if f.On == plan.Old { // live or still to apply: the plan keeps OLD
+		if f.On == state.RoleOld { // live or still to apply: the plan keeps OLD
 			oldForwards++
 		}
 	}

@@ -144,7 +144,7 @@ func NewPlanDoc(p *plan.Plan) PlanDoc {
 	seen := map[string]bool{}
 	for _, r := range p.Readiness {
 		seen[r.Service] = true
-		s := ServiceDoc{Name: r.Service, Checked: true, Protocol: r.Proto, Address: r.Addr, Ready: r.Ready(),
+		s := ServiceDoc{Name: r.Service, Checked: true, Protocol: string(r.Proto), Address: r.Addr, Ready: r.Ready(),
 			Unserved: nonNil(r.Unserved), AllowUnready: r.AllowUnready, NewListens: nonNil(r.NewListens), UDPListeners: []UDPListenerDoc{}}
 		for _, l := range r.UDPListeners {
 			s.UDPListeners = append(s.UDPListeners, UDPListenerDoc{Address: l.Addr, Port: l.Port, Process: l.Process, Wildcard: l.Wildcard})
@@ -339,14 +339,14 @@ func NewStatusDoc(r status.Report) StatusDoc {
 		d.Unreachable[h] = why
 	}
 	if t := r.Tunnel; t != nil {
-		d.Tunnel = &TunnelDoc{Name: t.Name, Type: t.Type, OldEndpoint: t.OldEndpoint, NewEndpoint: t.NewEndpoint,
+		d.Tunnel = &TunnelDoc{Name: t.Name, Type: string(t.Type), OldEndpoint: t.OldEndpoint, NewEndpoint: t.NewEndpoint,
 			OldLinkUp: t.OldLinkUp, NewLinkUp: t.NewLinkUp, OldToNew: probeDoc(t.OldToNew), NewToOld: probeDoc(t.NewToOld)}
 	}
 	if c := r.Conntrack; c != nil {
 		d.Conntrack = &ConntrackDoc{Loaded: c.Loaded, Count: c.Count, Max: c.Max, Percent: c.Percent, Over: c.Over}
 	}
 	for _, s := range r.Services {
-		sv := StatusSvc{Name: s.Name, Address: s.Address, Protocol: s.Protocol, Ports: s.Ports, PlanStage: s.PlanStage,
+		sv := StatusSvc{Name: s.Name, Address: s.Address, Protocol: string(s.Protocol), Ports: s.Ports, PlanStage: s.PlanStage,
 			LiveStage: s.LiveStage, CanaryPercent: s.CanaryPercent, NewFlows: s.NewFlows, Packets: s.Packets, Bytes: s.Bytes,
 			NewFlowsPerSec: s.NewFlowsPerSec, OnOld: s.OnOld, OnOldSocketsOnly: s.OnOldSocketsOnly, ViaTunnel: s.ViaTunnel,
 			Drained: s.Drained, State: s.State}
@@ -357,7 +357,7 @@ func NewStatusDoc(r status.Report) StatusDoc {
 		d.Services = append(d.Services, sv)
 	}
 	for _, f := range r.Forwards {
-		d.Forwards = append(d.Forwards, StatusFwd{Name: f.Name, On: f.On, Address: f.Address, Protocol: f.Protocol,
+		d.Forwards = append(d.Forwards, StatusFwd{Name: f.Name, On: string(f.On), Address: f.Address, Protocol: string(f.Protocol),
 			Ports: f.Ports, To: f.To, Live: f.Live, Forwarded: f.Forwarded, Local: f.Local, Flows: f.Flows, State: f.State})
 	}
 	return d
@@ -430,10 +430,10 @@ func NewStateShowDoc(r state.Resource) StateShowDoc {
 	if r.Current != nil && r.Current.Nft != nil {
 		d.Nft = &NftDoc{Services: []NftServiceDoc{}, Forwards: []NftForwardDoc{}}
 		for _, s := range r.Current.Nft.Spec.Services {
-			d.Nft.Services = append(d.Nft.Services, NftServiceDoc{Address: s.Addr, Protocol: s.Proto, Port: s.Port, Percent: s.Percent})
+			d.Nft.Services = append(d.Nft.Services, NftServiceDoc{Address: s.Addr, Protocol: string(s.Proto), Port: s.Port, Percent: s.Percent})
 		}
 		for _, f := range r.Current.Nft.Spec.Forwards {
-			d.Nft.Forwards = append(d.Nft.Forwards, NftForwardDoc{Address: f.Addr, Protocol: f.Proto, Port: f.Port, To: f.To, ToPort: f.ToPort})
+			d.Nft.Forwards = append(d.Nft.Forwards, NftForwardDoc{Address: f.Addr, Protocol: string(f.Proto), Port: f.Port, To: f.To, ToPort: f.ToPort})
 		}
 	}
 	for _, e := range r.Entries {

@@ -120,7 +120,7 @@ func (v *View) services(p *plan.Plan) {
 			case r.AllowUnready:
 				line += v.paint("33", "NEW not listening on port "+plan.PortList(r.Unserved)+" (allow_unready)")
 			default:
-				instead := "nothing for " + r.Proto
+				instead := "nothing for " + string(r.Proto)
 				if len(r.NewListens) > 0 {
 					instead = strings.Join(r.NewListens, ", ")
 				}

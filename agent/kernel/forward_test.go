@@ -22,7 +22,7 @@ const fwdMark = 0x40000
 
 // fwdSpec is a bouncer's spec: TCP and UDP, IPv4 and IPv6, one of them to
 // another port, on a host without a tunnel.
-func fwdSpec(role string) state.NftSpec {
+func fwdSpec(role state.Role) state.NftSpec {
 	return state.NftSpec{
 		Role:        role,
 		ForwardMark: fwdMark,
@@ -40,7 +40,7 @@ func fwdSpec(role string) state.NftSpec {
 // tunnel rule, and bad forwards are refused.
 func TestForwardRender(t *testing.T) {
 	u := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}
-	withTunnel := func(role string) state.NftSpec {
+	withTunnel := func(role state.Role) state.NftSpec {
 		s := fwdSpec(role)
 		s.TunnelDev, s.Mark = "mig0", 0x20000
 		if role == "old" {
@@ -52,7 +52,7 @@ func TestForwardRender(t *testing.T) {
 	many := fwdSpec("old")
 	many.Forwards = nil
 	for i := 0; i < 3000; i++ {
-		many.Forwards = append(many.Forwards, state.NftForward{Addr: fmt.Sprintf("198.51.100.%d", i%200+1), Proto: []string{"tcp", "udp"}[i%2], Port: uint16(1000 + i), To: "203.0.113.20", ToPort: 443})
+		many.Forwards = append(many.Forwards, state.NftForward{Addr: fmt.Sprintf("198.51.100.%d", i%200+1), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i), To: "203.0.113.20", ToPort: 443})
 	}
 	drain := fwdSpec("new")
 	drain.Forwards = nil
@@ -67,7 +67,7 @@ func TestForwardRender(t *testing.T) {
 		{"draining forwards (mark, no forwards)", drain, 5},
 		{"old with tunnel and forwards", withTunnel("old"), 15 + 5},
 		{"new with tunnel and forwards", withTunnel("new"), 2 + 5},
-		{"new without tunnel or forwards (as before)", state.NftSpec{Role: "new"}, 1},
+		{"new with a tunnel only", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}, 1},
 	} {
 		if n := RenderRuleCount(c.spec); n != c.n {
 			t.Errorf("%s: %d rules, want %d", c.name, n, c.n)
@@ -100,7 +100,7 @@ func TestForwardRender(t *testing.T) {
 		}
 	}
 	// Forwards only add: the tunnel's rules come first, unchanged.
-	for _, role := range []string{"old", "new"} {
+	for _, role := range state.Roles {
 		with := withTunnel(role)
 		without := with
 		without.Forwards, without.ForwardMark = nil, 0
@@ -128,13 +128,13 @@ func TestForwardRender(t *testing.T) {
 		spec state.NftSpec
 		want string
 	}{
-		{"no forward mark", bad(func(s *state.NftSpec) { s.ForwardMark = 0 }), "no forward mark"},
+		{"no forward mark", bad(func(s *state.NftSpec) { s.ForwardMark = 0 }), "forward_mark 0"},
 		{"mark overlap", bad(func(s *state.NftSpec) { s.TunnelDev, s.Mark, s.ForwardMark = "mig0", 0x60000, 0x40000 }), "overlaps"},
-		{"bad destination", bad(func(s *state.NftSpec) { s.Forwards[0].To = "nope" }), "not an IP address"},
-		{"family mismatch", bad(func(s *state.NftSpec) { s.Forwards[0].To = "2001:db8::1" }), "another address family"},
-		{"to_port 0", bad(func(s *state.NftSpec) { s.Forwards[0].ToPort = 0 }), "destination port 0"},
+		{"bad destination", bad(func(s *state.NftSpec) { s.Forwards[0].To = "nope" }), `nft forward to "nope"`},
+		{"family mismatch", bad(func(s *state.NftSpec) { s.Forwards[0].To = "2001:db8::1" }), "same address family"},
+		{"to_port 0", bad(func(s *state.NftSpec) { s.Forwards[0].ToPort = 0 }), "to_port 0"},
 		{"port 0", bad(func(s *state.NftSpec) { s.Forwards[0].Port = 0 }), "port 0"},
-		{"sctp", bad(func(s *state.NftSpec) { s.Forwards[0].Proto = "sctp" }), "not tcp or udp"},
+		{"sctp", bad(func(s *state.NftSpec) { s.Forwards[0].Proto = "sctp" }), "must be tcp or udp"},
 		{"one key, two destinations", bad(func(s *state.NftSpec) {
 			f := s.Forwards[0]
 			f.ToPort++
@@ -143,11 +143,11 @@ func TestForwardRender(t *testing.T) {
 		{"forward and service", bad(func(s *state.NftSpec) {
 			s.TunnelDev, s.Mark = "mig0", 0x20000
 			s.Services = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 8443, Percent: 100}}
-		}), "also a service"},
+		}), "also a forward"},
 		{"services without a tunnel", bad(func(s *state.NftSpec) {
 			s.Services = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 100}}
-		}), "no tunnel device"},
-		{"old without tunnel or forwards", state.NftSpec{Role: "old"}, "no mark"},
+		}), "only for role old with a tunnel device"},
+		{"old without tunnel or forwards", state.NftSpec{Role: "old"}, `nft tunnel_dev ""`},
 	} {
 		_, err := render("x", c.spec)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -547,7 +547,7 @@ func TestForwardNoTunnelFacts(t *testing.T) {
 	}
 	needNft(t)
 	h := newHost(t)
-	for _, role := range []string{"old", "new"} {
+	for _, role := range state.Roles {
 		tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: fwdSpec(role)}
 		apply(t, h, create(state.Object{Nft: &tbl}))
 		f := nftFactsOf(t, h, "migrate")

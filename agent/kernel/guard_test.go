@@ -230,7 +230,7 @@ func TestGuardRender(t *testing.T) {
 		{"old tunnel v4+v6", tunnel, true, true, 4, ""},
 		{"new forwards v6", fwds, false, true, 2, ""},
 		{"old forwards only", fwdSpec("old"), true, false, 2, ""},
-		{"new tunnel, no forwards", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}, true, false, 0, "forwards nothing of migrate's"},
+		{"new tunnel, no forwards", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}, true, false, 0, "a guard needs migrate's own forwarded flows"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			plain := RenderRuleCount(c.spec)

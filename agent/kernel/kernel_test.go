@@ -373,7 +373,7 @@ func TestNftStateFile(t *testing.T) {
 		return
 	}
 	h := newHost(t)
-	tbl := state.NftTable{Family: "inet", Name: "mign", Spec: state.NftSpec{Role: "new"}}
+	tbl := state.NftTable{Family: "inet", Name: "mign", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}}
 	apply(t, h, create(state.Object{Nft: &tbl}))
 	if _, err := os.Stat(filepath.Join(h.StateDir, "nft-mign.json")); err != nil {
 		t.Fatal(err)

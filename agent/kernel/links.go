@@ -25,7 +25,7 @@ func linkFacts(l netlink.Link) state.Link {
 	a := l.Attrs()
 	out := state.Link{
 		Name: a.Name,
-		Type: l.Type(),
+		Type: state.TunnelType(l.Type()),
 		MTU:  a.MTU,
 		Up:   a.RawFlags&unix.IFF_UP != 0,
 	}

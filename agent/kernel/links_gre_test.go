@@ -154,13 +154,13 @@ func tunnelLink(t *testing.T, h *Host, typ, local, peer string, key uint32, want
 
 	// The MTU as plan derives it from the local facts.
 	f := facts(t, h, state.FactsRequest{})
-	tun := &config.Tunnel{Type: typ, Key: key}
+	tun := &config.Tunnel{Type: state.TunnelType(typ), Key: key}
 	mtu := plan.TunnelMTU(tun, netip.MustParseAddr(local), f)
 	if mtu != 1500-wantOverhead {
 		t.Fatalf("plan.TunnelMTU for %s (key %d) over a 1500 underlay = %d, want %d", typ, key, mtu, 1500-wantOverhead)
 	}
 	mk := func(l, r string) state.Object {
-		o := state.Link{Name: "mig0", Type: typ, Local: l, Remote: r, MTU: mtu, Up: true}
+		o := state.Link{Name: "mig0", Type: state.TunnelType(typ), Local: l, Remote: r, MTU: mtu, Up: true}
 		if typ == "vxlan" {
 			o.VNI, o.Port = 4242, 4789
 			o.MAC = "02:6d:67:00:00:01"

@@ -67,7 +67,7 @@ func sameDest(v6 bool) []expr.Any {
 // (the readiness probe through the tunnel), which Docker's nat OUTPUT
 // would send to OLD's container.
 func renderKeepDest(it *renderedTable, spec state.NftSpec, tag []byte) {
-	if !spec.KeepDest || spec.Role != "old" || spec.Mark == 0 {
+	if !spec.KeepDest || spec.Role != state.RoleOld || spec.Mark == 0 {
 		return
 	}
 	accept := nftables.ChainPolicyAccept
@@ -109,7 +109,7 @@ func renderKeepDest(it *renderedTable, spec state.NftSpec, tag []byte) {
 // with OLD's address as its source. Marked here, the fwmark rule sends it
 // back into the tunnel.
 func renderDNATMark(it *renderedTable, spec state.NftSpec, tag []byte) {
-	if !spec.DNATReplies || spec.Role != "new" || spec.Mark == 0 || spec.TunnelDev == "" {
+	if !spec.DNATReplies || spec.Role != state.RoleNew || spec.Mark == 0 || spec.TunnelDev == "" {
 		return
 	}
 	accept := nftables.ChainPolicyAccept

@@ -128,9 +128,9 @@ func serviceKey(s state.NftService) (key []byte, v6 bool, err error) {
 	}
 	var proto byte
 	switch s.Proto {
-	case "tcp":
+	case state.TCP:
 		proto = unix.IPPROTO_TCP
-	case "udp":
+	case state.UDP:
 		proto = unix.IPPROTO_UDP
 	default:
 		return nil, false, fmt.Errorf("service %s: protocol %q is not tcp or udp", s.Addr, s.Proto)
@@ -160,7 +160,7 @@ func serviceOfKey(key []byte) (state.NftService, bool) {
 		return state.NftService{}, false
 	}
 	rest := key[len(ip):]
-	proto := map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp"}[rest[0]]
+	proto := map[byte]state.Proto{unix.IPPROTO_TCP: state.TCP, unix.IPPROTO_UDP: state.UDP}[rest[0]]
 	if proto == "" {
 		return state.NftService{}, false
 	}
@@ -470,15 +470,17 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	if name == "" {
 		return nil, fmt.Errorf("nft table has no name")
 	}
+	// The one rule per fact, shared with the CLI and the agent's request
+	// checks: a spec that passes renders.
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
 	it := &renderedTable{table: t}
 	r := &rendered{inet: it}
 	tag := nftTag(spec)
 	accept := nftables.ChainPolicyAccept
 	dev := spec.TunnelDev
-	if len(dev) >= unix.IFNAMSIZ {
-		return nil, fmt.Errorf("nft spec tunnel device %q is invalid", dev)
-	}
 
 	var input *nftables.Chain
 	var inputRule []expr.Any
@@ -530,7 +532,7 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	}
 
 	switch spec.Role {
-	case "new":
+	case state.RoleNew:
 		if len(spec.Services) > 0 || len(spec.Accounted) > 0 {
 			return nil, fmt.Errorf("nft spec for role new has services: they are for role old")
 		}
@@ -583,7 +585,7 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 		}
 		withForwards()
 		return r, nil
-	case "old":
+	case state.RoleOld:
 	default:
 		return nil, fmt.Errorf("nft spec role %q is not old or new", spec.Role)
 	}
@@ -626,9 +628,6 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 	percentOf := map[string]int{}
 	percents := map[int]bool{}
 	for _, s := range spec.Services {
-		if s.Percent < 1 || s.Percent > 100 {
-			return nil, fmt.Errorf("service %s: percent %d is not 1..100", s.Key(), s.Percent)
-		}
 		key, _, err := serviceKey(s)
 		if err != nil {
 			return nil, err
@@ -1060,7 +1059,7 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 	if !spec.Guard4 && !spec.Guard6 {
 		return nil
 	}
-	tunnel := spec.Role == "old" && spec.TunnelDev != "" && spec.Mark != 0
+	tunnel := spec.Role == state.RoleOld && spec.TunnelDev != "" && spec.Mark != 0
 	if !tunnel && spec.ForwardMark == 0 {
 		return fmt.Errorf("nft spec guards forwarding but forwards nothing of migrate's (no tunnel on role old, no forward mark)")
 	}

@@ -387,7 +387,7 @@ func TestNftManyServices(t *testing.T) {
 	many := oldSpec()
 	many.Services = nil
 	for i := 0; i < 10000; i++ {
-		many.Services = append(many.Services, state.NftService{Addr: fmt.Sprintf("198.51.%d.%d", 100+i/5000, i%250+1), Proto: []string{"tcp", "udp"}[i%2], Port: uint16(1000 + i/250), Percent: 100})
+		many.Services = append(many.Services, state.NftService{Addr: fmt.Sprintf("198.51.%d.%d", 100+i/5000, i%250+1), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i/250), Percent: 100})
 	}
 	for i := 0; i < 5000; i++ {
 		many.Services = append(many.Services, state.NftService{Addr: fmt.Sprintf("2001:db8::%x", i+1), Proto: "tcp", Port: 443, Percent: 100})
@@ -442,7 +442,7 @@ func TestNftManyServices(t *testing.T) {
 }
 
 func TestNftRenderErrors(t *testing.T) {
-	svc := func(addr, proto string, port uint16, pct int) []state.NftService {
+	svc := func(addr string, proto state.Proto, port uint16, pct int) []state.NftService {
 		return []state.NftService{{Addr: addr, Proto: proto, Port: port, Percent: pct}}
 	}
 	old := func(f func(*state.NftSpec)) state.NftSpec {
@@ -492,9 +492,9 @@ func TestNftRenderErrors(t *testing.T) {
 		spec state.NftSpec
 		n    int
 	}{
-		{state.NftSpec{Role: "new"}, 1},
-		{state.NftSpec{Role: "new", TunnelDev: "mig0", Underlay: u}, 2},
-		{state.NftSpec{Role: "new", TunnelDev: "mig0", Underlay: u, NoARP: []string{"192.0.2.9", "192.0.2.9"}}, 3},
+		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1}, 1},
+		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u}, 2},
+		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u, NoARP: []string{"192.0.2.9", "192.0.2.9"}}, 3},
 		{old(func(s *state.NftSpec) {}), 14},
 		{old(func(s *state.NftSpec) { s.Underlay = u }), 15},
 	} {

@@ -14,6 +14,7 @@ import (
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
 )
 
@@ -72,7 +73,7 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 			if !cmd.Flags().Changed("tunnel") {
 				typ = "" // vxlan, or direct for hosts on one subnet
 			}
-			text, summary, err := ops.InitPlan(ctx, sess, cfg, typ, endpoints[0], endpoints[1])
+			text, summary, err := ops.InitPlan(ctx, sess, cfg, state.TunnelType(typ), endpoints[0], endpoints[1])
 			if err != nil {
 				return err
 			}
