@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -78,12 +79,12 @@ func (a *agentProc) wait() {
 // NEW), canary at a percent of its own, or new.
 func stageSpec(i int) *state.Object {
 	spec := state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000,
-		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}}
+		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}}
 	pct := []int{0, 1 + i%99, 100}[i%3]
 	for p := 1024; p <= 3071; p++ {
-		spec.Accounted = append(spec.Accounted, state.NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p)})
+		spec.Accounted = append(spec.Accounted, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p)})
 		if pct > 0 {
-			spec.Services = append(spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), Percent: pct})
+			spec.Services = append(spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p), Percent: pct})
 		}
 	}
 	return &state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: spec}}

@@ -85,7 +85,7 @@ func TestHostPruneKeepsWhatTheTimerNeeds(t *testing.T) {
 // specs) still reads, and is written back compact.
 func TestHostJournalReadsThePerPortForm(t *testing.T) {
 	h := &HostFiles{Dir: stateDir(t)}
-	old := `{"version":1,"lineage":"x","serial":3,"entries":[{"seq":1,"run":"r1","time":"2024-01-01T00:00:00Z","step":{"host":"old","action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"a","proto":"tcp","port":80,"percent":100},{"addr":"a","proto":"tcp","port":81,"percent":100},{"addr":"a","proto":"tcp","port":82,"percent":100}]}}}}}]}`
+	old := `{"version":1,"lineage":"x","serial":3,"entries":[{"seq":1,"run":"r1","time":"2024-01-01T00:00:00Z","step":{"host":"old","action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"192.0.2.1","proto":"tcp","port":80,"percent":100},{"addr":"192.0.2.1","proto":"tcp","port":81,"percent":100},{"addr":"192.0.2.1","proto":"tcp","port":82,"percent":100}]}}}}}]}`
 	if err := os.WriteFile(h.path("journal.json"), []byte(old), 0o600); err != nil {
 		t.Fatal(err)
 	}

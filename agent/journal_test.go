@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,7 +74,7 @@ func (c *pipeClient) call(method string, params, result any) error {
 func scattered(pct int) *state.Object {
 	spec := state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000}
 	for p := 1024; p <= 65535; p += 2 {
-		spec.Services = append(spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), Percent: pct})
+		spec.Services = append(spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p), Percent: pct})
 	}
 	return &state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: spec}}
 }

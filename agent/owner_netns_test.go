@@ -550,12 +550,30 @@ func TestHostileFuzzInNetns(t *testing.T) {
 	foreignKept(t, before, after)
 }
 
+// withoutTable is an `nft list ruleset` text without the table that
+// starts with the line head.
+func withoutTable(ruleset, head string) string {
+	var out []string
+	in := false
+	for _, l := range strings.Split(ruleset, "\n") {
+		switch {
+		case l == head:
+			in = true
+		case in && l == "}":
+			in = false
+		case !in:
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // foreignKept checks that every foreign object of before is still in
 // after, unchanged. Additions are allowed (a migrate-shaped create may
 // succeed); so are the values of sysctls migrate may set.
 func foreignKept(t *testing.T, before, after snapshot) {
 	t.Helper()
-	if before["nft"] != after["nft"] {
+	if withoutTable(before["nft"], "table inet migrate {") != withoutTable(after["nft"], "table inet migrate {") {
 		// Only table inet migrate may have appeared.
 		t.Errorf("nft ruleset changed:\n%s\n---\n%s", before["nft"], after["nft"])
 	}
@@ -616,6 +634,14 @@ func foreignKept(t *testing.T, before, after snapshot) {
 	for k, l := range bm {
 		if strings.Contains(k, "/vxf0/") {
 			continue // see above
+		}
+		if k == "net/netfilter/nf_conntrack_count" {
+			// A count, not a setting: once a migrate table (it
+			// uses conntrack) was created here, the namespace's
+			// packets are tracked. The pool's nft tables render
+			// since their fixture lost the no_arp on role old
+			// that the renderer refuses.
+			continue
 		}
 		if am[k] != l && !ownNames(l) && !derived(k) {
 			t.Errorf("sysctl %s changed: %q -> %q", k, l, am[k])

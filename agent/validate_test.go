@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -37,9 +38,9 @@ func okRoute() state.Route {
 func okNft() state.NftTable {
 	return state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{
 		Role: "old", TunnelDev: "mig0", Mark: 0x20000,
-		Services:  []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 25, Percent: 100}, {Addr: "2001:db8::10", Proto: "udp", Port: 53, Percent: 10}},
-		Accounted: []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 25}},
-		Underlay:  &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "198.51.100.10", Peer: "203.0.113.20"},
+		Services:  []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25, Percent: 100}, {Addr: netip.MustParseAddr("2001:db8::10"), Proto: "udp", Port: 53, Percent: 10}},
+		Accounted: []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25}},
+		Underlay:  &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("198.51.100.10"), Peer: netip.MustParseAddr("203.0.113.20")},
 	}}
 }
 
@@ -267,7 +268,7 @@ func TestValidateStep(t *testing.T) {
 		// nft.
 		{"nft ok", nft(func(*state.NftTable) {}), ""},
 		{"nft new", nft(func(t *state.NftTable) {
-			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: &state.NftUnderlay{Proto: "gre", Local: "203.0.113.20", Peer: "198.51.100.10"}}
+			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("203.0.113.20"), Peer: netip.MustParseAddr("198.51.100.10")}}
 		}), ""},
 		{"nft family", nft(func(t *state.NftTable) { t.Family = "ip" }), `nft table family "ip": must be inet`},
 		{"nft name empty", nft(func(t *state.NftTable) { t.Name = "" }), `nft table name "": must be a letter followed by up to 31 letters, digits, _ or -`},
@@ -278,7 +279,8 @@ func TestValidateStep(t *testing.T) {
 		{"nft role", nft(func(t *state.NftTable) { t.Spec.Role = "both" }), `nft role "both": must be old or new`},
 		{"nft tunnel dev", nft(func(t *state.NftTable) { t.Spec.TunnelDev = "" }), `nft tunnel_dev ""`},
 		{"nft mark", nft(func(t *state.NftTable) { t.Spec.Mark = 0 }), "nft mark 0"},
-		{"nft service addr", nft(func(t *state.NftTable) { t.Spec.Services[0].Addr = "x" }), `nft services addr "x"`},
+		{"nft service addr", nft(func(t *state.NftTable) { t.Spec.Services[0].Addr = netip.Addr{} }), `nft services addr "": must be an IPv4 or IPv6 address`},
+		{"nft service zone", nft(func(t *state.NftTable) { t.Spec.Services[0].Addr = netip.MustParseAddr("fe80::1%eth0") }), `nft services addr "fe80::1%eth0": must be an IPv4 or IPv6 address without zone`},
 		{"nft service proto", nft(func(t *state.NftTable) { t.Spec.Services[0].Proto = "sctp" }), `nft services 198.51.100.10 proto "sctp": must be tcp or udp`},
 		{"nft service port", nft(func(t *state.NftTable) { t.Spec.Services[0].Port = 0 }), "nft services 198.51.100.10 tcp port 0: must be 1..65535"},
 		{"nft service percent", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = 101 }), "percent 101 must be 1..100"},
@@ -288,7 +290,7 @@ func TestValidateStep(t *testing.T) {
 		{"nft service percent 0", nft(func(t *state.NftTable) { t.Spec.Services[0].Percent = 0 }), "percent 0 must be 1..100"},
 		{"nft accounted percent", nft(func(t *state.NftTable) { t.Spec.Accounted[0].Percent = 10 }), "nft accounted 198.51.100.10 tcp 25: percent 10 must be 0"},
 		{"nft service two percents", nft(func(t *state.NftTable) {
-			t.Spec.Services = append(t.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "tcp", Port: 25, Percent: 10})
+			t.Spec.Services = append(t.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25, Percent: 10})
 		}), "listed at 100 % and at 10 %"},
 		{"nft new with services", nft(func(t *state.NftTable) { t.Spec.Role = "new" }), "nft services/accounted: only for role old"},
 		{"nft old with noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = []string{"198.51.100.10"} }), "nft no_arp: only for role new"},
@@ -296,9 +298,9 @@ func TestValidateStep(t *testing.T) {
 		{"nft accounted", nft(func(t *state.NftTable) { t.Spec.Accounted[0].Proto = "" }), `nft accounted 198.51.100.10 proto ""`},
 		{"nft underlay proto", nft(func(t *state.NftTable) { t.Spec.Underlay.Proto = "esp" }), `nft underlay proto "esp": must be udp or gre`},
 		{"nft underlay port", nft(func(t *state.NftTable) { t.Spec.Underlay.Port = 0 }), "nft underlay udp port 0"},
-		{"nft underlay local", nft(func(t *state.NftTable) { t.Spec.Underlay.Local = "" }), `nft underlay local ""`},
-		{"nft underlay peer", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = "1.2.3" }), `nft underlay peer "1.2.3"`},
-		{"nft underlay family", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = "2001:db8::1" }), "must be of the same address family"},
+		{"nft underlay local", nft(func(t *state.NftTable) { t.Spec.Underlay.Local = netip.Addr{} }), `nft underlay local ""`},
+		{"nft underlay peer", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = netip.MustParseAddr("::ffff:203.0.113.20") }), `nft underlay peer "::ffff:203.0.113.20": IPv4-mapped IPv6 addresses are not allowed`},
+		{"nft underlay family", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = netip.MustParseAddr("2001:db8::1") }), "must be of the same address family"},
 		{"nft noarp", nft(okNftNew), ""},
 		{"nft noarp v6", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"2001:db8::1"} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
 		{"nft noarp bad", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"a"} }), `nft no_arp "a"`},
@@ -308,7 +310,7 @@ func TestValidateStep(t *testing.T) {
 		{"nft guard old", nft(func(t *state.NftTable) { t.Spec.Guard4, t.Spec.Guard6 = true, true }), ""},
 		{"nft guard new forwards", nft(func(t *state.NftTable) {
 			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, ForwardMark: 2, Guard4: true,
-				Forwards: []state.NftForward{{Addr: "203.0.113.20", Proto: "tcp", Port: 443, To: "198.51.100.10", ToPort: 443}}}
+				Forwards: []state.NftForward{{Addr: netip.MustParseAddr("203.0.113.20"), Proto: "tcp", Port: 443, To: netip.MustParseAddr("198.51.100.10"), ToPort: 443}}}
 		}), ""},
 		{"nft guard new no forwards", nft(func(t *state.NftTable) {
 			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Guard6: true}
@@ -343,7 +345,7 @@ func TestValidateFactsRequest(t *testing.T) {
 		Tables:   []int{4242},
 		Sysctls:  []string{"net.ipv4.ip_forward", "net.ipv4.conf.mig0.rp_filter", "net.ipv6.conf.*.accept_ra"},
 		NftTable: "migrate",
-		Flows:    []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 25}},
+		Flows:    []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25}},
 		Mark:     0x20000,
 	}
 	mod := func(f func(*state.FactsRequest)) state.FactsRequest {
@@ -387,12 +389,14 @@ func TestValidateFactsRequest(t *testing.T) {
 		{"sysctl conntrack glob", mod(func(r *state.FactsRequest) { r.Sysctls = []string{"net.*.nf_conntrack_max"} }), "only net.ipv4.*, net.ipv6.*"},
 		{"nft name", mod(func(r *state.FactsRequest) { r.NftTable = "../x" }), `nft table name "../x"`},
 		{"flow proto", mod(func(r *state.FactsRequest) {
-			r.Flows = []state.NftService{{Addr: "198.51.100.10", Proto: "icmp", Port: 1}}
+			r.Flows = []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "icmp", Port: 1}}
 		}), `flows 198.51.100.10 proto "icmp"`},
-		{"flow addr", mod(func(r *state.FactsRequest) { r.Flows = []state.NftService{{Addr: "", Proto: "tcp", Port: 1}} }), `flows addr ""`},
+		{"flow addr", mod(func(r *state.FactsRequest) {
+			r.Flows = []state.NftService{{Addr: netip.Addr{}, Proto: "tcp", Port: 1}}
+		}), `flows addr ""`},
 		{"too many flows", mod(func(r *state.FactsRequest) { r.Flows = make([]state.NftService, state.MaxListLen+1) }), "flows: 1000001 entries"},
 		{"sockets with flows", mod(func(r *state.FactsRequest) {
-			r.Flows, r.Sockets = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 80}}, true
+			r.Flows, r.Sockets = []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80}}, true
 		}), ""},
 		{"sockets without flows", mod(func(r *state.FactsRequest) { r.Flows, r.Sockets = nil, true }), "bad facts request: sockets without flows"},
 	}
@@ -476,6 +480,12 @@ func TestParamsStrict(t *testing.T) {
 		{"overflow", req("ping", `{"addr":"192.0.2.1","count":1e99,"timeout_ms":10}`), `bad ping request`},
 		{"validated", req("ping", `{"addr":"192.0.2.1","count":0,"timeout_ms":10}`), "bad ping request: count 0"},
 		{"array", req("ping", `[1]`), `bad ping request`},
+		// Addresses are netip values: one that does not parse fails at
+		// decode, an empty one in the object's own check.
+		{"bad address", req("apply", `{"step":{"action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":1,"services":[{"addr":"192.0.2.300","proto":"tcp","port":25,"percent":100}]}}}}}`),
+			`bad apply request: nft spec: ParseAddr("192.0.2.300"): IPv4 field has value >255`},
+		{"empty address", req("apply", `{"step":{"action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":1,"services":[{"addr":"","proto":"tcp","port":25,"percent":100}]}}}}}`),
+			`bad step: nft services addr "": must be an IPv4 or IPv6 address`},
 		{"huge unknown field", req("ping", `{"`+strings.Repeat("x", 100000)+`":1}`), "cut short"},
 	}
 	for _, c := range cases {

@@ -97,11 +97,16 @@ var (
 	NewInner6 = netip.MustParsePrefix("fe80::42:2/64")
 )
 
+// addrLess orders addresses by their text, as when they were strings: the
+// order of a spec's lists is part of its digest (state.NftSpec.Digest),
+// which the rules of tables already on hosts carry.
+func addrLess(a, b netip.Addr) bool { return a.String() < b.String() }
+
 func sortServices(out []state.NftService) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Addr != b.Addr {
-			return a.Addr < b.Addr
+			return addrLess(a.Addr, b.Addr)
 		}
 		if a.Proto != b.Proto {
 			return a.Proto < b.Proto
@@ -114,7 +119,7 @@ func expand(s *config.Service, percent int) []state.NftService {
 	var out []state.NftService
 	for _, r := range s.Ports {
 		for p := int(r.From); p <= int(r.To); p++ {
-			out = append(out, state.NftService{Addr: s.Address.String(), Proto: s.Protocol, Port: uint16(p), Percent: percent})
+			out = append(out, state.NftService{Addr: s.Address, Proto: s.Protocol, Port: uint16(p), Percent: percent})
 		}
 	}
 	return out
@@ -348,7 +353,7 @@ func ForwardEntries(f *config.Forward) []state.NftForward {
 			if f.ToPort != 0 {
 				to = f.ToPort
 			}
-			out = append(out, state.NftForward{Addr: f.Address.String(), Proto: f.Protocol, Port: uint16(p), To: f.To.String(), ToPort: to})
+			out = append(out, state.NftForward{Addr: f.Address, Proto: f.Protocol, Port: uint16(p), To: f.To, ToPort: to})
 		}
 	}
 	return out
@@ -371,7 +376,7 @@ func forwardsDesired(c *config.Config, hosts map[string]*HostDesired, specs map[
 		sort.Slice(sp.Forwards, func(i, j int) bool {
 			a, b := sp.Forwards[i], sp.Forwards[j]
 			if a.Addr != b.Addr {
-				return a.Addr < b.Addr
+				return addrLess(a.Addr, b.Addr)
 			}
 			if a.Proto != b.Proto {
 				return a.Proto < b.Proto
@@ -481,7 +486,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	var accounted []state.NftService
 	for _, s := range AllServices(c) {
 		for _, a := range active {
-			if s.Addr == a.String() {
+			if s.Addr == a {
 				accounted = append(accounted, s)
 			}
 		}
@@ -530,11 +535,11 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	}
 	// WireGuard authenticates every packet itself: no underlay filter.
 	underlay := func(local, peer netip.Addr) *state.NftUnderlay {
-		if t.Type == "wireguard" {
+		if t.Type == state.WireGuard {
 			return nil
 		}
-		u := &state.NftUnderlay{Proto: "gre", Local: local.String(), Peer: peer.String()}
-		if t.Type == "vxlan" {
+		u := &state.NftUnderlay{Proto: "gre", Local: local, Peer: peer}
+		if t.Type == state.VXLAN {
 			u.Proto, u.Port = "udp", uint16(t.Port)
 		}
 		return u

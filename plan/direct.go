@@ -176,7 +176,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	var accounted []state.NftService
 	for _, s := range AllServices(c) {
 		for _, a := range active {
-			if s.Addr == a.String() {
+			if s.Addr == a {
 				accounted = append(accounted, s)
 			}
 		}

@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -191,7 +192,7 @@ forward "back" {
 			}
 		}
 	}
-	if oldNft == nil || len(oldNft.Forwards) != 2 || oldNft.Forwards[0] != (state.NftForward{Addr: "198.51.100.10", Proto: "tcp", Port: 80, To: "203.0.113.20", ToPort: 80}) {
+	if oldNft == nil || len(oldNft.Forwards) != 2 || oldNft.Forwards[0] != (state.NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80, To: netip.MustParseAddr("203.0.113.20"), ToPort: 80}) {
 		t.Errorf("old forwards: %+v", oldNft)
 	}
 	if newNft == nil || len(newNft.Forwards) != 1 || newNft.Forwards[0].ToPort != 5353 || newNft.ForwardMark == 0 {

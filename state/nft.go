@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -83,19 +84,19 @@ type NftSpec struct {
 
 // NftForward is one forwarded (address, protocol, port).
 type NftForward struct {
-	Addr   string `json:"addr"`
-	Proto  Proto  `json:"proto"`
-	Port   uint16 `json:"port"`
-	To     string `json:"to"`
-	ToPort uint16 `json:"to_port"`
+	Addr   netip.Addr `json:"addr"`
+	Proto  Proto      `json:"proto"`
+	Port   uint16     `json:"port"`
+	To     netip.Addr `json:"to"`
+	ToPort uint16     `json:"to_port"`
 }
 
 // NftService is one (address, protocol, port).
 type NftService struct {
-	Addr    string `json:"addr"`
-	Proto   Proto  `json:"proto"`
-	Port    uint16 `json:"port"`
-	Percent int    `json:"percent,omitempty"` // 1..100 in Services; 0 in Accounted
+	Addr    netip.Addr `json:"addr"`
+	Proto   Proto      `json:"proto"`
+	Port    uint16     `json:"port"`
+	Percent int        `json:"percent,omitempty"` // 1..100 in Services; 0 in Accounted
 }
 
 // Key is "addr proto port", the key of counters and flow counts.
@@ -103,10 +104,10 @@ func (s NftService) Key() string { return fmt.Sprintf("%s %s %d", s.Addr, s.Prot
 
 // NftUnderlay describes the tunnel's outer packets on this host.
 type NftUnderlay struct {
-	Proto string `json:"proto"`          // "udp" (vxlan) or "gre"
-	Port  uint16 `json:"port,omitempty"` // udp destination port
-	Local string `json:"local"`          // this host's endpoint
-	Peer  string `json:"peer"`           // the only accepted source
+	Proto string     `json:"proto"`          // "udp" (vxlan) or "gre"
+	Port  uint16     `json:"port,omitempty"` // udp destination port
+	Local netip.Addr `json:"local"`          // this host's endpoint
+	Peer  netip.Addr `json:"peer"`           // the only accepted source
 }
 
 // Digest is a short hash of the spec, stable across runs.

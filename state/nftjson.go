@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 )
 
 // The journal stores every nft spec it records twice (Before and After),
@@ -19,11 +20,11 @@ import (
 
 // nftRun is one element of a compact service list.
 type nftRun struct {
-	Addr    string `json:"addr"`
-	Proto   Proto  `json:"proto"`
-	Port    uint16 `json:"port"`
-	Through uint16 `json:"through,omitempty"`
-	Percent int    `json:"percent,omitempty"`
+	Addr    netip.Addr `json:"addr"`
+	Proto   Proto      `json:"proto"`
+	Port    uint16     `json:"port"`
+	Through uint16     `json:"through,omitempty"`
+	Percent int        `json:"percent,omitempty"`
 }
 
 // plainSpec is NftSpec without its JSON methods: the per-port form.
@@ -43,13 +44,13 @@ type compactSpec struct {
 // is set, to ToPort through ToThrough in step (a forward without to_port
 // keeps the port).
 type nftFwdRun struct {
-	Addr      string `json:"addr"`
-	Proto     Proto  `json:"proto"`
-	Port      uint16 `json:"port"`
-	Through   uint16 `json:"through,omitempty"`
-	To        string `json:"to"`
-	ToPort    uint16 `json:"to_port"`
-	ToThrough uint16 `json:"to_through,omitempty"`
+	Addr      netip.Addr `json:"addr"`
+	Proto     Proto      `json:"proto"`
+	Port      uint16     `json:"port"`
+	Through   uint16     `json:"through,omitempty"`
+	To        netip.Addr `json:"to"`
+	ToPort    uint16     `json:"to_port"`
+	ToThrough uint16     `json:"to_through,omitempty"`
 }
 
 func compactForwards(list []NftForward) []nftFwdRun {
@@ -171,7 +172,7 @@ func (s NftSpec) MarshalJSON() ([]byte, error) {
 func (s *NftSpec) UnmarshalJSON(b []byte) error {
 	var c compactSpec
 	if err := json.Unmarshal(b, &c); err != nil {
-		return err
+		return fmt.Errorf("nft spec: %w", err) // an address that does not parse says only ParseAddr("x")
 	}
 	out := NftSpec(c.plainSpec)
 	var err error

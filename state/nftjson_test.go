@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math/rand"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,8 +14,8 @@ import (
 func portsSpec(from, to int, percent int) NftSpec {
 	s := NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000}
 	for p := from; p <= to; p++ {
-		s.Services = append(s.Services, NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), Percent: percent})
-		s.Accounted = append(s.Accounted, NftService{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p)})
+		s.Services = append(s.Services, NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p), Percent: percent})
+		s.Accounted = append(s.Accounted, NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p)})
 	}
 	return s
 }
@@ -56,14 +57,15 @@ func TestNftSpecJSONIsCompact(t *testing.T) {
 
 // A state file or host journal written before the compact form.
 func TestNftSpecReadsThePerPortForm(t *testing.T) {
-	old := `{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"a","proto":"tcp","port":80,"percent":100},{"addr":"a","proto":"tcp","port":81,"percent":100},{"addr":"a","proto":"udp","port":53,"percent":10}],"udp_services":[{"addr":"a","proto":"udp","port":53}]}`
+	a := netip.MustParseAddr("192.0.2.1")
+	old := `{"role":"old","tunnel_dev":"mig0","mark":131072,"services":[{"addr":"192.0.2.1","proto":"tcp","port":80,"percent":100},{"addr":"192.0.2.1","proto":"tcp","port":81,"percent":100},{"addr":"192.0.2.1","proto":"udp","port":53,"percent":10}],"udp_services":[{"addr":"192.0.2.1","proto":"udp","port":53}]}`
 	var s NftSpec
 	if err := json.Unmarshal([]byte(old), &s); err != nil {
 		t.Fatal(err)
 	}
 	want := NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000,
-		Services:    []NftService{{"a", "tcp", 80, 100}, {"a", "tcp", 81, 100}, {"a", "udp", 53, 10}},
-		UDPServices: []NftService{{"a", "udp", 53, 0}}}
+		Services:    []NftService{{a, "tcp", 80, 100}, {a, "tcp", 81, 100}, {a, "udp", 53, 10}},
+		UDPServices: []NftService{{a, "udp", 53, 0}}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %+v", s)
 	}
@@ -77,7 +79,7 @@ func TestNftSpecReadsThePerPortForm(t *testing.T) {
 // 0), comes back exactly.
 func TestNftSpecRoundTripRandom(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
-	addrs := []string{"a", "b"}
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
 	protos := []string{"tcp", "udp"}
 	for i := 0; i < 500; i++ {
 		var list []NftService
@@ -109,8 +111,8 @@ func TestNftSpecRoundTripRandom(t *testing.T) {
 func TestNftForwardsRoundTrip(t *testing.T) {
 	var same, one []NftForward
 	for p := 1024; p <= 65535; p++ {
-		same = append(same, NftForward{Addr: "198.51.100.10", Proto: "tcp", Port: uint16(p), To: "203.0.113.20", ToPort: uint16(p)})
-		one = append(one, NftForward{Addr: "198.51.100.10", Proto: "udp", Port: uint16(p), To: "203.0.113.20", ToPort: 8080})
+		same = append(same, NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(p), To: netip.MustParseAddr("203.0.113.20"), ToPort: uint16(p)})
+		one = append(one, NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: uint16(p), To: netip.MustParseAddr("203.0.113.20"), ToPort: 8080})
 	}
 	s := NftSpec{Role: "old", Forwards: append(same, one...)}
 	b, err := json.Marshal(s)
@@ -125,6 +127,7 @@ func TestNftForwardsRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: %v", err)
 	}
 	r := rand.New(rand.NewSource(2))
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
 	for i := 0; i < 500; i++ {
 		var list []NftForward
 		p, to := r.Intn(65536), r.Intn(65536)
@@ -137,7 +140,7 @@ func TestNftForwardsRoundTrip(t *testing.T) {
 			default:
 				p, to = (p+1)%65536, (to+1)%65536
 			}
-			list = append(list, NftForward{Addr: []string{"a", "b"}[r.Intn(2)], Proto: "tcp", Port: uint16(p), To: "c", ToPort: uint16(to)})
+			list = append(list, NftForward{Addr: addrs[r.Intn(2)], Proto: "tcp", Port: uint16(p), To: addrs[0], ToPort: uint16(to)})
 		}
 		s := NftSpec{Role: "new", Forwards: list}
 		b, _ := json.Marshal(s)

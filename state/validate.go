@@ -144,6 +144,30 @@ func ParseIP(what, s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// CheckIP checks an address as the kernel code will use it: set (the zero
+// Addr is what an empty string decodes to), without zone, and not in the
+// IPv4-mapped IPv6 form (the kernel code would take it for IPv4). what
+// names the field in the error.
+func CheckIP(what string, a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return fmt.Errorf("%s \"\": %s", what, ipRule)
+	case a.Zone() != "":
+		return fmt.Errorf("%s %s: %s", what, show(a.String()), ipRule)
+	case a.Is4In6():
+		return fmt.Errorf("%s %s: IPv4-mapped IPv6 addresses are not allowed; write the IPv4 address (e.g. %s)", what, show(a.String()), a.Unmap())
+	}
+	return nil
+}
+
+// ipText is an address as written in errors: "" for none.
+func ipText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
 func parsePrefix(what, s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
@@ -579,11 +603,10 @@ func (f NftForward) Validate() error {
 	if err := f.service().validate("nft forwards", false); err != nil {
 		return err
 	}
-	to, err := ParseIP("nft forward to", f.To)
-	if err != nil {
+	if err := CheckIP("nft forward to", f.To); err != nil {
 		return err
 	}
-	if from, _ := ParseIP("", f.Addr); from.Is4() != to.Is4() {
+	if f.Addr.Is4() != f.To.Is4() {
 		return fmt.Errorf("nft forward %s to %s: both must be of the same address family", f.Addr, f.To)
 	}
 	if f.ToPort == 0 {
@@ -607,16 +630,14 @@ func (u NftUnderlay) Validate() error {
 	default:
 		return fmt.Errorf("nft underlay proto %s: must be udp or gre", show(u.Proto))
 	}
-	local, err := ParseIP("nft underlay local", u.Local)
-	if err != nil {
+	if err := CheckIP("nft underlay local", u.Local); err != nil {
 		return err
 	}
-	peer, err := ParseIP("nft underlay peer", u.Peer)
-	if err != nil {
+	if err := CheckIP("nft underlay peer", u.Peer); err != nil {
 		return err
 	}
-	if local.Is4() != peer.Is4() {
-		return fmt.Errorf("nft underlay: local %s and peer %s must be of the same address family", local, peer)
+	if u.Local.Is4() != u.Peer.Is4() {
+		return fmt.Errorf("nft underlay: local %s and peer %s must be of the same address family", u.Local, u.Peer)
 	}
 	return nil
 }
@@ -642,7 +663,7 @@ func (sv NftService) Validate() error { return sv.validate("service", false) }
 func (sv NftService) ValidateMoved() error { return sv.validate("service", true) }
 
 func (sv NftService) validate(what string, split bool) error {
-	if _, err := ParseIP(what+" addr", sv.Addr); err != nil {
+	if err := CheckIP(what+" addr", sv.Addr); err != nil {
 		return err
 	}
 	if err := sv.Proto.Validate(); err != nil {

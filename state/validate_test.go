@@ -1,6 +1,7 @@
 package state
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -49,18 +50,18 @@ func TestEnumsValidate(t *testing.T) {
 func okSpec() NftSpec {
 	return NftSpec{
 		Role: RoleOld, TunnelDev: "mig0", Mark: 0x20000,
-		Services:  []NftService{{Addr: "198.51.100.10", Proto: TCP, Port: 25, Percent: 100}, {Addr: "2001:db8::10", Proto: UDP, Port: 53, Percent: 10}},
-		Accounted: []NftService{{Addr: "198.51.100.10", Proto: TCP, Port: 25}, {Addr: "2001:db8::10", Proto: UDP, Port: 53}},
-		Underlay:  &NftUnderlay{Proto: "udp", Port: 4789, Local: "198.51.100.10", Peer: "203.0.113.20"},
+		Services:  []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: TCP, Port: 25, Percent: 100}, {Addr: netip.MustParseAddr("2001:db8::10"), Proto: UDP, Port: 53, Percent: 10}},
+		Accounted: []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: TCP, Port: 25}, {Addr: netip.MustParseAddr("2001:db8::10"), Proto: UDP, Port: 53}},
+		Underlay:  &NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("198.51.100.10"), Peer: netip.MustParseAddr("203.0.113.20")},
 	}
 }
 
 func newSpec() NftSpec {
 	return NftSpec{
 		Role: RoleNew, TunnelDev: "mig0", Mark: 0x20000,
-		UDPServices: []NftService{{Addr: "198.51.100.10", Proto: UDP, Port: 53}},
+		UDPServices: []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: UDP, Port: 53}},
 		NoARP:       []string{"198.51.100.10"},
-		Underlay:    &NftUnderlay{Proto: "gre", Local: "203.0.113.20", Peer: "198.51.100.10"},
+		Underlay:    &NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("203.0.113.20"), Peer: netip.MustParseAddr("198.51.100.10")},
 	}
 }
 
@@ -69,7 +70,7 @@ func newSpec() NftSpec {
 func TestNftSpecValidate(t *testing.T) {
 	old := func(f func(*NftSpec)) NftSpec { s := okSpec(); f(&s); return s }
 	nw := func(f func(*NftSpec)) NftSpec { s := newSpec(); f(&s); return s }
-	fwd := NftForward{Addr: "198.51.100.10", Proto: TCP, Port: 8443, To: "203.0.113.20", ToPort: 443}
+	fwd := NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: TCP, Port: 8443, To: netip.MustParseAddr("203.0.113.20"), ToPort: 443}
 	for _, c := range []struct {
 		name string
 		spec NftSpec
@@ -91,11 +92,11 @@ func TestNftSpecValidate(t *testing.T) {
 		{"accounted percent", old(func(s *NftSpec) { s.Accounted[0].Percent = 100 }), "nft accounted 198.51.100.10 tcp 25: percent 100 must be 0"},
 		{"udp services percent", nw(func(s *NftSpec) { s.UDPServices[0].Percent = 5 }), "nft udp_services 198.51.100.10 udp 53: percent 5 must be 0"},
 		{"two percents", old(func(s *NftSpec) {
-			s.Services = append(s.Services, NftService{Addr: "2001:db8::10", Proto: UDP, Port: 53, Percent: 20})
+			s.Services = append(s.Services, NftService{Addr: netip.MustParseAddr("2001:db8::10"), Proto: UDP, Port: 53, Percent: 20})
 		}), "nft services 2001:db8::10 udp 53: listed at 10 % and at 20 %"},
 		{"same percent twice", old(func(s *NftSpec) { s.Services = append(s.Services, s.Services[0]) }), ""},
-		{"service addr", old(func(s *NftSpec) { s.Services[0].Addr = "x" }), `nft services addr "x": must be an IPv4 or IPv6 address`},
-		{"service mapped", old(func(s *NftSpec) { s.Services[0].Addr = "::ffff:198.51.100.10" }), "IPv4-mapped IPv6 addresses are not allowed"},
+		{"service addr", old(func(s *NftSpec) { s.Services[0].Addr = netip.Addr{} }), `nft services addr "": must be an IPv4 or IPv6 address`},
+		{"service mapped", old(func(s *NftSpec) { s.Services[0].Addr = netip.MustParseAddr("::ffff:198.51.100.10") }), "IPv4-mapped IPv6 addresses are not allowed"},
 		{"service proto", old(func(s *NftSpec) { s.Services[0].Proto = "sctp" }), `nft services 198.51.100.10 proto "sctp": must be tcp or udp`},
 		{"service port", old(func(s *NftSpec) { s.Services[0].Port = 0 }), "nft services 198.51.100.10 tcp port 0: must be 1..65535"},
 		{"services on new", nw(func(s *NftSpec) { s.Services = okSpec().Services }), "nft services/accounted: only for role old with a tunnel device"},
@@ -106,7 +107,7 @@ func TestNftSpecValidate(t *testing.T) {
 		{"underlay gre port", nw(func(s *NftSpec) { s.Underlay.Port = 47 }), "nft underlay gre port 47: gre has no port"},
 		{"underlay udp port", old(func(s *NftSpec) { s.Underlay.Port = 0 }), "nft underlay udp port 0: must be 1..65535"},
 		{"underlay proto", old(func(s *NftSpec) { s.Underlay.Proto = "esp" }), `nft underlay proto "esp": must be udp or gre`},
-		{"underlay family", old(func(s *NftSpec) { s.Underlay.Peer = "2001:db8::1" }), "must be of the same address family"},
+		{"underlay family", old(func(s *NftSpec) { s.Underlay.Peer = netip.MustParseAddr("2001:db8::1") }), "must be of the same address family"},
 		{"underlay without tunnel", NftSpec{Role: RoleOld, ForwardMark: 1, Underlay: okSpec().Underlay}, "nft underlay: only with a tunnel device"},
 		{"forward", old(func(s *NftSpec) { s.ForwardMark, s.Forwards = 0x40000, []NftForward{fwd} }), ""},
 		{"forward mark", old(func(s *NftSpec) { s.Forwards = []NftForward{fwd} }), "nft forward_mark 0: forwards need a non-zero 32-bit mark"},
@@ -123,12 +124,12 @@ func TestNftSpecValidate(t *testing.T) {
 		}), "nft forward 198.51.100.10 tcp 8443 goes to 203.0.113.20 port 443 and to 203.0.113.20 port 444"},
 		{"forward to", old(func(s *NftSpec) {
 			f := fwd
-			f.To = "nope"
+			f.To = netip.Addr{}
 			s.ForwardMark, s.Forwards = 0x40000, []NftForward{f}
-		}), `nft forward to "nope"`},
+		}), `nft forward to "": must be an IPv4 or IPv6 address`},
 		{"forward to family", old(func(s *NftSpec) {
 			f := fwd
-			f.To = "2001:db8::1"
+			f.To = netip.MustParseAddr("2001:db8::1")
 			s.ForwardMark, s.Forwards = 0x40000, []NftForward{f}
 		}), "both must be of the same address family"},
 		{"forward to_port", old(func(s *NftSpec) {
@@ -244,7 +245,7 @@ func TestStepValidate(t *testing.T) {
 
 func TestFactsRequestValidate(t *testing.T) {
 	ok := FactsRequest{Tables: []int{4242}, Sysctls: []string{"net.ipv6.conf.*.accept_ra"}, NftTable: "migrate",
-		Flows: []NftService{{Addr: "198.51.100.10", Proto: TCP, Port: 25}}, Sockets: true}
+		Flows: []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: TCP, Port: 25}}, Sockets: true}
 	m := func(f func(*FactsRequest)) FactsRequest { r := ok; f(&r); return r }
 	for _, c := range []struct {
 		name string
@@ -257,9 +258,11 @@ func TestFactsRequestValidate(t *testing.T) {
 		{"nft table", m(func(r *FactsRequest) { r.NftTable = "1x" }), `nft table name "1x"`},
 		{"sockets", m(func(r *FactsRequest) { r.Flows = nil }), "sockets without flows"},
 		{"flow percent", m(func(r *FactsRequest) {
-			r.Flows = []NftService{{Addr: "198.51.100.10", Proto: TCP, Port: 25, Percent: 100}}
+			r.Flows = []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: TCP, Port: 25, Percent: 100}}
 		}), "flows 198.51.100.10 tcp 25: percent 100 must be 0"},
-		{"flow proto", m(func(r *FactsRequest) { r.Flows = []NftService{{Addr: "198.51.100.10", Proto: "icmp", Port: 25}} }), `flows 198.51.100.10 proto "icmp": must be tcp or udp`},
+		{"flow proto", m(func(r *FactsRequest) {
+			r.Flows = []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "icmp", Port: 25}}
+		}), `flows 198.51.100.10 proto "icmp": must be tcp or udp`},
 	} {
 		wantErr(t, c.name, c.req.Validate(), c.want)
 	}

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -55,9 +56,9 @@ func oldFacts(web80OnOld int) state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}},
 		Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", Services: []state.NftService{
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 100},
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 443, Percent: 100},
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 8080, Percent: 10},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80, Percent: 100},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 443, Percent: 100},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8080, Percent: 10},
 		}}},
 		Stats: &state.Stats{
 			Counters: map[string]state.Counter{
@@ -131,7 +132,7 @@ func TestVerdictTellsWhenOldIsFree(t *testing.T) {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	if !strings.Contains(r.Verdict, "OLD still relays 4 flow(s)") {
 		t.Fatalf("verdict with flows through OLD: %q", r.Verdict)
@@ -159,7 +160,7 @@ func TestUnreachableHostIsUnknownNotZero(t *testing.T) {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = nil
 	t0 := time.Now()
 	free := Build(Input{Config: c, Old: old, New: healthyNew(), Time: t0})
@@ -225,11 +226,11 @@ forward "admin" {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 tcp 25": {Total: 4, Established: 3, OnOld: 1}}
-	old.Nft.Spec.Forwards = []state.NftForward{{Addr: "198.51.100.10", Proto: "tcp", Port: 25, To: "192.0.2.50", ToPort: 25}}
+	old.Nft.Spec.Forwards = []state.NftForward{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25, To: netip.MustParseAddr("192.0.2.50"), ToPort: 25}}
 	nw := healthyNew()
-	nw.Nft.Spec.Forwards = []state.NftForward{{Addr: "203.0.113.20", Proto: "tcp", Port: 8443, To: "192.0.2.60", ToPort: 8443}}
+	nw.Nft.Spec.Forwards = []state.NftForward{{Addr: netip.MustParseAddr("203.0.113.20"), Proto: "tcp", Port: 8443, To: netip.MustParseAddr("192.0.2.60"), ToPort: 8443}}
 	r := Build(Input{Config: c, Old: old, New: nw, Time: time.Now()})
 	if len(r.Forwards) != 2 {
 		t.Fatalf("forwards %+v", r.Forwards)
@@ -263,7 +264,7 @@ func TestSocketsOnlyConnectionKeepsDraining(t *testing.T) {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = map[string]state.FlowCount{
 		// 443: one connection conntrack and a socket both show, one
 		// idle connection only the socket shows.
@@ -302,7 +303,7 @@ func TestUDPSaysWhatIsCounted(t *testing.T) {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	// A connected UDP socket on OLD.
 	old.Stats.Flows = map[string]state.FlowCount{"198.51.100.10 udp 53": {Sockets: 1, SocketsOnly: 1}}
 	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
@@ -346,7 +347,7 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 	for i := range old.Nft.Spec.Services {
 		old.Nft.Spec.Services[i].Percent = 100
 	}
-	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100})
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
 	old.Stats.Flows = nil
 	if r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()}); !strings.Contains(r.Verdict, "OLD may be switched off") || r.PathBroken != "" {
 		t.Fatalf("baseline: %q %q", r.Verdict, r.PathBroken)

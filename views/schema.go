@@ -430,10 +430,10 @@ func NewStateShowDoc(r state.Resource) StateShowDoc {
 	if r.Current != nil && r.Current.Nft != nil {
 		d.Nft = &NftDoc{Services: []NftServiceDoc{}, Forwards: []NftForwardDoc{}}
 		for _, s := range r.Current.Nft.Spec.Services {
-			d.Nft.Services = append(d.Nft.Services, NftServiceDoc{Address: s.Addr, Protocol: string(s.Proto), Port: s.Port, Percent: s.Percent})
+			d.Nft.Services = append(d.Nft.Services, NftServiceDoc{Address: s.Addr.String(), Protocol: string(s.Proto), Port: s.Port, Percent: s.Percent})
 		}
 		for _, f := range r.Current.Nft.Spec.Forwards {
-			d.Nft.Forwards = append(d.Nft.Forwards, NftForwardDoc{Address: f.Addr, Protocol: string(f.Proto), Port: f.Port, To: f.To, ToPort: f.ToPort})
+			d.Nft.Forwards = append(d.Nft.Forwards, NftForwardDoc{Address: f.Addr.String(), Protocol: string(f.Proto), Port: f.Port, To: f.To.String(), ToPort: f.ToPort})
 		}
 	}
 	for _, e := range r.Entries {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -42,8 +43,8 @@ func rule() *state.Object {
 
 func nft() *state.Object {
 	return &state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x100,
-		Services: []state.NftService{{Addr: "192.0.2.1", Proto: "tcp", Port: 443, Percent: 100}},
-		Forwards: []state.NftForward{{Addr: "192.0.2.1", Proto: "udp", Port: 53, To: "198.51.100.53", ToPort: 53}}}}}
+		Services: []state.NftService{{Addr: netip.MustParseAddr("192.0.2.1"), Proto: "tcp", Port: 443, Percent: 100}},
+		Forwards: []state.NftForward{{Addr: netip.MustParseAddr("192.0.2.1"), Proto: "udp", Port: 53, To: netip.MustParseAddr("198.51.100.53"), ToPort: 53}}}}}
 }
 
 func samplePlan() *plan.Plan {

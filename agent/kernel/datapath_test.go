@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -237,7 +238,7 @@ func TestCanaryAndDrain(t *testing.T) {
 		t.Fatalf("early flow: %q %v", tag, err)
 	}
 
-	key := state.NftService{Addr: svc, Proto: "tcp", Port: 8080}
+	key := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080}
 	canary := key
 	canary.Percent = 30
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{
@@ -425,7 +426,7 @@ func TestUnderlayFilter(t *testing.T) {
 	expectRx(base+5, "peer's packets without the filter")
 
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000,
-		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}}}
+		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}}}
 	apply(t, h, create(state.Object{Nft: &tbl}))
 	send(attacker, 5)
 	send(peer, 2)
@@ -616,11 +617,11 @@ func TestFlowCounts(t *testing.T) {
 		}
 	}
 	open(2) // before conntrack runs here
-	tcp := state.NftService{Addr: svc, Proto: "tcp", Port: 8080}
-	udp := state.NftService{Addr: svc, Proto: "udp", Port: 5353}
-	other := state.NftService{Addr: "2001:db8::10", Proto: "tcp", Port: 25}
+	tcp := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080}
+	udp := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "udp", Port: 5353}
+	other := state.NftService{Addr: netip.MustParseAddr("2001:db8::10"), Proto: "tcp", Port: 25}
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: mark,
-		Services: []state.NftService{{Addr: svc, Proto: "tcp", Port: 8080, Percent: 100}, {Addr: svc, Proto: "udp", Port: 5353, Percent: 100}}}}
+		Services: []state.NftService{{Addr: tcp.Addr, Proto: "tcp", Port: 8080, Percent: 100}, {Addr: tcp.Addr, Proto: "udp", Port: 5353, Percent: 100}}}}
 	apply(t, h, create(state.Object{Nft: &tbl}))
 	for _, c := range conns {
 		if _, err := ask(c, "y"); err != nil { // picked up mid-stream

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,10 +28,10 @@ func fwdSpec(role state.Role) state.NftSpec {
 		Role:        role,
 		ForwardMark: fwdMark,
 		Forwards: []state.NftForward{
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 8443, To: "203.0.113.20", ToPort: 8443},
-			{Addr: "198.51.100.10", Proto: "udp", Port: 5353, To: "203.0.113.20", ToPort: 5300},
-			{Addr: "2001:db8:100::10", Proto: "tcp", Port: 8443, To: "2001:db8:200::20", ToPort: 8443},
-			{Addr: "2001:db8:100::10", Proto: "udp", Port: 5353, To: "2001:db8:200::20", ToPort: 5300},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8443, To: netip.MustParseAddr("203.0.113.20"), ToPort: 8443},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 5353, To: netip.MustParseAddr("203.0.113.20"), ToPort: 5300},
+			{Addr: netip.MustParseAddr("2001:db8:100::10"), Proto: "tcp", Port: 8443, To: netip.MustParseAddr("2001:db8:200::20"), ToPort: 8443},
+			{Addr: netip.MustParseAddr("2001:db8:100::10"), Proto: "udp", Port: 5353, To: netip.MustParseAddr("2001:db8:200::20"), ToPort: 5300},
 		},
 	}
 }
@@ -39,12 +40,12 @@ func fwdSpec(role state.Role) state.NftSpec {
 // spec without them renders as before, an empty TunnelDev renders no
 // tunnel rule, and bad forwards are refused.
 func TestForwardRender(t *testing.T) {
-	u := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}
+	u := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 	withTunnel := func(role state.Role) state.NftSpec {
 		s := fwdSpec(role)
 		s.TunnelDev, s.Mark = "mig0", 0x20000
 		if role == "old" {
-			s.Services = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 8080, Percent: 100}}
+			s.Services = []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8080, Percent: 100}}
 		}
 		s.Underlay = u
 		return s
@@ -52,7 +53,7 @@ func TestForwardRender(t *testing.T) {
 	many := fwdSpec("old")
 	many.Forwards = nil
 	for i := 0; i < 3000; i++ {
-		many.Forwards = append(many.Forwards, state.NftForward{Addr: fmt.Sprintf("198.51.100.%d", i%200+1), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i), To: "203.0.113.20", ToPort: 443})
+		many.Forwards = append(many.Forwards, state.NftForward{Addr: netip.AddrFrom4([4]byte{198, 51, 100, byte(i%200 + 1)}), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i), To: netip.MustParseAddr("203.0.113.20"), ToPort: 443})
 	}
 	drain := fwdSpec("new")
 	drain.Forwards = nil
@@ -130,8 +131,8 @@ func TestForwardRender(t *testing.T) {
 	}{
 		{"no forward mark", bad(func(s *state.NftSpec) { s.ForwardMark = 0 }), "forward_mark 0"},
 		{"mark overlap", bad(func(s *state.NftSpec) { s.TunnelDev, s.Mark, s.ForwardMark = "mig0", 0x60000, 0x40000 }), "overlaps"},
-		{"bad destination", bad(func(s *state.NftSpec) { s.Forwards[0].To = "nope" }), `nft forward to "nope"`},
-		{"family mismatch", bad(func(s *state.NftSpec) { s.Forwards[0].To = "2001:db8::1" }), "same address family"},
+		{"bad destination", bad(func(s *state.NftSpec) { s.Forwards[0].To = netip.Addr{} }), `nft forward to ""`},
+		{"family mismatch", bad(func(s *state.NftSpec) { s.Forwards[0].To = netip.MustParseAddr("2001:db8::1") }), "same address family"},
 		{"to_port 0", bad(func(s *state.NftSpec) { s.Forwards[0].ToPort = 0 }), "to_port 0"},
 		{"port 0", bad(func(s *state.NftSpec) { s.Forwards[0].Port = 0 }), "port 0"},
 		{"sctp", bad(func(s *state.NftSpec) { s.Forwards[0].Proto = "sctp" }), "must be tcp or udp"},
@@ -142,10 +143,10 @@ func TestForwardRender(t *testing.T) {
 		}), "goes to"},
 		{"forward and service", bad(func(s *state.NftSpec) {
 			s.TunnelDev, s.Mark = "mig0", 0x20000
-			s.Services = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 8443, Percent: 100}}
+			s.Services = []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8443, Percent: 100}}
 		}), "also a forward"},
 		{"services without a tunnel", bad(func(s *state.NftSpec) {
-			s.Services = []state.NftService{{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 100}}
+			s.Services = []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80, Percent: 100}}
 		}), "only for role old with a tunnel device"},
 		{"old without tunnel or forwards", state.NftSpec{Role: "old"}, `nft tunnel_dev ""`},
 	} {
@@ -473,7 +474,7 @@ func TestForwardPackets(t *testing.T) {
 	// chains are hooked before the old ones go, in the same transaction.
 	more := tbl
 	more.Spec.Forwards = append(append([]state.NftForward(nil), tbl.Spec.Forwards...),
-		state.NftForward{Addr: a4, Proto: "tcp", Port: 9443, To: "203.0.113.20", ToPort: 8443})
+		state.NftForward{Addr: netip.MustParseAddr(a4), Proto: "tcp", Port: 9443, To: netip.MustParseAddr("203.0.113.20"), ToPort: 8443})
 	apply(t, h, update(state.Object{Nft: &tbl}, state.Object{Nft: &more}))
 	for i, c := range fwd {
 		expect(c, "forwarded flow after an update", "update", targets[i].backendSees)

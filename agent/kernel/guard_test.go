@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -170,10 +171,10 @@ func TestForwardGuard(t *testing.T) {
 
 	spec := state.NftSpec{
 		Role: "old", TunnelDev: "mig0", Mark: mark,
-		Services:    []state.NftService{{Addr: svc, Proto: "tcp", Port: 8080, Percent: 100}},
-		Accounted:   []state.NftService{{Addr: svc, Proto: "tcp", Port: 8080}},
+		Services:    []state.NftService{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080, Percent: 100}},
+		Accounted:   []state.NftService{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080}},
 		ForwardMark: fwdMark,
-		Forwards:    []state.NftForward{{Addr: svc, Proto: "tcp", Port: 8443, To: "203.0.113.20", ToPort: 8443}},
+		Forwards:    []state.NftForward{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8443, To: netip.MustParseAddr("203.0.113.20"), ToPort: 8443}},
 	}
 	open := state.NftTable{Family: "inet", Name: "migrate", Spec: spec}
 	apply(t, h, create(state.Object{Nft: &open}))

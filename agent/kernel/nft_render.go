@@ -122,7 +122,7 @@ func (r *rendered) tables() []*renderedTable {
 // bytes (address, then proto + 3 zero bytes, then port in network order + 2
 // zero bytes).
 func serviceKey(s state.NftService) (key []byte, v6 bool, err error) {
-	ip := net.ParseIP(s.Addr)
+	ip := net.IP(s.Addr.AsSlice())
 	if ip == nil {
 		return nil, false, fmt.Errorf("service address %q is not an IP address", s.Addr)
 	}
@@ -164,7 +164,8 @@ func serviceOfKey(key []byte) (state.NftService, bool) {
 	if proto == "" {
 		return state.NftService{}, false
 	}
-	return state.NftService{Addr: ip.String(), Proto: proto, Port: uint16(rest[4])<<8 | uint16(rest[5])}, true
+	a, _ := netip.AddrFromSlice(ip)
+	return state.NftService{Addr: a.Unmap(), Proto: proto, Port: uint16(rest[4])<<8 | uint16(rest[5])}, true
 }
 
 func ifname(name string) []byte {
@@ -373,7 +374,7 @@ func canaryChain(p int) string { return nftCanaryPfx + strconv.Itoa(p) }
 //	udp: meta nfproto ipvX meta l4proto udp udp dport PORT ip[6] daddr LOCAL ip[6] saddr != PEER counter drop
 //	gre: meta nfproto ipvX meta l4proto gre ip[6] daddr LOCAL ip[6] saddr != PEER counter drop
 func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
-	local, peer := net.ParseIP(u.Local), net.ParseIP(u.Peer)
+	local, peer := net.IP(u.Local.AsSlice()), net.IP(u.Peer.AsSlice())
 	if local == nil || peer == nil {
 		return nil, fmt.Errorf("underlay: local %q and peer %q must be IP addresses", u.Local, u.Peer)
 	}
@@ -819,7 +820,7 @@ func forwardElem(f state.NftForward) (nftables.SetElement, bool, error) {
 	if err != nil {
 		return nftables.SetElement{}, false, fmt.Errorf("forward: %w", err)
 	}
-	to := net.ParseIP(f.To)
+	to := net.IP(f.To.AsSlice())
 	if to == nil {
 		return nftables.SetElement{}, false, fmt.Errorf("forward %s %s %d: destination %q is not an IP address", f.Addr, f.Proto, f.Port, f.To)
 	}
@@ -900,7 +901,7 @@ func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forward
 			return nil, err
 		}
 		if prev, ok := fp.keys[string(e.Key)]; ok {
-			if !net.ParseIP(prev.To).Equal(net.ParseIP(f.To)) || prev.ToPort != f.ToPort {
+			if prev.To != f.To || prev.ToPort != f.ToPort {
 				return nil, fmt.Errorf("forward %s %s %d goes to %s port %d and to %s port %d", f.Addr, f.Proto, f.Port, prev.To, prev.ToPort, f.To, f.ToPort)
 			}
 			continue // a map holds each key once

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,23 +26,23 @@ func oldSpec() state.NftSpec {
 		TunnelDev: "mig0",
 		Mark:      0x20000,
 		Services: []state.NftService{
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 8080, Percent: 100},
-			{Addr: "198.51.100.10", Proto: "udp", Port: 53, Percent: 100},
-			{Addr: "198.51.100.11", Proto: "tcp", Port: 25, Percent: 10},
-			{Addr: "198.51.100.11", Proto: "tcp", Port: 587, Percent: 50},
-			{Addr: "2001:db8::10", Proto: "tcp", Port: 25, Percent: 100},
-			{Addr: "2001:db8::11", Proto: "udp", Port: 53, Percent: 50},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8080, Percent: 100},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100},
+			{Addr: netip.MustParseAddr("198.51.100.11"), Proto: "tcp", Port: 25, Percent: 10},
+			{Addr: netip.MustParseAddr("198.51.100.11"), Proto: "tcp", Port: 587, Percent: 50},
+			{Addr: netip.MustParseAddr("2001:db8::10"), Proto: "tcp", Port: 25, Percent: 100},
+			{Addr: netip.MustParseAddr("2001:db8::11"), Proto: "udp", Port: 53, Percent: 50},
 		},
 		Accounted: []state.NftService{
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 8080},
-			{Addr: "198.51.100.10", Proto: "tcp", Port: 9000}, // draining
-			{Addr: "198.51.100.10", Proto: "udp", Port: 53},
-			{Addr: "198.51.100.11", Proto: "tcp", Port: 25},
-			{Addr: "198.51.100.11", Proto: "tcp", Port: 587},
-			{Addr: "2001:db8::10", Proto: "tcp", Port: 25},
-			{Addr: "2001:db8::11", Proto: "udp", Port: 53},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8080},
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 9000}, // draining
+			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53},
+			{Addr: netip.MustParseAddr("198.51.100.11"), Proto: "tcp", Port: 25},
+			{Addr: netip.MustParseAddr("198.51.100.11"), Proto: "tcp", Port: 587},
+			{Addr: netip.MustParseAddr("2001:db8::10"), Proto: "tcp", Port: 25},
+			{Addr: netip.MustParseAddr("2001:db8::11"), Proto: "udp", Port: 53},
 		},
-		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"},
+		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")},
 	}
 }
 
@@ -298,7 +299,7 @@ func TestNftBytecode(t *testing.T) {
 	// Role new: MSS clamp on the tunnel, GRE/IPv6 underlay filter, and
 	// the arp table.
 	nspec := state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []string{"198.51.100.10", "198.51.100.12"},
-		Underlay: &state.NftUnderlay{Proto: "gre", Local: "2001:db8::1", Peer: "2001:db8::2"}}
+		Underlay: &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("2001:db8::1"), Peer: netip.MustParseAddr("2001:db8::2")}}
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "nw", Spec: nspec}}))
 	c = `comment "migrate:` + ruleDigest(nspec) + `"`
 	compareWithNft(t, "inet", "nw", fmt.Sprintf(`table inet ref {
@@ -387,10 +388,10 @@ func TestNftManyServices(t *testing.T) {
 	many := oldSpec()
 	many.Services = nil
 	for i := 0; i < 10000; i++ {
-		many.Services = append(many.Services, state.NftService{Addr: fmt.Sprintf("198.51.%d.%d", 100+i/5000, i%250+1), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i/250), Percent: 100})
+		many.Services = append(many.Services, state.NftService{Addr: netip.AddrFrom4([4]byte{198, 51, byte(100 + i/5000), byte(i%250 + 1)}), Proto: []state.Proto{"tcp", "udp"}[i%2], Port: uint16(1000 + i/250), Percent: 100})
 	}
 	for i := 0; i < 5000; i++ {
-		many.Services = append(many.Services, state.NftService{Addr: fmt.Sprintf("2001:db8::%x", i+1), Proto: "tcp", Port: 443, Percent: 100})
+		many.Services = append(many.Services, state.NftService{Addr: netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i+1)), Proto: "tcp", Port: 443, Percent: 100})
 	}
 	many.Accounted = nil
 	for _, s := range many.Services {
@@ -443,7 +444,8 @@ func TestNftManyServices(t *testing.T) {
 
 func TestNftRenderErrors(t *testing.T) {
 	svc := func(addr string, proto state.Proto, port uint16, pct int) []state.NftService {
-		return []state.NftService{{Addr: addr, Proto: proto, Port: port, Percent: pct}}
+		a, _ := netip.ParseAddr(addr) // "": none
+		return []state.NftService{{Addr: a, Proto: proto, Port: port, Percent: pct}}
 	}
 	old := func(f func(*state.NftSpec)) state.NftSpec {
 		s := state.NftSpec{Role: "old", Mark: 1, TunnelDev: "mig0"}
@@ -455,7 +457,7 @@ func TestNftRenderErrors(t *testing.T) {
 		{Role: "old", TunnelDev: "mig0"},
 		{Role: "old", Mark: 1},
 		{Role: "old", Mark: 1, TunnelDev: "a-much-too-long-name"},
-		old(func(s *state.NftSpec) { s.Services = svc("nope", "tcp", 1, 100) }),
+		old(func(s *state.NftSpec) { s.Services = svc("", "tcp", 1, 100) }),
 		old(func(s *state.NftSpec) { s.Services = svc("192.0.2.1", "sctp", 1, 100) }),
 		old(func(s *state.NftSpec) { s.Services = svc("192.0.2.1", "tcp", 0, 100) }),
 		old(func(s *state.NftSpec) { s.Services = svc("192.0.2.1", "tcp", 1, 0) }),
@@ -466,16 +468,16 @@ func TestNftRenderErrors(t *testing.T) {
 		old(func(s *state.NftSpec) { s.Accounted = svc("192.0.2.1", "icmp", 1, 0) }),
 		old(func(s *state.NftSpec) { s.NoARP = []string{"192.0.2.1"} }),
 		old(func(s *state.NftSpec) {
-			s.Underlay = &state.NftUnderlay{Proto: "udp", Local: "192.0.2.1", Peer: "192.0.2.2"}
+			s.Underlay = &state.NftUnderlay{Proto: "udp", Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 		}),
 		old(func(s *state.NftSpec) {
-			s.Underlay = &state.NftUnderlay{Proto: "gre", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}
+			s.Underlay = &state.NftUnderlay{Proto: "gre", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 		}),
 		old(func(s *state.NftSpec) {
-			s.Underlay = &state.NftUnderlay{Proto: "ipip", Local: "192.0.2.1", Peer: "192.0.2.2"}
+			s.Underlay = &state.NftUnderlay{Proto: "ipip", Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 		}),
 		old(func(s *state.NftSpec) {
-			s.Underlay = &state.NftUnderlay{Proto: "gre", Local: "192.0.2.1", Peer: "2001:db8::2"}
+			s.Underlay = &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("2001:db8::2")}
 		}),
 		{Role: "new", Services: svc("192.0.2.1", "tcp", 1, 100)},
 		{Role: "new", NoARP: []string{"2001:db8::1"}},
@@ -487,7 +489,7 @@ func TestNftRenderErrors(t *testing.T) {
 			t.Errorf("RenderRuleCount(%+v) = %d", s, n)
 		}
 	}
-	u := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "192.0.2.1", Peer: "192.0.2.2"}
+	u := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 	for _, c := range []struct {
 		spec state.NftSpec
 		n    int

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -104,8 +105,8 @@ add element inet migrate acct6 { 2001:db8::10 . tcp . 25 counter packets 11 byte
 	}
 
 	next := clone(spec)
-	next.Services = append(next.Services, state.NftService{Addr: "198.51.100.12", Proto: "tcp", Port: 80, Percent: 100})
-	next.Accounted = append(next.Accounted, state.NftService{Addr: "198.51.100.12", Proto: "tcp", Port: 80})
+	next.Services = append(next.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80, Percent: 100})
+	next.Accounted = append(next.Accounted, state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80})
 	step("a service added", next, true)
 
 	next = clone(spec)
@@ -126,12 +127,12 @@ add element inet migrate acct6 { 2001:db8::10 . tcp . 25 counter packets 11 byte
 
 	next = clone(spec)
 	next.ForwardMark = 0x400000
-	next.Forwards = []state.NftForward{{Addr: "198.51.100.10", Proto: "tcp", Port: 2222, To: "203.0.113.5", ToPort: 22}}
+	next.Forwards = []state.NftForward{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 2222, To: netip.MustParseAddr("203.0.113.5"), ToPort: 22}}
 	step("forwards added", next, false)
 
 	next = clone(spec)
-	next.Forwards[0].To = "203.0.113.6"
-	next.Forwards = append(next.Forwards, state.NftForward{Addr: "198.51.100.10", Proto: "tcp", Port: 2223, To: "203.0.113.5", ToPort: 23})
+	next.Forwards[0].To = netip.MustParseAddr("203.0.113.6")
+	next.Forwards = append(next.Forwards, state.NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 2223, To: netip.MustParseAddr("203.0.113.5"), ToPort: 23})
 	step("a forward changed and one added", next, true)
 
 	next = clone(spec)
@@ -187,7 +188,7 @@ func TestNftUpdateAfterHandEdit(t *testing.T) {
 		}
 		nftScript(t, edit+"\n")
 		b := a
-		b.Spec.Services = append(append([]state.NftService(nil), a.Spec.Services...), state.NftService{Addr: "198.51.100.12", Proto: "tcp", Port: 80, Percent: 100})
+		b.Spec.Services = append(append([]state.NftService(nil), a.Spec.Services...), state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80, Percent: 100})
 		apply(t, h, update(state.Object{Nft: &a}, state.Object{Nft: &b}))
 		f := nftFactsOf(t, h, "migrate")
 		if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(state.Object{Nft: &b}) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"syscall"
@@ -191,7 +192,7 @@ func TestMarkPacketPath(t *testing.T) {
 		create(state.Object{Route: &state.Route{Family: 4, Table: 100, Type: "unreachable", Dst: "0.0.0.0/0"}}),
 		create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{
 			Role: "old", TunnelDev: "mig0", Mark: 0x20000,
-			Services: []state.NftService{{Addr: svc, Proto: "tcp", Port: 8080, Percent: 100}},
+			Services: []state.NftService{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080, Percent: 100}},
 		}}}),
 	} {
 		apply(t, h, s)

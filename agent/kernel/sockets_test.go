@@ -87,13 +87,13 @@ func TestSocketCounts(t *testing.T) {
 
 	// migrate's table starts conntrack; it moves another port only, so
 	// nothing of these is marked.
-	tcp := state.NftService{Addr: svc, Proto: "tcp", Port: 8080}
-	dual := state.NftService{Addr: svc, Proto: "tcp", Port: 8081}
-	closing := state.NftService{Addr: svc, Proto: "tcp", Port: 8082}
-	udp := state.NftService{Addr: svc, Proto: "udp", Port: 5353}
-	cudp := state.NftService{Addr: svc, Proto: "udp", Port: 5354}
+	tcp := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080}
+	dual := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8081}
+	closing := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8082}
+	udp := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "udp", Port: 5353}
+	cudp := state.NftService{Addr: netip.MustParseAddr(svc), Proto: "udp", Port: 5354}
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: mark,
-		Services: []state.NftService{{Addr: svc, Proto: "tcp", Port: 9, Percent: 100}}}}
+		Services: []state.NftService{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 9, Percent: 100}}}}
 	apply(t, h, create(state.Object{Nft: &tbl}))
 	if _, err := ask(a, "y"); err != nil { // picked up mid-stream: OnOld
 		t.Fatal(err)

@@ -252,11 +252,7 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool
 	fams := map[uint8]bool{}
 	protos := map[uint8]bool{}
 	for _, s := range services {
-		a, err := netip.ParseAddr(s.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("flows of %s: %w", s.Key(), err)
-		}
-		a = a.Unmap()
+		a := s.Addr.Unmap()
 		var p uint8
 		switch s.Proto {
 		case "tcp":

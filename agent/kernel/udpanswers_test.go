@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -212,8 +213,8 @@ func TestUDPAnswersFromServiceAddress(t *testing.T) {
 	}
 
 	spec := state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, UDPServices: []state.NftService{
-		{Addr: svc4, Proto: "udp", Port: 5005}, {Addr: svc4, Proto: "udp", Port: 5006},
-		{Addr: svc6, Proto: "udp", Port: 5005}, {Addr: svc6, Proto: "udp", Port: 5006},
+		{Addr: netip.MustParseAddr(svc4), Proto: "udp", Port: 5005}, {Addr: netip.MustParseAddr(svc4), Proto: "udp", Port: 5006},
+		{Addr: netip.MustParseAddr(svc6), Proto: "udp", Port: 5005}, {Addr: netip.MustParseAddr(svc6), Proto: "udp", Port: 5006},
 	}}
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: spec}}))
 	if f := nftFactsOf(t, h, "migrate"); f.NftDrift != "" {
