@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,7 +202,7 @@ func TestKeptRestores(t *testing.T) {
 		return &state.Object{Sysctl: &state.Sysctl{Name: "net.ipv4.ip_forward", Value: v}}
 	}
 	link := &state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 1, Port: 4789, MTU: 1450, Up: true}}
-	addr := &state.Object{Addr: &state.Addr{Dev: "lo", CIDR: "198.51.100.10/32"}}
+	addr := &state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}}
 	unit := &state.Object{File: &state.File{Path: "/etc/systemd/system/migrate-restore.service", Content: "x"}}
 	rolled := time.Unix(100, 0)
 	j := &state.Journal{Entries: []state.Entry{

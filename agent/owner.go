@@ -259,10 +259,7 @@ func checkOwnedObject(o state.Object) error {
 		}
 	case o.Addr != nil:
 		if o.Addr.Dev == "lo" {
-			p, err := netip.ParsePrefix(o.Addr.CIDR)
-			if err != nil {
-				return err
-			}
+			p := o.Addr.CIDR
 			if p.Bits() != p.Addr().BitLen() || p.Addr().IsLoopback() || p.Addr().IsUnspecified() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() {
 				return fmt.Errorf("address %s on lo: migrate only adds service addresses there (a /32 or /128 that is not loopback, link-local or multicast)", o.Addr.CIDR)
 			}
@@ -413,7 +410,7 @@ func liveOwned(f state.Facts, s state.Step) error {
 		}
 	case o.Addr != nil:
 		if o.Addr.Dev != "lo" {
-			return needTunnelDev(f, o.Addr.Dev, "address "+o.Addr.CIDR)
+			return needTunnelDev(f, o.Addr.Dev, "address "+o.Addr.CIDR.String())
 		}
 	case o.Rule != nil:
 		if s.Action == state.Create {

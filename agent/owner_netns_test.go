@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,7 +171,7 @@ func foreignSetup(t *testing.T) {
 // ownLink and friends are migrate's own objects in the namespace.
 var (
 	ownLink  = state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MTU: 1450, Up: true}
-	ownAddr  = state.Addr{Dev: "mig0", CIDR: "169.254.42.1/30"}
+	ownAddr  = state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}
 	ownRule  = state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
 	ownRoute = state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.42.2", Protocol: 77}
 )
@@ -298,11 +299,11 @@ func hostileSteps() []struct {
 		{"replace foreign blackhole in 4242", stCreate(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "192.0.2.99/32", Dev: "mig0", Protocol: 77})},
 		{"update foreign blackhole in 4242", stUpdate(state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: "192.0.2.99/32", Protocol: 77}, state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: "192.0.2.99/32", Protocol: 77})},
 		{"delete foreign v6 blackhole", stDelete(state.Route{Family: 6, Table: 101, Type: "blackhole", Dst: "2001:db8:ffff::/48", Protocol: 77})},
-		{"delete uplink address", stDelete(state.Addr{Dev: "up0", CIDR: "192.0.2.1/24"})},
-		{"delete uplink v6 address", stDelete(state.Addr{Dev: "up0", CIDR: "2001:db8::1/64"})},
-		{"add address to the uplink", stCreate(state.Addr{Dev: "up0", CIDR: "192.0.2.77/32"})},
-		{"delete loopback", stDelete(state.Addr{Dev: "lo", CIDR: "127.0.0.1/8"})},
-		{"delete ::1", stDelete(state.Addr{Dev: "lo", CIDR: "::1/128"})},
+		{"delete uplink address", stDelete(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.1/24")})},
+		{"delete uplink v6 address", stDelete(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("2001:db8::1/64")})},
+		{"add address to the uplink", stCreate(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.77/32")})},
+		{"delete loopback", stDelete(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("127.0.0.1/8")})},
+		{"delete ::1", stDelete(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("::1/128")})},
 	}
 }
 
@@ -395,7 +396,7 @@ func TestWatchdogRefusesForeignJournalInNetns(t *testing.T) {
 		stCreate(state.Rule{Family: 4, Priority: 32766, Table: 254, Protocol: 2}),
 		stCreate(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 3}),
 		stDelete(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "192.0.2.99/32", Dev: "mig0", Protocol: 77}),
-		stCreate(state.Addr{Dev: "up0", CIDR: "192.0.2.1/24"}),
+		stCreate(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.1/24")}),
 		stUpdate(sys("net.ipv4.conf.up0.rp_filter", "0"), sys("net.ipv4.conf.up0.rp_filter", "1")),
 	}
 	for i, s := range forged {

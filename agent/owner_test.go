@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ service "dns6" {
 func ownerFacts(cidr, cidr6 string) state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "eth0", Type: "veth", MTU: 1500, Up: true}, {Name: "eth0.100", Type: "vlan", MTU: 1500, Up: true}},
-		Addrs: []state.Addr{{Dev: "eth0", CIDR: cidr}, {Dev: "eth0", CIDR: cidr6}},
+		Addrs: []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix(cidr)}, {Dev: "eth0", CIDR: netip.MustParsePrefix(cidr6)}},
 		Rules: []state.Rule{
 			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
 			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},
@@ -140,7 +141,7 @@ forward "smtp6" {
 			// ip6gre cannot serve an IPv6 service on its own endpoint:
 			// OLD's tunnel uses a second address.
 			of := facts[plan.Old]
-			of.Addrs = append(of.Addrs, state.Addr{Dev: "eth0", CIDR: "2001:db8:100::11/64"})
+			of.Addrs = append(of.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8:100::11/64")})
 			facts[plan.Old] = of
 			if c.Tunnel.Type == "wireguard" {
 				f := facts[plan.Old]
@@ -235,8 +236,8 @@ func TestCheckOwnedStep(t *testing.T) {
 		{"arp_announce lo", up(sys("net.ipv4.conf.lo.arp_announce", "0"), sys("net.ipv4.conf.lo.arp_announce", "2")), "is not one migrate sets"},
 		{"accept_ra raise", up(sys("net.ipv6.conf.eth0.accept_ra", "1"), sys("net.ipv6.conf.eth0.accept_ra", "2")), ""},
 		{"accept_ra restore", up(sys("net.ipv6.conf.eth0.accept_ra", "2"), sys("net.ipv6.conf.eth0.accept_ra", "1")), ""},
-		{"addr on lo", cr(state.Addr{Dev: "lo", CIDR: "198.51.100.10/32"}), ""},
-		{"addr6 on lo", cr(state.Addr{Dev: "lo", CIDR: "2001:db8::10/128", NoDAD: true, NoPrefixRoute: true}), ""},
+		{"addr on lo", cr(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}), ""},
+		{"addr6 on lo", cr(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("2001:db8::10/128"), NoDAD: true, NoPrefixRoute: true}), ""},
 		{"addr on tunnel", dl(okAddr()), ""},
 
 		// Foreign objects are refused.
@@ -270,9 +271,9 @@ func TestCheckOwnedStep(t *testing.T) {
 		{"route default", cr(state.Route{Family: 6, Table: 253, Type: "throw", Dst: "::/0", Protocol: 77}), "route table default"},
 		{"route table too big", cr(state.Route{Family: 4, Table: maxOwnTable + 1, Type: "throw", Dst: "192.0.2.1/32", Protocol: 77}), "route table 2147483648"},
 		{"update into a foreign route", up(okRoute(), wrongProto), "route protocol 3"},
-		{"addr loopback", dl(state.Addr{Dev: "lo", CIDR: "127.0.0.1/8"}), "address 127.0.0.1/8 on lo"},
-		{"addr ::1", dl(state.Addr{Dev: "lo", CIDR: "::1/128"}), "address ::1/128 on lo"},
-		{"addr lo prefix", dl(state.Addr{Dev: "lo", CIDR: "198.51.100.0/24"}), "on lo"},
+		{"addr loopback", dl(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("127.0.0.1/8")}), "address 127.0.0.1/8 on lo"},
+		{"addr ::1", dl(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("::1/128")}), "address ::1/128 on lo"},
+		{"addr lo prefix", dl(state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.0/24")}), "on lo"},
 	} {
 		check(t, c.name, checkOwnedStep(c.step), c.want)
 	}

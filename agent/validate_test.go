@@ -29,7 +29,9 @@ func okRule() state.Rule {
 	return state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
 }
 
-func okAddr() state.Addr { return state.Addr{Dev: "mig0", CIDR: "169.254.42.1/30"} }
+func okAddr() state.Addr {
+	return state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}
+}
 
 func okRoute() state.Route {
 	return state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.42.2", Protocol: 77}
@@ -70,8 +72,12 @@ func rule(f func(*state.Rule)) state.Step {
 	return create(state.Object{Rule: &v})
 }
 
+// addr makes an address step; a cidr that does not parse is the zero
+// Prefix (what "" decodes to: text that does not parse fails at decode,
+// TestParamsStrict).
 func addr(dev, cidr string) state.Step {
-	return create(state.Object{Addr: &state.Addr{Dev: dev, CIDR: cidr}})
+	p, _ := netip.ParsePrefix(cidr)
+	return create(state.Object{Addr: &state.Addr{Dev: dev, CIDR: p}})
 }
 
 func route(f func(*state.Route)) state.Step {
@@ -243,9 +249,8 @@ func TestValidateStep(t *testing.T) {
 		{"addr v6", addr("lo", "2001:db8::10/128"), ""},
 		{"addr bad dev", addr("", "169.254.42.1/30"), `addr dev ""`},
 		{"addr long dev", addr("abcdefghijklmnopq", "169.254.42.1/30"), "addr dev"},
-		{"addr no prefix", addr("lo", "198.51.100.10"), `addr cidr "198.51.100.10": must be an address with a prefix length`},
-		{"addr garbage", addr("lo", "x/32"), `addr cidr "x/32"`},
-		{"addr zone", addr("lo", "fe80::1%lo/64"), "addr cidr"},
+		{"addr none", addr("lo", ""), `addr cidr "": must be an address with a prefix length`},
+		{"addr mapped", addr("lo", "::ffff:198.51.100.10/128"), `addr cidr "::ffff:198.51.100.10/128": IPv4-mapped IPv6 prefixes are not allowed`},
 
 		// Routes.
 		{"route ok", route(func(*state.Route) {}), ""},
@@ -486,6 +491,10 @@ func TestParamsStrict(t *testing.T) {
 			`bad apply request: nft spec: ParseAddr("192.0.2.300"): IPv4 field has value >255`},
 		{"empty address", req("apply", `{"step":{"action":"create","after":{"nft":{"family":"inet","name":"migrate","spec":{"role":"old","tunnel_dev":"mig0","mark":1,"services":[{"addr":"","proto":"tcp","port":25,"percent":100}]}}}}}`),
 			`bad step: nft services addr "": must be an IPv4 or IPv6 address`},
+		{"address without prefix length", req("apply", `{"step":{"action":"create","after":{"addr":{"dev":"lo","cidr":"198.51.100.10"}}}}`),
+			`bad apply request: netip.ParsePrefix("198.51.100.10"): no '/'`},
+		{"address with zone", req("apply", `{"step":{"action":"create","after":{"addr":{"dev":"lo","cidr":"fe80::1%lo/64"}}}}`),
+			`bad apply request: netip.ParsePrefix("fe80::1%lo/64"): IPv6 zones cannot be present in a prefix`},
 		{"huge unknown field", req("ping", `{"`+strings.Repeat("x", 100000)+`":1}`), "cut short"},
 	}
 	for _, c := range cases {

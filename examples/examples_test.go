@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,7 +42,7 @@ func hostFacts(addrs ...string) state.Facts {
 		},
 	}
 	for _, a := range addrs {
-		f.Addrs = append(f.Addrs, state.Addr{Dev: "eth0", CIDR: a})
+		f.Addrs = append(f.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix(a)})
 	}
 	return f
 }

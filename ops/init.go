@@ -18,8 +18,8 @@ func SharedSubnet(of, nf state.Facts, oe, ne netip.Addr) (netip.Addr, netip.Addr
 	prefixes := func(f state.Facts) []netip.Prefix {
 		var out []netip.Prefix
 		for _, a := range f.Addrs {
-			p, err := netip.ParsePrefix(a.CIDR)
-			if err != nil || a.Dev == "lo" || p.Bits() == p.Addr().BitLen() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsLoopback() {
+			p := a.CIDR
+			if !p.IsValid() || a.Dev == "lo" || p.Bits() == p.Addr().BitLen() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsLoopback() {
 				continue
 			}
 			out = append(out, p)
@@ -87,7 +87,7 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	}
 	natted := func(name, ip string, f state.Facts) (netip.Addr, bool) {
 		a, err := netip.ParseAddr(ip)
-		if err != nil || a.IsLoopback() || len(sess.Targets[name].Jumps) > 0 || f.HasAddr(a.String()) {
+		if err != nil || a.IsLoopback() || len(sess.Targets[name].Jumps) > 0 || f.HasAddr(a) {
 			return netip.Addr{}, false
 		}
 		return a, true

@@ -63,7 +63,7 @@ func PeerRoutes[H Host](ctx context.Context, s *Session[H], cfg *config.Config, 
 		bind     netip.Addr
 	}{{plan.Old, t.OldEndpoint, t.NewEndpoint, t.OldBind}, {plan.New, t.NewEndpoint, t.OldEndpoint, t.NewBind}} {
 		f := facts[h.name]
-		if h.bind.IsValid() || f.HasAddr(h.ep.String()) {
+		if h.bind.IsValid() || f.HasAddr(h.ep) {
 			continue
 		}
 		cl, ok := s.Clients[h.name]

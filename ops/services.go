@@ -15,8 +15,8 @@ import (
 func PublicAddrs(f state.Facts) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range f.Addrs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err != nil || a.Dev == "lo" {
+		p := a.CIDR
+		if !p.IsValid() || a.Dev == "lo" {
 			continue
 		}
 		ip := p.Addr()

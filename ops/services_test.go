@@ -110,8 +110,8 @@ func TestGroupListeners(t *testing.T) {
 
 func TestPublicAddrs(t *testing.T) {
 	f := state.Facts{Addrs: []state.Addr{
-		{Dev: "eth0", CIDR: "198.51.100.11/24"}, {Dev: "eth0", CIDR: "198.51.100.10/24"}, {Dev: "lo", CIDR: "203.0.113.5/32"},
-		{Dev: "eth0", CIDR: "fe80::1/64"}, {Dev: "eth0", CIDR: "2001:db8::10/64"}, {Dev: "eth0", CIDR: "127.0.0.2/8"},
+		{Dev: "eth0", CIDR: netip.MustParsePrefix("198.51.100.11/24")}, {Dev: "eth0", CIDR: netip.MustParsePrefix("198.51.100.10/24")}, {Dev: "lo", CIDR: netip.MustParsePrefix("203.0.113.5/32")},
+		{Dev: "eth0", CIDR: netip.MustParsePrefix("fe80::1/64")}, {Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8::10/64")}, {Dev: "eth0", CIDR: netip.MustParsePrefix("127.0.0.2/8")},
 	}}
 	got := PublicAddrs(f)
 	want := []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("2001:db8::10")}

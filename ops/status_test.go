@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ func hostFacts(cidr string) state.Facts {
 	return state.Facts{
 		Hostname: "h",
 		Links:    []state.Link{{Name: "lo", Type: "device", MTU: 65536, Up: true}, {Name: "eth0", Type: "veth", MTU: 1500, Up: true}},
-		Addrs:    []state.Addr{{Dev: "lo", CIDR: "127.0.0.1/8"}, {Dev: "eth0", CIDR: cidr}},
+		Addrs:    []state.Addr{{Dev: "lo", CIDR: netip.MustParsePrefix("127.0.0.1/8")}, {Dev: "eth0", CIDR: netip.MustParsePrefix(cidr)}},
 		Rules: []state.Rule{
 			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
 			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},

@@ -78,7 +78,7 @@ func TunnelMTU(t *config.Tunnel, local netip.Addr, f state.Facts) int {
 	}
 	under := 1500
 	for _, a := range f.Addrs {
-		if state.AddrIP(a.CIDR) != local.String() {
+		if a.CIDR.Addr() != local {
 			continue
 		}
 		for _, l := range f.Links {
@@ -242,12 +242,7 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 	return r
 }
 
-func hostPrefix(a netip.Addr) string {
-	if a.Is4() {
-		return a.String() + "/32"
-	}
-	return a.String() + "/128"
-}
+func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 func fam(a netip.Addr) int {
 	if a.Is4() {
@@ -555,7 +550,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// The tunnel, on both hosts, whatever the stages.
 	add(old,
 		obj(link(oldBind, t.NewEndpoint, t.OldInner, facts[Old], facts[New])),
-		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner.String()}),
+		obj(state.Addr{Dev: t.Name, CIDR: t.OldInner}),
 		obj(state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}),
 		// A marked packet whose 4-tuple matches one of OLD's own
 		// sockets, above all a TIME_WAIT left by an earlier client on the
@@ -569,7 +564,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	)
 	add(nw,
 		obj(link(newBind, t.OldEndpoint, t.NewInner, facts[New], facts[Old])),
-		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner.String()}),
+		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	if t.Type == "wireguard" {
@@ -609,7 +604,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			d    *HostDesired
 		}{{Old, old}, {New, nw}} {
 			if f == 6 {
-				add(h.d, obj(state.Addr{Dev: t.Name, CIDR: inner[h.name][6].String(), NoDAD: true}))
+				add(h.d, obj(state.Addr{Dev: t.Name, CIDR: inner[h.name][6], NoDAD: true}))
 			}
 			add(h.d,
 				// The local rule moves so that rules can come before it.
@@ -645,7 +640,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// Outer packets of the tunnel inherit the mark of the packet
 		// they carry; without this throw they would be routed back into
 		// the tunnel.
-		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
+		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint).String(), Protocol: RouteProto}))
 		if !families[fam(t.NewEndpoint)] {
 			// The throw needs the fwmark rule of its family to matter;
 			// without it the outer packets never reach the table.
@@ -654,7 +649,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		if newSpec.DNATReplies && families[fam(t.OldEndpoint)] {
 			// The same on NEW, whose marked answers' outer packets
 			// carry the mark too.
-			add(nw, obj(state.Route{Family: fam(t.OldEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.OldEndpoint), Protocol: RouteProto}))
+			add(nw, obj(state.Route{Family: fam(t.OldEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.OldEndpoint).String(), Protocol: RouteProto}))
 		}
 	}
 	for _, a := range active {
@@ -665,10 +660,10 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
 			// NEW's own traffic to the address (the tunnel underlay when
 			// it is OLD's endpoint) must still leave by the uplink.
-			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp.String(), IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
 			// Replies and outbound connections from the address go back
 			// through the tunnel.
-			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp.String(), Table: t.Table, Protocol: RouteProto}),
 		)
 		if a.Is4() {
 			newSpec.NoARP = append(newSpec.NoARP, a.String())

@@ -41,8 +41,8 @@ func directSysctls(host string) []string {
 // does not hold it.
 func SegmentDev(f state.Facts, addr netip.Addr) (string, netip.Prefix) {
 	for _, a := range f.Addrs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err == nil && p.Addr() == addr && a.Dev != "lo" {
+		p := a.CIDR
+		if p.IsValid() && p.Addr() == addr && a.Dev != "lo" {
 			return a.Dev, p
 		}
 	}
@@ -124,13 +124,13 @@ func directGateway(fam int, peerEP netip.Addr, peer state.Facts, own state.Facts
 	ownDev, _ := SegmentDev(own, ownEP)
 	var ownPfx []netip.Prefix
 	for _, a := range own.Addrs {
-		if p, err := netip.ParsePrefix(a.CIDR); err == nil && a.Dev == ownDev && !p.Addr().IsLinkLocalUnicast() {
+		if p := a.CIDR; p.IsValid() && a.Dev == ownDev && !p.Addr().IsLinkLocalUnicast() {
 			ownPfx = append(ownPfx, p.Masked())
 		}
 	}
 	for _, a := range peer.Addrs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err != nil || a.Dev != peerDev || p.Addr().Is4() != (fam == 4) || p.Addr().IsLinkLocalUnicast() || (fam == 6 && active[p.Addr()]) {
+		p := a.CIDR
+		if !p.IsValid() || a.Dev != peerDev || p.Addr().Is4() != (fam == 4) || p.Addr().IsLinkLocalUnicast() || (fam == 6 && active[p.Addr()]) {
 			continue
 		}
 		for _, op := range ownPfx {
@@ -270,8 +270,8 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		f, hp := fam(a), hostPrefix(a)
 		add(nw,
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
-			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
-			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp.String(), IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp.String(), Table: t.Table, Protocol: RouteProto}),
 		)
 		// NEW must never answer ARP for the address: the router would
 		// send clients to NEW and bypass OLD. IPv6 needs nothing: the

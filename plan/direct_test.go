@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -24,12 +25,12 @@ service "web6" {
 
 func directFacts() map[string]state.Facts {
 	o := facts("198.51.100.10/24", 1500)
-	o.Addrs = append(o.Addrs, state.Addr{Dev: "eth0", CIDR: "2001:db8:100::10/64"})
+	o.Addrs = append(o.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8:100::10/64")})
 	o.Sysctls["net.ipv6.conf.eth0.accept_ra"] = "1"
 	o.PeerLink = &state.PeerLink{Addr: "198.51.100.20", Dev: "eth0", Neigh: "reachable", LinkLocal: "fe80::1:10"}
 	n := facts("203.0.113.20/24", 1500)
 	n.Links = append(n.Links, state.Link{Name: "eth1", Type: "veth", MTU: 1500, Up: true})
-	n.Addrs = append(n.Addrs, state.Addr{Dev: "eth1", CIDR: "198.51.100.20/24"}, state.Addr{Dev: "eth1", CIDR: "2001:db8:100::20/64"})
+	n.Addrs = append(n.Addrs, state.Addr{Dev: "eth1", CIDR: netip.MustParsePrefix("198.51.100.20/24")}, state.Addr{Dev: "eth1", CIDR: netip.MustParsePrefix("2001:db8:100::20/64")})
 	n.PeerLink = &state.PeerLink{Addr: "198.51.100.10", Dev: "eth1", Neigh: "stale", LinkLocal: "fe80::1:20"}
 	return map[string]state.Facts{plan.Old: o, plan.New: n}
 }

@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ forward "back" {
 `
 	oldFacts := func(v4, v6 string) state.Facts {
 		f := facts("198.51.100.10/24", 1500)
-		f.Addrs = append(f.Addrs, state.Addr{Dev: "eth0", CIDR: "2001:db8:100::10/64"})
+		f.Addrs = append(f.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8:100::10/64")})
 		f.Rules = append(f.Rules, state.Rule{Family: 6, Priority: 0, Table: 255, Protocol: 2})
 		f.Sysctls = map[string]string{"net.ipv4.ip_forward": v4, "net.ipv6.conf.all.forwarding": v6}
 		return f

@@ -46,17 +46,17 @@ func Bindings(c *config.Config, facts map[string]state.Facts) (map[string]Bindin
 		b := Binding{Host: h.name, Endpoint: h.ep}
 		switch {
 		case h.bind.IsValid():
-			if !f.HasAddr(h.bind.String()) {
+			if !f.HasAddr(h.bind) {
 				return nil, fmt.Errorf("%s: tunnel %s %s is not an address of host %s; it holds %s", where(t.Range), h.key, h.bind, h.name, heldAddrs(f, h.bind.Is4()))
 			}
 			b.Addr, b.How = h.bind, "bind"
-		case f.HasAddr(h.ep.String()):
+		case f.HasAddr(h.ep):
 			b.Addr, b.How = h.ep, "held"
 		default:
 			src, ok := netip.Addr{}, false
 			if s := f.RouteSrc[h.peerEP.String()]; s != "" {
 				a, err := netip.ParseAddr(s)
-				src, ok = a, err == nil && f.HasAddr(s) && !a.IsLoopback() && a != h.peerEP
+				src, ok = a, err == nil && f.HasAddr(a) && !a.IsLoopback() && a != h.peerEP
 			}
 			if !ok {
 				return nil, fmt.Errorf("%s: tunnel %s %s is not an address of host %s, and %s has no address of its own towards %s's endpoint %s to bind instead (it holds %s). Write the address %s holds in %s, or, if %s is behind a 1:1 NAT, add %s = \"<the address it holds>\" to the tunnel block", where(t.Range), h.epKey, h.ep, h.name, h.name, h.peerName, h.peerEP, heldAddrs(f, h.ep.Is4()), h.name, h.epKey, h.upper, h.key)
@@ -110,8 +110,8 @@ func NATNotes(c *config.Config, binds map[string]Binding) []string {
 func heldAddrs(f state.Facts, v4 bool) string {
 	var s []string
 	for _, a := range f.Addrs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err != nil || p.Addr().Is4() != v4 || p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
+		p := a.CIDR
+		if !p.IsValid() || p.Addr().Is4() != v4 || p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
 		s = append(s, p.Addr().String())

@@ -172,7 +172,7 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 		binds, bindErr = Bindings(c, facts)
 	}
 	for _, s := range c.Services {
-		if !old.HasAddr(s.Address.String()) {
+		if !old.HasAddr(s.Address) {
 			if b, ok := binds[Old]; ok && b.NATed() && s.Address.Is4() == b.Addr.Is4() {
 				return fmt.Errorf("%s: service %q: host old does not hold address %s. OLD is behind NAT: it holds %s, and the NAT rewrites the packets its clients send to %s before OLD sees them; a service address is the one OLD's kernel sees: write address = %q", where(s.Range), s.Name, s.Address, b.Addr, b.Endpoint, b.Addr.String())
 			}
@@ -180,7 +180,7 @@ func CheckAgainstFacts(c *config.Config, facts map[string]state.Facts) error {
 		}
 	}
 	for _, f := range c.Forwards {
-		if !facts[string(f.On)].HasAddr(f.Address.String()) {
+		if !facts[string(f.On)].HasAddr(f.Address) {
 			return fmt.Errorf("%s: forward %q: host %s does not hold address %s; a forward listens on an address of the host named by `on`", where(f.Range), f.Name, f.On, f.Address)
 		}
 	}

@@ -2,6 +2,7 @@ package plan_test
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func benchConfig(b *testing.B, n int) *config.Config {
 func benchFacts() map[string]state.Facts {
 	old := facts("198.51.100.10/24", 1500)
 	for i := 0; i < 10; i++ {
-		old.Addrs = append(old.Addrs, state.Addr{Dev: "eth0", CIDR: fmt.Sprintf("198.51.100.%d/32", 100+i)})
+		old.Addrs = append(old.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix(fmt.Sprintf("198.51.100.%d/32", 100+i))})
 	}
 	return map[string]state.Facts{plan.Old: old, plan.New: facts("203.0.113.20/24", 1500)}
 }

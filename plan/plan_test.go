@@ -36,7 +36,7 @@ service "web" {
 func facts(cidr string, mtu int) state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "eth0", Type: "veth", MTU: mtu, Up: true}},
-		Addrs: []state.Addr{{Dev: "eth0", CIDR: cidr}},
+		Addrs: []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix(cidr)}},
 		Rules: []state.Rule{
 			{Family: 4, Priority: 0, Table: 255, Protocol: 2},
 			{Family: 4, Priority: 32766, Table: 254, Protocol: 2},

@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +30,8 @@ func TestWireGuardDesired(t *testing.T) {
 			s = strings.Replace(s, `new_endpoint = "203.0.113.20"`, `new_endpoint = "`+tc.newEP+`"`, 1)
 			c := mustParse(t, s)
 			fo, fn := facts("198.51.100.10/24", 1500), facts("203.0.113.20/24", 1500)
-			fo.Addrs = append(fo.Addrs, state.Addr{Dev: "eth0", CIDR: tc.oldCIDR})
-			fn.Addrs = append(fn.Addrs, state.Addr{Dev: "eth0", CIDR: tc.newCIDR})
+			fo.Addrs = append(fo.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix(tc.oldCIDR)})
+			fn.Addrs = append(fn.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix(tc.newCIDR)})
 
 			// Without the keys from the agents, no plan.
 			if _, err := plan.Make(c, map[string]state.Facts{plan.Old: fo, plan.New: fn}, state.NewJournal(), time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), "WireGuard public key") {

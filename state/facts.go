@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/netip"
 )
 
 // FactsRequest says what the planner needs to know about a host beyond the
@@ -228,22 +229,12 @@ func (f Facts) Digest() string {
 	return hex.EncodeToString(h[:12])
 }
 
-// HasAddr reports whether any device holds ip (without prefix).
-func (f Facts) HasAddr(ip string) bool {
+// HasAddr reports whether any device holds ip.
+func (f Facts) HasAddr(ip netip.Addr) bool {
 	for _, a := range f.Addrs {
-		if AddrIP(a.CIDR) == ip {
+		if a.CIDR.Addr() == ip {
 			return true
 		}
 	}
 	return false
-}
-
-// AddrIP strips the prefix length from a CIDR.
-func AddrIP(cidr string) string {
-	for i := 0; i < len(cidr); i++ {
-		if cidr[i] == '/' {
-			return cidr[:i]
-		}
-	}
-	return cidr
 }

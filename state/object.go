@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 )
 
@@ -93,7 +94,7 @@ func (o Object) Key() string {
 	case o.Rule != nil:
 		return "rule " + o.Rule.selector()
 	case o.Addr != nil:
-		return "addr " + o.Addr.Dev + " " + o.Addr.CIDR
+		return "addr " + o.Addr.Dev + " " + o.Addr.CIDR.String()
 	case o.Route != nil:
 		r := o.Route
 		return fmt.Sprintf("route v%d table %s %s %s", r.Family, TableName(r.Table), r.Type, r.Dst)
@@ -115,7 +116,7 @@ func (o Object) String() string {
 	case o.Rule != nil:
 		return o.Rule.String()
 	case o.Addr != nil:
-		s := o.Addr.CIDR + " dev " + o.Addr.Dev
+		s := o.Addr.CIDR.String() + " dev " + o.Addr.Dev
 		if o.Addr.NoDAD {
 			s += " nodad"
 		}
@@ -254,9 +255,9 @@ func (r Rule) String() string {
 
 // Addr is one address on a device.
 type Addr struct {
-	Dev   string `json:"dev"`
-	CIDR  string `json:"cidr"`
-	NoDAD bool   `json:"nodad,omitempty"`
+	Dev   string       `json:"dev"`
+	CIDR  netip.Prefix `json:"cidr"` // the address with its prefix length: 192.0.2.1/24
+	NoDAD bool         `json:"nodad,omitempty"`
 	// NoPrefixRoute: no connected route in main for the prefix. An IPv6
 	// /128 on lo otherwise gets "ADDR dev lo" in main, which would catch
 	// NEW's own traffic to the address after "to ADDR iif lo lookup main".

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -10,7 +11,7 @@ func TestResourcesFollowTheJournal(t *testing.T) {
 	fwdOff := &Object{Sysctl: &Sysctl{Name: "net.ipv4.ip_forward", Value: "0"}}
 	fwdOn := &Object{Sysctl: &Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}}
 	link := &Object{Link: &Link{Name: "mig0", Type: "vxlan"}}
-	addr := &Object{Addr: &Addr{Dev: "lo", CIDR: "198.51.100.10/32"}}
+	addr := &Object{Addr: &Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}}
 	now := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 	j.Append("run1", 1, Step{Host: "old", Action: Update, Before: fwdOff, After: fwdOn}, now)
 	j.Append("run1", 2, Step{Host: "new", Action: Create, After: link}, now)

@@ -168,6 +168,18 @@ func ipText(a netip.Addr) string {
 	return a.String()
 }
 
+// CheckPrefix checks an address with a prefix length, as CheckIP does an
+// address (a zone cannot occur: a prefix with one does not parse).
+func CheckPrefix(what string, p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return fmt.Errorf("%s \"\": %s", what, prefixRule)
+	case p.Addr().Is4In6():
+		return fmt.Errorf("%s %s: IPv4-mapped IPv6 prefixes are not allowed; write an IPv4 prefix", what, show(p.String()))
+	}
+	return nil
+}
+
 func parsePrefix(what, s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
@@ -416,8 +428,7 @@ func (a Addr) Validate() error {
 	if err := CheckIfname("addr dev", a.Dev); err != nil {
 		return err
 	}
-	_, err := parsePrefix("addr cidr", a.CIDR)
-	return err
+	return CheckPrefix("addr cidr", a.CIDR)
 }
 
 // Validate checks a route.

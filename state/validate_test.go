@@ -198,9 +198,10 @@ func TestObjectValidate(t *testing.T) {
 		{"rule iif", Object{Rule: r(func(r *Rule) { r.IifName = "../x" })}, `rule iif "../x"`},
 		{"rule mark", Object{Rule: r(func(r *Rule) { r.Mask = 0 })}, "rule fwmark 0x20000 with mask 0: a mark needs a non-zero mask"},
 
-		{"addr", Object{Addr: &Addr{Dev: "lo", CIDR: "198.51.100.10/32"}}, ""},
-		{"addr dev", Object{Addr: &Addr{Dev: "", CIDR: "198.51.100.10/32"}}, `addr dev "": must be 1..15 bytes`},
-		{"addr cidr", Object{Addr: &Addr{Dev: "lo", CIDR: "198.51.100.10"}}, `addr cidr "198.51.100.10": must be an address with a prefix length`},
+		{"addr", Object{Addr: &Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}}, ""},
+		{"addr dev", Object{Addr: &Addr{Dev: "", CIDR: netip.MustParsePrefix("198.51.100.10/32")}}, `addr dev "": must be 1..15 bytes`},
+		{"addr cidr", Object{Addr: &Addr{Dev: "lo"}}, `addr cidr "": must be an address with a prefix length`},
+		{"addr mapped", Object{Addr: &Addr{Dev: "lo", CIDR: netip.MustParsePrefix("::ffff:198.51.100.10/128")}}, `addr cidr "::ffff:198.51.100.10/128": IPv4-mapped IPv6 prefixes are not allowed`},
 
 		{"route", Object{Route: &route}, ""},
 		{"route throw", Object{Route: rt(func(r *Route) { r.Type, r.Dst, r.Dev, r.Gw = "throw", "203.0.113.20/32", "", "" })}, ""},

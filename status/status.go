@@ -489,7 +489,7 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		lost = append(lost, "its migrate nft table")
 	}
 	for _, a := range plan.ActiveAddrs(c) {
-		if !in.New.HasAddr(a.String()) {
+		if !in.New.HasAddr(a) {
 			lost = append(lost, "the address "+a.String())
 		}
 	}

@@ -331,7 +331,7 @@ func TestUDPSaysWhatIsCounted(t *testing.T) {
 func healthyNew() state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "lo", Up: true}, {Name: "mig0", Type: "vxlan", Up: true}},
-		Addrs: []state.Addr{{Dev: "lo", CIDR: "198.51.100.10/32"}},
+		Addrs: []state.Addr{{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}},
 		Nft:   &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 
 	"github.com/opsmigrate/migrate/state"
@@ -39,13 +40,17 @@ func (h *Host) addrFacts(names map[int]string) ([]state.Addr, error) {
 		if dev == "" {
 			dev = fmt.Sprintf("if%d", a.LinkIndex)
 		}
-		out = append(out, state.Addr{Dev: dev, CIDR: a.IPNet.String(), NoDAD: a.Flags&unix.IFA_F_NODAD != 0, NoPrefixRoute: a.Flags&unix.IFA_F_NOPREFIXROUTE != 0})
+		p, err := netip.ParsePrefix(a.IPNet.String())
+		if err != nil {
+			return nil, fmt.Errorf("address %s on %s: %w", a.IPNet, dev, err)
+		}
+		out = append(out, state.Addr{Dev: dev, CIDR: p, NoDAD: a.Flags&unix.IFA_F_NODAD != 0, NoPrefixRoute: a.Flags&unix.IFA_F_NOPREFIXROUTE != 0})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Dev != out[j].Dev {
 			return out[i].Dev < out[j].Dev
 		}
-		return out[i].CIDR < out[j].CIDR
+		return out[i].CIDR.String() < out[j].CIDR.String() // as when they were strings
 	})
 	return out, nil
 }
@@ -114,7 +119,7 @@ func (h *Host) linkLocalProtos() (*linkLocals, error) {
 }
 
 func buildAddr(a state.Addr) (*netlink.Addr, error) {
-	ip, n, err := net.ParseCIDR(a.CIDR)
+	ip, n, err := net.ParseCIDR(a.CIDR.String())
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", a.CIDR, err)
 	}

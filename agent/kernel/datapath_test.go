@@ -210,7 +210,7 @@ func TestCanaryAndDrain(t *testing.T) {
 		}
 	}
 	for _, s := range []state.Step{
-		create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}),
+		create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 1000, Table: state.TableLocal}}),
 		del(state.Object{Rule: &local}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 900, Mark: mark, Mask: mark, Table: 100}}),
@@ -475,7 +475,7 @@ func TestNoARP(t *testing.T) {
 	nb := newChildNS(t)
 	ch := vethTo(t, nb, "up0", "192.0.2.1/24", "eth0", "192.0.2.2/24")
 	const svc = "198.51.100.10"
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}))
 	eth0, err := ch.LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -581,7 +581,7 @@ func TestFlowCounts(t *testing.T) {
 	needNft(t)
 	h := newHost(t)
 	const svc, mark = "198.51.100.10", 0x20000
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}))
 	tagServer(t, 0, svc+":8080", "s")
 	uc, err := net.ListenPacket("udp", svc+":5353")
 	if err != nil {
@@ -750,7 +750,7 @@ func TestLinkLocalAddrs(t *testing.T) {
 	h := newHost(t)
 	addDummy(t, "up0")
 	apply(t, h, create(state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "127.0.0.1", Remote: "127.0.0.2", VNI: 5, Port: 4789, MTU: 1450, Up: true}}))
-	mine := state.Addr{Dev: "mig0", CIDR: "fe80::42:1/64", NoDAD: true}
+	mine := state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("fe80::42:1/64"), NoDAD: true}
 	apply(t, h, create(state.Object{Addr: &mine}))
 	run(t, "ip", "-6", "addr", "add", "fe80::42:2/64", "dev", "up0")
 	var kernel []string
@@ -767,7 +767,7 @@ func TestLinkLocalAddrs(t *testing.T) {
 	f := facts(t, h, state.FactsRequest{})
 	var got []string
 	for _, a := range f.Addrs {
-		if strings.HasPrefix(a.CIDR, "fe80:") {
+		if strings.HasPrefix(a.CIDR.String(), "fe80:") {
 			got = append(got, fmt.Sprintf("%s %s %v", a.Dev, a.CIDR, a.NoDAD))
 		}
 	}

@@ -95,7 +95,7 @@ func TestForwardGuard(t *testing.T) {
 		}
 	}
 	for _, s := range []state.Step{
-		create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}),
+		create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 1000, Table: state.TableLocal}}),
 		del(state.Object{Rule: &local}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 900, Mark: mark, Mask: mark, Table: 100}}),

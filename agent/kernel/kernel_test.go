@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,10 +148,10 @@ func TestRoundTrip(t *testing.T) {
 	vx := state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MAC: "02:6d:67:fe:2a:01", MTU: 1450, Up: true}}
 	objs := []state.Object{
 		vx,
-		{Addr: &state.Addr{Dev: "lo", CIDR: "198.51.100.10/32"}},
-		{Addr: &state.Addr{Dev: "lo", CIDR: "2001:db8:5::10/128", NoDAD: true}},
-		{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.77.1/30"}},
-		{Addr: &state.Addr{Dev: "mig0", CIDR: "fe80::42:1/64", NoDAD: true}},
+		{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}},
+		{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("2001:db8:5::10/128"), NoDAD: true}},
+		{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.77.1/30")}},
+		{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("fe80::42:1/64"), NoDAD: true}},
 		{Rule: &state.Rule{Family: 4, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
 		{Rule: &state.Rule{Family: 6, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
 		{Rule: &state.Rule{Family: 4, Priority: 500, Dst: "198.51.100.10/32", IifName: "lo", Table: 254, Protocol: 0xfa}},
@@ -219,7 +220,7 @@ func TestFactsBasics(t *testing.T) {
 	var addrs []string
 	for _, a := range f.Addrs {
 		addrs = append(addrs, fmt.Sprintf("%s %s %v", a.Dev, a.CIDR, a.NoDAD))
-		if strings.HasPrefix(a.CIDR, "fe80:") {
+		if strings.HasPrefix(a.CIDR.String(), "fe80:") {
 			t.Errorf("link-local address reported: %v", a)
 		}
 	}

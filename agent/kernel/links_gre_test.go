@@ -200,8 +200,8 @@ func tunnelLink(t *testing.T, h *Host, typ, local, peer string, key uint32, want
 		t.Errorf("ip6gre made without allow-localremote (it drops everything when the remote endpoint is also a local address, as OLD's is on NEW when it is a service address):\n%s", detail)
 	}
 
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.1/30"}}))
-	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.2/30"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}}))
+	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.2/30")}}))
 
 	// An echo in the peer namespace; the socket keeps its namespace.
 	var pc net.PacketConn

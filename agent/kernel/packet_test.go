@@ -150,7 +150,7 @@ func TestMarkPacketPath(t *testing.T) {
 	}
 
 	const svc = "198.51.100.10"
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}))
 	echoServer(t, svc+":8080")
 	echoServer(t, svc+":8081")
 	dial := func(port string) (net.Conn, error) {

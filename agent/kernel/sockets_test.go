@@ -23,7 +23,7 @@ func TestSocketCounts(t *testing.T) {
 	needNft(t)
 	h := newHost(t)
 	const svc, mark = "198.51.100.10", 0x20000
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: svc + "/32"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix(svc + "/32")}}))
 	tagServer(t, 0, svc+":8080", "s")
 	tagServer(t, 0, "[::]:8081", "d")
 	// 8082: accepts and never closes, so a client's close leaves the

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -97,8 +98,8 @@ func wireguardLink(t *testing.T, h *Host, local, peer string) {
 	}
 	t.Logf("%s", run(t, "ip", "-d", "link", "show", "mig0"))
 
-	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.1/30"}}))
-	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: "169.254.42.2/30"}}))
+	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}}))
+	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.2/30")}}))
 	if _, err := h.Ping("169.254.42.2", 3, 10*time.Second); err != nil {
 		t.Fatalf("ping through the wireguard tunnel: %v", err)
 	}
