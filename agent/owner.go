@@ -71,7 +71,6 @@ package agent
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -275,7 +274,7 @@ func kernelLocalRule(r state.Rule) bool {
 
 // bare reports a rule without selector: from all.
 func bare(r state.Rule) bool {
-	return r.Src == "" && r.Dst == "" && r.IifName == "" && r.Mask == 0 && r.Mark == 0
+	return !r.Src.IsValid() && !r.Dst.IsValid() && r.IifName == "" && r.Mask == 0 && r.Mark == 0
 }
 
 func checkOwnedRule(r state.Rule) error {
@@ -290,8 +289,8 @@ func checkOwnedRule(r state.Rule) error {
 		return nil
 	case r.Table == state.TableLocal && bare(r) && r.Priority > 0:
 		return nil // the moved local rule
-	case r.Table == state.TableMain && r.Dst != "" && r.IifName == "lo" && r.Src == "" && r.Mask == 0:
-		if p, err := netip.ParsePrefix(r.Dst); err == nil && p.Bits() == p.Addr().BitLen() {
+	case r.Table == state.TableMain && r.Dst.IsValid() && r.IifName == "lo" && !r.Src.IsValid() && r.Mask == 0:
+		if p := r.Dst; p.Bits() == p.Addr().BitLen() {
 			return nil // NEW: to ADDR iif lo lookup main
 		}
 	}

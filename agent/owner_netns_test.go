@@ -173,7 +173,7 @@ var (
 	ownLink  = state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MTU: 1450, Up: true}
 	ownAddr  = state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}
 	ownRule  = state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
-	ownRoute = state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.42.2", Protocol: 77}
+	ownRoute = state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.42.2"), Protocol: 77}
 )
 
 func ownObjects() []state.Object {
@@ -286,19 +286,19 @@ func hostileSteps() []struct {
 		{"tcp sysctl", stCreate(sys("net.ipv4.tcp_timestamps", "0"))},
 		{"delete foreign fwmark rule", stDelete(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100})},
 		{"delete foreign rule with a forged tag", stDelete(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100, Protocol: 77})},
-		{"delete foreign v6 rule", stDelete(state.Rule{Family: 6, Priority: 300, Src: "2001:db8:ffff::1/128", Table: 101})},
+		{"delete foreign v6 rule", stDelete(state.Rule{Family: 6, Priority: 300, Src: netip.MustParsePrefix("2001:db8:ffff::1/128"), Table: 101})},
 		{"delete the kernel's local rule without a moved one", stDelete(state.Rule{Family: 4, Priority: 0, Table: 255, Protocol: 2})},
 		{"delete the kernel's v6 local rule without a moved one", stDelete(state.Rule{Family: 6, Priority: 0, Table: 255, Protocol: 2})},
 		{"delete main rule", stDelete(state.Rule{Family: 4, Priority: 32766, Table: 254, Protocol: 2})},
 		{"delete default rule", stDelete(state.Rule{Family: 6, Priority: 32767, Table: 253, Protocol: 2})},
-		{"delete main default route", stDelete(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 3})},
-		{"delete main default route tagged", stDelete(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 77})},
-		{"delete local route", stDelete(state.Route{Family: 4, Table: 255, Type: "unicast", Dst: "192.0.2.1/32", Dev: "up0", Protocol: 77})},
-		{"delete route of table 100", stDelete(state.Route{Family: 4, Table: 100, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 3})},
-		{"replace route of table 100", stCreate(state.Route{Family: 4, Table: 100, Type: "unicast", Dst: "0.0.0.0/0", Gw: "169.254.42.2", Dev: "mig0", Protocol: 77})},
-		{"replace foreign blackhole in 4242", stCreate(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "192.0.2.99/32", Dev: "mig0", Protocol: 77})},
-		{"update foreign blackhole in 4242", stUpdate(state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: "192.0.2.99/32", Protocol: 77}, state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: "192.0.2.99/32", Protocol: 77})},
-		{"delete foreign v6 blackhole", stDelete(state.Route{Family: 6, Table: 101, Type: "blackhole", Dst: "2001:db8:ffff::/48", Protocol: 77})},
+		{"delete main default route", stDelete(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.254"), Dev: "up0", Protocol: 3})},
+		{"delete main default route tagged", stDelete(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.254"), Dev: "up0", Protocol: 77})},
+		{"delete local route", stDelete(state.Route{Family: 4, Table: 255, Type: "unicast", Dst: netip.MustParsePrefix("192.0.2.1/32"), Dev: "up0", Protocol: 77})},
+		{"delete route of table 100", stDelete(state.Route{Family: 4, Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.254"), Dev: "up0", Protocol: 3})},
+		{"replace route of table 100", stCreate(state.Route{Family: 4, Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("169.254.42.2"), Dev: "mig0", Protocol: 77})},
+		{"replace foreign blackhole in 4242", stCreate(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("192.0.2.99/32"), Dev: "mig0", Protocol: 77})},
+		{"update foreign blackhole in 4242", stUpdate(state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: netip.MustParsePrefix("192.0.2.99/32"), Protocol: 77}, state.Route{Family: 4, Table: 4242, Type: "blackhole", Dst: netip.MustParsePrefix("192.0.2.99/32"), Protocol: 77})},
+		{"delete foreign v6 blackhole", stDelete(state.Route{Family: 6, Table: 101, Type: "blackhole", Dst: netip.MustParsePrefix("2001:db8:ffff::/48"), Protocol: 77})},
 		{"delete uplink address", stDelete(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.1/24")})},
 		{"delete uplink v6 address", stDelete(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("2001:db8::1/64")})},
 		{"add address to the uplink", stCreate(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.77/32")})},
@@ -394,8 +394,8 @@ func TestWatchdogRefusesForeignJournalInNetns(t *testing.T) {
 		stUpdate(sys("net.ipv6.conf.all.disable_ipv6", "1"), sys("net.ipv6.conf.all.disable_ipv6", "0")),
 		stCreate(state.Rule{Family: 4, Priority: 200, Mark: 1, Mask: 1, Table: 100}),
 		stCreate(state.Rule{Family: 4, Priority: 32766, Table: 254, Protocol: 2}),
-		stCreate(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: "0.0.0.0/0", Gw: "192.0.2.254", Dev: "up0", Protocol: 3}),
-		stDelete(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "192.0.2.99/32", Dev: "mig0", Protocol: 77}),
+		stCreate(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.254"), Dev: "up0", Protocol: 3}),
+		stDelete(state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("192.0.2.99/32"), Dev: "mig0", Protocol: 77}),
 		stCreate(state.Addr{Dev: "up0", CIDR: netip.MustParsePrefix("192.0.2.1/24")}),
 		stUpdate(sys("net.ipv4.conf.up0.rp_filter", "0"), sys("net.ipv4.conf.up0.rp_filter", "1")),
 	}
@@ -513,7 +513,7 @@ func TestHostileFuzzInNetns(t *testing.T) {
 			if rnd.Intn(4) == 0 {
 				b.Route.Type = []string{"unicast", "throw", "blackhole"}[rnd.Intn(3)]
 				if b.Route.Type != "unicast" {
-					b.Route.Dev, b.Route.Gw = "", ""
+					b.Route.Dev, b.Route.Gw = "", netip.Addr{}
 				}
 			}
 		case b.Addr != nil:

@@ -34,7 +34,7 @@ func okAddr() state.Addr {
 }
 
 func okRoute() state.Route {
-	return state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.42.2", Protocol: 77}
+	return state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.42.2"), Protocol: 77}
 }
 
 func okNft() state.NftTable {
@@ -228,16 +228,17 @@ func TestValidateStep(t *testing.T) {
 		// Rules.
 		{"rule ok", rule(func(*state.Rule) {}), ""},
 		{"rule local", rule(func(r *state.Rule) { *r = state.Rule{Family: 6, Priority: 0, Table: 255} }), ""},
-		{"rule iif", rule(func(r *state.Rule) { r.Mark, r.Mask, r.Dst, r.IifName = 0, 0, "198.51.100.10/32", "lo" }), ""},
-		{"rule src v6", rule(func(r *state.Rule) { r.Family, r.Src = 6, "2001:db8::10/128" }), ""},
+		{"rule iif", rule(func(r *state.Rule) {
+			r.Mark, r.Mask, r.Dst, r.IifName = 0, 0, netip.MustParsePrefix("198.51.100.10/32"), "lo"
+		}), ""},
+		{"rule src v6", rule(func(r *state.Rule) { r.Family, r.Src = 6, netip.MustParsePrefix("2001:db8::10/128") }), ""},
 		{"rule max", rule(func(r *state.Rule) { r.Priority, r.Table = 1<<32-1, 1<<32-1 }), ""},
 		{"rule family", rule(func(r *state.Rule) { r.Family = 5 }), "rule family 5: must be 4 or 6"},
 		{"rule family 0", rule(func(r *state.Rule) { r.Family = 0 }), "rule family 0"},
 		{"rule negative priority", rule(func(r *state.Rule) { r.Priority = -1 }), "rule priority -1: must be 0..4294967295"},
 		{"rule big priority", rule(func(r *state.Rule) { r.Priority = 1 << 32 }), "rule priority 4294967296"},
-		{"rule src family", rule(func(r *state.Rule) { r.Src = "2001:db8::/32" }), `rule src "2001:db8::/32": must be an IPv4 prefix`},
-		{"rule dst bad", rule(func(r *state.Rule) { r.Dst = "198.51.100.10" }), `rule dst "198.51.100.10": must be an address with a prefix length`},
-		{"rule dst bits", rule(func(r *state.Rule) { r.Dst = "198.51.100.10/33" }), `rule dst "198.51.100.10/33"`},
+		{"rule src family", rule(func(r *state.Rule) { r.Src = netip.MustParsePrefix("2001:db8::/32") }), `rule src "2001:db8::/32": must be an IPv4 prefix`},
+		{"rule dst mapped", rule(func(r *state.Rule) { r.Dst = netip.MustParsePrefix("::ffff:198.51.100.10/128") }), `rule dst "::ffff:198.51.100.10/128": IPv4-mapped IPv6 prefixes are not allowed`},
 		{"rule table 0", rule(func(r *state.Rule) { r.Table = 0 }), "rule table 0: must be 1..4294967295"},
 		{"rule table big", rule(func(r *state.Rule) { r.Table = 1 << 32 }), "rule table 4294967296"},
 		{"rule iif bad", rule(func(r *state.Rule) { r.IifName = "../x" }), `rule iif "../x"`},
@@ -254,18 +255,22 @@ func TestValidateStep(t *testing.T) {
 
 		// Routes.
 		{"route ok", route(func(*state.Route) {}), ""},
-		{"route throw", route(func(r *state.Route) { r.Type, r.Dst, r.Dev, r.Gw = "throw", "203.0.113.20/32", "", "" }), ""},
-		{"route v6", route(func(r *state.Route) { r.Family, r.Dst, r.Gw = 6, "::/0", "fe80::42:2" }), ""},
-		{"route blackhole", route(func(r *state.Route) { r.Type, r.Dev, r.Gw = "blackhole", "", "" }), ""},
+		{"route throw", route(func(r *state.Route) {
+			r.Type, r.Dst, r.Dev, r.Gw = "throw", netip.MustParsePrefix("203.0.113.20/32"), "", netip.Addr{}
+		}), ""},
+		{"route v6", route(func(r *state.Route) {
+			r.Family, r.Dst, r.Gw = 6, netip.MustParsePrefix("::/0"), netip.MustParseAddr("fe80::42:2")
+		}), ""},
+		{"route blackhole", route(func(r *state.Route) { r.Type, r.Dev, r.Gw = "blackhole", "", netip.Addr{} }), ""},
 		{"route unreachable", route(func(r *state.Route) { r.Type = "unreachable" }), ""},
 		{"route prohibit", route(func(r *state.Route) { r.Type = "prohibit" }), ""},
 		{"route family", route(func(r *state.Route) { r.Family = 10 }), "route family 10: must be 4 or 6"},
 		{"route type", route(func(r *state.Route) { r.Type = "local" }), `route type "local": must be unicast, throw, blackhole, unreachable or prohibit`},
 		{"route type empty", route(func(r *state.Route) { r.Type = "" }), `route type ""`},
-		{"route dst family", route(func(r *state.Route) { r.Dst = "::/0" }), `route dst "::/0": must be an IPv4 prefix`},
-		{"route dst missing", route(func(r *state.Route) { r.Dst = "" }), `route dst ""`},
-		{"route gw bad", route(func(r *state.Route) { r.Gw = "gw" }), `route gw "gw"`},
-		{"route gw family", route(func(r *state.Route) { r.Gw = "2001:db8::1" }), "route gw 2001:db8::1: must be an IPv4 address"},
+		{"route dst family", route(func(r *state.Route) { r.Dst = netip.MustParsePrefix("::/0") }), `route dst "::/0": must be an IPv4 prefix`},
+		{"route dst missing", route(func(r *state.Route) { r.Dst = netip.Prefix{} }), `route dst ""`},
+		{"route gw mapped", route(func(r *state.Route) { r.Gw = netip.MustParseAddr("::ffff:169.254.42.2") }), `route gw "::ffff:169.254.42.2": IPv4-mapped IPv6 addresses are not allowed`},
+		{"route gw family", route(func(r *state.Route) { r.Gw = netip.MustParseAddr("2001:db8::1") }), "route gw 2001:db8::1: must be an IPv4 address"},
 		{"route dev bad", route(func(r *state.Route) { r.Dev = "a:b" }), `route dev "a:b"`},
 		{"route table 0", route(func(r *state.Route) { r.Table = 0 }), "route table 0: must be 1..4294967295"},
 		{"route table negative", route(func(r *state.Route) { r.Table = -5 }), "route table -5"},
@@ -495,6 +500,10 @@ func TestParamsStrict(t *testing.T) {
 			`bad apply request: netip.ParsePrefix("198.51.100.10"): no '/'`},
 		{"address with zone", req("apply", `{"step":{"action":"create","after":{"addr":{"dev":"lo","cidr":"fe80::1%lo/64"}}}}`),
 			`bad apply request: netip.ParsePrefix("fe80::1%lo/64"): IPv6 zones cannot be present in a prefix`},
+		{"prefix length", req("apply", `{"step":{"action":"create","after":{"rule":{"family":4,"priority":1,"dst":"198.51.100.10/33","table":4242}}}}`),
+			`bad apply request: netip.ParsePrefix("198.51.100.10/33"): prefix length out of range`},
+		{"gateway", req("apply", `{"step":{"action":"create","after":{"route":{"family":4,"table":4242,"type":"unicast","dst":"0.0.0.0/0","gw":"gw"}}}}`),
+			`bad apply request: ParseAddr("gw"): unable to parse IP`},
 		{"huge unknown field", req("ping", `{"`+strings.Repeat("x", 100000)+`":1}`), "cut short"},
 	}
 	for _, c := range cases {

@@ -251,11 +251,11 @@ func fam(a netip.Addr) int {
 	return 6
 }
 
-func defaultDst(family int) string {
+func defaultDst(family int) netip.Prefix {
 	if family == 4 {
-		return "0.0.0.0/0"
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
-	return "::/0"
+	return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 }
 
 // localRules are the local-table rule before and after the move.
@@ -522,11 +522,11 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 	// L2 tunnels need a gateway for the neighbour lookup; L3 ones route by device.
-	gw := func(peer netip.Prefix) string {
-		if t.Type == "vxlan" {
-			return peer.Addr().String()
+	gw := func(peer netip.Prefix) netip.Addr {
+		if t.Type == state.VXLAN {
+			return peer.Addr()
 		}
-		return ""
+		return netip.Addr{}
 	}
 	// WireGuard authenticates every packet itself: no underlay filter.
 	underlay := func(local, peer netip.Addr) *state.NftUnderlay {
@@ -640,7 +640,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// Outer packets of the tunnel inherit the mark of the packet
 		// they carry; without this throw they would be routed back into
 		// the tunnel.
-		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint).String(), Protocol: RouteProto}))
+		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
 		if !families[fam(t.NewEndpoint)] {
 			// The throw needs the fwmark rule of its family to matter;
 			// without it the outer packets never reach the table.
@@ -649,7 +649,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		if newSpec.DNATReplies && families[fam(t.OldEndpoint)] {
 			// The same on NEW, whose marked answers' outer packets
 			// carry the mark too.
-			add(nw, obj(state.Route{Family: fam(t.OldEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.OldEndpoint).String(), Protocol: RouteProto}))
+			add(nw, obj(state.Route{Family: fam(t.OldEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.OldEndpoint), Protocol: RouteProto}))
 		}
 	}
 	for _, a := range active {
@@ -660,10 +660,10 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
 			// NEW's own traffic to the address (the tunnel underlay when
 			// it is OLD's endpoint) must still leave by the uplink.
-			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp.String(), IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
 			// Replies and outbound connections from the address go back
 			// through the tunnel.
-			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp.String(), Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
 		)
 		if a.Is4() {
 			newSpec.NoARP = append(newSpec.NoARP, a.String())

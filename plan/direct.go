@@ -251,7 +251,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}{{Old, old, oldDev, toNew}, {New, nw, newDev, toOld}} {
 			add(h.d,
 				obj(localRule(f, prefs[h.name].local, RouteProto)),
-				obj(state.Route{Family: f, Table: t.Table, Type: "unicast", Dst: defaultDst(f), Dev: h.dev, Gw: h.gw.String(), Protocol: RouteProto}),
+				obj(state.Route{Family: f, Table: t.Table, Type: "unicast", Dst: defaultDst(f), Dev: h.dev, Gw: h.gw, Protocol: RouteProto}),
 			)
 			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
 		}
@@ -270,8 +270,8 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		f, hp := fam(a), hostPrefix(a)
 		add(nw,
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
-			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp.String(), IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
-			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp.String(), Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
 		)
 		// NEW must never answer ARP for the address: the router would
 		// send clients to NEW and bypass OLD. IPv6 needs nothing: the

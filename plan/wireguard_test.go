@@ -63,7 +63,7 @@ func TestWireGuardDesired(t *testing.T) {
 						link = st.After.Link
 					case st.After.Nft != nil:
 						nft = st.After.Nft
-					case st.After.Route != nil && st.After.Route.Dst == "0.0.0.0/0":
+					case st.After.Route != nil && st.After.Route.Dst.String() == "0.0.0.0/0":
 						def = st.After.String()
 					}
 				}

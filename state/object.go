@@ -213,25 +213,25 @@ func TableName(t int) string {
 // Rule is one policy-routing rule. Every field but Protocol is part of its
 // identity.
 type Rule struct {
-	Family   int    `json:"family"` // 4 or 6
-	Priority int    `json:"priority"`
-	Src      string `json:"src,omitempty"` // CIDR
-	Dst      string `json:"dst,omitempty"` // CIDR
-	IifName  string `json:"iif,omitempty"`
-	Mark     uint32 `json:"mark,omitempty"`
-	Mask     uint32 `json:"mask,omitempty"` // 0: no fwmark match
-	Table    int    `json:"table"`
-	Protocol uint8  `json:"protocol,omitempty"`
+	Family   int          `json:"family"` // 4 or 6
+	Priority int          `json:"priority"`
+	Src      netip.Prefix `json:"src,omitzero"` // none: from all
+	Dst      netip.Prefix `json:"dst,omitzero"` // none: to all
+	IifName  string       `json:"iif,omitempty"`
+	Mark     uint32       `json:"mark,omitempty"`
+	Mask     uint32       `json:"mask,omitempty"` // 0: no fwmark match
+	Table    int          `json:"table"`
+	Protocol uint8        `json:"protocol,omitempty"`
 }
 
 func (r Rule) selector() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "v%d pref %d", r.Family, r.Priority)
-	if r.Src != "" {
-		b.WriteString(" from " + r.Src)
+	if r.Src.IsValid() {
+		b.WriteString(" from " + r.Src.String())
 	}
-	if r.Dst != "" {
-		b.WriteString(" to " + r.Dst)
+	if r.Dst.IsValid() {
+		b.WriteString(" to " + r.Dst.String())
 	}
 	if r.IifName != "" {
 		b.WriteString(" iif " + r.IifName)
@@ -266,13 +266,13 @@ type Addr struct {
 
 // Route is one route in a table migrate owns.
 type Route struct {
-	Family   int    `json:"family"`
-	Table    int    `json:"table"`
-	Type     string `json:"type"` // unicast | throw
-	Dst      string `json:"dst"`  // CIDR; 0.0.0.0/0 or ::/0 for default
-	Dev      string `json:"dev,omitempty"`
-	Gw       string `json:"gw,omitempty"`
-	Protocol uint8  `json:"protocol,omitempty"`
+	Family   int          `json:"family"`
+	Table    int          `json:"table"`
+	Type     string       `json:"type"` // unicast | throw
+	Dst      netip.Prefix `json:"dst"`  // 0.0.0.0/0 or ::/0 for default
+	Dev      string       `json:"dev,omitempty"`
+	Gw       netip.Addr   `json:"gw,omitzero"`
+	Protocol uint8        `json:"protocol,omitempty"`
 }
 
 func (r Route) String() string {
@@ -280,9 +280,9 @@ func (r Route) String() string {
 	if r.Type != "unicast" {
 		s += " " + r.Type
 	}
-	s += " " + r.Dst
-	if r.Gw != "" {
-		s += " via " + r.Gw
+	s += " " + r.Dst.String()
+	if r.Gw.IsValid() {
+		s += " via " + r.Gw.String()
 	}
 	if r.Dev != "" {
 		s += " dev " + r.Dev

@@ -213,13 +213,12 @@ func CheckU32(what string, v int) error {
 	return nil
 }
 
-func checkPrefixOfFamily(what, s string, fam int) error {
-	p, err := parsePrefix(what, s)
-	if err != nil {
+func checkPrefixOfFamily(what string, p netip.Prefix, fam int) error {
+	if err := CheckPrefix(what, p); err != nil {
 		return err
 	}
 	if famOf(p.Addr()) != fam {
-		return fmt.Errorf("%s %s: must be an IPv%d prefix, like the family of the object", what, show(s), fam)
+		return fmt.Errorf("%s %s: must be an IPv%d prefix, like the family of the object", what, show(p.String()), fam)
 	}
 	return nil
 }
@@ -399,12 +398,12 @@ func (r Rule) Validate() error {
 	if r.Priority < 0 || int64(r.Priority) > math.MaxUint32 {
 		return fmt.Errorf("rule priority %d: must be 0..4294967295", r.Priority)
 	}
-	if r.Src != "" {
+	if r.Src.IsValid() {
 		if err := checkPrefixOfFamily("rule src", r.Src, r.Family); err != nil {
 			return err
 		}
 	}
-	if r.Dst != "" {
+	if r.Dst.IsValid() {
 		if err := checkPrefixOfFamily("rule dst", r.Dst, r.Family); err != nil {
 			return err
 		}
@@ -444,13 +443,12 @@ func (r Route) Validate() error {
 	if err := checkPrefixOfFamily("route dst", r.Dst, r.Family); err != nil {
 		return err
 	}
-	if r.Gw != "" {
-		gw, err := ParseIP("route gw", r.Gw)
-		if err != nil {
+	if r.Gw.IsValid() {
+		if err := CheckIP("route gw", r.Gw); err != nil {
 			return err
 		}
-		if famOf(gw) != r.Family {
-			return fmt.Errorf("route gw %s: must be an IPv%d address, like the route", gw, r.Family)
+		if famOf(r.Gw) != r.Family {
+			return fmt.Errorf("route gw %s: must be an IPv%d address, like the route", r.Gw, r.Family)
 		}
 	}
 	if r.Dev != "" {

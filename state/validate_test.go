@@ -157,7 +157,7 @@ func TestObjectValidate(t *testing.T) {
 	l := func(f func(*Link)) *Link { v := link; f(&v); return &v }
 	rule := Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
 	r := func(f func(*Rule)) *Rule { v := rule; f(&v); return &v }
-	route := Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.42.2", Protocol: 77}
+	route := Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.42.2"), Protocol: 77}
 	rt := func(f func(*Route)) *Route { v := route; f(&v); return &v }
 	for _, c := range []struct {
 		name string
@@ -189,11 +189,11 @@ func TestObjectValidate(t *testing.T) {
 		{"sysctl value", Object{Sysctl: &Sysctl{Name: "net.ipv4.ip_forward", Value: "1\n"}}, "sysctl net.ipv4.ip_forward value \"1\\n\": must be at most 256 bytes of printable ASCII"},
 
 		{"rule", Object{Rule: &rule}, ""},
-		{"rule dst", Object{Rule: r(func(r *Rule) { r.Dst = "198.51.100.10/32" })}, ""},
+		{"rule dst", Object{Rule: r(func(r *Rule) { r.Dst = netip.MustParsePrefix("198.51.100.10/32") })}, ""},
 		{"rule family", Object{Rule: r(func(r *Rule) { r.Family = 5 })}, "rule family 5: must be 4 or 6"},
 		{"rule priority", Object{Rule: r(func(r *Rule) { r.Priority = -1 })}, "rule priority -1: must be 0..4294967295"},
-		{"rule src family", Object{Rule: r(func(r *Rule) { r.Src = "2001:db8::/32" })}, `rule src "2001:db8::/32": must be an IPv4 prefix`},
-		{"rule dst no length", Object{Rule: r(func(r *Rule) { r.Dst = "198.51.100.10" })}, `rule dst "198.51.100.10": must be an address with a prefix length`},
+		{"rule src family", Object{Rule: r(func(r *Rule) { r.Src = netip.MustParsePrefix("2001:db8::/32") })}, `rule src "2001:db8::/32": must be an IPv4 prefix`},
+		{"rule dst mapped", Object{Rule: r(func(r *Rule) { r.Dst = netip.MustParsePrefix("::ffff:198.51.100.10/128") })}, `rule dst "::ffff:198.51.100.10/128": IPv4-mapped IPv6 prefixes are not allowed`},
 		{"rule table", Object{Rule: r(func(r *Rule) { r.Table = 0 })}, "rule table 0: must be 1..4294967295"},
 		{"rule iif", Object{Rule: r(func(r *Rule) { r.IifName = "../x" })}, `rule iif "../x"`},
 		{"rule mark", Object{Rule: r(func(r *Rule) { r.Mask = 0 })}, "rule fwmark 0x20000 with mask 0: a mark needs a non-zero mask"},
@@ -204,10 +204,12 @@ func TestObjectValidate(t *testing.T) {
 		{"addr mapped", Object{Addr: &Addr{Dev: "lo", CIDR: netip.MustParsePrefix("::ffff:198.51.100.10/128")}}, `addr cidr "::ffff:198.51.100.10/128": IPv4-mapped IPv6 prefixes are not allowed`},
 
 		{"route", Object{Route: &route}, ""},
-		{"route throw", Object{Route: rt(func(r *Route) { r.Type, r.Dst, r.Dev, r.Gw = "throw", "203.0.113.20/32", "", "" })}, ""},
+		{"route throw", Object{Route: rt(func(r *Route) {
+			r.Type, r.Dst, r.Dev, r.Gw = "throw", netip.MustParsePrefix("203.0.113.20/32"), "", netip.Addr{}
+		})}, ""},
 		{"route type", Object{Route: rt(func(r *Route) { r.Type = "local" })}, `route type "local": must be unicast, throw, blackhole, unreachable or prohibit`},
-		{"route dst", Object{Route: rt(func(r *Route) { r.Dst = "::/0" })}, `route dst "::/0": must be an IPv4 prefix`},
-		{"route gw", Object{Route: rt(func(r *Route) { r.Gw = "2001:db8::1" })}, "route gw 2001:db8::1: must be an IPv4 address, like the route"},
+		{"route dst", Object{Route: rt(func(r *Route) { r.Dst = netip.MustParsePrefix("::/0") })}, `route dst "::/0": must be an IPv4 prefix`},
+		{"route gw", Object{Route: rt(func(r *Route) { r.Gw = netip.MustParseAddr("2001:db8::1") })}, "route gw 2001:db8::1: must be an IPv4 address, like the route"},
 		{"route table", Object{Route: rt(func(r *Route) { r.Table = -5 })}, "route table -5: must be 1..4294967295"},
 
 		{"file", Object{File: &File{Path: "/etc/systemd/system/x.service", Content: "[Unit]\n"}}, ""},

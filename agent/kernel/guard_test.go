@@ -99,7 +99,7 @@ func TestForwardGuard(t *testing.T) {
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 1000, Table: state.TableLocal}}),
 		del(state.Object{Rule: &local}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 900, Mark: mark, Mask: mark, Table: 100}}),
-		create(state.Object{Route: &state.Route{Family: 4, Table: 100, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.77.2"}}),
+		create(state.Object{Route: &state.Route{Family: 4, Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.77.2")}}),
 	} {
 		apply(t, h, s)
 	}

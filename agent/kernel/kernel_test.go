@@ -154,13 +154,13 @@ func TestRoundTrip(t *testing.T) {
 		{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("fe80::42:1/64"), NoDAD: true}},
 		{Rule: &state.Rule{Family: 4, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
 		{Rule: &state.Rule{Family: 6, Priority: 1100, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 0xfa}},
-		{Rule: &state.Rule{Family: 4, Priority: 500, Dst: "198.51.100.10/32", IifName: "lo", Table: 254, Protocol: 0xfa}},
-		{Rule: &state.Rule{Family: 4, Priority: 1200, Src: "198.51.100.10/32", Table: 4242, Protocol: 0xfa}},
-		{Rule: &state.Rule{Family: 6, Priority: 1200, Src: "2001:db8:5::10/128", Table: 4242, Protocol: 0xfa}},
-		{Route: &state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: "0.0.0.0/0", Dev: "mig0", Gw: "169.254.77.2", Protocol: 0xfa}},
-		{Route: &state.Route{Family: 4, Table: 4242, Type: "throw", Dst: "192.0.2.2/32", Protocol: 0xfa}},
-		{Route: &state.Route{Family: 6, Table: 4242, Type: "throw", Dst: "2001:db8::2/128", Protocol: 0xfa}},
-		{Route: &state.Route{Family: 6, Table: 4242, Type: "unicast", Dst: "::/0", Dev: "up0", Gw: "2001:db8::2", Protocol: 0xfa}},
+		{Rule: &state.Rule{Family: 4, Priority: 500, Dst: netip.MustParsePrefix("198.51.100.10/32"), IifName: "lo", Table: 254, Protocol: 0xfa}},
+		{Rule: &state.Rule{Family: 4, Priority: 1200, Src: netip.MustParsePrefix("198.51.100.10/32"), Table: 4242, Protocol: 0xfa}},
+		{Rule: &state.Rule{Family: 6, Priority: 1200, Src: netip.MustParsePrefix("2001:db8:5::10/128"), Table: 4242, Protocol: 0xfa}},
+		{Route: &state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.77.2"), Protocol: 0xfa}},
+		{Route: &state.Route{Family: 4, Table: 4242, Type: "throw", Dst: netip.MustParsePrefix("192.0.2.2/32"), Protocol: 0xfa}},
+		{Route: &state.Route{Family: 6, Table: 4242, Type: "throw", Dst: netip.MustParsePrefix("2001:db8::2/128"), Protocol: 0xfa}},
+		{Route: &state.Route{Family: 6, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("::/0"), Dev: "up0", Gw: netip.MustParseAddr("2001:db8::2"), Protocol: 0xfa}},
 		{Sysctl: &state.Sysctl{Name: "net.ipv4.conf.mig0.rp_filter", Value: "2"}},
 	}
 	req := state.FactsRequest{Tables: []int{4242}, Sysctls: []string{"net.ipv4.conf.mig0.rp_filter"}}
@@ -409,7 +409,7 @@ func TestRuleProtocolUpdate(t *testing.T) {
 		return
 	}
 	h := newHost(t)
-	a := state.Rule{Family: 4, Priority: 1300, Src: "192.0.2.0/24", Table: 4242, Protocol: 0xfa}
+	a := state.Rule{Family: 4, Priority: 1300, Src: netip.MustParsePrefix("192.0.2.0/24"), Table: 4242, Protocol: 0xfa}
 	b := a
 	b.Protocol = 0xfb
 	apply(t, h, create(state.Object{Rule: &a}))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
@@ -14,6 +15,16 @@ import (
 )
 
 // ipString renders an IP, "" for none or the unspecified address.
+// addrOf is an address netlink reported: none for an empty or unspecified
+// one, IPv4 in its own form (net.IP.String's reading of a 16-byte IPv4).
+func addrOf(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
 func ipString(ip net.IP) string {
 	if len(ip) == 0 || ip.IsUnspecified() {
 		return ""

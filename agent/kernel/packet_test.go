@@ -189,7 +189,7 @@ func TestMarkPacketPath(t *testing.T) {
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 1000, Table: state.TableLocal}}),
 		del(state.Object{Rule: &local}),
 		create(state.Object{Rule: &state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 100}}),
-		create(state.Object{Route: &state.Route{Family: 4, Table: 100, Type: "unreachable", Dst: "0.0.0.0/0"}}),
+		create(state.Object{Route: &state.Route{Family: 4, Table: 100, Type: "unreachable", Dst: netip.MustParsePrefix("0.0.0.0/0")}}),
 		create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{
 			Role: "old", TunnelDev: "mig0", Mark: 0x20000,
 			Services: []state.NftService{{Addr: netip.MustParseAddr(svc), Proto: "tcp", Port: 8080, Percent: 100}},

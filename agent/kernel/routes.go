@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 
 	"github.com/opsmigrate/migrate/state"
@@ -70,7 +71,7 @@ func (h *Host) routeFacts(tables []int, names map[int]string) ([]state.Route, er
 			return a.Table < b.Table
 		}
 		if a.Dst != b.Dst {
-			return a.Dst < b.Dst
+			return a.Dst.String() < b.Dst.String() // as when they were strings
 		}
 		return a.Type < b.Type
 	})
@@ -82,15 +83,15 @@ func routeFacts(af int, r netlink.Route, names map[int]string) state.Route {
 		Family:   familyOf(af),
 		Table:    r.Table,
 		Type:     routeTypeName(r.Type),
-		Gw:       ipString(r.Gw),
+		Gw:       addrOf(r.Gw),
 		Protocol: uint8(r.Protocol),
 	}
 	if r.Dst != nil && r.Dst.IP != nil {
-		out.Dst = r.Dst.String()
+		out.Dst = prefixOf(r.Dst)
 	} else if out.Family == 6 {
-		out.Dst = "::/0"
+		out.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 	} else {
-		out.Dst = "0.0.0.0/0"
+		out.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
 	switch r.Type {
 	case unix.RTN_THROW, unix.RTN_BLACKHOLE, unix.RTN_UNREACHABLE, unix.RTN_PROHIBIT:
@@ -121,7 +122,7 @@ func (h *Host) buildRoute(r state.Route) (*netlink.Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	dst, err := parseCIDR(r.Dst, r.Family)
+	dst, err := ipNet(r.Dst, r.Family)
 	if err != nil {
 		return nil, fmt.Errorf("route dst: %w", err)
 	}
@@ -135,15 +136,11 @@ func (h *Host) buildRoute(r state.Route) (*netlink.Route, error) {
 		Dst:      dst,
 		Protocol: netlink.RouteProtocol(r.Protocol),
 	}
-	if r.Gw != "" {
-		gw := net.ParseIP(r.Gw)
-		if gw == nil || (gw.To4() != nil) != (r.Family == 4) {
-			return nil, fmt.Errorf("route gateway %q is not an IPv%d address", r.Gw, r.Family)
+	if r.Gw.IsValid() {
+		if r.Gw.Is4() != (r.Family == 4) {
+			return nil, fmt.Errorf("route gateway %s is not an IPv%d address", r.Gw, r.Family)
 		}
-		if r.Family == 4 {
-			gw = gw.To4()
-		}
-		nr.Gw = gw
+		nr.Gw = net.IP(r.Gw.AsSlice())
 	}
 	if r.Dev != "" {
 		link, err := h.nl.LinkByName(r.Dev)
@@ -152,7 +149,7 @@ func (h *Host) buildRoute(r state.Route) (*netlink.Route, error) {
 		}
 		nr.LinkIndex = link.Attrs().Index
 	}
-	if typ == unix.RTN_UNICAST && r.Dev == "" && r.Gw == "" {
+	if typ == unix.RTN_UNICAST && r.Dev == "" && !r.Gw.IsValid() {
 		return nil, fmt.Errorf("unicast route needs a device or a gateway")
 	}
 	return nr, nil

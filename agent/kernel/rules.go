@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 
 	"github.com/opsmigrate/migrate/state"
@@ -44,10 +45,10 @@ func ruleFacts(af int, r netlink.Rule) state.Rule {
 		Protocol: r.Protocol,
 	}
 	if r.Src != nil && r.Src.IP != nil {
-		out.Src = r.Src.String()
+		out.Src = prefixOf(r.Src)
 	}
 	if r.Dst != nil && r.Dst.IP != nil {
-		out.Dst = r.Dst.String()
+		out.Dst = prefixOf(r.Dst)
 	}
 	// The kernel reports FRA_FWMASK whenever mark or mask is non-zero;
 	// Mask 0 means "no fwmark match".
@@ -59,21 +60,25 @@ func ruleFacts(af int, r netlink.Rule) state.Rule {
 	return out
 }
 
-func parseCIDR(s string, fam int) (*net.IPNet, error) {
-	if s == "" {
+// ipNet is a prefix as netlink takes it: the network (masked), IPv4 in 4
+// bytes; nil for none.
+func ipNet(p netip.Prefix, fam int) (*net.IPNet, error) {
+	if !p.IsValid() {
 		return nil, nil
 	}
-	ip, n, err := net.ParseCIDR(s)
-	if err != nil {
-		return nil, err
+	if p.Addr().Is4() != (fam == 4) {
+		return nil, fmt.Errorf("%s is not an IPv%d prefix", p, fam)
 	}
-	if (ip.To4() != nil) != (fam == 4) {
-		return nil, fmt.Errorf("%s is not an IPv%d prefix", s, fam)
-	}
-	if fam == 4 {
-		n.IP = n.IP.To4()
-	}
-	return n, nil
+	p = p.Masked()
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, nil
+}
+
+// prefixOf is a prefix netlink reported (IPv4 in either form; ::/0 and
+// 0.0.0.0/0 too).
+func prefixOf(n *net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
 }
 
 // buildRule turns a state.Rule into a netlink rule with the same full
@@ -89,10 +94,10 @@ func buildRule(r state.Rule) (*netlink.Rule, error) {
 	nr.Table = r.Table
 	nr.IifName = r.IifName
 	nr.Protocol = r.Protocol
-	if nr.Src, err = parseCIDR(r.Src, r.Family); err != nil {
+	if nr.Src, err = ipNet(r.Src, r.Family); err != nil {
 		return nil, fmt.Errorf("rule src: %w", err)
 	}
-	if nr.Dst, err = parseCIDR(r.Dst, r.Family); err != nil {
+	if nr.Dst, err = ipNet(r.Dst, r.Family); err != nil {
 		return nil, fmt.Errorf("rule dst: %w", err)
 	}
 	if r.Mask != 0 {
