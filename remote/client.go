@@ -304,14 +304,25 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		}
 		return fmt.Errorf("host %s: agent did not answer: %w", t.Name, err)
 	}
-	if h.Version != proto.Version {
-		return fmt.Errorf("host %s: agent speaks protocol %d, CLI %d", t.Name, h.Version, proto.Version)
-	}
-	if h.UID != 0 {
-		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", t.Name, h.UID)
+	if err := checkHello(t.Name, h); err != nil {
+		return err
 	}
 	c.Hello = h
 	checkedAgents.add(key) // it ran: its own hash check passed
+	return nil
+}
+
+// checkHello checks the agent's greeting: the protocol this CLI speaks,
+// and root. The agent that answers is the one this CLI carries (its
+// install path holds its hash), so another protocol means something else
+// answered: a stale copy, or an agent started by hand.
+func checkHello(host string, h proto.Hello) error {
+	if h.Version != proto.Version {
+		return fmt.Errorf("host %s: agent speaks protocol %d, CLI %d: the agent on the host is not the one this migrate carries; run the same migrate build on both sides", host, h.Version, proto.Version)
+	}
+	if h.UID != 0 {
+		return fmt.Errorf("host %s: agent runs as uid %d; it needs root: connect as root or set sudo = true", host, h.UID)
+	}
 	return nil
 }
 

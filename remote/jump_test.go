@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -18,6 +19,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/opsmigrate/migrate/agent/proto"
 )
 
 // testSSHServer is a minimal SSH server on loopback: public-key auth for
@@ -116,6 +119,19 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 						continue
 					}
 					r.Reply(true, nil)
+					if strings.Contains(string(r.Payload), "old-agent") {
+						// An agent of protocol 1 (hello_test.go):
+						// answers one hello, then waits.
+						go func() {
+							var req proto.Request
+							if proto.ReadFrame(ch, &req) == nil {
+								b, _ := json.Marshal(proto.Hello{Version: 1, Hostname: "old", UID: 0, PID: 1})
+								proto.WriteFrame(ch, proto.Response{ID: req.ID, Result: b})
+							}
+							io.Copy(io.Discard, ch)
+						}()
+						continue
+					}
 					if strings.Contains(string(r.Payload), "silent-agent") {
 						// An agent that reads its requests and never
 						// answers (link_test.go).

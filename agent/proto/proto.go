@@ -14,7 +14,12 @@ import (
 )
 
 // Version is bumped on any incompatible change.
-const Version = 1
+//
+// 2: typed state. Addresses are checked when a request is decoded (an
+// address that does not parse fails there), and the one rule per fact of
+// the state types' Validate methods applies, e.g. a moved service's
+// percent is 1..100 and no_arp is for role new only.
+const Version = 2
 
 // MaxFrame bounds one message (facts of a big host fit easily).
 const MaxFrame = 64 << 20
