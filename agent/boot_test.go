@@ -201,7 +201,7 @@ func TestKeptRestores(t *testing.T) {
 	sys := func(v string) *state.Object {
 		return &state.Object{Sysctl: &state.Sysctl{Name: "net.ipv4.ip_forward", Value: v}}
 	}
-	link := &state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 1, Port: 4789, MTU: 1450, Up: true}}
+	link := &state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 1, Port: 4789, MTU: 1450, Up: true}}
 	addr := &state.Object{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}}
 	unit := &state.Object{File: &state.File{Path: "/etc/systemd/system/migrate-restore.service", Content: "x"}}
 	rolled := time.Unix(100, 0)

@@ -170,7 +170,7 @@ func foreignSetup(t *testing.T) {
 
 // ownLink and friends are migrate's own objects in the namespace.
 var (
-	ownLink  = state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MTU: 1450, Up: true}
+	ownLink  = state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 4242, Port: 4789, MTU: 1450, Up: true}
 	ownAddr  = state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}
 	ownRule  = state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
 	ownRoute = state.Route{Family: 4, Table: 4242, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "mig0", Gw: netip.MustParseAddr("169.254.42.2"), Protocol: 77}
@@ -256,7 +256,7 @@ func hostileSteps() []struct {
 	vethAsVxlan.Name = "up0"
 	foreignVx := ownLink
 	foreignVx.Name = "vxf0"
-	foreignVxExact := state.Link{Name: "vxf0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.8", VNI: 100, Port: 4789, MTU: 1450, Up: true}
+	foreignVxExact := state.Link{Name: "vxf0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.8"), VNI: 100, Port: 4789, MTU: 1450, Up: true}
 	wrongMig := ownLink
 	wrongMig.VNI = 77
 	wrongMigType := ownLink
@@ -492,7 +492,7 @@ func TestHostileFuzzInNetns(t *testing.T) {
 			case 0:
 				l.Type = []state.TunnelType{"vxlan", "gre", "ip6gre", "wireguard"}[rnd.Intn(4)]
 			case 1:
-				l.Type, l.VNI, l.Port, l.Local, l.Remote = "vxlan", uint32(rnd.Intn(200)+1), 4789, "192.0.2.1", "192.0.2."+strconv.Itoa(rnd.Intn(10))
+				l.Type, l.VNI, l.Port, l.Local, l.Remote = "vxlan", uint32(rnd.Intn(200)+1), 4789, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2."+strconv.Itoa(rnd.Intn(10)))
 			case 2:
 				l.Name = []string{"up0", "up0p", "vxf0", "lo"}[rnd.Intn(4)]
 			}

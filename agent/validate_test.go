@@ -20,7 +20,7 @@ import (
 // Valid objects as the planner makes them (plan.Desired) and as facts
 // report them.
 func okLink() state.Link {
-	return state.Link{Name: "mig0", Type: "vxlan", Local: "198.51.100.10", Remote: "203.0.113.20", VNI: 4242, Port: 4789, MTU: 1450, Up: true}
+	return state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("198.51.100.10"), Remote: netip.MustParseAddr("203.0.113.20"), VNI: 4242, Port: 4789, MTU: 1450, Up: true}
 }
 
 func okSysctl() state.Sysctl { return state.Sysctl{Name: "net.ipv4.conf.mig0.rp_filter", Value: "2"} }
@@ -141,16 +141,20 @@ func TestValidateStep(t *testing.T) {
 		// Links.
 		{"link ok", link(noop), ""},
 		{"link gre", link(func(l *state.Link) { l.Type, l.VNI, l.Port, l.Key = "gre", 0, 0, 42 }), ""},
-		{"link ip6gre", link(func(l *state.Link) { l.Type, l.Local, l.Remote, l.VNI = "ip6gre", "2001:db8::1", "2001:db8::2", 0 }), ""},
-		{"link vxlan v6", link(func(l *state.Link) { l.Local, l.Remote = "2001:db8::1", "2001:db8::2" }), ""},
+		{"link ip6gre", link(func(l *state.Link) {
+			l.Type, l.Local, l.Remote, l.VNI = "ip6gre", netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 0
+		}), ""},
+		{"link vxlan v6", link(func(l *state.Link) {
+			l.Local, l.Remote = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+		}), ""},
 		{"link wireguard", link(func(l *state.Link) {
-			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, "", 51820, "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
+			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, netip.Addr{}, 51820, "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
 		}), ""},
 		{"link wireguard with local", link(func(l *state.Link) {
 			l.Type, l.VNI, l.Port, l.PeerKey = "wireguard", 0, 51820, "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU="
 		}), "a wireguard link has no local address"},
 		{"link wireguard bad peer key", link(func(l *state.Link) {
-			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, "", 51820, "c2hvcnQ="
+			l.Type, l.VNI, l.Local, l.Port, l.PeerKey = "wireguard", 0, netip.Addr{}, 51820, "c2hvcnQ="
 		}), "must be a WireGuard key, base64 of 32 bytes"},
 		{"link vxlan with peer key", link(func(l *state.Link) { l.PeerKey = "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU=" }), "only for wireguard links"},
 		{"link mtu 0", link(func(l *state.Link) { l.MTU = 0 }), ""},
@@ -167,12 +171,16 @@ func TestValidateStep(t *testing.T) {
 		{"link name dot", link(func(l *state.Link) { l.Name = "." }), `link name "."`},
 		{"link name dotdot", link(func(l *state.Link) { l.Name = ".." }), `link name ".."`},
 		{"link type", link(func(l *state.Link) { l.Type = "veth" }), `link mig0 type "veth": must be vxlan, gre, ip6gre or wireguard`},
-		{"link no local", link(func(l *state.Link) { l.Local = "" }), `link mig0 local "": must be an IPv4 or IPv6 address`},
-		{"link bad remote", link(func(l *state.Link) { l.Remote = "203.0.113.300" }), `link mig0 remote "203.0.113.300"`},
-		{"link zone", link(func(l *state.Link) { l.Local, l.Remote = "fe80::1%eth0", "fe80::2" }), `link mig0 local "fe80::1%eth0"`},
-		{"link mapped", link(func(l *state.Link) { l.Local = "::ffff:198.51.100.10" }), "IPv4-mapped IPv6 addresses are not allowed"},
-		{"link mixed families", link(func(l *state.Link) { l.Remote = "2001:db8::2" }), "must be of the same address family"},
-		{"link gre v6", link(func(l *state.Link) { l.Type, l.Local, l.Remote = "gre", "2001:db8::1", "2001:db8::2" }), "gre needs IPv4"},
+		{"link no local", link(func(l *state.Link) { l.Local = netip.Addr{} }), `link mig0 local "": must be an IPv4 or IPv6 address`},
+		{"link bad remote", link(func(l *state.Link) { l.Remote = netip.Addr{} }), `link mig0 remote "": must be an IPv4 or IPv6 address`},
+		{"link zone", link(func(l *state.Link) {
+			l.Local, l.Remote = netip.MustParseAddr("fe80::1%eth0"), netip.MustParseAddr("fe80::2")
+		}), `link mig0 local "fe80::1%eth0"`},
+		{"link mapped", link(func(l *state.Link) { l.Local = netip.MustParseAddr("::ffff:198.51.100.10") }), "IPv4-mapped IPv6 addresses are not allowed"},
+		{"link mixed families", link(func(l *state.Link) { l.Remote = netip.MustParseAddr("2001:db8::2") }), "must be of the same address family"},
+		{"link gre v6", link(func(l *state.Link) {
+			l.Type, l.Local, l.Remote = "gre", netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+		}), "gre needs IPv4"},
 		{"link ip6gre v4", link(func(l *state.Link) { l.Type = "ip6gre" }), "ip6gre needs IPv6"},
 		{"link vni 0", link(func(l *state.Link) { l.VNI = 0 }), "vni 0: must be 1..16777215 for vxlan"},
 		{"link vni max", link(func(l *state.Link) { l.VNI = 1<<24 - 1 }), ""},

@@ -498,16 +498,16 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 
 	link := func(local, remote netip.Addr, inner netip.Prefix, f, peer state.Facts) state.Link {
 		l := state.Link{
-			Name: t.Name, Type: t.Type, Local: local.String(), Remote: remote.String(),
+			Name: t.Name, Type: t.Type, Local: local, Remote: remote,
 			MTU: TunnelMTU(t, local, f), Up: true,
 		}
 		switch t.Type {
-		case "vxlan":
+		case state.VXLAN:
 			l.VNI, l.Port = t.VNI, uint16(t.Port)
 			l.MAC = innerMAC(inner.Addr())
-		case "wireguard":
+		case state.WireGuard:
 			// A WireGuard device listens on every address: no local end.
-			l.Local, l.Port = "", uint16(t.ListenPort)
+			l.Local, l.Port = netip.Addr{}, uint16(t.ListenPort)
 			l.PublicKey, l.PeerKey = f.WGPublicKey, peer.WGPublicKey
 		default:
 			l.Key = t.Key

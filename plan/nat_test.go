@@ -71,7 +71,7 @@ func TestNATBindings(t *testing.T) {
 				{plan.Old, tc.oldLocal, "203.0.113.20", "02:6d:67:fe:2a:01"}, {plan.New, tc.newLocal, "198.51.100.10", "02:6d:67:fe:2a:02"},
 			} {
 				l, u := tunnelObjs(t, p, h.host)
-				if l.Local != h.local || l.Remote != h.peer || u.Local.String() != h.local || u.Peer.String() != h.peer {
+				if l.Local.String() != h.local || l.Remote.String() != h.peer || u.Local.String() != h.local || u.Peer.String() != h.peer {
 					t.Errorf("%s: link %s -> %s, underlay %s from %s; want %s -> %s both", h.host, l.Local, l.Remote, u.Local, u.Peer, h.local, h.peer)
 				}
 				// Each end's fixed MAC follows its inner address, not

@@ -75,7 +75,7 @@ func TestWireGuardDesired(t *testing.T) {
 				if first := hp.Steps[0].After; first == nil || first.Sysctl == nil || first.Sysctl.Name != plan.SendRedirectsAll || first.Sysctl.Value != "0" {
 					t.Errorf("%s: first step is not %s = 0, before the link:\n%s", hp.Host, plan.SendRedirectsAll, lines(hp.Steps))
 				}
-				want := state.Link{Name: "mig0", Type: "wireguard", Remote: remote, Port: 51999, PublicKey: own, PeerKey: peer, MTU: link.MTU, Up: true}
+				want := state.Link{Name: "mig0", Type: "wireguard", Remote: netip.MustParseAddr(remote), Port: 51999, PublicKey: own, PeerKey: peer, MTU: link.MTU, Up: true}
 				if *link != want {
 					t.Errorf("%s: link %+v, want %+v", hp.Host, *link, want)
 				}

@@ -145,8 +145,8 @@ func (o Object) Equal(p Object) bool {
 type Link struct {
 	Name   string     `json:"name"`
 	Type   TunnelType `json:"type"`           // vxlan | gre | ip6gre | wireguard (never direct)
-	Local  string     `json:"local"`          // empty for wireguard (it listens on every address)
-	Remote string     `json:"remote"`         // wireguard: the peer's endpoint address
+	Local  netip.Addr `json:"local"`          // none ("") for wireguard (it listens on every address)
+	Remote netip.Addr `json:"remote"`         // wireguard: the peer's endpoint address
 	VNI    uint32     `json:"vni,omitempty"`  // vxlan
 	Port   uint16     `json:"port,omitempty"` // vxlan UDP destination port; wireguard listen (and peer) port
 	Key    uint32     `json:"key,omitempty"`  // gre
@@ -164,9 +164,9 @@ type Link struct {
 }
 
 func (l Link) String() string {
-	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, l.Local, l.Remote)
+	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, ipText(l.Local), ipText(l.Remote))
 	if l.Type == WireGuard {
-		s = fmt.Sprintf("%s type wireguard listen-port %d public-key %s peer %s endpoint %s", l.Name, l.Port, l.PublicKey, l.PeerKey, net.JoinHostPort(l.Remote, fmt.Sprint(l.Port)))
+		s = fmt.Sprintf("%s type wireguard listen-port %d public-key %s peer %s endpoint %s", l.Name, l.Port, l.PublicKey, l.PeerKey, net.JoinHostPort(ipText(l.Remote), fmt.Sprint(l.Port)))
 	}
 	if l.Type == VXLAN {
 		s += fmt.Sprintf(" vni %d dstport %d", l.VNI, l.Port)

@@ -239,14 +239,13 @@ func (l Link) Validate() error {
 	if l.PeerKey != "" || l.PublicKey != "" {
 		return fmt.Errorf("link %s: peer_key and public_key are only for wireguard links", l.Name)
 	}
-	local, err := ParseIP("link "+l.Name+" local", l.Local)
-	if err != nil {
+	if err := CheckIP("link "+l.Name+" local", l.Local); err != nil {
 		return err
 	}
-	remote, err := ParseIP("link "+l.Name+" remote", l.Remote)
-	if err != nil {
+	if err := CheckIP("link "+l.Name+" remote", l.Remote); err != nil {
 		return err
 	}
+	local, remote := l.Local, l.Remote
 	if local.Is4() != remote.Is4() {
 		return fmt.Errorf("link %s: local %s and remote %s must be of the same address family", l.Name, local, remote)
 	}
@@ -280,10 +279,10 @@ func (l Link) validateMTU() error {
 // (the device listens on every address), a listen port, the peer's public
 // key and, when given, this host's: base64 of 32 bytes.
 func (l Link) validateWG() error {
-	if l.Local != "" {
-		return fmt.Errorf("link %s: a wireguard link has no local address, not %s", l.Name, show(l.Local))
+	if l.Local.IsValid() {
+		return fmt.Errorf("link %s: a wireguard link has no local address, not %s", l.Name, show(l.Local.String()))
 	}
-	if _, err := ParseIP("link "+l.Name+" remote", l.Remote); err != nil {
+	if err := CheckIP("link "+l.Name+" remote", l.Remote); err != nil {
 		return err
 	}
 	if l.Port == 0 {

@@ -152,8 +152,8 @@ func TestNftSpecValidate(t *testing.T) {
 }
 
 func TestObjectValidate(t *testing.T) {
-	link := Link{Name: "mig0", Type: VXLAN, Local: "198.51.100.10", Remote: "203.0.113.20", VNI: 4242, Port: 4789, MTU: 1450, Up: true}
-	wg := Link{Name: "mig0", Type: WireGuard, Remote: "203.0.113.20", Port: 51820, PeerKey: "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU=", MTU: 1420}
+	link := Link{Name: "mig0", Type: VXLAN, Local: netip.MustParseAddr("198.51.100.10"), Remote: netip.MustParseAddr("203.0.113.20"), VNI: 4242, Port: 4789, MTU: 1450, Up: true}
+	wg := Link{Name: "mig0", Type: WireGuard, Remote: netip.MustParseAddr("203.0.113.20"), Port: 51820, PeerKey: "TkVXbmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmV3bmU=", MTU: 1420}
 	l := func(f func(*Link)) *Link { v := link; f(&v); return &v }
 	rule := Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77}
 	r := func(f func(*Rule)) *Rule { v := rule; f(&v); return &v }
@@ -172,13 +172,15 @@ func TestObjectValidate(t *testing.T) {
 		{"link gre", Object{Link: l(func(l *Link) { l.Type, l.VNI, l.Port, l.Key = GRE, 0, 0, 7 })}, ""},
 		{"link name", Object{Link: l(func(l *Link) { l.Name = "a/b" })}, `link name "a/b": must be 1..15 bytes`},
 		{"link type direct", Object{Link: l(func(l *Link) { l.Type = Direct })}, `link mig0 type "direct": must be vxlan, gre, ip6gre or wireguard`},
-		{"link local", Object{Link: l(func(l *Link) { l.Local = "" })}, `link mig0 local "": must be an IPv4 or IPv6 address`},
-		{"link families", Object{Link: l(func(l *Link) { l.Remote = "2001:db8::2" })}, "must be of the same address family"},
-		{"link gre v6", Object{Link: l(func(l *Link) { l.Type, l.Local, l.Remote = GRE, "2001:db8::1", "2001:db8::2" })}, "gre needs IPv4"},
+		{"link local", Object{Link: l(func(l *Link) { l.Local = netip.Addr{} })}, `link mig0 local "": must be an IPv4 or IPv6 address`},
+		{"link families", Object{Link: l(func(l *Link) { l.Remote = netip.MustParseAddr("2001:db8::2") })}, "must be of the same address family"},
+		{"link gre v6", Object{Link: l(func(l *Link) {
+			l.Type, l.Local, l.Remote = GRE, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+		})}, "gre needs IPv4"},
 		{"link vni", Object{Link: l(func(l *Link) { l.VNI = 1 << 24 })}, "link mig0 vni 16777216: must be 1..16777215"},
 		{"link mtu", Object{Link: l(func(l *Link) { l.MTU = 67 })}, "link mig0 mtu 67: must be 68..65535, or 0"},
 		{"link mac", Object{Link: l(func(l *Link) { l.MAC = "01:00:00:00:00:01" })}, "link mig0 address \"01:00:00:00:00:01\": only a vxlan link has one, a locally administered unicast MAC"},
-		{"link wg local", Object{Link: func() *Link { v := wg; v.Local = "198.51.100.10"; return &v }()}, "a wireguard link has no local address"},
+		{"link wg local", Object{Link: func() *Link { v := wg; v.Local = netip.MustParseAddr("198.51.100.10"); return &v }()}, "a wireguard link has no local address"},
 		{"link wg key", Object{Link: func() *Link { v := wg; v.PeerKey = "short"; return &v }()}, "link mig0 peer_key \"short\": must be a WireGuard key"},
 
 		{"sysctl", Object{Sysctl: &Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}}, ""},

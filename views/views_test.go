@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func link() *state.Object {
-	return &state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "198.51.100.2", VNI: 4242, Port: 4789}}
+	return &state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("198.51.100.2"), VNI: 4242, Port: 4789}}
 }
 
 func sysctl(v string) *state.Object {

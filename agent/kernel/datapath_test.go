@@ -379,7 +379,7 @@ func TestUnderlayFilter(t *testing.T) {
 	vethTo(t, peer, "u0", "192.0.2.1/24", "eth0", "192.0.2.2/24")
 	ah := vethTo(t, attacker, "u1", "203.0.113.1/24", "eth0", "203.0.113.2/24")
 	routeVia(t, ah, "192.0.2.0/24", "203.0.113.1")
-	apply(t, h, create(state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 42, Port: 4789, MTU: 1450, Up: true}}))
+	apply(t, h, create(state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 42, Port: 4789, MTU: 1450, Up: true}}))
 
 	rx := func() uint64 {
 		l, err := netlink.LinkByName("mig0")
@@ -749,7 +749,7 @@ func TestLinkLocalAddrs(t *testing.T) {
 	}
 	h := newHost(t)
 	addDummy(t, "up0")
-	apply(t, h, create(state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "127.0.0.1", Remote: "127.0.0.2", VNI: 5, Port: 4789, MTU: 1450, Up: true}}))
+	apply(t, h, create(state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("127.0.0.1"), Remote: netip.MustParseAddr("127.0.0.2"), VNI: 5, Port: 4789, MTU: 1450, Up: true}}))
 	mine := state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("fe80::42:1/64"), NoDAD: true}
 	apply(t, h, create(state.Object{Addr: &mine}))
 	run(t, "ip", "-6", "addr", "add", "fe80::42:2/64", "dev", "up0")

@@ -145,7 +145,7 @@ func TestRoundTrip(t *testing.T) {
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
 	run(t, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "up0", "nodad")
 
-	vx := state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 4242, Port: 4789, MAC: "02:6d:67:fe:2a:01", MTU: 1450, Up: true}}
+	vx := state.Object{Link: &state.Link{Name: "mig0", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 4242, Port: 4789, MAC: "02:6d:67:fe:2a:01", MTU: 1450, Up: true}}
 	objs := []state.Object{
 		vx,
 		{Addr: &state.Addr{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}},
@@ -295,7 +295,7 @@ func TestVxlanAndSysctl(t *testing.T) {
 	h := newHost(t)
 	addDummy(t, "up0")
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
-	l := state.Link{Name: "migvx", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 7, Port: 4789, MAC: "02:6d:67:00:00:07", MTU: 1450, Up: true}
+	l := state.Link{Name: "migvx", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 7, Port: 4789, MAC: "02:6d:67:00:00:07", MTU: 1450, Up: true}
 	apply(t, h, create(state.Object{Link: &l}))
 	f := facts(t, h, state.FactsRequest{Sysctls: []string{"net.ipv4.conf.migvx.rp_filter"}})
 	got := find(f, state.Object{Link: &l})
@@ -435,7 +435,7 @@ func TestVxlanMACFixed(t *testing.T) {
 	h := newHost(t)
 	addDummy(t, "up0")
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
-	random := state.Link{Name: "migvx", Type: "vxlan", Local: "192.0.2.1", Remote: "192.0.2.2", VNI: 7, Port: 4789, MTU: 1450, Up: true}
+	random := state.Link{Name: "migvx", Type: "vxlan", Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"), VNI: 7, Port: 4789, MTU: 1450, Up: true}
 	apply(t, h, create(state.Object{Link: &random}))
 	fixed := random
 	fixed.MAC = "02:6d:67:fe:2a:01"

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ipString renders an IP, "" for none or the unspecified address.
 // addrOf is an address netlink reported: none for an empty or unspecified
 // one, IPv4 in its own form (net.IP.String's reading of a 16-byte IPv4).
 func addrOf(ip net.IP) netip.Addr {
@@ -25,11 +24,13 @@ func addrOf(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
-func ipString(ip net.IP) string {
-	if len(ip) == 0 || ip.IsUnspecified() {
-		return ""
+// netIP is an address as netlink takes it (net.ParseIP's 16-byte form),
+// nil for none.
+func netIP(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
 	}
-	return ip.String()
+	return net.IP(a.AsSlice()).To16()
 }
 
 func linkFacts(l netlink.Link) state.Link {
@@ -42,35 +43,24 @@ func linkFacts(l netlink.Link) state.Link {
 	}
 	switch v := l.(type) {
 	case *netlink.Vxlan:
-		out.Local = ipString(v.SrcAddr)
-		out.Remote = ipString(v.Group)
+		out.Local = addrOf(v.SrcAddr)
+		out.Remote = addrOf(v.Group)
 		out.VNI = uint32(v.VxlanId)
 		out.Port = uint16(v.Port)
 		if len(a.HardwareAddr) == 6 {
 			out.MAC = a.HardwareAddr.String()
 		}
 	case *netlink.Gretun:
-		out.Local = ipString(v.Local)
-		out.Remote = ipString(v.Remote)
+		out.Local = addrOf(v.Local)
+		out.Remote = addrOf(v.Remote)
 		out.Key = v.IKey
 	case *netlink.Gretap:
-		out.Local = ipString(v.Local)
-		out.Remote = ipString(v.Remote)
+		out.Local = addrOf(v.Local)
+		out.Remote = addrOf(v.Remote)
 		out.Key = v.IKey
 	}
 	// wireguard: port, keys and peer come from wgFacts.
 	return out
-}
-
-func parseIP(s, what string) (net.IP, error) {
-	if s == "" {
-		return nil, nil
-	}
-	ip := net.ParseIP(s)
-	if ip == nil {
-		return nil, fmt.Errorf("%s %q is not an IP address", what, s)
-	}
-	return ip, nil
 }
 
 // buildLink turns a state.Link into the netlink object that creates it.
@@ -78,14 +68,7 @@ func buildLink(l state.Link) (netlink.Link, error) {
 	if l.Name == "" || len(l.Name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("invalid link name %q", l.Name)
 	}
-	local, err := parseIP(l.Local, "local")
-	if err != nil {
-		return nil, err
-	}
-	remote, err := parseIP(l.Remote, "remote")
-	if err != nil {
-		return nil, err
-	}
+	local, remote := netIP(l.Local), netIP(l.Remote)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = l.Name
 	attrs.MTU = l.MTU

@@ -160,7 +160,7 @@ func tunnelLink(t *testing.T, h *Host, typ, local, peer string, key uint32, want
 		t.Fatalf("plan.TunnelMTU for %s (key %d) over a 1500 underlay = %d, want %d", typ, key, mtu, 1500-wantOverhead)
 	}
 	mk := func(l, r string) state.Object {
-		o := state.Link{Name: "mig0", Type: state.TunnelType(typ), Local: l, Remote: r, MTU: mtu, Up: true}
+		o := state.Link{Name: "mig0", Type: state.TunnelType(typ), Local: netip.MustParseAddr(l), Remote: netip.MustParseAddr(r), MTU: mtu, Up: true}
 		if typ == "vxlan" {
 			o.VNI, o.Port = 4242, 4789
 			o.MAC = "02:6d:67:00:00:01"

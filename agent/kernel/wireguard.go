@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -128,7 +129,7 @@ func (h *Host) withWG(f func(c *wgctrl.Client) error) error {
 // an endpoint port other than the listen port) shows in PeerKey or Remote,
 // so that it differs from the desired link.
 func wgFill(l *state.Link, d *wgtypes.Device) {
-	l.Local, l.Remote, l.PeerKey, l.PublicKey = "", "", "", ""
+	l.Local, l.Remote, l.PeerKey, l.PublicKey = netip.Addr{}, netip.Addr{}, "", ""
 	l.Port = uint16(d.ListenPort)
 	if d.PrivateKey != (wgtypes.Key{}) {
 		l.PublicKey = d.PublicKey.String()
@@ -139,13 +140,15 @@ func wgFill(l *state.Link, d *wgtypes.Device) {
 		p := d.Peers[0]
 		l.PeerKey = p.PublicKey.String()
 		if p.Endpoint != nil {
-			l.Remote = ipString(p.Endpoint.IP)
-			if p.Endpoint.Port != d.ListenPort {
-				l.Remote = p.Endpoint.String()
-			}
+			l.Remote = addrOf(p.Endpoint.IP)
 		}
 		if !wgPeerAsBuilt(p) {
 			l.PeerKey += fmt.Sprintf(" (allowed-ips %v, keepalive %s)", p.AllowedIPs, p.PersistentKeepaliveInterval)
+		}
+		if p.Endpoint != nil && p.Endpoint.Port != d.ListenPort {
+			// Remote holds an address only: the other port shows
+			// in the peer, as another set-up does.
+			l.PeerKey += fmt.Sprintf(" (endpoint port %d)", p.Endpoint.Port)
 		}
 	default:
 		l.PeerKey = fmt.Sprintf("(%d peers)", len(d.Peers))
@@ -219,7 +222,7 @@ func (h *Host) configureWG(want state.Link) error {
 	if err != nil {
 		return fmt.Errorf("peer key of %s: %w", want.Name, err)
 	}
-	remote := net.ParseIP(want.Remote)
+	remote := netIP(want.Remote)
 	if remote == nil {
 		return fmt.Errorf("remote %q of %s is not an IP address", want.Remote, want.Name)
 	}

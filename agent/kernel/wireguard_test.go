@@ -79,7 +79,7 @@ func wireguardLink(t *testing.T, h *Host, local, peer string) {
 
 	const mtu = 1500 - 80
 	mk := func(remote, own, peerKey string) state.Object {
-		return state.Object{Link: &state.Link{Name: "mig0", Type: "wireguard", Remote: remote, Port: 51820, PublicKey: own, PeerKey: peerKey, MTU: mtu, Up: true}}
+		return state.Object{Link: &state.Link{Name: "mig0", Type: "wireguard", Remote: netip.MustParseAddr(remote), Port: 51820, PublicKey: own, PeerKey: peerKey, MTU: mtu, Up: true}}
 	}
 	mine, theirs := mk(peer, pub, ppub), mk(local, ppub, pub)
 	apply(t, h, create(mine))
