@@ -49,7 +49,7 @@ func okNft() state.NftTable {
 // okNftNew is NEW's table: no services, addresses it must not answer ARP
 // for.
 func okNftNew(t *state.NftTable) {
-	t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []string{"198.51.100.10"}}
+	t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []netip.Addr{netip.MustParseAddr("198.51.100.10")}}
 }
 
 func create(o state.Object) state.Step {
@@ -311,7 +311,7 @@ func TestValidateStep(t *testing.T) {
 			t.Spec.Services = append(t.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 25, Percent: 10})
 		}), "listed at 100 % and at 10 %"},
 		{"nft new with services", nft(func(t *state.NftTable) { t.Spec.Role = "new" }), "nft services/accounted: only for role old"},
-		{"nft old with noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = []string{"198.51.100.10"} }), "nft no_arp: only for role new"},
+		{"nft old with noarp", nft(func(t *state.NftTable) { t.Spec.NoARP = []netip.Addr{netip.MustParseAddr("198.51.100.10")} }), "nft no_arp: only for role new"},
 		{"nft underlay gre port", nft(func(t *state.NftTable) { t.Spec.Underlay.Proto = "gre" }), "nft underlay gre port 4789: gre has no port"},
 		{"nft accounted", nft(func(t *state.NftTable) { t.Spec.Accounted[0].Proto = "" }), `nft accounted 198.51.100.10 proto ""`},
 		{"nft underlay proto", nft(func(t *state.NftTable) { t.Spec.Underlay.Proto = "esp" }), `nft underlay proto "esp": must be udp or gre`},
@@ -320,8 +320,8 @@ func TestValidateStep(t *testing.T) {
 		{"nft underlay peer", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = netip.MustParseAddr("::ffff:203.0.113.20") }), `nft underlay peer "::ffff:203.0.113.20": IPv4-mapped IPv6 addresses are not allowed`},
 		{"nft underlay family", nft(func(t *state.NftTable) { t.Spec.Underlay.Peer = netip.MustParseAddr("2001:db8::1") }), "must be of the same address family"},
 		{"nft noarp", nft(okNftNew), ""},
-		{"nft noarp v6", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"2001:db8::1"} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
-		{"nft noarp bad", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []string{"a"} }), `nft no_arp "a"`},
+		{"nft noarp v6", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []netip.Addr{netip.MustParseAddr("2001:db8::1")} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
+		{"nft noarp none", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = []netip.Addr{{}} }), `nft no_arp "": must be an IPv4 or IPv6 address`},
 		{"nft too many services", nft(func(t *state.NftTable) {
 			t.Spec.Services = make([]state.NftService, state.MaxListLen+1)
 		}), "nft services: 1000001 entries, at most 1000000 allowed"},
@@ -333,7 +333,7 @@ func TestValidateStep(t *testing.T) {
 		{"nft guard new no forwards", nft(func(t *state.NftTable) {
 			t.Spec = state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Guard6: true}
 		}), "nft guard4/guard6: a guard needs migrate's own forwarded flows"},
-		{"nft too many noarp", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = make([]string, state.MaxListLen+1) }), "nft no_arp: 1000001 entries"},
+		{"nft too many noarp", nft(func(t *state.NftTable) { okNftNew(t); t.Spec.NoARP = make([]netip.Addr, state.MaxListLen+1) }), "nft no_arp: 1000001 entries"},
 	}
 	for _, c := range cases {
 		check(t, c.name, validateStep(c.step), c.want)

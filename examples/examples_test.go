@@ -213,7 +213,7 @@ func hasV4Path(t *testing.T, m model, addr string) {
 		"table 4242 throw 203.0.113.20/32",
 		"net.ipv4.ip_forward = 1",
 	)
-	if sp := m.nft(t, plan.New); !slices.Contains(sp.NoARP, addr) {
+	if sp := m.nft(t, plan.New); !slices.Contains(sp.NoARP, netip.MustParseAddr(addr)) {
 		t.Errorf("NEW answers ARP for %s: no_arp %v", addr, sp.NoARP)
 	}
 }

@@ -666,7 +666,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
 		)
 		if a.Is4() {
-			newSpec.NoARP = append(newSpec.NoARP, a.String())
+			newSpec.NoARP = append(newSpec.NoARP, a)
 		}
 	}
 	return nil

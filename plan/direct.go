@@ -216,7 +216,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 
 	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = oldDev, t.Mark, moved, accounted
 	for _, a := range active {
-		oldSpec.PeerSrc = append(oldSpec.PeerSrc, a.String())
+		oldSpec.PeerSrc = append(oldSpec.PeerSrc, a)
 	}
 	newSpec.TunnelDev, newSpec.Mark = newDev, t.Mark
 	// Another table's DNAT at prerouting (Docker's published ports) on
@@ -279,7 +279,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// of the interface it arrives on (the address is on lo), and
 		// solicits from the interface's own link-local address.
 		if a.Is4() {
-			newSpec.NoARP = append(newSpec.NoARP, a.String())
+			newSpec.NoARP = append(newSpec.NoARP, a)
 		}
 	}
 	return nil

@@ -40,7 +40,7 @@ type NftSpec struct {
 	Underlay *NftUnderlay `json:"underlay,omitempty"`
 	// NoARP lists IPv4 addresses migrate made local on NEW (on lo) that
 	// must not be answered for in ARP on any interface. Role "new" only.
-	NoARP []string `json:"no_arp,omitempty"`
+	NoARP []netip.Addr `json:"no_arp,omitempty"`
 	// Forwards are in-kernel port bouncers on this host (either role):
 	// new flows to (Addr, Proto, Port) are DNATed to (To, ToPort) and
 	// masqueraded, marked with ForwardMark in conntrack so that only
@@ -64,7 +64,7 @@ type NftSpec struct {
 	// one of these source addresses (the migrated addresses, local on
 	// OLD: only NEW sends from them) count as NEW's. Empty: everything
 	// from TunnelDev is NEW's (a tunnel device).
-	PeerSrc []string `json:"peer_src,omitempty"`
+	PeerSrc []netip.Addr `json:"peer_src,omitempty"`
 	// UDPServices are the UDP (address, protocol, port) triples of the
 	// plan, on NEW: a datagram from the tunnel to one of them records
 	// its client, and NEW's answers to that client leave from the
@@ -149,10 +149,10 @@ func (t NftTable) String() string {
 		parts = append(parts, fmt.Sprintf("forwards only its own %s", strings.Join(fams, "/")))
 	}
 	if len(s.PeerSrc) > 0 {
-		parts = append(parts, fmt.Sprintf("NEW's packets: from %s on %s", strings.Join(s.PeerSrc, ", "), s.TunnelDev))
+		parts = append(parts, fmt.Sprintf("NEW's packets: from %s on %s", joinAddrs(s.PeerSrc), s.TunnelDev))
 	}
 	if len(s.NoARP) > 0 {
-		parts = append(parts, fmt.Sprintf("no ARP for %s", strings.Join(s.NoARP, ", ")))
+		parts = append(parts, fmt.Sprintf("no ARP for %s", joinAddrs(s.NoARP)))
 	}
 	if len(s.UDPServices) > 0 {
 		parts = append(parts, fmt.Sprintf("udp answers from the service address for %d port(s)", len(s.UDPServices)))
@@ -171,4 +171,12 @@ func (t NftTable) String() string {
 		parts = append(parts, fmt.Sprintf("%s to %s only from %s", what, u.Local, u.Peer))
 	}
 	return fmt.Sprintf("table %s %s: role %s, mark %#x, %s (digest %s)", t.Family, t.Name, s.Role, s.Mark, strings.Join(parts, ", "), s.Digest())
+}
+
+func joinAddrs(l []netip.Addr) string {
+	s := make([]string, len(l))
+	for i, a := range l {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
 }

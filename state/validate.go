@@ -579,12 +579,11 @@ func (s NftSpec) Validate() error {
 		return errors.New("nft no_arp: only for role new")
 	}
 	for _, a := range s.NoARP {
-		ip, err := ParseIP("nft no_arp", a)
-		if err != nil {
+		if err := CheckIP("nft no_arp", a); err != nil {
 			return err
 		}
-		if !ip.Is4() {
-			return fmt.Errorf("nft no_arp %s: must be an IPv4 address (ARP is IPv4 only)", ip)
+		if !a.Is4() {
+			return fmt.Errorf("nft no_arp %s: must be an IPv4 address (ARP is IPv4 only)", a)
 		}
 	}
 	if len(s.PeerSrc) > 0 && (s.Role != RoleOld || s.TunnelDev == "") {
@@ -594,7 +593,7 @@ func (s NftSpec) Validate() error {
 		return fmt.Errorf("nft peer_src: %d entries, at most %d allowed", len(s.PeerSrc), MaxListLen)
 	}
 	for _, a := range s.PeerSrc {
-		if _, err := ParseIP("nft peer_src", a); err != nil {
+		if err := CheckIP("nft peer_src", a); err != nil {
 			return err
 		}
 	}

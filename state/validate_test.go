@@ -60,7 +60,7 @@ func newSpec() NftSpec {
 	return NftSpec{
 		Role: RoleNew, TunnelDev: "mig0", Mark: 0x20000,
 		UDPServices: []NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: UDP, Port: 53}},
-		NoARP:       []string{"198.51.100.10"},
+		NoARP:       []netip.Addr{netip.MustParseAddr("198.51.100.10")},
 		Underlay:    &NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("203.0.113.20"), Peer: netip.MustParseAddr("198.51.100.10")},
 	}
 }
@@ -102,8 +102,8 @@ func TestNftSpecValidate(t *testing.T) {
 		{"services on new", nw(func(s *NftSpec) { s.Services = okSpec().Services }), "nft services/accounted: only for role old with a tunnel device"},
 		{"udp services on old", old(func(s *NftSpec) { s.UDPServices = newSpec().UDPServices }), "nft udp_services: only for role new"},
 		{"udp services tcp", nw(func(s *NftSpec) { s.UDPServices[0].Proto = TCP }), "nft udp_services 198.51.100.10 tcp 53: must be udp"},
-		{"noarp on old", old(func(s *NftSpec) { s.NoARP = []string{"198.51.100.10"} }), "nft no_arp: only for role new"},
-		{"noarp v6", nw(func(s *NftSpec) { s.NoARP = []string{"2001:db8::1"} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
+		{"noarp on old", old(func(s *NftSpec) { s.NoARP = []netip.Addr{netip.MustParseAddr("198.51.100.10")} }), "nft no_arp: only for role new"},
+		{"noarp v6", nw(func(s *NftSpec) { s.NoARP = []netip.Addr{netip.MustParseAddr("2001:db8::1")} }), "nft no_arp 2001:db8::1: must be an IPv4 address"},
 		{"underlay gre port", nw(func(s *NftSpec) { s.Underlay.Port = 47 }), "nft underlay gre port 47: gre has no port"},
 		{"underlay udp port", old(func(s *NftSpec) { s.Underlay.Port = 0 }), "nft underlay udp port 0: must be 1..65535"},
 		{"underlay proto", old(func(s *NftSpec) { s.Underlay.Proto = "esp" }), `nft underlay proto "esp": must be udp or gre`},
@@ -140,9 +140,9 @@ func TestNftSpecValidate(t *testing.T) {
 		{"guard without own flows", NftSpec{Role: RoleNew, TunnelDev: "mig0", Mark: 1, Guard4: true}, "nft guard4/guard6: a guard needs"},
 		{"keep dest on new", nw(func(s *NftSpec) { s.KeepDest = true }), "nft keep_dest: only for role old"},
 		{"dnat replies on old", old(func(s *NftSpec) { s.DNATReplies = true }), "nft dnat_replies: only for role new"},
-		{"peer src", old(func(s *NftSpec) { s.PeerSrc = []string{"198.51.100.10"} }), ""},
-		{"peer src on new", nw(func(s *NftSpec) { s.PeerSrc = []string{"198.51.100.10"} }), "nft peer_src: only for role old"},
-		{"peer src bad", old(func(s *NftSpec) { s.PeerSrc = []string{"10.0.0.300"} }), `nft peer_src "10.0.0.300"`},
+		{"peer src", old(func(s *NftSpec) { s.PeerSrc = []netip.Addr{netip.MustParseAddr("198.51.100.10")} }), ""},
+		{"peer src on new", nw(func(s *NftSpec) { s.PeerSrc = []netip.Addr{netip.MustParseAddr("198.51.100.10")} }), "nft peer_src: only for role old"},
+		{"peer src none", old(func(s *NftSpec) { s.PeerSrc = []netip.Addr{{}} }), `nft peer_src "": must be an IPv4 or IPv6 address`},
 	} {
 		wantErr(t, c.name, c.spec.Validate(), c.want)
 	}

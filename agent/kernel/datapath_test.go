@@ -514,7 +514,7 @@ func TestNoARP(t *testing.T) {
 	}
 
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000,
-		NoARP: []string{svc}}}
+		NoARP: []netip.Addr{netip.MustParseAddr(svc)}}}
 	apply(t, h, create(state.Object{Nft: &tbl}))
 	flush()
 	if err := connect(svc); err == nil || errors.Is(err, syscall.ECONNREFUSED) {

@@ -786,11 +786,7 @@ func peerMatch(it *renderedTable, spec state.NftSpec) ([][]expr.Any, error) {
 	p4 = &nftables.Set{Table: it.table, Name: nftPeer4, KeyType: nftables.TypeIPAddr}
 	p6 = &nftables.Set{Table: it.table, Name: nftPeer6, KeyType: nftables.TypeIP6Addr}
 	var el4, el6 []nftables.SetElement
-	for _, a := range spec.PeerSrc {
-		ip, err := netip.ParseAddr(a)
-		if err != nil {
-			return nil, fmt.Errorf("nft peer source %q: %w", a, err)
-		}
+	for _, ip := range spec.PeerSrc {
 		if ip.Is4() {
 			el4 = append(el4, nftables.SetElement{Key: ip.AsSlice()})
 		} else {
@@ -946,13 +942,13 @@ func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forward
 
 // renderNoARP is table arp NAME: NEW does not answer ARP requests for the
 // addresses migrate made local there.
-func renderNoARP(name string, addrs []string, tag []byte) (*renderedTable, error) {
+func renderNoARP(name string, addrs []netip.Addr, tag []byte) (*renderedTable, error) {
 	t := &nftables.Table{Family: nftables.TableFamilyARP, Name: name}
 	s := &nftables.Set{Table: t, Name: nftNoARP, KeyType: nftables.TypeIPAddr}
 	var el []nftables.SetElement
 	seen := map[string]bool{}
 	for _, a := range addrs {
-		ip := net.ParseIP(a)
+		ip := net.IP(a.AsSlice())
 		if ip == nil || ip.To4() == nil {
 			return nil, fmt.Errorf("no-ARP address %q is not an IPv4 address", a)
 		}

@@ -298,7 +298,7 @@ func TestNftBytecode(t *testing.T) {
 
 	// Role new: MSS clamp on the tunnel, GRE/IPv6 underlay filter, and
 	// the arp table.
-	nspec := state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []string{"198.51.100.10", "198.51.100.12"},
+	nspec := state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, NoARP: []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.12")},
 		Underlay: &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("2001:db8::1"), Peer: netip.MustParseAddr("2001:db8::2")}}
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "nw", Spec: nspec}}))
 	c = `comment "migrate:` + ruleDigest(nspec) + `"`
@@ -466,7 +466,7 @@ func TestNftRenderErrors(t *testing.T) {
 			s.Services = append(svc("192.0.2.1", "tcp", 1, 100), svc("192.0.2.1", "tcp", 1, 10)...)
 		}),
 		old(func(s *state.NftSpec) { s.Accounted = svc("192.0.2.1", "icmp", 1, 0) }),
-		old(func(s *state.NftSpec) { s.NoARP = []string{"192.0.2.1"} }),
+		old(func(s *state.NftSpec) { s.NoARP = []netip.Addr{netip.MustParseAddr("192.0.2.1")} }),
 		old(func(s *state.NftSpec) {
 			s.Underlay = &state.NftUnderlay{Proto: "udp", Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
 		}),
@@ -480,8 +480,8 @@ func TestNftRenderErrors(t *testing.T) {
 			s.Underlay = &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("2001:db8::2")}
 		}),
 		{Role: "new", Services: svc("192.0.2.1", "tcp", 1, 100)},
-		{Role: "new", NoARP: []string{"2001:db8::1"}},
-		{Role: "new", NoARP: []string{"nope"}},
+		{Role: "new", NoARP: []netip.Addr{netip.MustParseAddr("2001:db8::1")}},
+		{Role: "new", NoARP: []netip.Addr{{}}},
 	} {
 		if _, err := render("x", s); err == nil {
 			t.Errorf("render(%+v) succeeded", s)
@@ -496,7 +496,7 @@ func TestNftRenderErrors(t *testing.T) {
 	}{
 		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1}, 1},
 		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u}, 2},
-		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u, NoARP: []string{"192.0.2.9", "192.0.2.9"}}, 3},
+		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u, NoARP: []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("192.0.2.9")}}, 3},
 		{old(func(s *state.NftSpec) {}), 14},
 		{old(func(s *state.NftSpec) { s.Underlay = u }), 15},
 	} {
@@ -518,7 +518,7 @@ func TestNftDirectOld(t *testing.T) {
 	h := newHost(t)
 	spec := oldSpec()
 	spec.TunnelDev, spec.Underlay = "eth0", nil
-	spec.PeerSrc = []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"}
+	spec.PeerSrc = []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("2001:db8::10")}
 	spec.Guard4 = true
 	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: spec}
 	obj := state.Object{Nft: &tbl}
