@@ -326,7 +326,25 @@ func Desired(c *config.Config, facts map[string]state.Facts, owned map[string]ma
 		bootDesired(facts[name], h)
 		out[name] = *h
 	}
+	if err := ValidateDesired(out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// ValidateDesired checks every desired object with the rules the agent
+// applies to a step (state's Validate methods), so that a plan that would
+// send an object the agent refuses, or the renderer cannot render, fails
+// here, before any host is touched.
+func ValidateDesired(want map[string]HostDesired) error {
+	for _, name := range []string{Old, New} {
+		for _, o := range want[name].Objects {
+			if err := o.Validate(); err != nil {
+				return fmt.Errorf("host %s: the plan would make an invalid %s: %w", name, o.Key(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // ForwardMarkFor is the conntrack mark bit of forwarded flows: the bit

@@ -92,3 +92,30 @@ func TestWireGuardDesired(t *testing.T) {
 		})
 	}
 }
+
+// A plan that would send an object the agent refuses is an error before
+// any host is touched: here NEW's agent answered its WireGuard key with
+// something that is not one, so OLD's link would carry a bad peer key
+// (state.Link.Validate, the rule the agent applies to the step).
+func TestPlanRefusesInvalidObject(t *testing.T) {
+	s := strings.Replace(src, `type         = "vxlan"`, `type         = "wireguard"`, 1)
+	c := mustParse(t, s)
+	fo, fn := facts("198.51.100.10/24", 1500), facts("203.0.113.20/24", 1500)
+	fo.WGPublicKey, fn.WGPublicKey = "T0xEb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2xkb2w=", "not-a-key"
+	_, err := plan.Make(c, map[string]state.Facts{plan.Old: fo, plan.New: fn}, state.NewJournal(), time.Unix(0, 0))
+	want := `host old: the plan would make an invalid link mig0: link mig0 peer_key "not-a-key": must be a WireGuard key, base64 of 32 bytes`
+	if err == nil || err.Error() != want {
+		t.Fatalf("plan with a bad peer key: err %v\nwant %s", err, want)
+	}
+	for name, bad := range map[string]plan.HostDesired{
+		"percent 0": {Objects: []state.Object{{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: state.RoleOld, TunnelDev: "mig0", Mark: 1,
+			Services: []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: state.TCP, Port: 80}}}}}}},
+		"no_arp on old": {Objects: []state.Object{{Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: state.RoleOld, TunnelDev: "mig0", Mark: 1,
+			NoARP: []netip.Addr{netip.MustParseAddr("198.51.100.10")}}}}}},
+	} {
+		err := plan.ValidateDesired(map[string]plan.HostDesired{plan.Old: bad})
+		if err == nil || !strings.HasPrefix(err.Error(), "host old: the plan would make an invalid nft table inet migrate: nft ") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

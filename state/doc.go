@@ -6,4 +6,10 @@
 //
 // Nothing here does I/O on a host. Every type is a value that can be printed,
 // compared and serialised to JSON; the only file access is Journal.Save/Load.
+//
+// The values are typed: roles, protocols and tunnel types are string enums
+// (enums.go) and addresses netip values, so their JSON is the readable text
+// it always was. Each type that crosses the wire has a Validate method
+// (validate.go) holding the one rule per fact: plan checks the objects it
+// would send, the agent every request, the nft renderer its spec.
 package state
