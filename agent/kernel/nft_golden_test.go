@@ -34,7 +34,8 @@ func goldenSpecs() []struct {
 		{Addr: "2001:db8::10", Proto: "tcp", Port: 443, To: "2001:db8:1::20", ToPort: 8443},
 	}
 	oldFwd := oldSpec()
-	oldFwd.Underlay, oldFwd.Forwards, oldFwd.ForwardMark = nil, fwds, 0x40000
+	oldFwd.Forwards, oldFwd.ForwardMark = fwds, 0x40000
+	oldFwd.Underlay = &state.NftUnderlay{Proto: "gre", Local: "192.0.2.1", Peer: "192.0.2.2"}
 
 	return []struct {
 		name string
@@ -52,7 +53,12 @@ func goldenSpecs() []struct {
 			},
 			Underlay: &state.NftUnderlay{Proto: "gre", Local: "2001:db8::1", Peer: "2001:db8::2"}}},
 		{"new-no-tunnel-dev", state.NftSpec{Role: "new", Mark: 0x20000}},
-		{"new-forwards", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, Forwards: fwds, ForwardMark: 0x40000, Guard6: true}},
+		{"old-canary-only", state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x100, Services: []state.NftService{
+			{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 1},
+			{Addr: "198.51.100.11", Proto: "udp", Port: 53, Percent: 99},
+		}}},
+		{"new-forwards", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, Forwards: fwds, ForwardMark: 0x40000, Guard6: true,
+			Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: "2001:db8::1", Peer: "2001:db8::2"}}},
 		{"forwards-only", state.NftSpec{Role: "old", Forwards: fwds, ForwardMark: 0x40000, Guard4: true, Guard6: true}},
 		{"forwards-draining", state.NftSpec{Role: "new", ForwardMark: 0x40000}},
 	}
