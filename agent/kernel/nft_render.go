@@ -90,10 +90,11 @@ var (
 )
 
 // nftRule is one rule of the model the renderer builds: its chain, the
-// text `nft list` prints for it (counters and the tag's comment left
-// out: CanonicalText adds them) and the expressions written to the
-// kernel. The two are written side by side, and the golden tests
-// (testdata/nft) check the text against what the kernel lists.
+// text `nft list` prints for it (a counter without its values, and
+// without the tag's comment: CanonicalText adds both) and the
+// expressions written to the kernel. The two are written side by side,
+// and the golden tests (testdata/nft) check the text against what the
+// kernel lists.
 type nftRule struct {
 	chain *nftables.Chain
 	text  string
