@@ -591,7 +591,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// Another table's DNAT in prerouting (Docker's published ports): on
 	// OLD it must not rewrite a moved flow, on NEW the answers of the
 	// flows it rewrites must go back into the tunnel (agent/kernel
-	// nft_dnat.go).
+	// renderKeepDest, renderDNATMark).
 	oldSpec.KeepDest = ForeignDNAT(facts[Old])
 	newSpec.DNATReplies = ForeignDNAT(facts[New])
 
