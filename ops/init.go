@@ -2,9 +2,15 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
+	"regexp"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
@@ -195,4 +201,94 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 	// them out of the config so overlaps are not checked against them.
 	text := config.RenderWith(cfg, opts)
 	return text, summary, nil
+}
+
+// InitOptions are what `migrate init` is told.
+type InitOptions struct {
+	// Old and New are USER@HOST[:PORT] or Host aliases of ~/.ssh/config.
+	Old, New             string
+	Identity, KnownHosts string // "": ssh-agent and ~/.ssh/id_*, ~/.ssh/known_hosts
+	Sudo                 bool
+	// Out is the plan file to write; it is not overwritten unless Force.
+	Out   string
+	Force bool
+	// TunnelType "" picks vxlan, or direct for hosts on one subnet.
+	TunnelType string
+	// OldEndpoint and NewEndpoint are the tunnel endpoints given ("":
+	// find them).
+	OldEndpoint, NewEndpoint string
+	Timeout                  time.Duration
+}
+
+// Init writes the first plan (InitPlan) to o.Out and returns what it
+// found. Bad input is refused before any host is contacted; the text is
+// checked to parse before it is written.
+func Init[H Host](ctx context.Context, dial Dialer[H], o InitOptions) ([]string, error) {
+	if o.Old == "" || o.New == "" {
+		return nil, errors.New("init needs --old and --new, each USER@HOST[:PORT] or a Host alias of ~/.ssh/config")
+	}
+	if _, err := os.Stat(o.Out); err == nil && !o.Force {
+		return nil, fmt.Errorf("%s exists; choose another file with -o, or overwrite it with --force", o.Out)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	var endpoints [2]netip.Addr
+	for i, e := range []struct{ flag, val string }{{"--old-endpoint", o.OldEndpoint}, {"--new-endpoint", o.NewEndpoint}} {
+		if e.val == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(e.val)
+		if err != nil || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() {
+			return nil, fmt.Errorf("%s %q: want the host's own unicast IP address for the tunnel", e.flag, e.val)
+		}
+		endpoints[i] = a
+	}
+	hosts, err := InitHosts(o.Old, o.New, o.Identity, o.KnownHosts, o.Sudo)
+	if err != nil {
+		return nil, err
+	}
+	sess := NewSession(ConfigTargets(hosts, o.Timeout), dial)
+	if err := sess.Connect(ctx); err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	text, summary, err := InitPlan(ctx, sess, &config.Config{Hosts: hosts}, state.TunnelType(o.TunnelType), endpoints[0], endpoints[1])
+	if err != nil {
+		return nil, err
+	}
+	if _, err := config.Parse(text, o.Out); err != nil {
+		return nil, fmt.Errorf("internal: the generated plan does not validate: %w", err)
+	}
+	if err := os.WriteFile(o.Out, text, 0o644); err != nil {
+		return nil, err
+	}
+	return summary, nil
+}
+
+var initPosRE = regexp.MustCompile(`--old/--new:\d+:\d+: `)
+
+// InitHosts resolves --old and --new exactly as a plan file's host blocks
+// are resolved (ssh_config aliases, ProxyJump, defaults), by parsing the
+// host blocks they stand for; the written plan then says the same.
+func InitHosts(oldSSH, newSSH, identity, knownHosts string, sudo bool) (map[string]*config.Host, error) {
+	var b strings.Builder
+	for _, h := range []struct{ name, ssh string }{{plan.Old, oldSSH}, {plan.New, newSSH}} {
+		fmt.Fprintf(&b, "host %q {\n  ssh = %q\n", h.name, h.ssh)
+		if identity != "" {
+			fmt.Fprintf(&b, "  identity_file = %q\n", identity)
+		}
+		if knownHosts != "" {
+			fmt.Fprintf(&b, "  known_hosts = %q\n", knownHosts)
+		}
+		if sudo {
+			b.WriteString("  sudo = true\n")
+		}
+		b.WriteString("}\n")
+	}
+	cfg, err := config.Parse([]byte(b.String()), "--old/--new")
+	if err != nil {
+		// Positions in a text the user never wrote mean nothing.
+		return nil, errors.New(initPosRE.ReplaceAllString(err.Error(), ""))
+	}
+	return cfg.Hosts, nil
 }

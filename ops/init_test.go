@@ -3,6 +3,8 @@ package ops
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +101,68 @@ func TestInitPlan(t *testing.T) {
 			t.Errorf("equal endpoints: %v", err)
 		}
 	})
+}
+
+// Init, whole, on two fake hosts: bad input is refused before any host
+// is dialled and nothing is written; good input writes a plan that parses.
+func TestInit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := func(out string) InitOptions {
+		return InitOptions{Old: "root@198.51.100.10", New: "root@203.0.113.20", KnownHosts: "/dev/null",
+			Out: filepath.Join(dir, out), Timeout: time.Second}
+	}
+	exists := opts("exists.hcl")
+	if err := os.WriteFile(exists.Out, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noNew, badEP, loopEP, badHost := opts("a.hcl"), opts("b.hcl"), opts("c.hcl"), opts("d.hcl")
+	noNew.New = ""
+	badEP.OldEndpoint = "198.51.100"
+	loopEP.NewEndpoint = "::1"
+	badHost.Old = "root@"
+	for _, c := range []struct {
+		o    InitOptions
+		want string
+	}{
+		{noNew, "init needs --old and --new"},
+		{exists, "exists.hcl exists; choose another file with -o, or overwrite it with --force"},
+		{badEP, `--old-endpoint "198.51.100": want the host's own unicast IP address`},
+		{loopEP, `--new-endpoint "::1": want the host's own unicast IP address`},
+		{badHost, `invalid ssh "root@" in host "old": missing host`},
+	} {
+		f := newFakeHosts()
+		_, err := Init(ctx, f.dial, c.o)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.o, err, c.want)
+		}
+		if strings.Contains(err.Error(), "--old/--new:") {
+			t.Errorf("the error cites a position in a text the user never wrote: %v", err)
+		}
+		if len(f.dials) > 0 {
+			t.Errorf("%+v: hosts dialled %v before the input was checked", c.o, f.dials)
+		}
+		if _, serr := os.Stat(c.o.Out); c.o.Out != exists.Out && serr == nil {
+			t.Errorf("%s written on error", c.o.Out)
+		}
+	}
+	if b, _ := os.ReadFile(exists.Out); string(b) != "keep" {
+		t.Errorf("existing file changed without --force: %q", b)
+	}
+
+	f := newFakeHosts()
+	f.listeners[plan.Old] = []state.Listener{{Proto: "tcp", Addr: "198.51.100.10", Port: 8080, Process: "web"}}
+	f.routeSrc = map[string]string{plan.Old: "198.51.100.10", plan.New: "203.0.113.20"}
+	exists.Force = true
+	summary, err := Init(ctx, f.dial, exists)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(exists.Out)
+	if err != nil {
+		t.Fatalf("written plan: %v", err)
+	}
+	if len(cfg.Services) != 1 || cfg.Services[0].Name != "web-tcp" || cfg.Hosts[plan.Old].Address != "198.51.100.10" || len(summary) == 0 {
+		t.Errorf("written plan: services %+v, hosts %+v, summary %q", cfg.Services, cfg.Hosts, summary)
+	}
 }

@@ -3,12 +3,32 @@ package ops
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/apply"
 	"github.com/opsmigrate/migrate/state"
 )
+
+// StatePath is the state file: the one given (flag), else
+// migration.state.json beside the plan file.
+func StatePath(planFile, flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return filepath.Join(filepath.Dir(planFile), "migration.state.json")
+}
+
+// LoadState reads the state file at sp for the commands that read it
+// only (`migrate state`); its absence means nothing was applied from here.
+func LoadState(sp string) (*state.Journal, error) {
+	if _, err := os.Stat(sp); err != nil {
+		return nil, fmt.Errorf("no state file at %s (%v): nothing has been applied from here; give --state PATH or -f PLANFILE", sp, err)
+	}
+	return state.LoadJournal(sp)
+}
 
 // LockHosts takes the host lock on every host of the session, with the
 // same ID as the local lock.

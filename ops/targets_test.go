@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,20 @@ host "new" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// The state file is the one given, else beside the plan file; a command
+// that only reads it says so when it is missing.
+func TestStatePath(t *testing.T) {
+	if got := StatePath("dir/sub/m.hcl", ""); got != "dir/sub/migration.state.json" {
+		t.Errorf("default state path %s", got)
+	}
+	if got := StatePath("dir/m.hcl", "/x/s.json"); got != "/x/s.json" {
+		t.Errorf("--state path %s", got)
+	}
+	sp := StatePath(t.TempDir()+"/m.hcl", "")
+	if _, err := LoadState(sp); err == nil || !strings.Contains(err.Error(), "no state file at "+sp) || !strings.Contains(err.Error(), "nothing has been applied from here") {
+		t.Errorf("missing state file: %v", err)
 	}
 }

@@ -609,7 +609,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// Another table's DNAT in prerouting (Docker's published ports): on
 	// OLD it must not rewrite a moved flow, on NEW the answers of the
 	// flows it rewrites must go back into the tunnel (agent/kernel
-	// nft_dnat.go).
+	// renderKeepDest, renderDNATMark).
 	oldSpec.KeepDest = ForeignDNAT(facts[Old])
 	newSpec.DNATReplies = ForeignDNAT(facts[New])
 
@@ -658,11 +658,10 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// Outer packets of the tunnel inherit the mark of the packet
 		// they carry; without this throw they would be routed back into
 		// the tunnel.
-		add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
-		if !families[fam(t.NewEndpoint)] {
-			// The throw needs the fwmark rule of its family to matter;
-			// without it the outer packets never reach the table.
-			old.Objects = old.Objects[:len(old.Objects)-1]
+		// The throw needs the fwmark rule of its family to matter;
+		// without it the outer packets never reach the table.
+		if families[fam(t.NewEndpoint)] {
+			add(old, obj(state.Route{Family: fam(t.NewEndpoint), Table: t.Table, Type: "throw", Dst: hostPrefix(t.NewEndpoint), Protocol: RouteProto}))
 		}
 		if newSpec.DNATReplies && families[fam(t.OldEndpoint)] {
 			// The same on NEW, whose marked answers' outer packets

@@ -3,9 +3,12 @@ package remote
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -28,6 +31,51 @@ var embeddedAgents = sync.OnceValues(func() (map[string]*Binary, error) {
 
 // EmbeddedAgents lists the agents this binary carries, by GOARCH.
 func EmbeddedAgents() (map[string]*Binary, error) { return embeddedAgents() }
+
+// EmbeddedAgentList lists the agents this binary carries as
+// "linux/ARCH SHA256", sorted (`migrate agent-binary`); a dev build
+// carries none, and the error says which build does.
+func EmbeddedAgentList() ([]string, error) {
+	return agentList(embeddedAgents())
+}
+
+func agentList(agents map[string]*Binary, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	if len(agents) == 0 {
+		return nil, errors.New("this migrate carries no agents (a dev build); a release build (make release) does")
+	}
+	var lines []string
+	for a, b := range agents {
+		h, _ := b.Hash()
+		lines = append(lines, fmt.Sprintf("linux/%s %s", a, h))
+	}
+	sort.Strings(lines)
+	return lines, nil
+}
+
+// WriteEmbeddedAgent writes the agent this binary carries for platform
+// ("linux/ARCH") to file, executable: to check a release, or to install
+// an agent by hand.
+func WriteEmbeddedAgent(platform, file string) error {
+	agents, err := embeddedAgents()
+	if _, err := agentList(agents, err); err != nil {
+		return err
+	}
+	b := agents[strings.TrimPrefix(platform, "linux/")]
+	if b == nil || !strings.HasPrefix(platform, "linux/") {
+		return fmt.Errorf("no embedded agent for %s", platform)
+	}
+	if file == "" {
+		return errors.New("-o FILE is required")
+	}
+	data, err := b.Data()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o755)
+}
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 

@@ -203,3 +203,28 @@ func TestEmbeddedAgents(t *testing.T) {
 		}
 	}
 }
+
+// `migrate agent-binary` lists the agents sorted, with their hashes; a
+// dev build carries none and says which build does, and writes none.
+func TestEmbeddedAgentList(t *testing.T) {
+	amd, arm := []byte("\x7fELF amd64 agent"), []byte("\x7fELF arm64 agent")
+	lines, err := agentList(agentTable(map[string]agentBlob{
+		"arm64": {gz: gz(t, arm), sha256: hexSum(arm)},
+		"amd64": {gz: gz(t, amd), sha256: hexSum(amd)},
+	}))
+	if want := "linux/amd64 " + hexSum(amd) + "\nlinux/arm64 " + hexSum(arm); err != nil || strings.Join(lines, "\n") != want {
+		t.Fatalf("list %q, %v; want %q", lines, err, want)
+	}
+	if m, _ := EmbeddedAgents(); len(m) > 0 {
+		t.Skip("release build: carries agents")
+	}
+	out := t.TempDir() + "/agent"
+	for _, err := range []error{func() error { _, err := EmbeddedAgentList(); return err }(), WriteEmbeddedAgent("linux/amd64", out)} {
+		if err == nil || !strings.Contains(err.Error(), "carries no agents") || !strings.Contains(err.Error(), "make release") {
+			t.Errorf("dev build: %v", err)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("dev build wrote an agent")
+	}
+}

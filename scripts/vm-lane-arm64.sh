@@ -101,49 +101,11 @@ OLD_IP=198.51.100.10 NEW_IP=203.0.113.20      # eth1 of each: the tunnel endpoin
 CLIENT_GW=192.0.2.1 CLIENT_IP=192.0.2.100     # OLD's veth into its "client" namespace
 TCP_PORT=8080 STAY_PORT=8081 UDP_PORT=5353 PEER_PORT=9000
 
-T0=$(date +%s)
-say() { printf '== arm64-lane [%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$LOG"; }
-CHECKS=() FAILED=
-pass() { CHECKS+=("PASS $*"); say "PASS: $*"; }
-bad() { CHECKS+=("FAIL $*"); FAILED=1; say "FAIL: $*"; }
-die() { say "FAIL: $*"; FAILED=1; exit 1; }
-# show FILE: append to the log; on the terminal only its tail (with a title)
-show() { { echo "----- $1"; cat "$1"; } >> "$LOG"; tail -n "${2:-25}" "$1" | sed 's/^/    | /'; }
+LANE_TAG=arm64-lane
+# shellcheck source=lib/guest-lane.sh
+. "$ROOT/scripts/lib/guest-lane.sh"
 : > "$LOG"
-
-# --- cleanup: every process we started (qemu first), the run's directory ----
-RUN= QPIDS=() SUMMARY_DONE=
-descendants() { local c; for c in $(pgrep -P "$1"); do descendants "$c"; echo "$c"; done; }
-# running PID: alive and not a zombie (our exited children stay zombies until waited for)
-running() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ] && [ "$st" != X ]; }
-cleanup() {
-  local rc=$? p kids
-  trap - EXIT INT TERM HUP
-  kids=$(descendants $$)
-  for p in "${QPIDS[@]}" $kids; do kill "$p" 2>/dev/null || true; done
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    alive=
-    for p in "${QPIDS[@]}"; do if running "$p"; then alive=1; fi; done
-    [ -n "$alive" ] || break
-    sleep 0.5
-  done
-  for p in $(descendants $$); do kill -9 "$p" 2>/dev/null || true; done   # still ours: no reused pid
-  if [ -n "$RUN" ] && [ -d "$RUN" ]; then
-    for f in "$RUN"/*.console; do [ -e "$f" ] && { echo "----- $f"; cat "$f"; } >> "$LOG"; done
-    rm -rf "$RUN"
-  fi
-  if [ "$rc" != 0 ]; then
-    if [ -z "$SUMMARY_DONE" ] && [ ${#CHECKS[@]} -gt 0 ]; then printf '  %s\n' "${CHECKS[@]}" >&2; fi
-    echo "== arm64-lane: FAILED (exit $rc); full output in $LOG" >&2
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT
-trap 'say "terminated (timeout?)"; exit 124' TERM HUP
-# bounded SECS CMD...: CMD with a time limit, in the background so that a
-# signal reaches our traps at once.
-bounded() { timeout --foreground -k 5 "$1" "${@:2}" & wait $!; }
+guest_lane_traps   # cleanup: every process we started (qemu first), the run's directory
 
 # --- 1. host tools -------------------------------------------------------------
 need=()
@@ -168,8 +130,6 @@ QEMU_VERSION=$(qemu-system-aarch64 --version | head -1 | sed 's/^QEMU emulator v
 # The host's /bin/busybox must still be the host's at the end.
 host_busybox() { if [ -e /bin/busybox ]; then echo "$(sha256sum < /bin/busybox | cut -c1-16) $(file -bL /bin/busybox | cut -d, -f1-2)"; else echo absent; fi; }
 BUSYBOX_BEFORE=$(host_busybox)
-host_net() { { ip -br link; ip -br addr; ip rule; ip -6 rule; ip route show table all; ip -6 route show table all; } 2>&1 |
-  sed -E 's/ expires [0-9]+sec//'; }   # (routes from router advertisements count down)
 HOSTNET_BEFORE=$(host_net)
 
 # --- 2. the arm64 .debs, through a private apt configuration ---------------------
@@ -177,34 +137,8 @@ mkdir -p "$CACHE"
 exec 8>"$CACHE/.lock"
 bounded 900 flock 8   # concurrent runs: one fetches and builds, the others wait and reuse
 A=$CACHE/apt
-mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/etc/none" "$CACHE/debs"
-[ -e "$A/status" ] || : > "$A/status"
-key=/usr/share/keyrings/debian-archive-keyring.gpg
-cat > "$A/etc/sources.list" <<EOF
-deb [signed-by=$key] $MIRROR/debian bookworm main
-deb [signed-by=$key] $MIRROR/debian bookworm-updates main
-deb [signed-by=$key] $MIRROR/debian-security bookworm-security main
-EOF
-cat > "$A/apt.conf" <<EOF
-APT::Architecture "arm64";
-APT::Architectures { "arm64"; };
-APT::Sandbox::User "root";
-Dir::State "$A";
-Dir::State::Lists "$A/lists";
-Dir::State::status "$A/status";
-Dir::Cache "$A/cache";
-Dir::Cache::pkgcache "";
-Dir::Cache::srcpkgcache "";
-Dir::Etc::SourceList "$A/etc/sources.list";
-Dir::Etc::SourceParts "$A/etc/none";
-Dir::Etc::Preferences "$A/etc/prefs";
-Dir::Etc::PreferencesParts "$A/etc/none";
-Acquire::Languages "none";
-#clear APT::Update::Post-Invoke;
-#clear APT::Update::Post-Invoke-Success;
-#clear DPkg::Post-Invoke;
-EOF
-papt() { APT_CONFIG=$A/apt.conf bounded 600 "$@"; }
+mkdir -p "$CACHE/debs"
+private_apt "$A" arm64 "$MIRROR"
 M=$CACHE/debs/manifest   # "FILE SHA256" per .deb of the current set
 have_set() { [ -s "$M" ] && while read -r f _; do [ -s "$CACHE/debs/$f" ] || return 1; done < "$M"; }
 if [ -n "${ARM64_LANE_REFRESH:-}" ] || ! have_set; then
@@ -385,20 +319,6 @@ gssh() {
   bounded "$2" ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -i "$RUN/id" \
     -o UserKnownHostsFile="$RUN/known_hosts" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
     -o ConnectTimeout=60 -o ServerAliveInterval=15 -o LogLevel=ERROR -p "${PORT[$1]}" root@127.0.0.1 "$3"
-}
-# section FILE NAME: the lines after "@@NAME" up to the next "@@" line.
-section() { awk -v s="@@$2" '$0 == s {on = 1; next} /^@@/ {on = 0} on' "$1"; }
-# on_both NAME SECS SCRIPT: SCRIPT on both guests at once, into RUN/NAME.{old,new}.
-on_both() {
-  local p1 p2 r1=0 r2=0
-  gssh old "$2" "$3" > "$RUN/$1.old" 2>&1 & p1=$!
-  gssh new "$2" "$3" > "$RUN/$1.new" 2>&1 & p2=$!
-  wait "$p1" || r1=$?
-  wait "$p2" || r2=$?
-  for h in old new; do { echo "----- $1 on $h"; cat "$RUN/$1.$h"; } >> "$LOG"; done
-  [ "$r1" = 0 ] || bad "$1: ssh to old failed (exit $r1): $(tail -n 3 "$RUN/$1.old" | tr '\n' ' ')"
-  [ "$r2" = 0 ] || bad "$1: ssh to new failed (exit $r2): $(tail -n 3 "$RUN/$1.new" | tr '\n' ' ')"
-  [ "$r1" = 0 ] && [ "$r2" = 0 ]
 }
 # What migrate may change on a host, as the e2e tests snapshot it, plus ip -d link.
 SNAP='for c in "nft list ruleset" "ip rule" "ip -6 rule" "ip route show table all" "ip -6 route show table all" "ip addr" "ip -d link"; do echo "### $c"; $c 2>&1; done

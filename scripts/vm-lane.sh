@@ -29,7 +29,7 @@
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
 #                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
-#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress)$'; empty: skip agent/kernel)
+#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'; empty: skip agent/kernel)
 #                VM_LANE_CONNTRACK (default 1; 0 skips the conntrack capacity step)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
 #                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
@@ -52,7 +52,7 @@ if [ "$CONNTRACK" = 1 ]; then
 fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
 RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
-	"strconv"
 	"time"
 
 	"github.com/google/nftables"
@@ -92,15 +90,58 @@ var (
 	ans6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeInetService)
 )
 
+// nftRule is one rule of the model the renderer builds: its chain, the
+// text `nft list` prints for it (a counter without its values, and
+// without the tag's comment: CanonicalText adds both) and the
+// expressions written to the kernel. The two are written side by side,
+// and the golden tests (testdata/nft) check the text against what the
+// kernel lists.
+type nftRule struct {
+	chain *nftables.Chain
+	text  string
+	exprs []expr.Any
+}
+
+// rule makes a rule of chain c from its text and its expressions, joined.
+func rule(c *nftables.Chain, text string, exprs ...[]expr.Any) nftRule {
+	return nftRule{chain: c, text: text, exprs: join(exprs...)}
+}
+
 // renderedTable is one nftables table with its sets, chains and rules.
 type renderedTable struct {
 	table  *nftables.Table
+	tag    []byte // every rule's userdata (nftTag)
 	sets   []*nftables.Set
 	elems  [][]nftables.SetElement // parallel to sets
 	chains []*nftables.Chain
-	// rules builds the rules; it runs after the sets were added to the
+	// model builds the rules; it runs after the sets were added to the
 	// batch, so lookups carry the sets' transaction IDs.
-	rules func() []*nftables.Rule
+	model func() []nftRule
+}
+
+// addRules appends the rules f builds to the table's, after those
+// already there.
+func (r *renderedTable) addRules(f func() []nftRule) {
+	prev := r.model
+	r.model = func() []nftRule {
+		var rules []nftRule
+		if prev != nil {
+			rules = prev()
+		}
+		return append(rules, f()...)
+	}
+}
+
+// rules are the table's rules as written to the kernel.
+func (r *renderedTable) rules() []*nftables.Rule {
+	if r.model == nil {
+		return nil
+	}
+	var out []*nftables.Rule
+	for _, m := range r.model() {
+		out = append(out, &nftables.Rule{Table: r.table, Chain: m.chain, Exprs: m.exprs, UserData: r.tag})
+	}
+	return out
 }
 
 // rendered is an NftSpec turned into nftables objects: table inet NAME
@@ -366,39 +407,70 @@ func serviceElems(list []state.NftService, what string, val func(state.NftServic
 	return el4, el6, nil
 }
 
-func canaryChain(p int) string { return nftCanaryPfx + strconv.Itoa(p) }
+// The texts nft prints for the matches and statements above.
+
+// mark is how nft prints a mark.
+func mark(m uint32) string { return fmt.Sprintf("0x%08x", m) }
+
+// ipName is the payload protocol of a family: ip or ip6.
+func ipName(v6 bool) string {
+	if v6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// keyText is serviceKeyLoad's text: nft leaves the nfproto dependency
+// out, ip[6] daddr implies it.
+func keyText(v6 bool) string { return ipName(v6) + " daddr . meta l4proto . th dport" }
+
+func ctMarkOrText(m uint32) string   { return "ct mark set ct mark | " + mark(m) }
+func metaMarkOrText(m uint32) string { return "meta mark set meta mark | " + mark(m) }
+func ctMarkHasText(m uint32) string  { return fmt.Sprintf("ct mark & %s == %s", mark(m), mark(m)) }
+
+// Only a bare SYN starts a TCP flow (the dependency on meta l4proto tcp
+// is implied by tcp flags), and mssClamp.
+const (
+	notBareSYNText = "tcp flags != syn / fin,syn,rst,ack"
+	mssClampText   = "tcp flags syn / syn,rst tcp option maxseg size set rt mtu counter"
+)
 
 // underlayDrop is the underlay filter: encapsulated packets to the local
 // endpoint from anyone but the peer are counted and dropped.
 //
 //	udp: meta nfproto ipvX meta l4proto udp udp dport PORT ip[6] daddr LOCAL ip[6] saddr != PEER counter drop
 //	gre: meta nfproto ipvX meta l4proto gre ip[6] daddr LOCAL ip[6] saddr != PEER counter drop
-func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
+//
+// nft lists them without the dependencies the later matches imply.
+func underlayDrop(u *state.NftUnderlay) ([]expr.Any, string, error) {
 	local, peer := net.IP(u.Local.AsSlice()), net.IP(u.Peer.AsSlice())
 	if local == nil || peer == nil {
-		return nil, fmt.Errorf("underlay: local %q and peer %q must be IP addresses", u.Local, u.Peer)
+		return nil, "", fmt.Errorf("underlay: local %q and peer %q must be IP addresses", u.Local, u.Peer)
 	}
 	v6 := local.To4() == nil
 	if v6 != (peer.To4() == nil) {
-		return nil, fmt.Errorf("underlay: local %s and peer %s are of different families", u.Local, u.Peer)
+		return nil, "", fmt.Errorf("underlay: local %s and peer %s are of different families", u.Local, u.Peer)
 	}
 	var e []expr.Any
+	var text string
 	switch u.Proto {
 	case "udp":
 		if u.Port == 0 {
-			return nil, fmt.Errorf("underlay: udp needs a port")
+			return nil, "", fmt.Errorf("underlay: udp needs a port")
 		}
 		e = join(nfproto(v6), l4proto(unix.IPPROTO_UDP), []expr.Any{
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(u.Port)},
 		})
+		text = fmt.Sprintf("udp dport %d ", u.Port)
 	case "gre":
 		if u.Port != 0 {
-			return nil, fmt.Errorf("underlay: gre has no port (got %d)", u.Port)
+			return nil, "", fmt.Errorf("underlay: gre has no port (got %d)", u.Port)
 		}
 		e = join(nfproto(v6), l4proto(unix.IPPROTO_GRE))
+		text = "meta l4proto gre "
 	default:
-		return nil, fmt.Errorf("underlay: protocol %q is not udp or gre", u.Proto)
+		return nil, "", fmt.Errorf("underlay: protocol %q is not udp or gre", u.Proto)
 	}
 	dOff, sOff, n := uint32(16), uint32(12), uint32(4)
 	la, pa := []byte(local.To4()), []byte(peer.To4())
@@ -414,43 +486,35 @@ func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)
-	return e, nil
+	ip := ipName(v6)
+	text += fmt.Sprintf("%s daddr %s %s saddr != %s counter drop", ip, local, ip, peer)
+	return e, text, nil
+}
+
+// renderUnderlay is chain input with the underlay filter, when the spec
+// has an underlay (nil otherwise). The role adds the chain and the rule.
+func renderUnderlay(t *nftables.Table, spec state.NftSpec) (*nftRule, error) {
+	if spec.Underlay == nil {
+		return nil, nil
+	}
+	e, text, err := underlayDrop(spec.Underlay)
+	if err != nil {
+		return nil, err
+	}
+	accept := nftables.ChainPolicyAccept
+	input := &nftables.Chain{
+		Name: nftInput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 1), Policy: &accept,
+	}
+	return &nftRule{chain: input, text: text, exprs: e}, nil
 }
 
 // render turns a spec into the objects of table inet NAME (and table arp
-// NAME for a spec with NoARP addresses).
-//
-// Role "old", table inet:
-//
-//	set svc4, svc6        services at 100 %
-//	map canary4, canary6  canary services : jump canary_<P>
-//	set acct4, acct6      accounted services, per-element counters (packets to NEW)
-//	set flows4, flows6    the same elements, counting new flows to NEW
-//	chain canary_<P>      numgen random mod 100 < P ct mark set ct mark | M meta mark set meta mark | M counter
-//	chain input           (underlay filter, when Underlay is set)
-//	chain prerouting      hook prerouting priority mangle; policy accept
-//	  iifname T ct state new ct mark set ct mark | M counter   NEW's outbound flows
-//	  iifname T return
-//	  ct mark & M == M meta mark set meta mark | M return      flows going to NEW stay there (drain)
-//	  ct state != new return
-//	  meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return   only a bare SYN starts a TCP flow
-//	  KEY4 @svc4 ct mark set ct mark | M meta mark set meta mark | M counter return
-//	  KEY6 @svc6 ...
-//	  KEY4 vmap @canary4
-//	  KEY6 vmap @canary6
-//	chain forward         hook forward priority mangle; policy accept
-//	  MSS clamp
-//	  oifname T ct state new KEY4 @flows4
-//	  oifname T KEY4 @acct4
-//	  (and v6)
-//
-// A "return" in a base chain ends this chain with its policy (accept);
-// other tables still see the packet.
-//
-// Role "new", table inet: chain postrouting (oifname T MSS clamp; on every
-// interface when TunnelDev is empty and there are no forwards) and the
-// underlay filter; table arp (when NoARP is set): set noarp, chain input:
-// arp operation request arp daddr ip @noarp counter drop.
+// NAME for a spec with NoARP addresses). The role's own chains come from
+// renderOld (nft_render_old.go) or renderNew (nft_render_new.go); then
+// come the parts either role may have, always in this order: the
+// forwards (renderForwards), keep_dest (old), dnat_mark (new), the guard
+// (renderGuard).
 //
 // Either role, when Forwards is set: maps fwd4, fwd6 and chains
 // fwd_prerouting, fwd_postrouting (see renderForwards; also when
@@ -460,14 +524,7 @@ func underlayDrop(u *state.NftUnderlay) ([]expr.Any, error) {
 // The number of rules depends only on the role, on Underlay being set, on
 // forwards being present and on the number of distinct canary percents,
 // never on the number of services or forwards.
-func render(name string, spec state.NftSpec) (out *rendered, err error) {
-	defer func() {
-		if err == nil {
-			renderKeepDest(out.inet, spec, nftTag(spec))
-			renderDNATMark(out.inet, spec, nftTag(spec))
-			err = renderGuard(out.inet, spec, nftTag(spec))
-		}
-	}()
+func render(name string, spec state.NftSpec) (*rendered, error) {
 	if name == "" {
 		return nil, fmt.Errorf("nft table has no name")
 	}
@@ -477,325 +534,40 @@ func render(name string, spec state.NftSpec) (out *rendered, err error) {
 		return nil, err
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-	it := &renderedTable{table: t}
-	r := &rendered{inet: it}
-	tag := nftTag(spec)
-	accept := nftables.ChainPolicyAccept
-	dev := spec.TunnelDev
-
-	var input *nftables.Chain
-	var inputRule []expr.Any
-	if spec.Underlay != nil {
-		e, err := underlayDrop(spec.Underlay)
-		if err != nil {
-			return nil, err
-		}
-		inputRule = e
-		input = &nftables.Chain{
-			Name: nftInput, Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 1), Policy: &accept,
-		}
-	}
-	addRules := func(rules []*nftables.Rule, c *nftables.Chain, exprs ...[]expr.Any) []*nftables.Rule {
-		for _, e := range exprs {
-			rules = append(rules, &nftables.Rule{Table: c.Table, Chain: c, Exprs: e, UserData: tag})
-		}
-		return rules
-	}
-	inputRules := func(rules []*nftables.Rule) []*nftables.Rule {
-		if input == nil {
-			return rules
-		}
-		return addRules(rules, input, inputRule)
-	}
-
-	fw, err := renderForwards(t, spec, tag)
+	r := &rendered{inet: &renderedTable{table: t, tag: nftTag(spec)}}
+	input, err := renderUnderlay(t, spec)
 	if err != nil {
 		return nil, err
 	}
-	// withForwards adds the forwards' maps, chains and rules after the
-	// tunnel's (nil fw: nothing).
-	withForwards := func() {
-		if fw == nil {
-			return
-		}
+	fw, err := renderForwards(t, spec)
+	if err != nil {
+		return nil, err
+	}
+	switch spec.Role {
+	case state.RoleNew:
+		err = renderNew(r, spec, input, fw)
+	case state.RoleOld:
+		err = renderOld(r, spec, input, fw)
+	default:
+		err = fmt.Errorf("nft spec role %q is not old or new", spec.Role)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fw != nil {
+		// The forwards' maps, chains and rules come after the role's.
+		it := r.inet
 		it.sets = append(it.sets, fw.sets...)
 		it.elems = append(it.elems, fw.elems...)
 		it.chains = append(it.chains, fw.chains...)
-		tunnel := it.rules
-		it.rules = func() []*nftables.Rule {
-			var rules []*nftables.Rule
-			if tunnel != nil {
-				rules = tunnel()
-			}
-			return append(rules, fw.rules()...)
-		}
+		it.addRules(fw.rules)
 	}
-
-	switch spec.Role {
-	case state.RoleNew:
-		if len(spec.Services) > 0 || len(spec.Accounted) > 0 {
-			return nil, fmt.Errorf("nft spec for role new has services: they are for role old")
-		}
-		// The MSS clamp is the tunnel's. A host with forwards and no
-		// tunnel gets none; without forwards an empty TunnelDev clamps
-		// on every interface, as it always did.
-		var post *nftables.Chain
-		var clamp []expr.Any
-		if dev != "" || fw == nil {
-			post = &nftables.Chain{
-				Name: nftPostrouting, Table: t, Type: nftables.ChainTypeFilter,
-				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-			}
-			clamp = mssClamp()
-			if dev != "" {
-				clamp = join(oifname(dev), clamp)
-			}
-			it.chains = append(it.chains, post)
-		}
-		if input != nil {
-			it.chains = append(it.chains, input)
-		}
-		udp, err := renderUDPAnswers(t, spec)
-		if err != nil {
-			return nil, err
-		}
-		if udp != nil {
-			it.sets = append(it.sets, udp.sets...)
-			it.elems = append(it.elems, udp.elems...)
-			it.chains = append(it.chains, udp.chains...)
-		}
-		it.rules = func() []*nftables.Rule {
-			var rules []*nftables.Rule
-			if post != nil {
-				rules = addRules(rules, post, clamp)
-			}
-			if udp != nil {
-				for _, r := range udp.rules() {
-					rules = addRules(rules, r.Chain, r.Exprs)
-				}
-			}
-			return inputRules(rules)
-		}
-		if len(spec.NoARP) > 0 {
-			a, err := renderNoARP(name, spec.NoARP, tag)
-			if err != nil {
-				return nil, err
-			}
-			r.arp = a
-		}
-		withForwards()
-		return r, nil
-	case state.RoleOld:
-	default:
-		return nil, fmt.Errorf("nft spec role %q is not old or new", spec.Role)
-	}
-
-	if len(spec.NoARP) > 0 {
-		return nil, fmt.Errorf("nft spec for role old has NoARP addresses: they are for role new")
-	}
-	if len(spec.UDPServices) > 0 {
-		return nil, fmt.Errorf("nft spec for role old has UDP answer services: they are for role new")
-	}
-	if dev == "" && fw != nil {
-		// Forwards only: no tunnel, so nothing of the tunnel's.
-		if len(spec.Services) > 0 || len(spec.Accounted) > 0 || spec.Underlay != nil {
-			return nil, fmt.Errorf("nft spec for role old has services or an underlay but no tunnel device")
-		}
-		withForwards()
-		return r, nil
-	}
-	if spec.Mark == 0 {
-		return nil, fmt.Errorf("nft spec for role old has no mark")
-	}
-	if dev == "" {
-		return nil, fmt.Errorf("nft spec for role old has no tunnel device")
-	}
-	m := spec.Mark
-	if fw != nil {
-		// A forward's key must not also be a service's: the mangle chain
-		// would send its flows into the tunnel and DNAT them as well.
-		for _, s := range spec.Services {
-			if k, _, err := serviceKey(s); err == nil {
-				if f, ok := fw.keys[string(k)]; ok {
-					return nil, fmt.Errorf("forward %s %s %d is also a service", f.Addr, f.Proto, f.Port)
-				}
-			}
-		}
-	}
-
-	// Services: each key once, at one percent.
-	var full, canary []state.NftService
-	percentOf := map[string]int{}
-	percents := map[int]bool{}
-	for _, s := range spec.Services {
-		key, _, err := serviceKey(s)
-		if err != nil {
-			return nil, err
-		}
-		if p, ok := percentOf[string(key)]; ok {
-			if p != s.Percent {
-				return nil, fmt.Errorf("service %s is listed at %d %% and at %d %%", s.Key(), p, s.Percent)
-			}
-			continue
-		}
-		percentOf[string(key)] = s.Percent
-		if s.Percent == 100 {
-			full = append(full, s)
-		} else {
-			canary = append(canary, s)
-			percents[s.Percent] = true
-		}
-	}
-	el4, el6, err := serviceElems(full, "services", nil)
-	if err != nil {
+	renderKeepDest(r.inet, spec)
+	renderDNATMark(r.inet, spec)
+	if err := renderGuard(r.inet, spec); err != nil {
 		return nil, err
 	}
-	cm4, cm6, err := serviceElems(canary, "services", func(s state.NftService) *expr.Verdict {
-		return &expr.Verdict{Kind: expr.VerdictJump, Chain: canaryChain(s.Percent)}
-	})
-	if err != nil {
-		return nil, err
-	}
-	ac4, ac6, err := serviceElems(spec.Accounted, "accounted", nil)
-	if err != nil {
-		return nil, err
-	}
-	set := func(name string, v6 bool) *nftables.Set {
-		kt := svc4Type
-		if v6 {
-			kt = svc6Type
-		}
-		return &nftables.Set{Table: t, Name: name, KeyType: kt, Concatenation: true}
-	}
-	svc4, svc6 := set(nftSet4, false), set(nftSet6, true)
-	can4, can6 := set(nftCanary4, false), set(nftCanary6, true)
-	for _, s := range []*nftables.Set{can4, can6} {
-		s.IsMap, s.DataType = true, nftables.TypeVerdict
-	}
-	acct4, acct6 := set(nftAcct4, false), set(nftAcct6, true)
-	flows4, flows6 := set(nftFlows4, false), set(nftFlows6, true)
-	for _, s := range []*nftables.Set{acct4, acct6, flows4, flows6} {
-		s.Counter = true
-	}
-	it.sets = []*nftables.Set{svc4, svc6, can4, can6, acct4, acct6, flows4, flows6}
-	it.elems = [][]nftables.SetElement{el4, el6, cm4, cm6, ac4, ac6, ac4, ac6}
-	fromPeer, err := peerMatch(it, spec)
-	if err != nil {
-		return nil, err
-	}
-
-	var ps []int
-	for p := range percents {
-		ps = append(ps, p)
-	}
-	sort.Ints(ps)
-	// Regular chains first: canary map elements jump to them.
-	var canaryChains []*nftables.Chain
-	for _, p := range ps {
-		c := &nftables.Chain{Name: canaryChain(p), Table: t}
-		canaryChains = append(canaryChains, c)
-		it.chains = append(it.chains, c)
-	}
-	prerouting := &nftables.Chain{
-		Name: nftPrerouting, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-	}
-	forward := &nftables.Chain{
-		Name: nftForward, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-	}
-	it.chains = append(it.chains, prerouting, forward)
-	if input != nil {
-		it.chains = append(it.chains, input)
-	}
-	it.rules = func() []*nftables.Rule {
-		var rules []*nftables.Rule
-		for i, p := range ps {
-			rules = addRules(rules, canaryChains[i], join(numgenBelow(p), ctMarkOr(m), metaMarkOr(m), exprCounter()))
-		}
-		for _, from := range fromPeer {
-			rules = addRules(rules, prerouting,
-				// NEW's own outbound flows: their replies must go back to T.
-				join(from, ctStateNew(), ctMarkOr(m), exprCounter()),
-				// Nothing else applies to packets from the tunnel.
-				join(from, exprReturn()),
-			)
-		}
-		rules = addRules(rules, prerouting,
-			// Packets of flows going to NEW get the mark (other bits
-			// kept), so the fwmark rule routes them into the tunnel. This
-			// is what keeps draining flows on NEW when a service moves
-			// back.
-			join(ctMarkHas(m), metaMarkOr(m), exprReturn()),
-			// Only the first packet of a flow is considered...
-			join(ctStateNotNew(), exprReturn()),
-			// ... and for TCP only a bare SYN: conntrack also picks up
-			// mid-stream flows as new, and those stay on OLD.
-			join(l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()),
-			join(serviceLookup(svc4, false), ctMarkOr(m), metaMarkOr(m), exprCounter(), exprReturn()),
-			join(serviceLookup(svc6, true), ctMarkOr(m), metaMarkOr(m), exprCounter(), exprReturn()),
-			serviceVmap(can4, false),
-			serviceVmap(can6, true),
-		)
-		rules = addRules(rules, forward,
-			mssClamp(),
-			join(oifname(dev), ctStateNew(), serviceLookup(flows4, false)),
-			join(oifname(dev), serviceLookup(acct4, false)),
-			join(oifname(dev), ctStateNew(), serviceLookup(flows6, true)),
-			join(oifname(dev), serviceLookup(acct6, true)),
-		)
-		return inputRules(rules)
-	}
-	withForwards()
 	return r, nil
-}
-
-// peerMatch returns the matches for "a packet of NEW's" on role old: a
-// tunnel device is NEW's alone (iifname T); a direct tunnel's segment
-// interface also carries everyone else's traffic, so there a packet is
-// NEW's when it arrives on it from one of PeerSrc (sets peer4 and peer6,
-// added to it): iifname SEG ip saddr @peer4, iifname SEG ip6 saddr
-// @peer6.
-func peerMatch(it *renderedTable, spec state.NftSpec) ([][]expr.Any, error) {
-	if len(spec.PeerSrc) == 0 {
-		return [][]expr.Any{iifname(spec.TunnelDev)}, nil
-	}
-	var p4, p6 *nftables.Set
-	for _, st := range it.sets {
-		switch st.Name {
-		case nftPeer4:
-			p4 = st
-		case nftPeer6:
-			p6 = st
-		}
-	}
-	src := func(set *nftables.Set, v6 bool) []expr.Any {
-		off, n := uint32(12), uint32(4)
-		if v6 {
-			off, n = 8, 16
-		}
-		return join(iifname(spec.TunnelDev), nfproto(v6), []expr.Any{
-			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-			&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
-		})
-	}
-	if p4 != nil && p6 != nil { // already added (the guard follows prerouting)
-		return [][]expr.Any{src(p4, false), src(p6, true)}, nil
-	}
-	p4 = &nftables.Set{Table: it.table, Name: nftPeer4, KeyType: nftables.TypeIPAddr}
-	p6 = &nftables.Set{Table: it.table, Name: nftPeer6, KeyType: nftables.TypeIP6Addr}
-	var el4, el6 []nftables.SetElement
-	for _, ip := range spec.PeerSrc {
-		if ip.Is4() {
-			el4 = append(el4, nftables.SetElement{Key: ip.AsSlice()})
-		} else {
-			el6 = append(el6, nftables.SetElement{Key: ip.AsSlice()})
-		}
-	}
-	it.sets = append(it.sets, p4, p6)
-	it.elems = append(it.elems, el4, el6)
-	return [][]expr.Any{src(p4, false), src(p6, true)}, nil
 }
 
 // forwardParts are the objects of a spec's forwards, added to table inet
@@ -804,7 +576,7 @@ type forwardParts struct {
 	sets   []*nftables.Set
 	elems  [][]nftables.SetElement
 	chains []*nftables.Chain
-	rules  func() []*nftables.Rule
+	rules  func() []nftRule
 	keys   map[string]state.NftForward // by set key
 }
 
@@ -878,7 +650,7 @@ func forwardDNAT(keys, m *nftables.Set, v6 bool, fm uint32) []expr.Any {
 // drain. A spec with neither renders nothing of this.
 //
 // Five rules, however many forwards.
-func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forwardParts, error) {
+func renderForwards(t *nftables.Table, spec state.NftSpec) (*forwardParts, error) {
 	fm := spec.ForwardMark
 	if len(spec.Forwards) == 0 && fm == 0 {
 		return nil, nil
@@ -925,65 +697,21 @@ func renderForwards(t *nftables.Table, spec state.NftSpec, tag []byte) (*forward
 	fp.sets = []*nftables.Set{fwd4, fwd6, keys4, keys6}
 	fp.elems = [][]nftables.SetElement{el4, el6, keysOf(el4), keysOf(el6)}
 	fp.chains = []*nftables.Chain{pre, post}
-	fp.rules = func() []*nftables.Rule {
-		var rules []*nftables.Rule
-		add := func(c *nftables.Chain, e []expr.Any) {
-			rules = append(rules, &nftables.Rule{Table: t, Chain: c, Exprs: e, UserData: tag})
+	dnatText := func(keys, m *nftables.Set, v6 bool) string {
+		return fmt.Sprintf("%s @%s %s dnat %s to %s map @%s", keyText(v6), keys.Name, ctMarkOrText(fm), ipName(v6), keyText(v6), m.Name)
+	}
+	fp.rules = func() []nftRule {
+		return []nftRule{
+			rule(pre, "ct state != new return", ctStateNotNew(), exprReturn()),
+			rule(pre, notBareSYNText+" return", l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()),
+			rule(pre, dnatText(keys4, fwd4, false), forwardDNAT(keys4, fwd4, false, fm)),
+			rule(pre, dnatText(keys6, fwd6, true), forwardDNAT(keys6, fwd6, true, fm)),
+			rule(post, ctMarkHasText(fm)+" masquerade", ctMarkHas(fm), []expr.Any{&expr.Masq{}}),
 		}
-		add(pre, join(ctStateNotNew(), exprReturn()))
-		add(pre, join(l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()))
-		add(pre, forwardDNAT(keys4, fwd4, false, fm))
-		add(pre, forwardDNAT(keys6, fwd6, true, fm))
-		add(post, join(ctMarkHas(fm), []expr.Any{&expr.Masq{}}))
-		return rules
 	}
 	return fp, nil
 }
 
-// renderNoARP is table arp NAME: NEW does not answer ARP requests for the
-// addresses migrate made local there.
-func renderNoARP(name string, addrs []netip.Addr, tag []byte) (*renderedTable, error) {
-	t := &nftables.Table{Family: nftables.TableFamilyARP, Name: name}
-	s := &nftables.Set{Table: t, Name: nftNoARP, KeyType: nftables.TypeIPAddr}
-	var el []nftables.SetElement
-	seen := map[string]bool{}
-	for _, a := range addrs {
-		ip := net.IP(a.AsSlice())
-		if ip == nil || ip.To4() == nil {
-			return nil, fmt.Errorf("no-ARP address %q is not an IPv4 address", a)
-		}
-		k := string(ip.To4())
-		if !seen[k] {
-			seen[k] = true
-			el = append(el, nftables.SetElement{Key: []byte(ip.To4())})
-		}
-	}
-	accept := nftables.ChainPolicyAccept
-	c := &nftables.Chain{
-		Name: nftInput, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookRef(nfARPIn), Priority: nftables.ChainPriorityFilter, Policy: &accept,
-	}
-	return &renderedTable{
-		table:  t,
-		sets:   []*nftables.Set{s},
-		elems:  [][]nftables.SetElement{el},
-		chains: []*nftables.Chain{c},
-		rules: func() []*nftables.Rule {
-			return []*nftables.Rule{{Table: t, Chain: c, UserData: tag, Exprs: []expr.Any{
-				// arp operation request
-				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0, 1}},
-				// arp daddr ip @noarp (Ethernet/IPv4 layout: 8 + 6 + 4 + 6)
-				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
-				&expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID},
-				&expr.Counter{},
-				&expr.Verdict{Kind: expr.VerdictDrop},
-			}}}
-		},
-	}, nil
-}
-
-// RenderRuleCount is the number of rules the spec renders to, all tables
 // together (0 for an invalid spec). It does not depend on the number of
 // services or forwards, only on the number of distinct canary percents
 // and on forwards being present (five rules).
@@ -1052,7 +780,7 @@ func keysOf(els []nftables.SetElement) []nftables.SetElement {
 // a service (an address of this host) or from the tunnel, fwd_prerouting
 // for forwards. A drop in a base chain is final whatever other tables
 // say; the accepts are not (another table may still drop).
-func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
+func renderGuard(it *renderedTable, spec state.NftSpec) error {
 	if !spec.Guard4 && !spec.Guard6 {
 		return nil
 	}
@@ -1066,7 +794,7 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
 	}
 	it.chains = append(it.chains, guard)
-	var exprs [][]expr.Any
+	var rules []nftRule
 	acceptV := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
 	if tunnel {
 		// Everything out of the tunnel is NEW's (the underlay filter, or
@@ -1079,155 +807,22 @@ func renderGuard(it *renderedTable, spec state.NftSpec, tag []byte) error {
 			return err
 		}
 		for _, from := range fromPeer {
-			exprs = append(exprs, join(from, acceptV))
+			rules = append(rules, rule(guard, from.text+" accept", from.exprs, acceptV))
 		}
-		exprs = append(exprs, join(ctMarkHas(spec.Mark), acceptV))
+		rules = append(rules, rule(guard, ctMarkHasText(spec.Mark)+" accept", ctMarkHas(spec.Mark), acceptV))
 	}
 	if spec.ForwardMark != 0 {
-		exprs = append(exprs, join(ctMarkHas(spec.ForwardMark), acceptV))
+		rules = append(rules, rule(guard, ctMarkHasText(spec.ForwardMark)+" accept", ctMarkHas(spec.ForwardMark), acceptV))
 	}
 	for _, g := range []struct {
 		on bool
 		v6 bool
 	}{{spec.Guard4, false}, {spec.Guard6, true}} {
 		if g.on {
-			exprs = append(exprs, join(nfproto(g.v6), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}))
+			rules = append(rules, rule(guard, fmt.Sprintf("meta nfproto ipv%d counter drop", map[bool]int{false: 4, true: 6}[g.v6]),
+				nfproto(g.v6), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}))
 		}
 	}
-	prev := it.rules
-	it.rules = func() []*nftables.Rule {
-		var rules []*nftables.Rule
-		if prev != nil {
-			rules = prev()
-		}
-		for _, e := range exprs {
-			rules = append(rules, &nftables.Rule{Table: it.table, Chain: guard, Exprs: e, UserData: tag})
-		}
-		return rules
-	}
+	it.addRules(func() []nftRule { return rules })
 	return nil
-}
-
-// udpParts are the objects of NEW's UDP answers.
-type udpParts struct {
-	sets   []*nftables.Set
-	elems  [][]nftables.SetElement
-	chains []*nftables.Chain
-	rules  func() []*nftables.Rule // Table, Chain and Exprs set
-}
-
-// renderUDPAnswers makes NEW answer a UDP client of the tunnel from the
-// service address the client sent to, whatever the daemon bound. A
-// daemon on a wildcard socket without IP_PKTINFO lets the kernel pick
-// the source of its answer: NEW's own address, on NEW's own uplink, and
-// the client's connected socket drops it.
-//
-//	map udpans4 { ipv4_addr . inet_service . inet_service : ipv4_addr; flags dynamic, timeout }
-//	chain udp_in   hook input priority mangle
-//	  iifname T KEY4 @udpsvc4 update @udpans4 { ip saddr . udp sport . udp dport timeout 180s : ip daddr }
-//	chain udp_out  type route hook output priority raw
-//	  meta nfproto ipv4 meta l4proto udp ip saddr set ip daddr . udp dport . udp sport map @udpans4 counter
-//	(and ipv6)
-//
-// The rewrite comes before conntrack (raw priority), so the answer is the
-// reply of the client's conntrack entry; a route chain routes the packet
-// again after the new source, and the rule "from ADDR lookup TABLE" sends
-// it into the tunnel. An answer that already leaves from the service
-// address (a daemon bound to it, or using IP_PKTINFO) is written with the
-// same address: no change, no second route lookup.
-func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) {
-	if len(spec.UDPServices) == 0 {
-		return nil, nil
-	}
-	if spec.TunnelDev == "" {
-		return nil, fmt.Errorf("nft spec has UDP answer services but no tunnel device")
-	}
-	for _, s := range spec.UDPServices {
-		if s.Proto != "udp" {
-			return nil, fmt.Errorf("UDP answer service %s is not udp", s.Key())
-		}
-	}
-	el4, el6, err := serviceElems(spec.UDPServices, "udp services", nil)
-	if err != nil {
-		return nil, err
-	}
-	svc4 := &nftables.Set{Table: t, Name: nftUDPSvc4, KeyType: svc4Type, Concatenation: true}
-	svc6 := &nftables.Set{Table: t, Name: nftUDPSvc6, KeyType: svc6Type, Concatenation: true}
-	ans := func(name string, kt, dt nftables.SetDatatype) *nftables.Set {
-		return &nftables.Set{Table: t, Name: name, KeyType: kt, DataType: dt, IsMap: true, Concatenation: true,
-			Dynamic: true, HasTimeout: true, Size: udpClientMax}
-	}
-	ans4 := ans(nftUDPAns4, ans4Type, nftables.TypeIPAddr)
-	ans6 := ans(nftUDPAns6, ans6Type, nftables.TypeIP6Addr)
-	accept := nftables.ChainPolicyAccept
-	in := &nftables.Chain{
-		Name: nftUDPIn, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-	}
-	out := &nftables.Chain{
-		Name: nftUDPOut, Table: t, Type: nftables.ChainTypeRoute,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &accept,
-	}
-	dev := spec.TunnelDev
-	p := &udpParts{
-		sets:   []*nftables.Set{svc4, svc6, ans4, ans6},
-		elems:  [][]nftables.SetElement{el4, el6, nil, nil},
-		chains: []*nftables.Chain{in, out},
-	}
-	load := func(off, n, reg uint32) *expr.Payload {
-		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
-	}
-	port := func(off, reg uint32) *expr.Payload {
-		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}
-	}
-	p.rules = func() []*nftables.Rule {
-		rule := func(c *nftables.Chain, e []expr.Any) *nftables.Rule {
-			return &nftables.Rule{Table: t, Chain: c, Exprs: e}
-		}
-		record := func(svc, m *nftables.Set, v6 bool) []expr.Any {
-			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
-			if v6 {
-				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
-			}
-			return join(iifname(dev), serviceLookup(svc, v6), []expr.Any{
-				load(saddr, n, reg1), port(0, pReg[0]), port(2, pReg[1]),
-				load(daddr, n, reg32_08),
-				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg32_08, Operation: unix.NFT_DYNSET_OP_UPDATE,
-					Timeout: udpClientTimeout, SetName: m.Name, SetID: m.ID},
-			})
-		}
-		answer := func(m *nftables.Set, v6 bool) []expr.Any {
-			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
-			// IPv4: the header checksum at offset 10, and the UDP
-			// checksum's pseudo-header.
-			write := &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
-				Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
-			if v6 {
-				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
-				// IPv6 has no header checksum, but the UDP checksum's
-				// pseudo-header must follow: nft sends "csum_type none,
-				// csum_flags pseudohdr", and google/nftables sends the
-				// flags only with a type. The kernel updates an inet
-				// checksum at csum_offset before it stores the field,
-				// so an offset inside the source address being
-				// written (its first two bytes) is overwritten by the
-				// store: the effect is nft's.
-				write = &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
-					Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: saddr, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
-			}
-			return join(nfproto(v6), l4proto(unix.IPPROTO_UDP), []expr.Any{
-				load(daddr, n, reg1), port(2, pReg[0]), port(0, pReg[1]),
-				&expr.Lookup{SourceRegister: reg1, DestRegister: reg32_08, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-				write,
-				&expr.Counter{},
-			})
-		}
-		return []*nftables.Rule{
-			rule(in, record(svc4, ans4, false)),
-			rule(in, record(svc6, ans6, true)),
-			rule(out, answer(ans4, false)),
-			rule(out, answer(ans6, true)),
-		}
-	}
-	return p, nil
 }

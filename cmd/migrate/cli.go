@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opsmigrate/migrate/agent/hostcmd"
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/internal/timing"
@@ -64,7 +64,8 @@ from that IP leaves through OLD. Established connections drain on OLD.
 		ops.PauseAgentStart()
 		return checkHostTimeout()
 	}
-	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentCmd(), c.watchdogCmd(), c.agentInstallCmd(), c.bootRestoreCmd(), c.agentBinaryCmd())
+	root.AddCommand(c.initCmd(), c.validateCmd(), c.fmtCmd(), c.planCmd(), c.applyCmd(), c.rollbackCmd(), c.forceUnlockCmd(), c.statusCmd(), c.stateCmd(), c.versionCmd(), c.agentBinaryCmd())
+	root.AddCommand(hostcmd.Commands(c.out)...)
 	return root
 }
 
@@ -82,14 +83,6 @@ func (c *cli) versionCmd() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// statePathFor is the state file beside the plan file.
-func statePathFor(file, flag string) string {
-	if flag != "" {
-		return flag
-	}
-	return filepath.Join(filepath.Dir(file), "migration.state.json")
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -121,7 +114,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*ops.Prepare
 	if err != nil {
 		return nil, err
 	}
-	return ops.Prepare(ctx, cfg, statePathFor(file, stateFlag), dial, hostTimeout, c.view().Note)
+	return ops.Prepare(ctx, cfg, ops.StatePath(file, stateFlag), dial, hostTimeout, c.view().Note)
 }
 
 func (c *cli) planCmd() *cobra.Command {
@@ -219,7 +212,7 @@ confirmed, migrate aborts NEW too.`,
 					file = saved.ConfigPath
 				}
 			}
-			sp := statePathFor(file, stateFlag)
+			sp := ops.StatePath(file, stateFlag)
 			lock, err := ops.AcquireLocalLock(sp, "apply")
 			if err != nil {
 				return err
@@ -263,7 +256,7 @@ names, reads their journals and rolls back from those.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			sp := statePathFor(file, stateFlag)
+			sp := ops.StatePath(file, stateFlag)
 			_, statErr := os.Stat(sp)
 			lost := errors.Is(statErr, fs.ErrNotExist)
 			lock, err := ops.AcquireLocalLock(sp, "rollback")
@@ -303,7 +296,7 @@ func (c *cli) forceUnlockCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return ops.ForceUnlock(ctx, dial, statePathFor(file, stateFlag), file, id, hostTimeout, c.view())
+			return ops.ForceUnlock(ctx, dial, ops.StatePath(file, stateFlag), file, id, hostTimeout, c.view())
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "migration.hcl", "plan file")

@@ -1,20 +1,9 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
-	"net/netip"
-	"os"
-	"regexp"
-	"strings"
-
 	"github.com/spf13/cobra"
 
-	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/ops"
-	"github.com/opsmigrate/migrate/plan"
-	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
 )
 
@@ -37,50 +26,19 @@ forward) or the address they should tunnel over is not the one their route
 picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if oldSSH == "" || newSSH == "" {
-				return errors.New("init needs --old and --new, each USER@HOST[:PORT] or a Host alias of ~/.ssh/config")
-			}
-			if _, err := os.Stat(out); err == nil && !force {
-				return fmt.Errorf("%s exists; choose another file with -o, or overwrite it with --force", out)
-			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-			// Bad input is refused before any host is contacted.
-			var endpoints [2]netip.Addr
-			for i, e := range []struct{ flag, val string }{{"--old-endpoint", oldEndpoint}, {"--new-endpoint", newEndpoint}} {
-				if e.val == "" {
-					continue
-				}
-				a, err := netip.ParseAddr(e.val)
-				if err != nil || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() {
-					return fmt.Errorf("%s %q: want the host's own unicast IP address for the tunnel", e.flag, e.val)
-				}
-				endpoints[i] = a
-			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			hosts, err := initHosts(oldSSH, newSSH, identity, knownHosts, sudo)
-			if err != nil {
-				return err
-			}
-			cfg := &config.Config{Hosts: hosts}
-			sess, err := ops.Connect(ctx, ops.ConfigTargets(hosts, hostTimeout))
-			if err != nil {
-				return err
-			}
-			defer sess.Close()
-			typ := tunnelType
+			o := ops.InitOptions{Old: oldSSH, New: newSSH, Identity: identity, KnownHosts: knownHosts, Sudo: sudo,
+				Out: out, Force: force, TunnelType: tunnelType, OldEndpoint: oldEndpoint, NewEndpoint: newEndpoint, Timeout: hostTimeout}
 			if !cmd.Flags().Changed("tunnel") {
-				typ = "" // vxlan, or direct for hosts on one subnet
+				o.TunnelType = "" // vxlan, or direct for hosts on one subnet
 			}
-			text, summary, err := ops.InitPlan(ctx, sess, cfg, state.TunnelType(typ), endpoints[0], endpoints[1])
+			dial, err := ops.Dial()
 			if err != nil {
 				return err
 			}
-			if _, err := config.Parse(text, out); err != nil {
-				return fmt.Errorf("internal: the generated plan does not validate: %w", err)
-			}
-			if err := os.WriteFile(out, text, 0o644); err != nil {
+			summary, err := ops.Init(ctx, dial, o)
+			if err != nil {
 				return err
 			}
 			var v views.Init = c.view()
@@ -99,32 +57,4 @@ picks, give the endpoints with --old-endpoint and --new-endpoint.`,
 	cmd.Flags().StringVar(&oldEndpoint, "old-endpoint", "", "OLD's tunnel endpoint address (default: OLD's source address towards NEW)")
 	cmd.Flags().StringVar(&newEndpoint, "new-endpoint", "", "NEW's tunnel endpoint address (default: NEW's source address towards OLD)")
 	return cmd
-}
-
-var initPosRE = regexp.MustCompile(`--old/--new:\d+:\d+: `)
-
-// initHosts resolves --old and --new exactly as a plan file's host blocks
-// are resolved (ssh_config aliases, ProxyJump, defaults), by parsing the
-// host blocks they stand for; the written plan then says the same.
-func initHosts(oldSSH, newSSH, identity, knownHosts string, sudo bool) (map[string]*config.Host, error) {
-	var b strings.Builder
-	for _, h := range []struct{ name, ssh string }{{plan.Old, oldSSH}, {plan.New, newSSH}} {
-		fmt.Fprintf(&b, "host %q {\n  ssh = %q\n", h.name, h.ssh)
-		if identity != "" {
-			fmt.Fprintf(&b, "  identity_file = %q\n", identity)
-		}
-		if knownHosts != "" {
-			fmt.Fprintf(&b, "  known_hosts = %q\n", knownHosts)
-		}
-		if sudo {
-			b.WriteString("  sudo = true\n")
-		}
-		b.WriteString("}\n")
-	}
-	cfg, err := config.Parse([]byte(b.String()), "--old/--new")
-	if err != nil {
-		// Positions in a text the user never wrote mean nothing.
-		return nil, errors.New(initPosRE.ReplaceAllString(err.Error(), ""))
-	}
-	return cfg.Hosts, nil
 }

@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opsmigrate/migrate/ops"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/opsmigrate/migrate/views"
 )
@@ -23,11 +23,8 @@ func (c *cli) stateCmd() *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&file, "file", "f", "migration.hcl", "plan file (its directory holds the state file)")
 	cmd.PersistentFlags().StringVar(&stateFlag, "state", "", "state file (default: migration.state.json beside the plan file)")
 	load := func() (string, *state.Journal, error) {
-		sp := statePathFor(file, stateFlag)
-		if _, err := os.Stat(sp); err != nil {
-			return sp, nil, fmt.Errorf("no state file at %s (%v): nothing has been applied from here; give --state PATH or -f PLANFILE", sp, err)
-		}
-		j, err := state.LoadJournal(sp)
+		sp := ops.StatePath(file, stateFlag)
+		j, err := ops.LoadState(sp)
 		return sp, j, err
 	}
 	list := &cobra.Command{

@@ -1,9 +1,10 @@
 //go:build !linux
 
-package main
+package hostcmd
 
 import (
 	"errors"
+	"io"
 
 	"github.com/spf13/cobra"
 )
@@ -11,9 +12,15 @@ import (
 // errLinuxOnly: the agent needs the linux kernel's netlink and nftables. A
 // CLI built for macOS never runs it locally; it installs a linux agent on
 // each host (see remote.AgentFor).
+// Commands are the host-side subcommands; on this system each only says
+// that it runs on linux.
+func Commands(io.Writer) []*cobra.Command {
+	return []*cobra.Command{agentCmd(), watchdogCmd(), agentInstallCmd(), bootRestoreCmd()}
+}
+
 var errLinuxOnly = errors.New("the agent runs on linux hosts only")
 
-func (c *cli) agentCmd() *cobra.Command {
+func agentCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "agent",
 		Short:              "Run as the host-side agent (linux only)",
@@ -23,9 +30,9 @@ func (c *cli) agentCmd() *cobra.Command {
 	}
 }
 
-func (c *cli) watchdogCmd() *cobra.Command {
+func watchdogCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                "agent-watchdog", // agent.WatchdogCommand, not importable here
+		Use:                "agent-watchdog", // agent.WatchdogCommand: package agent builds on linux only
 		Short:              "Host-side revert timer (linux only)",
 		Hidden:             true,
 		DisableFlagParsing: true,
@@ -33,9 +40,9 @@ func (c *cli) watchdogCmd() *cobra.Command {
 	}
 }
 
-func (c *cli) bootRestoreCmd() *cobra.Command {
+func bootRestoreCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                "agent-boot-restore", // agent.BootRestoreCommand, not importable here
+		Use:                "agent-boot-restore", // agent.BootRestoreCommand: package agent builds on linux only
 		Short:              "Restore at boot (linux only)",
 		Hidden:             true,
 		DisableFlagParsing: true,
@@ -43,7 +50,7 @@ func (c *cli) bootRestoreCmd() *cobra.Command {
 	}
 }
 
-func (c *cli) agentInstallCmd() *cobra.Command {
+func agentInstallCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "agent-install",
 		Short:              "Install this binary as migrate's agent (linux only)",

@@ -1,10 +1,11 @@
 //go:build linux
 
-package main
+package hostcmd
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,14 @@ import (
 	"github.com/opsmigrate/migrate/agent/kernel"
 )
 
-// The agent and its watchdog talk to the local kernel (netlink, nftables):
-// they exist only in linux builds. agent_other.go has the stubs for the
-// CLI built for other systems (macOS), which installs a linux agent on the
-// hosts instead (remote.AgentFor).
+// Commands are the hidden subcommands of the migrate binary that run on a
+// host: agent, agent-watchdog, agent-install and agent-boot-restore. out
+// is where the ones run by hand or by the boot unit print.
+func Commands(out io.Writer) []*cobra.Command {
+	return []*cobra.Command{agentCmd(), watchdogCmd(), agentInstallCmd(out), bootRestoreCmd(out)}
+}
 
-func (c *cli) watchdogCmd() *cobra.Command {
+func watchdogCmd() *cobra.Command {
 	var run string
 	cmd := &cobra.Command{
 		Use:    agent.WatchdogCommand,
@@ -47,7 +50,7 @@ func (c *cli) watchdogCmd() *cobra.Command {
 // are parsed by hand, not by cobra, so that the sudoers rule for the agent
 // binaries (README, "sudo = true") allows no other flag or command of this
 // binary as root: anything else is refused.
-func (c *cli) agentCmd() *cobra.Command {
+func agentCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "agent --sha256 HASH",
 		Short:              "Run as the host-side agent (started by migrate over SSH)",
@@ -79,7 +82,7 @@ func (c *cli) agentCmd() *cobra.Command {
 // this host's part of the last confirmed apply and records the outcome in
 // STATE/boot.json. The directories come from the unit's command line, not
 // the environment: systemd starts it with an empty one.
-func (c *cli) bootRestoreCmd() *cobra.Command {
+func bootRestoreCmd(out io.Writer) *cobra.Command {
 	var stateDir, unitDir string
 	cmd := &cobra.Command{
 		Use:    agent.BootRestoreCommand,
@@ -111,9 +114,9 @@ func (c *cli) bootRestoreCmd() *cobra.Command {
 				return err
 			}
 			rec, err := agent.BootRestore(&agent.HostFiles{Dir: stateDir}, k)
-			fmt.Fprintf(c.out, "migrate boot restore: %s (%d step(s), %d ms)\n", rec.Outcome, rec.Steps, rec.TookMS)
+			fmt.Fprintf(out, "migrate boot restore: %s (%d step(s), %d ms)\n", rec.Outcome, rec.Steps, rec.TookMS)
 			for _, r := range rec.RevertedRuns {
-				fmt.Fprintf(c.out, "run %s was not confirmed before the reboot: reverted, not restored\n", r)
+				fmt.Fprintf(out, "run %s was not confirmed before the reboot: reverted, not restored\n", r)
 			}
 			return err
 		},
@@ -127,7 +130,7 @@ func (c *cli) bootRestoreCmd() *cobra.Command {
 // (agent.InstallSelf). The CLI runs it, as root or through sudo, from the
 // file it uploaded; an administrator can run it by hand, as root, on a
 // host whose sudoers allows only the installed agents (README).
-func (c *cli) agentInstallCmd() *cobra.Command {
+func agentInstallCmd(out io.Writer) *cobra.Command {
 	var want string
 	cmd := &cobra.Command{
 		Use:    "agent-install [--sha256 HASH]",
@@ -139,7 +142,7 @@ func (c *cli) agentInstallCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "installed %s\n", p)
+			fmt.Fprintf(out, "installed %s\n", p)
 			return nil
 		},
 	}

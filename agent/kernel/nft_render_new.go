@@ -1,0 +1,280 @@
+package kernel
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/opsmigrate/migrate/state"
+	"golang.org/x/sys/unix"
+)
+
+// renderNew builds role new's part of table inet, and table arp (the
+// forwards, dnat_mark and the guard are added by render):
+//
+//	chain postrouting     hook postrouting priority mangle; policy accept
+//	  oifname T MSS clamp   (on every interface when TunnelDev is empty
+//	                        and there are no forwards; none with forwards
+//	                        and no TunnelDev)
+//	chain input           (underlay filter, when Underlay is set)
+//	sets udpsvc4/6, maps udpans4/6, chains udp_in, udp_out
+//	                      (UDP answers, when UDPServices is set: see
+//	                      renderUDPAnswers)
+//	table arp NAME        (when NoARP is set) set noarp, chain input:
+//	  arp operation request arp daddr ip @noarp counter drop
+func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts) error {
+	it := r.inet
+	t := it.table
+	dev := spec.TunnelDev
+	accept := nftables.ChainPolicyAccept
+	if len(spec.Services) > 0 || len(spec.Accounted) > 0 {
+		return fmt.Errorf("nft spec for role new has services: they are for role old")
+	}
+	// The MSS clamp is the tunnel's. A host with forwards and no
+	// tunnel gets none; without forwards an empty TunnelDev clamps
+	// on every interface, as it always did.
+	var clamp *nftRule
+	if dev != "" || fw == nil {
+		post := &nftables.Chain{
+			Name: nftPostrouting, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+		}
+		c := rule(post, mssClampText, mssClamp())
+		if dev != "" {
+			c = rule(post, fmt.Sprintf("oifname %q %s", dev, mssClampText), oifname(dev), mssClamp())
+		}
+		clamp = &c
+		it.chains = append(it.chains, post)
+	}
+	if input != nil {
+		it.chains = append(it.chains, input.chain)
+	}
+	udp, err := renderUDPAnswers(t, spec)
+	if err != nil {
+		return err
+	}
+	if udp != nil {
+		it.sets = append(it.sets, udp.sets...)
+		it.elems = append(it.elems, udp.elems...)
+		it.chains = append(it.chains, udp.chains...)
+	}
+	it.addRules(func() []nftRule {
+		var rules []nftRule
+		if clamp != nil {
+			rules = append(rules, *clamp)
+		}
+		if udp != nil {
+			rules = append(rules, udp.rules()...)
+		}
+		if input != nil {
+			rules = append(rules, *input)
+		}
+		return rules
+	})
+	if len(spec.NoARP) > 0 {
+		a, err := renderNoARP(t.Name, spec.NoARP, it.tag)
+		if err != nil {
+			return err
+		}
+		r.arp = a
+	}
+	return nil
+}
+
+// renderNoARP is table arp NAME: NEW does not answer ARP requests for the
+// addresses migrate made local there.
+func renderNoARP(name string, addrs []netip.Addr, tag []byte) (*renderedTable, error) {
+	t := &nftables.Table{Family: nftables.TableFamilyARP, Name: name}
+	s := &nftables.Set{Table: t, Name: nftNoARP, KeyType: nftables.TypeIPAddr}
+	var el []nftables.SetElement
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		ip := net.IP(a.AsSlice())
+		if ip == nil || ip.To4() == nil {
+			return nil, fmt.Errorf("no-ARP address %q is not an IPv4 address", a)
+		}
+		k := string(ip.To4())
+		if !seen[k] {
+			seen[k] = true
+			el = append(el, nftables.SetElement{Key: []byte(ip.To4())})
+		}
+	}
+	accept := nftables.ChainPolicyAccept
+	c := &nftables.Chain{
+		Name: nftInput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookRef(nfARPIn), Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	}
+	return &renderedTable{
+		table:  t,
+		sets:   []*nftables.Set{s},
+		elems:  [][]nftables.SetElement{el},
+		chains: []*nftables.Chain{c},
+		tag:    tag,
+		model: func() []nftRule {
+			return []nftRule{{chain: c, text: "arp operation request arp daddr ip @" + s.Name + " counter drop", exprs: []expr.Any{
+				// arp operation request
+				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0, 1}},
+				// arp daddr ip @noarp (Ethernet/IPv4 layout: 8 + 6 + 4 + 6)
+				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
+				&expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID},
+				&expr.Counter{},
+				&expr.Verdict{Kind: expr.VerdictDrop},
+			}}}
+		},
+	}, nil
+}
+
+// udpParts are the objects of NEW's UDP answers.
+type udpParts struct {
+	sets   []*nftables.Set
+	elems  [][]nftables.SetElement
+	chains []*nftables.Chain
+	rules  func() []nftRule
+}
+
+// renderUDPAnswers makes NEW answer a UDP client of the tunnel from the
+// service address the client sent to, whatever the daemon bound. A
+// daemon on a wildcard socket without IP_PKTINFO lets the kernel pick
+// the source of its answer: NEW's own address, on NEW's own uplink, and
+// the client's connected socket drops it.
+//
+//	map udpans4 { ipv4_addr . inet_service . inet_service : ipv4_addr; flags dynamic, timeout }
+//	chain udp_in   hook input priority mangle
+//	  iifname T KEY4 @udpsvc4 update @udpans4 { ip saddr . udp sport . udp dport timeout 180s : ip daddr }
+//	chain udp_out  type route hook output priority raw
+//	  meta nfproto ipv4 meta l4proto udp ip saddr set ip daddr . udp dport . udp sport map @udpans4 counter
+//	(and ipv6)
+//
+// The rewrite comes before conntrack (raw priority), so the answer is the
+// reply of the client's conntrack entry; a route chain routes the packet
+// again after the new source, and the rule "from ADDR lookup TABLE" sends
+// it into the tunnel. An answer that already leaves from the service
+// address (a daemon bound to it, or using IP_PKTINFO) is written with the
+// same address: no change, no second route lookup.
+func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) {
+	if len(spec.UDPServices) == 0 {
+		return nil, nil
+	}
+	if spec.TunnelDev == "" {
+		return nil, fmt.Errorf("nft spec has UDP answer services but no tunnel device")
+	}
+	for _, s := range spec.UDPServices {
+		if s.Proto != state.UDP {
+			return nil, fmt.Errorf("UDP answer service %s is not udp", s.Key())
+		}
+	}
+	el4, el6, err := serviceElems(spec.UDPServices, "udp services", nil)
+	if err != nil {
+		return nil, err
+	}
+	svc4 := &nftables.Set{Table: t, Name: nftUDPSvc4, KeyType: svc4Type, Concatenation: true}
+	svc6 := &nftables.Set{Table: t, Name: nftUDPSvc6, KeyType: svc6Type, Concatenation: true}
+	ans := func(name string, kt, dt nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: kt, DataType: dt, IsMap: true, Concatenation: true,
+			Dynamic: true, HasTimeout: true, Size: udpClientMax}
+	}
+	ans4 := ans(nftUDPAns4, ans4Type, nftables.TypeIPAddr)
+	ans6 := ans(nftUDPAns6, ans6Type, nftables.TypeIP6Addr)
+	accept := nftables.ChainPolicyAccept
+	in := &nftables.Chain{
+		Name: nftUDPIn, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	}
+	out := &nftables.Chain{
+		Name: nftUDPOut, Table: t, Type: nftables.ChainTypeRoute,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+	}
+	dev := spec.TunnelDev
+	p := &udpParts{
+		sets:   []*nftables.Set{svc4, svc6, ans4, ans6},
+		elems:  [][]nftables.SetElement{el4, el6, nil, nil},
+		chains: []*nftables.Chain{in, out},
+	}
+	load := func(off, n, reg uint32) *expr.Payload {
+		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
+	}
+	port := func(off, reg uint32) *expr.Payload {
+		return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}
+	}
+	p.rules = func() []nftRule {
+		record := func(svc, m *nftables.Set, v6 bool) nftRule {
+			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
+			if v6 {
+				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
+			}
+			ip := ipName(v6)
+			text := fmt.Sprintf("iifname %q %s @%s update @%s { %s saddr . th sport . th dport timeout %s : %s daddr }",
+				dev, keyText(v6), svc.Name, m.Name, ip, nftDuration(udpClientTimeout), ip)
+			return rule(in, text, iifname(dev), serviceLookup(svc, v6), []expr.Any{
+				load(saddr, n, reg1), port(0, pReg[0]), port(2, pReg[1]),
+				load(daddr, n, reg32_08),
+				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg32_08, Operation: unix.NFT_DYNSET_OP_UPDATE,
+					Timeout: udpClientTimeout, SetName: m.Name, SetID: m.ID},
+			})
+		}
+		answer := func(m *nftables.Set, v6 bool) nftRule {
+			saddr, daddr, n, pReg := uint32(12), uint32(16), uint32(4), []uint32{reg32_01, reg32_02}
+			// IPv4: the header checksum at offset 10, and the UDP
+			// checksum's pseudo-header.
+			write := &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
+				Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+			if v6 {
+				saddr, daddr, n, pReg = 8, 24, 16, []uint32{reg32_04, reg32_05}
+				// IPv6 has no header checksum, but the UDP checksum's
+				// pseudo-header must follow: nft sends "csum_type none,
+				// csum_flags pseudohdr", and google/nftables sends the
+				// flags only with a type. The kernel updates an inet
+				// checksum at csum_offset before it stores the field,
+				// so an offset inside the source address being
+				// written (its first two bytes) is overwritten by the
+				// store: the effect is nft's.
+				write = &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_08, Base: expr.PayloadBaseNetworkHeader,
+					Offset: saddr, Len: n, CsumType: expr.CsumTypeInet, CsumOffset: saddr, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+			}
+			ip := ipName(v6)
+			text := fmt.Sprintf("%s saddr set %s daddr . udp dport . udp sport map @%s counter", ip, ip, m.Name)
+			return rule(out, text, nfproto(v6), l4proto(unix.IPPROTO_UDP), []expr.Any{
+				load(daddr, n, reg1), port(2, pReg[0]), port(0, pReg[1]),
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg32_08, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+				write,
+				&expr.Counter{},
+			})
+		}
+		return []nftRule{record(svc4, ans4, false), record(svc6, ans6, true), answer(ans4, false), answer(ans6, true)}
+	}
+	return p, nil
+}
+
+// renderDNATMark adds, on NEW with spec.DNATReplies, chain dnat_mark:
+//
+//	chain dnat_mark  type filter hook prerouting priority mangle
+//	  iifname T ct state new ct mark set ct mark | M
+//	  ct direction reply ct mark & M == M meta mark set meta mark | M
+//
+// A flow from the tunnel that another table DNATs on NEW (Docker: to a
+// container) is answered by a forwarded packet whose source is the
+// container's until postrouting undoes the DNAT, so the rule "from ADDR
+// lookup TABLE" never sees it and the answer would leave by NEW's uplink
+// with OLD's address as its source. Marked here, the fwmark rule sends it
+// back into the tunnel.
+func renderDNATMark(it *renderedTable, spec state.NftSpec) {
+	if !spec.DNATReplies || spec.Role != state.RoleNew || spec.Mark == 0 || spec.TunnelDev == "" {
+		return
+	}
+	accept := nftables.ChainPolicyAccept
+	c := &nftables.Chain{
+		Name: nftDNATMark, Table: it.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	}
+	it.chains = append(it.chains, c)
+	m := spec.Mark
+	it.addRules(func() []nftRule {
+		return []nftRule{
+			rule(c, fmt.Sprintf("iifname %q ct state new %s", spec.TunnelDev, ctMarkOrText(m)), iifname(spec.TunnelDev), ctStateNew(), ctMarkOr(m)),
+			rule(c, "ct direction reply "+ctMarkHasText(m)+" "+metaMarkOrText(m), ctReply(), ctMarkHas(m), metaMarkOr(m)),
+		}
+	})
+}
