@@ -135,11 +135,11 @@ func CheckIfname(what, name string) error {
 // IPv4). what names the field in the error.
 func ParseIP(what, s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
+	if err != nil {
 		return netip.Addr{}, fmt.Errorf("%s %s: %s", what, show(s), ipRule)
 	}
-	if a.Is4In6() {
-		return netip.Addr{}, fmt.Errorf("%s %s: IPv4-mapped IPv6 addresses are not allowed; write the IPv4 address (e.g. %s)", what, show(s), a.Unmap())
+	if err := CheckIP(what, a); err != nil {
+		return netip.Addr{}, err
 	}
 	return a, nil
 }
@@ -178,17 +178,6 @@ func CheckPrefix(what string, p netip.Prefix) error {
 		return fmt.Errorf("%s %s: IPv4-mapped IPv6 prefixes are not allowed; write an IPv4 prefix", what, show(p.String()))
 	}
 	return nil
-}
-
-func parsePrefix(what, s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s %s: %s", what, show(s), prefixRule)
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("%s %s: IPv4-mapped IPv6 prefixes are not allowed; write an IPv4 prefix", what, show(s))
-	}
-	return p, nil
 }
 
 func famOf(a netip.Addr) int {
