@@ -70,12 +70,14 @@ func (t TunnelType) IsLink() bool {
 	return false
 }
 
-// show quotes a string for an error message, cut short when it is long:
+// Show quotes a string for an error message, cut short when it is long:
 // a hostile request must not make the answer huge.
-func show(s string) string {
+func Show(s string) string {
 	const max = 64
 	if len(s) <= max {
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("%q... (%d bytes)", s[:max], len(s))
 }
+
+func show(s string) string { return Show(s) }
