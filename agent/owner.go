@@ -358,7 +358,7 @@ func sameTunnel(live, w state.Link) bool {
 	if live.Type != w.Type {
 		return false
 	}
-	if w.Type == "wireguard" {
+	if w.Type == state.WireGuard {
 		return live.PublicKey == w.PublicKey
 	}
 	return live.Local == w.Local && live.Remote == w.Remote && live.VNI == w.VNI && live.Port == w.Port && live.Key == w.Key

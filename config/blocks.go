@@ -30,7 +30,7 @@ func (p *parser) hostBlock(st *fileState, blk *hclsyntax.Block) {
 		name = blk.Labels[0]
 		p.add(blk.LabelRanges[1], "host block with more than one name", hostNameRule)
 	}
-	keep := name == "old" || name == "new"
+	keep := state.Role(name).Validate() == nil
 	if name != "" && !keep {
 		p.add(blk.LabelRanges[0], fmt.Sprintf("invalid host name %q", name), hostNameRule)
 	}
@@ -161,7 +161,7 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	if !ep.IsValid() && newOK {
 		ep = newEP
 	}
-	if t.Type == "direct" {
+	if t.Type == state.Direct {
 		// No device, no encapsulation: the packets cross the shared
 		// segment as they are, so nothing of a tunnel device applies.
 		for _, name := range []string{"old_bind", "new_bind", "name", "mtu", "vni", "port", "key", "listen_port", "old_inner", "new_inner"} {
@@ -177,10 +177,10 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	}
 	p.bindArgs(a, t, ep)
 	switch {
-	case t.Type == "gre" && ep.IsValid() && ep.Is6():
+	case t.Type == state.GRE && ep.IsValid() && ep.Is6():
 		p.add(typeRange, "gre tunnels need IPv4 endpoints",
 			`use type = "ip6gre" (or "vxlan") for IPv6 endpoints`)
-	case t.Type == "ip6gre" && ep.IsValid() && ep.Is4():
+	case t.Type == state.IP6GRE && ep.IsValid() && ep.Is4():
 		p.add(typeRange, "ip6gre tunnels need IPv6 endpoints",
 			`use type = "gre" (or "vxlan") for IPv4 endpoints`)
 	}
@@ -209,7 +209,7 @@ func (p *parser) tunnelBlock(st *fileState, blk *hclsyntax.Block) {
 	const vxPortRule = "the VXLAN UDP port is 1..65535; the default is 4789"
 	const keyRule = `a GRE key is a 32-bit number, e.g. 42 or "0x2a"; 0 means no key`
 	const wgPortRule = "the WireGuard listen port is 1..65535; the default is 51820"
-	if t.Type != "wireguard" && a.has("listen_port") {
+	if t.Type != state.WireGuard && a.has("listen_port") {
 		p.add(a.nameRange("listen_port"), "listen_port is only valid for wireguard tunnels",
 			`remove it, or set type = "wireguard"`)
 	}

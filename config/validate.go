@@ -460,16 +460,17 @@ func (p *parser) checkSelfCut(st *fileState) {
 		what  string         // "VXLAN" or "WireGuard"
 	}
 	cuts := map[string]cut{}
-	for _, name := range []string{"old", "new"} {
+	for _, r := range state.Roles {
+		name := string(r)
 		var c cut
 		if h := st.hosts[name]; h != nil && h.Address != "" {
 			if a, err := netip.ParseAddr(h.Address); err == nil && h.Port > 0 && h.Port <= 65535 {
 				c.ssh = netip.AddrPortFrom(a.WithZone(""), uint16(h.Port))
 			}
 		}
-		if t := st.tunnel; t != nil && (t.Type == "vxlan" || t.Type == "wireguard") {
+		if t := st.tunnel; t != nil && (t.Type == state.VXLAN || t.Type == state.WireGuard) {
 			port, what := t.Port, "VXLAN"
-			if t.Type == "wireguard" {
+			if t.Type == state.WireGuard {
 				port, what = t.ListenPort, "WireGuard"
 			}
 			// The tunnel's socket is on the bind address when the host
@@ -478,7 +479,7 @@ func (p *parser) checkSelfCut(st *fileState) {
 			if t.OldBind.IsValid() {
 				ep = t.OldBind
 			}
-			if name == "new" {
+			if name == string(state.RoleNew) {
 				ep = t.NewEndpoint
 				if t.NewBind.IsValid() {
 					ep = t.NewBind
@@ -494,7 +495,7 @@ func (p *parser) checkSelfCut(st *fileState) {
 		return ap.IsValid() && ap.Addr() == addr && inRange(r, int(ap.Port()))
 	}
 
-	old := cuts["old"]
+	old := cuts[string(state.RoleOld)]
 	for _, si := range st.services {
 		s := si.svc
 		if s.Stage != "canary" && s.Stage != "new" {
@@ -502,11 +503,11 @@ func (p *parser) checkSelfCut(st *fileState) {
 		}
 		for i, r := range s.Ports {
 			switch {
-			case s.Protocol == "tcp" && hits(old.ssh, s.Address, r) && !s.AllowSSHMove:
+			case s.Protocol == state.TCP && hits(old.ssh, s.Address, r) && !s.AllowSSHMove:
 				p.add(si.portRanges[i],
 					fmt.Sprintf("service %q would migrate %s, where migrate reaches host \"old\" over SSH", s.Name, old.ssh),
 					"migrate would cut its own connection; reach OLD on another address or port, leave this port out, or, if moving sshd is the point, set allow_ssh_move = true in this service")
-			case s.Protocol == "udp" && hits(old.vxlan, s.Address, r):
+			case s.Protocol == state.UDP && hits(old.vxlan, s.Address, r):
 				p.add(si.portRanges[i],
 					fmt.Sprintf("service %q would migrate %s/udp, the tunnel's own %s port", s.Name, old.vxlan, old.what),
 					"the tunnel's packets would be sent into the tunnel; set another tunnel port or leave this port out")
@@ -519,7 +520,7 @@ func (p *parser) checkSelfCut(st *fileState) {
 	// answers an IPv6 service from the service address, and NEW's remote
 	// is old_endpoint: with both the same address, no IPv6 answer would
 	// ever leave NEW.
-	if t := st.tunnel; t != nil && t.Type == "ip6gre" && t.OldEndpoint.IsValid() {
+	if t := st.tunnel; t != nil && t.Type == state.IP6GRE && t.OldEndpoint.IsValid() {
 		for _, si := range st.services {
 			if s := si.svc; s.Address == t.OldEndpoint {
 				p.add(s.Range,
@@ -537,11 +538,11 @@ func (p *parser) checkSelfCut(st *fileState) {
 		c := cuts[string(f.On)]
 		for i, r := range f.Ports {
 			switch {
-			case f.Protocol == "tcp" && hits(c.ssh, f.Address, r):
+			case f.Protocol == state.TCP && hits(c.ssh, f.Address, r):
 				p.add(fi.portRanges[i],
 					fmt.Sprintf("forward %q would forward %s away, where migrate reaches host %q over SSH", f.Name, c.ssh, f.On),
 					fmt.Sprintf("migrate would cut its own connection; reach %s on another address or port, or leave this port out", strings.ToUpper(string(f.On))))
-			case f.Protocol == "udp" && hits(c.vxlan, f.Address, r):
+			case f.Protocol == state.UDP && hits(c.vxlan, f.Address, r):
 				p.add(fi.portRanges[i],
 					fmt.Sprintf("forward %q would forward %s/udp away, the tunnel's own %s port on host %q", f.Name, c.vxlan, c.what, f.On),
 					"the tunnel's packets would be forwarded away; set another tunnel port or leave this port out")

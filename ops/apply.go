@@ -243,7 +243,7 @@ func ProbeServices(cfg *config.Config, old Host, v Reporter) func(ctx context.Co
 			}
 		}()
 		for _, s := range cfg.Services {
-			if s.Stage == "old" || s.Protocol != "tcp" || len(s.Ports) == 0 {
+			if s.Stage == "old" || s.Protocol != state.TCP || len(s.Ports) == 0 {
 				continue
 			}
 			if s.AllowUnready {

@@ -146,13 +146,13 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 		if err != nil {
 			return nil, nil, err
 		}
-		if tunnelType == "gre" || tunnelType == "ip6gre" {
+		if tunnelType == state.GRE || tunnelType == state.IP6GRE {
 			return nil, nil, fmt.Errorf("%s is behind NAT (it holds %s, and was reached at %s): %s tunnels carry no port and most NATs do not pass them; use --tunnel vxlan (the default) or wireguard", h.upper, held, h.public, tunnelType)
 		}
 		if h.name == plan.Old {
 			sshIP = held
 		}
-		summary = append(summary, fmt.Sprintf("%s is behind NAT: it holds %s and was reached at %s. The tunnel endpoint is %s (what %s sends to); plan finds the address its tunnel binds. Open UDP port %d to it.", h.upper, held, h.public, h.public, h.peer, map[bool]int{true: config.DefaultWGPort, false: config.DefaultVXLANPort}[tunnelType == "wireguard"]))
+		summary = append(summary, fmt.Sprintf("%s is behind NAT: it holds %s and was reached at %s. The tunnel endpoint is %s (what %s sends to); plan finds the address its tunnel binds. Open UDP port %d to it.", h.upper, held, h.public, h.public, h.peer, map[bool]int{true: config.DefaultWGPort, false: config.DefaultVXLANPort}[tunnelType == state.WireGuard]))
 	}
 	if !oe.IsValid() {
 		if oe, err = find(old, plan.Old, plan.New, toNew, "--old-endpoint"); err != nil {
@@ -176,10 +176,10 @@ func InitPlan[H Host](ctx context.Context, sess *Session[H], cfg *config.Config,
 		Type: tunnelType, OldEndpoint: oe, NewEndpoint: ne, Name: config.DefaultTunnelName,
 		OldInner: config.DefaultOldInner, NewInner: config.DefaultNewInner, Mark: config.DefaultMark, Table: config.DefaultTable,
 	}
-	if tunnelType == "direct" {
+	if tunnelType == state.Direct {
 		cfg.Tunnel.Name, cfg.Tunnel.OldInner, cfg.Tunnel.NewInner = "", netip.Prefix{}, netip.Prefix{}
 	}
-	if tunnelType == "vxlan" {
+	if tunnelType == state.VXLAN {
 		cfg.Tunnel.VNI, cfg.Tunnel.Port = config.DefaultVNI, config.DefaultVXLANPort
 	}
 

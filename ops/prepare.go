@@ -28,7 +28,7 @@ func Facts[H Host](ctx context.Context, s *Session[H], cfg *config.Config) (map[
 // host's facts, where the desired model takes it. Not part of the facts
 // digest.
 func WGKeys[H Host](ctx context.Context, s *Session[H], cfg *config.Config, facts map[string]state.Facts) error {
-	if cfg.Tunnel == nil || cfg.Tunnel.Type != "wireguard" {
+	if cfg.Tunnel == nil || cfg.Tunnel.Type != state.WireGuard {
 		return nil
 	}
 	for name, cl := range s.Clients {
@@ -54,7 +54,7 @@ func PeerRoutes[H Host](ctx context.Context, s *Session[H], cfg *config.Config, 
 	if t == nil {
 		return nil
 	}
-	if t.Type == "direct" {
+	if t.Type == state.Direct {
 		return PeerLinks(ctx, s, cfg, facts)
 	}
 	for _, h := range []struct {

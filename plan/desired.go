@@ -208,7 +208,7 @@ func Sysctls(c *config.Config, host string) []string {
 		// NEW forwards too when it hosts a forward.
 		out = []string{"net.ipv4.conf." + dev + ".rp_filter", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 	}
-	if c.Tunnel.Type == "wireguard" {
+	if c.Tunnel.Type == state.WireGuard {
 		out = append(out, SendRedirectsAll)
 	}
 	return out
@@ -532,7 +532,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 		return l
 	}
-	if t.Type == "wireguard" {
+	if t.Type == state.WireGuard {
 		for _, h := range []string{Old, New} {
 			if facts[h].WGPublicKey == "" {
 				return fmt.Errorf("%s: no WireGuard public key from host %s (the agent's wg-key call gives it)", where(t.Range), h)
@@ -585,7 +585,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner}),
 		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
-	if t.Type == "wireguard" {
+	if t.Type == state.WireGuard {
 		// The kernel's wg_open sets net.ipv4.conf.all.send_redirects
 		// to 0 in the device's namespace, and nothing sets it back: set
 		// it first (SendRedirectsAll sorts before the link), so the
@@ -601,7 +601,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// Every UDP service, whatever its stage: answers to clients still
 	// draining to NEW must leave from the service address too.
 	for _, s := range accounted {
-		if s.Proto == "udp" {
+		if s.Proto == state.UDP {
 			newSpec.UDPServices = append(newSpec.UDPServices, s)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 // is listed in docs/design.md ("Direct").
 
 // Direct reports a config whose tunnel is of type direct.
-func Direct(c *config.Config) bool { return c.Tunnel != nil && c.Tunnel.Type == "direct" }
+func Direct(c *config.Config) bool { return c.Tunnel != nil && c.Tunnel.Type == state.Direct }
 
 // DirectSysctls are the sysctls plan reads on host for a direct tunnel:
 // the segment's interface is only known from the facts, so the
@@ -226,7 +226,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// the segment carries other hosts' flows too (a limitation, README).
 	oldSpec.KeepDest = ForeignDNAT(facts[Old])
 	for _, s := range accounted {
-		if s.Proto == "udp" {
+		if s.Proto == state.UDP {
 			newSpec.UDPServices = append(newSpec.UDPServices, s)
 		}
 	}

@@ -65,7 +65,7 @@ func Bindings(c *config.Config, facts map[string]state.Facts) (map[string]Bindin
 		}
 		out[h.name] = b
 	}
-	if t.Type == "gre" || t.Type == "ip6gre" {
+	if t.Type == state.GRE || t.Type == state.IP6GRE {
 		for _, h := range []string{Old, New} {
 			if b := out[h]; b.How == "route" {
 				return nil, fmt.Errorf("%s: %s is behind NAT (its tunnel would bind %s; its peer sends to %s), and %s tunnels carry no port: most NATs drop or cannot map them. Use type = \"vxlan\" or \"wireguard\" (UDP, they cross NAT); or, if this NAT does pass GRE (IP protocol 47) 1:1, say so with %s_bind = %q", where(t.Range), strings.ToUpper(h), b.Addr, b.Endpoint, t.Type, h, b.Addr.String())

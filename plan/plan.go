@@ -198,7 +198,7 @@ func CheckSelfLockout(c *config.Config, host, sshIP string, sshPort int) error {
 		return nil
 	}
 	for _, s := range c.Services {
-		if s.Protocol != "tcp" || s.Address.String() != sshIP || s.Stage == "old" || s.AllowSSHMove {
+		if s.Protocol != state.TCP || s.Address.String() != sshIP || s.Stage == "old" || s.AllowSSHMove {
 			continue
 		}
 		for _, r := range s.Ports {

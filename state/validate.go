@@ -222,7 +222,7 @@ func (l Link) Validate() error {
 	default:
 		return fmt.Errorf("link %s type %s: must be vxlan, gre, ip6gre or wireguard", l.Name, show(string(l.Type)))
 	}
-	if l.Type == "wireguard" {
+	if l.Type == WireGuard {
 		return l.validateWG()
 	}
 	if l.PeerKey != "" || l.PublicKey != "" {
@@ -239,17 +239,17 @@ func (l Link) Validate() error {
 		return fmt.Errorf("link %s: local %s and remote %s must be of the same address family", l.Name, local, remote)
 	}
 	switch {
-	case l.Type == "gre" && !local.Is4():
+	case l.Type == GRE && !local.Is4():
 		return fmt.Errorf("link %s: gre needs IPv4 local and remote addresses, not %s (use ip6gre for IPv6)", l.Name, local)
-	case l.Type == "ip6gre" && local.Is4():
+	case l.Type == IP6GRE && local.Is4():
 		return fmt.Errorf("link %s: ip6gre needs IPv6 local and remote addresses, not %s (use gre for IPv4)", l.Name, local)
 	}
-	if l.Type == "vxlan" && (l.VNI < 1 || l.VNI > 1<<24-1) {
+	if l.Type == VXLAN && (l.VNI < 1 || l.VNI > 1<<24-1) {
 		return fmt.Errorf("link %s vni %d: must be 1..16777215 for vxlan", l.Name, l.VNI)
 	}
 	if l.MAC != "" {
 		mac, err := net.ParseMAC(l.MAC)
-		if l.Type != "vxlan" || err != nil || len(mac) != 6 || mac[0]&1 != 0 || mac[0]&2 == 0 || mac.String() != l.MAC {
+		if l.Type != VXLAN || err != nil || len(mac) != 6 || mac[0]&1 != 0 || mac[0]&2 == 0 || mac.String() != l.MAC {
 			return fmt.Errorf("link %s address %s: only a vxlan link has one, a locally administered unicast MAC written like 02:6d:67:fe:2a:01", l.Name, show(l.MAC))
 		}
 	}
@@ -532,7 +532,7 @@ func (s NftSpec) Validate() error {
 		return err
 	}
 	for _, sv := range s.UDPServices {
-		if sv.Proto != "udp" {
+		if sv.Proto != UDP {
 			return fmt.Errorf("nft udp_services %s: must be udp, without a percent", sv.Key())
 		}
 	}

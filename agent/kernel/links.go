@@ -103,7 +103,7 @@ func buildLink(l state.Link) (netlink.Link, error) {
 			// Without Local the library builds ip6gre, whatever Remote is.
 			return nil, fmt.Errorf("%s needs both local and remote", l.Type)
 		}
-		if (local.To4() != nil) != (l.Type == "gre") || (remote.To4() != nil) != (l.Type == "gre") {
+		if (local.To4() != nil) != (l.Type == state.GRE) || (remote.To4() != nil) != (l.Type == state.GRE) {
 			return nil, fmt.Errorf("%s with local %s and remote %s: address family does not match the type", l.Type, l.Local, l.Remote)
 		}
 		// gre goes through netlink.LinkAdd; ip6gre through addIP6GRE,
@@ -206,7 +206,7 @@ func (h *Host) applyLink(step state.Step) error {
 		if err := h.deleteLink(step.Before.Link.Name); err != nil {
 			return err
 		}
-		if step.Before.Link.Type == "wireguard" {
+		if step.Before.Link.Type == state.WireGuard {
 			return h.removeWGKey(step.Before.Link.Name)
 		}
 		return nil
@@ -226,7 +226,7 @@ func (h *Host) applyLink(step state.Step) error {
 	if before.Name == after.Name && sameIdentity(have, after) {
 		return h.setLinkState(cur, after)
 	}
-	if before.Name == after.Name && have.Type == "wireguard" && after.Type == "wireguard" {
+	if before.Name == after.Name && have.Type == state.WireGuard && after.Type == state.WireGuard {
 		// Keys, port or peer: reconfigured in place.
 		if err := h.configureWG(after); err != nil {
 			return err
@@ -262,7 +262,7 @@ func (h *Host) createLink(want state.Link) error {
 		return err
 	}
 	add := h.nl.LinkAdd
-	if g, ok := link.(*netlink.Gretun); ok && want.Type == "ip6gre" {
+	if g, ok := link.(*netlink.Gretun); ok && want.Type == state.IP6GRE {
 		add = func(netlink.Link) error { return h.addIP6GRE(g) }
 	}
 	if err := add(link); err != nil {
@@ -272,7 +272,7 @@ func (h *Host) createLink(want state.Link) error {
 	if err != nil {
 		return err
 	}
-	if want.Type == "wireguard" {
+	if want.Type == state.WireGuard {
 		if err := h.configureWG(want); err != nil {
 			_ = h.nl.LinkDel(cur)
 			return err

@@ -175,7 +175,7 @@ func wgPeerAsBuilt(p wgtypes.Peer) bool {
 func (h *Host) wgFacts(links []state.Link) error {
 	var idx []int
 	for i := range links {
-		if links[i].Type == "wireguard" {
+		if links[i].Type == state.WireGuard {
 			idx = append(idx, i)
 		}
 	}
