@@ -43,9 +43,13 @@ func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, 
 		return nil, err
 	}
 	sess := NewSession(ConfigTargets(cfg.Hosts, timeout), dial)
+	// The "step:" lines are the wall time of each serial step (both hosts
+	// at once inside it), so that a command's split adds up.
+	t0 := time.Now()
 	if err := sess.Connect(ctx); err != nil {
 		return nil, err
 	}
+	timing.CLI.Since("step: connect both hosts", t0)
 	// The static check compares the configured address; this one the
 	// address the connection really reached (a DNS name in the file).
 	ip, port := sess.Clients[plan.Old].Reached()
@@ -53,19 +57,23 @@ func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, 
 		sess.Close()
 		return nil, err
 	}
+	t0 = time.Now()
 	notes, err := Reconcile(ctx, sess, j, statePath)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
+	timing.CLI.Since("step: reconcile the journals", t0)
 	for _, n := range notes {
 		note(n)
 	}
+	t0 = time.Now()
 	facts, err := Facts(ctx, sess, cfg)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
+	timing.CLI.Since("step: facts of both hosts", t0)
 	if err := WGKeys(ctx, sess, cfg, facts); err != nil {
 		sess.Close()
 		return nil, err
