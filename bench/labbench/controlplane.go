@@ -344,8 +344,7 @@ func (b *bench) cpTargets(rows [][]*cpRun, a1 *cpRun, runs []*cpRun) {
 	}
 }
 
-// topShares names the n largest top-level phases of a command (those the
-// CLI times itself, not the agents' lines inside them) with their share
+// topShares names the n largest serial steps of a command with their share
 // of its wall time.
 func topShares(r *cpRun, n int) string {
 	type ph struct {
@@ -353,11 +352,10 @@ func topShares(r *cpRun, n int) string {
 		d    time.Duration
 	}
 	var top []ph
-	for _, k := range r.order {
-		if strings.HasPrefix(k, " ") {
-			continue // a part of another line
+	for _, k := range serialSteps {
+		if d, ok := r.phases[k]; ok {
+			top = append(top, ph{strings.TrimPrefix(k, "step: "), d})
 		}
-		top = append(top, ph{k, r.phases[k]})
 	}
 	sort.SliceStable(top, func(i, j int) bool { return top[i].d > top[j].d })
 	var parts []string
@@ -371,10 +369,15 @@ func topShares(r *cpRun, n int) string {
 // other in plan and apply.
 var serialSteps = []string{
 	"parse the plan file",
+	"step: read the state file",
 	"step: connect both hosts",
 	"step: reconcile the journals",
 	"step: facts of both hosts",
+	"step: WireGuard keys, peer routes",
+	"step: lock both hosts",
 	"plan.Make",
+	"step: show the plan",
+	"step: readiness and conntrack checks",
 	"apply: steps, checks, state file (all)",
 	"confirm over fresh SSH connections",
 	"prune journals",
