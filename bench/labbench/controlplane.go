@@ -168,6 +168,15 @@ func (b *bench) controlPlane(ctx context.Context) (string, error) {
 		{fmt.Sprintf("%d one-port blocks", n), b.blocksPlan},
 		{fmt.Sprintf("%d blocks with port lists and ranges", blocks), b.rangesPlan},
 	}
+	// The agent binary installed on both hosts first, untimed (with
+	// -skip-scale nothing has installed it yet): the table measures
+	// commands against hosts that have it, as the scale table does.
+	if err := write(b.blocksPlan(1, 0)); err != nil {
+		return "", err
+	}
+	if _, err := b.s.MigrateEnv(ctx, nil, "plan", "-f", planFile); err != nil {
+		return "", err
+	}
 	var rows [][]*cpRun // per shape: plan, apply, add one, rollback
 	for _, sh := range shapes {
 		progress("control plane: %d services as %s", n, sh.name)
