@@ -246,8 +246,8 @@ func (b *bench) renderCP(n int, _, _ string, rows [][]*cpRun, p1, a1 *cpRun, run
 	}
 	cols0 = append(cols0, p1, a1)
 	out.WriteString("\nEach command step by step (seconds and share of its wall time; the steps run one after the\n")
-	out.WriteString("other, each with both hosts at once inside it; \"rest\" is what no step covers: the CLI's start,\n")
-	out.WriteString("the lock, WireGuard keys and peer routes, views, the state file outside apply):\n\n")
+	out.WriteString("other, each with both hosts at once inside it; \"rest\" is what no step covers: the CLI's start\n")
+	out.WriteString("and exit, the local lock file):\n\n")
 	out.WriteString(serialSplit(cols0))
 
 	// Where the time goes: the phases of each command.
