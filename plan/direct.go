@@ -220,11 +220,19 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	}
 	newSpec.TunnelDev, newSpec.Mark = newDev, t.Mark
 	// Another table's DNAT at prerouting (Docker's published ports) on
-	// OLD must not rewrite a moved flow, as with a tunnel. NEW's answers
-	// to the flows such a DNAT rewrites there are not routed back to OLD:
-	// chain dnat_mark takes everything new from the tunnel device, and
-	// the segment carries other hosts' flows too (a limitation, README).
+	// OLD must not rewrite a moved flow, as with a tunnel. On NEW the
+	// answers of the flows such a DNAT rewrites go back to OLD, as with a
+	// tunnel; but the segment also brings other hosts' flows to NEW's
+	// own published ports, so chain dnat_mark marks only those to a
+	// migrated address (PeerDst): NEW answers neither ARP nor NDP for
+	// them, so only OLD sends to them through NEW's segment interface.
 	oldSpec.KeepDest = ForeignDNAT(facts[Old])
+	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	if newSpec.DNATReplies {
+		for _, a := range active {
+			newSpec.PeerDst = append(newSpec.PeerDst, a.String())
+		}
+	}
 	for _, s := range accounted {
 		if s.Proto == "udp" {
 			newSpec.UDPServices = append(newSpec.UDPServices, s)
@@ -256,6 +264,13 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
 		}
 		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		if newSpec.DNATReplies {
+			// NEW: answers of DNATed flows from OLD, marked by chain
+			// dnat_mark, go back to OLD on the segment. No throw route
+			// for OLD's endpoint: there are no outer packets to carry
+			// the mark, and the table's route to OLD is the segment's.
+			add(nw, obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		}
 		if f == 6 {
 			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 			for name, v := range facts[Old].Sysctls {
