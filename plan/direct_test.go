@@ -208,8 +208,8 @@ func TestDirectDNATReplies(t *testing.T) {
 		nw := lines(p.Steps(plan.New))
 		rule := strings.Contains(nw, "fwmark 0x20000/0x20000")
 		if !docker {
-			if spec.DNATReplies || len(spec.PeerDst) > 0 || rule {
-				t.Errorf("without a foreign DNAT on NEW: dnat_replies %v, peer_dst %v, fwmark rule %v:\n%s", spec.DNATReplies, spec.PeerDst, rule, nw)
+			if spec.DNATReplies || len(spec.PeerDst) > 0 || rule || strings.Contains(nw, "accept_local") || strings.Contains(nw, "iif lo lookup 4242") {
+				t.Errorf("without a foreign DNAT on NEW: dnat_replies %v, peer_dst %v, fwmark rule %v (or accept_local):\n%s", spec.DNATReplies, spec.PeerDst, rule, nw)
 			}
 			continue
 		}
@@ -218,6 +218,12 @@ func TestDirectDNATReplies(t *testing.T) {
 		}
 		if n := strings.Count(nw, "fwmark 0x20000/0x20000 lookup 4242"); n != 2 {
 			t.Errorf("NEW has %d fwmark rules, want one per family:\n%s", n, nw)
+		}
+		if !strings.Contains(nw, "net.ipv4.conf.eth1.accept_local") {
+			t.Errorf("NEW does not accept OLD's probe from a migrated address on the segment:\n%s", nw)
+		}
+		if !strings.Contains(nw, "from 198.51.100.10/32 iif lo lookup 4242") {
+			t.Errorf("NEW's rule from the migrated address takes OLD's own connections on the segment too (want iif lo):\n%s", nw)
 		}
 		if strings.Contains(nw, "throw") {
 			t.Errorf("a direct plan has a throw route on NEW:\n%s", nw)
