@@ -308,6 +308,9 @@ func TestDockerDirect(t *testing.T) {
 	}
 
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	// What apply wrote reads back as written (sets peerdst4/6, the
+	// rule from the address with iif lo): no drift.
+	mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	run(lab.RoleNew, "conntrack", "-F")
 	served(lab.RoleClient, hp(old4, port), "newc", client)
 	served(lab.RoleRouter, hp(seg4, port), "newc", "198.51.100.1")
