@@ -733,6 +733,17 @@ func checkNftTable(t state.NftTable) error {
 			return err
 		}
 	}
+	if len(s.PeerDst) > 0 && !s.DNATReplies {
+		return errors.New("nft peer_dst: only with dnat_replies (role new with a tunnel device: the segment of a direct tunnel)")
+	}
+	if len(s.PeerDst) > maxListLen {
+		return fmt.Errorf("nft peer_dst: %d entries, at most %d allowed", len(s.PeerDst), maxListLen)
+	}
+	for _, a := range s.PeerDst {
+		if _, err := parseIP("nft peer_dst", a); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -177,3 +177,56 @@ func TestDirectFirewallWarnings(t *testing.T) {
 		}
 	}
 }
+
+// Docker on NEW (another table's nat chain at prerouting): the answers of
+// the flows it DNATs go back to OLD, but only flows to the migrated
+// addresses are marked (the segment also brings other hosts' flows to
+// NEW's own published ports); no throw route, there are no outer
+// packets. Without Docker nothing of this.
+func TestDirectDNATReplies(t *testing.T) {
+	c := mustParse(t, directSrc)
+	for _, docker := range []bool{false, true} {
+		f := directFacts()
+		if docker {
+			n := f[plan.New]
+			n.Chains = []state.BaseChain{{Family: "ip", Table: "nat", Chain: "PREROUTING", Hook: "prerouting", Priority: -100, Policy: "accept", Type: "nat"}}
+			f[plan.New] = n
+		}
+		p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec *state.NftSpec
+		for _, s := range p.Steps(plan.New) {
+			if o := s.Object(); o.Nft != nil {
+				spec = &o.Nft.Spec
+			}
+		}
+		if spec == nil {
+			t.Fatal("no nft table on NEW")
+		}
+		nw := lines(p.Steps(plan.New))
+		rule := strings.Contains(nw, "fwmark 0x20000/0x20000")
+		if !docker {
+			if spec.DNATReplies || len(spec.PeerDst) > 0 || rule || strings.Contains(nw, "accept_local") || strings.Contains(nw, "iif lo lookup 4242") {
+				t.Errorf("without a foreign DNAT on NEW: dnat_replies %v, peer_dst %v, fwmark rule %v (or accept_local):\n%s", spec.DNATReplies, spec.PeerDst, rule, nw)
+			}
+			continue
+		}
+		if !spec.DNATReplies || strings.Join(spec.PeerDst, " ") != "198.51.100.10 2001:db8:100::10" || spec.TunnelDev != "eth1" {
+			t.Errorf("with Docker on NEW: dnat_replies %v, peer_dst %v, tunnel_dev %q; want true, the migrated addresses, eth1", spec.DNATReplies, spec.PeerDst, spec.TunnelDev)
+		}
+		if n := strings.Count(nw, "fwmark 0x20000/0x20000 lookup 4242"); n != 2 {
+			t.Errorf("NEW has %d fwmark rules, want one per family:\n%s", n, nw)
+		}
+		if !strings.Contains(nw, "net.ipv4.conf.eth1.accept_local") {
+			t.Errorf("NEW does not accept OLD's probe from a migrated address on the segment:\n%s", nw)
+		}
+		if !strings.Contains(nw, "from 198.51.100.10/32 iif lo lookup 4242") {
+			t.Errorf("NEW's rule from the migrated address takes OLD's own connections on the segment too (want iif lo):\n%s", nw)
+		}
+		if strings.Contains(nw, "throw") {
+			t.Errorf("a direct plan has a throw route on NEW:\n%s", nw)
+		}
+	}
+}

@@ -55,6 +55,9 @@ func goldenSpecs() []struct {
 				{Addr: "2001:db8::10", Proto: "udp", Port: 53},
 			},
 			Underlay: &state.NftUnderlay{Proto: "gre", Local: "2001:db8::1", Peer: "2001:db8::2"}}},
+		{"new-direct-dnat", state.NftSpec{Role: "new", TunnelDev: "eth1", Mark: 0x20000, DNATReplies: true,
+			PeerDst: []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"},
+			NoARP:   []string{"198.51.100.10", "198.51.100.11"}}},
 		{"new-no-tunnel-dev", state.NftSpec{Role: "new", Mark: 0x20000}},
 		{"old-canary-only", state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x100, Services: []state.NftService{
 			{Addr: "198.51.100.10", Proto: "tcp", Port: 80, Percent: 1},
