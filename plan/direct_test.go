@@ -178,6 +178,42 @@ func TestDirectFirewallWarnings(t *testing.T) {
 	}
 }
 
+// Docker's FORWARD drop on OLD with a direct tunnel: the advice is
+// iptables rules in DOCKER-USER (nft syntax cannot go into Docker's
+// iptables chains), one pair per migrated address of the chain's family;
+// a plain nft forward chain with policy drop keeps the nft advice.
+func TestDirectDockerUserAdvice(t *testing.T) {
+	c := mustParse(t, directSrc)
+	f := directFacts()
+	hf := f[plan.Old]
+	hf.Chains = []state.BaseChain{
+		{Family: "ip", Table: "filter", Chain: "DOCKER-USER"},
+		{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+		{Family: "inet", Table: "mine", Chain: "fwd", Hook: "forward", Policy: "drop", Type: "filter"},
+	}
+	f[plan.Old] = hf
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(p.Notes, "\n")
+	t.Logf("notes:\n%s", all)
+	for _, w := range []string{
+		"table ip filter, chain FORWARD (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on eth0 there (before migrate apply): `iptables -I DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `iptables -I DOCKER-USER -i eth0 -s 198.51.100.10 -j ACCEPT`",
+		"table inet mine, chain fwd (hook forward) has policy drop",
+		"`oifname eth0 ip6 daddr 2001:db8:100::10 accept`",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("notes lack %q", w)
+		}
+	}
+	for _, no := range []string{"iptables -I DOCKER-USER -o eth0 -d 2001:db8", "DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `oifname"} {
+		if strings.Contains(all, no) {
+			t.Errorf("notes advise %q", no)
+		}
+	}
+}
+
 // Docker on NEW (another table's nat chain at prerouting): the answers of
 // the flows it DNATs go back to OLD, but only flows to the migrated
 // addresses are marked (the segment also brings other hosts' flows to
