@@ -215,6 +215,37 @@ func Load(path string) (*Config, error) {
 // Parse parses and validates a plan file. filename is used in error
 // positions and as Config.Path. A returned error is a *Error.
 func Parse(src []byte, filename string) (*Config, error) {
+	return parse(src, filename, true)
+}
+
+// parse is Parse; fast == false skips fastParse (the tests compare both).
+func parse(src []byte, filename string, fast bool) (*Config, error) {
+	body, err := parseBody(src, filename, fast)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{filename: filename}
+	cfg := p.file(body)
+	if p.diags.HasErrors() {
+		return nil, newError(p.diags)
+	}
+	if p.sshcfg != nil {
+		for _, u := range p.sshcfg.Unevaluated() {
+			cfg.Warnings = append(cfg.Warnings, u+": migrate does not evaluate Match blocks and ignores these settings; if ssh applies them to a host of this plan, migrate connects differently (put them in a Host block, or in the plan)")
+		}
+	}
+	return cfg, nil
+}
+
+// parseBody parses the file's HCL: with fastParse when the file keeps to
+// the subset it reads (plan files usually do), else with hclsyntax, whose
+// diagnostics a syntax error returns. Both give the same AST.
+func parseBody(src []byte, filename string, fast bool) (*hclsyntax.Body, error) {
+	if fast {
+		if body, ok := fastParse(src, filename); ok {
+			return body, nil
+		}
+	}
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, newError(diags)
@@ -229,15 +260,5 @@ func Parse(src []byte, filename string) (*Config, error) {
 			Subject:  &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos},
 		}}}
 	}
-	p := &parser{filename: filename}
-	cfg := p.file(body)
-	if p.diags.HasErrors() {
-		return nil, newError(p.diags)
-	}
-	if p.sshcfg != nil {
-		for _, u := range p.sshcfg.Unevaluated() {
-			cfg.Warnings = append(cfg.Warnings, u+": migrate does not evaluate Match blocks and ignores these settings; if ssh applies them to a host of this plan, migrate connects differently (put them in a Host block, or in the plan)")
-		}
-	}
-	return cfg, nil
+	return body, nil
 }

@@ -208,3 +208,155 @@ func TestDocker(t *testing.T) {
 	}
 	served("oldc")
 }
+
+// TestDockerDirect is TestDocker over a direct tunnel (the lab's Segment
+// variant: OLD, NEW and the router on one bridge). NEW's "tunnel device"
+// is then its segment interface, which also brings the router's (any
+// host's) flows to NEW's own published port. A client dials OLD's
+// address; NEW's container serves it, sees the client's address, and its
+// answers go back to OLD on the segment (NEW's own uplink drops a source
+// NEW does not hold, as a provider would): the connection completes, a few
+// requests, a close from either side. The router's flow to NEW's own
+// address on the segment is not marked (conntrack mark 0 on NEW, while
+// the moved flow's is the tunnel's mark) and is answered directly.
+// Rollback restores both hosts and Docker's rules.
+func TestDockerDirect(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenarioOpts(t, ctx, lab.Options{Prefix: "mgd", Segment: true})
+	l := s.Lab
+	old4, seg4 := l.OldIP.String(), l.NewSegIP.String()
+	port := scenario.MigratedPort // Docker's rules publish 8080
+	run := func(role string, args ...string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, role, args...)
+		if err != nil {
+			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+		}
+		return string(out)
+	}
+	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		c := containers[host]
+		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
+			t.Fatal(err)
+		}
+		rules := filepath.Join(l.Dir, host+"-docker.rules")
+		if err := os.WriteFile(rules, []byte(fmt.Sprintf(dockerRules, addrs[host])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+		run(host, "iptables-nft-restore", rules)
+		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// NEW's provider drops what NEW sends by its own uplink from an
+	// address it does not hold: answers that do not go back to OLD are
+	// lost.
+	spoof := filepath.Join(l.Dir, "spoof.nft")
+	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(lab.RoleRouter, "nft", "-f", spoof)
+
+	// served dials addr from role, sends pings, closes; then dials
+	// again and has the server close first (BYE). Both must complete
+	// normally, served by by, which sees peer.
+	served := func(role, addr, by, peer string) {
+		t.Helper()
+		out, err := s.Labtool(ctx, 20*time.Second, role, "hold", "-count", "3", "-every", "50ms", "-timeout", "3s", addr)
+		if err != nil {
+			t.Fatalf("%s to %s: %v: %s", role, addr, err, out)
+		}
+		if !strings.HasPrefix(out, "served-by="+by+" peer="+peer+" ") || strings.Count(out, by+": ping") != 3 {
+			t.Errorf("%s to %s: %q, want served-by=%s peer=%s and 3 answered pings", role, addr, out, by, peer)
+		}
+		mustDial(t, ctx, s, role, "served-by="+by+" peer="+peer+" ", "-bye", addr)
+	}
+	client := l.ClientIP.String()
+	served(lab.RoleClient, hp(old4, port), "oldc", client)
+	served(lab.RoleRouter, hp(seg4, port), "newc", "198.51.100.1")
+
+	tunnel := fmt.Sprintf("  type         = \"direct\"\n  old_endpoint = %q\n  new_endpoint = %q", old4, seg4)
+	services := fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", old4, port)
+	if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, services)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// plan warns about OLD's FORWARD policy drop; the operator accepts
+	// migrate's flows on the segment in DOCKER-USER, as plan says.
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	allow := []string{"iptables -I DOCKER-USER -o eth0 -d " + old4 + " -j ACCEPT", "iptables -I DOCKER-USER -i eth0 -s " + old4 + " -j ACCEPT"}
+	for _, w := range []string{"WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop", "`" + allow[0] + "`", "`" + allow[1] + "`"} {
+		if !strings.Contains(r.Stdout, w) {
+			t.Errorf("plan lacks %q:\n%s", w, r.Stdout)
+		}
+	}
+	if !strings.Contains(r.Stdout, "answers of flows another table DNATs go back to the tunnel") {
+		t.Errorf("plan does not route the answers of Docker's flows on NEW back to OLD:\n%s", r.Stdout)
+	}
+	for _, cmd := range allow { // exactly what plan printed
+		run(lab.RoleOld, strings.Fields(cmd)...)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = iptablesSave(t, ctx, l, host)
+	}
+
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	// What apply wrote reads back as written (sets peerdst4/6, the
+	// rule from the address with iif lo): no drift.
+	mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	run(lab.RoleNew, "conntrack", "-F")
+	served(lab.RoleClient, hp(old4, port), "newc", client)
+	served(lab.RoleRouter, hp(seg4, port), "newc", "198.51.100.1")
+	// ctMarks are the conntrack marks on NEW of the flows to dst:port.
+	ctMarks := func(dst string) []string {
+		t.Helper()
+		out, _ := l.Exec(ctx, lab.RoleNew, "conntrack", "-L", "-p", "tcp", "--orig-dst", dst, "--dport", fmt.Sprint(port))
+		m := regexp.MustCompile(`mark=(\d+)`).FindAllStringSubmatch(string(out), -1)
+		var marks []string
+		for _, x := range m {
+			marks = append(marks, x[1])
+		}
+		if len(marks) == 0 {
+			t.Fatalf("no conntrack entry on NEW for %s:%d: %s", dst, port, out)
+		}
+		return marks
+	}
+	for _, m := range ctMarks(old4) {
+		if m != "131072" { // 0x20000, the tunnel's default mark
+			t.Errorf("a moved flow on NEW has ct mark %s, want 131072 (0x20000)", m)
+		}
+	}
+	for _, m := range ctMarks(seg4) {
+		if m != "0" {
+			t.Errorf("the router's flow to NEW's own %s:%d has ct mark %s on NEW, want 0: its answers would be sent to OLD", seg4, port, m)
+		}
+	}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's rules changed by apply:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker hosts on a segment after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's rules after rollback:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	served(lab.RoleClient, hp(old4, port), "oldc", client)
+	served(lab.RoleRouter, hp(seg4, port), "newc", "198.51.100.1")
+}

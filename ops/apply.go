@@ -38,14 +38,20 @@ type Prepared[H Host] struct {
 // hosts' journals (each change a note), and reads the facts. On error
 // nothing stays connected.
 func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, dial Dialer[H], timeout time.Duration, note func(string)) (*Prepared[H], error) {
+	t0 := time.Now()
 	j, err := state.LoadJournal(statePath)
 	if err != nil {
 		return nil, err
 	}
+	timing.CLI.Since("step: read the state file", t0)
 	sess := NewSession(ConfigTargets(cfg.Hosts, timeout), dial)
+	// The "step:" lines are the wall time of each serial step (both hosts
+	// at once inside it), so that a command's split adds up.
+	t0 = time.Now()
 	if err := sess.Connect(ctx); err != nil {
 		return nil, err
 	}
+	timing.CLI.Since("step: connect both hosts", t0)
 	// The static check compares the configured address; this one the
 	// address the connection really reached (a DNS name in the file).
 	ip, port := sess.Clients[plan.Old].Reached()
@@ -53,19 +59,24 @@ func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, 
 		sess.Close()
 		return nil, err
 	}
+	t0 = time.Now()
 	notes, err := Reconcile(ctx, sess, j, statePath)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
+	timing.CLI.Since("step: reconcile the journals", t0)
 	for _, n := range notes {
 		note(n)
 	}
+	t0 = time.Now()
 	facts, err := Facts(ctx, sess, cfg)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
+	timing.CLI.Since("step: facts of both hosts", t0)
+	t0 = time.Now()
 	if err := WGKeys(ctx, sess, cfg, facts); err != nil {
 		sess.Close()
 		return nil, err
@@ -74,6 +85,7 @@ func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, 
 		sess.Close()
 		return nil, err
 	}
+	timing.CLI.Since("step: WireGuard keys, peer routes", t0)
 	return &Prepared[H]{Config: cfg, StatePath: statePath, Journal: j, Session: sess, Facts: facts}, nil
 }
 
@@ -121,9 +133,11 @@ type ApplyOptions struct {
 // the revert timers, the steps (NEW first; apply.Executor), the two-phase
 // confirm over fresh connections and the journals' housekeeping.
 func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOptions) error {
+	t0 := time.Now()
 	if err := LockHosts(ctx, p.Session, o.Lock); err != nil {
 		return err
 	}
+	timing.CLI.Since("step: lock both hosts", t0)
 	ex := &apply.Executor{
 		Hosts:     o.Hooks.wrap(ApplyHosts(p.Session)),
 		Journal:   p.Journal,
@@ -144,23 +158,27 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 		pl = o.Saved
 	} else {
 		var err error
-		t0 := time.Now()
+		t0 = time.Now()
 		if pl, err = plan.Make(p.Config, p.Facts, p.Journal, time.Now()); err != nil {
 			return err
 		}
 		timing.CLI.Since("plan.Make", t0)
 	}
+	t0 = time.Now()
 	v.Plan(pl)
+	timing.CLI.Since("step: show the plan", t0)
 	if pl.Empty() {
 		return nil
 	}
 	ex.Intent = pl.Intent
+	t0 = time.Now()
 	if err := plan.UnreadyError(plan.CheckReadiness(p.Config, p.Facts[plan.New])); err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
 	if err := plan.ConntrackError(p.Config, p.Facts[plan.Old]); err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
+	timing.CLI.Since("step: readiness and conntrack checks", t0)
 	if o.Approve != nil && o.Saved == nil {
 		ok, err := o.Approve()
 		if err != nil {
@@ -191,7 +209,7 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 		}
 		v.Info("Revert timers armed on both hosts: without confirmation they undo this apply %s from now (about %s here; each host measures the time on its own clock).", o.ConfirmTimeout, deadline.Local().Format(time.TimeOnly))
 	}
-	t0 := time.Now()
+	t0 = time.Now()
 	err := ex.Apply(ctx, pl)
 	timing.CLI.Since("apply: steps, checks, state file (all)", t0)
 	if err != nil {

@@ -2,23 +2,45 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
+	"sync"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
 
-// Facts collects each connected host's facts for the plan.
+// Facts collects each connected host's facts for the plan, from both hosts
+// at once. The nft counters are left out (state.FactsRequest.NoCounters):
+// only status shows them.
 func Facts[H Host](ctx context.Context, s *Session[H], cfg *config.Config) (map[string]state.Facts, error) {
 	out := map[string]state.Facts{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
 	for name, cl := range s.Clients {
-		f, err := cl.Facts(ctx, plan.FactsRequest(cfg, name))
-		if err != nil {
-			return nil, fmt.Errorf("host %s: collect facts: %w", name, err)
-		}
-		out[name] = f
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := plan.FactsRequest(cfg, name)
+			req.NoCounters = true
+			f, err := cl.Facts(ctx, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("host %s: collect facts: %w", name, err))
+				return
+			}
+			out[name] = f
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+		return nil, errors.Join(errs...)
 	}
 	return out, nil
 }

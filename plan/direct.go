@@ -33,7 +33,7 @@ func directSysctls(host string) []string {
 			"net.ipv6.conf.*.accept_ra",
 		}
 	}
-	return []string{"net.ipv4.conf.*.rp_filter", "net.ipv4.conf.*.arp_announce", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+	return []string{"net.ipv4.conf.*.rp_filter", "net.ipv4.conf.*.arp_announce", "net.ipv4.conf.*.accept_local", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
 }
 
 // SegmentDev is the interface of a host that holds addr (its endpoint on
@@ -220,11 +220,29 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	}
 	newSpec.TunnelDev, newSpec.Mark = newDev, t.Mark
 	// Another table's DNAT at prerouting (Docker's published ports) on
-	// OLD must not rewrite a moved flow, as with a tunnel. NEW's answers
-	// to the flows such a DNAT rewrites there are not routed back to OLD:
-	// chain dnat_mark takes everything new from the tunnel device, and
-	// the segment carries other hosts' flows too (a limitation, README).
+	// OLD must not rewrite a moved flow, as with a tunnel. On NEW the
+	// answers of the flows such a DNAT rewrites go back to OLD, as with a
+	// tunnel; but the segment also brings other hosts' flows to NEW's
+	// own published ports, so chain dnat_mark marks only those to a
+	// migrated address (PeerDst): NEW answers neither ARP nor NDP for
+	// them, so only OLD sends to them through NEW's segment interface.
 	oldSpec.KeepDest = ForeignDNAT(facts[Old])
+	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	if newSpec.DNATReplies {
+		for _, a := range active {
+			newSpec.PeerDst = append(newSpec.PeerDst, a)
+		}
+		// OLD's own connections to a moved service (apply's probe)
+		// come from its address on the segment, often a migrated
+		// address, local on NEW. Delivered locally that passes the
+		// source check (the reverse route is the rule "to ADDR iif lo
+		// lookup main"), but a flow DNATed to a container is forwarded,
+		// and the kernel checks its source as seen from the
+		// container's interface: the local table, a martian. NEW then
+		// accepts its own addresses as sources on the segment, as OLD
+		// does (the segment is trusted). See also fromIif below.
+		add(nw, obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(newDev) + ".accept_local", Value: "1"}))
+	}
 	for _, s := range accounted {
 		if s.Proto == state.UDP {
 			newSpec.UDPServices = append(newSpec.UDPServices, s)
@@ -256,6 +274,13 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
 		}
 		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		if newSpec.DNATReplies {
+			// NEW: answers of DNATed flows from OLD, marked by chain
+			// dnat_mark, go back to OLD on the segment. No throw route
+			// for OLD's endpoint: there are no outer packets to carry
+			// the mark, and the table's route to OLD is the segment's.
+			add(nw, obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+		}
 		if f == 6 {
 			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 			for name, v := range facts[Old].Sysctls {
@@ -266,12 +291,22 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			}
 		}
 	}
+	// With a foreign DNAT on NEW, "from ADDR lookup TABLE" takes only
+	// NEW's own packets (iif lo: output). OLD's own connections to a
+	// moved service (apply's probe) arrive on the segment from its
+	// address there, often a migrated address: a flow DNATed to a
+	// container is forwarded, and without iif lo the rule would route it
+	// straight back to OLD instead of to the container.
+	fromIif := ""
+	if newSpec.DNATReplies {
+		fromIif = "lo"
+	}
 	for _, a := range active {
 		f, hp := fam(a), hostPrefix(a)
 		add(nw,
 			obj(state.Addr{Dev: "lo", CIDR: hp, NoDAD: a.Is6(), NoPrefixRoute: a.Is6()}),
 			obj(state.Rule{Family: f, Priority: prefs[New].toAddr, Dst: hp, IifName: "lo", Table: state.TableMain, Protocol: RouteProto}),
-			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, Table: t.Table, Protocol: RouteProto}),
+			obj(state.Rule{Family: f, Priority: prefs[New].fromAddr, Src: hp, IifName: fromIif, Table: t.Table, Protocol: RouteProto}),
 		)
 		// NEW must never answer ARP for the address: the router would
 		// send clients to NEW and bypass OLD. IPv6 needs nothing: the

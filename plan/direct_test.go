@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -175,6 +176,95 @@ func TestDirectFirewallWarnings(t *testing.T) {
 	for _, no := range []string{"proto gre", "proto udp", "allow in on eth0`", "--add-interface", `""`} {
 		if strings.Contains(all, no) {
 			t.Errorf("notes advise %q for a direct tunnel", no)
+		}
+	}
+}
+
+// Docker's FORWARD drop on OLD with a direct tunnel: the advice is
+// iptables rules in DOCKER-USER (nft syntax cannot go into Docker's
+// iptables chains), one pair per migrated address of the chain's family;
+// a plain nft forward chain with policy drop keeps the nft advice.
+func TestDirectDockerUserAdvice(t *testing.T) {
+	c := mustParse(t, directSrc)
+	f := directFacts()
+	hf := f[plan.Old]
+	hf.Chains = []state.BaseChain{
+		{Family: "ip", Table: "filter", Chain: "DOCKER-USER"},
+		{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: "drop", Type: "filter"},
+		{Family: "inet", Table: "mine", Chain: "fwd", Hook: "forward", Policy: "drop", Type: "filter"},
+	}
+	f[plan.Old] = hf
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(p.Notes, "\n")
+	t.Logf("notes:\n%s", all)
+	for _, w := range []string{
+		"table ip filter, chain FORWARD (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on eth0 there (before migrate apply): `iptables -I DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `iptables -I DOCKER-USER -i eth0 -s 198.51.100.10 -j ACCEPT`",
+		"table inet mine, chain fwd (hook forward) has policy drop",
+		"`oifname eth0 ip6 daddr 2001:db8:100::10 accept`",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("notes lack %q", w)
+		}
+	}
+	for _, no := range []string{"iptables -I DOCKER-USER -o eth0 -d 2001:db8", "DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `oifname"} {
+		if strings.Contains(all, no) {
+			t.Errorf("notes advise %q", no)
+		}
+	}
+}
+
+// Docker on NEW (another table's nat chain at prerouting): the answers of
+// the flows it DNATs go back to OLD, but only flows to the migrated
+// addresses are marked (the segment also brings other hosts' flows to
+// NEW's own published ports); no throw route, there are no outer
+// packets. Without Docker nothing of this.
+func TestDirectDNATReplies(t *testing.T) {
+	c := mustParse(t, directSrc)
+	for _, docker := range []bool{false, true} {
+		f := directFacts()
+		if docker {
+			n := f[plan.New]
+			n.Chains = []state.BaseChain{{Family: "ip", Table: "nat", Chain: "PREROUTING", Hook: "prerouting", Priority: -100, Policy: "accept", Type: "nat"}}
+			f[plan.New] = n
+		}
+		p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec *state.NftSpec
+		for _, s := range p.Steps(plan.New) {
+			if o := s.Object(); o.Nft != nil {
+				spec = &o.Nft.Spec
+			}
+		}
+		if spec == nil {
+			t.Fatal("no nft table on NEW")
+		}
+		nw := lines(p.Steps(plan.New))
+		rule := strings.Contains(nw, "fwmark 0x20000/0x20000")
+		if !docker {
+			if spec.DNATReplies || len(spec.PeerDst) > 0 || rule || strings.Contains(nw, "accept_local") || strings.Contains(nw, "iif lo lookup 4242") {
+				t.Errorf("without a foreign DNAT on NEW: dnat_replies %v, peer_dst %v, fwmark rule %v (or accept_local):\n%s", spec.DNATReplies, spec.PeerDst, rule, nw)
+			}
+			continue
+		}
+		if !spec.DNATReplies || fmt.Sprint(spec.PeerDst) != "[198.51.100.10 2001:db8:100::10]" || spec.TunnelDev != "eth1" {
+			t.Errorf("with Docker on NEW: dnat_replies %v, peer_dst %v, tunnel_dev %q; want true, the migrated addresses, eth1", spec.DNATReplies, spec.PeerDst, spec.TunnelDev)
+		}
+		if n := strings.Count(nw, "fwmark 0x20000/0x20000 lookup 4242"); n != 2 {
+			t.Errorf("NEW has %d fwmark rules, want one per family:\n%s", n, nw)
+		}
+		if !strings.Contains(nw, "net.ipv4.conf.eth1.accept_local") {
+			t.Errorf("NEW does not accept OLD's probe from a migrated address on the segment:\n%s", nw)
+		}
+		if !strings.Contains(nw, "from 198.51.100.10/32 iif lo lookup 4242") {
+			t.Errorf("NEW's rule from the migrated address takes OLD's own connections on the segment too (want iif lo):\n%s", nw)
+		}
+		if strings.Contains(nw, "throw") {
+			t.Errorf("a direct plan has a throw route on NEW:\n%s", nw)
 		}
 	}
 }

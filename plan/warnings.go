@@ -121,8 +121,30 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): it rejects migrate's flows on %s (direct tunnel) unless a zone or policy allows them; and its IPv6 rpfilter drops NEW's packets from a migrated address (set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf). Allow them (before migrate apply): %s and `firewall-cmd --reload`", host, seg, allow))
 	}
+	regular := map[string]bool{}
+	for _, ch := range f.Chains {
+		if ch.Hook == "" {
+			regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
+		}
+	}
 	for _, ch := range f.Chains {
 		if !forwards || ch.Hook != "forward" || ch.Policy != "drop" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
+			continue
+		}
+		if (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"] {
+			// Docker's iptables chains: nft syntax cannot go there, and
+			// DOCKER-USER, first in FORWARD, is kept for the operator.
+			cmd := "iptables"
+			if ch.Family == "ip6" {
+				cmd = "ip6tables"
+			}
+			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on %s there (before migrate apply): %s", host, ch.Family, ch.Table, ch.Chain, seg,
+				cmds(func(a string, v6 bool) []string {
+					if v6 != (ch.Family == "ip6") {
+						return nil
+					}
+					return []string{fmt.Sprintf("%s -I DOCKER-USER -o %s -d %s -j ACCEPT", cmd, seg, a), fmt.Sprintf("%s -I DOCKER-USER -i %s -s %s -j ACCEPT", cmd, seg, a)}
+				})))
 			continue
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker does this: use its chain DOCKER-USER). Accept migrate's flows on %s there (before migrate apply), e.g. %s", host, ch.Family, ch.Table, ch.Chain, seg,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -210,18 +211,29 @@ func hostOnly(hp string) string {
 
 func (c *Client) start(ctx context.Context, bin *Binary) error {
 	t := c.Target
+	var machine string
+	if !t.Sudo && BeforeAgentStart == nil {
+		started, m, err := c.startDirect(ctx, bin)
+		if err != nil || started {
+			return err
+		}
+		machine = m // not installed, or refused for its hash: the long way
+	}
 	t0 := time.Now()
-	machine, err := run(c.ssh, "uname -m", nil)
-	timing.CLI.Since("  connect "+t.Name+": uname -m", t0)
-	t0 = time.Now()
-	if err != nil {
-		return fmt.Errorf("host %s: %w", t.Name, err)
+	if machine == "" {
+		out, err := run(c.ssh, "uname -m", nil)
+		timing.CLI.Since("  connect "+t.Name+": uname -m", t0)
+		t0 = time.Now()
+		if err != nil {
+			return fmt.Errorf("host %s: %w", t.Name, err)
+		}
+		machine = strings.TrimSpace(out)
 	}
 	agents, err := embeddedAgents()
 	if err != nil {
 		return err
 	}
-	bin, err = AgentFor(t.Name, strings.TrimSpace(machine), agents, bin)
+	bin, err = AgentFor(t.Name, machine, agents, bin)
 	if err != nil {
 		return err
 	}
@@ -237,9 +249,9 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	// the one it is given before it does anything (agent/selfcheck.go),
 	// in the same exec that runs it. ${MIGRATE_STATE_DIR} is expanded by
 	// the login user's shell.
-	path := `"${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-` + hash + `"`
+	path := agentPath(hash)
 	argv := path + " agent --sha256 " + hash
-	key := t.User + "@" + t.Address + ":" + strconv.Itoa(t.Port) + " " + path
+	key := agentKey(t, path)
 	var have bool
 	if t.Sudo {
 		if have, err = checkSudo(c.ssh, t, argv); err != nil {
@@ -271,25 +283,175 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	if BeforeAgentStart != nil {
 		BeforeAgentStart(t.Name)
 	}
+	if _, err := c.launch(ctx, t.priv(argv), false); err != nil {
+		return err
+	}
+	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
+	if err := c.hello(ctx); err != nil {
+		return err
+	}
+	checkedAgents.add(key) // it ran: its own hash check passed
+	return nil
+}
+
+// agentPath is the installed agent of that hash, for the login user's
+// shell to expand.
+func agentPath(hash string) string {
+	return `"${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-` + hash + `"`
+}
+
+func agentKey(t Target, path string) string {
+	return t.User + "@" + t.Address + ":" + strconv.Itoa(t.Port) + " " + path
+}
+
+// startDirect is the short way for a root login (issue 18: every SSH exec
+// is a round trip, and hashing the installed agent with sha256sum before
+// it starts hashed it twice): one exec runs `uname -m`, picks the hash of
+// the agent this CLI has for that machine, and execs the installed agent
+// of that hash if there is one, which checks its own sha256 as it starts
+// (agent/selfcheck.go), exactly as the long way's exec does. The first
+// line of its output says which happened. started is false, with the
+// machine, when the agent is not installed or refused to run because its
+// file does not have that hash (a corrupted or half-written file): the
+// long way then installs it, as it would have after its sha256sum.
+func (c *Client) startDirect(ctx context.Context, self *Binary) (started bool, machine string, err error) {
+	t := c.Target
+	t0 := time.Now()
+	agents, err := embeddedAgents()
+	if err != nil {
+		return false, "", err
+	}
+	var arms []string
+	hashes := map[string]string{} // GOARCH -> hash
+	for _, a := range []struct{ arch, pattern string }{{"amd64", "x86_64|amd64"}, {"arm64", "aarch64|arm64"}} {
+		b, err := AgentFor(t.Name, a.arch, agents, self)
+		if err != nil {
+			continue // no agent for that machine: the long way says why
+		}
+		h, err := b.Hash()
+		if err != nil {
+			continue
+		}
+		hashes[a.arch] = h
+		arms = append(arms, fmt.Sprintf("%s) h=%s ;;", a.pattern, h))
+	}
+	timing.CLI.Since("  connect "+t.Name+": pick and hash the agent binary (CLI)", t0)
+	if len(arms) == 0 {
+		return false, "", nil
+	}
+	t0 = time.Now()
+	script := `m=$(uname -m); h=; case "$m" in ` + strings.Join(arms, " ") + ` esac; ` +
+		`p="${MIGRATE_STATE_DIR:-` + DefaultStateDir + `}/bin/migrate-$h"; ` +
+		`if [ -n "$h" ] && [ -x "$p" ]; then echo "migrate-agent start $m"; exec "$p" agent --sha256 "$h"; fi; ` +
+		`echo "migrate-agent need $m"`
+	line, err := c.launch(ctx, script, true)
+	if err != nil {
+		return false, "", err
+	}
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != "migrate-agent" || f[1] != "start" && f[1] != "need" {
+		return false, "", fmt.Errorf("host %s: start agent: unexpected output %q", t.Name, line)
+	}
+	machine = f[2]
+	timing.CLI.Since("  connect "+t.Name+": uname -m, start the installed agent (one exec)", t0)
+	if f[1] == "need" {
+		return false, machine, nil
+	}
+	arch, err := unameToGOARCH(machine)
+	if err != nil {
+		return false, "", fmt.Errorf("host %s: %w", t.Name, err)
+	}
+	c.Agent, err = AgentFor(t.Name, machine, agents, self)
+	if err != nil {
+		return false, "", err
+	}
+	if err := c.hello(ctx); err != nil {
+		if strings.Contains(c.agentRefusal(), " has sha256 ") {
+			c.sess.Close()
+			c.sess, c.stdin, c.stdout = nil, nil, nil
+			return false, machine, nil
+		}
+		return false, "", err
+	}
+	checkedAgents.add(agentKey(t, agentPath(hashes[arch])))
+	return true, machine, nil
+}
+
+// launch starts cmd in a session that stays open as the agent's pipe. With
+// header, the command first prints one line, returned here; when that
+// line is not a start, the session is waited for and not kept.
+func (c *Client) launch(ctx context.Context, cmd string, header bool) (string, error) {
+	t := c.Target
 	s, err := c.ssh.NewSession()
 	if err != nil {
-		return fmt.Errorf("host %s: open agent session: %w", t.Name, err)
+		return "", fmt.Errorf("host %s: open agent session: %w", t.Name, err)
 	}
 	stdin, err := s.StdinPipe()
 	if err != nil {
-		return err
+		return "", err
 	}
 	stdout, err := s.StdoutPipe()
 	if err != nil {
-		return err
+		return "", err
 	}
 	c.stderr = &bytes.Buffer{}
 	s.Stderr = &syncWriter{w: c.stderr}
-	if err := s.Start(t.priv(argv)); err != nil {
-		return fmt.Errorf("host %s: start agent: %w", t.Name, err)
+	if err := s.Start(cmd); err != nil {
+		return "", fmt.Errorf("host %s: start agent: %w", t.Name, err)
 	}
 	c.sess, c.stdin, c.stdout = s, stdin, stdout
-	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
+	if !header {
+		return "", nil
+	}
+	// One short line, read byte by byte so that nothing of the agent's
+	// first frame is read ahead; bounded like an agent call.
+	type res struct {
+		line string
+		err  error
+	}
+	got := make(chan res, 1)
+	go func() {
+		var b []byte
+		one := make([]byte, 1)
+		for len(b) < 256 {
+			if _, err := io.ReadFull(stdout, one); err != nil {
+				got <- res{string(b), err}
+				return
+			}
+			if one[0] == '\n' {
+				got <- res{string(b), nil}
+				return
+			}
+			b = append(b, one[0])
+		}
+		got <- res{string(b), errors.New("line too long")}
+	}()
+	var r res
+	select {
+	case r = <-got:
+	case <-time.After(c.timeout()):
+		s.Close()
+		return "", fmt.Errorf("host %s: start agent: no answer within %s", t.Name, c.timeout())
+	case <-ctx.Done():
+		s.Close()
+		return "", ctx.Err()
+	}
+	if r.err != nil {
+		s.Close()
+		return "", fmt.Errorf("host %s: start agent: %w (read %q)%s", t.Name, r.err, r.line, c.stderrTail())
+	}
+	if !strings.HasPrefix(r.line, "migrate-agent start ") {
+		_ = s.Wait()
+		s.Close()
+		c.sess, c.stdin, c.stdout = nil, nil, nil
+	}
+	return r.line, nil
+}
+
+// hello exchanges hellos with the agent just launched and checks it.
+func (c *Client) hello(ctx context.Context) error {
+	t := c.Target
+	s := c.sess
 	var h proto.Hello
 	if err := c.call(ctx, proto.MethodHello, nil, &h); err != nil {
 		// An agent that refused exits at once: let its stderr arrive.
@@ -308,7 +470,6 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 		return err
 	}
 	c.Hello = h
-	checkedAgents.add(key) // it ran: its own hash check passed
 	return nil
 }
 

@@ -32,6 +32,10 @@ type FactsRequest struct {
 	// many sockets the host holds (what it will track once migrate's
 	// table turns tracking on).
 	Conntrack bool `json:"conntrack,omitempty"`
+	// NoCounters skips reading the nft counters (Stats.Counters and
+	// UnderlayDropped): plan and apply do not use them, and at 10 000
+	// services they are a map of 10 000 entries to build and send.
+	NoCounters bool `json:"no_counters,omitempty"`
 }
 
 // Facts is what an agent reports about its host. It is a plain value.

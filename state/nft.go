@@ -80,6 +80,15 @@ type NftSpec struct {
 	// on another interface (a container's) the packet mark, so that the
 	// fwmark rule routes them back into the tunnel. Role "new" only.
 	DNATReplies bool `json:"dnat_replies,omitempty"`
+	// PeerDst is set with DNATReplies for a direct tunnel on role new:
+	// TunnelDev is then the shared segment's interface, which carries
+	// other hosts' flows too (to NEW's own published ports), so only
+	// flows arriving there to one of these addresses get the mark: the
+	// migrated addresses, local on NEW's lo, which NEW answers neither
+	// ARP nor NDP for, so only OLD forwards flows to them through NEW's
+	// segment interface. Empty: every new flow from TunnelDev is OLD's
+	// (a tunnel device).
+	PeerDst []netip.Addr `json:"peer_dst,omitempty"`
 }
 
 // NftForward is one forwarded (address, protocol, port).

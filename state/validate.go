@@ -586,6 +586,17 @@ func (s NftSpec) Validate() error {
 			return err
 		}
 	}
+	if len(s.PeerDst) > 0 && !s.DNATReplies {
+		return errors.New("nft peer_dst: only with dnat_replies (role new with a tunnel device: the segment of a direct tunnel)")
+	}
+	if len(s.PeerDst) > MaxListLen {
+		return fmt.Errorf("nft peer_dst: %d entries, at most %d allowed", len(s.PeerDst), MaxListLen)
+	}
+	for _, a := range s.PeerDst {
+		if err := CheckIP("nft peer_dst", a); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

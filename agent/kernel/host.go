@@ -143,7 +143,7 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 	timing.Agent.Since("facts: links, addresses, rules, routes, sysctls", t0)
 	if req.NftTable != "" {
 		t0 := time.Now()
-		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, true)
+		f.Nft, f.NftDrift, f.Stats, err = h.nftFacts(req.NftTable, !req.NoCounters)
 		if err != nil {
 			return f, err
 		}

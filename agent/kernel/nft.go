@@ -180,6 +180,10 @@ type verifiedNft struct {
 	gen    uint32
 	table  state.NftTable
 	digest string
+	// rendered is the rendering of table the verification compared the
+	// kernel with: what an update starts from (updateNft), rendered once.
+	// It has been in no batch yet, and is handed out once (nftCurrent).
+	rendered *rendered
 }
 
 // nftRead is nftFacts, and also returns the digest the rules carry.
@@ -218,25 +222,33 @@ func (h *Host) nftRead(name string, withStats bool) (*state.NftTable, string, *s
 		}
 		return t, "nft table " + name + " was changed outside migrate: " + reason, stats, rd.digest, nil
 	}
-	h.verified = &verifiedNft{gen: gen.ID, table: *saved, digest: rd.digest}
+	h.verified = &verifiedNft{gen: gen.ID, table: *saved, digest: rd.digest, rendered: rd.rendered}
 	return saved, "", stats, rd.digest, nil
 }
 
 // nftCurrent is what replaceNft needs of nftRead: the table, its drift
-// and its rules' digest. It reuses the last verification when the
-// ruleset generation has not moved since (nothing changed any table), so
-// that the facts and the apply of one run list 30 000 elements once.
-func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, error) {
+// and its rules' digest, and when the table was verified its rendering
+// (nil otherwise; handed out once). It reuses the last verification when
+// the ruleset generation has not moved since (nothing changed any table),
+// so that the facts and the apply of one run list 30 000 elements, and
+// render what is there, once.
+func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, *rendered, error) {
 	if v := h.verified; v != nil && v.table.Name == name {
 		if cc, err := h.NewNft(); err == nil {
 			if gen, err := cc.GetGen(); err == nil && gen.ID == v.gen {
 				t := v.table
-				return &t, "", v.digest, nil
+				r := v.rendered
+				v.rendered = nil
+				return &t, "", v.digest, r, nil
 			}
 		}
 	}
 	t, drift, _, digest, err := h.nftRead(name, false)
-	return t, drift, digest, err
+	var r *rendered
+	if v := h.verified; err == nil && drift == "" && v != nil {
+		r, v.rendered = v.rendered, nil
+	}
+	return t, drift, digest, r, err
 }
 
 // nftReader reads from one nftables connection and remembers set
@@ -244,8 +256,9 @@ func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, error) 
 // set once.
 type nftReader struct {
 	*nftables.Conn
-	elems  map[string][]nftables.SetElement
-	digest string // the digest migrate's rules carry (nftVerify)
+	elems    map[string][]nftables.SetElement
+	digest   string    // the digest migrate's rules carry (nftVerify)
+	rendered *rendered // the rendering of the agent's record (nftVerify)
 }
 
 func (r *nftReader) GetSetElements(s *nftables.Set) ([]nftables.SetElement, error) {
@@ -349,6 +362,7 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	if err != nil {
 		return "the agent's record does not render: " + err.Error(), saved, nil
 	}
+	cc.rendered = want
 	wantBy := map[nftables.TableFamily]*renderedTable{}
 	for _, w := range want.tables() {
 		wantBy[w.table.Family] = w
@@ -518,14 +532,17 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if t.Family != "inet" {
 		return fmt.Errorf("nft table family %q: migrate only manages inet tables", t.Family)
 	}
-	if _, err := render(t.Name, t.Spec); err != nil {
+	rn, err := render(t.Name, t.Spec)
+	if err != nil {
 		return err
 	}
-	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		t0 := time.Now()
-		cur, drift, digest, rerr := h.nftCurrent(t.Name)
+		cur, drift, digest, ro, rerr := h.nftCurrent(t.Name)
 		timing.Agent.Since("apply: nft: read what is there", t0)
+		if attempt > 0 {
+			rn = nil // it went into a failed batch: render afresh
+		}
 		switch {
 		case rerr == nil && drift == "" && cur != nil && digest == ruleDigest(cur.Spec) &&
 			(state.Object{Nft: cur}).Equal(state.Object{Nft: &t}):
@@ -534,9 +551,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 			// The kernel holds exactly what migrate last wrote: change
 			// only what differs, so that counters and the sets' other
 			// elements stay.
-			err = h.updateNft(*cur, digest, t)
+			err = h.updateNft(*cur, digest, t, ro, rn)
 		default:
-			err = h.flushNft(t)
+			err = h.flushNft(t, rn)
 		}
 		h.verified = nil // written (or failed): read it again next time
 		if !errors.Is(err, unix.ERESTART) {
@@ -553,7 +570,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	return nil
 }
 
-func (h *Host) flushNft(t state.NftTable) error {
+// flushNft replaces the tables with the rendering of t; r is that
+// rendering when the caller has it (nil: rendered here).
+func (h *Host) flushNft(t state.NftTable, r *rendered) error {
 	cc, err := h.NewNft()
 	if err != nil {
 		return err
@@ -566,9 +585,10 @@ func (h *Host) flushNft(t state.NftTable) error {
 	if err != nil {
 		return err
 	}
-	r, err := render(t.Name, t.Spec)
-	if err != nil {
-		return err
+	if r == nil {
+		if r, err = render(t.Name, t.Spec); err != nil {
+			return err
+		}
 	}
 	for _, f := range nftFamilies {
 		if cur[f] != nil {

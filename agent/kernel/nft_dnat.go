@@ -10,6 +10,8 @@ const (
 	nftKeepDest   = "keep_dest"     // OLD: moved flows keep their destination
 	nftKeepDestO  = "keep_dest_out" // OLD: so do its own probes through the tunnel
 	nftDNATMark   = "dnat_mark"     // NEW: flows from the tunnel, and their answers
+	nftPeerDst4   = "peerdst4"      // NEW, direct tunnel: the migrated addresses, OLD's flows' destinations
+	nftPeerDst6   = "peerdst6"      //
 	keepDestPrio  = -101            // just before dstnat (-100): Docker's nat PREROUTING
 	ctDirReply    = 1               // IP_CT_DIR_REPLY
 	metaMarkBytes = 4

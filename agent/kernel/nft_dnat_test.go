@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/opsmigrate/migrate/state"
@@ -82,5 +83,30 @@ func TestNftDNATChains(t *testing.T) {
 `, c))
 	if f := nftFactsOf(t, h, "mine"); f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(nobj) {
 		t.Errorf("new with dnat_replies reads back as drift %q", f.NftDrift)
+	}
+
+	// A direct tunnel: only flows to the migrated addresses on the
+	// segment's interface are OLD's.
+	dspec := state.NftSpec{Role: "new", TunnelDev: "eth1", Mark: 0x20000, DNATReplies: true,
+		PeerDst: []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("2001:db8::10")}}
+	dtbl := state.NftTable{Family: "inet", Name: "mine", Spec: dspec}
+	dobj := state.Object{Nft: &dtbl}
+	apply(t, h, update(nobj, dobj))
+	c = `comment "migrate:` + ruleDigest(dspec) + `"`
+	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
+  set peerdst4 { type ipv4_addr; elements = { 198.51.100.10 }; }
+  set peerdst6 { type ipv6_addr; elements = { 2001:db8::10 }; }
+  chain postrouting { type filter hook postrouting priority mangle; policy accept;
+    oifname "eth1" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
+  }
+  chain dnat_mark { type filter hook prerouting priority mangle; policy accept;
+    iifname "eth1" meta nfproto ipv4 ip daddr @peerdst4 ct state new ct mark set ct mark | 0x20000 %[1]s
+    iifname "eth1" meta nfproto ipv6 ip6 daddr @peerdst6 ct state new ct mark set ct mark | 0x20000 %[1]s
+    ct direction reply ct mark & 0x20000 == 0x20000 meta mark set meta mark | 0x20000 %[1]s
+  }
+}
+`, c))
+	if f := nftFactsOf(t, h, "mine"); f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(dobj) {
+		t.Errorf("new with dnat_replies on a segment reads back as drift %q", f.NftDrift)
 	}
 }

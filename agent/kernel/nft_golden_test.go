@@ -56,6 +56,9 @@ func goldenSpecs() []struct {
 				{Addr: netip.MustParseAddr("2001:db8::10"), Proto: "udp", Port: 53},
 			},
 			Underlay: &state.NftUnderlay{Proto: "gre", Local: netip.MustParseAddr("2001:db8::1"), Peer: netip.MustParseAddr("2001:db8::2")}}},
+		{"new-direct-dnat", state.NftSpec{Role: "new", TunnelDev: "eth1", Mark: 0x20000, DNATReplies: true,
+			PeerDst: []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("2001:db8::10")},
+			NoARP:   []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")}}},
 		{"old-canary-only", state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x100, Services: []state.NftService{
 			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80, Percent: 1},
 			{Addr: netip.MustParseAddr("198.51.100.11"), Proto: "udp", Port: 53, Percent: 99},

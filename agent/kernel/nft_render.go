@@ -563,7 +563,9 @@ func render(name string, spec state.NftSpec) (*rendered, error) {
 		it.addRules(fw.rules)
 	}
 	renderKeepDest(r.inet, spec)
-	renderDNATMark(r.inet, spec)
+	if err := renderDNATMark(r.inet, spec); err != nil {
+		return nil, err
+	}
 	if err := renderGuard(r.inet, spec); err != nil {
 		return nil, err
 	}

@@ -260,21 +260,60 @@ func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) 
 // lookup TABLE" never sees it and the answer would leave by NEW's uplink
 // with OLD's address as its source. Marked here, the fwmark rule sends it
 // back into the tunnel.
-func renderDNATMark(it *renderedTable, spec state.NftSpec) {
+//
+// A direct tunnel (PeerDst set): T is the segment's interface, which
+// also brings other hosts' flows to NEW's own addresses (NEW's own
+// published ports), whose answers must not go to OLD. There a new flow
+// is OLD's when it arrives on T to one of PeerDst (sets peerdst4 and
+// peerdst6), still its destination: this chain (mangle) runs before any
+// DNAT (dstnat):
+//
+//	iifname T ip daddr @peerdst4 ct state new ct mark set ct mark | M
+//	iifname T ip6 daddr @peerdst6 ct state new ct mark set ct mark | M
+func renderDNATMark(it *renderedTable, spec state.NftSpec) error {
 	if !spec.DNATReplies || spec.Role != state.RoleNew || spec.Mark == 0 || spec.TunnelDev == "" {
-		return
+		return nil
 	}
 	accept := nftables.ChainPolicyAccept
 	c := &nftables.Chain{
 		Name: nftDNATMark, Table: it.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
 	}
+	dev := fmt.Sprintf("iifname %q", spec.TunnelDev)
+	from := []match{{dev, iifname(spec.TunnelDev)}}
+	if len(spec.PeerDst) > 0 {
+		p4 := &nftables.Set{Table: it.table, Name: nftPeerDst4, KeyType: nftables.TypeIPAddr}
+		p6 := &nftables.Set{Table: it.table, Name: nftPeerDst6, KeyType: nftables.TypeIP6Addr}
+		var el4, el6 []nftables.SetElement
+		for _, ip := range spec.PeerDst {
+			if ip.Is4() {
+				el4 = append(el4, nftables.SetElement{Key: ip.AsSlice()})
+			} else {
+				el6 = append(el6, nftables.SetElement{Key: ip.AsSlice()})
+			}
+		}
+		it.sets = append(it.sets, p4, p6)
+		it.elems = append(it.elems, el4, el6)
+		dst := func(set *nftables.Set, v6 bool) match {
+			off, n := uint32(16), uint32(4)
+			if v6 {
+				off, n = 24, 16
+			}
+			return match{fmt.Sprintf("%s %s daddr @%s", dev, ipName(v6), set.Name), join(iifname(spec.TunnelDev), nfproto(v6), []expr.Any{
+				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+				&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
+			})}
+		}
+		from = []match{dst(p4, false), dst(p6, true)}
+	}
 	it.chains = append(it.chains, c)
 	m := spec.Mark
 	it.addRules(func() []nftRule {
-		return []nftRule{
-			rule(c, fmt.Sprintf("iifname %q ct state new %s", spec.TunnelDev, ctMarkOrText(m)), iifname(spec.TunnelDev), ctStateNew(), ctMarkOr(m)),
-			rule(c, "ct direction reply "+ctMarkHasText(m)+" "+metaMarkOrText(m), ctReply(), ctMarkHas(m), metaMarkOr(m)),
+		var rules []nftRule
+		for _, f := range from {
+			rules = append(rules, rule(c, fmt.Sprintf("%s ct state new %s", f.text, ctMarkOrText(m)), f.exprs, ctStateNew(), ctMarkOr(m)))
 		}
+		return append(rules, rule(c, "ct direction reply "+ctMarkHasText(m)+" "+metaMarkOrText(m), ctReply(), ctMarkHas(m), metaMarkOr(m)))
 	})
+	return nil
 }

@@ -29,15 +29,22 @@ import (
 // appears or disappears (arp, for no-ARP addresses) is added or deleted
 // whole. Conntrack entries are not touched: established flows keep their
 // marks and with them their path.
-func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable) error {
+//
+// ro and rn are the renderings of cur and t when the caller has them
+// (from the verification of cur, and from the check of t), in no batch
+// yet; nil renders them here.
+func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable, ro, rn *rendered) error {
 	t0 := time.Now()
-	ro, err := render(cur.Name, cur.Spec)
-	if err != nil {
-		return fmt.Errorf("render the current nft table: %w", err)
+	var err error
+	if ro == nil {
+		if ro, err = render(cur.Name, cur.Spec); err != nil {
+			return fmt.Errorf("render the current nft table: %w", err)
+		}
 	}
-	rn, err := render(t.Name, t.Spec)
-	if err != nil {
-		return err
+	if rn == nil {
+		if rn, err = render(t.Name, t.Spec); err != nil {
+			return err
+		}
 	}
 	cc, err := h.NewNft()
 	if err != nil {

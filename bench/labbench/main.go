@@ -141,6 +141,7 @@ func run(ctx context.Context) (err error) {
 		}
 		report.WriteString(t)
 	}
+	report.WriteString(targetsTable())
 	fmt.Fprintf(&report, "\nTotal run time %s. Load average (1, 5, 15 min) at the start: %s, at the end: %s.\n", time.Since(started).Round(time.Second), loadStart, loadAvg())
 	fmt.Print(report.String())
 	if *flagOut != "" {

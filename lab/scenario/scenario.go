@@ -367,6 +367,7 @@ func Sysctls() []string {
 		"net.ipv4.conf.eth0.send_redirects",
 		"net.ipv4.conf.eth1.rp_filter",
 		"net.ipv4.conf.eth1.arp_announce",
+		"net.ipv4.conf.eth1.accept_local",
 		"net.ipv6.conf.eth1.accept_ra",
 	}
 }
