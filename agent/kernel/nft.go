@@ -194,6 +194,19 @@ type verifiedNft struct {
 	// kernel with: what an update starts from (updateNft), rendered once.
 	// It has been in no batch yet, and is handed out once (nftCurrent).
 	rendered *rendered
+	// rendering, when rendered is nil, delivers that rendering from a
+	// goroutine started by nftStamped (nil on a render error).
+	rendering chan *rendered
+}
+
+// take hands out the rendering once: nil when there is none.
+func (v *verifiedNft) take() *rendered {
+	r := v.rendered
+	if r == nil && v.rendering != nil {
+		r = <-v.rendering
+	}
+	v.rendered, v.rendering = nil, nil
+	return r
 }
 
 // nftRead is nftFacts, and also returns the digest the rules carry.
@@ -254,7 +267,17 @@ func (h *Host) nftStamped(name string, gen uint32) (*state.NftTable, bool) {
 	if err != nil || r.Name != name || r.Family != "inet" || !h.stampMatches(r.Written, gen) {
 		return nil, false
 	}
-	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec)}
+	// An update starts from the record's rendering (updateNft): render
+	// it while the CLI plans, so that an apply need not wait for it.
+	ch := make(chan *rendered, 1)
+	go func(spec state.NftSpec) {
+		rd, err := render(name, spec)
+		if err != nil {
+			rd = nil
+		}
+		ch <- rd
+	}(r.Spec)
+	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec), rendering: ch}
 	timing.Agent.Since("facts: nft table unchanged since migrate wrote it (generation, boot, netns)", t0)
 	return &r.NftTable, true
 }
@@ -271,9 +294,7 @@ func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32,
 		if cc, err := h.NewNft(); err == nil {
 			if gen, err := cc.GetGen(); err == nil && gen.ID == v.gen {
 				t := v.table
-				r := v.rendered
-				v.rendered = nil
-				return &t, "", v.digest, v.gen, r, nil
+				return &t, "", v.digest, v.gen, v.take(), nil
 			}
 		}
 	}
@@ -281,7 +302,7 @@ func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32,
 	var r *rendered
 	var gen uint32
 	if v := h.verified; err == nil && drift == "" && v != nil {
-		r, v.rendered = v.rendered, nil
+		r = v.take()
 		gen = v.gen
 	}
 	return t, drift, digest, gen, r, err
