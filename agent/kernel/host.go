@@ -175,6 +175,9 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		}
 		f.Stats.Flows = flows
 	}
+	if v := h.verified; v != nil && req.NftTable != "" {
+		v.renderLater()
+	}
 	return f, nil
 }
 

@@ -195,8 +195,28 @@ type verifiedNft struct {
 	// It has been in no batch yet, and is handed out once (nftCurrent).
 	rendered *rendered
 	// rendering, when rendered is nil, delivers that rendering from a
-	// goroutine started by nftStamped (nil on a render error).
+	// goroutine (renderLater; nil on a render error).
 	rendering chan *rendered
+}
+
+// renderLater renders the verified table in the background when it has
+// no rendering yet (nftStamped skipped the comparison that makes one):
+// an update starts from it (updateNft). Facts start it once they have
+// read everything else, so that it does not compete with them for the
+// CPU, and it runs while the CLI plans.
+func (v *verifiedNft) renderLater() {
+	if v.rendered != nil || v.rendering != nil {
+		return
+	}
+	ch := make(chan *rendered, 1)
+	go func(name string, spec state.NftSpec) {
+		rd, err := render(name, spec)
+		if err != nil {
+			rd = nil
+		}
+		ch <- rd
+	}(v.table.Name, v.table.Spec)
+	v.rendering = ch
 }
 
 // take hands out the rendering once: nil when there is none.
@@ -267,17 +287,7 @@ func (h *Host) nftStamped(name string, gen uint32) (*state.NftTable, bool) {
 	if err != nil || r.Name != name || r.Family != "inet" || !h.stampMatches(r.Written, gen) {
 		return nil, false
 	}
-	// An update starts from the record's rendering (updateNft): render
-	// it while the CLI plans, so that an apply need not wait for it.
-	ch := make(chan *rendered, 1)
-	go func(spec state.NftSpec) {
-		rd, err := render(name, spec)
-		if err != nil {
-			rd = nil
-		}
-		ch <- rd
-	}(r.Spec)
-	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec), rendering: ch}
+	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec)}
 	timing.Agent.Since("facts: nft table unchanged since migrate wrote it (generation, boot, netns)", t0)
 	return &r.NftTable, true
 }

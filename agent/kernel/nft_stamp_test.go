@@ -133,6 +133,17 @@ func TestNftStampedFacts(t *testing.T) {
 	apply(t, h, update(state.Object{Nft: &c}, state.Object{Nft: &b}))
 	expect("written again", b.Spec, true)
 
+	// Facts, then an update, in one agent (as the CLI does): the update
+	// diffs from the rendering made in the background after the facts.
+	facts(t, h, state.FactsRequest{NftTable: "migrate", NoCounters: true})
+	if h.verified == nil || h.verified.rendering == nil {
+		t.Fatal("no background rendering after stamped facts")
+	}
+	apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &c}))
+	expect("updated from the background rendering", c.Spec, true)
+	apply(t, h, update(state.Object{Nft: &c}, state.Object{Nft: &b}))
+	expect("and back", b.Spec, true)
+
 	// A stamp of another boot or namespace, or none, is not trusted.
 	var keep nftRecord
 	editRecord(t, h, func(r *nftRecord) {
