@@ -599,7 +599,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if t.Family != "inet" {
 		return fmt.Errorf("nft table family %q: migrate only manages inet tables", t.Family)
 	}
+	t0 := time.Now()
 	rn, err := render(t.Name, t.Spec)
+	timing.Agent.Since("apply: nft: render the new table", t0)
 	if err != nil {
 		return err
 	}
