@@ -295,10 +295,10 @@ func (h *Host) nftStamped(name string, gen uint32) (*state.NftTable, bool) {
 // nftCurrent is what replaceNft needs of nftRead: the table, its drift
 // and its rules' digest, and when the table was verified the generation
 // it was verified at (an update commits only at that generation) and its
-// rendering (nil when not rendered yet; handed out once). It reuses the last verification when
-// the ruleset generation has not moved since (nothing changed any table),
-// so that the facts and the apply of one run list 30 000 elements, and
-// render what is there, once.
+// rendering (nil when not rendered yet; handed out once). It reuses the
+// last verification when the ruleset generation has not moved since
+// (nothing changed any table), so that the facts and the apply of one run
+// list 30 000 elements, and render what is there, once.
 func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32, *rendered, error) {
 	if v := h.verified; v != nil && v.table.Name == name {
 		if cc, err := h.NewNft(); err == nil {
