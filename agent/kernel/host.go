@@ -45,6 +45,13 @@ type Host struct {
 	// apply right after the facts need not list it again while the
 	// generation is the same (any change to any table bumps it).
 	verified *verifiedNft
+
+	// The boot and the namespace cookie that stamp migrate's nft
+	// transactions (nftWhere), read once.
+	whereRead   bool
+	bootID      string
+	netnsCookie uint64
+	whereErr    error
 }
 
 // New returns a Host for the network namespace of the calling thread.
@@ -167,6 +174,9 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 			f.Stats = &state.Stats{}
 		}
 		f.Stats.Flows = flows
+	}
+	if v := h.verified; v != nil && req.NftTable != "" {
+		v.renderLater()
 	}
 	return f, nil
 }

@@ -84,22 +84,32 @@ func (h *Host) nftStatePath(name string) string {
 }
 
 func (h *Host) loadSavedNft(name string) (*state.NftTable, error) {
+	r, err := h.loadNftRecord(name)
+	if err != nil {
+		return nil, err
+	}
+	return &r.NftTable, nil
+}
+
+func (h *Host) loadNftRecord(name string) (*nftRecord, error) {
 	b, err := readNoFollow(h.nftStatePath(name))
 	if err != nil {
 		return nil, err
 	}
-	var t state.NftTable
-	if err := json.Unmarshal(b, &t); err != nil {
+	var r nftRecord
+	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%s: %w", h.nftStatePath(name), err)
 	}
-	return &t, nil
+	return &r, nil
 }
 
-func (h *Host) saveNft(t state.NftTable) error {
+// saveNft records t as what migrate last wrote, with the stamp of the
+// transaction that wrote it (nil: unknown).
+func (h *Host) saveNft(t state.NftTable, stamp *nftStamp) error {
 	if err := os.MkdirAll(h.StateDir, 0o700); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(t, "", "  ")
+	b, err := json.MarshalIndent(nftRecord{NftTable: t, Written: stamp}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -184,6 +194,39 @@ type verifiedNft struct {
 	// kernel with: what an update starts from (updateNft), rendered once.
 	// It has been in no batch yet, and is handed out once (nftCurrent).
 	rendered *rendered
+	// rendering, when rendered is nil, delivers that rendering from a
+	// goroutine (renderLater; nil on a render error).
+	rendering chan *rendered
+}
+
+// renderLater renders the verified table in the background when it has
+// no rendering yet (nftStamped skipped the comparison that makes one):
+// an update starts from it (updateNft). Facts start it once they have
+// read everything else, so that it does not compete with them for the
+// CPU, and it runs while the CLI plans.
+func (v *verifiedNft) renderLater() {
+	if v.rendered != nil || v.rendering != nil {
+		return
+	}
+	ch := make(chan *rendered, 1)
+	go func(name string, spec state.NftSpec) {
+		rd, err := render(name, spec)
+		if err != nil {
+			rd = nil
+		}
+		ch <- rd
+	}(v.table.Name, v.table.Spec)
+	v.rendering = ch
+}
+
+// take hands out the rendering once: nil when there is none.
+func (v *verifiedNft) take() *rendered {
+	r := v.rendered
+	if r == nil && v.rendering != nil {
+		r = <-v.rendering
+	}
+	v.rendered, v.rendering = nil, nil
+	return r
 }
 
 // nftRead is nftFacts, and also returns the digest the rules carry.
@@ -196,6 +239,11 @@ func (h *Host) nftRead(name string, withStats bool) (*state.NftTable, string, *s
 	gen, err := cc.GetGen()
 	if err != nil {
 		return nil, "", nil, "", fmt.Errorf("read nft generation: %w", err)
+	}
+	if !withStats {
+		if t, ok := h.nftStamped(name, gen.ID); ok {
+			return t, "", nil, h.verified.digest, nil
+		}
 	}
 	kt, err := findTables(cc, name)
 	if err != nil || kt.empty() {
@@ -226,29 +274,48 @@ func (h *Host) nftRead(name string, withStats bool) (*state.NftTable, string, *s
 	return saved, "", stats, rd.digest, nil
 }
 
+// nftStamped is the fast path of nftRead: when the agent's record carries
+// the stamp of the ruleset the namespace holds now (generation gen, this
+// boot, this namespace: nftStamp), no transaction has run since migrate
+// wrote the table, so the kernel holds exactly the record's rendering,
+// its rules tagged with the record's digest (updateNft and flushNft leave
+// every rule tagged with it), and neither needs listing. Counters are not
+// read here (status asks for them: the full path).
+func (h *Host) nftStamped(name string, gen uint32) (*state.NftTable, bool) {
+	t0 := time.Now()
+	r, err := h.loadNftRecord(name)
+	if err != nil || r.Name != name || r.Family != "inet" || !h.stampMatches(r.Written, gen) {
+		return nil, false
+	}
+	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec)}
+	timing.Agent.Since("facts: nft table unchanged since migrate wrote it (generation, boot, netns)", t0)
+	return &r.NftTable, true
+}
+
 // nftCurrent is what replaceNft needs of nftRead: the table, its drift
-// and its rules' digest, and when the table was verified its rendering
-// (nil otherwise; handed out once). It reuses the last verification when
-// the ruleset generation has not moved since (nothing changed any table),
-// so that the facts and the apply of one run list 30 000 elements, and
-// render what is there, once.
-func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, *rendered, error) {
+// and its rules' digest, and when the table was verified the generation
+// it was verified at (an update commits only at that generation) and its
+// rendering (nil when not rendered yet; handed out once). It reuses the
+// last verification when the ruleset generation has not moved since
+// (nothing changed any table), so that the facts and the apply of one run
+// list 30 000 elements, and render what is there, once.
+func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32, *rendered, error) {
 	if v := h.verified; v != nil && v.table.Name == name {
 		if cc, err := h.NewNft(); err == nil {
 			if gen, err := cc.GetGen(); err == nil && gen.ID == v.gen {
 				t := v.table
-				r := v.rendered
-				v.rendered = nil
-				return &t, "", v.digest, r, nil
+				return &t, "", v.digest, v.gen, v.take(), nil
 			}
 		}
 	}
 	t, drift, _, digest, err := h.nftRead(name, false)
 	var r *rendered
+	var gen uint32
 	if v := h.verified; err == nil && drift == "" && v != nil {
-		r, v.rendered = v.rendered, nil
+		r = v.take()
+		gen = v.gen
 	}
-	return t, drift, digest, r, err
+	return t, drift, digest, gen, r, err
 }
 
 // nftReader reads from one nftables connection and remembers set
@@ -532,13 +599,16 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if t.Family != "inet" {
 		return fmt.Errorf("nft table family %q: migrate only manages inet tables", t.Family)
 	}
+	t0 := time.Now()
 	rn, err := render(t.Name, t.Spec)
+	timing.Agent.Since("apply: nft: render the new table", t0)
 	if err != nil {
 		return err
 	}
+	var stamp *nftStamp
 	for attempt := 0; attempt < 3; attempt++ {
 		t0 := time.Now()
-		cur, drift, digest, ro, rerr := h.nftCurrent(t.Name)
+		cur, drift, digest, gen, ro, rerr := h.nftCurrent(t.Name)
 		timing.Agent.Since("apply: nft: read what is there", t0)
 		if attempt > 0 {
 			rn = nil // it went into a failed batch: render afresh
@@ -551,9 +621,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 			// The kernel holds exactly what migrate last wrote: change
 			// only what differs, so that counters and the sets' other
 			// elements stay.
-			err = h.updateNft(*cur, digest, t, ro, rn)
+			stamp, err = h.updateNft(gen, *cur, digest, t, ro, rn)
 		default:
-			err = h.flushNft(t, rn)
+			stamp, err = h.flushNft(t, rn)
 		}
 		h.verified = nil // written (or failed): read it again next time
 		if !errors.Is(err, unix.ERESTART) {
@@ -564,30 +634,31 @@ func (h *Host) replaceNft(t state.NftTable) error {
 		return err
 	}
 	defer timing.Agent.Since("apply: nft: save the agent's record", time.Now())
-	if err := h.saveNft(t); err != nil {
+	if err := h.saveNft(t, stamp); err != nil {
 		return fmt.Errorf("nft table applied, but recording it failed: %w", err)
 	}
 	return nil
 }
 
 // flushNft replaces the tables with the rendering of t; r is that
-// rendering when the caller has it (nil: rendered here).
-func (h *Host) flushNft(t state.NftTable, r *rendered) error {
+// rendering when the caller has it (nil: rendered here). It returns the
+// stamp of its transaction when it can be attributed (stampAfter).
+func (h *Host) flushNft(t state.NftTable, r *rendered) (*nftStamp, error) {
 	cc, err := h.NewNft()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gen, err := cc.GetGen()
 	if err != nil {
-		return fmt.Errorf("read nft generation: %w", err)
+		return nil, fmt.Errorf("read nft generation: %w", err)
 	}
 	cur, err := findTables(cc, t.Name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if r == nil {
 		if r, err = render(t.Name, t.Spec); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, f := range nftFamilies {
@@ -597,13 +668,14 @@ func (h *Host) flushNft(t state.NftTable, r *rendered) error {
 	}
 	for _, rt := range r.tables() {
 		if err := rt.addTo(cc); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := cc.FlushWithGenID(gen.ID); err != nil {
-		return fmt.Errorf("nft transaction: %w", err)
+		return nil, fmt.Errorf("nft transaction: %w", err)
 	}
-	return nil
+	// The batch is never empty: it adds at least table inet NAME.
+	return h.stampAfter(cc, gen.ID), nil
 }
 
 func (h *Host) deleteNft(t state.NftTable) error {

@@ -11,8 +11,10 @@ import (
 
 // updateNft turns the tables migrate wrote from cur (verified: the kernel
 // holds exactly its rendering, its rules tagged with digest) into the
-// rendering of t, in one transaction that carries the ruleset generation
-// read before (a concurrent change makes it fail with ERESTART):
+// rendering of t, in one transaction that carries gen, the ruleset
+// generation at which cur was verified (any change since, a hand edit of
+// the table included, makes it fail with ERESTART, and replaceNft reads
+// the table again):
 //
 //  1. elements that are gone, or whose data changed (a canary verdict, a
 //     forward's destination), are deleted from the sets that stay;
@@ -32,28 +34,26 @@ import (
 //
 // ro and rn are the renderings of cur and t when the caller has them
 // (from the verification of cur, and from the check of t), in no batch
-// yet; nil renders them here.
-func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable, ro, rn *rendered) error {
+// yet; nil renders them here. It returns the stamp of its transaction
+// when it can be attributed (stampAfter).
+func (h *Host) updateNft(gen uint32, cur state.NftTable, digest string, t state.NftTable, ro, rn *rendered) (*nftStamp, error) {
 	t0 := time.Now()
 	var err error
 	if ro == nil {
 		if ro, err = render(cur.Name, cur.Spec); err != nil {
-			return fmt.Errorf("render the current nft table: %w", err)
+			return nil, fmt.Errorf("render the current nft table: %w", err)
 		}
 	}
 	if rn == nil {
 		if rn, err = render(t.Name, t.Spec); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	cc, err := h.NewNft()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	gen, err := cc.GetGen()
-	if err != nil {
-		return fmt.Errorf("read nft generation: %w", err)
-	}
+	ops := 0 // messages in the batch
 	rulesChanged := digest != ruleDigest(t.Spec)
 	byFamily := func(r *rendered) map[nftables.TableFamily]*renderedTable {
 		m := map[nftables.TableFamily]*renderedTable{}
@@ -69,22 +69,32 @@ func (h *Host) updateNft(cur state.NftTable, digest string, t state.NftTable, ro
 		case o == nil && n == nil:
 		case o == nil:
 			if err := n.addTo(cc); err != nil {
-				return err
+				return nil, err
 			}
+			ops++
 		case n == nil:
 			cc.DelTable(&nftables.Table{Family: f, Name: cur.Name})
+			ops++
 		default:
-			if err := updateTable(cc, o, n, rulesChanged); err != nil {
-				return err
+			k, err := updateTable(cc, o, n, rulesChanged)
+			if err != nil {
+				return nil, err
 			}
+			ops += k
 		}
 	}
 	timing.Agent.Since("apply: nft: render both, diff", t0)
 	defer timing.Agent.Since("apply: nft: netlink transaction", time.Now())
-	if err := cc.FlushWithGenID(gen.ID); err != nil {
-		return fmt.Errorf("nft transaction: %w", err)
+	if err := cc.FlushWithGenID(gen); err != nil {
+		return nil, fmt.Errorf("nft transaction: %w", err)
 	}
-	return nil
+	if ops == 0 {
+		// An empty batch may commit nothing and leave the generation
+		// as it was: a generation read now cannot be told from
+		// another process's.
+		return nil, nil
+	}
+	return h.stampAfter(cc, gen), nil
 }
 
 // sameSet tells whether a set of the current rendering can stay as it is
@@ -109,8 +119,10 @@ func elemValue(s *nftables.Set, e nftables.SetElement) string {
 }
 
 // updateTable adds to cc's batch what turns table o into table n (same
-// family and name); see updateNft.
-func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) error {
+// family and name); see updateNft. It returns how many changes it added
+// (0: the batch holds nothing for this table).
+func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) (int, error) {
+	ops := 0
 	oldSets := map[string]int{}
 	for i, s := range o.sets {
 		oldSets[s.Name] = i
@@ -155,8 +167,9 @@ func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) erro
 		os := o.sets[oldSets[s.Name]]
 		if rulesChanged && s.DataType.Name == nftables.TypeVerdict.Name {
 			if err := inChunks(keysOf(o.elems[oldSets[s.Name]]), func(el []nftables.SetElement) error { return cc.SetDeleteElements(s, el) }); err != nil {
-				return fmt.Errorf("delete elements from map %s: %w", s.Name, err)
+				return 0, fmt.Errorf("delete elements from map %s: %w", s.Name, err)
 			}
+			ops += len(o.elems[oldSets[s.Name]])
 			adds[i] = n.elems[i]
 			continue
 		}
@@ -179,11 +192,13 @@ func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) erro
 			}
 		}
 		if err := inChunks(del, func(el []nftables.SetElement) error { return cc.SetDeleteElements(s, el) }); err != nil {
-			return fmt.Errorf("delete elements from set %s: %w", s.Name, err)
+			return 0, fmt.Errorf("delete elements from set %s: %w", s.Name, err)
 		}
+		ops += len(del)
 	}
 
 	if rulesChanged {
+		ops++ // chains deleted and added
 		// Rules go first: they refer to sets and chains.
 		for _, c := range o.chains {
 			cc.FlushChain(c)
@@ -204,20 +219,22 @@ func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) erro
 		el := adds[i]
 		if !kept[s.Name] {
 			if err := cc.AddSet(s, nil); err != nil {
-				return fmt.Errorf("add set %s: %w", s.Name, err)
+				return 0, fmt.Errorf("add set %s: %w", s.Name, err)
 			}
+			ops++
 			el = n.elems[i]
 		}
 		if err := inChunks(el, func(el []nftables.SetElement) error { return cc.SetAddElements(s, el) }); err != nil {
-			return fmt.Errorf("add elements to set %s: %w", s.Name, err)
+			return 0, fmt.Errorf("add elements to set %s: %w", s.Name, err)
 		}
+		ops += len(el)
 	}
 	if rulesChanged {
 		for _, rule := range n.rules() {
 			cc.AddRule(rule)
 		}
 	}
-	return nil
+	return ops, nil
 }
 
 // inChunks calls f with at most nftElemChunk elements at a time.
