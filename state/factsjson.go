@@ -2,6 +2,7 @@ package state
 
 import (
 	"encoding/json"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,8 +72,8 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 	}
 	sort.Slice(zero, func(i, j int) bool {
 		a, b := zero[i], zero[j]
-		if a.Addr != b.Addr {
-			return a.Addr < b.Addr
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c < 0
 		}
 		if a.Proto != b.Proto {
 			return a.Proto < b.Proto
@@ -116,6 +117,10 @@ func parseServiceKey(k string) (NftService, bool) {
 	if err != nil {
 		return NftService{}, false
 	}
-	ns := NftService{Addr: f[0], Proto: f[1], Port: uint16(p)}
+	a, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return NftService{}, false
+	}
+	ns := NftService{Addr: a, Proto: Proto(f[1]), Port: uint16(p)}
 	return ns, ns.Key() == k
 }

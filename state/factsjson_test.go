@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"testing"
 )
@@ -14,7 +15,7 @@ func TestFactsWireForm(t *testing.T) {
 	var many []NftService
 	flows := map[string]FlowCount{}
 	for i := 0; i < 10000; i++ {
-		s := NftService{Addr: fmt.Sprintf("198.18.0.%d", 10+i/1000), Proto: "tcp", Port: uint16(20000 + i%1000)}
+		s := NftService{Addr: netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 10+i/1000)), Proto: "tcp", Port: uint16(20000 + i%1000)}
 		many = append(many, s)
 		flows[s.Key()] = FlowCount{}
 	}
@@ -27,7 +28,7 @@ func TestFactsWireForm(t *testing.T) {
 	reqs := []FactsRequest{
 		{},
 		{NftTable: "migrate", Flows: many, Mark: 0x20000, Sockets: true, Tables: []int{77}, NoCounters: true},
-		{NftTable: "migrate", Flows: []NftService{{Addr: "2001:db8::1", Proto: "udp", Port: 53, Percent: 50}, {Addr: "192.0.2.1", Proto: "tcp", Port: 65535}}},
+		{NftTable: "migrate", Flows: []NftService{{Addr: netip.MustParseAddr("2001:db8::1"), Proto: "udp", Port: 53, Percent: 50}, {Addr: netip.MustParseAddr("192.0.2.1"), Proto: "tcp", Port: 65535}}},
 	}
 	for i, r := range reqs {
 		b, err := json.Marshal(r)
@@ -72,7 +73,7 @@ func TestFactsWireForm(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"nft_table":"migrate","flows":[{"addr":"192.0.2.1","proto":"tcp","port":80},{"addr":"192.0.2.1","proto":"tcp","port":81}]}`), &r); err != nil {
 		t.Fatal(err)
 	}
-	if want := (FactsRequest{NftTable: "migrate", Flows: []NftService{{Addr: "192.0.2.1", Proto: "tcp", Port: 80}, {Addr: "192.0.2.1", Proto: "tcp", Port: 81}}}); !reflect.DeepEqual(r, want) {
+	if want := (FactsRequest{NftTable: "migrate", Flows: []NftService{{Addr: netip.MustParseAddr("192.0.2.1"), Proto: "tcp", Port: 80}, {Addr: netip.MustParseAddr("192.0.2.1"), Proto: "tcp", Port: 81}}}); !reflect.DeepEqual(r, want) {
 		t.Errorf("per-port request read as %+v", r)
 	}
 	var s Stats

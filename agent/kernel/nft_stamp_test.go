@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -88,7 +89,7 @@ func TestNftStampedFacts(t *testing.T) {
 	expect("created", a.Spec, true)
 
 	b := a
-	b.Spec.Services = append(append([]state.NftService(nil), a.Spec.Services...), state.NftService{Addr: "198.51.100.12", Proto: "tcp", Port: 80, Percent: 100})
+	b.Spec.Services = append(append([]state.NftService(nil), a.Spec.Services...), state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80, Percent: 100})
 	apply(t, h, update(state.Object{Nft: &a}, state.Object{Nft: &b}))
 	expect("a service added (elements only)", b.Spec, true)
 
