@@ -47,7 +47,17 @@ var (
 	flagOut     = flag.String("out", "", "also write the report (markdown) to this file")
 	flagVerbose = flag.Bool("v", false, "log lab and migrate details to stderr")
 	flagRST     = flag.Bool("rst", false, "connection-rate clients close abortively (RST) instead of normally")
+	flagMetrics = flag.String("metrics", "", "only these data-path measurements, comma-separated: iperf (both throughputs), rr (connection rate and latency), udp; default all")
+	flagHook    = flag.String("hook", "", "experiments: adds a column \"migrate tunnel (vxlan) + hook\" after the tunnel's: the tunnel plan applied, then this shell command run with OLD_NS and NEW_NS set to the lab's namespace names")
+	flagUnhook  = flag.String("unhook", "", "experiments: shell command that undoes -hook, run after its column")
 	flagCols    = flag.String("cols", "", "only these data-path columns, comma-separated (e.g. \"direct,routed,migrate direct (no tunnel)\"); default all")
+)
+
+// The columns of issue 18 item 5: OLD's own service, not in the plan.
+const (
+	colUnmovedBefore = "unmoved on OLD (before apply)"
+	colUnmovedAfter  = "unmoved on OLD (after apply)"
+	colTunnel        = "migrate tunnel (vxlan)"
 )
 
 // Ports on OLD's address per column: {iperf3, request/reply TCP, UDP}.
@@ -632,6 +642,19 @@ backend rr
 					migrated = false
 				}
 			}},
+		// Issue 18 item 5: OLD's own service on OLD's address, on ports
+		// the plan does not name, before the tunnel plan is applied and
+		// after, in the same round.
+		{name: colUnmovedBefore, iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP),
+			setup: func(ctx context.Context) error {
+				if migrated {
+					if _, err := b.migrate(ctx, "rollback", "--auto-approve", "--all", "-f", planFile); err != nil {
+						return err
+					}
+					migrated = false
+				}
+				return nil
+			}},
 		{name: "migrate tunnel (vxlan)", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
 			setup: func(ctx context.Context) error {
 				if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
@@ -653,6 +676,46 @@ backend rr
 				tunUDP.stop()
 				tunUDP = nil
 			}},
+		{name: colUnmovedAfter, iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP),
+			setup: func(ctx context.Context) error {
+				if migrated {
+					return nil // the tunnel column's apply
+				}
+				if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
+					return err
+				}
+				if _, err := b.migrate(ctx, "apply", "--auto-approve", "-f", planFile); err != nil {
+					return err
+				}
+				migrated = true
+				return nil
+			}},
+		{name: "migrate tunnel (vxlan) + hook", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
+			setup: func(ctx context.Context) error {
+				if !migrated {
+					if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
+						return err
+					}
+					if _, err := b.migrate(ctx, "apply", "--auto-approve", "-f", planFile); err != nil {
+						return err
+					}
+					migrated = true
+				}
+				if err := b.hook(ctx, *flagHook); err != nil {
+					return err
+				}
+				var err error
+				tunUDP, err = b.start(lab.RoleNew, b.loadgen, "serve", "-udp", hp(b.old, 27001))
+				time.Sleep(200 * time.Millisecond)
+				return err
+			},
+			teardown: func(ctx context.Context) {
+				tunUDP.stop()
+				tunUDP = nil
+				if err := b.hook(ctx, *flagUnhook); err != nil {
+					progress("  -unhook: %v", err)
+				}
+			}},
 		{name: "migrate forward", iperf: hp(b.old, 15201), rr: hp(b.old, 17000), udp: hp(b.old, 17001),
 			setup: func(ctx context.Context) error {
 				if err := os.WriteFile(planFile, []byte(forwardPlan), 0o644); err != nil {
@@ -669,6 +732,14 @@ backend rr
 			}},
 	}
 
+	if *flagHook == "" {
+		for i, c := range cols {
+			if strings.HasSuffix(c.name, "+ hook") {
+				cols = append(cols[:i], cols[i+1:]...)
+				break
+			}
+		}
+	}
 	if *flagCols != "" {
 		want := map[string]bool{}
 		for _, n := range strings.Split(*flagCols, ",") {
@@ -734,7 +805,20 @@ backend rr
 			med[name][k] = median(cs)
 		}
 	}
-	return renderDatapath(cols, med), nil
+	return renderDatapath(cols, med) + renderRatios(cols, res) + profileSummary(), nil
+}
+
+// hook runs an experiment's shell command with the lab's namespace names.
+func (b *bench) hook(ctx context.Context, script string) error {
+	if script == "" {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "OLD_NS="+b.l.NS[lab.RoleOld], "NEW_NS="+b.l.NS[lab.RoleNew])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", script, err, out)
+	}
+	return nil
 }
 
 // median of the valid samples; with none, the first failure's note. A
@@ -785,23 +869,35 @@ func (b *bench) measure(ctx context.Context, c *column, r map[string]cell) {
 		progress("  %s %s: %v", c.name, key, err)
 		r[key] = errc(err)
 	}
-	if c.iperf != "" {
+	want := func(m string) bool {
+		return *flagMetrics == "" || strings.Contains(","+*flagMetrics+",", ","+m+",")
+	}
+	if c.iperf != "" && want("iperf") {
 		for _, st := range []struct {
 			key string
 			n   int
 		}{{"tput1", 1}, {"tput4", 4}} {
+			var pr *profRun
+			if st.n == 4 {
+				pr = b.profStart(ctx, c.name, st.key)
+			}
 			if v, err := b.iperf(ctx, c.iperf, st.n); err != nil {
+				b.profStop(ctx, pr, 0)
 				note(st.key, err)
 			} else {
+				b.profStop(ctx, pr, v*flagDur.Seconds()/8/1448)
 				r[st.key] = val(v)
 			}
 			time.Sleep(300 * time.Millisecond) // let iperf3's server take the next test
 		}
 	}
-	if c.rr != "" {
+	if c.rr != "" && want("rr") {
+		pr := b.profStart(ctx, c.name, "conn")
 		if lr, err := b.load(ctx, "connrate", c.rr, "-c", strconv.Itoa(*flagConc)); err != nil {
+			b.profStop(ctx, pr, 0)
 			note("conn", err)
 		} else {
+			b.profStop(ctx, pr, float64(lr.Ops))
 			r["conn"] = val(lr.Rate)
 			if lr.Errors > 0 {
 				progress("  %s conn: %d errors (first: %s)", c.name, lr.Errors, lr.Err)
@@ -814,10 +910,13 @@ func (b *bench) measure(ctx context.Context, c *column, r map[string]cell) {
 			r["p50"], r["p99"] = val(lr.P50us), val(lr.P99us)
 		}
 	}
-	if c.udp != "" {
+	if c.udp != "" && want("udp") {
+		pr := b.profStart(ctx, c.name, "udp")
 		if lr, err := b.load(ctx, "udp", c.udp, "-c", strconv.Itoa(*flagUDPConc)); err != nil {
+			b.profStop(ctx, pr, 0)
 			note("udp", err)
 		} else {
+			b.profStop(ctx, pr, float64(lr.Ops))
 			r["udp"] = val(lr.Rate)
 			if lr.Errors > 0 {
 				progress("  %s udp: %d timeouts/errors", c.name, lr.Errors)
