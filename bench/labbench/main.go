@@ -50,6 +50,8 @@ var (
 	flagMetrics = flag.String("metrics", "", "only these data-path measurements, comma-separated: iperf (both throughputs), rr (connection rate and latency), udp; default all")
 	flagHook    = flag.String("hook", "", "experiments: adds a column \"migrate tunnel (vxlan) + hook\" after the tunnel's: the tunnel plan applied, then this shell command run with OLD_NS and NEW_NS set to the lab's namespace names")
 	flagUnhook  = flag.String("unhook", "", "experiments: shell command that undoes -hook, run after its column")
+	flagTunnel  = flag.String("tunnel", "vxlan", "the tunnel column's type: vxlan, gre or wireguard (the kernel must have it: the VM lane's scripts/vm-bench.sh runs gre and wireguard)")
+	flagLoadgen = flag.String("loadgen", "", "a loadgen binary built already (default: go build ./bench/loadgen)")
 	flagCols    = flag.String("cols", "", "only these data-path columns, comma-separated (e.g. \"direct,routed,migrate direct (no tunnel)\"); default all")
 )
 
@@ -57,8 +59,10 @@ var (
 const (
 	colUnmovedBefore = "unmoved on OLD (before apply)"
 	colUnmovedAfter  = "unmoved on OLD (after apply)"
-	colTunnel        = "migrate tunnel (vxlan)"
 )
+
+// colTunnel is the tunnel column's name: "migrate tunnel (TYPE)".
+var colTunnel = "migrate tunnel (vxlan)"
 
 // Ports on OLD's address per column: {iperf3, request/reply TCP, UDP}.
 const (
@@ -82,6 +86,13 @@ func main() {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "labbench: needs root (network namespaces); run sudo ./bench/run.sh")
 		os.Exit(1)
+	}
+	switch *flagTunnel {
+	case "vxlan", "gre", "wireguard":
+		colTunnel = "migrate tunnel (" + *flagTunnel + ")"
+	default:
+		fmt.Fprintf(os.Stderr, "labbench: -tunnel %q: want vxlan, gre or wireguard\n", *flagTunnel)
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -118,7 +129,9 @@ func run(ctx context.Context) (err error) {
 	}
 	defer scenario.CleanupBinaries()
 	b := &bench{l: l, s: s, planDir: l.Dir, old: l.OldIP.String(), new: l.NewIP.String(), log: logw}
-	if b.loadgen, err = buildLoadgen(l.Dir); err != nil {
+	if *flagLoadgen != "" {
+		b.loadgen = *flagLoadgen
+	} else if b.loadgen, err = buildLoadgen(l.Dir); err != nil {
 		return err
 	}
 	// Client side: wide ephemeral range, for the connection-rate loops.
@@ -457,7 +470,7 @@ func (b *bench) datapath(ctx context.Context) (string, error) {
 	}
 
 	planFile := filepath.Join(b.planDir, "bench.hcl")
-	tunnelPlan := b.s.HCL(fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", b.old, b.new),
+	tunnelPlan := b.s.HCL(fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", *flagTunnel, b.old, b.new),
 		fmt.Sprintf(`service "bench-tcp" {
   address  = %q
   protocol = "tcp"
@@ -655,7 +668,7 @@ backend rr
 				}
 				return nil
 			}},
-		{name: "migrate tunnel (vxlan)", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
+		{name: colTunnel, iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
 			setup: func(ctx context.Context) error {
 				if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
 					return err
@@ -690,7 +703,7 @@ backend rr
 				migrated = true
 				return nil
 			}},
-		{name: "migrate tunnel (vxlan) + hook", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
+		{name: colTunnel + " + hook", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
 			setup: func(ctx context.Context) error {
 				if !migrated {
 					if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
@@ -958,7 +971,7 @@ func renderDatapath(cols []*column, res map[string]map[string]cell) string {
 
 	// Targets.
 	get := func(col, key string) cell { return res[col][key] }
-	tun := "migrate tunnel (vxlan)"
+	tun := colTunnel
 	out.WriteString("\nTargets (issue 8):\n\n")
 	check := func(what string, a, base cell, min float64) {
 		if !a.valid() || !base.valid() {
