@@ -36,7 +36,7 @@ import (
 )
 
 var (
-	flagRounds  = flag.Int("rounds", 3, "rounds of the data-path measurements and of the scale connection rate; medians are shown")
+	flagRounds  = flag.Int("rounds", 5, "rounds of the data-path measurements and of the scale connection rate; medians (and, for the data path, the spread of per-round ratios) are shown")
 	flagDur     = flag.Duration("d", 3*time.Second, "duration of each throughput, connection-rate and UDP measurement")
 	flagLatDur  = flag.Duration("latency-d", 2*time.Second, "duration of each latency measurement")
 	flagConc    = flag.Int("c", 8, "concurrent connections of the connection-rate test")
