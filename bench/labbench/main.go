@@ -818,7 +818,7 @@ backend rr
 			med[name][k] = median(cs)
 		}
 	}
-	return renderDatapath(cols, med) + renderRatios(cols, res) + profileSummary(), nil
+	return renderDatapath(cols, med) + b.renderRatios(cols, res) + profileSummary(), nil
 }
 
 // hook runs an experiment's shell command with the lab's namespace names.

@@ -42,8 +42,9 @@ func (s spread) String() string {
 
 // renderRatios prints, per metric, each column's per-round ratio to
 // routed (median [min–max] over the rounds), the unmoved service's after
-// ÷ before, and the data-path targets of issue 18 against them.
-func renderRatios(cols []*column, res map[string]map[string][]cell) string {
+// ÷ before, and the data-path targets of issue 18 against them (also
+// recorded in the run's targets table).
+func (b *bench) renderRatios(cols []*column, res map[string]map[string][]cell) string {
 	var out strings.Builder
 	var header []string
 	var pairs [][2]string // column, baseline
@@ -93,10 +94,13 @@ func renderRatios(cols []*column, res map[string]map[string][]cell) string {
 	out.WriteString("\nTargets (issue 18), on the per-round ratios: the median decides, [min–max] shows what the spread allows:\n\n")
 	check := func(what, col, base, key string, min float64) {
 		s, ok := roundRatios(res[col][key], res[base][key])
+		goal := fmt.Sprintf("≥ %.2f", min)
 		if !ok {
 			fmt.Fprintf(&out, "- %s ≥ %.2f: not measured\n", what, min)
+			b.targetNotMeasured(what, goal, "column not run or no valid round")
 			return
 		}
+		b.target(what, goal, s.String()+" (per-round ratio: median [min–max])", s.med >= min)
 		verdict := "met"
 		switch {
 		case s.med < min:
