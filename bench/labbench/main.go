@@ -49,9 +49,11 @@ var (
 	flagRST     = flag.Bool("rst", false, "connection-rate clients close abortively (RST) instead of normally")
 	flagMetrics = flag.String("metrics", "", "only these data-path measurements, comma-separated: iperf (both throughputs), rr (connection rate and latency), udp; default all")
 	flagHook    = flag.String("hook", "", "experiments: adds a column \"migrate tunnel (vxlan) + hook\" after the tunnel's: the tunnel plan applied, then this shell command run with OLD_NS and NEW_NS set to the lab's namespace names")
+	flagHookUnm = flag.Bool("hook-unmoved", false, "experiments: the -hook column measures OLD's unmoved service (ports 5201/7000/7001) instead of the tunnel's")
 	flagUnhook  = flag.String("unhook", "", "experiments: shell command that undoes -hook, run after its column")
 	flagTunnel  = flag.String("tunnel", "vxlan", "the tunnel column's type: vxlan, gre or wireguard (the kernel must have it: the VM lane's scripts/vm-bench.sh runs gre and wireguard)")
 	flagLoadgen = flag.String("loadgen", "", "a loadgen binary built already (default: go build ./bench/loadgen)")
+	flagOldCT   = flag.Bool("old-conntrack", false, "give OLD a stateful firewall table (ip mbench_fw: input accepts established flows) for the whole run, as most servers have: conntrack then runs on OLD before any apply")
 	flagCols    = flag.String("cols", "", "only these data-path columns, comma-separated (e.g. \"direct,routed,migrate direct (no tunnel)\"); default all")
 )
 
@@ -137,6 +139,17 @@ func run(ctx context.Context) (err error) {
 	// Client side: wide ephemeral range, for the connection-rate loops.
 	for _, kv := range []string{"net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1"} {
 		if _, err := l.Exec(ctx, lab.RoleClient, "sysctl", "-q", "-w", kv); err != nil {
+			return err
+		}
+	}
+
+	if *flagOldCT {
+		fw := filepath.Join(l.Dir, "oldfw.nft")
+		rules := "table ip mbench_fw {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    ct state established,related accept\n  }\n}\n"
+		if err := os.WriteFile(fw, []byte(rules), 0o644); err != nil {
+			return err
+		}
+		if _, err := l.Exec(ctx, lab.RoleOld, "nft", "-f", fw); err != nil {
 			return err
 		}
 	}
@@ -536,6 +549,12 @@ service "bench-direct-udp" {
 		}
 	}()
 
+	hookPort := func(p int) string {
+		if *flagHookUnm {
+			p -= 20000
+		}
+		return hp(b.old, p)
+	}
 	cols := []*column{
 		{name: "direct", iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP)},
 		{name: "routed", iperf: hp(b.old, 11201), rr: hp(b.old, 11000), udp: hp(b.old, 11001),
@@ -703,7 +722,7 @@ backend rr
 				migrated = true
 				return nil
 			}},
-		{name: colTunnel + " + hook", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
+		{name: hookCol(), iperf: hookPort(25201), rr: hookPort(27000), udp: hookPort(27001),
 			setup: func(ctx context.Context) error {
 				if !migrated {
 					if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
@@ -819,6 +838,15 @@ backend rr
 		}
 	}
 	return renderDatapath(cols, med) + b.renderRatios(cols, res) + profileSummary(), nil
+}
+
+// hookCol and hookPort: the -hook column measures the tunnel's service,
+// or with -hook-unmoved OLD's own (the unmoved columns' ports).
+func hookCol() string {
+	if *flagHookUnm {
+		return colUnmovedAfter + " + hook"
+	}
+	return colTunnel + " + hook"
 }
 
 // hook runs an experiment's shell command with the lab's namespace names.

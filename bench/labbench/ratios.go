@@ -51,7 +51,7 @@ func (b *bench) renderRatios(cols []*column, res map[string]map[string][]cell) s
 	for _, c := range cols {
 		switch {
 		case c.name == "routed" || c.name == colUnmovedBefore:
-		case c.name == colUnmovedAfter:
+		case strings.HasPrefix(c.name, colUnmovedAfter):
 			if _, ok := res[colUnmovedBefore]; ok {
 				pairs = append(pairs, [2]string{c.name, colUnmovedBefore})
 			}
@@ -69,7 +69,7 @@ func (b *bench) renderRatios(cols []*column, res map[string]map[string][]cell) s
 		if p[1] == "routed" {
 			header = append(header, p[0]+" ÷ routed")
 		} else {
-			header = append(header, "unmoved service: after ÷ before apply")
+			header = append(header, "unmoved service: "+strings.TrimPrefix(p[0], "unmoved on OLD ")+" ÷ before apply")
 		}
 	}
 	var rows [][]string
