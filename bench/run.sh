@@ -5,7 +5,8 @@
 # measures, prints the tables and removes the lab. The root network
 # namespace is never touched.
 #
-#   sudo ./bench/run.sh [labbench flags]     e.g. -d 3s, -sizes 1,1000, -skip-scale, -skip-cp, -cp-n 1000, -v
+#   sudo ./bench/run.sh [labbench flags]     e.g. -d 3s, -sizes 1,1000, -skip-scale, -skip-cp, -cp-n 1000, -v,
+#                                            -profile DIR (also installs linux-perf)
 #
 # The report is also written to bench/last-run.md.
 set -euo pipefail
@@ -16,7 +17,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 ./scripts/deps.sh
 need=()
-for pair in iperf3:iperf3 haproxy:haproxy socat:socat; do
+pairs="iperf3:iperf3 haproxy:haproxy socat:socat"
+# -profile records with perf (Debian's linux-perf samples newer kernels too).
+case " $* " in *" -profile "*|*" -profile="*) pairs="$pairs perf:linux-perf" ;; esac
+for pair in $pairs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -36,7 +36,7 @@ import (
 )
 
 var (
-	flagRounds  = flag.Int("rounds", 3, "rounds of the data-path measurements and of the scale connection rate; medians are shown")
+	flagRounds  = flag.Int("rounds", 5, "rounds of the data-path measurements and of the scale connection rate; medians (and, for the data path, the spread of per-round ratios) are shown")
 	flagDur     = flag.Duration("d", 3*time.Second, "duration of each throughput, connection-rate and UDP measurement")
 	flagLatDur  = flag.Duration("latency-d", 2*time.Second, "duration of each latency measurement")
 	flagConc    = flag.Int("c", 8, "concurrent connections of the connection-rate test")
@@ -47,8 +47,24 @@ var (
 	flagOut     = flag.String("out", "", "also write the report (markdown) to this file")
 	flagVerbose = flag.Bool("v", false, "log lab and migrate details to stderr")
 	flagRST     = flag.Bool("rst", false, "connection-rate clients close abortively (RST) instead of normally")
+	flagMetrics = flag.String("metrics", "", "only these data-path measurements, comma-separated: iperf (both throughputs), rr (connection rate and latency), udp; default all")
+	flagHook    = flag.String("hook", "", "experiments: adds a column \"migrate tunnel (vxlan) + hook\" after the tunnel's: the tunnel plan applied, then this shell command run with OLD_NS and NEW_NS set to the lab's namespace names")
+	flagHookUnm = flag.Bool("hook-unmoved", false, "experiments: the -hook column measures OLD's unmoved service (ports 5201/7000/7001) instead of the tunnel's")
+	flagUnhook  = flag.String("unhook", "", "experiments: shell command that undoes -hook, run after its column")
+	flagTunnel  = flag.String("tunnel", "vxlan", "the tunnel column's type: vxlan, gre or wireguard (the kernel must have it: the VM lane's scripts/vm-bench.sh runs gre and wireguard)")
+	flagLoadgen = flag.String("loadgen", "", "a loadgen binary built already (default: go build ./bench/loadgen)")
+	flagOldCT   = flag.Bool("old-conntrack", false, "give OLD a stateful firewall table (ip mbench_fw: input accepts established flows) for the whole run, as most servers have: conntrack then runs on OLD before any apply")
 	flagCols    = flag.String("cols", "", "only these data-path columns, comma-separated (e.g. \"direct,routed,migrate direct (no tunnel)\"); default all")
 )
+
+// The columns of issue 18 item 5: OLD's own service, not in the plan.
+const (
+	colUnmovedBefore = "unmoved on OLD (before apply)"
+	colUnmovedAfter  = "unmoved on OLD (after apply)"
+)
+
+// colTunnel is the tunnel column's name: "migrate tunnel (TYPE)".
+var colTunnel = "migrate tunnel (vxlan)"
 
 // Ports on OLD's address per column: {iperf3, request/reply TCP, UDP}.
 const (
@@ -72,6 +88,13 @@ func main() {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "labbench: needs root (network namespaces); run sudo ./bench/run.sh")
 		os.Exit(1)
+	}
+	switch *flagTunnel {
+	case "vxlan", "gre", "wireguard":
+		colTunnel = "migrate tunnel (" + *flagTunnel + ")"
+	default:
+		fmt.Fprintf(os.Stderr, "labbench: -tunnel %q: want vxlan, gre or wireguard\n", *flagTunnel)
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -108,12 +131,25 @@ func run(ctx context.Context) (err error) {
 	}
 	defer scenario.CleanupBinaries()
 	b := &bench{l: l, s: s, planDir: l.Dir, old: l.OldIP.String(), new: l.NewIP.String(), log: logw}
-	if b.loadgen, err = buildLoadgen(l.Dir); err != nil {
+	if *flagLoadgen != "" {
+		b.loadgen = *flagLoadgen
+	} else if b.loadgen, err = buildLoadgen(l.Dir); err != nil {
 		return err
 	}
 	// Client side: wide ephemeral range, for the connection-rate loops.
 	for _, kv := range []string{"net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1"} {
 		if _, err := l.Exec(ctx, lab.RoleClient, "sysctl", "-q", "-w", kv); err != nil {
+			return err
+		}
+	}
+
+	if *flagOldCT {
+		fw := filepath.Join(l.Dir, "oldfw.nft")
+		rules := "table ip mbench_fw {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    ct state established,related accept\n  }\n}\n"
+		if err := os.WriteFile(fw, []byte(rules), 0o644); err != nil {
+			return err
+		}
+		if _, err := l.Exec(ctx, lab.RoleOld, "nft", "-f", fw); err != nil {
 			return err
 		}
 	}
@@ -447,7 +483,7 @@ func (b *bench) datapath(ctx context.Context) (string, error) {
 	}
 
 	planFile := filepath.Join(b.planDir, "bench.hcl")
-	tunnelPlan := b.s.HCL(fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", b.old, b.new),
+	tunnelPlan := b.s.HCL(fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", *flagTunnel, b.old, b.new),
 		fmt.Sprintf(`service "bench-tcp" {
   address  = %q
   protocol = "tcp"
@@ -513,6 +549,12 @@ service "bench-direct-udp" {
 		}
 	}()
 
+	hookPort := func(p int) string {
+		if *flagHookUnm {
+			p -= 20000
+		}
+		return hp(b.old, p)
+	}
 	cols := []*column{
 		{name: "direct", iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP)},
 		{name: "routed", iperf: hp(b.old, 11201), rr: hp(b.old, 11000), udp: hp(b.old, 11001),
@@ -632,7 +674,20 @@ backend rr
 					migrated = false
 				}
 			}},
-		{name: "migrate tunnel (vxlan)", iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
+		// Issue 18 item 5: OLD's own service on OLD's address, on ports
+		// the plan does not name, before the tunnel plan is applied and
+		// after, in the same round.
+		{name: colUnmovedBefore, iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP),
+			setup: func(ctx context.Context) error {
+				if migrated {
+					if _, err := b.migrate(ctx, "rollback", "--auto-approve", "--all", "-f", planFile); err != nil {
+						return err
+					}
+					migrated = false
+				}
+				return nil
+			}},
+		{name: colTunnel, iperf: hp(b.old, 25201), rr: hp(b.old, 27000), udp: hp(b.old, 27001),
 			setup: func(ctx context.Context) error {
 				if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
 					return err
@@ -653,6 +708,46 @@ backend rr
 				tunUDP.stop()
 				tunUDP = nil
 			}},
+		{name: colUnmovedAfter, iperf: hp(b.old, svcIperf), rr: hp(b.old, svcRR), udp: hp(b.old, svcUDP),
+			setup: func(ctx context.Context) error {
+				if migrated {
+					return nil // the tunnel column's apply
+				}
+				if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
+					return err
+				}
+				if _, err := b.migrate(ctx, "apply", "--auto-approve", "-f", planFile); err != nil {
+					return err
+				}
+				migrated = true
+				return nil
+			}},
+		{name: hookCol(), iperf: hookPort(25201), rr: hookPort(27000), udp: hookPort(27001),
+			setup: func(ctx context.Context) error {
+				if !migrated {
+					if err := os.WriteFile(planFile, []byte(tunnelPlan), 0o644); err != nil {
+						return err
+					}
+					if _, err := b.migrate(ctx, "apply", "--auto-approve", "-f", planFile); err != nil {
+						return err
+					}
+					migrated = true
+				}
+				if err := b.hook(ctx, *flagHook); err != nil {
+					return err
+				}
+				var err error
+				tunUDP, err = b.start(lab.RoleNew, b.loadgen, "serve", "-udp", hp(b.old, 27001))
+				time.Sleep(200 * time.Millisecond)
+				return err
+			},
+			teardown: func(ctx context.Context) {
+				tunUDP.stop()
+				tunUDP = nil
+				if err := b.hook(ctx, *flagUnhook); err != nil {
+					progress("  -unhook: %v", err)
+				}
+			}},
 		{name: "migrate forward", iperf: hp(b.old, 15201), rr: hp(b.old, 17000), udp: hp(b.old, 17001),
 			setup: func(ctx context.Context) error {
 				if err := os.WriteFile(planFile, []byte(forwardPlan), 0o644); err != nil {
@@ -669,6 +764,14 @@ backend rr
 			}},
 	}
 
+	if *flagHook == "" {
+		for i, c := range cols {
+			if strings.HasSuffix(c.name, "+ hook") {
+				cols = append(cols[:i], cols[i+1:]...)
+				break
+			}
+		}
+	}
 	if *flagCols != "" {
 		want := map[string]bool{}
 		for _, n := range strings.Split(*flagCols, ",") {
@@ -734,7 +837,29 @@ backend rr
 			med[name][k] = median(cs)
 		}
 	}
-	return renderDatapath(cols, med), nil
+	return renderDatapath(cols, med) + b.renderRatios(cols, res) + profileSummary(), nil
+}
+
+// hookCol and hookPort: the -hook column measures the tunnel's service,
+// or with -hook-unmoved OLD's own (the unmoved columns' ports).
+func hookCol() string {
+	if *flagHookUnm {
+		return colUnmovedAfter + " + hook"
+	}
+	return colTunnel + " + hook"
+}
+
+// hook runs an experiment's shell command with the lab's namespace names.
+func (b *bench) hook(ctx context.Context, script string) error {
+	if script == "" {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "OLD_NS="+b.l.NS[lab.RoleOld], "NEW_NS="+b.l.NS[lab.RoleNew])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", script, err, out)
+	}
+	return nil
 }
 
 // median of the valid samples; with none, the first failure's note. A
@@ -785,23 +910,35 @@ func (b *bench) measure(ctx context.Context, c *column, r map[string]cell) {
 		progress("  %s %s: %v", c.name, key, err)
 		r[key] = errc(err)
 	}
-	if c.iperf != "" {
+	want := func(m string) bool {
+		return *flagMetrics == "" || strings.Contains(","+*flagMetrics+",", ","+m+",")
+	}
+	if c.iperf != "" && want("iperf") {
 		for _, st := range []struct {
 			key string
 			n   int
 		}{{"tput1", 1}, {"tput4", 4}} {
+			var pr *profRun
+			if st.n == 4 {
+				pr = b.profStart(ctx, c.name, st.key)
+			}
 			if v, err := b.iperf(ctx, c.iperf, st.n); err != nil {
+				b.profStop(ctx, pr, 0)
 				note(st.key, err)
 			} else {
+				b.profStop(ctx, pr, v*flagDur.Seconds()/8/1448)
 				r[st.key] = val(v)
 			}
 			time.Sleep(300 * time.Millisecond) // let iperf3's server take the next test
 		}
 	}
-	if c.rr != "" {
+	if c.rr != "" && want("rr") {
+		pr := b.profStart(ctx, c.name, "conn")
 		if lr, err := b.load(ctx, "connrate", c.rr, "-c", strconv.Itoa(*flagConc)); err != nil {
+			b.profStop(ctx, pr, 0)
 			note("conn", err)
 		} else {
+			b.profStop(ctx, pr, float64(lr.Ops))
 			r["conn"] = val(lr.Rate)
 			if lr.Errors > 0 {
 				progress("  %s conn: %d errors (first: %s)", c.name, lr.Errors, lr.Err)
@@ -814,10 +951,13 @@ func (b *bench) measure(ctx context.Context, c *column, r map[string]cell) {
 			r["p50"], r["p99"] = val(lr.P50us), val(lr.P99us)
 		}
 	}
-	if c.udp != "" {
+	if c.udp != "" && want("udp") {
+		pr := b.profStart(ctx, c.name, "udp")
 		if lr, err := b.load(ctx, "udp", c.udp, "-c", strconv.Itoa(*flagUDPConc)); err != nil {
+			b.profStop(ctx, pr, 0)
 			note("udp", err)
 		} else {
+			b.profStop(ctx, pr, float64(lr.Ops))
 			r["udp"] = val(lr.Rate)
 			if lr.Errors > 0 {
 				progress("  %s udp: %d timeouts/errors", c.name, lr.Errors)
@@ -859,7 +999,7 @@ func renderDatapath(cols []*column, res map[string]map[string]cell) string {
 
 	// Targets.
 	get := func(col, key string) cell { return res[col][key] }
-	tun := "migrate tunnel (vxlan)"
+	tun := colTunnel
 	out.WriteString("\nTargets (issue 8):\n\n")
 	check := func(what string, a, base cell, min float64) {
 		if !a.valid() || !base.valid() {
