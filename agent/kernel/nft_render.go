@@ -786,10 +786,8 @@ func renderGuard(it *renderedTable, spec state.NftSpec) error {
 	if !spec.Guard4 && !spec.Guard6 {
 		return nil
 	}
+	// Validate refused a guard with nothing of migrate's to let through.
 	tunnel := spec.Role == state.RoleOld && spec.TunnelDev != "" && spec.Mark != 0
-	if !tunnel && spec.ForwardMark == 0 {
-		return fmt.Errorf("nft spec guards forwarding but forwards nothing of migrate's (no tunnel on role old, no forward mark)")
-	}
 	accept := nftables.ChainPolicyAccept
 	guard := &nftables.Chain{
 		Name: nftGuard, Table: it.table, Type: nftables.ChainTypeFilter,

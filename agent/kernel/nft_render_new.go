@@ -29,9 +29,6 @@ func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 	t := it.table
 	dev := spec.TunnelDev
 	accept := nftables.ChainPolicyAccept
-	if len(spec.Services) > 0 || len(spec.Accounted) > 0 {
-		return fmt.Errorf("nft spec for role new has services: they are for role old")
-	}
 	// The MSS clamp is the tunnel's. A host with forwards and no
 	// tunnel gets none; without forwards an empty TunnelDev clamps
 	// on every interface, as it always did.

@@ -45,39 +45,15 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 	t := it.table
 	accept := nftables.ChainPolicyAccept
 	dev := spec.TunnelDev
-	if len(spec.NoARP) > 0 {
-		return fmt.Errorf("nft spec for role old has NoARP addresses: they are for role new")
-	}
-	if len(spec.UDPServices) > 0 {
-		return fmt.Errorf("nft spec for role old has UDP answer services: they are for role new")
-	}
-	if dev == "" && fw != nil {
-		// Forwards only: no tunnel, so nothing of the tunnel's.
-		if len(spec.Services) > 0 || len(spec.Accounted) > 0 || spec.Underlay != nil {
-			return fmt.Errorf("nft spec for role old has services or an underlay but no tunnel device")
-		}
-		return nil
-	}
-	if spec.Mark == 0 {
-		return fmt.Errorf("nft spec for role old has no mark")
-	}
+	// render checked the spec (state.NftSpec.Validate): a tunnel device
+	// and a mark unless it only forwards, nothing of role new's, one
+	// percent per service, no service that is also a forward.
 	if dev == "" {
-		return fmt.Errorf("nft spec for role old has no tunnel device")
+		return nil // forwards only: nothing of the tunnel's
 	}
 	m := spec.Mark
-	if fw != nil {
-		// A forward's key must not also be a service's: the mangle chain
-		// would send its flows into the tunnel and DNAT them as well.
-		for _, s := range spec.Services {
-			if k, _, err := serviceKey(s); err == nil {
-				if f, ok := fw.keys[string(k)]; ok {
-					return fmt.Errorf("forward %s %s %d is also a service", f.Addr, f.Proto, f.Port)
-				}
-			}
-		}
-	}
 
-	// Services: each key once, at one percent.
+	// Services: each key once.
 	var full, canary []state.NftService
 	percentOf := map[string]int{}
 	percents := map[int]bool{}
@@ -86,10 +62,7 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		if err != nil {
 			return err
 		}
-		if p, ok := percentOf[string(key)]; ok {
-			if p != s.Percent {
-				return fmt.Errorf("service %s is listed at %d %% and at %d %%", s.Key(), p, s.Percent)
-			}
+		if _, ok := percentOf[string(key)]; ok {
 			continue
 		}
 		percentOf[string(key)] = s.Percent
