@@ -632,27 +632,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			)
 			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
 		}
-		// OLD: marked packets are looked up in the tunnel table, ahead of
-		// the local rule.
-		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
-		if newSpec.DNATReplies {
-			// NEW: answers of DNATed flows from the tunnel, marked by
-			// chain dnat_mark, go back into it.
-			add(nw, obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
-		}
-		if f == 6 {
-			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
-			// forwarding=1 silently stops RA acceptance where accept_ra
-			// is 1; 2 keeps it.
-			// An interface counts once migrate has raised it (owned),
-			// so the next plan does not lower it again.
-			for name, v := range facts[Old].Sysctls {
-				_, raised := owned[Old][state.Object{Sysctl: &state.Sysctl{Name: name}}.Key()]
-				if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" && dev != sysctlDev(t.Name) {
-					add(old, obj(state.Sysctl{Name: name, Value: "2"}))
-				}
-			}
-		}
+		markRouting(t, f, prefs, facts[Old], owned[Old], old, nw, newSpec.DNATReplies, t.Name)
 	}
 	if len(active) > 0 {
 		// Outer packets of the tunnel inherit the mark of the packet
@@ -687,6 +667,31 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		}
 	}
 	return nil
+}
+
+// markRouting is the per-family policy routing both kinds of tunnel share:
+// OLD looks marked packets up in the tunnel table, ahead of the local
+// rule; NEW does the same for the answers of DNATed flows (chain
+// dnat_mark) when another table DNATs there; and for IPv6, OLD forwards,
+// raising accept_ra from 1 to 2 on its interfaces (forwarding=1 silently
+// stops RA acceptance; 2 keeps it) other than tunnelDev (a tunnel device;
+// "" for a direct tunnel). An interface counts once migrate has raised it
+// (owned), so the next plan does not lower it again.
+func markRouting(t *config.Tunnel, f int, prefs map[string]rulePrefs, oldFacts state.Facts, oldOwned map[string]*state.Object, old, nw *HostDesired, dnatReplies bool, tunnelDev string) {
+	old.add(obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+	if dnatReplies {
+		nw.add(obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
+	}
+	if f != 6 {
+		return
+	}
+	old.add(obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
+	for name, v := range oldFacts.Sysctls {
+		_, raised := oldOwned[state.Object{Sysctl: &state.Sysctl{Name: name}}.Key()]
+		if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" && (tunnelDev == "" || dev != sysctlDev(tunnelDev)) {
+			old.add(obj(state.Sysctl{Name: name, Value: "2"}))
+		}
+	}
 }
 
 // ForeignDNAT says whether another table has a nat chain at prerouting on

@@ -273,23 +273,11 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 			)
 			h.d.Unwanted = append(h.d.Unwanted, LocalRuleKey(f))
 		}
-		add(old, obj(state.Rule{Family: f, Priority: prefs[Old].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
-		if newSpec.DNATReplies {
-			// NEW: answers of DNATed flows from OLD, marked by chain
-			// dnat_mark, go back to OLD on the segment. No throw route
-			// for OLD's endpoint: there are no outer packets to carry
-			// the mark, and the table's route to OLD is the segment's.
-			add(nw, obj(state.Rule{Family: f, Priority: prefs[New].fwmark, Mark: t.Mark, Mask: t.Mark, Table: t.Table, Protocol: RouteProto}))
-		}
-		if f == 6 {
-			add(old, obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
-			for name, v := range facts[Old].Sysctls {
-				_, raised := owned[Old][state.Object{Sysctl: &state.Sysctl{Name: name}}.Key()]
-				if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" {
-					add(old, obj(state.Sysctl{Name: name, Value: "2"}))
-				}
-			}
-		}
+		// With DNATReplies, NEW's answers of DNATed flows from OLD go
+		// back to OLD on the segment. No throw route for OLD's endpoint:
+		// there are no outer packets to carry the mark, and the table's
+		// route to OLD is the segment's.
+		markRouting(t, f, prefs, facts[Old], owned[Old], old, nw, newSpec.DNATReplies, "")
 	}
 	// With a foreign DNAT on NEW, "from ADDR lookup TABLE" takes only
 	// NEW's own packets (iif lo: output). OLD's own connections to a
