@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,10 +111,36 @@ type probe struct {
 	expect []string // substrings of the output; "ERR:" prefix means the command must fail with that text
 }
 
+// probeUDPPort hands each UDP probe of this test binary its own source
+// port, above every ephemeral range the lab sets (Linux's default ends at
+// 60999). A UDP probe on a kernel-chosen port can draw a port that a load
+// generator in the same namespace used a few seconds before for the same
+// service: conntrack then still holds that flow on the host that served
+// it, and the probe rightly goes there (a flow is a flow until it times
+// out: "established connections drain on OLD"). That is a real client
+// reusing its port, not a new one, so a probe that asks "where do new
+// flows go" must not reuse one. Seen once under 6.1 in the VM lane
+// (TestUDPListeners/gre: ~400 of the service's flows were OLD's, a 1-2 %
+// chance per probe among 28 000 ephemeral ports).
+var probeUDPPort atomic.Int32
+
+func nextProbeUDPPort() int {
+	const first, last = 61000, 65000
+	return first + int(probeUDPPort.Add(1)-1)%(last-first+1)
+}
+
+// withProbePort gives a UDP dial its own source port unless it names one.
+func withProbePort(args []string) []string {
+	if len(args) == 0 || args[0] != "dial" || !slices.Contains(args, "-udp") || slices.Contains(args, "-port") {
+		return args
+	}
+	return append([]string{args[0], "-port", strconv.Itoa(nextProbeUDPPort())}, args[1:]...)
+}
+
 func runProbes(t *testing.T, ctx context.Context, s *scenario.Scenario, probes []probe) {
 	t.Helper()
 	for _, p := range probes {
-		out, err := s.Labtool(ctx, 90*time.Second, p.role, p.args...)
+		out, err := s.Labtool(ctx, 90*time.Second, p.role, withProbePort(p.args)...)
 		for _, e := range p.expect {
 			if msg, ok := strings.CutPrefix(e, "ERR:"); ok {
 				if err == nil || !strings.Contains(out+err.Error(), msg) {
