@@ -37,7 +37,7 @@ type Prepared[H Host] struct {
 // migrate's own SSH connection, brings the state file in line with the
 // hosts' journals (each change a note), and reads the facts. On error
 // nothing stays connected.
-func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, dial Dialer[H], timeout time.Duration, note func(string)) (*Prepared[H], error) {
+func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, dial Dialer[H], timeout time.Duration, purpose Purpose, note func(string)) (*Prepared[H], error) {
 	t0 := time.Now()
 	j, err := state.LoadJournal(statePath)
 	if err != nil {
@@ -70,7 +70,7 @@ func Prepare[H Host](ctx context.Context, cfg *config.Config, statePath string, 
 		note(n)
 	}
 	t0 = time.Now()
-	facts, err := Facts(ctx, sess, cfg)
+	facts, err := Facts(ctx, sess, cfg, purpose)
 	if err != nil {
 		sess.Close()
 		return nil, err

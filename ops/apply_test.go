@@ -66,7 +66,7 @@ func TestApplyThenRollback(t *testing.T) {
 	lock := proto.LockInfo{ID: "lock-1", Holder: "test", Operation: "apply", Started: time.Now()}
 
 	var notes []string
-	p, err := Prepare(ctx, cfg, sp, f.dial, time.Second, func(n string) { notes = append(notes, n) })
+	p, err := Prepare(ctx, cfg, sp, f.dial, time.Second, ForApply, func(n string) { notes = append(notes, n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestApplyDeclined(t *testing.T) {
 	f := newFakeHosts()
 	before := dumps(f)
 	sp := filepath.Join(t.TempDir(), "migration.state.json")
-	p, err := Prepare(ctx, cfg, sp, f.dial, time.Second, func(string) {})
+	p, err := Prepare(ctx, cfg, sp, f.dial, time.Second, ForApply, func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestPrepareSelfLockout(t *testing.T) {
 	cfg := loadTestConfig(t)
 	cfg.Services[0].Ports[0].From, cfg.Services[0].Ports[0].To = 22, 22
 	f := newFakeHosts()
-	_, err := Prepare(context.Background(), cfg, filepath.Join(t.TempDir(), "s.json"), f.dial, time.Second, func(string) {})
+	_, err := Prepare(context.Background(), cfg, filepath.Join(t.TempDir(), "s.json"), f.dial, time.Second, ForApply, func(string) {})
 	if err == nil {
 		t.Fatal("a plan moving migrate's own SSH port was prepared")
 	}

@@ -13,10 +13,19 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
+// Purpose is what a Prepare is for: a plan changes nothing on the hosts,
+// an apply goes on to change them.
+type Purpose int
+
+const (
+	ForPlan Purpose = iota
+	ForApply
+)
+
 // Facts collects each connected host's facts for the plan, from both hosts
 // at once. The nft counters are left out (state.FactsRequest.NoCounters):
 // only status shows them.
-func Facts[H Host](ctx context.Context, s *Session[H], cfg *config.Config) (map[string]state.Facts, error) {
+func Facts[H Host](ctx context.Context, s *Session[H], cfg *config.Config, purpose Purpose) (map[string]state.Facts, error) {
 	out := map[string]state.Facts{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -27,6 +36,7 @@ func Facts[H Host](ctx context.Context, s *Session[H], cfg *config.Config) (map[
 			defer wg.Done()
 			req := plan.FactsRequest(cfg, name)
 			req.NoCounters = true
+			req.ForUpdate = purpose == ForApply
 			f, err := cl.Facts(ctx, req)
 			mu.Lock()
 			defer mu.Unlock()

@@ -36,6 +36,11 @@ type FactsRequest struct {
 	// UnderlayDropped): plan and apply do not use them, and at 10 000
 	// services they are a map of 10 000 entries to build and send.
 	NoCounters bool `json:"no_counters,omitempty"`
+	// ForUpdate says an apply follows: an agent that verified its table
+	// by the stamp alone renders it in the background while the CLI
+	// plans, so that the update starts from it. plan, which changes
+	// nothing, leaves it unset and costs the host no rendering.
+	ForUpdate bool `json:"for_update,omitempty"`
 }
 
 // Facts is what an agent reports about its host. It is a plain value.

@@ -175,7 +175,7 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		}
 		f.Stats.Flows = flows
 	}
-	if v := h.verified; v != nil && req.NftTable != "" {
+	if v := h.verified; v != nil && req.NftTable != "" && req.ForUpdate {
 		v.renderLater()
 	}
 	return f, nil

@@ -134,11 +134,21 @@ func TestNftStampedFacts(t *testing.T) {
 	apply(t, h, update(state.Object{Nft: &c}, state.Object{Nft: &b}))
 	expect("written again", b.Spec, true)
 
-	// Facts, then an update, in one agent (as the CLI does): the update
-	// diffs from the rendering made in the background after the facts.
+	// Facts for a plan render nothing: plan changes nothing.
 	facts(t, h, state.FactsRequest{NftTable: "migrate", NoCounters: true})
+	if h.verified == nil || h.verified.rendering != nil || h.verified.rendered != nil {
+		t.Fatal("facts for a plan (no ForUpdate) started a rendering")
+	}
+	apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &c}))
+	expect("updated without a rendering from the facts", c.Spec, true)
+	apply(t, h, update(state.Object{Nft: &c}, state.Object{Nft: &b}))
+	expect("and back", b.Spec, true)
+
+	// Facts, then an update, in one agent (as apply does): the update
+	// diffs from the rendering made in the background after the facts.
+	facts(t, h, state.FactsRequest{NftTable: "migrate", NoCounters: true, ForUpdate: true})
 	if h.verified == nil || h.verified.rendering == nil {
-		t.Fatal("no background rendering after stamped facts")
+		t.Fatal("no background rendering after stamped facts for an update")
 	}
 	apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &c}))
 	expect("updated from the background rendering", c.Spec, true)

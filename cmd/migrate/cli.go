@@ -112,7 +112,7 @@ func (c *cli) loadConfig(file string) (*config.Config, error) {
 
 // prepare loads the plan file, connects to both hosts and reads them
 // (ops.Prepare).
-func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*ops.Prepared[*remote.Client], error) {
+func (c *cli) prepare(ctx context.Context, file, stateFlag string, purpose ops.Purpose) (*ops.Prepared[*remote.Client], error) {
 	cfg, err := c.loadConfig(file)
 	if err != nil {
 		return nil, err
@@ -121,7 +121,7 @@ func (c *cli) prepare(ctx context.Context, file, stateFlag string) (*ops.Prepare
 	if err != nil {
 		return nil, err
 	}
-	return ops.Prepare(ctx, cfg, ops.StatePath(file, stateFlag), dial, hostTimeout, c.view().Note)
+	return ops.Prepare(ctx, cfg, ops.StatePath(file, stateFlag), dial, hostTimeout, purpose, c.view().Note)
 }
 
 func (c *cli) planCmd() *cobra.Command {
@@ -134,7 +134,7 @@ func (c *cli) planCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			p, err := c.prepare(ctx, file, stateFlag)
+			p, err := c.prepare(ctx, file, stateFlag, ops.ForPlan)
 			if err != nil {
 				return err
 			}
@@ -225,7 +225,7 @@ confirmed, migrate aborts NEW too.`,
 				return err
 			}
 			defer lock.Release()
-			p, err := c.prepare(ctx, file, stateFlag)
+			p, err := c.prepare(ctx, file, stateFlag, ops.ForApply)
 			if err != nil {
 				return err
 			}
