@@ -4,6 +4,11 @@
 #   - e2e: TestCoreSlice/gre, TestCoreSlice/ip6gre, TestCoreSlice/wireguard,
 #     TestForgedPackets/gre, TestUDPListeners/{gre,ip6gre,wireguard} (UDP
 #     daemons on a wildcard, bound, and dnsmasq, answered through the move);
+#     and the direct type (no device: ARP/NDP, redirects, policy routes to
+#     the peer's segment address), which this kernel runs too but which
+#     leans on neighbour and redirect behaviour that differs between kernels:
+#     TestCoreSlice/direct, TestUDPListeners/direct, TestDirectSegment under
+#     Debian 12's own kernel;
 #   - agent/kernel: TestTunnelLinks (every type: links read back as built,
 #     full-size datagrams through each tunnel without outer fragmentation)
 #     and TestWireGuardLink (keys made by each end, ping through, rollback
@@ -27,7 +32,7 @@
 #
 # Usage (root):  ./scripts/vm-lane.sh
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
-#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$':
+#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
 #                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'; empty: skip agent/kernel)
 #                VM_LANE_CONNTRACK (default 1; 0 skips the conntrack capacity step)
@@ -45,13 +50,14 @@ ROOT=$PWD
 DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard TestForgedPackets/gre
   TestUDPListeners/gre TestUDPListeners/ip6gre TestUDPListeners/wireguard TestUDPAnswersFromServiceAddress
   TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
-  TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard'
+  TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard
+  TestCoreSlice/direct TestUDPListeners/direct TestDirectSegment'
 CONNTRACK=${VM_LANE_CONNTRACK:-1}
 if [ "$CONNTRACK" = 1 ]; then
   DEFAULT_EXPECT="$DEFAULT_EXPECT TestConntrackFacts TestConntrackMaxInitNet TestConntrackCapacity"
 fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
-RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners)$/^(gre|ip6gre|wireguard)$'}
+RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$'}
 KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
