@@ -211,6 +211,9 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			if f.Chains, err = ForeignChains(p.NftTable); err != nil {
 				return f, err
 			}
+			if f.FwRules, err = FwRules(); err != nil {
+				return f, err
+			}
 			timing.Agent.Since("facts: other tables' chains", t0)
 		}
 		if p.Listeners {

@@ -47,34 +47,100 @@ func underlayFrom(c *config.Config, facts map[string]state.Facts, host string) (
 	return from, to
 }
 
+// fwCmd is a firewall command plan prints, with what shows it is in
+// effect: each chain (family, table, chain) accepts every packet of q.
+type fwCmd struct {
+	cmd    string
+	chains [][3]string
+	q      fwQuery
+}
+
 // ufwCommands are the ufw commands that let migrate's traffic through
 // ufw's default policies on host (deny incoming, deny routed): the
 // tunnel's outer packets from the peer; on OLD the flows it forwards
 // between clients and the tunnel, both ways; on NEW what arrives through
-// the tunnel for the services.
-func ufwCommands(c *config.Config, facts map[string]state.Facts, host string) []string {
+// the tunnel for the services. Each comes with the ufw user chains and
+// the packets its rule accepts; an interface command writes a rule in
+// each family's chain ufw has (ufw6-... only when ufw handles IPv6).
+func ufwCommands(c *config.Config, facts map[string]state.Facts, host string) []fwCmd {
 	t := c.Tunnel
 	from, to := underlayFrom(c, facts, host)
-	var out []string
+	input := [3]string{"ip", "filter", "ufw-user-input"}
+	if from.Is6() {
+		input = [3]string{"ip6", "filter", "ufw6-user-input"}
+	}
+	var out []fwCmd
 	switch t.Type {
 	case "vxlan":
-		out = append(out, fmt.Sprintf("ufw allow proto udp from %s to %s port %d", from, to, t.Port))
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to %s port %d", from, to, t.Port), [][3]string{input}, fwQuery{l4proto: "udp", saddr: from, daddr: to, dport: uint16(t.Port)}})
 	case "wireguard":
-		out = append(out, fmt.Sprintf("ufw allow proto udp from %s to any port %d", from, t.ListenPort))
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to any port %d", from, t.ListenPort), [][3]string{input}, fwQuery{l4proto: "udp", saddr: from, dport: uint16(t.ListenPort)}})
 	default: // gre, ip6gre
-		out = append(out, fmt.Sprintf("ufw allow proto gre from %s to %s", from, to))
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto gre from %s to %s", from, to), [][3]string{input}, fwQuery{l4proto: "gre", saddr: from, daddr: to}})
+	}
+	both := func(v4, v6 string) [][3]string {
+		l := [][3]string{{"ip", "filter", v4}}
+		if hasChain(facts[host], "ip6", "filter", v6) {
+			l = append(l, [3]string{"ip6", "filter", v6})
+		}
+		return l
 	}
 	if host == Old {
-		return append(out, "ufw route allow in on "+t.Name, "ufw route allow out on "+t.Name)
+		fwd := both("ufw-user-forward", "ufw6-user-forward")
+		return append(out,
+			fwCmd{"ufw route allow in on " + t.Name, fwd, fwQuery{iif: t.Name}},
+			fwCmd{"ufw route allow out on " + t.Name, fwd, fwQuery{oif: t.Name}})
 	}
-	return append(out, "ufw allow in on "+t.Name)
+	return append(out, fwCmd{"ufw allow in on " + t.Name, both("ufw-user-input", "ufw6-user-input"), fwQuery{iif: t.Name}})
+}
+
+// hasChain says whether the host has chain family table chain.
+func hasChain(f state.Facts, family, table, chain string) bool {
+	for _, ch := range f.Chains {
+		if ch.Family == family && ch.Table == table && ch.Chain == chain {
+			return true
+		}
+	}
+	return false
+}
+
+// missing are the commands of cmds whose rules host's live rules do not
+// show: each chain of a command must exist and accept its packets. A
+// command whose rule is there but comes after one that may stop some of
+// its packets says so, and how to see the order (show). Each comes
+// quoted in backticks.
+func missing(f state.Facts, cmds []fwCmd, show string) []string {
+	var out []string
+	for _, c := range cmds {
+		ok, late := true, ""
+		for _, ch := range c.chains {
+			accepts, shadowed := chainAccepts(f.FwRules, ch, c.q)
+			ok = ok && hasChain(f, ch[0], ch[1], ch[2]) && accepts
+			if shadowed && late == "" {
+				late = ch[2]
+			}
+		}
+		switch {
+		case ok:
+		case late != "":
+			out = append(out, fmt.Sprintf("`%s` (its rule is there, but after a rule in %s that may drop, reject or divert part of that traffic; `%s` shows the order)", c.cmd, late, show))
+		default:
+			out = append(out, "`"+c.cmd+"`")
+		}
+	}
+	return out
 }
 
 // ufwWarning is plan's warning for a host where ufw is active, naming the
 // base chains whose policy drops migrate's traffic and the commands that
-// allow it. ufw's rules themselves migrate never changes.
+// allow it, those whose rules ufw's user chains do not hold yet (a note
+// when they hold them all). ufw's rules themselves migrate never changes.
 func ufwWarning(c *config.Config, facts map[string]state.Facts, host string) string {
 	f := facts[host]
+	cmds := missing(f, ufwCommands(c, facts, host), "ufw status numbered")
+	if len(cmds) == 0 {
+		return fmt.Sprintf("host %s: ufw is active (table ip filter); its rules allow migrate's traffic (%s)", host, allowedWhat(c, host))
+	}
 	var drops []string
 	if ch := policyDrop(f, "ip", "filter", "input"); ch != "" {
 		drops = append(drops, fmt.Sprintf("chain %s (hook input) has policy drop: it drops the tunnel's packets from the peer", ch))
@@ -85,8 +151,16 @@ func ufwWarning(c *config.Config, facts map[string]state.Facts, host string) str
 	if host == New {
 		drops = append(drops, fmt.Sprintf("what arrives through %s for the services passes only if ufw allows their ports", c.Tunnel.Name))
 	}
-	cmds := ufwCommands(c, facts, host)
-	return fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): %s. Allow migrate's traffic (before migrate apply): `%s`", host, strings.Join(drops, "; "), strings.Join(cmds, "` and `"))
+	return fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): %s. Allow migrate's traffic (before migrate apply): %s", host, strings.Join(drops, "; "), strings.Join(cmds, " and "))
+}
+
+// allowedWhat names the traffic a host's firewall lets through once it
+// holds all the commands plan gives.
+func allowedWhat(c *config.Config, host string) string {
+	if host == Old {
+		return fmt.Sprintf("the tunnel's packets from the peer, the flows forwarded to and from %s", c.Tunnel.Name)
+	}
+	return fmt.Sprintf("the tunnel's packets from the peer, what arrives through %s", c.Tunnel.Name)
 }
 
 // firewalldActive says whether firewalld's nftables rules are loaded on
