@@ -13,22 +13,11 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// FwRuleChain says whether plan reads the rules of this chain: where ufw
-// keeps the operator's rules (ufw-user-input and ufw-user-forward, in
-// iptables-nft's tables ip filter and ip6 filter, ufw6-... for IPv6).
-func FwRuleChain(family, table, chain string) bool {
-	switch {
-	case family == "ip" && table == "filter":
-		return chain == "ufw-user-input" || chain == "ufw-user-forward"
-	case family == "ip6" && table == "filter":
-		return chain == "ufw6-user-input" || chain == "ufw6-user-forward"
-	}
-	return false
-}
-
-// FwRules reads the rules of the chains FwRuleChain names, at most
-// state.MaxFwRules of each (the first ones, in order), each decoded by
-// decodeFwRule. Other tables' rules are not read.
+// FwRules reads the rules of the chains state.FwRuleChain names, at
+// most state.MaxFwRules of each (the first ones, in order) and
+// state.MaxFwRulesTotal in all, each decoded by decodeFwRule. A chain cut
+// short ends in one Opaque rule without verdict (what follows is not
+// known). Other chains' rules are not read.
 func FwRules() ([]state.FwRule, error) {
 	c, err := nftables.New()
 	if err != nil {
@@ -40,24 +29,35 @@ func FwRules() ([]state.FwRule, error) {
 		return nil, err
 	}
 	var out []state.FwRule
+	total := 0
 	for _, ch := range chains {
 		if ch.Table == nil {
 			continue
 		}
 		family := familyName(ch.Table.Family)
-		if !FwRuleChain(family, ch.Table.Name, ch.Name) {
+		if !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
+			continue
+		}
+		rest := state.FwRule{Family: family, Table: ch.Table.Name, Chain: ch.Name, Opaque: true}
+		if total >= state.MaxFwRulesTotal {
+			out = append(out, rest)
 			continue
 		}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
 			return nil, err
 		}
-		if len(rules) > state.MaxFwRules {
+		cut := len(rules) > state.MaxFwRules
+		if cut {
 			rules = rules[:state.MaxFwRules]
 		}
 		for _, r := range rules {
 			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs))
 		}
+		if cut {
+			out = append(out, rest)
+		}
+		total += len(rules)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]

@@ -113,3 +113,60 @@ func TestFwRulesNetns(t *testing.T) {
 		t.Errorf("FwRules:\n%s\nwant:\n%s\n%s", g, w, sh(t, "nft", "--debug=netlink", "list", "ruleset"))
 	}
 }
+
+// TestFwRulesFirewalldNetns loads the table firewalld 1.3 wrote in the
+// lab (agent/testdata/firewalld-1.3.nft: after the commands plan gives
+// OLD) into a fresh network namespace and checks what FwRules decodes of
+// the chains plan follows: the zone dispatch, the zone's rich rules, the
+// policy's jump; and nothing of firewalld's nat and mangle chains.
+func TestFwRulesFirewalldNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "nft", "-f", "testdata/firewalld-1.3.nft")
+	rules, err := FwRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string][]state.FwRule{}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+		if r.Family != "inet" || r.Table != "firewalld" || !strings.HasPrefix(r.Chain, "filter_") || strings.HasPrefix(r.Chain, "filter_OUTPUT") {
+			t.Errorf("rule of a chain plan does not read: %+v", r)
+		}
+		c := r.Chain
+		r.Family, r.Table, r.Chain = "", "", ""
+		by[c] = append(by[c], r)
+	}
+	a := netip.MustParseAddr
+	for chain, want := range map[string][]state.FwRule{
+		"filter_INPUT_ZONES":          {{IifName: "mig0", Verdict: "goto filter_IN_trusted"}, {Verdict: "goto filter_IN_public"}},
+		"filter_FORWARD_ZONES":        {{IifName: "mig0", Verdict: "goto filter_FWD_trusted"}, {Verdict: "goto filter_FWD_public"}},
+		"filter_FORWARD_POLICIES_pre": {{OifName: "mig0", Verdict: "jump filter_FWD_policy_migrate-tunnel"}},
+		"filter_FWD_trusted_allow":    {{OifName: "mig0", Verdict: "accept"}},
+		"filter_IN_public_allow": {
+			{L4Proto: "tcp", Dport: 22, Verdict: "accept"},
+			{NfProto: "ipv6", L4Proto: "udp", Dport: 546, Verdict: "accept", Opaque: true}, // ip6 daddr fe80::/64
+			{L4Proto: "tcp", Dport: 8080, Verdict: "accept"},
+			{NfProto: "ipv4", Daddr: a("198.51.100.1"), Saddr: a("198.51.100.2"), L4Proto: "udp", Dport: 4789, Verdict: "accept"},
+			{NfProto: "ipv4", Daddr: a("198.51.100.1"), Saddr: a("198.51.100.2"), L4Proto: "gre", Verdict: "accept"},
+			{NfProto: "ipv6", Saddr: a("2001:db8::2"), L4Proto: "udp", Dport: 51820, Verdict: "accept"},
+		},
+		"filter_IN_public": {
+			{Verdict: "jump filter_INPUT_POLICIES_pre"}, {Verdict: "jump filter_IN_public_pre"}, {Verdict: "jump filter_IN_public_log"},
+			{Verdict: "jump filter_IN_public_deny"}, {Verdict: "jump filter_IN_public_allow"}, {Verdict: "jump filter_IN_public_post"},
+			{Verdict: "jump filter_INPUT_POLICIES_post"}, {Verdict: "accept", Opaque: true}, {Verdict: "reject"},
+		},
+	} {
+		if !reflect.DeepEqual(by[chain], want) {
+			g, _ := json.Marshal(by[chain])
+			w, _ := json.Marshal(want)
+			t.Errorf("%s:\n%s\nwant\n%s", chain, g, w)
+		}
+	}
+	if _, ok := by["filter_IN_public_deny"]; ok {
+		t.Errorf("rules in an empty chain: %+v", by["filter_IN_public_deny"])
+	}
+}

@@ -72,11 +72,11 @@ func ufwCommands(c *config.Config, facts map[string]state.Facts, host string) []
 	var out []fwCmd
 	switch t.Type {
 	case "vxlan":
-		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to %s port %d", from, to, t.Port), [][3]string{input}, fwQuery{l4proto: "udp", saddr: from, daddr: to, dport: uint16(t.Port)}})
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to %s port %d", from, to, t.Port), [][3]string{input}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}})
 	case "wireguard":
-		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to any port %d", from, t.ListenPort), [][3]string{input}, fwQuery{l4proto: "udp", saddr: from, dport: uint16(t.ListenPort)}})
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto udp from %s to any port %d", from, t.ListenPort), [][3]string{input}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}})
 	default: // gre, ip6gre
-		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto gre from %s to %s", from, to), [][3]string{input}, fwQuery{l4proto: "gre", saddr: from, daddr: to}})
+		out = append(out, fwCmd{fmt.Sprintf("ufw allow proto gre from %s to %s", from, to), [][3]string{input}, fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}})
 	}
 	both := func(v4, v6 string) [][3]string {
 		l := [][3]string{{"ip", "filter", v4}}
@@ -114,8 +114,8 @@ func missing(f state.Facts, cmds []fwCmd, show string) []string {
 	for _, c := range cmds {
 		ok, late := true, ""
 		for _, ch := range c.chains {
-			accepts, shadowed := chainAccepts(f.FwRules, ch, c.q)
-			ok = ok && hasChain(f, ch[0], ch[1], ch[2]) && accepts
+			accepts, shadowed := chainAccepts(f, ch, c.q)
+			ok = ok && accepts
 			if shadowed && late == "" {
 				late = ch[2]
 			}
@@ -182,40 +182,54 @@ func firewalldActive(f state.Facts) bool {
 // any zone forward into zone trusted (the flows OLD sends into the
 // tunnel: firewalld rejects forwarding between zones unless a policy
 // allows it; migrate's identity DNAT does not count as `ct status dnat`,
-// since the kernel sets that bit only when an address changes).
-func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string) []string {
+// since the kernel sets that bit only when an address changes). Each
+// comes with the packets it lets through, from firewalld's zone dispatch
+// chain on (the policy's four commands as one); `firewall-cmd --reload`
+// is not among them (firewalldWarning adds it).
+func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string) []fwCmd {
 	t := c.Tunnel
 	from, to := underlayFrom(c, facts, host)
 	family := "ipv4"
 	if from.Is6() {
 		family = "ipv6"
 	}
+	in := [][3]string{{"inet", "firewalld", "filter_INPUT_ZONES"}}
+	fwd := [][3]string{{"inet", "firewalld", "filter_FORWARD_ZONES"}}
 	var rule string
+	var q fwQuery
 	switch t.Type {
 	case "vxlan":
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" port port="%d" protocol="udp" accept`, family, from, to, t.Port)
+		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}
 	case "wireguard":
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" port port="%d" protocol="udp" accept`, family, from, t.ListenPort)
+		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}
 	default:
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" protocol value="gre" accept`, family, from, to)
+		q = fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}
 	}
-	out := []string{
-		"firewall-cmd --permanent --add-rich-rule='" + rule + "'",
-		"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name,
-	}
+	out := []fwCmd{{"firewall-cmd --permanent --add-rich-rule='" + rule + "'", in, q}}
 	if host == Old {
-		out = append(out,
-			"firewall-cmd --permanent --new-policy=migrate-tunnel",
-			"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
-			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
-			"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT")
+		return append(out,
+			fwCmd{"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name, fwd, fwQuery{iif: t.Name}},
+			fwCmd{strings.Join([]string{
+				"firewall-cmd --permanent --new-policy=migrate-tunnel",
+				"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+				"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
+				"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT"}, "` and `"), fwd, fwQuery{oif: t.Name}})
 	}
-	return append(out, "firewall-cmd --reload")
+	return append(out, fwCmd{"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name, in, fwQuery{iif: t.Name}})
 }
 
 // firewalldWarning is plan's warning for a host where firewalld is
-// active. Its base chains accept by policy but end in a reject rule.
+// active, with the commands whose effect its live rules do not show yet
+// (a note when they show them all). Its base chains accept by policy but
+// end in a reject rule.
 func firewalldWarning(c *config.Config, facts map[string]state.Facts, host string) string {
+	cmds := missing(facts[host], firewalldCommands(c, facts, host), "nft list table inet firewalld")
+	if len(cmds) == 0 {
+		return fmt.Sprintf("host %s: firewalld is active (table inet firewalld); its rules allow migrate's traffic (%s)", host, allowedWhat(c, host))
+	}
 	what := "the tunnel's packets from the peer"
 	if host == New {
 		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
@@ -224,5 +238,5 @@ func firewalldWarning(c *config.Config, facts map[string]state.Facts, host strin
 	if host == Old {
 		drops += fmt.Sprintf("; chain filter_FORWARD (hook forward) does the same to the flows OLD forwards to and from %s", c.Tunnel.Name)
 	}
-	return fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): %s. Allow migrate's traffic (before migrate apply): `%s`", host, drops, strings.Join(firewalldCommands(c, facts, host), "` and `"))
+	return fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): %s. Allow migrate's traffic (before migrate apply): %s and `firewall-cmd --reload`", host, drops, strings.Join(cmds, " and "))
 }

@@ -736,8 +736,36 @@ func (f File) Validate() error {
 }
 
 // MaxFwRules bounds the rules the agent reports per firewall chain
-// (Facts.FwRules): the first ones, in order.
-const MaxFwRules = 512
+// (Facts.FwRules): the first ones, in order, then one Opaque rule
+// without verdict for the rest. MaxFwRulesTotal bounds them all: a
+// chain past it gets that one rule only.
+const (
+	MaxFwRules      = 512
+	MaxFwRulesTotal = 8192
+)
+
+// FwRuleChain says whether the agent reports the rules of this chain
+// (Facts.FwRules), where ufw and firewalld keep what the operator
+// allowed: ufw's user chains (ufw-user-input and ufw-user-forward in
+// iptables-nft's table ip filter, ufw6-... in ip6 filter), and in
+// firewalld 1.x's table inet firewalld the filter chains a packet goes
+// through from its zone dispatch on (filter_INPUT_ZONES,
+// filter_FORWARD_ZONES): the zones' and policies' chains.
+func FwRuleChain(family, table, chain string) bool {
+	switch {
+	case family == "ip" && table == "filter":
+		return chain == "ufw-user-input" || chain == "ufw-user-forward"
+	case family == "ip6" && table == "filter":
+		return chain == "ufw6-user-input" || chain == "ufw6-user-forward"
+	case family == "inet" && table == "firewalld":
+		for _, p := range []string{"filter_INPUT_ZONES", "filter_FORWARD_ZONES", "filter_INPUT_POLICIES_", "filter_FORWARD_POLICIES_", "filter_IN_", "filter_FWD_"} {
+			if strings.HasPrefix(chain, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // L4ProtoNames are the names FwRule.L4Proto uses for these protocol
 // numbers; any other is written as its number.
