@@ -2,8 +2,11 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -168,5 +171,38 @@ func TestFwRulesFirewalldNetns(t *testing.T) {
 	}
 	if _, ok := by["filter_IN_public_deny"]; ok {
 		t.Errorf("rules in an empty chain: %+v", by["filter_IN_public_deny"])
+	}
+}
+
+// TestFwRulesBoundedNetns: a chain longer than state.MaxFwRules is
+// reported as its first rules and one Opaque rule for the rest, so plan
+// cannot take what follows for nothing.
+func TestFwRulesBoundedNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("table ip filter {\n chain ufw-user-input {\n")
+	for i := 0; i < state.MaxFwRules+10; i++ {
+		fmt.Fprintf(&b, "  tcp dport %d accept\n", 1000+i)
+	}
+	b.WriteString(" }\n}\n")
+	f := filepath.Join(t.TempDir(), "rules.nft")
+	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "nft", "-f", f)
+	rules, err := FwRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) != state.MaxFwRules+1 {
+		t.Fatalf("%d rules, want %d", len(rules), state.MaxFwRules+1)
+	}
+	if r := rules[state.MaxFwRules-1]; r.Dport != uint16(1000+state.MaxFwRules-1) || r.Opaque {
+		t.Errorf("last rule reported: %+v", r)
+	}
+	if r := rules[state.MaxFwRules]; !r.Opaque || r.Verdict != "" || r.Chain != "ufw-user-input" {
+		t.Errorf("the rest: %+v", r)
 	}
 }
