@@ -212,6 +212,11 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 				return f, err
 			}
 			timing.Agent.Since("facts: other tables' chains", t0)
+			t0 = time.Now()
+			if f.FwRules, err = FwRules(); err != nil {
+				return f, err
+			}
+			timing.Agent.Since("facts: ufw's and firewalld's rules", t0)
 		}
 		if p.Listeners {
 			t0 := time.Now()

@@ -93,8 +93,9 @@ func needFirewalld(t *testing.T) {
 // TestFirewalld moves a service between two hosts where firewalld runs
 // (for real, in each lab host's namespace) with its default zone public:
 // only SSH, and the service's port, allowed. plan names the rules that
-// reject migrate's traffic and the firewall-cmd commands that allow it;
-// once the operator ran them, the service moves with the client's
+// reject migrate's traffic and the firewall-cmd commands that allow it,
+// only those whose effect firewalld's live rules do not show yet; once
+// the operator ran them, the service moves with the client's
 // address preserved, firewalld's table is never changed by migrate, and
 // rollback leaves both hosts as they were.
 func TestFirewalld(t *testing.T) {
@@ -140,9 +141,28 @@ func TestFirewalld(t *testing.T) {
 			}
 		}
 	}
-	// The operator runs them, as given.
+	// The operator puts mig0 in zone trusted on NEW first: plan sees it
+	// in firewalld's live rules and gives NEW only the rich rule.
+	fw[lab.RoleNew](want[lab.RoleNew][1] + " && firewall-cmd --reload")
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "WARNING host new: firewalld is active") || !strings.Contains(r.Stdout, "`"+want[lab.RoleNew][0]+"` and `firewall-cmd --reload`") {
+		t.Errorf("plan does not give NEW only the rich rule:\n%s", r.Stdout)
+	}
+	if strings.Count(r.Stdout, "--add-interface=mig0") != 1 {
+		t.Errorf("plan gives --add-interface=mig0 for NEW, which has it (or not for OLD):\n%s", r.Stdout)
+	}
+	// Then the rest, as given: plan has no firewalld warning left.
 	for host, cmds := range want {
 		fw[host](strings.Join(cmds, " && "))
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if !strings.Contains(r.Stdout, "host "+host+": firewalld is active (table inet firewalld); its rules allow migrate's traffic") {
+			t.Errorf("plan does not note that %s's firewalld allows migrate's traffic:\n%s", host, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "firewall-cmd") {
+		t.Errorf("plan still gives firewall-cmd commands once all ran:\n%s", r.Stdout)
 	}
 	before, err := s.Snapshot(ctx)
 	if err != nil {

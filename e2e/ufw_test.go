@@ -63,7 +63,8 @@ func needUfw(t *testing.T) {
 // default policies (deny incoming, deny routed; the service's port and
 // SSH allowed), run for real in each lab host's namespace. plan names
 // the policies that drop migrate's traffic and the ufw commands that
-// allow it; once the operator ran them, the service moves with the
+// allow it, only those whose rule ufw's live chains do not hold yet (no
+// warning once all are there); once the operator ran them, the service moves with the
 // client's address preserved, ufw's rules are never changed by migrate,
 // and rollback leaves both hosts as they were.
 func TestUfw(t *testing.T) {
@@ -103,11 +104,38 @@ func TestUfw(t *testing.T) {
 	if !strings.Contains(r.Stdout, "chain FORWARD (hook forward) has policy drop: it drops the flows OLD forwards to and from mig0") {
 		t.Errorf("plan does not name ufw's FORWARD policy on OLD:\n%s", r.Stdout)
 	}
-	// The operator runs them, as given.
+	// The operator runs one of NEW's first: plan sees that rule in
+	// ufw's live chains and gives only the other one.
+	ufwIn(t, ctx, l, lab.RoleNew, "allow", "in", "on", "mig0")
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "WARNING host new: ufw is active") || !strings.Contains(r.Stdout, "`"+want[lab.RoleNew][0]+"`") {
+		t.Errorf("plan does not give NEW's missing %q:\n%s", want[lab.RoleNew][0], r.Stdout)
+	}
+	if strings.Contains(r.Stdout, "`ufw allow in on mig0`") {
+		t.Errorf("plan still gives `ufw allow in on mig0`, which NEW's ufw holds:\n%s", r.Stdout)
+	}
+	for _, c := range want[lab.RoleOld] {
+		if !strings.Contains(r.Stdout, "`"+c+"`") {
+			t.Errorf("plan no longer gives OLD %q:\n%s", c, r.Stdout)
+		}
+	}
+	// Then the rest, as given: plan has no ufw warning left, only notes.
 	for host, cmds := range want {
 		for _, c := range cmds {
+			if host == lab.RoleNew && c == "ufw allow in on mig0" {
+				continue
+			}
 			ufwIn(t, ctx, l, host, strings.Fields(strings.TrimPrefix(c, "ufw "))...)
 		}
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if !strings.Contains(r.Stdout, "host "+host+": ufw is active (table ip filter); its rules allow migrate's traffic") {
+			t.Errorf("plan does not note that %s's ufw allows migrate's traffic:\n%s", host, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "WARNING") {
+		t.Errorf("plan still warns once every command ran:\n%s", r.Stdout)
 	}
 	before, err := s.Snapshot(ctx)
 	if err != nil {

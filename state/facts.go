@@ -26,7 +26,8 @@ type FactsRequest struct {
 	// Listeners asks for the host's listening TCP and bound UDP sockets.
 	Listeners bool `json:"listeners,omitempty"`
 	// Chains asks for the base chains of other nft tables, to warn about
-	// what would break the data path (a forward drop policy).
+	// what would break the data path (a forward drop policy), and the
+	// rules of ufw's user chains (Facts.FwRules).
 	Chains bool `json:"chains,omitempty"`
 	// Conntrack asks how full the host's conntrack table is, and how
 	// many sockets the host holds (what it will track once migrate's
@@ -61,6 +62,11 @@ type Facts struct {
 	// chains, and regular ones (Hook "": Docker's DOCKER-USER, ufw's
 	// ufw-user-forward), for plan's warnings.
 	Chains []BaseChain `json:"chains,omitempty"`
+	// FwRules are the rules of the few foreign chains where ufw and
+	// firewalld keep what the operator allowed (FwRuleChains), decoded
+	// as far as plan needs to see whether migrate's traffic is allowed.
+	// Not part of Digest: the operator adds them after planning.
+	FwRules []FwRule `json:"fw_rules,omitempty"`
 	// Listeners are the listening TCP and bound UDP sockets (when
 	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
 	// go without changing what migrate manages.
@@ -123,6 +129,30 @@ type BaseChain struct {
 	Priority int    `json:"priority"`
 	Policy   string `json:"policy"`         // accept | drop
 	Type     string `json:"type,omitempty"` // filter | nat | route; "" for a regular chain
+}
+
+// FwRule is one rule of a foreign firewall chain, as far as the agent
+// decodes its expressions: the matches plan compares with migrate's
+// traffic (each field empty when the rule does not match on it) and the
+// verdict. Opaque says the rule has an expression the agent does not
+// decode (an xtables match, a set lookup, a bitwise mask, a limit...)
+// that may narrow what it matches: such a rule never counts as allowing
+// anything, and may still drop anything its known fields allow.
+type FwRule struct {
+	Family  string     `json:"family"` // ip | ip6 | inet
+	Table   string     `json:"table"`
+	Chain   string     `json:"chain"`
+	NfProto string     `json:"nfproto,omitempty"` // ipv4 | ipv6 (meta nfproto, in inet tables)
+	IifName string     `json:"iifname,omitempty"`
+	OifName string     `json:"oifname,omitempty"`
+	L4Proto string     `json:"l4proto,omitempty"` // tcp | udp | gre | ... or the number
+	Saddr   netip.Addr `json:"saddr,omitzero"`    // exact source address
+	Daddr   netip.Addr `json:"daddr,omitzero"`    // exact destination address
+	Dport   uint16     `json:"dport,omitempty"`
+	// Verdict is accept, drop, reject, return, "jump CHAIN", "goto
+	// CHAIN", or "" (none: the packet goes on to the next rule).
+	Verdict string `json:"verdict,omitempty"`
+	Opaque  bool   `json:"opaque,omitempty"`
 }
 
 // Listener is one listening TCP or bound UDP socket.
@@ -233,6 +263,7 @@ type Conntrack struct {
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
+	f.FwRules = nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -730,6 +731,124 @@ func (f File) Validate() error {
 		return fmt.Errorf("file %s: content is %d bytes, more than %d", show(f.Path), len(f.Content), MaxFileSize)
 	case strings.ContainsRune(f.Content, 0) || strings.ContainsRune(f.Link, 0):
 		return fmt.Errorf("file %s: contains a NUL byte", show(f.Path))
+	}
+	return nil
+}
+
+// MaxFwRules bounds the rules the agent reports per firewall chain
+// (Facts.FwRules): the first ones, in order, then one Opaque rule
+// without verdict for the rest. MaxFwRulesTotal bounds them all: a
+// chain past it gets that one rule only.
+const (
+	MaxFwRules      = 512
+	MaxFwRulesTotal = 8192
+)
+
+// FwRuleChain says whether the agent reports the rules of this chain
+// (Facts.FwRules), where ufw and firewalld keep what the operator
+// allowed: ufw's user chains (ufw-user-input and ufw-user-forward in
+// iptables-nft's table ip filter, ufw6-... in ip6 filter), and in
+// firewalld 1.x's table inet firewalld the filter chains a packet goes
+// through from its zone dispatch on (filter_INPUT_ZONES,
+// filter_FORWARD_ZONES): the zones' and policies' chains.
+func FwRuleChain(family, table, chain string) bool {
+	switch {
+	case family == "ip" && table == "filter":
+		return chain == "ufw-user-input" || chain == "ufw-user-forward"
+	case family == "ip6" && table == "filter":
+		return chain == "ufw6-user-input" || chain == "ufw6-user-forward"
+	case family == "inet" && table == "firewalld":
+		for _, p := range []string{"filter_INPUT_ZONES", "filter_FORWARD_ZONES", "filter_INPUT_POLICIES_", "filter_FORWARD_POLICIES_", "filter_IN_", "filter_FWD_"} {
+			if strings.HasPrefix(chain, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// L4ProtoNames are the names FwRule.L4Proto uses for these protocol
+// numbers; any other is written as its number.
+var L4ProtoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
+
+// checkNftChainName checks a chain name as nft allows it: 1..256
+// printable ASCII bytes without whitespace.
+func checkNftChainName(what, name string) error {
+	bad := name == "" || len(name) > 256
+	for i := 0; i < len(name) && !bad; i++ {
+		bad = name[i] <= ' ' || name[i] > '~'
+	}
+	if bad {
+		return fmt.Errorf("%s %s: must be 1..256 printable ASCII bytes without whitespace", what, show(name))
+	}
+	return nil
+}
+
+// Validate checks a firewall rule as the agent reports it.
+func (r FwRule) Validate() error {
+	want := map[string]string{"ip": "ipv4", "ip6": "ipv6", "inet": r.NfProto}[r.Family]
+	if r.Family != "ip" && r.Family != "ip6" && r.Family != "inet" {
+		return fmt.Errorf("firewall rule family %s: must be ip, ip6 or inet", show(r.Family))
+	}
+	if err := checkNftChainName("firewall rule table", r.Table); err != nil {
+		return err
+	}
+	if err := checkNftChainName("firewall rule chain", r.Chain); err != nil {
+		return err
+	}
+	switch {
+	case r.NfProto != "" && r.NfProto != "ipv4" && r.NfProto != "ipv6":
+		return fmt.Errorf("firewall rule nfproto %s: must be ipv4 or ipv6", show(r.NfProto))
+	case r.NfProto != "" && r.Family != "inet":
+		return fmt.Errorf("firewall rule nfproto %s: only in an inet table", r.NfProto)
+	}
+	for _, n := range []struct{ what, name string }{{"iifname", r.IifName}, {"oifname", r.OifName}} {
+		if n.name != "" {
+			if err := CheckIfname("firewall rule "+n.what, n.name); err != nil {
+				return err
+			}
+		}
+	}
+	if r.L4Proto != "" {
+		ok := false
+		for _, name := range L4ProtoNames {
+			ok = ok || r.L4Proto == name
+		}
+		if n, err := strconv.Atoi(r.L4Proto); err == nil && n >= 0 && n <= 255 && L4ProtoNames[uint8(n)] == "" && r.L4Proto == strconv.Itoa(n) {
+			ok = true
+		}
+		if !ok {
+			return fmt.Errorf("firewall rule l4proto %s: must be a protocol name (tcp, udp, gre, ...) or a number 0..255 without one", show(r.L4Proto))
+		}
+	}
+	for _, a := range []struct {
+		what string
+		addr netip.Addr
+	}{{"saddr", r.Saddr}, {"daddr", r.Daddr}} {
+		if !a.addr.IsValid() {
+			continue
+		}
+		if err := CheckIP("firewall rule "+a.what, a.addr); err != nil {
+			return err
+		}
+		if fam := map[bool]string{true: "ipv4", false: "ipv6"}[a.addr.Is4()]; fam != want {
+			return fmt.Errorf("firewall rule %s %s: not an address of the rule's family (%s table, nfproto %s)", a.what, a.addr, r.Family, show(r.NfProto))
+		}
+	}
+	if r.Dport != 0 && r.L4Proto == "" {
+		return fmt.Errorf("firewall rule dport %d: needs an l4proto", r.Dport)
+	}
+	switch v, chain, _ := strings.Cut(r.Verdict, " "); v {
+	case "", "accept", "drop", "reject", "return":
+		if chain != "" {
+			return fmt.Errorf("firewall rule verdict %s: %s takes no chain", show(r.Verdict), v)
+		}
+	case "jump", "goto":
+		if err := checkNftChainName("firewall rule verdict "+v, chain); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("firewall rule verdict %s: must be accept, drop, reject, return, jump CHAIN, goto CHAIN or none", show(r.Verdict))
 	}
 	return nil
 }

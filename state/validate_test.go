@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -270,5 +271,49 @@ func TestFactsRequestValidate(t *testing.T) {
 		}), `flows 198.51.100.10 proto "icmp": must be tcp or udp`},
 	} {
 		wantErr(t, c.name, c.req.Validate(), c.want)
+	}
+}
+
+// FwRule: the agent's decoded rules, and what old facts without them
+// read as; the rules are not part of Digest.
+func TestFwRuleValidate(t *testing.T) {
+	ok := FwRule{Family: "ip", Table: "filter", Chain: "ufw-user-input", L4Proto: "udp", Saddr: netip.MustParseAddr("198.51.100.2"), Daddr: netip.MustParseAddr("198.51.100.1"), Dport: 4789, Verdict: "accept"}
+	m := func(f func(*FwRule)) FwRule { r := ok; f(&r); return r }
+	for _, c := range []struct {
+		name string
+		r    FwRule
+		want string
+	}{
+		{"ok", ok, ""},
+		{"inet ipv6", FwRule{Family: "inet", Table: "firewalld", Chain: "filter_IN_public_allow", NfProto: "ipv6", Saddr: netip.MustParseAddr("2001:db8::2"), Verdict: "jump x"}, ""},
+		{"iifname", FwRule{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", IifName: "mig0", Verdict: "accept"}, ""},
+		{"number proto", m(func(r *FwRule) { r.L4Proto, r.Dport = "99", 0 }), ""},
+		{"family", m(func(r *FwRule) { r.Family = "arp" }), `firewall rule family "arp"`},
+		{"chain", m(func(r *FwRule) { r.Chain = "a b" }), `firewall rule chain "a b"`},
+		{"nfproto outside inet", m(func(r *FwRule) { r.NfProto = "ipv4" }), "only in an inet table"},
+		{"ifname", m(func(r *FwRule) { r.OifName = "a/b" }), `firewall rule oifname "a/b"`},
+		{"proto name", m(func(r *FwRule) { r.L4Proto = "udpx" }), `firewall rule l4proto "udpx"`},
+		{"proto number with a name", m(func(r *FwRule) { r.L4Proto = "17" }), `firewall rule l4proto "17"`},
+		{"address family", m(func(r *FwRule) { r.Daddr = netip.MustParseAddr("2001:db8::1") }), "firewall rule daddr 2001:db8::1: not an address of the rule's family"},
+		{"inet address without nfproto", FwRule{Family: "inet", Table: "t", Chain: "c", Saddr: netip.MustParseAddr("192.0.2.1")}, "not an address of the rule's family"},
+		{"port without proto", m(func(r *FwRule) { r.L4Proto = "" }), "dport 4789: needs an l4proto"},
+		{"verdict", m(func(r *FwRule) { r.Verdict = "queue" }), `firewall rule verdict "queue"`},
+		{"jump without chain", m(func(r *FwRule) { r.Verdict = "jump" }), `firewall rule verdict jump ""`},
+		{"accept with chain", m(func(r *FwRule) { r.Verdict = "accept x" }), "takes no chain"},
+	} {
+		wantErr(t, c.name, c.r.Validate(), c.want)
+	}
+	var f Facts
+	if err := json.Unmarshal([]byte(`{"hostname":"h","chains":[{"family":"ip","table":"filter","chain":"ufw-user-input","hook":"","priority":0,"policy":""}]}`), &f); err != nil || f.FwRules != nil {
+		t.Errorf("old facts: %v, rules %v", err, f.FwRules)
+	}
+	d := f.Digest()
+	f.FwRules = []FwRule{ok}
+	if f.Digest() != d {
+		t.Error("the rules change the facts' digest")
+	}
+	b, _ := json.Marshal(FwRule{Family: "ip", Table: "filter", Chain: "c"})
+	if string(b) != `{"family":"ip","table":"filter","chain":"c"}` {
+		t.Errorf("an empty rule is %s", b)
 	}
 }

@@ -1,0 +1,131 @@
+package plan
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// fwQuery is a set of packets migrate needs a firewall chain to accept:
+// each field that is set, every packet has; one not set, any value.
+// notIif is a device none of them arrives through (the tunnel's outer
+// packets never come in through the tunnel device).
+type fwQuery struct {
+	iif, oif, l4proto string
+	notIif            string
+	saddr, daddr      netip.Addr
+	dport             uint16
+}
+
+// fwResult is what a chain does with every packet of a query, as far as
+// its reported rules show.
+type fwResult int
+
+const (
+	fwUnknown fwResult = iota // some may be dropped, rejected, or it cannot tell
+	fwPass                    // all go on past the chain (its end, or return)
+	fwAccept                  // all are accepted
+)
+
+// chainAccepts says whether chain ch (family, table, chain) accepts every
+// packet of q, following its jumps and gotos through chains whose rules
+// the facts hold (state.FwRuleChain). shadowed says, when it does not,
+// that a rule accepting all of q is in ch, but after one that may stop
+// part of q.
+func chainAccepts(f state.Facts, ch [3]string, q fwQuery) (ok, shadowed bool) {
+	r, shadowed := evalChain(f, ch, q, 0)
+	return r == fwAccept, shadowed && r != fwAccept
+}
+
+// evalChain walks the rules of ch for q. A rule whose known matches
+// exclude all of q is skipped. One that holds for all of q (covers, not
+// Opaque) decides: accept, drop or reject, return; a jump or goto, what
+// the chain it names does with q; no verdict, the next rule. One that
+// may match part of q (a partial match, or Opaque) is harmless if its
+// verdict is accept, or none without Opaque, or a jump or goto to a chain
+// that accepts all of q (or, for a jump, lets all of it pass); anything
+// else makes the result unknown. A chain whose rules the facts do not
+// hold is unknown; the end of a chain passes.
+func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult, shadowed bool) {
+	if depth > 16 || !state.FwRuleChain(ch[0], ch[1], ch[2]) || !hasChain(f, ch[0], ch[1], ch[2]) {
+		return fwUnknown, false
+	}
+	stopped := false
+	for _, r := range f.FwRules {
+		if r.Family != ch[0] || r.Table != ch[1] || r.Chain != ch[2] {
+			continue
+		}
+		if r.Validate() != nil {
+			r = state.FwRule{Opaque: true}
+		}
+		if disjoint(r, q) {
+			continue
+		}
+		whole := !r.Opaque && covers(r, q)
+		verdict, target, _ := strings.Cut(r.Verdict, " ")
+		sub := fwUnknown
+		if verdict == "jump" || verdict == "goto" {
+			sub, _ = evalChain(f, [3]string{ch[0], ch[1], target}, q, depth+1)
+		}
+		if stopped {
+			// Only to say whether an accept for all of q comes later.
+			if whole && verdict == "accept" {
+				return fwUnknown, true
+			}
+			continue
+		}
+		switch {
+		case whole && verdict == "accept":
+			return fwAccept, false
+		case whole && verdict == "return":
+			return fwPass, false
+		case whole && verdict == "goto":
+			return sub, false
+		case whole && verdict == "jump" && sub == fwAccept:
+			return fwAccept, false
+		case whole && verdict == "jump" && sub == fwPass:
+		case whole && verdict == "":
+		case verdict == "accept":
+		case verdict == "" && !r.Opaque:
+		case verdict == "jump" && (sub == fwAccept || sub == fwPass):
+		case verdict == "goto" && sub == fwAccept:
+		default:
+			stopped = true
+		}
+	}
+	if stopped {
+		return fwUnknown, false
+	}
+	return fwPass, false
+}
+
+// covers says whether each match of r holds for every packet of q.
+func covers(r state.FwRule, q fwQuery) bool {
+	if r.NfProto != "" && !(q.saddr.IsValid() && familyOf(q.saddr) == r.NfProto) {
+		return false
+	}
+	return (r.IifName == "" || r.IifName == q.iif) &&
+		(r.OifName == "" || r.OifName == q.oif) &&
+		(r.L4Proto == "" || r.L4Proto == q.l4proto) &&
+		(!r.Saddr.IsValid() || r.Saddr == q.saddr) &&
+		(!r.Daddr.IsValid() || r.Daddr == q.daddr) &&
+		(r.Dport == 0 || r.Dport == q.dport)
+}
+
+// disjoint says whether a known match of r excludes every packet of q.
+func disjoint(r state.FwRule, q fwQuery) bool {
+	differ := func(a, b string) bool { return a != "" && b != "" && a != b }
+	return differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
+		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
+		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
+		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
+		(r.NfProto != "" && q.saddr.IsValid() && familyOf(q.saddr) != r.NfProto)
+}
+
+func familyOf(a netip.Addr) string {
+	if a.Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}

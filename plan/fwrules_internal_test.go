@@ -1,0 +1,52 @@
+package plan
+
+import (
+	"testing"
+
+	"github.com/opsmigrate/migrate/state"
+)
+
+// evalChain's rules for jumps and gotos, on chains of ufw's table: a
+// goto or jump that only part of the packets take is harmless only when
+// the chain it names accepts them (or, for a jump, lets them pass); one
+// all of them take decides. A chain whose rules the facts do not hold
+// (not FwRuleChain, or absent) is unknown, however empty it looks.
+func TestEvalChainJumps(t *testing.T) {
+	in := [3]string{"ip", "filter", "ufw-user-input"}
+	fwd := "ufw-user-forward"
+	q := fwQuery{iif: "mig0"}
+	rule := func(chain string, r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = "ip", "filter", chain
+		return r
+	}
+	for _, tc := range []struct {
+		name  string
+		rules []state.FwRule
+		want  fwResult
+	}{
+		{"empty", nil, fwPass},
+		{"accept", []state.FwRule{rule(in[2], state.FwRule{IifName: "mig0", Verdict: "accept"})}, fwAccept},
+		{"goto for all, which accepts", []state.FwRule{rule(in[2], state.FwRule{Verdict: "goto " + fwd}), rule(fwd, state.FwRule{Verdict: "accept"})}, fwAccept},
+		{"goto for all, which passes", []state.FwRule{rule(in[2], state.FwRule{Verdict: "goto " + fwd}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwPass},
+		{"goto for some, which passes", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "udp", Verdict: "goto " + fwd}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwUnknown},
+		{"goto for some, which accepts", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "udp", Verdict: "goto " + fwd}), rule(fwd, state.FwRule{Verdict: "accept"}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwAccept},
+		{"jump for some, which passes", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "udp", Verdict: "jump " + fwd}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwAccept},
+		{"jump for some, which drops", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "udp", Verdict: "jump " + fwd}), rule(fwd, state.FwRule{Verdict: "drop"}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwUnknown},
+		{"jump to a chain not read", []state.FwRule{rule(in[2], state.FwRule{Verdict: "jump ufw-user-limit"}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwUnknown},
+		{"return for all", []state.FwRule{rule(in[2], state.FwRule{Verdict: "return"}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwPass},
+		{"opaque without verdict", []state.FwRule{rule(in[2], state.FwRule{Opaque: true}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwUnknown},
+		{"opaque accept, then none", []state.FwRule{rule(in[2], state.FwRule{Opaque: true, Verdict: "accept"})}, fwPass},
+		{"drop on another device", []state.FwRule{rule(in[2], state.FwRule{IifName: "eth0", Verdict: "drop"}), rule(in[2], state.FwRule{Verdict: "accept"})}, fwAccept},
+	} {
+		f := state.Facts{FwRules: tc.rules, Chains: []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: in[2]}, {Family: "ip", Table: "filter", Chain: fwd}, {Family: "ip", Table: "filter", Chain: "ufw-user-limit"},
+		}}
+		if got, _ := evalChain(f, in, q, 0); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	f := state.Facts{FwRules: []state.FwRule{rule(in[2], state.FwRule{Verdict: "accept"})}}
+	if got, _ := evalChain(f, in, q, 0); got != fwUnknown {
+		t.Errorf("a chain the facts do not list: %v", got)
+	}
+}
