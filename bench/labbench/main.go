@@ -55,6 +55,7 @@ var (
 	flagLoadgen = flag.String("loadgen", "", "a loadgen binary built already (default: go build ./bench/loadgen)")
 	flagOldCT   = flag.Bool("old-conntrack", false, "give OLD a stateful firewall table (ip mbench_fw: input accepts established flows) for the whole run, as most servers have: conntrack then runs on OLD before any apply")
 	flagCols    = flag.String("cols", "", "only these data-path columns, comma-separated (e.g. \"direct,routed,migrate direct (no tunnel)\"); default all")
+	flagAffin   = flag.String("iperf-affinity", "", "iperf3's -A for the throughput tests, \"CLIENT,SERVER\" CPUs (e.g. 0,1): Debian 12's iperf3 3.12 runs all streams in one thread, and where the scheduler puts client and server changes the result from round to round; pinned, every column runs the same placement")
 )
 
 // The columns of issue 18 item 5: OLD's own service, not in the plan.
@@ -386,6 +387,9 @@ func (b *bench) iperf(ctx context.Context, addr string, streams int) (float64, e
 	}
 	args := []string{"iperf3", "-c", ap.Addr().String(), "-p", strconv.Itoa(int(ap.Port())), "-t", strconv.Itoa(secs),
 		"-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000"}
+	if *flagAffin != "" {
+		args = append(args, "-A", *flagAffin)
+	}
 	out, err := b.output(ctx, time.Duration(secs)*time.Second+30*time.Second, lab.RoleClient, args...)
 	var res struct {
 		Error string `json:"error"`
