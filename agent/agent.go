@@ -218,6 +218,13 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			}
 			timing.Agent.Since("facts: ufw's and firewalld's rules", t0)
 		}
+		if p.Networkd {
+			t0 := time.Now()
+			if f.Networkd, err = NetworkdFacts(); err != nil {
+				return f, err
+			}
+			timing.Agent.Since("facts: systemd-networkd", t0)
+		}
 		if p.Listeners {
 			t0 := time.Now()
 			f.Listeners, err = Listeners()

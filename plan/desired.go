@@ -224,6 +224,7 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 		Sysctls:  Sysctls(c, host),
 		NftTable: NftTableName,
 		Chains:   true,
+		Networkd: true,
 	}
 	if c.Tunnel != nil {
 		r.Tables, r.Mark = []int{c.Tunnel.Table}, c.Tunnel.Mark

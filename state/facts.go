@@ -33,6 +33,9 @@ type FactsRequest struct {
 	// many sockets the host holds (what it will track once migrate's
 	// table turns tracking on).
 	Conntrack bool `json:"conntrack,omitempty"`
+	// Networkd asks whether systemd-networkd runs in the agent's network
+	// namespace and whether it removes rules and routes it did not make.
+	Networkd bool `json:"networkd,omitempty"`
 	// NoCounters skips reading the nft counters (Stats.Counters and
 	// UnderlayDropped): plan and apply do not use them, and at 10 000
 	// services they are a map of 10 000 entries to build and send.
@@ -77,6 +80,10 @@ type Facts struct {
 	// Digest; nf_conntrack_max, which a step may change, is also read as
 	// a sysctl when the plan asks for it.
 	Conntrack *Conntrack `json:"conntrack,omitempty"`
+	// Networkd (when asked) is systemd-networkd in this host's network
+	// namespace and its settings. Not part of Digest: the operator
+	// changes them after planning, as plan advises.
+	Networkd *Networkd `json:"networkd,omitempty"`
 	// WGPublicKey is this host's WireGuard public key for the tunnel,
 	// filled by the CLI from the agent's wg-key call (not by facts). Not
 	// part of Digest: it is derived from the host's key file, which the
@@ -260,10 +267,38 @@ type Conntrack struct {
 	UDPInUse    int64 `json:"udp_inuse"`
 }
 
+// Networkd is systemd-networkd as the agent finds it (Facts.Networkd).
+// networkd removes routing policy rules and routes it did not make when
+// it starts and when it configures a link, unless networkd.conf sets
+// ManageForeignRoutingPolicyRules=no and ManageForeignRoutes=no.
+type Networkd struct {
+	// Running: a systemd-networkd process runs in the agent's network
+	// namespace (one in another namespace does not count). The rest is
+	// set only when it runs.
+	Running bool `json:"running"`
+	PID     int  `json:"pid,omitempty"`
+	// ForeignRules and ForeignRoutes are the effective
+	// ManageForeignRoutingPolicyRules= and ManageForeignRoutes= (default
+	// yes), read through the process's own root.
+	ForeignRules  bool `json:"manage_foreign_rules"`
+	ForeignRoutes bool `json:"manage_foreign_routes"`
+	// Files are the configuration files read, in the order applied.
+	Files []string `json:"files,omitempty"`
+	// Problems are what could not be read or parsed ("FILE:LINE: ...");
+	// a value not understood counts as the default, yes.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Bounds of a Networkd report.
+const (
+	MaxNetworkdFiles    = 256
+	MaxNetworkdProblems = 64
+)
+
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
-	f.FwRules = nil
+	f.FwRules, f.Networkd = nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -719,6 +719,33 @@ func (r FactsRequest) Validate() error {
 	return checkServices("flows", r.Flows, false)
 }
 
+// Validate checks a networkd report as the agent sends it.
+func (n Networkd) Validate() error {
+	switch {
+	case n.PID < 0:
+		return fmt.Errorf("networkd pid %d: must not be negative", n.PID)
+	case !n.Running && (n.PID != 0 || n.ForeignRules || n.ForeignRoutes || len(n.Files) > 0):
+		return fmt.Errorf("networkd: settings of a networkd that does not run")
+	case n.Running && n.PID <= 0:
+		return fmt.Errorf("networkd: running without a pid")
+	case len(n.Files) > MaxNetworkdFiles:
+		return fmt.Errorf("networkd: %d files, at most %d", len(n.Files), MaxNetworkdFiles)
+	case len(n.Problems) > MaxNetworkdProblems:
+		return fmt.Errorf("networkd: %d problems, at most %d", len(n.Problems), MaxNetworkdProblems)
+	}
+	for _, f := range n.Files {
+		if !filepath.IsAbs(f) || filepath.Clean(f) != f || len(f) > 4096 || strings.ContainsRune(f, 0) {
+			return fmt.Errorf("networkd file %s: must be an absolute, clean path", show(f))
+		}
+	}
+	for _, p := range n.Problems {
+		if len(p) > 1024 || strings.ContainsRune(p, 0) {
+			return fmt.Errorf("networkd problem %s: longer than 1024 bytes or holds a NUL byte", show(p))
+		}
+	}
+	return nil
+}
+
 // Validate checks a file object's shape. Which files the agent writes is
 // its own rule (only the boot unit and its enable link).
 func (f File) Validate() error {

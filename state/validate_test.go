@@ -317,3 +317,31 @@ func TestFwRuleValidate(t *testing.T) {
 		t.Errorf("an empty rule is %s", b)
 	}
 }
+
+func TestNetworkdValidate(t *testing.T) {
+	good := []Networkd{
+		{},
+		{Running: true, PID: 42, ForeignRules: true, ForeignRoutes: true},
+		{Running: true, PID: 42, Files: []string{"/etc/systemd/networkd.conf"}, Problems: []string{"x:1: bad"}},
+	}
+	for _, n := range good {
+		if err := n.Validate(); err != nil {
+			t.Errorf("%+v: %v", n, err)
+		}
+	}
+	bad := []Networkd{
+		{PID: 3},
+		{ForeignRules: true},
+		{Running: true},
+		{Running: true, PID: -1},
+		{Running: true, PID: 4, Files: []string{"etc/x"}},
+		{Running: true, PID: 4, Files: []string{"/etc/../x"}},
+		{Running: true, PID: 4, Problems: []string{"a\x00b"}},
+		{Running: true, PID: 4, Problems: make([]string, MaxNetworkdProblems+1)},
+	}
+	for _, n := range bad {
+		if err := n.Validate(); err == nil {
+			t.Errorf("%+v passed", n)
+		}
+	}
+}
