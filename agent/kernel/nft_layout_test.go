@@ -143,122 +143,120 @@ func TestNftLayoutUpgrade(t *testing.T) {
 	}
 }
 
+// upgradeFromV1 writes spec as the release before layouts did and
+// checks that this agent verifies it, upgrades it and rolls it back.
 func upgradeFromV1(t *testing.T, name string, spec state.NftSpec, stamped bool) {
 	g := struct {
 		name string
 		spec state.NftSpec
 	}{name, spec}
-	{
-		{
-			h := newHost(t)
-			t.Cleanup(func() {
-				// A failed step leaves the table: the next spec starts afresh.
-				exec.Command("nft", "delete", "table", "inet", "migrate").Run()
-				exec.Command("nft", "delete", "table", "arp", "migrate").Run()
-			})
-			a := state.NftTable{Family: "inet", Name: "migrate", Spec: g.spec}
-			writeAsV1(t, h, a)
-			v1, err := os.ReadFile(filepath.Join("testdata", "nft", "v1", g.name+".nft"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := listing(t, g.spec); got != sortElements(string(v1)) {
-				t.Fatalf("the layoutV1 write lists\n%s\nthe previous release's golden file says\n%s", got, v1)
-			}
-			wantUnderlay := 0
-			if g.spec.Underlay != nil {
-				wantUnderlay = 1
-			}
-			if n := underlayRules(t, h); n != wantUnderlay {
-				t.Errorf("layoutV1: %d underlay rules found, want %d", n, wantUnderlay)
-			}
-			noDrift := func(what string, req state.FactsRequest, want state.NftTable) state.Facts {
-				t.Helper()
-				f := facts(t, h, req)
-				if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(state.Object{Nft: &want}) {
-					t.Fatalf("%s: facts %v, drift %q", what, f.Nft, f.NftDrift)
-				}
-				return f
-			}
-			// Stamped: the old agent's stamp still names the ruleset, the
-			// facts take the fast path and the apply starts from its
-			// verification. Else another transaction moved the
-			// generation: the full comparison.
-			counted := map[string]state.Counter{}
-			if stamped {
-				noDrift("stamped, layoutV1", state.FactsRequest{NftTable: "migrate", NoCounters: true}, a)
-			} else {
-				run(t, "nft", "add", "table", "ip", "other")
-				run(t, "nft", "delete", "table", "ip", "other")
-				noDrift("compared, layoutV1", state.FactsRequest{NftTable: "migrate"}, a)
-			}
-			if !stamped && len(g.spec.Accounted) > 0 {
-				// Counters as traffic would leave them.
-				nftScript(t, `delete element inet migrate acct4 { 198.51.100.10 . tcp . 8080 }
+	h := newHost(t)
+	t.Cleanup(func() {
+		// A failed step leaves the table: the next spec starts afresh.
+		exec.Command("nft", "delete", "table", "inet", "migrate").Run()
+		exec.Command("nft", "delete", "table", "arp", "migrate").Run()
+	})
+	a := state.NftTable{Family: "inet", Name: "migrate", Spec: g.spec}
+	writeAsV1(t, h, a)
+	v1, err := os.ReadFile(filepath.Join("testdata", "nft", "v1", g.name+".nft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listing(t, g.spec); got != sortElements(string(v1)) {
+		t.Fatalf("the layoutV1 write lists\n%s\nthe previous release's golden file says\n%s", got, v1)
+	}
+	wantUnderlay := 0
+	if g.spec.Underlay != nil {
+		wantUnderlay = 1
+	}
+	if n := underlayRules(t, h); n != wantUnderlay {
+		t.Errorf("layoutV1: %d underlay rules found, want %d", n, wantUnderlay)
+	}
+	noDrift := func(what string, req state.FactsRequest, want state.NftTable) state.Facts {
+		t.Helper()
+		f := facts(t, h, req)
+		if f.NftDrift != "" || f.Nft == nil || !(state.Object{Nft: f.Nft}).Equal(state.Object{Nft: &want}) {
+			t.Fatalf("%s: facts %v, drift %q", what, f.Nft, f.NftDrift)
+		}
+		return f
+	}
+	// Stamped: the old agent's stamp still names the ruleset, the
+	// facts take the fast path and the apply starts from its
+	// verification. Else another transaction moved the
+	// generation: the full comparison.
+	counted := map[string]state.Counter{}
+	if stamped {
+		noDrift("stamped, layoutV1", state.FactsRequest{NftTable: "migrate", NoCounters: true}, a)
+	} else {
+		run(t, "nft", "add", "table", "ip", "other")
+		run(t, "nft", "delete", "table", "ip", "other")
+		noDrift("compared, layoutV1", state.FactsRequest{NftTable: "migrate"}, a)
+	}
+	if !stamped && len(g.spec.Accounted) > 0 {
+		// Counters as traffic would leave them.
+		nftScript(t, `delete element inet migrate acct4 { 198.51.100.10 . tcp . 8080 }
 add element inet migrate acct4 { 198.51.100.10 . tcp . 8080 counter packets 7 bytes 700 }
 delete element inet migrate flows4 { 198.51.100.10 . tcp . 8080 }
 add element inet migrate flows4 { 198.51.100.10 . tcp . 8080 counter packets 3 bytes 180 }
 `)
-				counted["198.51.100.10 tcp 8080"] = state.Counter{Packets: 7, Bytes: 700, NewFlows: 3}
-			}
+		counted["198.51.100.10 tcp 8080"] = state.Counter{Packets: 7, Bytes: 700, NewFlows: 3}
+	}
 
-			// The next apply: a change of elements alone, which on a
-			// table of the current layout would touch elements only.
-			// (forwards-draining has no elements: the same spec.)
-			b := a
-			if g.spec.Role == state.RoleOld && g.spec.TunnelDev != "" {
-				b.Spec.Accounted = append(append([]state.NftService(nil), a.Spec.Accounted...),
-					state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80})
-			}
-			if len(g.spec.UDPServices) > 0 {
-				b.Spec.UDPServices = append(append([]state.NftService(nil), a.Spec.UDPServices...),
-					state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "udp", Port: 53})
-			}
-			if len(g.spec.NoARP) > 0 {
-				b.Spec.NoARP = append(append([]netip.Addr(nil), a.Spec.NoARP...), netip.MustParseAddr("198.51.100.13"))
-			}
-			if len(g.spec.Forwards) > 0 {
-				b.Spec.Forwards = append(append([]state.NftForward(nil), a.Spec.Forwards...),
-					state.NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 2223, To: netip.MustParseAddr("203.0.113.5"), ToPort: 23})
-			}
-			apply(t, h, update(state.Object{Nft: &a}, state.Object{Nft: &b}))
-			want, err := CanonicalText("migrate", b.Spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := listing(t, b.Spec); got != sortElements(want) {
-				t.Fatalf("after the update the kernel lists\n%s\nthe current layout is\n%s", got, want)
-			}
-			f := noDrift("after the update", state.FactsRequest{NftTable: "migrate"}, b)
-			for k, c := range counted {
-				if got := f.Stats.Counters[k]; got != c {
-					t.Errorf("after the update: counter %s is %+v, want %+v", k, got, c)
-				}
-			}
-			if n := underlayRules(t, h); n != wantUnderlay {
-				t.Errorf("current layout: %d underlay rules found, want %d", n, wantUnderlay)
-			}
-			noDrift("stamped, current layout", state.FactsRequest{NftTable: "migrate", NoCounters: true}, b)
-
-			// Roll back: the first spec, in the current layout.
-			apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &a}))
-			want, err = CanonicalText("migrate", a.Spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := listing(t, a.Spec); got != sortElements(want) {
-				t.Fatalf("after the rollback the kernel lists\n%s\nthe current layout is\n%s", got, want)
-			}
-			f = noDrift("after the rollback", state.FactsRequest{NftTable: "migrate"}, a)
-			for k, c := range counted {
-				if got := f.Stats.Counters[k]; got != c {
-					t.Errorf("after the rollback: counter %s is %+v, want %+v", k, got, c)
-				}
-			}
-			apply(t, h, del(state.Object{Nft: &a}))
-			if out := run(t, "nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
-				t.Fatalf("left after delete:\n%s", out)
-			}
+	// The next apply: a change of elements alone, which on a
+	// table of the current layout would touch elements only.
+	// (forwards-draining has no elements: the same spec.)
+	b := a
+	if g.spec.Role == state.RoleOld && g.spec.TunnelDev != "" {
+		b.Spec.Accounted = append(append([]state.NftService(nil), a.Spec.Accounted...),
+			state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "tcp", Port: 80})
+	}
+	if len(g.spec.UDPServices) > 0 {
+		b.Spec.UDPServices = append(append([]state.NftService(nil), a.Spec.UDPServices...),
+			state.NftService{Addr: netip.MustParseAddr("198.51.100.12"), Proto: "udp", Port: 53})
+	}
+	if len(g.spec.NoARP) > 0 {
+		b.Spec.NoARP = append(append([]netip.Addr(nil), a.Spec.NoARP...), netip.MustParseAddr("198.51.100.13"))
+	}
+	if len(g.spec.Forwards) > 0 {
+		b.Spec.Forwards = append(append([]state.NftForward(nil), a.Spec.Forwards...),
+			state.NftForward{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 2223, To: netip.MustParseAddr("203.0.113.5"), ToPort: 23})
+	}
+	apply(t, h, update(state.Object{Nft: &a}, state.Object{Nft: &b}))
+	want, err := CanonicalText("migrate", b.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listing(t, b.Spec); got != sortElements(want) {
+		t.Fatalf("after the update the kernel lists\n%s\nthe current layout is\n%s", got, want)
+	}
+	f := noDrift("after the update", state.FactsRequest{NftTable: "migrate"}, b)
+	for k, c := range counted {
+		if got := f.Stats.Counters[k]; got != c {
+			t.Errorf("after the update: counter %s is %+v, want %+v", k, got, c)
 		}
+	}
+	if n := underlayRules(t, h); n != wantUnderlay {
+		t.Errorf("current layout: %d underlay rules found, want %d", n, wantUnderlay)
+	}
+	noDrift("stamped, current layout", state.FactsRequest{NftTable: "migrate", NoCounters: true}, b)
+
+	// Roll back: the first spec, in the current layout.
+	apply(t, h, update(state.Object{Nft: &b}, state.Object{Nft: &a}))
+	want, err = CanonicalText("migrate", a.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listing(t, a.Spec); got != sortElements(want) {
+		t.Fatalf("after the rollback the kernel lists\n%s\nthe current layout is\n%s", got, want)
+	}
+	f = noDrift("after the rollback", state.FactsRequest{NftTable: "migrate"}, a)
+	for k, c := range counted {
+		if got := f.Stats.Counters[k]; got != c {
+			t.Errorf("after the rollback: counter %s is %+v, want %+v", k, got, c)
+		}
+	}
+	apply(t, h, del(state.Object{Nft: &a}))
+	if out := run(t, "nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
+		t.Fatalf("left after delete:\n%s", out)
 	}
 }

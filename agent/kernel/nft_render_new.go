@@ -22,6 +22,8 @@ import (
 //	sets udpsvc4/6, maps udpans4/6, chains udp_in, udp_out
 //	                      (UDP answers, when UDPServices is set: see
 //	                      renderUDPAnswers)
+//	table arp NAME        (when NoARP is set) set noarp, chain input:
+//	  arp operation request arp daddr ip @noarp counter drop
 //
 // With both the underlay filter and UDP answers, chain input is udp_in's
 // (hook input, priority mangle) and holds the underlay filter first, then
@@ -30,9 +32,6 @@ import (
 // comes before the packet reaches the VXLAN/GRE socket (the input hook
 // runs before local delivery, at any priority), and udp_in's rules only
 // record, before any filter-priority chain, as they did.
-//
-//	table arp NAME        (when NoARP is set) set noarp, chain input:
-//	  arp operation request arp daddr ip @noarp counter drop
 func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts, layout nftLayout) error {
 	it := r.inet
 	t := it.table
