@@ -46,7 +46,9 @@ func TestForgedPackets(t *testing.T) {
 }
 
 var (
-	counterRE = regexp.MustCompile(`counter packets (\d+) bytes \d+ drop`)
+	// The underlay filter's rule (the first of OLD's chain prerouting):
+	// "... ip saddr != EP_NEW counter packets N bytes B drop".
+	counterRE = regexp.MustCompile(`saddr != \S+ counter packets (\d+) bytes \d+ drop`)
 	etherRE   = regexp.MustCompile(`link/ether ([0-9a-f:]{17})`)
 	ingressRE = regexp.MustCompile(`udp dport \d+ counter packets (\d+) bytes`)
 )
@@ -90,7 +92,7 @@ func forgedPackets(t *testing.T, tc tunnelCase) {
 
 	dropped := func() int {
 		t.Helper()
-		out := nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "input")
+		out := nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting")
 		m := counterRE.FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("no underlay drop counter in OLD's table:\n%s", out)
@@ -142,7 +144,7 @@ func forgedPackets(t *testing.T, tc tunnelCase) {
 	if n := caught(); n != 0 {
 		t.Errorf("%s:%d caught %d forged datagrams, want 0", innerOld, forgedInnerPort, n)
 	}
-	t.Logf("OLD's underlay filter after the forgeries:\n%s", nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "input"))
+	t.Logf("OLD's prerouting chain (the underlay filter first) after the forgeries:\n%s", nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting"))
 
 	// 2. The same packets from the peer's endpoint go through.
 	drop1, rx1 := dropped(), rx()

@@ -127,8 +127,8 @@ func (n *neighbours) routed(ctx context.Context) (bool, string) {
 
 var guardCounterRE = regexp.MustCompile(`meta nfproto ipv4 counter packets (\d+) bytes \d+ drop`)
 
-// guardDrops reads the drop counter of migrate's chain guard on OLD; -1
-// when there is no such chain.
+// guardDrops reads the drop counter of migrate's guard on OLD (its IPv4
+// drop rule, at the end of chain forward); -1 when there is no guard.
 func guardDrops(t *testing.T, ctx context.Context, s *scenario.Scenario) (int, string) {
 	t.Helper()
 	out, err := s.Lab.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate")
@@ -156,7 +156,7 @@ func oldIPForward(t *testing.T, ctx context.Context, s *scenario.Scenario) strin
 // tunnel; a neighbour that uses OLD as its gateway to a third network must
 // not get routed because of it.
 //   - OLD did not forward (the lab's default): the neighbour is refused
-//     before apply (the kernel), after apply (migrate's chain guard drops
+//     before apply (the kernel), after apply (migrate's guard drops
 //     and counts its packets) while the service moved to NEW, NEW's
 //     outbound and a forward still work, and after rollback (the kernel
 //     again); nft list ruleset and the rest are as before.

@@ -425,20 +425,34 @@ func TestUnderlayFilter(t *testing.T) {
 	send(peer, 2)
 	expectRx(base+5, "peer's packets without the filter")
 
-	tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000,
-		Underlay: &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}}}
-	apply(t, h, create(state.Object{Nft: &tbl}))
-	send(attacker, 5)
-	send(peer, 2)
-	expectRx(base+7, "with the filter")
-	f := facts(t, h, state.FactsRequest{NftTable: "migrate"})
-	if f.NftDrift != "" || f.Stats == nil {
-		t.Fatalf("facts: drift %q stats %+v", f.NftDrift, f.Stats)
+	// The filter where each table has it: NEW's chain input alone, NEW's
+	// chain input shared with udp_in's rules, OLD's chain prerouting.
+	underlay := &state.NftUnderlay{Proto: "udp", Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Peer: netip.MustParseAddr("192.0.2.2")}
+	for _, c := range []struct {
+		name string
+		spec state.NftSpec
+	}{
+		{"new", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, Underlay: underlay}},
+		{"new with udp answers", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000, Underlay: underlay,
+			UDPServices: []state.NftService{{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53}}}},
+		{"old", state.NftSpec{Role: "old", TunnelDev: "mig0", Mark: 0x20000, Underlay: underlay}},
+	} {
+		tbl := state.NftTable{Family: "inet", Name: "migrate", Spec: c.spec}
+		apply(t, h, create(state.Object{Nft: &tbl}))
+		send(attacker, 5)
+		send(peer, 2)
+		base += 2
+		expectRx(base+5, c.name+": with the filter")
+		f := facts(t, h, state.FactsRequest{NftTable: "migrate"})
+		if f.NftDrift != "" || f.Stats == nil {
+			t.Fatalf("%s: facts: drift %q stats %+v", c.name, f.NftDrift, f.Stats)
+		}
+		if d := f.Stats.UnderlayDropped; d.Packets != 5 || d.Bytes != 5*(20+8+uint64(len(vxlanFrame(42)))) {
+			t.Errorf("%s: underlay dropped %+v, want 5 packets", c.name, d)
+		}
+		t.Logf("%s: underlay dropped %+v", c.name, f.Stats.UnderlayDropped)
+		apply(t, h, del(state.Object{Nft: &tbl}))
 	}
-	if d := f.Stats.UnderlayDropped; d.Packets != 5 || d.Bytes != 5*(20+8+uint64(len(vxlanFrame(42)))) {
-		t.Errorf("underlay dropped %+v, want 5 packets", d)
-	}
-	t.Logf("underlay dropped %+v", f.Stats.UnderlayDropped)
 }
 
 // neighState returns the state of ip's neighbour entry on dev in ch's

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -165,7 +166,9 @@ func TestForwardGuard(t *testing.T) {
 			t.Errorf("%s: forward %s:8443 -> far: %v", when, svc, err)
 		}
 	}
-	dropped := func() uint64 { return chainCounter(t, h, nftables.TableFamilyINet, "migrate", nftGuard) }
+	// The guard's rules are the last of chain forward (role old with a
+	// tunnel); its drops are the rules ending in a drop there.
+	dropped := func() uint64 { return dropCounter(t, h, nftables.TableFamilyINet, "migrate", nftForward) }
 
 	expectStray("forwarding on, no table", func(string) bool { return true })
 
@@ -208,9 +211,35 @@ func TestForwardGuard(t *testing.T) {
 	apply(t, h, update(state.Object{Nft: &only4}, state.Object{Nft: &open}))
 	expectStray("guard removed", func(string) bool { return true })
 	out := run(t, "nft", "list", "table", "inet", "migrate")
-	if strings.Contains(out, "chain guard") {
-		t.Errorf("a spec without guard still renders chain guard:\n%s", out)
+	if strings.Contains(out, "chain guard") || strings.Contains(out, "meta nfproto ipv4 counter") || strings.Contains(out, `iifname "mig0" accept`) {
+		t.Errorf("a spec without guard still renders the guard:\n%s", out)
 	}
+}
+
+// dropCounter sums the counters of the rules of a chain that end in a
+// drop.
+func dropCounter(t *testing.T, h *Host, fam nftables.TableFamily, table, chain string) (packets uint64) {
+	t.Helper()
+	cc, err := h.NewNft()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := &nftables.Table{Family: fam, Name: table}
+	rules, err := cc.GetRules(tb, &nftables.Chain{Name: chain, Table: tb})
+	if err != nil {
+		t.Fatalf("rules of %s: %v", chain, err)
+	}
+	for _, r := range rules {
+		if v, ok := r.Exprs[len(r.Exprs)-1].(*expr.Verdict); !ok || v.Kind != expr.VerdictDrop {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if c, ok := e.(*expr.Counter); ok {
+				packets += c.Packets
+			}
+		}
+	}
+	return packets
 }
 
 // TestGuardRender: the guard adds chain guard with one accept per kind of
@@ -254,8 +283,27 @@ func TestGuardRender(t *testing.T) {
 			for _, ch := range r.inet.chains {
 				names = append(names, ch.Name)
 			}
-			if names[len(names)-1] != nftGuard {
+			// Role old with a tunnel: the guard's rules end chain
+			// forward (no chain of its own); else chain guard comes last.
+			wantChain := nftGuard
+			if g.Role == state.RoleOld && g.TunnelDev != "" {
+				wantChain = nftForward
+				for _, n := range names {
+					if n == nftGuard {
+						t.Errorf("chains %v: a chain guard besides chain forward", names)
+					}
+				}
+			} else if names[len(names)-1] != nftGuard {
 				t.Errorf("chains %v: want %s last", names, nftGuard)
+			}
+			rules := r.inet.model()
+			for i, m := range rules[len(rules)-c.rules:] {
+				if m.chain.Name != wantChain {
+					t.Errorf("guard rule %d (%s) in chain %s, want %s", i, m.text, m.chain.Name, wantChain)
+				}
+			}
+			if last := rules[len(rules)-1]; !strings.HasSuffix(last.text, "counter drop") {
+				t.Errorf("last rule %q: want the guard's drop", last.text)
 			}
 		})
 	}

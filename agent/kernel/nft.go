@@ -32,8 +32,8 @@ const nftTagPrefix = "migrate:"
 // All chunks still go into the same batch (one transaction).
 const nftElemChunk = 1000
 
-func nftTag(spec state.NftSpec) []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, nftTagPrefix+ruleDigest(spec))
+func nftTag(spec state.NftSpec, layout nftLayout) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, nftTagPrefix+ruleDigestLayout(spec, layout))
 }
 
 // ruleDigest is a short hash of what the spec's chains and rules depend
@@ -43,15 +43,25 @@ func nftTag(spec state.NftSpec) []byte {
 // change of elements alone (a service added, a stage changed between two
 // percents already in use) leaves the rules, and their tags, as they are:
 // the agent then updates set elements only, and the per-element counters
-// live on.
-func ruleDigest(spec state.NftSpec) string {
+// live on. It is the digest of the current layout.
+func ruleDigest(spec state.NftSpec) string { return ruleDigestLayout(spec, layoutCurrent) }
+
+// ruleDigestLayout is ruleDigest for the rules of a given layout. From
+// layoutV2 on the layout number is part of what is hashed; layoutV1's
+// digest is exactly what agents before layouts wrote, so their tables
+// are recognised as theirs (nftVerify).
+func ruleDigestLayout(spec state.NftSpec, layout nftLayout) string {
 	fixed := struct {
 		Spec        state.NftSpec `json:"spec"`
 		Percents    []int         `json:"percents,omitempty"`
 		Forwards    bool          `json:"forwards,omitempty"`
 		NoARP       bool          `json:"no_arp,omitempty"`
 		UDPServices bool          `json:"udp_services,omitempty"`
+		Layout      int           `json:"layout,omitempty"`
 	}{Spec: spec, Forwards: len(spec.Forwards) > 0, NoARP: len(spec.NoARP) > 0, UDPServices: len(spec.UDPServices) > 0}
+	if layout != layoutV1 {
+		fixed.Layout = int(layout)
+	}
 	seen := map[int]bool{}
 	for _, s := range spec.Services {
 		if s.Percent < 100 && !seen[s.Percent] {
@@ -109,7 +119,7 @@ func (h *Host) saveNft(t state.NftTable, stamp *nftStamp) error {
 	if err := os.MkdirAll(h.StateDir, 0o700); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(nftRecord{NftTable: t, Written: stamp}, "", "  ")
+	b, err := json.MarshalIndent(nftRecord{NftTable: t, Written: stamp, Layout: layoutCurrent}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -190,6 +200,7 @@ type verifiedNft struct {
 	gen    uint32
 	table  state.NftTable
 	digest string
+	layout nftLayout // the layout the kernel's rules are in
 	// rendered is the rendering of table the verification compared the
 	// kernel with: what an update starts from (updateNft), rendered once.
 	// It has been in no batch yet, and is handed out once (nftCurrent).
@@ -209,13 +220,13 @@ func (v *verifiedNft) renderLater() {
 		return
 	}
 	ch := make(chan *rendered, 1)
-	go func(name string, spec state.NftSpec) {
-		rd, err := render(name, spec)
+	go func(name string, spec state.NftSpec, layout nftLayout) {
+		rd, err := renderLayout(name, spec, layout)
 		if err != nil {
 			rd = nil
 		}
 		ch <- rd
-	}(v.table.Name, v.table.Spec)
+	}(v.table.Name, v.table.Spec, v.layout)
 	v.rendering = ch
 }
 
@@ -270,7 +281,7 @@ func (h *Host) nftRead(name string, withStats bool) (*state.NftTable, string, *s
 		}
 		return t, "nft table " + name + " was changed outside migrate: " + reason, stats, rd.digest, nil
 	}
-	h.verified = &verifiedNft{gen: gen.ID, table: *saved, digest: rd.digest, rendered: rd.rendered}
+	h.verified = &verifiedNft{gen: gen.ID, table: *saved, digest: rd.digest, layout: rd.layout, rendered: rd.rendered}
 	return saved, "", stats, rd.digest, nil
 }
 
@@ -287,35 +298,44 @@ func (h *Host) nftStamped(name string, gen uint32) (*state.NftTable, bool) {
 	if err != nil || r.Name != name || r.Family != "inet" || !h.stampMatches(r.Written, gen) {
 		return nil, false
 	}
-	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigest(r.Spec)}
+	// The record names the layout its agent wrote; an agent before
+	// layouts wrote layoutV1 and no layout field.
+	layout := r.Layout
+	if layout == 0 {
+		layout = layoutV1
+	}
+	h.verified = &verifiedNft{gen: gen, table: r.NftTable, digest: ruleDigestLayout(r.Spec, layout), layout: layout}
 	timing.Agent.Since("facts: nft table unchanged since migrate wrote it (generation, boot, netns)", t0)
 	return &r.NftTable, true
 }
 
 // nftCurrent is what replaceNft needs of nftRead: the table, its drift
 // and its rules' digest, and when the table was verified the generation
-// it was verified at (an update commits only at that generation) and its
-// rendering (nil when not rendered yet; handed out once). It reuses the
+// it was verified at (an update commits only at that generation), the
+// layout its rules are in, and its rendering in that layout (nil when not
+// rendered yet; handed out once). It reuses the
 // last verification when the ruleset generation has not moved since
 // (nothing changed any table), so that the facts and the apply of one run
 // list 30 000 elements, and render what is there, once.
-func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32, *rendered, error) {
+func (h *Host) nftCurrent(name string) (*state.NftTable, string, string, uint32, nftLayout, *rendered, error) {
 	if v := h.verified; v != nil && v.table.Name == name {
 		if cc, err := h.NewNft(); err == nil {
 			if gen, err := cc.GetGen(); err == nil && gen.ID == v.gen {
 				t := v.table
-				return &t, "", v.digest, v.gen, v.take(), nil
+				return &t, "", v.digest, v.gen, v.layout, v.take(), nil
 			}
 		}
 	}
 	t, drift, _, digest, err := h.nftRead(name, false)
 	var r *rendered
 	var gen uint32
+	layout := layoutCurrent
 	if v := h.verified; err == nil && drift == "" && v != nil {
 		r = v.take()
 		gen = v.gen
+		layout = v.layout
 	}
-	return t, drift, digest, gen, r, err
+	return t, drift, digest, gen, layout, r, err
 }
 
 // nftReader reads from one nftables connection and remembers set
@@ -325,7 +345,8 @@ type nftReader struct {
 	*nftables.Conn
 	elems    map[string][]nftables.SetElement
 	digest   string    // the digest migrate's rules carry (nftVerify)
-	rendered *rendered // the rendering of the agent's record (nftVerify)
+	layout   nftLayout // the layout of the digest (nftVerify)
+	rendered *rendered // the rendering of the agent's record in that layout (nftVerify)
 }
 
 func (r *nftReader) GetSetElements(s *nftables.Set) ([]nftables.SetElement, error) {
@@ -420,16 +441,26 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	if saved.Name != name || saved.Family != "inet" {
 		return fmt.Sprintf("the agent's record is for table %s %s", saved.Family, saved.Name), nil, nil
 	}
-	// Agents before incremental updates tagged rules with the digest of
-	// the whole spec; such a table is still migrate's own.
-	if want := ruleDigest(saved.Spec); want != digest && saved.Spec.Digest() != digest {
+	// The digest tells the layout the rules are in: the current one, or
+	// layoutV1 from an agent before layouts (whose rules carry the same
+	// digest as before, or, from agents before incremental updates, the
+	// digest of the whole spec). Such a table is still migrate's own: it
+	// is compared with the record rendered in its layout, and the next
+	// apply writes the current one (updateNft).
+	layout := layoutCurrent
+	switch want := ruleDigest(saved.Spec); digest {
+	case want:
+	case ruleDigestLayout(saved.Spec, layoutV1), saved.Spec.Digest():
+		layout = layoutV1
+	default:
 		return fmt.Sprintf("rules carry digest %s but migrate last wrote %s", digest, want), saved, nil
 	}
-	want, err := render(name, saved.Spec)
+	want, err := renderLayout(name, saved.Spec, layout)
 	if err != nil {
 		return "the agent's record does not render: " + err.Error(), saved, nil
 	}
 	cc.rendered = want
+	cc.layout = layout
 	wantBy := map[nftables.TableFamily]*renderedTable{}
 	for _, w := range want.tables() {
 		wantBy[w.table.Family] = w
@@ -608,7 +639,7 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	var stamp *nftStamp
 	for attempt := 0; attempt < 3; attempt++ {
 		t0 := time.Now()
-		cur, drift, digest, gen, ro, rerr := h.nftCurrent(t.Name)
+		cur, drift, digest, gen, layout, ro, rerr := h.nftCurrent(t.Name)
 		timing.Agent.Since("apply: nft: read what is there", t0)
 		if attempt > 0 {
 			rn = nil // it went into a failed batch: render afresh
@@ -621,7 +652,7 @@ func (h *Host) replaceNft(t state.NftTable) error {
 			// The kernel holds exactly what migrate last wrote: change
 			// only what differs, so that counters and the sets' other
 			// elements stay.
-			stamp, err = h.updateNft(gen, *cur, digest, t, ro, rn)
+			stamp, err = h.updateNft(gen, *cur, digest, layout, t, ro, rn)
 		default:
 			stamp, err = h.flushNft(t, rn)
 		}

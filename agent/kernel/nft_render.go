@@ -509,7 +509,34 @@ func renderUnderlay(t *nftables.Table, spec state.NftSpec) (*nftRule, error) {
 	return &nftRule{chain: input, text: text, exprs: e}, nil
 }
 
-// render turns a spec into the objects of table inet NAME (and table arp
+// nftLayout numbers the ways render lays a spec's rules out in chains.
+// The rules' digest (ruleDigestLayout) carries the layout from layoutV2
+// on, so a table an older agent wrote is told apart by its digest, and
+// is verified against its own layout (nftVerify) and replaced with the
+// current one by the next apply (updateNft: its chains go, the sets and
+// their counters stay).
+type nftLayout int
+
+const (
+	// layoutV1: OLD's guard in its own chain (hook forward, priority
+	// filter), OLD's underlay filter in chain input (priority filter - 1),
+	// NEW's underlay filter and udp_in in two chains.
+	layoutV1 nftLayout = 1
+	// layoutV2: fewer base chains, each a hook entry and an nft_do_chain
+	// per packet: OLD's guard at the end of chain forward, OLD's underlay
+	// filter first in chain prerouting, NEW's underlay filter and udp_in
+	// in one chain input.
+	layoutV2 nftLayout = 2
+	// layoutCurrent is what this agent writes.
+	layoutCurrent = layoutV2
+)
+
+// render turns a spec into the objects of the current layout.
+func render(name string, spec state.NftSpec) (*rendered, error) {
+	return renderLayout(name, spec, layoutCurrent)
+}
+
+// renderLayout turns a spec into the objects of table inet NAME (and table arp
 // NAME for a spec with NoARP addresses). The role's own chains come from
 // renderOld (nft_render_old.go) or renderNew (nft_render_new.go); then
 // come the parts either role may have, always in this order: the
@@ -524,7 +551,7 @@ func renderUnderlay(t *nftables.Table, spec state.NftSpec) (*nftRule, error) {
 // The number of rules depends only on the role, on Underlay being set, on
 // forwards being present and on the number of distinct canary percents,
 // never on the number of services or forwards.
-func render(name string, spec state.NftSpec) (*rendered, error) {
+func renderLayout(name string, spec state.NftSpec, layout nftLayout) (*rendered, error) {
 	if name == "" {
 		return nil, fmt.Errorf("nft table has no name")
 	}
@@ -534,7 +561,10 @@ func render(name string, spec state.NftSpec) (*rendered, error) {
 		return nil, err
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-	r := &rendered{inet: &renderedTable{table: t, tag: nftTag(spec)}}
+	if layout != layoutV1 && layout != layoutV2 {
+		return nil, fmt.Errorf("nft layout %d is unknown", layout)
+	}
+	r := &rendered{inet: &renderedTable{table: t, tag: nftTag(spec, layout)}}
 	input, err := renderUnderlay(t, spec)
 	if err != nil {
 		return nil, err
@@ -545,9 +575,9 @@ func render(name string, spec state.NftSpec) (*rendered, error) {
 	}
 	switch spec.Role {
 	case state.RoleNew:
-		err = renderNew(r, spec, input, fw)
+		err = renderNew(r, spec, input, fw, layout)
 	case state.RoleOld:
-		err = renderOld(r, spec, input, fw)
+		err = renderOld(r, spec, input, fw, layout)
 	default:
 		err = fmt.Errorf("nft spec role %q is not old or new", spec.Role)
 	}
@@ -566,7 +596,7 @@ func render(name string, spec state.NftSpec) (*rendered, error) {
 	if err := renderDNATMark(r.inet, spec); err != nil {
 		return nil, err
 	}
-	if err := renderGuard(r.inet, spec); err != nil {
+	if err := renderGuard(r.inet, spec, layout); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -782,18 +812,38 @@ func keysOf(els []nftables.SetElement) []nftables.SetElement {
 // a service (an address of this host) or from the tunnel, fwd_prerouting
 // for forwards. A drop in a base chain is final whatever other tables
 // say; the accepts are not (another table may still drop).
-func renderGuard(it *renderedTable, spec state.NftSpec) error {
+//
+// From layoutV2 on, when the table has OLD's chain forward (hook forward,
+// priority mangle), these rules go at its end instead, in the same order,
+// with the same counters: one base chain less for every forwarded packet.
+// The outcome for every packet is the same: chain forward's own rules
+// have no verdict, so every packet still reaches the guard's rules; an
+// accept ends only migrate's chain (as it did the guard), and a drop in
+// any base chain is final, at mangle as at filter priority. Only chains of
+// other tables between the two priorities no longer see the packets the
+// guard drops.
+func renderGuard(it *renderedTable, spec state.NftSpec, layout nftLayout) error {
 	if !spec.Guard4 && !spec.Guard6 {
 		return nil
 	}
 	// Validate refused a guard with nothing of migrate's to let through.
 	tunnel := spec.Role == state.RoleOld && spec.TunnelDev != "" && spec.Mark != 0
-	accept := nftables.ChainPolicyAccept
-	guard := &nftables.Chain{
-		Name: nftGuard, Table: it.table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	var guard *nftables.Chain
+	if layout != layoutV1 && spec.Role == state.RoleOld {
+		for _, c := range it.chains {
+			if c.Name == nftForward && c.Hooknum != nil && *c.Hooknum == *nftables.ChainHookForward {
+				guard = c
+			}
+		}
 	}
-	it.chains = append(it.chains, guard)
+	if guard == nil {
+		accept := nftables.ChainPolicyAccept
+		guard = &nftables.Chain{
+			Name: nftGuard, Table: it.table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+		}
+		it.chains = append(it.chains, guard)
+	}
 	var rules []nftRule
 	acceptV := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
 	if tunnel {

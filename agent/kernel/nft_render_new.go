@@ -24,7 +24,15 @@ import (
 //	                      renderUDPAnswers)
 //	table arp NAME        (when NoARP is set) set noarp, chain input:
 //	  arp operation request arp daddr ip @noarp counter drop
-func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts) error {
+//
+// With both the underlay filter and UDP answers, chain input is udp_in's
+// (hook input, priority mangle) and holds the underlay filter first, then
+// udp_in's rules: one hook entry per packet instead of two (layoutV1 had
+// chain input at priority filter - 1 and chain udp_in). The drop still
+// comes before the packet reaches the VXLAN/GRE socket (the input hook
+// runs before local delivery, at any priority), and udp_in's rules only
+// record, before any filter-priority chain, as they did.
+func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts, layout nftLayout) error {
 	it := r.inet
 	t := it.table
 	dev := spec.TunnelDev
@@ -45,12 +53,20 @@ func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		clamp = &c
 		it.chains = append(it.chains, post)
 	}
-	if input != nil {
-		it.chains = append(it.chains, input.chain)
+	inName := nftUDPIn
+	if input != nil && len(spec.UDPServices) > 0 && layout != layoutV1 {
+		inName = nftInput // one chain: udp_in's, named input
 	}
-	udp, err := renderUDPAnswers(t, spec)
+	udp, err := renderUDPAnswers(t, spec, inName)
 	if err != nil {
 		return err
+	}
+	var shared *nftRule // the underlay filter, first in udp_in's chain
+	if input != nil && udp != nil && layout != layoutV1 {
+		shared = &nftRule{chain: udp.chains[0], text: input.text, exprs: input.exprs}
+		input = nil
+	} else if input != nil {
+		it.chains = append(it.chains, input.chain)
 	}
 	if udp != nil {
 		it.sets = append(it.sets, udp.sets...)
@@ -61,6 +77,9 @@ func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		var rules []nftRule
 		if clamp != nil {
 			rules = append(rules, *clamp)
+		}
+		if shared != nil {
+			rules = append(rules, *shared)
 		}
 		if udp != nil {
 			rules = append(rules, udp.rules()...)
@@ -151,7 +170,10 @@ type udpParts struct {
 // it into the tunnel. An answer that already leaves from the service
 // address (a daemon bound to it, or using IP_PKTINFO) is written with the
 // same address: no change, no second route lookup.
-func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) {
+//
+// inName is the name of chain udp_in: renderNew names it input when it
+// also holds the underlay filter.
+func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string) (*udpParts, error) {
 	if len(spec.UDPServices) == 0 {
 		return nil, nil
 	}
@@ -177,7 +199,7 @@ func renderUDPAnswers(t *nftables.Table, spec state.NftSpec) (*udpParts, error) 
 	ans6 := ans(nftUDPAns6, ans6Type, nftables.TypeIP6Addr)
 	accept := nftables.ChainPolicyAccept
 	in := &nftables.Chain{
-		Name: nftUDPIn, Table: t, Type: nftables.ChainTypeFilter,
+		Name: inName, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
 	}
 	out := &nftables.Chain{

@@ -34,13 +34,19 @@ import (
 //	  oifname T ct state new KEY4 @flows4
 //	  oifname T KEY4 @acct4
 //	  (and v6)
-//	chain input           (underlay filter, when Underlay is set)
+//	  guard's rules, when the spec has a guard (renderGuard)
+//
+// The underlay filter (when Underlay is set) is the first rule of chain
+// prerouting: there the destination is still OLD's endpoint, before any
+// DNAT. Layout layoutV1 had it in a chain input (hook input, priority
+// filter - 1) and the guard in a chain of its own; each base chain is a
+// hook entry and a chain walk per packet.
 //
 // A "return" in a base chain ends this chain with its policy (accept);
 // other tables still see the packet. A spec with forwards and no
 // TunnelDev renders nothing of this. For a direct tunnel (PeerSrc),
 // "iifname T" is peerMatch's.
-func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts) error {
+func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts, layout nftLayout) error {
 	it := r.inet
 	t := it.table
 	accept := nftables.ChainPolicyAccept
@@ -132,13 +138,18 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle, Policy: &accept,
 	}
 	it.chains = append(it.chains, prerouting, forward)
-	if input != nil {
+	if input != nil && layout == layoutV1 {
 		it.chains = append(it.chains, input.chain)
 	}
 	markBoth := ctMarkOrText(m) + " " + metaMarkOrText(m)
 	oif := fmt.Sprintf("oifname %q ", dev)
 	it.addRules(func() []nftRule {
 		var rules []nftRule
+		if input != nil && layout != layoutV1 {
+			// The underlay filter, before anything else of prerouting:
+			// the same match and drop as at the input hook.
+			rules = append(rules, nftRule{chain: prerouting, text: input.text, exprs: input.exprs})
+		}
 		for i, p := range ps {
 			rules = append(rules, rule(canaryChains[i], fmt.Sprintf("numgen random mod 100 < %d %s counter", p, markBoth),
 				numgenBelow(p), ctMarkOr(m), metaMarkOr(m), exprCounter()))
@@ -172,7 +183,7 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 			rule(forward, oif+"ct state new "+keyText(true)+" @"+flows6.Name, oifname(dev), ctStateNew(), serviceLookup(flows6, true)),
 			rule(forward, oif+keyText(true)+" @"+acct6.Name, oifname(dev), serviceLookup(acct6, true)),
 		)
-		if input != nil {
+		if input != nil && layout == layoutV1 {
 			rules = append(rules, *input)
 		}
 		return rules

@@ -38,6 +38,9 @@ type nftStamp struct {
 type nftRecord struct {
 	state.NftTable
 	Written *nftStamp `json:"written,omitempty"`
+	// Layout is the layout of the rules that agent wrote (nftLayout);
+	// 0 (absent): layoutV1, from an agent before layouts.
+	Layout nftLayout `json:"layout,omitempty"`
 }
 
 // nftWhere is the boot and the network namespace of h's nftables

@@ -84,7 +84,7 @@ func TestNftOldRole(t *testing.T) {
 		"chain canary_50 {\n\t\tnumgen random mod 100 < 50 ct mark set",
 		"type filter hook prerouting priority mangle; policy accept;",
 		"type filter hook forward priority mangle; policy accept;",
-		"type filter hook input priority filter - 1; policy accept;",
+		"type filter hook prerouting priority mangle; policy accept;\n\t\tudp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter packets 0 bytes 0 drop",
 		`iifname "mig0" ct state new ct mark set ct mark | 0x00020000 counter`,
 		`iifname "mig0" return`,
 		"ct mark & 0x00020000 == 0x00020000 meta mark set meta mark | 0x00020000 return",
@@ -272,6 +272,7 @@ func TestNftBytecode(t *testing.T) {
     numgen random mod 100 < 50 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter %[1]s
   }
   chain prerouting { type filter hook prerouting priority mangle; policy accept;
+    meta nfproto ipv4 udp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter drop %[1]s
     iifname "mig0" ct state new ct mark set ct mark | 0x20000 counter %[1]s
     iifname "mig0" return %[1]s
     ct mark & 0x20000 == 0x20000 meta mark set meta mark | 0x20000 return %[1]s
@@ -288,9 +289,6 @@ func TestNftBytecode(t *testing.T) {
     oifname "mig0" %[2]s @acct4 %[1]s
     oifname "mig0" ct state new %[3]s @flows6 %[1]s
     oifname "mig0" %[3]s @acct6 %[1]s
-  }
-  chain input { type filter hook input priority filter - 1; policy accept;
-    meta nfproto ipv4 udp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter drop %[1]s
   }
 }
 `, c, key4, key6)

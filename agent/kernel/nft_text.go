@@ -24,7 +24,12 @@ import (
 // against it without root, and against the kernel's listing as root
 // (TestNftGoldenKernel), so they change exactly when the rules do.
 func CanonicalText(name string, spec state.NftSpec) (string, error) {
-	r, err := render(name, spec)
+	return canonicalTextLayout(name, spec, layoutCurrent)
+}
+
+// canonicalTextLayout is CanonicalText for the rules of a given layout.
+func canonicalTextLayout(name string, spec state.NftSpec, layout nftLayout) (string, error) {
+	r, err := renderLayout(name, spec, layout)
 	if err != nil {
 		return "", err
 	}

@@ -32,15 +32,20 @@ import (
 // whole. Conntrack entries are not touched: established flows keep their
 // marks and with them their path.
 //
+// layout is the layout of cur's rules (nftVerify): a table an older
+// agent wrote is in an older layout, its digest differs from t's, and so
+// all its chains go and t's come (step 2), its sets and their counters
+// staying.
+//
 // ro and rn are the renderings of cur and t when the caller has them
 // (from the verification of cur, and from the check of t), in no batch
 // yet; nil renders them here. It returns the stamp of its transaction
 // when it can be attributed (stampAfter).
-func (h *Host) updateNft(gen uint32, cur state.NftTable, digest string, t state.NftTable, ro, rn *rendered) (*nftStamp, error) {
+func (h *Host) updateNft(gen uint32, cur state.NftTable, digest string, layout nftLayout, t state.NftTable, ro, rn *rendered) (*nftStamp, error) {
 	t0 := time.Now()
 	var err error
 	if ro == nil {
-		if ro, err = render(cur.Name, cur.Spec); err != nil {
+		if ro, err = renderLayout(cur.Name, cur.Spec, layout); err != nil {
 			return nil, fmt.Errorf("render the current nft table: %w", err)
 		}
 	}

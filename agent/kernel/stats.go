@@ -73,8 +73,14 @@ func nftStats(cc *nftReader, t *nftables.Table, saved *state.NftTable) (*state.S
 	if err != nil {
 		return nil, fmt.Errorf("list nft chains: %w", err)
 	}
+	// The underlay filter is a rule of chain input (layoutV1, and NEW) or
+	// the first of chain prerouting (OLD from layoutV2 on): found by what
+	// it is, wherever it is.
 	for _, c := range chains {
-		if c.Table == nil || c.Table.Name != t.Name || c.Name != nftInput {
+		if c.Table == nil || c.Table.Name != t.Name || c.Hooknum == nil {
+			continue
+		}
+		if h := *c.Hooknum; h != *nftables.ChainHookInput && h != *nftables.ChainHookPrerouting {
 			continue
 		}
 		rules, err := cc.GetRules(t, c)
@@ -82,15 +88,41 @@ func nftStats(cc *nftReader, t *nftables.Table, saved *state.NftTable) (*state.S
 			return nil, fmt.Errorf("list rules of chain %s: %w", c.Name, err)
 		}
 		for _, r := range rules {
-			for _, e := range r.Exprs {
-				if ctr, ok := e.(*expr.Counter); ok {
-					st.UnderlayDropped.Packets += ctr.Packets
-					st.UnderlayDropped.Bytes += ctr.Bytes
-				}
+			if ctr := underlayCounter(r.Exprs); ctr != nil {
+				st.UnderlayDropped.Packets += ctr.Packets
+				st.UnderlayDropped.Bytes += ctr.Bytes
 			}
 		}
 	}
 	return st, nil
+}
+
+// underlayCounter is the counter of the underlay filter's rule
+// (underlayDrop: ... ip[6] saddr != PEER counter drop), nil for any other
+// rule. No other rule of migrate's compares the source address with !=.
+func underlayCounter(ex []expr.Any) *expr.Counter {
+	n := len(ex)
+	if n < 4 {
+		return nil
+	}
+	v, ok := ex[n-1].(*expr.Verdict)
+	if !ok || v.Kind != expr.VerdictDrop {
+		return nil
+	}
+	ctr, ok := ex[n-2].(*expr.Counter)
+	if !ok {
+		return nil
+	}
+	cmp, ok := ex[n-3].(*expr.Cmp)
+	if !ok || cmp.Op != expr.CmpOpNeq {
+		return nil
+	}
+	p, ok := ex[n-4].(*expr.Payload)
+	if !ok || p.OperationType != expr.PayloadLoad || p.Base != expr.PayloadBaseNetworkHeader ||
+		!(p.Offset == 12 && p.Len == 4 || p.Offset == 8 && p.Len == 16) {
+		return nil
+	}
+	return ctr
 }
 
 // nlDump runs one netlink dump in the host's namespace and calls f with
