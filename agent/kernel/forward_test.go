@@ -181,7 +181,7 @@ func TestForwardBytecode(t *testing.T) {
 	c := `comment "migrate:` + ruleDigest(nspec) + `"`
 	const key4, key6 = "meta nfproto ipv4 ip daddr . meta l4proto . th dport", "meta nfproto ipv6 ip6 daddr . meta l4proto . th dport"
 	compareWithNft(t, "inet", "nw", fmt.Sprintf(`table inet ref {
-  chain postrouting { type filter hook postrouting priority mangle; policy accept;
+  chain forward { type filter hook forward priority mangle; policy accept;
     oifname "mig0" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
   }
   map fwd4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; elements = { 198.51.100.10 . tcp . 8443 : 203.0.113.20 . 8443, 198.51.100.10 . udp . 5353 : 203.0.113.20 . 5300 } }

@@ -72,7 +72,7 @@ func TestNftDNATChains(t *testing.T) {
 	apply(t, h, update(obj, nobj))
 	c = `comment "migrate:` + ruleDigest(nspec) + `"`
 	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
-  chain postrouting { type filter hook postrouting priority mangle; policy accept;
+  chain forward { type filter hook forward priority mangle; policy accept;
     oifname "mig0" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
   }
   chain dnat_mark { type filter hook prerouting priority mangle; policy accept;
@@ -96,7 +96,7 @@ func TestNftDNATChains(t *testing.T) {
 	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
   set peerdst4 { type ipv4_addr; elements = { 198.51.100.10 }; }
   set peerdst6 { type ipv6_addr; elements = { 2001:db8::10 }; }
-  chain postrouting { type filter hook postrouting priority mangle; policy accept;
+  chain forward { type filter hook forward priority mangle; policy accept;
     oifname "eth1" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
   }
   chain dnat_mark { type filter hook prerouting priority mangle; policy accept;

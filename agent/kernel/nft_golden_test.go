@@ -4,6 +4,7 @@ import (
 	"flag"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -97,6 +98,17 @@ func TestNftGoldenKernel(t *testing.T) {
 		apply(t, h, del(obj))
 		if out := run(t, "nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
 			t.Fatalf("%s: left after delete:\n%s", g.name, out)
+		}
+		// What an operator does to keep a firewall across reboots,
+		// `nft list ruleset > /etc/nftables.conf`, must load again with
+		// the host's own nft (Debian 12's 1.0.6 here and in the VM lane):
+		// a file it cannot load leaves the host with no firewall at boot.
+		saved := filepath.Join(t.TempDir(), g.name+".nft")
+		if err := os.WriteFile(saved, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("nft", "-c", "-f", saved).CombinedOutput(); err != nil {
+			t.Errorf("%s: nft cannot load back what it listed (nft -c -f): %v\n%s", g.name, err, out)
 		}
 		if os.Getenv("MIGRATE_NFT_GOLDEN_FROM_KERNEL") == "1" {
 			if err := os.WriteFile(goldenPath(g.name), []byte(got), 0o644); err != nil {

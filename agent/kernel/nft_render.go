@@ -88,6 +88,12 @@ var (
 	dst6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 	ans4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeInetService)
 	ans6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeInetService)
+	// ans6TypeV2 puts the ports first: Debian 12's nft (1.0.6) cannot
+	// load back a dynset update whose key starts with an IPv6 address
+	// and has a data value ("netlink_gen_expr: Assertion `dreg <
+	// ctx->reg_low' failed"), so a ruleset saved with `nft list ruleset`
+	// on NEW would not load again at boot.
+	ans6TypeV2 = nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeInetService, nftables.TypeIP6Addr)
 )
 
 // nftRule is one rule of the model the renderer builds: its chain, the
@@ -525,7 +531,10 @@ const (
 	// layoutV2: fewer base chains, each a hook entry and an nft_do_chain
 	// per packet: OLD's guard at the end of chain forward, OLD's underlay
 	// filter first in chain prerouting, NEW's underlay filter and udp_in
-	// in one chain input.
+	// in one chain input; NEW's MSS clamp on the tunnel in chain forward
+	// (hook forward) instead of postrouting, so NEW's own packets, inner
+	// and outer, cross none of it; and NEW's IPv6 UDP answer map keyed
+	// ports first (ans6TypeV2), which nft 1.0.6 can load back.
 	layoutV2 nftLayout = 2
 	// layoutCurrent is what this agent writes.
 	layoutCurrent = layoutV2

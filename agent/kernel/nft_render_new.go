@@ -40,11 +40,23 @@ func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 	// The MSS clamp is the tunnel's. A host with forwards and no
 	// tunnel gets none; without forwards an empty TunnelDev clamps
 	// on every interface, as it always did.
+	//
+	// From layoutV2 on, the clamp on the tunnel device is in chain
+	// forward (hook forward, priority mangle), not postrouting: only
+	// forwarded packets (a container's, Docker on NEW) need it. NEW's own
+	// SYN and SYN-ACK through the tunnel already carry an MSS of the
+	// route's MTU (the kernel's advmss of the route via T is T's MTU
+	// minus the headers, the value the clamp would set), and in
+	// postrouting every packet NEW sends, inner and outer, crossed the
+	// chain.
 	var clamp *nftRule
 	if dev != "" || fw == nil {
 		post := &nftables.Chain{
 			Name: nftPostrouting, Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+		}
+		if dev != "" && layout != layoutV1 {
+			post.Name, post.Hooknum = nftForward, nftables.ChainHookForward
 		}
 		c := rule(post, mssClampText, mssClamp())
 		if dev != "" {
@@ -57,7 +69,7 @@ func renderNew(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 	if input != nil && len(spec.UDPServices) > 0 && layout != layoutV1 {
 		inName = nftInput // one chain: udp_in's, named input
 	}
-	udp, err := renderUDPAnswers(t, spec, inName)
+	udp, err := renderUDPAnswers(t, spec, inName, layout)
 	if err != nil {
 		return err
 	}
@@ -173,7 +185,11 @@ type udpParts struct {
 //
 // inName is the name of chain udp_in: renderNew names it input when it
 // also holds the underlay filter.
-func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string) (*udpParts, error) {
+//
+// From layoutV2 on, the IPv6 map is keyed client port . service port .
+// client address (ans6TypeV2): nft 1.0.6 cannot load back the other
+// order (see ans6TypeV2).
+func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string, layout nftLayout) (*udpParts, error) {
 	if len(spec.UDPServices) == 0 {
 		return nil, nil
 	}
@@ -196,7 +212,12 @@ func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string) (*ud
 			Dynamic: true, HasTimeout: true, Size: udpClientMax}
 	}
 	ans4 := ans(nftUDPAns4, ans4Type, nftables.TypeIPAddr)
-	ans6 := ans(nftUDPAns6, ans6Type, nftables.TypeIP6Addr)
+	portsFirst6 := layout != layoutV1
+	a6 := ans6Type
+	if portsFirst6 {
+		a6 = ans6TypeV2
+	}
+	ans6 := ans(nftUDPAns6, a6, nftables.TypeIP6Addr)
 	accept := nftables.ChainPolicyAccept
 	in := &nftables.Chain{
 		Name: inName, Table: t, Type: nftables.ChainTypeFilter,
@@ -227,8 +248,13 @@ func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string) (*ud
 			ip := ipName(v6)
 			text := fmt.Sprintf("iifname %q %s @%s update @%s { %s saddr . th sport . th dport timeout %s : %s daddr }",
 				dev, keyText(v6), svc.Name, m.Name, ip, nftDuration(udpClientTimeout), ip)
-			return rule(in, text, iifname(dev), serviceLookup(svc, v6), []expr.Any{
-				load(saddr, n, reg1), port(0, pReg[0]), port(2, pReg[1]),
+			key := []expr.Any{load(saddr, n, reg1), port(0, pReg[0]), port(2, pReg[1])}
+			if v6 && portsFirst6 {
+				text = fmt.Sprintf("iifname %q %s @%s update @%s { th sport . th dport . %s saddr timeout %s : %s daddr }",
+					dev, keyText(v6), svc.Name, m.Name, ip, nftDuration(udpClientTimeout), ip)
+				key = []expr.Any{port(0, reg1), port(2, reg32_01), load(saddr, n, reg32_02)}
+			}
+			return rule(in, text, iifname(dev), serviceLookup(svc, v6), key, []expr.Any{
 				load(daddr, n, reg32_08),
 				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg32_08, Operation: unix.NFT_DYNSET_OP_UPDATE,
 					Timeout: udpClientTimeout, SetName: m.Name, SetID: m.ID},
@@ -255,8 +281,12 @@ func renderUDPAnswers(t *nftables.Table, spec state.NftSpec, inName string) (*ud
 			}
 			ip := ipName(v6)
 			text := fmt.Sprintf("%s saddr set %s daddr . udp dport . udp sport map @%s counter", ip, ip, m.Name)
-			return rule(out, text, nfproto(v6), l4proto(unix.IPPROTO_UDP), []expr.Any{
-				load(daddr, n, reg1), port(2, pReg[0]), port(0, pReg[1]),
+			key := []expr.Any{load(daddr, n, reg1), port(2, pReg[0]), port(0, pReg[1])}
+			if v6 && portsFirst6 {
+				text = fmt.Sprintf("%s saddr set udp dport . udp sport . %s daddr map @%s counter", ip, ip, m.Name)
+				key = []expr.Any{port(2, reg1), port(0, reg32_01), load(daddr, n, reg32_02)}
+			}
+			return rule(out, text, nfproto(v6), l4proto(unix.IPPROTO_UDP), key, []expr.Any{
 				&expr.Lookup{SourceRegister: reg1, DestRegister: reg32_08, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 				write,
 				&expr.Counter{},

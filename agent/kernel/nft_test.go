@@ -301,7 +301,7 @@ func TestNftBytecode(t *testing.T) {
 	apply(t, h, create(state.Object{Nft: &state.NftTable{Family: "inet", Name: "nw", Spec: nspec}}))
 	c = `comment "migrate:` + ruleDigest(nspec) + `"`
 	compareWithNft(t, "inet", "nw", fmt.Sprintf(`table inet ref {
-  chain postrouting { type filter hook postrouting priority mangle; policy accept;
+  chain forward { type filter hook forward priority mangle; policy accept;
     oifname "mig0" tcp flags & (syn|rst) == syn tcp option maxseg size set rt mtu counter %[1]s
   }
   chain input { type filter hook input priority filter - 1; policy accept;
