@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -262,6 +263,7 @@ func dataPath(t *testing.T, underlay string) {
 		{"UDP datagram larger than the tunnel MTU, both ways", lab.RoleClient, []string{"dial", "-udp", "-size", "3000", hp(l.OldIP.String(), udpPort)},
 			[]string{"served-by=new peer=" + c4 + " ", "len=3000", "replylen=3000"}},
 	})
+	checkTunnelMSS(t, ctx, s, underlay)
 
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	if !strings.Contains(r.Stdout, "No changes") {
@@ -280,3 +282,46 @@ func dataPath(t *testing.T, underlay string) {
 }
 
 func oldEP4(l *lab.Lab) string { return l.OldIP.String() }
+
+var mssRE = regexp.MustCompile(` mss=(\d+) `)
+
+// checkTunnelMSS: a client of a service moved to NEW never sends a segment
+// the tunnel cannot carry whole. NEW's own SYN-ACK carries the MSS of its
+// route into the tunnel (the kernel's advmss: the device's MTU minus the
+// IP and TCP headers); migrate's MSS clamp on NEW sees only forwarded
+// SYNs (a container's) since layout 2, so this is what holds it for a
+// daemon on NEW itself. The client's TCP_MAXSEG (the peer's MSS, minus
+// options) plus the headers must fit the tunnel's MTU: 1450 for VXLAN
+// over IPv4, 1430 over IPv6, the link's 1500 for direct.
+func checkTunnelMSS(t *testing.T, ctx context.Context, s *scenario.Scenario, underlay string) {
+	t.Helper()
+	mtu := 1450
+	switch underlay {
+	case "ipv6":
+		mtu = 1430
+	case "direct":
+		mtu = 1500
+	}
+	l := s.Lab
+	for _, c := range []struct {
+		addr    string
+		headers int
+	}{{hp(l.OldIP.String(), 8080), 40}, {hp(l.OldIP6.String(), 8080), 60}} {
+		out, err := s.Labtool(ctx, 30*time.Second, lab.RoleClient, "dial", c.addr)
+		if err != nil {
+			t.Errorf("dial %s: %v: %s", c.addr, err, out)
+			continue
+		}
+		m := mssRE.FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("dial %s printed no mss: %s", c.addr, out)
+			continue
+		}
+		mss, _ := strconv.Atoi(m[1])
+		if mss+c.headers > mtu || mss < 1000 {
+			t.Errorf("%s: the client's MSS toward NEW is %d: with %d bytes of headers that is over the tunnel's MTU %d (or implausibly small)", c.addr, mss, c.headers, mtu)
+		} else {
+			t.Logf("%s: client's MSS %d + %d <= MTU %d", c.addr, mss, c.headers, mtu)
+		}
+	}
+}

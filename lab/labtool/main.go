@@ -72,6 +72,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -377,8 +378,30 @@ func dial(args []string) error {
 			line += " " + strings.TrimRight(ans, "\r\n")
 		}
 	}
+	if mss := tcpMSS(c); mss > 0 {
+		line += fmt.Sprintf(" mss=%d", mss)
+	}
 	fmt.Printf("%s remote=%s localaddr=%s\n", line, c.RemoteAddr(), c.LocalAddr())
 	return nil
+}
+
+// tcpMSS is the connection's TCP_MAXSEG (the payload of a full segment it
+// sends: the peer's advertised MSS, lowered by its own route's MTU and its
+// options), or 0 for a UDP socket or when it cannot be read.
+func tcpMSS(c net.Conn) int {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	mss := 0
+	_ = rc.Control(func(fd uintptr) {
+		mss, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG)
+	})
+	return mss
 }
 
 func hold(args []string) error {
