@@ -16,7 +16,11 @@
 #     forward tables: Linux 6.1 refuses nft constructs newer kernels take)
 #     and TestForwardGuard (chain guard: a neighbour is not routed, migrate's
 #     own flows are), TestUDPAnswersFromServiceAddress (NEW's UDP answer
-#     rewrite: the dynamic map, the route chain, checksums under 6.1);
+#     rewrite: the dynamic map, the route chain, checksums under 6.1),
+#     TestNftLayoutUpgrade (a table of the previous release's nft layout
+#     verified without drift and replaced by the next update) and
+#     TestUnderlayFilter (the underlay filter's drops, wherever the layout
+#     puts it);
 #   - conntrack capacity, with the guest's global nf_conntrack_max lowered
 #     to 16384 for the step and put back after it: agent/kernel
 #     TestConntrackFacts and TestConntrackMaxInitNet (the limit raised and
@@ -34,7 +38,7 @@
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
 #                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
-#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'; empty: skip agent/kernel)
+#                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel|TestNftLayoutUpgrade|TestUnderlayFilter)$'; empty: skip agent/kernel)
 #                VM_LANE_CONNTRACK (default 1; 0 skips the conntrack capacity step)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
 #                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
@@ -58,7 +62,7 @@ if [ "$CONNTRACK" = 1 ]; then
 fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
 RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$'}
-KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel)$'}
+KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel|TestNftLayoutUpgrade|TestUnderlayFilter)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
 t0=$(date +%s)
