@@ -208,15 +208,10 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		f.Boot = BootFacts(hf)
 		if p.Chains {
 			t0 := time.Now()
-			if f.Chains, err = ForeignChains(p.NftTable); err != nil {
+			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {
 				return f, err
 			}
-			timing.Agent.Since("facts: other tables' chains", t0)
-			t0 = time.Now()
-			if f.FwRules, err = FwRules(); err != nil {
-				return f, err
-			}
-			timing.Agent.Since("facts: ufw's and firewalld's rules", t0)
+			timing.Agent.Since("facts: other tables' chains, ufw's and firewalld's rules", t0)
 		}
 		if p.Networkd {
 			t0 := time.Now()

@@ -8,19 +8,36 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// ForeignChains lists the chains of every nft table but migrate's own
-// (named own), for plan's warnings: base chains with their hook, type,
-// priority and policy, regular chains by name only (Hook "").
-func ForeignChains(own string) ([]state.BaseChain, error) {
+// ForeignFirewall reads, over one nft connection and one listing of the
+// chains, what plan's firewall warnings need: the chains of every table
+// but migrate's own (ForeignChains) and the rules of ufw's and
+// firewalld's chains (FwRules).
+func ForeignFirewall(own string) ([]state.BaseChain, []state.FwRule, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.CloseLasting()
 	chains, err := c.ListChains()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	rules, err := fwRules(c, chains)
+	if err != nil {
+		return nil, nil, err
+	}
+	return foreignChains(chains, own), rules, nil
+}
+
+// ForeignChains lists the chains of every nft table but migrate's own
+// (named own), for plan's warnings: base chains with their hook, type,
+// priority and policy, regular chains by name only (Hook "").
+func ForeignChains(own string) ([]state.BaseChain, error) {
+	chains, _, err := ForeignFirewall(own)
+	return chains, err
+}
+
+func foreignChains(chains []*nftables.Chain, own string) []state.BaseChain {
 	var out []state.BaseChain
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name == own {
@@ -39,17 +56,21 @@ func ForeignChains(own string) ([]state.BaseChain, error) {
 		}
 		out = append(out, bc)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Family != b.Family {
-			return a.Family < b.Family
-		}
-		if a.Table != b.Table {
-			return a.Table < b.Table
-		}
-		return a.Chain < b.Chain
+	sort.SliceStable(out, func(i, j int) bool {
+		return chainLess(out[i].Family, out[i].Table, out[i].Chain, out[j].Family, out[j].Table, out[j].Chain)
 	})
-	return out, nil
+	return out
+}
+
+// chainLess orders chains by family, table and name.
+func chainLess(af, at, ac, bf, bt, bc string) bool {
+	if af != bf {
+		return af < bf
+	}
+	if at != bt {
+		return at < bt
+	}
+	return ac < bc
 }
 
 func familyName(f nftables.TableFamily) string {

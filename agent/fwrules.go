@@ -19,15 +19,11 @@ import (
 // short ends in one Opaque rule without verdict (what follows is not
 // known). Other chains' rules are not read.
 func FwRules() ([]state.FwRule, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	chains, err := c.ListChains()
-	if err != nil {
-		return nil, err
-	}
+	_, rules, err := ForeignFirewall("")
+	return rules, err
+}
+
+func fwRules(c *nftables.Conn, chains []*nftables.Chain) ([]state.FwRule, error) {
 	var out []state.FwRule
 	total := 0
 	for _, ch := range chains {
@@ -60,14 +56,7 @@ func FwRules() ([]state.FwRule, error) {
 		total += len(rules)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Family != b.Family {
-			return a.Family < b.Family
-		}
-		if a.Table != b.Table {
-			return a.Table < b.Table
-		}
-		return a.Chain < b.Chain
+		return chainLess(out[i].Family, out[i].Table, out[i].Chain, out[j].Family, out[j].Table, out[j].Chain)
 	})
 	return out, nil
 }

@@ -37,7 +37,7 @@ const (
 func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Config, prev *status.Report, now func() time.Time) (status.Report, error) {
 	down := s.Reach(ctx, StatusConnectTimeout)
 	// Only what the report reads: with --watch this repeats every
-	// interval, so no listener or foreign-chain dumps.
+	// interval, so no listener, foreign-chain or /proc (networkd) scans.
 	facts := map[string]state.Facts{}
 	for _, name := range []string{plan.Old, plan.New} {
 		cl, ok := s.Clients[name]
@@ -45,7 +45,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 			continue
 		}
 		req := plan.FactsRequest(cfg, name)
-		req.Listeners, req.Chains, req.Sysctls, req.Tables = false, false, nil, nil
+		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = false, false, false, nil, nil
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {
 				// Forward and service keys never overlap (the plan
