@@ -22,7 +22,13 @@ type holder struct {
 
 func startHolder(t *testing.T, s *scenario.Scenario, addr string) *holder {
 	t.Helper()
-	cmd, err := s.Lab.Start(lab.RoleClient, s.LabtoolBin, "hold", "-every", "100ms", "-count", "0", "-timeout", "5s", addr)
+	return startHolderTimeout(t, s, addr, "5s")
+}
+
+// startHolderTimeout is startHolder with the given read timeout.
+func startHolderTimeout(t *testing.T, s *scenario.Scenario, addr, timeout string) *holder {
+	t.Helper()
+	cmd, err := s.Lab.Start(lab.RoleClient, s.LabtoolBin, "hold", "-every", "100ms", "-count", "0", "-timeout", timeout, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

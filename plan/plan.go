@@ -158,6 +158,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			return nil, err
 		}
 		p.Hosts = append(p.Hosts, HostPlan{Host: h, Steps: steps})
+		p.Notes = append(p.Notes, relinkNotes(h, steps)...)
 		p.FactsDigest[h] = facts[h].Digest()
 		p.Requests[h] = FactsRequest(c, h)
 	}
@@ -257,4 +258,16 @@ func intentDigest(want map[string]HostDesired) string {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// relinkNotes says which tunnel devices an update makes again.
+func relinkNotes(host string, steps []state.Step) []string {
+	var out []string
+	for _, st := range steps {
+		if st.Action != state.Update || st.Before.Link == nil || st.After.Link == nil || st.Before.Link.ChangesInPlace(*st.After.Link) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("host %s: tunnel device %s is made again (its type, endpoints, VNI, port or key cannot change in place); the same step puts back its addresses, routes and sysctls, and connections through the tunnel pause for a moment (TCP resends; UDP datagrams sent then are lost)", host, st.After.Link.Name))
+	}
+	return out
 }

@@ -163,6 +163,23 @@ type Link struct {
 	Up  bool   `json:"up"`
 }
 
+// ChangesInPlace reports whether device l can become to without being
+// made again: its MTU, up flag and Ethernet address change in place, and
+// so do a WireGuard device's keys, port and peer. Anything else (the
+// type, the endpoints, a VXLAN's VNI or port, a GRE key) needs a new
+// device, which the agent makes keeping the old one's addresses, routes
+// and sysctls.
+func (l Link) ChangesInPlace(to Link) bool {
+	if l.Name != to.Name {
+		return false
+	}
+	if l.Type == WireGuard && to.Type == WireGuard {
+		return true
+	}
+	l.MTU, to.MTU, l.Up, to.Up, l.MAC, to.MAC = 0, 0, false, false, "", ""
+	return l == to
+}
+
 func (l Link) String() string {
 	s := fmt.Sprintf("%s type %s local %s remote %s", l.Name, l.Type, ipText(l.Local), ipText(l.Remote))
 	if l.Type == WireGuard {

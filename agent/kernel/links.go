@@ -192,12 +192,6 @@ func (h *Host) addIP6GRE(g *netlink.Gretun) error {
 func htonl(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 func htons(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
-// sameIdentity reports whether two links differ at most in MTU and Up.
-func sameIdentity(a, b state.Link) bool {
-	a.MTU, b.MTU, a.Up, b.Up, a.MAC, b.MAC = 0, 0, false, false, "", ""
-	return a == b
-}
-
 func (h *Host) applyLink(step state.Step) error {
 	switch step.Action {
 	case state.Create:
@@ -223,7 +217,7 @@ func (h *Host) applyLink(step state.Step) error {
 	if err != nil {
 		return err
 	}
-	if before.Name == after.Name && sameIdentity(have, after) {
+	if before.Name == after.Name && have.Type != state.WireGuard && have.ChangesInPlace(after) {
 		return h.setLinkState(cur, after)
 	}
 	if before.Name == after.Name && have.Type == state.WireGuard && after.Type == state.WireGuard {
@@ -233,10 +227,46 @@ func (h *Host) applyLink(step state.Step) error {
 		}
 		return h.setLinkState(cur, after)
 	}
-	if err := h.deleteLink(before.Name); err != nil {
+	if before.Name != after.Name {
+		if err := h.deleteLink(before.Name); err != nil {
+			return err
+		}
+		return h.createLink(after)
+	}
+	return h.replaceLink(cur, have, after)
+}
+
+// replaceLink makes a device again with settings that cannot change in
+// place (a VXLAN's VNI or port, the tunnel type), keeping its addresses,
+// routes and per-device sysctls (linkConfig). If the new device cannot be
+// made or configured, the old one is made again as it was.
+func (h *Host) replaceLink(cur netlink.Link, have, want state.Link) error {
+	keep, err := h.readLinkConfig(cur)
+	if err != nil {
 		return err
 	}
-	return h.createLink(after)
+	defer h.releaseRoutes(h.holdRoutes(keep.routes))
+	if err := h.deleteLink(have.Name); err != nil {
+		return err
+	}
+	err = h.createLink(want)
+	if err == nil {
+		if err = h.restoreLinkConfig(keep); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("link %s made again, but its configuration (%s) could not be put back: %w", want.Name, keep, err)
+	}
+	// Put the old device back as it was.
+	if derr := h.deleteLink(want.Name); derr != nil {
+		return fmt.Errorf("%w; removing the new device failed too: %v", err, derr)
+	}
+	if cerr := h.createLink(have); cerr != nil {
+		return fmt.Errorf("%w; making the old device %s again failed too: %v", err, have, cerr)
+	}
+	if rerr := h.restoreLinkConfig(keep); rerr != nil {
+		return fmt.Errorf("%w; the old device is back, but its configuration (%s) is not: %v", err, keep, rerr)
+	}
+	return err
 }
 
 func (h *Host) createLink(want state.Link) error {
