@@ -14,9 +14,11 @@ import (
 )
 
 // TestTunnelChange: an operator edits the tunnel block in the middle of a
-// migration (a new VNI and UDP port: the device must be made again). The
-// moved service keeps working through the new device, and rollback still
-// restores both hosts exactly.
+// migration. A new VNI and UDP port make the devices again; the inner
+// addresses, MTU and table change in place; a new name or mark is refused.
+// A connection moved to NEW stays open through all of it, a change the
+// underlay does not pass is undone exactly, and rollback still restores
+// both hosts exactly.
 func TestTunnelChange(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
@@ -83,13 +85,48 @@ func TestTunnelChange(t *testing.T) {
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
 	held.expectAnswering(t, "new")
-	held.stop(t)
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		out, err := l.Exec(ctx, host, "ip", "-d", "link", "show", "mig0")
 		if err != nil || !strings.Contains(string(out), "vxlan id 77 ") || !strings.Contains(string(out), "dstport 4790") {
 			t.Errorf("%s: mig0 after the change: %v\n%s", host, err, out)
 		}
 	}
+
+	// The inner addresses, the MTU and the routing table change in place
+	// (new address, route and rules before the old ones go).
+	changed := "  vni          = 77\n  port         = 4790\n  old_inner    = \"169.254.50.1/30\"\n  new_inner    = \"169.254.50.2/30\"\n  mtu          = 1400\n  table        = 4343\n"
+	write(changed)
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	if out := expectServed(t, ctx, s, scenario.MigratedPort, "new"); !strings.Contains(out, "mss=1348 ") {
+		t.Errorf("after mtu = 1400 the client's MSS toward NEW should be 1348: %s", out)
+	}
+	held.expectAnswering(t, "new")
+
+	// A new name or mark is refused while the tunnel is in use: routes and
+	// rules name the device, and moved connections carry the mark in
+	// conntrack (with a new mark OLD takes them back and resets them).
+	unchanged, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ edit, want string }{
+		{"  name         = \"mig7\"\n", `a tunnel cannot be renamed during a migration (the moved connections' routes and rules name the device, and the kernel refuses a second VXLAN device with the same VNI and port). Keep name = "mig0"`},
+		{"  mark         = \"0x40000\"\n", `tunnel: mark 0x40000, but migrate's table on host old marks the moved connections with 0x20000`},
+	} {
+		write(changed + c.edit)
+		r := mustMigrate(t, ctx, s, 1, "apply", "--auto-approve", "-f", s.PlanFile)
+		if !strings.Contains(r.Stderr, c.want) || !strings.Contains(r.Stderr, "migration.hcl:") {
+			t.Errorf("apply with %q: want %q at the plan's tunnel block:\n%s", c.edit, c.want, r.Stderr)
+		}
+	}
+	refused, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "refused name and mark changes", stripCounters(unchanged), stripCounters(refused))
+	held.expectAnswering(t, "new")
+	held.stop(t)
+	write(changed)
 	mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", s.PlanFile)
 
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -100,6 +101,9 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		}
 	}
 	if err := CheckAgainstFacts(c, facts); err != nil {
+		return nil, err
+	}
+	if err := CheckRename(c, facts, j); err != nil {
 		return nil, err
 	}
 	want, err := Desired(c, facts, map[string]map[string]*state.Object{Old: j.Owned(Old), New: j.Owned(New)})
@@ -270,4 +274,44 @@ func relinkNotes(host string, steps []state.Step) []string {
 		out = append(out, fmt.Sprintf("host %s: tunnel device %s is made again (its type, endpoints, VNI, port or key cannot change in place); the same step puts back its addresses, routes and sysctls, and connections through the tunnel pause for a moment (TCP resends; UDP datagrams sent then are lost)", host, st.After.Link.Name))
 	}
 	return out
+}
+
+// CheckRename refuses a tunnel name or mark that differs from the device migrate
+// made on a host and still has there. Renaming means a second device next
+// to the first: the kernel refuses a second VXLAN device with the same
+// VNI, port and local address ("file exists"), and the routes, sysctls
+// and nft rules of the moved connections name the old device.
+func CheckRename(c *config.Config, facts map[string]state.Facts, j *state.Journal) error {
+	if c.Tunnel == nil {
+		return nil
+	}
+	for _, h := range []string{Old, New} {
+		for k, prior := range j.Owned(h) {
+			name, ok := strings.CutPrefix(k, "link ")
+			if !ok || prior != nil || name == c.Tunnel.Name || !hasLink(facts[h], name) {
+				continue // not made by migrate, the same name, or gone
+			}
+			if Direct(c) {
+				continue // direct has no device: the old one is deleted
+			}
+			return fmt.Errorf("%s: tunnel: name %q, but migrate's tunnel device on host %s is %q: a tunnel cannot be renamed during a migration (the moved connections' routes and rules name the device, and the kernel refuses a second VXLAN device with the same VNI and port). Keep name = %q, or move everything back with `migrate rollback --all` first", where(c.Tunnel.Range), c.Tunnel.Name, h, name, name)
+		}
+		// The mark lives on in conntrack: every connection moved so far
+		// carries the old bit, and with the new one OLD's table no longer
+		// knows them, takes their packets back into its own stack and
+		// resets them (seen in the lab with a held connection).
+		if t := facts[h].Nft; t != nil && t.Spec.Mark != 0 && t.Spec.Mark != c.Tunnel.Mark {
+			return fmt.Errorf("%s: tunnel: mark %#x, but migrate's table on host %s marks the moved connections with %#x: they carry that mark in conntrack until they end, and with a new one OLD would take their packets back and reset them. Keep mark = \"%#x\", or move everything back with `migrate rollback --all` first", where(c.Tunnel.Range), c.Tunnel.Mark, h, t.Spec.Mark, t.Spec.Mark)
+		}
+	}
+	return nil
+}
+
+func hasLink(f state.Facts, name string) bool {
+	for _, l := range f.Links {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
 }
