@@ -137,8 +137,8 @@ func (c linkConfig) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// holdRoutes adds, for each route through a device about to be made
-// again, a blackhole route of the same destination in the same table at
+// holdRoutes adds, for each of migrate's routes through a device about to
+// be made again, a blackhole route of the same destination in the same table at
 // the lowest preference. While the device is gone, the kernel removes its
 // routes, and a packet that policy routing sends to that table would fall
 // through to the next rule: on OLD, a moved connection's packet then
@@ -150,6 +150,9 @@ func (c linkConfig) String() string {
 func (h *Host) holdRoutes(routes []state.Route) []*netlink.Route {
 	var held []*netlink.Route
 	for _, r := range routes {
+		if r.Protocol != holdProto {
+			continue // not migrate's: its table is not ours to add to
+		}
 		dst, err := ipNet(r.Dst, r.Family)
 		if err != nil || dst == nil {
 			continue
