@@ -143,6 +143,11 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 			}
 		}
 	}
+	for _, h := range []string{New, Old} {
+		if facts[h].NftRemoved {
+			p.Notes = append(p.Notes, NftRemovedNote("host "+h))
+		}
+	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	p.Notes = append(p.Notes, BootNotes(want, facts)...)
 	p.Notes = append(p.Notes, NetworkdNotes(want, facts)...)
@@ -314,4 +319,10 @@ func hasLink(f state.Facts, name string) bool {
 		}
 	}
 	return false
+}
+
+// NftRemovedNote says that something other than migrate removed its table
+// from host, and what usually does.
+func NftRemovedNote(host string) string {
+	return "migrate's nft table on " + host + " is gone, although migrate wrote it and has not removed it: something flushed it (`nft flush ruleset`; `systemctl restart` or `reload nftables` with a configuration that begins with `flush ruleset`, as Debian's /etc/nftables.conf does; a reboot without migrate's boot unit). Run migrate apply to put it back."
 }

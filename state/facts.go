@@ -61,6 +61,11 @@ type Facts struct {
 	// does not match what migrate last wrote.
 	Nft      *NftTable `json:"nft,omitempty"`
 	NftDrift string    `json:"nft_drift,omitempty"`
+	// NftRemoved: the table is not in the kernel, although the agent's
+	// record says migrate wrote it and has not removed it: something else
+	// did (`nft flush ruleset`, a restart or reload of nftables.service,
+	// a reboot without the boot unit).
+	NftRemoved bool `json:"nft_removed,omitempty"`
 	// Chains are the chains of nft tables migrate does not own: base
 	// chains, and regular ones (Hook "": Docker's DOCKER-USER, ufw's
 	// ufw-user-forward), for plan's warnings.

@@ -100,6 +100,8 @@ func (p Probe) OK() bool { return p.Target != "" && p.Error == "" }
 const (
 	StageMixed  = "mixed"
 	StageAbsent = "old (nothing applied)"
+	// StageRemoved: migrate's table on OLD was removed by something else.
+	StageRemoved = "old (table removed)"
 	// StageUnknown: OLD could not be read.
 	StageUnknown = "unknown"
 )
@@ -225,8 +227,13 @@ func Build(in Input) Report {
 		for _, s := range in.Old.Nft.Spec.Services {
 			live[s.Key()] = s.Percent
 		}
+	case in.Old.NftRemoved:
+		r.Notes = append(r.Notes, plan.NftRemovedNote("OLD")+" Connections moved to NEW were cut, and new ones stay on OLD until then.")
 	default:
 		r.Notes = append(r.Notes, "OLD has no migrate nft table: nothing moves yet (run migrate apply).")
+	}
+	if in.New.NftRemoved && r.Reached(plan.New) {
+		r.Notes = append(r.Notes, plan.NftRemovedNote("NEW"))
 	}
 	if in.Old.NftDrift != "" {
 		r.Notes = append(r.Notes, "OLD's migrate table was changed outside migrate: "+in.Old.NftDrift)
@@ -258,6 +265,9 @@ func Build(in Input) Report {
 			sv.ViaTunnel += fc.ToNew
 		}
 		sv.LiveStage = liveStage(percents, in.Old.Nft != nil)
+		if sv.LiveStage == StageAbsent && in.Old.NftRemoved {
+			sv.LiveStage = StageRemoved
+		}
 		if oldDown {
 			sv.LiveStage = StageUnknown
 		}

@@ -154,6 +154,10 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		if err != nil {
 			return f, err
 		}
+		if f.Nft == nil {
+			_, err := os.Lstat(h.nftStatePath(req.NftTable))
+			f.NftRemoved = err == nil
+		}
 		timing.Agent.Since("facts: nft table and counters", t0)
 	}
 	if req.Conntrack {
