@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -171,6 +172,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		p.FactsDigest[h] = facts[h].Digest()
 		p.Requests[h] = FactsRequest(c, h)
 	}
+	p.Notes = append(p.Notes, RemovedNotes(c, facts[Old], p.Hosts)...)
 	return p, nil
 }
 
@@ -325,4 +327,73 @@ func hasLink(f state.Facts, name string) bool {
 // from host, and what usually does.
 func NftRemovedNote(host string) string {
 	return "migrate's nft table on " + host + " is gone, although migrate wrote it and has not removed it: something flushed it (`nft flush ruleset`; `systemctl restart` or `reload nftables` with a configuration that begins with `flush ruleset`, as Debian's /etc/nftables.conf does; a reboot without migrate's boot unit). Run migrate apply to put it back."
+}
+
+// RemovedNotes warns about services that OLD's live table still moves or
+// counts, that the plan no longer names, and whose connections go through
+// the tunnel to NEW right now: whether this apply cuts them (it removes
+// OLD's route into the tunnel, or the address on NEW) or they drain.
+func RemovedNotes(c *config.Config, oldFacts state.Facts, hosts []HostPlan) []string {
+	if oldFacts.Nft == nil || oldFacts.Stats == nil {
+		return nil
+	}
+	configured := map[string]bool{}
+	for _, s := range AllServices(c) {
+		configured[s.Key()] = true
+	}
+	type group struct {
+		addr  netip.Addr
+		proto state.Proto
+		ports []string
+		flows int
+	}
+	var order []string
+	groups := map[string]*group{}
+	seen := map[string]bool{}
+	spec := oldFacts.Nft.Spec
+	for _, s := range append(append([]state.NftService(nil), spec.Accounted...), spec.Services...) {
+		k := s.Key()
+		if configured[k] || seen[k] {
+			continue
+		}
+		seen[k] = true
+		n := oldFacts.Stats.Flows[k].ToNew
+		if n == 0 {
+			continue
+		}
+		gk := s.Addr.String() + " " + string(s.Proto)
+		g := groups[gk]
+		if g == nil {
+			g = &group{addr: s.Addr, proto: s.Proto}
+			groups[gk] = g
+			order = append(order, gk)
+		}
+		g.ports = append(g.ports, fmt.Sprint(s.Port))
+		g.flows += n
+	}
+	var out []string
+	for _, gk := range order {
+		g := groups[gk]
+		cut := ""
+		for _, h := range hosts {
+			for _, st := range h.Steps {
+				if st.Action != state.Delete || st.Before == nil {
+					continue
+				}
+				switch {
+				case h.Host == Old && st.Before.Rule != nil && st.Before.Rule.Mark != 0:
+					cut = "it removes OLD's route into the tunnel"
+				case h.Host == New && st.Before.Addr != nil && st.Before.Addr.CIDR.Addr() == g.addr:
+					cut = "it removes " + g.addr.String() + " from NEW"
+				}
+			}
+		}
+		what := fmt.Sprintf("WARNING host old: %s %s port(s) %s left the plan while %d connection(s) to them go through the tunnel to NEW", g.addr, g.proto, strings.Join(g.ports, ","), g.flows)
+		if cut != "" {
+			out = append(out, what+": this apply cuts them ("+cut+"). To let them finish, keep the service with stage = \"old\" until `migrate status` shows none VIA TUNNEL, then remove it")
+		} else {
+			out = append(out, what+": they keep draining there (OLD still routes the connections it moved), but `migrate status` no longer shows them")
+		}
+	}
+	return out
 }

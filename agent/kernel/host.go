@@ -167,9 +167,25 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		}
 		timing.Agent.Since("facts: conntrack fill", t0)
 	}
-	if len(req.Flows) > 0 {
+	// The live table's services count too when the request leaves them
+	// out: a service taken out of the plan may still have connections
+	// going through the tunnel, which plan warns about before they are cut.
+	want := req.Flows
+	if f.Nft != nil && req.Mark != 0 {
+		asked := map[string]bool{}
+		for _, s := range req.Flows {
+			asked[s.Key()] = true
+		}
+		for _, s := range append(append([]state.NftService(nil), f.Nft.Spec.Accounted...), f.Nft.Spec.Services...) {
+			if !asked[s.Key()] {
+				asked[s.Key()] = true
+				want = append(want, state.NftService{Addr: s.Addr, Proto: s.Proto, Port: s.Port})
+			}
+		}
+	}
+	if len(want) > 0 {
 		t0 := time.Now()
-		flows, err := h.flowCounts(req.Flows, req.Mark, req.Sockets)
+		flows, err := h.flowCounts(want, req.Mark, req.Sockets)
 		timing.Agent.Since("facts: flow counts (conntrack, sockets)", t0)
 		if err != nil {
 			return f, err
