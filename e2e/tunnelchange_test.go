@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
@@ -146,4 +147,181 @@ func noIfindex(snaps map[string]string) map[string]string {
 		out[k] = ifindexLine.ReplaceAllString(v, "${1}N: ")
 	}
 	return out
+}
+
+// tunnelEdit is one edit of the tunnel block in the middle of a migration,
+// for TestTunnelChangeTypes: the tunnel goes from type From (with the
+// attributes in FromExtra) to type To (with ToExtra).
+type tunnelEdit struct {
+	Name               string // subtest name
+	From, To           string // tunnel.type before and after
+	FromExtra, ToExtra string // more tunnel attributes, one per line
+	// Remade: the plan must say the devices are made again (false: the
+	// change is made in place, and the plan must not say so).
+	Remade bool
+	// Before and After check the hosts before and after the edit.
+	Before, After func(t *testing.T, ctx context.Context, s *scenario.Scenario)
+}
+
+// tunnelEdits are TestTunnelChangeTypes' cases: the types this machine's
+// kernel may lack, which the VM lane (scripts/vm-lane.sh) runs under
+// Debian's kernel.
+var tunnelEdits = []tunnelEdit{
+	{
+		// A GRE key cannot change in place: the device is made again.
+		Name: "gre", From: "gre", To: "gre", ToExtra: "  key          = 5\n", Remade: true,
+		After: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+			for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+				out, err := s.Lab.Exec(ctx, host, "ip", "-d", "link", "show", "mig0")
+				if err != nil || !strings.Contains(string(out), "ikey 0.0.0.5 ") || !strings.Contains(string(out), "okey 0.0.0.5 ") {
+					t.Errorf("%s: mig0 after key = 5: %v\n%s", host, err, out)
+				}
+			}
+		},
+	},
+	{
+		// WireGuard's port (like its keys and peer) changes in place.
+		Name: "wireguard", From: "wireguard", To: "wireguard", ToExtra: "  listen_port  = 51821\n",
+		After: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+			for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+				out, err := s.Lab.Exec(ctx, host, "ss", "-Hlun")
+				if err != nil || !strings.Contains(string(out), ":51821 ") || strings.Contains(string(out), fmt.Sprintf(":%d ", config.DefaultWGPort)) {
+					t.Errorf("%s: UDP sockets after listen_port = 51821 (want 51821, not %d): %v\n%s", host, config.DefaultWGPort, err, out)
+				}
+			}
+		},
+	},
+	{
+		// A new type: the device is made again with the new type's MTU
+		// (VXLAN 1450, GRE 1476: a fresh connection's MSS follows), and the
+		// underlay filter moves from VXLAN's UDP port to GRE.
+		Name: "vxlan-to-gre", From: "vxlan", To: "gre", Remade: true,
+		Before: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+			if out := expectServed(t, ctx, s, scenario.MigratedPort, "new"); !strings.Contains(out, "mss=1398 ") {
+				t.Errorf("over VXLAN (mtu 1450) the client's MSS toward NEW should be 1398: %s", out)
+			}
+			underlayFilter(t, ctx, s, "udp dport 4789 ", "gre")
+		},
+		After: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+			if out := expectServed(t, ctx, s, scenario.MigratedPort, "new"); !strings.Contains(out, "mss=1424 ") {
+				t.Errorf("over GRE (mtu 1476) the client's MSS toward NEW should be 1424: %s", out)
+			}
+			underlayFilter(t, ctx, s, "gre", "udp dport 4789 ")
+			for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+				out, err := s.Lab.Exec(ctx, host, "ip", "-d", "link", "show", "mig0")
+				if err != nil || !strings.Contains(string(out), " mtu 1476 ") || !strings.Contains(string(out), "link/gre ") {
+					t.Errorf("%s: mig0 after the switch to gre: %v\n%s", host, err, out)
+				}
+			}
+		},
+	},
+}
+
+// underlayFilter checks that each host's underlay filter (the drop rule for
+// tunnel packets to the host's endpoint from anyone but its peer) matches
+// want and that no drop rule matches gone.
+func underlayFilter(t *testing.T, ctx context.Context, s *scenario.Scenario, want, gone string) {
+	t.Helper()
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		ep := s.Lab.OldIP
+		if host == lab.RoleNew {
+			ep = s.Lab.NewIP
+		}
+		b, err := s.Lab.Exec(ctx, host, "nft", "list", "table", "inet", "migrate")
+		if err != nil {
+			t.Fatalf("%s: nft list: %v: %s", host, err, b)
+		}
+		found := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, " drop") || !strings.Contains(line, "daddr "+ep.String()+" ") {
+				continue
+			}
+			if strings.Contains(line, gone) {
+				t.Errorf("%s: underlay filter still drops %q: %s", host, gone, strings.TrimSpace(line))
+			}
+			found = found || strings.Contains(line, want)
+		}
+		if !found {
+			t.Errorf("%s: no underlay filter for %q to %s:\n%s", host, want, ep, b)
+		}
+	}
+}
+
+// TestTunnelChangeTypes: the tunnel block edited mid-migration for the
+// types TestTunnelChange (VXLAN) does not cover: a GRE key (the devices
+// are made again), WireGuard's listen_port (in place) and a switch from
+// VXLAN to GRE (made again, new MTU and underlay filter). A connection
+// moved to NEW stays open and answered by NEW through the change, fresh
+// connections go to NEW, nothing is left to do afterwards, and rollback
+// restores both hosts exactly. A type this kernel lacks is reported "NOT
+// RUN here" and runs in the VM lane (scripts/vm-lane.sh).
+func TestTunnelChangeTypes(t *testing.T) {
+	needRoot(t)
+	for _, e := range tunnelEdits {
+		t.Run(e.Name, func(t *testing.T) {
+			for _, typ := range []string{e.From, e.To} {
+				if !kernelHas(typ) {
+					t.Logf("TUNNEL change-%s: NOT RUN here: kernel %s lacks %s; runs in the VM lane (scripts/vm-lane.sh)", e.Name, kernelRelease(), typ)
+					t.Skipf("kernel lacks %s; runs in the VM lane", typ)
+				}
+			}
+			t.Logf("TUNNEL change-%s: running on this kernel (%s)", e.Name, kernelRelease())
+			tunnelEditCase(t, e)
+		})
+	}
+}
+
+func tunnelEditCase(t *testing.T, e tunnelEdit) {
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	write := func(typ, extra string) {
+		t.Helper()
+		tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q\n%s", typ, l.OldIP, l.NewIP, extra)
+		service := fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP, scenario.MigratedPort)
+		if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, service)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(e.From, e.FromExtra)
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if e.Before != nil {
+		e.Before(t, ctx, s)
+	}
+	// A connection moved to NEW, open across the change.
+	held := startHolderTimeout(t, s, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort), fmt.Sprintf("%.0fs", scenario.Slow(60*time.Second).Seconds()))
+	if held.servedBy() != "new" {
+		t.Fatalf("held connection served by %q, want new", held.servedBy())
+	}
+
+	write(e.To, e.ToExtra)
+	r := mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	t.Logf("apply of the change:\n%s", r.Stdout)
+	if remade := strings.Contains(r.Stdout, "made again"); remade != e.Remade {
+		t.Errorf("plan says the tunnel devices are made again: %v, want %v:\n%s", remade, e.Remade, r.Stdout)
+	}
+	if !strings.Contains(r.Stdout, "tunnel verified in both directions") {
+		t.Errorf("apply of the change did not check the tunnel:\n%s", r.Stdout)
+	}
+	held.expectAnswering(t, "new")
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if e.After != nil {
+		e.After(t, ctx, s)
+	}
+	mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", s.PlanFile)
+	held.expectAnswering(t, "new")
+	held.stop(t)
+
+	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "apply, tunnel change, rollback", before, after)
 }
