@@ -33,7 +33,7 @@ func startHolderTimeout(t *testing.T, s *scenario.Scenario, addr, timeout string
 		t.Fatal(err)
 	}
 	h := &holder{cmd: cmd, log: s.Lab.LogPath(cmd)}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(scenario.Slow(10 * time.Second))
 	for !strings.Contains(h.text(), "served-by=") {
 		if time.Now().After(deadline) {
 			t.Fatalf("holder to %s never connected: %s", addr, h.text())
@@ -61,7 +61,7 @@ func (h *holder) servedBy() string {
 func (h *holder) expectAnswering(t *testing.T, who string) {
 	t.Helper()
 	n := strings.Count(h.text(), "\n")
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(scenario.Slow(700 * time.Millisecond))
 	lines := strings.Split(strings.TrimSpace(h.text()), "\n")
 	if len(lines) <= n {
 		t.Fatalf("long-lived connection stopped answering:\n%s", h.text())

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
@@ -146,4 +147,193 @@ func noIfindex(snaps map[string]string) map[string]string {
 		out[k] = ifindexLine.ReplaceAllString(v, "${1}N: ")
 	}
 	return out
+}
+
+// tunnelEdit is a migration whose tunnel block is edited while a
+// connection moved to NEW stays open, for TestTunnelChangeTypes: apply
+// Steps[0], then each later step in turn.
+type tunnelEdit struct {
+	Name  string // subtest name
+	Steps []tunnelStep
+}
+
+// tunnelStep is one version of the tunnel block.
+type tunnelStep struct {
+	Type  string // tunnel.type
+	Extra string // more tunnel attributes, one per line
+	// Remade: the plan must say the devices are made again (false: the
+	// change is made in place, and the plan must not say so). Not
+	// checked for the first step.
+	Remade bool
+	// Check, when set, checks the hosts after the step's apply.
+	Check func(t *testing.T, ctx context.Context, s *scenario.Scenario)
+}
+
+// tunnelEdits are TestTunnelChangeTypes' cases, for the types this
+// machine's kernel lacks (the VM lane, scripts/vm-lane.sh, runs them under
+// Debian's kernel). The GRE key change follows the type switch in one
+// subtest: the lab, the first apply and the rollback are the slow part
+// under emulation.
+var tunnelEdits = []tunnelEdit{
+	{
+		// WireGuard's port (like its keys and peer) changes in place.
+		Name: "wireguard",
+		Steps: []tunnelStep{
+			{Type: "wireguard"},
+			{Type: "wireguard", Extra: "  listen_port  = 51821\n", Check: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+				for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+					out, err := s.Lab.Exec(ctx, host, "ss", "-Hlun")
+					if err != nil || !strings.Contains(string(out), ":51821 ") || strings.Contains(string(out), fmt.Sprintf(":%d ", config.DefaultWGPort)) {
+						t.Errorf("%s: UDP sockets after listen_port = 51821 (want 51821, not %d): %v\n%s", host, config.DefaultWGPort, err, out)
+					}
+				}
+			}},
+		},
+	},
+	{
+		// A new type, then a GRE key: neither changes in place, so the
+		// devices are made again each time. VXLAN to GRE brings GRE's MTU
+		// (1450 to 1476: a fresh connection's MSS follows) and moves the
+		// underlay filter from VXLAN's UDP port to GRE.
+		Name: "vxlan-to-gre",
+		Steps: []tunnelStep{
+			{Type: "vxlan", Check: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+				if out := expectServed(t, ctx, s, scenario.MigratedPort, "new"); !strings.Contains(out, "mss=1398 ") {
+					t.Errorf("over VXLAN (mtu 1450) the client's MSS toward NEW should be 1398: %s", out)
+				}
+				underlayFilter(t, ctx, s, "udp dport 4789 ", "gre")
+			}},
+			{Type: "gre", Remade: true, Check: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+				if out := expectServed(t, ctx, s, scenario.MigratedPort, "new"); !strings.Contains(out, "mss=1424 ") {
+					t.Errorf("over GRE (mtu 1476) the client's MSS toward NEW should be 1424: %s", out)
+				}
+				underlayFilter(t, ctx, s, "gre", "udp dport 4789 ")
+				for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+					out, err := s.Lab.Exec(ctx, host, "ip", "-d", "link", "show", "mig0")
+					if err != nil || !strings.Contains(string(out), " mtu 1476 ") || !strings.Contains(string(out), "link/gre ") || strings.Contains(string(out), "key ") {
+						t.Errorf("%s: mig0 after the switch to gre: %v\n%s", host, err, out)
+					}
+				}
+			}},
+			{Type: "gre", Extra: "  key          = 5\n", Remade: true, Check: func(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+				for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+					out, err := s.Lab.Exec(ctx, host, "ip", "-d", "link", "show", "mig0")
+					if err != nil || !strings.Contains(string(out), "ikey 0.0.0.5 ") || !strings.Contains(string(out), "okey 0.0.0.5 ") {
+						t.Errorf("%s: mig0 after key = 5: %v\n%s", host, err, out)
+					}
+				}
+			}},
+		},
+	},
+}
+
+// underlayFilter checks that each host's underlay filter (the drop rule for
+// tunnel packets to the host's endpoint from anyone but its peer) matches
+// want and that no drop rule matches gone.
+func underlayFilter(t *testing.T, ctx context.Context, s *scenario.Scenario, want, gone string) {
+	t.Helper()
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		ep := s.Lab.OldIP
+		if host == lab.RoleNew {
+			ep = s.Lab.NewIP
+		}
+		b, err := s.Lab.Exec(ctx, host, "nft", "list", "table", "inet", "migrate")
+		if err != nil {
+			t.Fatalf("%s: nft list: %v: %s", host, err, b)
+		}
+		found := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, " drop") || !strings.Contains(line, "daddr "+ep.String()+" ") {
+				continue
+			}
+			if strings.Contains(line, gone) {
+				t.Errorf("%s: underlay filter still drops %q: %s", host, gone, strings.TrimSpace(line))
+			}
+			found = found || strings.Contains(line, want)
+		}
+		if !found {
+			t.Errorf("%s: no underlay filter for %q to %s:\n%s", host, want, ep, b)
+		}
+	}
+}
+
+// TestTunnelChangeTypes: the tunnel block edited mid-migration for the
+// types TestTunnelChange (VXLAN) does not cover: WireGuard's listen_port
+// (in place), a switch from VXLAN to GRE (made again, with GRE's MTU and
+// underlay filter) and then a GRE key (made again). A connection moved to
+// NEW stays open and answered by NEW through each change, fresh
+// connections go to NEW, nothing is left to do afterwards, and rollback
+// restores both hosts exactly. A type this kernel lacks is reported "NOT
+// RUN here" and runs in the VM lane (scripts/vm-lane.sh).
+func TestTunnelChangeTypes(t *testing.T) {
+	needRoot(t)
+	for _, e := range tunnelEdits {
+		t.Run(e.Name, func(t *testing.T) {
+			for _, st := range e.Steps {
+				if !kernelHas(st.Type) {
+					t.Logf("TUNNEL change-%s: NOT RUN here: kernel %s lacks %s; runs in the VM lane (scripts/vm-lane.sh)", e.Name, kernelRelease(), st.Type)
+					t.Skipf("kernel lacks %s; runs in the VM lane", st.Type)
+				}
+			}
+			t.Logf("TUNNEL change-%s: running on this kernel (%s)", e.Name, kernelRelease())
+			tunnelEditCase(t, e)
+		})
+	}
+}
+
+func tunnelEditCase(t *testing.T, e tunnelEdit) {
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	write := func(st tunnelStep) {
+		t.Helper()
+		tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q\n%s", st.Type, l.OldIP, l.NewIP, st.Extra)
+		service := fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP, scenario.MigratedPort)
+		if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, service)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(e.Steps[0])
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if e.Steps[0].Check != nil {
+		e.Steps[0].Check(t, ctx, s)
+	}
+	// A connection moved to NEW, open across the changes.
+	held := startHolderTimeout(t, s, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort), fmt.Sprintf("%.0fs", scenario.Slow(60*time.Second).Seconds()))
+	if held.servedBy() != "new" {
+		t.Fatalf("held connection served by %q, want new", held.servedBy())
+	}
+
+	for _, st := range e.Steps[1:] {
+		write(st)
+		r := mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+		t.Logf("apply of type %s %q:\n%s", st.Type, st.Extra, r.Stdout)
+		if remade := strings.Contains(r.Stdout, "made again"); remade != st.Remade {
+			t.Errorf("type %s %q: plan says the tunnel devices are made again: %v, want %v:\n%s", st.Type, st.Extra, remade, st.Remade, r.Stdout)
+		}
+		if !strings.Contains(r.Stdout, "tunnel verified in both directions") {
+			t.Errorf("type %s %q: apply did not check the tunnel:\n%s", st.Type, st.Extra, r.Stdout)
+		}
+		held.expectAnswering(t, "new")
+		expectServed(t, ctx, s, scenario.MigratedPort, "new")
+		if st.Check != nil {
+			st.Check(t, ctx, s)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", s.PlanFile)
+	held.expectAnswering(t, "new")
+	held.stop(t)
+
+	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "apply, tunnel changes, rollback", before, after)
 }

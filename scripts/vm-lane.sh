@@ -8,7 +8,11 @@
 #     the peer's segment address), which this kernel runs too but which
 #     leans on neighbour and redirect behaviour that differs between kernels:
 #     TestCoreSlice/direct, TestUDPListeners/direct, TestDirectSegment under
-#     Debian 12's own kernel;
+#     Debian 12's own kernel; and the tunnel block edited mid-migration,
+#     with a held connection on NEW and an exact rollback:
+#     TestTunnelChangeTypes/wireguard (listen_port, in place) and
+#     TestTunnelChangeTypes/vxlan-to-gre (VXLAN to GRE, then a GRE key:
+#     made again each time), ~140 s;
 #   - agent/kernel: TestTunnelLinks (every type: links read back as built,
 #     full-size datagrams through each tunnel without outer fragmentation)
 #     and TestWireGuardLink (keys made by each end, ping through, rollback
@@ -36,12 +40,13 @@
 #
 # Usage (root):  ./scripts/vm-lane.sh
 # Environment:   VM_LANE_TIMEOUT (default 40m: the whole guest run, boot included)
-#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$':
+#                VM_LANE_RUN     (default '^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment|TestTunnelChangeTypes)$/^(gre|ip6gre|wireguard|direct|vxlan-to-gre)$':
 #                                 the e2e tests; setting it also empties VM_LANE_EXPECT)
 #                VM_LANE_KERNEL_RUN (default '^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel|TestNftLayoutUpgrade|TestUnderlayFilter)$'; empty: skip agent/kernel)
 #                VM_LANE_CONNTRACK (default 1; 0 skips the conntrack capacity step)
 #                VM_LANE_EXPECT  (subtests that must run and pass in the guest; default
-#                                 the e2e and kernel subtests for gre, ip6gre and wireguard)
+#                                 the e2e and kernel subtests for gre, ip6gre and wireguard,
+#                                 and the tunnel changes)
 #                MIGRATE_E2E_SLOW (default 3 here: multiplies the lab's timeouts,
 #                                 see lab/scenario.SlowEnv)
 #                VM_LANE_LOG     (default /tmp/migrate-vm-lane.log: the guest's full output)
@@ -55,13 +60,14 @@ DEFAULT_EXPECT='TestCoreSlice/gre TestCoreSlice/ip6gre TestCoreSlice/wireguard T
   TestUDPListeners/gre TestUDPListeners/ip6gre TestUDPListeners/wireguard TestUDPAnswersFromServiceAddress
   TestTunnelLinks/gre TestTunnelLinks/gre-key TestTunnelLinks/ip6gre TestTunnelLinks/ip6gre-key
   TestWireGuardLink/v4 TestWireGuardLink/v6 TestForwardBytecode TestForwardPackets TestForwardGuard
-  TestCoreSlice/direct TestUDPListeners/direct TestDirectSegment'
+  TestCoreSlice/direct TestUDPListeners/direct TestDirectSegment
+  TestTunnelChangeTypes/wireguard TestTunnelChangeTypes/vxlan-to-gre'
 CONNTRACK=${VM_LANE_CONNTRACK:-1}
 if [ "$CONNTRACK" = 1 ]; then
   DEFAULT_EXPECT="$DEFAULT_EXPECT TestConntrackFacts TestConntrackMaxInitNet TestConntrackCapacity"
 fi
 if [ -n "${VM_LANE_RUN:-}" ]; then DEFAULT_EXPECT=; fi
-RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment)$/^(gre|ip6gre|wireguard|direct)$'}
+RUN=${VM_LANE_RUN:-'^(TestCoreSlice|TestForgedPackets|TestUDPListeners|TestDirectSegment|TestTunnelChangeTypes)$/^(gre|ip6gre|wireguard|direct|vxlan-to-gre)$'}
 KRUN=${VM_LANE_KERNEL_RUN-'^(TestTunnelLinks|TestWireGuardLink|TestForwardBytecode|TestForwardPackets|TestForwardGuard|TestUDPAnswersFromServiceAddress|TestNftDNATChains|TestNftGoldenKernel|TestNftLayoutUpgrade|TestUnderlayFilter)$'}
 EXPECT=${VM_LANE_EXPECT:-$DEFAULT_EXPECT}
 say() { printf '== vm-lane: %s\n' "$*"; }
