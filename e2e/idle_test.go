@@ -14,10 +14,11 @@ import (
 // TestIdleConntrackTimeout: OLD knows a connection went to NEW only from
 // its conntrack entry. On a host whose nf_conntrack_tcp_timeout_established
 // was lowered (busy servers do, to save entries), a moved connection idle
-// for longer loses its entry, and its next packet is reset by OLD (seen
-// here with the timeout at 5 s and a 9 s pause). plan must warn with the
-// value and the fix; with the kernel's default the same idle connection
-// lives on.
+// for longer lost its entry, and its next packet was reset by OLD (seen
+// here, before nft layout 3, with the timeout at 5 s and a 9 s pause).
+// Now every flow OLD marks for NEW carries migrate's ct timeout object
+// (7 days established), whatever the sysctl says: the same idle
+// connection lives on, and so does one NEW opened out through OLD.
 func TestIdleConntrackTimeout(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))
@@ -25,6 +26,10 @@ func TestIdleConntrackTimeout(t *testing.T) {
 	s := newScenario(t, ctx)
 	l := s.Lab
 	if err := writeTunnelPlan(s, tunnelCase{Type: "vxlan"}, "new"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
@@ -37,21 +42,34 @@ func TestIdleConntrackTimeout(t *testing.T) {
 	}
 	setTimeout(5)
 	defer setTimeout(432000)
-	r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
-	want := "WARNING host old: " + name + " is 5 (5s; the kernel's default is 5 days): a connection moved to NEW that stays idle longer than that is reset by OLD"
-	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "sysctl -w "+name+"=432000") {
-		t.Errorf("plan with a 5 s timeout on OLD: want %q and the fix in:\n%s", want, r.Stdout)
+
+	// Two pings 9 s apart on one connection moved to NEW, and on one NEW
+	// opened to the client through OLD.
+	for _, c := range []struct {
+		what, from, addr, by string
+	}{
+		{"client to a service moved to NEW", lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort), "new"},
+		{"NEW out to the client through OLD", lab.RoleNew, fmt.Sprintf("%s:%d", l.ClientIP, scenario.ClientPort), "client"},
+	} {
+		args := []string{"hold", "-every", "9s", "-count", "2", "-timeout", "5s", "-keepalive=false"}
+		if c.from == lab.RoleNew {
+			args = append(args, "-bind", l.OldIP.String())
+		}
+		out, err := s.Labtool(ctx, scenario.Slow(40*time.Second), c.from, append(args, c.addr)...)
+		if err != nil || strings.Count(out, c.by+": ping") != 2 {
+			t.Errorf("%s, idle 9 s with OLD's %s at 5 s: %v\n%s", c.what, name, err, out)
+		}
+	}
+	out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate")
+	if err != nil || !strings.Contains(string(out), "ct timeout moved_tcp {") || !strings.Contains(string(out), "policy = { established : 604800 }") {
+		t.Errorf("OLD's table has no ct timeout moved_tcp of 7 days: %v\n%s", err, out)
 	}
 
 	setTimeout(432000)
-	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
-	if strings.Contains(r.Stdout, name) {
-		t.Errorf("plan with the default timeout still warns:\n%s", r.Stdout)
-	}
-	// Two pings 9 s apart on one connection moved to NEW.
-	out, err := s.Labtool(ctx, scenario.Slow(40*time.Second), lab.RoleClient, "hold", "-every", "9s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
-	if err != nil || strings.Count(out, "new: ping") != 2 {
-		t.Errorf("an idle connection moved to NEW, default timeout: %v\n%s", err, out)
-	}
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "rollback --all", stripCounters(before), stripCounters(after))
 }

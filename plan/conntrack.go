@@ -2,8 +2,6 @@ package plan
 
 import (
 	"fmt"
-	"strconv"
-	"time"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/state"
@@ -188,31 +186,4 @@ func conntrackDesired(c *config.Config, facts map[string]state.Facts, owned map[
 	case raised:
 		old.add(obj(state.Sysctl{Name: state.ConntrackMax, Value: cur}))
 	}
-}
-
-// conntrackDefaultEstablished is the kernel's nf_conntrack_tcp_timeout_established
-// (5 days).
-const conntrackDefaultEstablished = 432000
-
-// IdleNote warns when OLD's conntrack forgets idle TCP connections sooner
-// than the kernel's default. OLD knows a connection went to NEW only by
-// its conntrack entry: once an idle moved connection's entry times out,
-// its next packet is new to conntrack, is not a SYN, so it is not moved,
-// and OLD's own stack answers it with a reset (seen in the lab with the
-// timeout at 5 s). The same holds for NEW's own outbound connections
-// through OLD. "" when the timeout is the default or longer, or unknown.
-func IdleNote(c *config.Config, oldFacts state.Facts) string {
-	if c.Tunnel == nil || !TracksOnOld(c) {
-		return ""
-	}
-	v, ok := oldFacts.Sysctls[state.ConntrackTCPEstablished]
-	if !ok {
-		return ""
-	}
-	secs, err := strconv.Atoi(v)
-	if err != nil || secs >= conntrackDefaultEstablished {
-		return ""
-	}
-	return fmt.Sprintf("WARNING host old: %s is %d (%s; the kernel's default is 5 days): a connection moved to NEW that stays idle longer than that is reset by OLD at its next packet, because OLD knows it went to NEW only from its conntrack entry; NEW's own outbound connections through OLD too. If clients keep idle connections (database pools, IMAP IDLE, WebSockets without pings), raise it for the migration: sysctl -w %s=%d",
-		state.ConntrackTCPEstablished, secs, time.Duration(secs)*time.Second, state.ConntrackTCPEstablished, conntrackDefaultEstablished)
 }

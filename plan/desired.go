@@ -235,7 +235,7 @@ func FactsRequest(c *config.Config, host string) state.FactsRequest {
 		r.Flows = AllServices(c)
 		r.Sockets = len(r.Flows) > 0
 		if TracksOnOld(c) {
-			r.Conntrack, r.Sysctls = true, append(r.Sysctls, state.ConntrackMax, state.ConntrackTCPEstablished)
+			r.Conntrack, r.Sysctls = true, append(r.Sysctls, state.ConntrackMax)
 		}
 	} else {
 		r.Listeners = true

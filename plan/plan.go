@@ -152,9 +152,6 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	p.Notes = append(p.Notes, BootNotes(want, facts)...)
 	p.Notes = append(p.Notes, NetworkdNotes(want, facts)...)
-	if n := IdleNote(c, facts[Old]); n != "" {
-		p.Notes = append(p.Notes, n)
-	}
 	if r := CheckOldConntrack(c, facts[Old]); r != nil {
 		p.Conntrack = r
 		for _, n := range []string{r.Line(), r.BucketNote()} {

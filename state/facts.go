@@ -251,10 +251,6 @@ func (c FlowCount) Serving() int { return c.OnOld + c.SocketsOnly }
 // read-only (Linux 6.1 to 6.18 at least).
 const ConntrackMax = "net.netfilter.nf_conntrack_max"
 
-// ConntrackTCPEstablished is how long conntrack keeps an idle established
-// TCP connection (read only: plan warns when it is short).
-const ConntrackTCPEstablished = "net.netfilter.nf_conntrack_tcp_timeout_established"
-
 // Conntrack is how full the host's conntrack table is and what the host
 // would track: its sockets, from /proc/net/sockstat and sockstat6.
 type Conntrack struct {

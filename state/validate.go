@@ -342,11 +342,6 @@ func CheckSysctlName(name string, wildcard bool) error {
 	}
 	// Beyond net.ipv4 and net.ipv6, exactly one name: the conntrack
 	// limit, which apply may raise (and rollback restores).
-	// A facts request (wildcard) may also read the conntrack TCP
-	// established timeout, which plan only warns about.
-	if name == ConntrackTCPEstablished && wildcard {
-		return nil
-	}
 	if name != ConntrackMax && (len(parts) < 3 || parts[0] != "net" || (parts[1] != "ipv4" && parts[1] != "ipv6")) {
 		return fmt.Errorf("sysctl name %s: only net.ipv4.*, net.ipv6.* and %s are allowed (e.g. net.ipv4.ip_forward)", show(name), ConntrackMax)
 	}

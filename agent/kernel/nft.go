@@ -450,6 +450,8 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	layout := layoutCurrent
 	switch want := ruleDigest(saved.Spec); digest {
 	case want:
+	case ruleDigestLayout(saved.Spec, layoutV2):
+		layout = layoutV2
 	case ruleDigestLayout(saved.Spec, layoutV1), saved.Spec.Digest():
 		layout = layoutV1
 	default:

@@ -23,6 +23,7 @@ func TestNftDNATChains(t *testing.T) {
 	apply(t, h, create(obj))
 	c := `comment "migrate:` + ruleDigest(spec) + `"`
 	compareWithNft(t, "inet", "mine", fmt.Sprintf(`table inet ref {
+  ct timeout moved_tcp { protocol tcp; l3proto inet; policy = { established: 604800 }; }
   set svc4 { type ipv4_addr . inet_proto . inet_service; }
   set svc6 { type ipv6_addr . inet_proto . inet_service; }
   map canary4 { type ipv4_addr . inet_proto . inet_service : verdict; }
@@ -32,13 +33,13 @@ func TestNftDNATChains(t *testing.T) {
   set flows4 { type ipv4_addr . inet_proto . inet_service; counter; }
   set flows6 { type ipv6_addr . inet_proto . inet_service; counter; }
   chain prerouting { type filter hook prerouting priority mangle; policy accept;
-    iifname "mig0" ct state new ct mark set ct mark | 0x20000 counter %[1]s
+    iifname "mig0" ct state new ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" counter %[1]s
     iifname "mig0" return %[1]s
     ct mark & 0x20000 == 0x20000 meta mark set meta mark | 0x20000 return %[1]s
     ct state != new return %[1]s
     meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return %[1]s
-    meta nfproto ipv4 ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter return %[1]s
-    meta nfproto ipv6 ip6 daddr . meta l4proto . th dport @svc6 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter return %[1]s
+    meta nfproto ipv4 ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
+    meta nfproto ipv6 ip6 daddr . meta l4proto . th dport @svc6 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
     meta nfproto ipv4 ip daddr . meta l4proto . th dport vmap @canary4 %[1]s
     meta nfproto ipv6 ip6 daddr . meta l4proto . th dport vmap @canary6 %[1]s
   }

@@ -15,34 +15,45 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// TestNftLayoutV1Text: layoutV1 renders exactly what the release before
-// layouts wrote (testdata/nft/v1 holds its golden files, digests
-// included), so a table that release wrote is recognised and verified.
-func TestNftLayoutV1Text(t *testing.T) {
-	for _, g := range goldenSpecs() {
-		got, err := canonicalTextLayout("migrate", g.spec, layoutV1)
-		if err != nil {
-			t.Fatalf("%s: %v", g.name, err)
-		}
-		want, err := os.ReadFile(filepath.Join("testdata", "nft", "v1", g.name+".nft"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != string(want) {
-			t.Errorf("%s: layoutV1 differs from the previous release's table (-want +got):\n%s", g.name, cmp.Diff(string(want), got))
-		}
-		if ruleDigestLayout(g.spec, layoutV1) == ruleDigest(g.spec) {
-			t.Errorf("%s: the current layout has layoutV1's digest", g.name)
+// olderLayouts are the layouts of earlier releases, with the directory of
+// their golden files under testdata/nft.
+var olderLayouts = []struct {
+	layout nftLayout
+	dir    string
+}{{layoutV1, "v1"}, {layoutV2, "v2"}}
+
+// TestNftLayoutOlderText: each older layout renders exactly what the
+// release that wrote it wrote (testdata/nft/v1 and v2 hold their golden
+// files, digests included), so a table that release wrote is recognised
+// and verified.
+func TestNftLayoutOlderText(t *testing.T) {
+	for _, old := range olderLayouts {
+		for _, g := range goldenSpecs() {
+			got, err := canonicalTextLayout("migrate", g.spec, old.layout)
+			if err != nil {
+				t.Fatalf("%s: %v", g.name, err)
+			}
+			want, err := os.ReadFile(filepath.Join("testdata", "nft", old.dir, g.name+".nft"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("%s: layout %d differs from the earlier release's table (-want +got):\n%s", g.name, old.layout, cmp.Diff(string(want), got))
+			}
+			if ruleDigestLayout(g.spec, old.layout) == ruleDigest(g.spec) {
+				t.Errorf("%s: the current layout has layout %d's digest", g.name, old.layout)
+			}
 		}
 	}
 }
 
-// writeAsV1 writes tbl as the release before layouts did: its
-// rendering in layoutV1 in one transaction, and its record without a
-// layout field (with the transaction's stamp when it has one).
-func writeAsV1(t *testing.T, h *Host, tbl state.NftTable) {
+// writeAs writes tbl as the release of layout did: its rendering in that
+// layout in one transaction, and its record with that layout (none for
+// layoutV1: the release before layouts wrote no layout field), with the
+// transaction's stamp when it has one.
+func writeAs(t *testing.T, h *Host, tbl state.NftTable, layout nftLayout) {
 	t.Helper()
-	r, err := renderLayout(tbl.Name, tbl.Spec, layoutV1)
+	r, err := renderLayout(tbl.Name, tbl.Spec, layout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +75,13 @@ func writeAsV1(t *testing.T, h *Host, tbl state.NftTable) {
 	}
 	stamp := h.stampAfter(cc, gen.ID)
 	if stamp == nil {
-		t.Fatal("no stamp for the layoutV1 write")
+		t.Fatal("no stamp for the older layout's write")
 	}
-	b, err := json.MarshalIndent(struct {
-		state.NftTable
-		Written *nftStamp `json:"written,omitempty"`
-	}{tbl, stamp}, "", "  ")
+	rec := nftRecord{NftTable: tbl, Written: stamp}
+	if layout != layoutV1 {
+		rec.Layout = layout
+	}
+	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +135,9 @@ func underlayRules(t *testing.T, h *Host) int {
 	return n
 }
 
-// TestNftLayoutUpgrade: a table the release before layouts wrote (its
-// layout, its digest, its record) is not drift for this agent, through
+// TestNftLayoutUpgrade: a table an earlier release wrote (its layout, its
+// digest, its record: layoutV1 from the release before layouts, layoutV2
+// from the one before the ct timeout) is not drift for this agent, through
 // the stamped fast path and through the full comparison; the next apply
 // replaces its layout in one update that keeps the per-service counters;
 // rolling that update back gives the spec's table in the current layout.
@@ -134,18 +147,20 @@ func TestNftLayoutUpgrade(t *testing.T) {
 		return
 	}
 	needNft(t)
-	for _, g := range goldenSpecs() {
-		for _, stamped := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/stamped=%v", g.name, stamped), func(t *testing.T) {
-				upgradeFromV1(t, g.name, g.spec, stamped)
-			})
+	for _, old := range olderLayouts {
+		for _, g := range goldenSpecs() {
+			for _, stamped := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/%s/stamped=%v", old.dir, g.name, stamped), func(t *testing.T) {
+					upgradeFrom(t, old.layout, old.dir, g.name, g.spec, stamped)
+				})
+			}
 		}
 	}
 }
 
-// upgradeFromV1 writes spec as the release before layouts did and
-// checks that this agent verifies it, upgrades it and rolls it back.
-func upgradeFromV1(t *testing.T, name string, spec state.NftSpec, stamped bool) {
+// upgradeFrom writes spec as the release of layout did and checks that
+// this agent verifies it, upgrades it and rolls it back.
+func upgradeFrom(t *testing.T, layout nftLayout, dir, name string, spec state.NftSpec, stamped bool) {
 	g := struct {
 		name string
 		spec state.NftSpec
@@ -157,20 +172,20 @@ func upgradeFromV1(t *testing.T, name string, spec state.NftSpec, stamped bool) 
 		exec.Command("nft", "delete", "table", "arp", "migrate").Run()
 	})
 	a := state.NftTable{Family: "inet", Name: "migrate", Spec: g.spec}
-	writeAsV1(t, h, a)
-	v1, err := os.ReadFile(filepath.Join("testdata", "nft", "v1", g.name+".nft"))
+	writeAs(t, h, a, layout)
+	v1, err := os.ReadFile(filepath.Join("testdata", "nft", dir, g.name+".nft"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := listing(t, g.spec); got != sortElements(string(v1)) {
-		t.Fatalf("the layoutV1 write lists\n%s\nthe previous release's golden file says\n%s", got, v1)
+		t.Fatalf("the layout %d write lists\n%s\nthat release's golden file says\n%s", layout, got, v1)
 	}
 	wantUnderlay := 0
 	if g.spec.Underlay != nil {
 		wantUnderlay = 1
 	}
 	if n := underlayRules(t, h); n != wantUnderlay {
-		t.Errorf("layoutV1: %d underlay rules found, want %d", n, wantUnderlay)
+		t.Errorf("layout %d: %d underlay rules found, want %d", layout, n, wantUnderlay)
 	}
 	noDrift := func(what string, req state.FactsRequest, want state.NftTable) state.Facts {
 		t.Helper()
@@ -186,11 +201,11 @@ func upgradeFromV1(t *testing.T, name string, spec state.NftSpec, stamped bool) 
 	// generation: the full comparison.
 	counted := map[string]state.Counter{}
 	if stamped {
-		noDrift("stamped, layoutV1", state.FactsRequest{NftTable: "migrate", NoCounters: true}, a)
+		noDrift("stamped, older layout", state.FactsRequest{NftTable: "migrate", NoCounters: true}, a)
 	} else {
 		run(t, "nft", "add", "table", "ip", "other")
 		run(t, "nft", "delete", "table", "ip", "other")
-		noDrift("compared, layoutV1", state.FactsRequest{NftTable: "migrate"}, a)
+		noDrift("compared, older layout", state.FactsRequest{NftTable: "migrate"}, a)
 	}
 	if !stamped && len(g.spec.Accounted) > 0 {
 		// Counters as traffic would leave them.

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"time"
@@ -51,7 +52,49 @@ const (
 	nftUDPAns6 = "udpans6"
 	nftUDPIn   = "udp_in"
 	nftUDPOut  = "udp_out"
+	// nftMovedTimeout is OLD's ct timeout object for the flows it moves
+	// (layoutV3).
+	nftMovedTimeout = "moved_tcp"
 )
+
+// kernelTCPTimeouts are the kernel's default TCP conntrack timeouts in
+// seconds (nf_conntrack_proto_tcp.c), by state: ESTABLISHED is 5 days.
+// libnftnl's defaults, and google/nftables' CtStateTCPTimeoutDefaults,
+// have 12 hours for ESTABLISHED instead.
+var kernelTCPTimeouts = map[uint16]uint32{
+	expr.CtStateTCPSYNSENT: 120, expr.CtStateTCPSYNRECV: 60, expr.CtStateTCPESTABLISHED: 432000,
+	expr.CtStateTCPFINWAIT: 120, expr.CtStateTCPCLOSEWAIT: 60, expr.CtStateTCPLASTACK: 30,
+	expr.CtStateTCPTIMEWAIT: 120, expr.CtStateTCPCLOSE: 10, expr.CtStateTCPSYNSENT2: 120,
+	expr.CtStateTCPRETRANS: 300, expr.CtStateTCPUNACK: 300,
+}
+
+// movedTimeoutObj is ct timeout moved_tcp: TCP with the kernel's default
+// timeouts but 7 days for an established connection (the kernel's 5, and
+// whatever the host's nf_conntrack_tcp_timeout_* sysctls say, do not
+// matter for the flows that carry it). Not the default itself: nft lists
+// only the values that differ from its defaults, the kernel's, and nft
+// 1.0.6 cannot load back the "policy = {  }" it lists for an all-default
+// policy (TestNftGoldenKernel). Every state is given:
+// google/nftables starts from its own defaults (12 hours established)
+// and, at the version in go.mod, writes the given policy into that
+// package-level map itself.
+func movedTimeouts() expr.CtStatePolicyTimeout {
+	p := expr.CtStatePolicyTimeout(maps.Clone(kernelTCPTimeouts))
+	p[expr.CtStateTCPESTABLISHED] = movedEstablished
+	return p
+}
+
+// movedEstablished is how long (seconds) OLD's conntrack keeps an idle
+// established connection it moved to NEW: 7 days.
+const movedEstablished = 7 * 24 * 3600
+
+func movedTimeoutObj(t *nftables.Table) *nftables.NamedObj {
+	return &nftables.NamedObj{Table: t, Name: nftMovedTimeout, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
+		L3Proto: unix.NFPROTO_INET,
+		L4Proto: unix.IPPROTO_TCP,
+		Policy:  movedTimeouts(),
+	}}
+}
 
 // How long NEW remembers a UDP client seen through the tunnel after its
 // last datagram, and how many it remembers per family. Conntrack forgets
@@ -116,7 +159,8 @@ func rule(c *nftables.Chain, text string, exprs ...[]expr.Any) nftRule {
 // renderedTable is one nftables table with its sets, chains and rules.
 type renderedTable struct {
 	table  *nftables.Table
-	tag    []byte // every rule's userdata (nftTag)
+	tag    []byte               // every rule's userdata (nftTag)
+	objs   []*nftables.NamedObj // stateful objects (ct timeout): before the rules that name them
 	sets   []*nftables.Set
 	elems  [][]nftables.SetElement // parallel to sets
 	chains []*nftables.Chain
@@ -536,8 +580,16 @@ const (
 	// and outer, cross none of it; and NEW's IPv6 UDP answer map keyed
 	// ports first (ans6TypeV2), which nft 1.0.6 can load back.
 	layoutV2 nftLayout = 2
+	// layoutV3: layoutV2 plus, on OLD, the ct timeout object moved_tcp
+	// (nftMovedTimeout), set on every flow OLD marks for NEW: OLD knows a
+	// connection went to NEW only from its conntrack entry, so a moved
+	// connection whose entry timed out while idle came back to OLD's own
+	// stack and was reset. The object gives marked TCP flows the kernel's
+	// default timeouts (5 days established) whatever the host's
+	// nf_conntrack_tcp_timeout_* sysctls say.
+	layoutV3 nftLayout = 3
 	// layoutCurrent is what this agent writes.
-	layoutCurrent = layoutV2
+	layoutCurrent = layoutV3
 )
 
 // render turns a spec into the objects of the current layout.
@@ -570,7 +622,7 @@ func renderLayout(name string, spec state.NftSpec, layout nftLayout) (*rendered,
 		return nil, err
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-	if layout != layoutV1 && layout != layoutV2 {
+	if layout < layoutV1 || layout > layoutV3 {
 		return nil, fmt.Errorf("nft layout %d is unknown", layout)
 	}
 	r := &rendered{inet: &renderedTable{table: t, tag: nftTag(spec, layout)}}
@@ -773,6 +825,9 @@ func RenderRuleCount(spec state.NftSpec) int {
 // the rules.
 func (r *renderedTable) addTo(cc *nftables.Conn) error {
 	cc.AddTable(r.table)
+	for _, o := range r.objs {
+		cc.AddObj(o)
+	}
 	for _, c := range r.chains {
 		cc.AddChain(c)
 	}

@@ -141,7 +141,18 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 	if input != nil && layout == layoutV1 {
 		it.chains = append(it.chains, input.chain)
 	}
-	markBoth := ctMarkOrText(m) + " " + metaMarkOrText(m)
+	// From layoutV3 on, a flow OLD marks for NEW also gets the ct
+	// timeout object (movedTimeoutObj), on its first packet, while its
+	// conntrack entry is unconfirmed: the only time it can.
+	var timeout []expr.Any
+	timeoutText := ""
+	if layout >= layoutV3 {
+		it.objs = append(it.objs, movedTimeoutObj(t))
+		timeout = []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: nftMovedTimeout}}
+		timeoutText = fmt.Sprintf(" ct timeout set %q", nftMovedTimeout)
+	}
+	markBoth := ctMarkOrText(m) + timeoutText + " " + metaMarkOrText(m)
+	markExprs := func() []expr.Any { return join(ctMarkOr(m), timeout, metaMarkOr(m)) }
 	oif := fmt.Sprintf("oifname %q ", dev)
 	it.addRules(func() []nftRule {
 		var rules []nftRule
@@ -152,12 +163,12 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		}
 		for i, p := range ps {
 			rules = append(rules, rule(canaryChains[i], fmt.Sprintf("numgen random mod 100 < %d %s counter", p, markBoth),
-				numgenBelow(p), ctMarkOr(m), metaMarkOr(m), exprCounter()))
+				numgenBelow(p), markExprs(), exprCounter()))
 		}
 		for _, from := range fromPeer {
 			rules = append(rules,
 				// NEW's own outbound flows: their replies must go back to T.
-				rule(prerouting, from.text+" ct state new "+ctMarkOrText(m)+" counter", from.exprs, ctStateNew(), ctMarkOr(m), exprCounter()),
+				rule(prerouting, from.text+" ct state new "+ctMarkOrText(m)+timeoutText+" counter", from.exprs, ctStateNew(), ctMarkOr(m), timeout, exprCounter()),
 				// Nothing else applies to packets from the tunnel.
 				rule(prerouting, from.text+" return", from.exprs, exprReturn()),
 			)
@@ -173,8 +184,8 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 			// ... and for TCP only a bare SYN: conntrack also picks up
 			// mid-stream flows as new, and those stay on OLD.
 			rule(prerouting, notBareSYNText+" return", l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()),
-			rule(prerouting, keyText(false)+" @"+svc4.Name+" "+markBoth+" counter return", serviceLookup(svc4, false), ctMarkOr(m), metaMarkOr(m), exprCounter(), exprReturn()),
-			rule(prerouting, keyText(true)+" @"+svc6.Name+" "+markBoth+" counter return", serviceLookup(svc6, true), ctMarkOr(m), metaMarkOr(m), exprCounter(), exprReturn()),
+			rule(prerouting, keyText(false)+" @"+svc4.Name+" "+markBoth+" counter return", serviceLookup(svc4, false), markExprs(), exprCounter(), exprReturn()),
+			rule(prerouting, keyText(true)+" @"+svc6.Name+" "+markBoth+" counter return", serviceLookup(svc6, true), markExprs(), exprCounter(), exprReturn()),
 			rule(prerouting, keyText(false)+" vmap @"+can4.Name, serviceVmap(can4, false)),
 			rule(prerouting, keyText(true)+" vmap @"+can6.Name, serviceVmap(can6, true)),
 			rule(forward, mssClampText, mssClamp()),

@@ -80,18 +80,18 @@ func TestNftOldRole(t *testing.T) {
 		"elements = { 2001:db8::11 . udp . 53 : jump canary_50 }",
 		"198.51.100.10 . tcp . 9000 counter packets 0 bytes 0",
 		"2001:db8::10 . tcp . 25",
-		"chain canary_10 {\n\t\tnumgen random mod 100 < 10 ct mark set ct mark | 0x00020000 meta mark set meta mark | 0x00020000 counter",
+		"chain canary_10 {\n\t\tnumgen random mod 100 < 10 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter",
 		"chain canary_50 {\n\t\tnumgen random mod 100 < 50 ct mark set",
 		"type filter hook prerouting priority mangle; policy accept;",
 		"type filter hook forward priority mangle; policy accept;",
 		"type filter hook prerouting priority mangle; policy accept;\n\t\tudp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter packets 0 bytes 0 drop",
-		`iifname "mig0" ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "mig0" ct state new ct mark set ct mark | 0x00020000 ct timeout set "moved_tcp" counter`,
 		`iifname "mig0" return`,
 		"ct mark & 0x00020000 == 0x00020000 meta mark set meta mark | 0x00020000 return",
 		"ct state != new return",
 		"tcp flags != syn / fin,syn,rst,ack return|tcp flags & (fin | syn | rst | ack) != syn return",
-		"ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x00020000 meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
-		"ip6 daddr . meta l4proto . th dport @svc6 ct mark set ct mark | 0x00020000 meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
+		"ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
+		"ip6 daddr . meta l4proto . th dport @svc6 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
 		"ip daddr . meta l4proto . th dport vmap @canary4",
 		"ip6 daddr . meta l4proto . th dport vmap @canary6",
 		"tcp option maxseg size set rt mtu counter",
@@ -257,6 +257,7 @@ func TestNftBytecode(t *testing.T) {
 	c := `comment "migrate:` + ruleDigest(spec) + `"`
 	const key4, key6 = "meta nfproto ipv4 ip daddr . meta l4proto . th dport", "meta nfproto ipv6 ip6 daddr . meta l4proto . th dport"
 	ref := fmt.Sprintf(`table inet ref {
+  ct timeout moved_tcp { protocol tcp; l3proto inet; policy = { established: 604800 }; }
   set svc4 { type ipv4_addr . inet_proto . inet_service; elements = { 198.51.100.10 . tcp . 8080, 198.51.100.10 . udp . 53 } }
   set svc6 { type ipv6_addr . inet_proto . inet_service; elements = { 2001:db8::10 . tcp . 25 } }
   map canary4 { type ipv4_addr . inet_proto . inet_service : verdict; elements = { 198.51.100.11 . tcp . 25 : jump canary_10, 198.51.100.11 . tcp . 587 : jump canary_50 } }
@@ -266,20 +267,20 @@ func TestNftBytecode(t *testing.T) {
   set flows4 { type ipv4_addr . inet_proto . inet_service; counter; elements = { 198.51.100.10 . tcp . 8080, 198.51.100.10 . tcp . 9000, 198.51.100.10 . udp . 53, 198.51.100.11 . tcp . 25, 198.51.100.11 . tcp . 587 } }
   set flows6 { type ipv6_addr . inet_proto . inet_service; counter; elements = { 2001:db8::10 . tcp . 25, 2001:db8::11 . udp . 53 } }
   chain canary_10 {
-    numgen random mod 100 < 10 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter %[1]s
+    numgen random mod 100 < 10 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter %[1]s
   }
   chain canary_50 {
-    numgen random mod 100 < 50 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter %[1]s
+    numgen random mod 100 < 50 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter %[1]s
   }
   chain prerouting { type filter hook prerouting priority mangle; policy accept;
     meta nfproto ipv4 udp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter drop %[1]s
-    iifname "mig0" ct state new ct mark set ct mark | 0x20000 counter %[1]s
+    iifname "mig0" ct state new ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" counter %[1]s
     iifname "mig0" return %[1]s
     ct mark & 0x20000 == 0x20000 meta mark set meta mark | 0x20000 return %[1]s
     ct state != new return %[1]s
     meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return %[1]s
-    %[2]s @svc4 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter return %[1]s
-    %[3]s @svc6 ct mark set ct mark | 0x20000 meta mark set meta mark | 0x20000 counter return %[1]s
+    %[2]s @svc4 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
+    %[3]s @svc6 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
     %[2]s vmap @canary4 %[1]s
     %[3]s vmap @canary6 %[1]s
   }
@@ -526,8 +527,8 @@ func TestNftDirectOld(t *testing.T) {
 	for _, w := range []string{
 		"set peer4 {\n\t\ttype ipv4_addr\n\t\telements = { 198.51.100.10, 198.51.100.11 }",
 		"set peer6 {\n\t\ttype ipv6_addr\n\t\telements = { 2001:db8::10 }",
-		`iifname "eth0" ip saddr @peer4 ct state new ct mark set ct mark | 0x00020000 counter`,
-		`iifname "eth0" ip6 saddr @peer6 ct state new ct mark set ct mark | 0x00020000 counter`,
+		`iifname "eth0" ip saddr @peer4 ct state new ct mark set ct mark | 0x00020000 ct timeout set "moved_tcp" counter`,
+		`iifname "eth0" ip6 saddr @peer6 ct state new ct mark set ct mark | 0x00020000 ct timeout set "moved_tcp" counter`,
 		`iifname "eth0" ip saddr @peer4 return`,
 		`iifname "eth0" ip6 saddr @peer6 return`,
 		`iifname "eth0" ip saddr @peer4 accept`,

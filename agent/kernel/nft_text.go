@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/opsmigrate/migrate/state"
+	"golang.org/x/sys/unix"
 )
 
 // CanonicalText is what `nft list table inet NAME` prints, then `nft list
@@ -44,6 +45,9 @@ func (r *renderedTable) writeText(b *strings.Builder) {
 	family := map[nftables.TableFamily]string{nftables.TableFamilyINet: "inet", nftables.TableFamilyARP: "arp"}[r.table.Family]
 	fmt.Fprintf(b, "table %s %s {\n", family, r.table.Name)
 	var blocks []string
+	for _, o := range r.objs {
+		blocks = append(blocks, objText(o))
+	}
 	for i, s := range r.sets {
 		blocks = append(blocks, setText(s, r.elems[i]))
 	}
@@ -237,4 +241,34 @@ func nftDuration(d time.Duration) string {
 		return "0s"
 	}
 	return b.String()
+}
+
+// objText is a stateful object as nft 1.0.6 lists it: objects come first
+// in a table, and a ct timeout's policy shows only the values that differ
+// from nft's defaults (the kernel's).
+func objText(o *nftables.NamedObj) string {
+	ct, ok := o.Obj.(*expr.CtTimeout)
+	if !ok {
+		return fmt.Sprintf("\t# object %s of an unknown kind\n", o.Name)
+	}
+	proto := map[uint8]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp"}[ct.L4Proto]
+	l3 := map[uint16]string{unix.NFPROTO_INET: "inet", unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[ct.L3Proto]
+	defaults := kernelTCPTimeouts
+	names := map[uint16]string{expr.CtStateTCPSYNSENT: "syn_sent", expr.CtStateTCPSYNRECV: "syn_recv", expr.CtStateTCPESTABLISHED: "established",
+		expr.CtStateTCPFINWAIT: "fin_wait", expr.CtStateTCPCLOSEWAIT: "close_wait", expr.CtStateTCPLASTACK: "last_ack", expr.CtStateTCPTIMEWAIT: "time_wait",
+		expr.CtStateTCPCLOSE: "close", expr.CtStateTCPSYNSENT2: "syn_sent2", expr.CtStateTCPRETRANS: "retrans", expr.CtStateTCPUNACK: "unack"}
+	var keys []int
+	for k, v := range ct.Policy {
+		if ct.L4Proto == unix.IPPROTO_TCP && defaults[k] != v {
+			// nft lists a value only when it differs from its own
+			// defaults, which are the kernel's.
+			keys = append(keys, int(k))
+		}
+	}
+	sort.Ints(keys)
+	var pol []string
+	for _, k := range keys {
+		pol = append(pol, fmt.Sprintf("%s : %d", names[uint16(k)], ct.Policy[uint16(k)]))
+	}
+	return fmt.Sprintf("\tct timeout %s {\n\t\tprotocol %s\n\t\tl3proto %s\n\t\tpolicy = { %s }\n\t}\n", o.Name, proto, l3, strings.Join(pol, ", "))
 }

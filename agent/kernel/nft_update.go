@@ -202,9 +202,25 @@ func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) (int
 		ops += len(del)
 	}
 
+	oldObjs := map[string]bool{}
+	for _, ob := range o.objs {
+		oldObjs[ob.Name] = true
+	}
+	newObjs := map[string]bool{}
+	for _, ob := range n.objs {
+		newObjs[ob.Name] = true
+		if !oldObjs[ob.Name] {
+			rulesChanged = true // a rule names an object that comes
+		}
+	}
+	for _, ob := range o.objs {
+		if !newObjs[ob.Name] {
+			rulesChanged = true
+		}
+	}
 	if rulesChanged {
 		ops++ // chains deleted and added
-		// Rules go first: they refer to sets and chains.
+		// Rules go first: they refer to sets, chains and objects.
 		for _, c := range o.chains {
 			cc.FlushChain(c)
 		}
@@ -215,6 +231,18 @@ func updateTable(cc *nftables.Conn, o, n *renderedTable, rulesChanged bool) (int
 		}
 		for _, c := range o.chains {
 			cc.DelChain(c)
+		}
+		for _, ob := range o.objs {
+			if !newObjs[ob.Name] {
+				cc.DeleteObject(ob)
+			}
+		}
+		// Objects that stay keep what they hold (a ct timeout: the
+		// flows that use it); new ones come before the rules.
+		for _, ob := range n.objs {
+			if !oldObjs[ob.Name] {
+				cc.AddObj(ob)
+			}
 		}
 		for _, c := range n.chains {
 			cc.AddChain(c)
