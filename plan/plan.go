@@ -307,8 +307,8 @@ func CheckRename(c *config.Config, facts map[string]state.Facts, j *state.Journa
 		// carries the old bit, and with the new one OLD's table no longer
 		// knows them, takes their packets back into its own stack and
 		// resets them (seen in the lab with a held connection).
-		if t := facts[h].Nft; t != nil && t.Spec.Mark != 0 && t.Spec.Mark != c.Tunnel.Mark {
-			return fmt.Errorf("%s: tunnel: mark %#x, but migrate's table on host %s marks the moved connections with %#x: they carry that mark in conntrack until they end, and with a new one OLD would take their packets back and reset them. Keep mark = \"%#x\", or move everything back with `migrate rollback --all` first", where(c.Tunnel.Range), c.Tunnel.Mark, h, t.Spec.Mark, t.Spec.Mark)
+		if m := appliedMark(j, h); m != 0 && m != c.Tunnel.Mark {
+			return fmt.Errorf("%s: tunnel: mark %#x, but migrate's table on host %s marks the moved connections with %#x: they carry that mark in conntrack until they end, and with a new one OLD would take their packets back and reset them. Keep mark = \"%#x\", or move everything back with `migrate rollback --all` first", where(c.Tunnel.Range), c.Tunnel.Mark, h, m, m)
 		}
 	}
 	return nil
@@ -396,4 +396,23 @@ func RemovedNotes(c *config.Config, oldFacts state.Facts, hosts []HostPlan) []st
 		}
 	}
 	return out
+}
+
+// appliedMark is the mark of the nft table migrate last applied on host,
+// as the journal records it (0: none applied, or deleted since). The
+// journal, not the live table: a table edited by hand does not change
+// what the moved connections carry.
+func appliedMark(j *state.Journal, host string) uint32 {
+	var m uint32
+	for _, e := range j.Active() {
+		st := e.Step
+		if st.Host != host || st.Key() != (state.Object{Nft: &state.NftTable{Family: "inet", Name: NftTableName}}).Key() {
+			continue
+		}
+		m = 0
+		if st.After != nil && st.After.Nft != nil {
+			m = st.After.Nft.Spec.Mark
+		}
+	}
+	return m
 }
