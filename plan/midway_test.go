@@ -52,7 +52,7 @@ func TestRemovedServiceNotes(t *testing.T) {
 	addr := netip.MustParseAddr("198.51.100.10")
 	gone := state.NftService{Addr: addr, Proto: "tcp", Port: 7000, Percent: 100}
 	old := state.Facts{
-		Nft: &state.NftTable{Family: "inet", Name: plan.NftTableName, Spec: state.NftSpec{Role: "old", Services: []state.NftService{gone}, Accounted: []state.NftService{{Addr: addr, Proto: "tcp", Port: 7000}}}},
+		Nft:   &state.NftTable{Family: "inet", Name: plan.NftTableName, Spec: state.NftSpec{Role: "old", Services: []state.NftService{gone}, Accounted: []state.NftService{{Addr: addr, Proto: "tcp", Port: 7000}}}},
 		Stats: &state.Stats{Flows: map[string]state.FlowCount{gone.Key(): {ToNew: 2}}},
 	}
 	fwmark := state.Rule{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: plan.RouteProto}
