@@ -137,14 +137,18 @@ func kernelHas(typ string) bool {
 func writeTunnelPlan(s *scenario.Scenario, tc tunnelCase, stage string) error {
 	oldEP, newEP := tc.endpoints(s.Lab)
 	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q", tc.Type, oldEP, newEP)
-	service := fmt.Sprintf(`service "web" {
+	return os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, webService(s, stage))), 0o644)
+}
+
+// webService is the core scenario's service "web" (OLD_IP:8080/tcp) at stage.
+func webService(s *scenario.Scenario, stage string) string {
+	return fmt.Sprintf(`service "web" {
   address  = %q
   protocol = "tcp"
   ports    = [%d]
   stage    = %q
 }
 `, s.Lab.OldIP, scenario.MigratedPort, stage)
-	return os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, service)), 0o644)
 }
 
 func needRoot(t *testing.T) {

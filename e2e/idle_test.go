@@ -18,7 +18,7 @@ import (
 // here, before nft layout 3, with the timeout at 5 s and a 9 s pause).
 // Now every flow OLD marks for NEW carries migrate's ct timeout object
 // (7 days established), whatever the sysctl says: the same idle
-// connection lives on, and so does one NEW opened out through OLD.
+// connection lives on.
 func TestIdleConntrackTimeout(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))
@@ -43,26 +43,17 @@ func TestIdleConntrackTimeout(t *testing.T) {
 	setTimeout(5)
 	defer setTimeout(432000)
 
-	// Two pings 9 s apart on one connection moved to NEW, and on one NEW
-	// opened to the client through OLD.
-	for _, c := range []struct {
-		what, from, addr, by string
-	}{
-		{"client to a service moved to NEW", lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort), "new"},
-		{"NEW out to the client through OLD", lab.RoleNew, fmt.Sprintf("%s:%d", l.ClientIP, scenario.ClientPort), "client"},
-	} {
-		args := []string{"hold", "-every", "9s", "-count", "2", "-timeout", "5s", "-keepalive=false"}
-		if c.from == lab.RoleNew {
-			args = append(args, "-bind", l.OldIP.String())
-		}
-		out, err := s.Labtool(ctx, scenario.Slow(40*time.Second), c.from, append(args, c.addr)...)
-		if err != nil || strings.Count(out, c.by+": ping") != 2 {
-			t.Errorf("%s, idle 9 s with OLD's %s at 5 s: %v\n%s", c.what, name, err, out)
-		}
+	// Two pings 9 s apart on one connection moved to NEW. (NEW's own
+	// outbound flows get the object too, but a test where NEW speaks first
+	// after the pause cannot fail: OLD marks a new flow from the tunnel
+	// again. Only the client speaking first shows the reset.)
+	out, err := s.Labtool(ctx, scenario.Slow(40*time.Second), lab.RoleClient, "hold", "-every", "9s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
+	if err != nil || strings.Count(out, "new: ping") != 2 {
+		t.Errorf("a connection moved to NEW, idle 9 s with OLD's %s at 5 s: %v\n%s", name, err, out)
 	}
-	out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate")
-	if err != nil || !strings.Contains(string(out), "ct timeout moved_tcp {") || !strings.Contains(string(out), "policy = { established : 604800 }") {
-		t.Errorf("OLD's table has no ct timeout moved_tcp of 7 days: %v\n%s", err, out)
+	nftOut, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate")
+	if err != nil || !strings.Contains(string(nftOut), "ct timeout moved_tcp {") || !strings.Contains(string(nftOut), "policy = { established : 604800 }") {
+		t.Errorf("OLD's table has no ct timeout moved_tcp of 7 days: %v\n%s", err, nftOut)
 	}
 
 	setTimeout(432000)

@@ -26,14 +26,7 @@ func TestTunnelChange(t *testing.T) {
 	defer cancel()
 	s := newScenario(t, ctx)
 	l := s.Lab
-	write := func(extra string) {
-		t.Helper()
-		tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q\n%s", l.OldIP, l.NewIP, extra)
-		service := fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP, scenario.MigratedPort)
-		if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, service)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(extra string) { t.Helper(); writeEditedPlan(t, s, "vxlan", extra) }
 	before, err := s.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -286,14 +279,7 @@ func tunnelEditCase(t *testing.T, e tunnelEdit) {
 	defer cancel()
 	s := newScenario(t, ctx)
 	l := s.Lab
-	write := func(st tunnelStep) {
-		t.Helper()
-		tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q\n%s", st.Type, l.OldIP, l.NewIP, st.Extra)
-		service := fmt.Sprintf("service \"web\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP, scenario.MigratedPort)
-		if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, service)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(st tunnelStep) { t.Helper(); writeEditedPlan(t, s, st.Type, st.Extra) }
 	before, err := s.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -336,4 +322,15 @@ func tunnelEditCase(t *testing.T, e tunnelEdit) {
 		t.Fatal(err)
 	}
 	diffSnap(t, "apply, tunnel changes, rollback", before, after)
+}
+
+// writeEditedPlan writes the lab's plan: service "web" on NEW, through a
+// tunnel of type typ between the lab's IPv4 addresses whose block also
+// holds extra (the operator's edit).
+func writeEditedPlan(t *testing.T, s *scenario.Scenario, typ, extra string) {
+	t.Helper()
+	tunnel := fmt.Sprintf("  type         = %q\n  old_endpoint = %q\n  new_endpoint = %q\n%s", typ, s.Lab.OldIP, s.Lab.NewIP, extra)
+	if err := os.WriteFile(s.PlanFile, []byte(s.HCL(tunnel, webService(s, "new"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -104,7 +104,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	if err := CheckAgainstFacts(c, facts); err != nil {
 		return nil, err
 	}
-	if err := CheckRename(c, facts, j); err != nil {
+	if err := CheckTunnelEdits(c, facts, j); err != nil {
 		return nil, err
 	}
 	want, err := Desired(c, facts, map[string]map[string]*state.Object{Old: j.Owned(Old), New: j.Owned(New)})
@@ -283,23 +283,23 @@ func relinkNotes(host string, steps []state.Step) []string {
 	return out
 }
 
-// CheckRename refuses a tunnel name or mark that differs from the device migrate
-// made on a host and still has there. Renaming means a second device next
-// to the first: the kernel refuses a second VXLAN device with the same
-// VNI, port and local address ("file exists"), and the routes, sysctls
-// and nft rules of the moved connections name the old device.
-func CheckRename(c *config.Config, facts map[string]state.Facts, j *state.Journal) error {
+// CheckTunnelEdits refuses the tunnel edits a migration under way cannot
+// take: a name other than the device migrate made on a host and still has
+// there (renaming means a second device next to the first: the kernel
+// refuses a second VXLAN device with the same VNI, port and local address,
+// "file exists", and the routes, sysctls and nft rules of the moved
+// connections name the old device), and a mark other than the one the
+// moved connections carry.
+func CheckTunnelEdits(c *config.Config, facts map[string]state.Facts, j *state.Journal) error {
 	if c.Tunnel == nil {
 		return nil
 	}
 	for _, h := range []string{Old, New} {
 		for k, prior := range j.Owned(h) {
 			name, ok := strings.CutPrefix(k, "link ")
-			if !ok || prior != nil || name == c.Tunnel.Name || !hasLink(facts[h], name) {
+			// Direct has no device: the old one is simply deleted.
+			if !ok || prior != nil || name == c.Tunnel.Name || !facts[h].HasLink(name) || Direct(c) {
 				continue // not made by migrate, the same name, or gone
-			}
-			if Direct(c) {
-				continue // direct has no device: the old one is deleted
 			}
 			return fmt.Errorf("%s: tunnel: name %q, but migrate's tunnel device on host %s is %q: a tunnel cannot be renamed during a migration (the moved connections' routes and rules name the device, and the kernel refuses a second VXLAN device with the same VNI and port). Keep name = %q, or move everything back with `migrate rollback --all` first", where(c.Tunnel.Range), c.Tunnel.Name, h, name, name)
 		}
@@ -312,15 +312,6 @@ func CheckRename(c *config.Config, facts map[string]state.Facts, j *state.Journa
 		}
 	}
 	return nil
-}
-
-func hasLink(f state.Facts, name string) bool {
-	for _, l := range f.Links {
-		if l.Name == name {
-			return true
-		}
-	}
-	return false
 }
 
 // NftRemovedNote says that something other than migrate removed its table
@@ -349,14 +340,11 @@ func RemovedNotes(c *config.Config, oldFacts state.Facts, hosts []HostPlan) []st
 	}
 	var order []string
 	groups := map[string]*group{}
-	seen := map[string]bool{}
-	spec := oldFacts.Nft.Spec
-	for _, s := range append(append([]state.NftService(nil), spec.Accounted...), spec.Services...) {
+	for _, s := range oldFacts.Nft.Spec.Plumbed() {
 		k := s.Key()
-		if configured[k] || seen[k] {
+		if configured[k] {
 			continue
 		}
-		seen[k] = true
 		n := oldFacts.Stats.Flows[k].ToNew
 		if n == 0 {
 			continue

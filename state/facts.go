@@ -309,6 +309,16 @@ func (f Facts) Digest() string {
 	return hex.EncodeToString(h[:12])
 }
 
+// HasLink reports whether a device of that name exists.
+func (f Facts) HasLink(name string) bool {
+	for _, l := range f.Links {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // HasAddr reports whether any device holds ip.
 func (f Facts) HasAddr(ip netip.Addr) bool {
 	for _, a := range f.Addrs {

@@ -108,6 +108,24 @@ type NftService struct {
 	Percent int        `json:"percent,omitempty"` // 1..100 in Services; 0 in Accounted
 }
 
+// Plumbed is every (address, protocol, port) of the spec's services,
+// moved or only accounted, each once and without its percent: what a
+// service left connections of on NEW could be.
+func (s NftSpec) Plumbed() []NftService {
+	seen := map[string]bool{}
+	var out []NftService
+	for _, l := range [][]NftService{s.Accounted, s.Services} {
+		for _, e := range l {
+			e.Percent = 0
+			if !seen[e.Key()] {
+				seen[e.Key()] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
 // Key is "addr proto port", the key of counters and flow counts.
 func (s NftService) Key() string { return fmt.Sprintf("%s %s %d", s.Addr, s.Proto, s.Port) }
 

@@ -490,7 +490,7 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	switch {
 	case plan.Direct(c) && newDev == "":
 		why = append(why, "NEW no longer holds its endpoint "+c.Tunnel.NewEndpoint.String())
-	case !hasLink(in.New, newDev):
+	case !in.New.HasLink(newDev):
 		lost = append(lost, "its tunnel device "+newDev)
 	case !r.Tunnel.NewLinkUp:
 		why = append(why, "NEW's tunnel device "+newDev+" is down")
@@ -506,7 +506,7 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	switch {
 	case plan.Direct(c) && oldDev == "":
 		why = append(why, "OLD no longer holds its endpoint "+c.Tunnel.OldEndpoint.String())
-	case !hasLink(in.Old, oldDev):
+	case !in.Old.HasLink(oldDev):
 		why = append(why, "OLD has no tunnel device "+oldDev)
 	case !r.Tunnel.OldLinkUp:
 		why = append(why, "OLD's tunnel device "+oldDev+" is down")
@@ -536,13 +536,4 @@ func tunnelDevs(c *config.Config, in Input) (string, string) {
 		return devs[plan.Old], devs[plan.New]
 	}
 	return c.Tunnel.Name, c.Tunnel.Name
-}
-
-func hasLink(f state.Facts, name string) bool {
-	for _, l := range f.Links {
-		if l.Name == name {
-			return true
-		}
-	}
-	return false
 }

@@ -176,10 +176,9 @@ func (h *Host) Facts(req state.FactsRequest) (state.Facts, error) {
 		for _, s := range req.Flows {
 			asked[s.Key()] = true
 		}
-		for _, s := range append(append([]state.NftService(nil), f.Nft.Spec.Accounted...), f.Nft.Spec.Services...) {
+		for _, s := range f.Nft.Spec.Plumbed() {
 			if !asked[s.Key()] {
-				asked[s.Key()] = true
-				want = append(want, state.NftService{Addr: s.Addr, Proto: s.Proto, Port: s.Port})
+				want = append(want, s)
 			}
 		}
 	}
