@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/agent/reserve"
 	"github.com/opsmigrate/migrate/internal/proc"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -30,6 +31,8 @@ import (
 //	run-RUN.json   the run's decision: armed, prepared, confirmed,
 //	               reverting, reverted (runstate.go)
 //	watchdog-RUN.log what a revert timer did
+//	reserve        space set aside so that undo and rollback records can be
+//	               written on a full file system (agent/reserve)
 //
 // Dir is checked before any of them is touched (CheckStateDir: root's,
 // 0700, no symbolic link on the way), and none is ever followed through
@@ -39,6 +42,9 @@ type HostFiles struct {
 	lock *os.File
 	// paging is the journal a journal-page reader is paging through.
 	paging *state.Journal
+	// reserveChecked: this session's forward apply checked the space
+	// (reserve.Ensure) once; later steps may use up the reserve.
+	reserveChecked bool
 }
 
 func (h *HostFiles) path(name string) string { return filepath.Join(h.Dir, name) }
@@ -83,7 +89,7 @@ func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
 			return err
 		}
 		if save {
-			return j.Save(path)
+			return reserve.Retry(h.Dir, func() error { return j.Save(path) })
 		}
 		return nil
 	})
@@ -91,8 +97,30 @@ func (h *HostFiles) withJournal(fn func(j *state.Journal) (bool, error)) error {
 
 // commit appends records to the journal's log: the cost of a step does
 // not depend on the journal's size.
+// A full file system frees the reserve (agent/reserve) and tries again.
 func (h *HostFiles) commit(recs ...state.LogRecord) error {
-	return h.withJournalLock(func(path string) error { return state.CommitTo(path, recs...) })
+	return reserve.Retry(h.Dir, func() error {
+		return h.withJournalLock(func(path string) error { return state.CommitTo(path, recs...) })
+	})
+}
+
+// ensureReserve checks, once per session and before a forward apply
+// changes anything, that the state directory can record it and its undo
+// (agent/reserve).
+func (h *HostFiles) ensureReserve() error {
+	if h.reserveChecked {
+		return nil
+	}
+	if err := h.ensureDir(); err != nil {
+		return err
+	}
+	files := []string{h.path("journal.json"), h.path("journal.json.log")}
+	nft, _ := filepath.Glob(h.path("nft-*.json"))
+	if err := reserve.Ensure(h.Dir, append(files, nft...)...); err != nil {
+		return err
+	}
+	h.reserveChecked = true
+	return nil
 }
 
 // Journal returns a copy of the host journal.
@@ -112,6 +140,9 @@ func (h *HostFiles) Journal() (*state.Journal, error) {
 func (h *HostFiles) BeginStep(p proto.ApplyParams) error {
 	if p.Run == "" || p.Undo {
 		return nil
+	}
+	if err := h.ensureReserve(); err != nil {
+		return err
 	}
 	s := p.Step
 	return h.commit(state.LogRecord{Op: state.OpStep, Run: p.Run, Seq: p.Seq, Time: time.Now().UTC(), Step: &s, Pending: true})
@@ -214,7 +245,7 @@ func (h *HostFiles) Lock(info proto.LockInfo) error {
 	}
 	rec := lockRecord{LockInfo: info, Proc: proc.Self()}
 	b, _ := json.Marshal(rec)
-	if err := writeReplace(h.path("lock.json"), b); err != nil {
+	if err := reserve.Retry(h.Dir, func() error { return writeReplace(h.path("lock.json"), b) }); err != nil {
 		f.Close()
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opsmigrate/migrate/agent/proto"
+	"github.com/opsmigrate/migrate/agent/reserve"
 	"github.com/opsmigrate/migrate/internal/proc"
 )
 
@@ -136,7 +137,7 @@ func (h *HostFiles) writeRun(r *runRecord) error {
 	if err != nil {
 		return err
 	}
-	return writeReplace(h.runPath(r.Run), b)
+	return reserve.Retry(h.Dir, func() error { return writeReplace(h.runPath(r.Run), b) })
 }
 
 // decideRevert records reverting with reason.

@@ -27,7 +27,14 @@ const watchdogPoll = 20 * time.Millisecond
 // own session, so it outlives the SSH session and the agent. Unless the
 // run is confirmed before the deadline, it undoes the run's steps on this
 // host by itself.
-func (h *HostFiles) Arm(p proto.ArmParams) error { return h.arm(p, proc.Self()) }
+// Arm is the first write of a forward apply: it checks the space first
+// (agent/reserve), so a full file system refuses the apply before any step.
+func (h *HostFiles) Arm(p proto.ArmParams) error {
+	if err := h.ensureReserve(); err != nil {
+		return err
+	}
+	return h.arm(p, proc.Self())
+}
 
 // arm records agent as the process the timer stops when it reverts.
 func (h *HostFiles) arm(p proto.ArmParams, agent proc.ID) error {

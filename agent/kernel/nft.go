@@ -17,6 +17,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
+	"github.com/opsmigrate/migrate/agent/reserve"
 	"github.com/opsmigrate/migrate/internal/timing"
 	"github.com/opsmigrate/migrate/state"
 	"github.com/vishvananda/netlink/nl"
@@ -667,7 +668,7 @@ func (h *Host) replaceNft(t state.NftTable) error {
 		return err
 	}
 	defer timing.Agent.Since("apply: nft: save the agent's record", time.Now())
-	if err := h.saveNft(t, stamp); err != nil {
+	if err := reserve.Retry(h.StateDir, func() error { return h.saveNft(t, stamp) }); err != nil {
 		return fmt.Errorf("nft table applied, but recording it failed: %w", err)
 	}
 	return nil

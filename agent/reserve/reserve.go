@@ -1,0 +1,147 @@
+// Package reserve keeps space set aside in the agent's state directory, so
+// that the records of an apply, of its undo and of a rollback can still be
+// written when something else has filled the file system.
+//
+// The journal is write-ahead: a step whose record cannot be written is not
+// made, and an undo whose record cannot be written stops the undo. On a
+// full /var (logs are what usually fills it, in the third week of a
+// migration) that left a host half applied: seen in the lab with a
+// tmpfs state directory. So a forward apply first makes sure that the
+// reserve file exists and that there is working space beyond it, and any
+// write of the agent that fails with ENOSPC frees the reserve and is tried
+// once more.
+package reserve
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// Name is the reserve's file in the state directory.
+	Name = "reserve"
+	// Size is what the reserve holds: far more than the records of one
+	// apply's undo or of a rollback (a journal line is under 1 KiB, a
+	// compaction writes the journal once).
+	Size = 8 << 20
+	// MinFree is the working space a forward apply needs beyond the
+	// reserve, plus twice what the journal and the nft record take (a
+	// compaction writes a second copy before the rename).
+	MinFree = 4 << 20
+)
+
+// ErrNoSpace is returned by Ensure when the file system is too full to
+// start an apply.
+type ErrNoSpace struct {
+	Dir        string
+	Free, Need int64
+}
+
+func (e *ErrNoSpace) Error() string {
+	return fmt.Sprintf("the file system of %s has %s free and migrate needs %s before it changes anything (%s kept in %s so that an undo or a rollback can always be recorded, and %s to record the apply): free some space on it and run again",
+		e.Dir, Bytes(e.Free), Bytes(e.Need), Bytes(Size), filepath.Join(e.Dir, Name), Bytes(e.Need-Size))
+}
+
+// Ensure makes sure dir holds the reserve and has at least MinFree plus
+// twice the size of the given files free beyond it. It is called before
+// a forward apply changes anything; an undo or a rollback never calls it.
+func Ensure(dir string, files ...string) error {
+	need := int64(MinFree)
+	for _, f := range files {
+		if st, err := os.Lstat(f); err == nil {
+			need += 2 * st.Size()
+		}
+	}
+	have := int64(0)
+	p := filepath.Join(dir, Name)
+	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() >= Size {
+		have = Size
+	}
+	free, err := Free(dir)
+	if err != nil {
+		return err
+	}
+	if free < need+Size-have {
+		return &ErrNoSpace{Dir: dir, Free: free + have, Need: need + Size}
+	}
+	if have == Size {
+		return nil
+	}
+	if err := create(p); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			free, _ := Free(dir)
+			return &ErrNoSpace{Dir: dir, Free: free, Need: need + Size}
+		}
+		return fmt.Errorf("set space aside in %s: %w", p, err)
+	}
+	return nil
+}
+
+// create writes the reserve with its blocks allocated (fallocate, or
+// zeros where the file system has no fallocate), then syncs it.
+func create(p string) error {
+	_ = os.Remove(p)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, Size)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		buf := make([]byte, 1<<16)
+		for off := 0; off < Size && err == nil; off += len(buf) {
+			_, err = f.Write(buf)
+		}
+		err = errors.Join(err, f.Sync())
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+	}
+	return err
+}
+
+// Release removes the reserve; it reports whether there was one.
+func Release(dir string) bool {
+	p := filepath.Join(dir, Name)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	return os.Remove(p) == nil
+}
+
+// Retry runs write; when it fails because the file system is full and
+// the reserve was there, it frees the reserve and runs write once more.
+func Retry(dir string, write func() error) error {
+	err := write()
+	if errors.Is(err, unix.ENOSPC) && Release(dir) {
+		err = write()
+	}
+	return err
+}
+
+// Free is the space root may still use on dir's file system.
+func Free(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return int64(st.Bfree) * st.Bsize, nil
+}
+
+// Bytes writes n for people.
+func Bytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

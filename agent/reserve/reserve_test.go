@@ -1,0 +1,84 @@
+package reserve
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestEnsureMakesReserveOnce(t *testing.T) {
+	dir := t.TempDir()
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, Name))
+	if err != nil || st.Size() != Size || st.Mode().Perm() != 0o600 {
+		t.Fatalf("reserve: %v %v", st, err)
+	}
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnsureRefusesLink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.Symlink(target, filepath.Join(dir, Name)); err != nil {
+		t.Fatal(err)
+	}
+	// A link in the state directory is replaced, never followed.
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Ensure wrote through a symbolic link: %v", err)
+	}
+}
+
+func TestRetryFreesReserveOnENOSPC(t *testing.T) {
+	dir := t.TempDir()
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	full := func() error {
+		calls++
+		if _, err := os.Stat(filepath.Join(dir, Name)); err == nil {
+			return fmt.Errorf("write: %w", unix.ENOSPC)
+		}
+		return nil
+	}
+	if err := Retry(dir, full); err != nil || calls != 2 {
+		t.Fatalf("Retry with a reserve: err %v after %d call(s), want nil after 2", err, calls)
+	}
+	// Without a reserve there is nothing to free: one call, its error.
+	calls = 0
+	always := func() error { calls++; return unix.ENOSPC }
+	if err := Retry(dir, always); !errors.Is(err, unix.ENOSPC) || calls != 1 {
+		t.Fatalf("Retry without a reserve: err %v after %d call(s)", err, calls)
+	}
+	// Other errors are not retried.
+	calls = 0
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	other := func() error { calls++; return unix.EIO }
+	if err := Retry(dir, other); !errors.Is(err, unix.EIO) || calls != 1 {
+		t.Fatalf("Retry on EIO: err %v after %d call(s)", err, calls)
+	}
+	if _, err := os.Stat(filepath.Join(dir, Name)); err != nil {
+		t.Fatalf("EIO freed the reserve: %v", err)
+	}
+}
+
+func TestNoSpaceMessage(t *testing.T) {
+	e := &ErrNoSpace{Dir: "/var/lib/migrate", Free: 3 << 20, Need: Size + MinFree}
+	want := "the file system of /var/lib/migrate has 3.0 MiB free and migrate needs 12.0 MiB before it changes anything (8.0 MiB kept in /var/lib/migrate/reserve so that an undo or a rollback can always be recorded, and 4.0 MiB to record the apply): free some space on it and run again"
+	if e.Error() != want {
+		t.Fatalf("got  %s\nwant %s", e.Error(), want)
+	}
+}
