@@ -206,6 +206,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			return f, err
 		}
 		f.Boot = BootFacts(hf)
+		f.StateDir = hf.Space()
 		if p.Chains {
 			t0 := time.Now()
 			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {

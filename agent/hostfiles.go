@@ -114,13 +114,33 @@ func (h *HostFiles) ensureReserve() error {
 	if err := h.ensureDir(); err != nil {
 		return err
 	}
-	files := []string{h.path("journal.json"), h.path("journal.json.log")}
-	nft, _ := filepath.Glob(h.path("nft-*.json"))
-	if err := reserve.Ensure(h.Dir, append(files, nft...)...); err != nil {
+	if err := reserve.Ensure(h.Dir, h.recordFiles()...); err != nil {
 		return err
 	}
 	h.reserveChecked = true
 	return nil
+}
+
+// recordFiles are the files an apply rewrites whole (a compaction of the
+// journal, the nft record): reserve.Check counts twice their size.
+func (h *HostFiles) recordFiles() []string {
+	files := []string{h.path("journal.json"), h.path("journal.json.log")}
+	nft, _ := filepath.Glob(h.path("nft-*.json"))
+	return append(files, nft...)
+}
+
+// Space is the state directory's part of the facts: what an apply needs
+// there and has (reserve.Check). nil when the directory is not there yet
+// (the first apply makes it) or cannot be measured.
+func (h *HostFiles) Space() *state.StateDirSpace {
+	if _, err := os.Lstat(h.Dir); err != nil {
+		return nil
+	}
+	sp, err := reserve.Check(h.Dir, h.recordFiles()...)
+	if err != nil {
+		return nil
+	}
+	return &state.StateDirSpace{Dir: h.Dir, Free: sp.Free, Need: sp.Need, Reserve: sp.Reserve}
 }
 
 // Journal returns a copy of the host journal.

@@ -58,7 +58,12 @@ func TestStateDirFull(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("nsenter", "-t", oldSSHDPid(t, l), "-m", "umount", "-l", dir).Run() })
 	fill := func() { inOld("dd if=/dev/zero of=" + dir + "/filler bs=64k 2>/dev/null; df -B1 " + dir) }
 
-	// 1. Too little space: refused before any host changes.
+	// 1. Too little space: plan says so, and apply refuses before any
+	// host changes.
+	const warn = "WARNING host old: the file system of "
+	if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); !strings.Contains(r.Stdout, warn+dir+" has") || !strings.Contains(r.Stdout, "apply refuses until there is room") {
+		t.Errorf("plan on a nearly full OLD does not say apply will refuse:\n%s", r.Stdout)
+	}
 	r := mustMigrate(t, ctx, s, 1, "apply", "--auto-approve", "-f", s.PlanFile)
 	if !strings.Contains(r.Stderr, "host old: arm the revert timer: the file system of "+dir+" has") ||
 		!strings.Contains(r.Stderr, "free some space on it and run again") || !strings.Contains(r.Stderr, "nothing was changed") {
@@ -74,9 +79,12 @@ func TestStateDirFull(t *testing.T) {
 		t.Errorf("reserve after apply: %q bytes, want %d", out, reserve.Size)
 	}
 
-	// 3. Weeks later the disk is full: rollback --all uses the reserve,
-	// records every undo and is exact.
+	// 3. Weeks later the disk is full: status says so; rollback --all
+	// uses the reserve, records every undo and is exact.
 	fill()
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); !strings.Contains(r.Stdout, warn+dir) || !strings.Contains(r.Stdout, "Its reserve is there, so a rollback can still record every step") {
+		t.Errorf("status on a full OLD:\n%s", r.Stdout)
+	}
 	r = mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	if !strings.Contains(r.Stdout, "Rollback complete!") {
 		t.Errorf("rollback on a full OLD:\n%s", r.Stdout)
@@ -86,7 +94,11 @@ func TestStateDirFull(t *testing.T) {
 		t.Errorf("a second rollback: the journals do not record the first:\n%s", r.Stdout)
 	}
 
-	// 4. Still full: apply refuses again.
+	// 4. Still full: the reserve went into the rollback's records, plan
+	// says so, and apply refuses again.
+	if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); !strings.Contains(r.Stdout, "Its reserve is gone") {
+		t.Errorf("plan after the rollback on a full OLD:\n%s", r.Stdout)
+	}
 	mustMigrate(t, ctx, s, 1, "apply", "--auto-approve", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "the apply refused on a full OLD", before)
 

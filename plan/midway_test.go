@@ -70,3 +70,20 @@ func TestRemovedServiceNotes(t *testing.T) {
 		t.Errorf("no connection to NEW, yet: %q", notes)
 	}
 }
+
+func TestSpaceNote(t *testing.T) {
+	if n := plan.SpaceNote("old", nil); n != "" {
+		t.Errorf("nothing measured: %q", n)
+	}
+	if n := plan.SpaceNote("old", &state.StateDirSpace{Dir: "/var/lib/migrate", Free: 12 << 20, Need: 12 << 20}); n != "" {
+		t.Errorf("room enough: %q", n)
+	}
+	n := plan.SpaceNote("old", &state.StateDirSpace{Dir: "/var/lib/migrate", Free: 8 << 20, Need: 12 << 20, Reserve: true})
+	want := "WARNING host old: the file system of /var/lib/migrate has 8.0 MiB free and migrate needs 12.0 MiB there before it changes anything (a reserve, so that an undo or a rollback can always be recorded, and room to record the apply): apply refuses until there is room. Its reserve is there, so a rollback can still record every step."
+	if n != want {
+		t.Errorf("got  %s\nwant %s", n, want)
+	}
+	if n := plan.SpaceNote("new", &state.StateDirSpace{Dir: "/d", Free: 0, Need: 12 << 20}); !strings.Contains(n, "Its reserve is gone") {
+		t.Errorf("no reserve: %q", n)
+	}
+}

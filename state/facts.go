@@ -108,6 +108,20 @@ type Facts struct {
 	// Boot is whether the host's part survives a reboot: systemd, the
 	// boot unit as installed, the last boot restore (agent, boot.go).
 	Boot *Boot `json:"boot,omitempty"`
+	// StateDir is the space of the agent's state directory: an apply
+	// refuses to start where it could not record its steps and their
+	// undo (agent/reserve). Not part of Digest: it moves all the time.
+	StateDir *StateDirSpace `json:"state_dir,omitempty"`
+}
+
+// StateDirSpace is agent/reserve's measure of the state directory.
+type StateDirSpace struct {
+	Dir string `json:"dir"`
+	// Free counts the reserve as free; Need is what an apply needs:
+	// the reserve, working space and twice the journal and nft record.
+	Free    int64 `json:"free"`
+	Need    int64 `json:"need"`
+	Reserve bool  `json:"reserve"`
 }
 
 // PeerLink is the route from a host to its peer's endpoint and, when the
@@ -303,7 +317,7 @@ const (
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
-	f.FwRules, f.Networkd = nil, nil
+	f.FwRules, f.Networkd, f.StateDir = nil, nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])

@@ -47,35 +47,59 @@ func (e *ErrNoSpace) Error() string {
 		e.Dir, Bytes(e.Free), Bytes(e.Need), Bytes(Size), filepath.Join(e.Dir, Name), Bytes(e.Need-Size))
 }
 
+// Space is what Ensure looks at: the space free on dir's file system
+// (the reserve counted as free), what an apply needs there, and whether
+// the reserve is in place.
+type Space struct {
+	Free, Need int64
+	Reserve    bool
+}
+
+// Refuses reports an apply Ensure would refuse.
+func (s Space) Refuses() bool { return s.Free < s.Need }
+
+// Check measures dir for Ensure: MinFree plus twice the size of the given
+// files (the journal and the nft record), beyond the reserve.
+func Check(dir string, files ...string) (Space, error) {
+	sp := Space{Need: MinFree + Size}
+	for _, f := range files {
+		if st, err := os.Lstat(f); err == nil {
+			sp.Need += 2 * st.Size()
+		}
+	}
+	if st, err := os.Lstat(filepath.Join(dir, Name)); err == nil && st.Mode().IsRegular() && st.Size() >= Size {
+		sp.Reserve = true
+	}
+	free, err := Free(dir)
+	if err != nil {
+		return sp, err
+	}
+	sp.Free = free
+	if sp.Reserve {
+		sp.Free += Size
+	}
+	return sp, nil
+}
+
 // Ensure makes sure dir holds the reserve and has at least MinFree plus
 // twice the size of the given files free beyond it. It is called before
 // a forward apply changes anything; an undo or a rollback never calls it.
 func Ensure(dir string, files ...string) error {
-	need := int64(MinFree)
-	for _, f := range files {
-		if st, err := os.Lstat(f); err == nil {
-			need += 2 * st.Size()
-		}
-	}
-	have := int64(0)
-	p := filepath.Join(dir, Name)
-	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() >= Size {
-		have = Size
-	}
-	free, err := Free(dir)
+	sp, err := Check(dir, files...)
 	if err != nil {
 		return err
 	}
-	if free < need+Size-have {
-		return &ErrNoSpace{Dir: dir, Free: free + have, Need: need + Size}
+	if sp.Refuses() {
+		return &ErrNoSpace{Dir: dir, Free: sp.Free, Need: sp.Need}
 	}
-	if have == Size {
+	if sp.Reserve {
 		return nil
 	}
+	p := filepath.Join(dir, Name)
 	if err := create(p); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
 			free, _ := Free(dir)
-			return &ErrNoSpace{Dir: dir, Free: free, Need: need + Size}
+			return &ErrNoSpace{Dir: dir, Free: free, Need: sp.Need}
 		}
 		return fmt.Errorf("set space aside in %s: %w", p, err)
 	}
