@@ -207,6 +207,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		}
 		f.Boot = BootFacts(hf)
 		f.StateDir = hf.Space()
+		f.SysctlConf = SysctlConf(os.DirFS("/"), p.Sysctls)
 		if p.Chains {
 			t0 := time.Now()
 			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {

@@ -87,3 +87,22 @@ func TestSpaceNote(t *testing.T) {
 		t.Errorf("no reserve: %q", n)
 	}
 }
+
+func TestSysctlConfNotes(t *testing.T) {
+	want := map[string]plan.HostDesired{
+		plan.Old: {Objects: []state.Object{{Sysctl: &state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}}, {Sysctl: &state.Sysctl{Name: plan.EarlyDemux, Value: "0"}}}},
+		plan.New: {Objects: []state.Object{{Sysctl: &state.Sysctl{Name: "net.ipv4.conf.mig0.rp_filter", Value: "2"}}}},
+	}
+	facts := map[string]state.Facts{
+		plan.Old: {SysctlConf: map[string]state.SysctlSetting{
+			"net.ipv4.ip_forward": {Value: "0", File: "/etc/sysctl.d/60-cis.conf", Line: 2},
+			plan.EarlyDemux:       {Value: "0", File: "/etc/sysctl.conf", Line: 9}, // agrees
+		}},
+		plan.New: {SysctlConf: map[string]state.SysctlSetting{"net.ipv4.ip_forward": {Value: "0", File: "/etc/sysctl.conf", Line: 1}}}, // not migrate's there
+	}
+	notes := plan.SysctlConfNotes(want, facts)
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "WARNING host old: /etc/sysctl.d/60-cis.conf:2 sets net.ipv4.ip_forward = 0 and migrate sets 1.") ||
+		!strings.Contains(notes[0], "OLD stops forwarding") {
+		t.Errorf("notes: %q", notes)
+	}
+}

@@ -151,6 +151,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	p.Notes = append(p.Notes, BootNotes(want, facts)...)
+	p.Notes = append(p.Notes, SysctlConfNotes(want, facts)...)
 	for _, h := range []string{New, Old} {
 		if n := SpaceNote(h, facts[h].StateDir); n != "" {
 			p.Notes = append(p.Notes, n)

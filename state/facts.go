@@ -112,6 +112,18 @@ type Facts struct {
 	// refuses to start where it could not record its steps and their
 	// undo (agent/reserve). Not part of Digest: it moves all the time.
 	StateDir *StateDirSpace `json:"state_dir,omitempty"`
+	// SysctlConf is, for the sysctls the request names, what the host's
+	// sysctl files (/etc/sysctl.d and the others systemd-sysctl and
+	// `sysctl --system` read) would set when applied again. Not part of
+	// Digest: plan only warns of it.
+	SysctlConf map[string]SysctlSetting `json:"sysctl_conf,omitempty"`
+}
+
+// SysctlSetting is the last assignment of a sysctl in the host's files.
+type SysctlSetting struct {
+	Value string `json:"value"`
+	File  string `json:"file"`
+	Line  int    `json:"line"`
 }
 
 // StateDirSpace is agent/reserve's measure of the state directory.
@@ -317,7 +329,7 @@ const (
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
-	f.FwRules, f.Networkd, f.StateDir = nil, nil, nil
+	f.FwRules, f.Networkd, f.StateDir, f.SysctlConf = nil, nil, nil, nil
 	b, _ := json.Marshal(f)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])
