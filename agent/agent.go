@@ -224,7 +224,11 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		}
 		if p.Listeners {
 			t0 := time.Now()
-			f.Listeners, err = Listeners()
+			if p.NoOwners {
+				f.Listeners, err = ListenersNoOwners()
+			} else {
+				f.Listeners, err = Listeners()
+			}
 			timing.Agent.Since("facts: listeners", t0)
 		}
 		return f, err

@@ -25,8 +25,17 @@ const tcpListen = 10 // TCP_LISTEN in sock_diag states
 
 // Listeners returns the host's listening TCP and bound, unconnected UDP
 // sockets from sock_diag (not by parsing ss), with the owning process.
-func Listeners() ([]state.Listener, error) {
-	owners := socketOwners()
+func Listeners() ([]state.Listener, error) { return listeners(true) }
+
+// ListenersNoOwners is Listeners without the processes: sock_diag only,
+// no scan of every process's file descriptors.
+func ListenersNoOwners() ([]state.Listener, error) { return listeners(false) }
+
+func listeners(withOwners bool) ([]state.Listener, error) {
+	owners := map[uint32]string{}
+	if withOwners {
+		owners = socketOwners()
+	}
 	var out []state.Listener
 	seen := map[string]bool{}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {

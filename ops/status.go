@@ -37,7 +37,10 @@ const (
 func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Config, prev *status.Report, now func() time.Time) (status.Report, error) {
 	down := s.Reach(ctx, StatusConnectTimeout)
 	// Only what the report reads: with --watch this repeats every
-	// interval, so no listener, foreign-chain or /proc (networkd) scans.
+	// interval, so no foreign-chain or /proc (networkd, listeners'
+	// processes) scans. NEW's listeners come from sock_diag alone: a
+	// service whose daemon died on NEW is refused its clients however
+	// drained OLD is.
 	facts := map[string]state.Facts{}
 	for _, name := range []string{plan.Old, plan.New} {
 		cl, ok := s.Clients[name]
@@ -45,7 +48,8 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 			continue
 		}
 		req := plan.FactsRequest(cfg, name)
-		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = false, false, false, nil, nil
+		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = name == plan.New, false, false, nil, nil
+		req.NoOwners = true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {
 				// Forward and service keys never overlap (the plan

@@ -25,6 +25,9 @@ type FactsRequest struct {
 	Sockets bool `json:"sockets,omitempty"`
 	// Listeners asks for the host's listening TCP and bound UDP sockets.
 	Listeners bool `json:"listeners,omitempty"`
+	// NoOwners leaves out the listeners' processes: no scan of every
+	// process's file descriptors (status, which repeats with --watch).
+	NoOwners bool `json:"no_owners,omitempty"`
 	// Chains asks for the base chains of other nft tables, to warn about
 	// what would break the data path (a forward drop policy), and the
 	// rules of ufw's user chains (Facts.FwRules).

@@ -144,6 +144,12 @@ type Service struct {
 	// (zero when unknown).
 	Drained      bool      `json:"drained"`
 	DrainedSince time.Time `json:"drained_since,omitempty"`
+	// NewUnserved are the ports of a service whose new flows go to NEW
+	// (live stage new, canary or mixed) that nothing on NEW listens on:
+	// NEW refuses those clients (plan.CheckReadiness on NEW's listeners).
+	NewUnserved []uint16 `json:"new_unserved,omitempty"`
+	// AllowUnready: the plan lets NEW be unready for it (allow_unready).
+	AllowUnready bool `json:"allow_unready,omitempty"`
 	// State is the one-line reading for humans.
 	State string `json:"state"`
 }
@@ -167,6 +173,12 @@ type Forward struct {
 	Forwarded int `json:"forwarded"`
 	Local     int `json:"local"`
 	Flows     int `json:"flows"`
+	// NewUnserved are the ports of a service whose new flows go to NEW
+	// (live stage new, canary or mixed) that nothing on NEW listens on:
+	// NEW refuses those clients (plan.CheckReadiness on NEW's listeners).
+	NewUnserved []uint16 `json:"new_unserved,omitempty"`
+	// AllowUnready: the plan lets NEW be unready for it (allow_unready).
+	AllowUnready bool `json:"allow_unready,omitempty"`
 	// State is the one-line reading for humans.
 	State string `json:"state"`
 }
@@ -251,9 +263,18 @@ func Build(in Input) Report {
 	if in.Old.Stats != nil {
 		stats = *in.Old.Stats
 	}
+	// What NEW listens on, for the services whose flows go there: a
+	// daemon that died on NEW is refused clients, however drained OLD is.
+	ready := map[string]plan.Readiness{}
+	unservedNotes := 0
+	if r.Reached(plan.New) {
+		for _, rd := range plan.CheckReadiness(c, in.New) {
+			ready[rd.Service] = rd
+		}
+	}
 	for _, s := range c.Services {
 		sv := Service{Name: s.Name, Address: s.Address.String(), Protocol: s.Protocol, Ports: portList(s.Ports),
-			PlanStage: s.Stage, NewFlowsPerSec: -1}
+			PlanStage: s.Stage, NewFlowsPerSec: -1, AllowUnready: s.AllowUnready}
 		percents := map[int]bool{}
 		for _, k := range plan.ServiceKeys(s) {
 			key := k.Key()
@@ -295,11 +316,23 @@ func Build(in Input) Report {
 				sv.DrainedSince = in.Time
 			}
 		}
+		toNew := sv.LiveStage == "new" || sv.LiveStage == "canary" || sv.LiveStage == StageMixed
+		if rd, ok := ready[s.Name]; ok && toNew && r.PathBroken == "" && !rd.Ready() {
+			sv.NewUnserved = rd.Unserved
+		}
 		sv.State = describe(sv)
-		if r.PathBroken != "" && (sv.LiveStage == "new" || sv.LiveStage == "canary" || sv.LiveStage == StageMixed) {
+		if r.PathBroken != "" && toNew {
 			sv.State = "BROKEN: its new flows go to NEW, which cannot serve them: " + r.PathBroken
 		}
+		if len(sv.NewUnserved) > 0 && !sv.AllowUnready {
+			if unservedNotes++; unservedNotes <= maxUnservedNotes {
+				r.Notes = append(r.Notes, unservedNote(sv, ready[s.Name]))
+			}
+		}
 		r.Services = append(r.Services, sv)
+	}
+	if n := unservedNotes - maxUnservedNotes; n > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("WARNING: and %d more service(s) that nothing on NEW listens on (their STATE says NOT SERVED ON NEW).", n))
 	}
 	for _, s := range c.Services {
 		if s.Protocol == state.UDP && !oldDown {
@@ -405,6 +438,17 @@ func describe(s Service) string {
 	if s.LiveStage == StageUnknown {
 		return "unknown: OLD could not be read"
 	}
+	if len(s.NewUnserved) > 0 {
+		what := "its new flows go to NEW"
+		if s.LiveStage == "canary" {
+			what = fmt.Sprintf("%d%% of its new flows go to NEW", s.CanaryPercent)
+		}
+		allow := ""
+		if s.AllowUnready {
+			allow = " (allow_unready)"
+		}
+		return fmt.Sprintf("NOT SERVED ON NEW%s: %s, where nothing listens on port %s: those clients are refused", allow, what, plan.PortList(s.NewUnserved))
+	}
 	pending := ""
 	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {
 		pending = fmt.Sprintf(" (the plan says %s: run migrate apply)", s.PlanStage)
@@ -429,6 +473,21 @@ func describe(s Service) string {
 	return "on OLD" + pending
 }
 
+// maxUnservedNotes: past this many, status counts the other services NEW
+// does not serve in one line.
+const maxUnservedNotes = 5
+
+// unservedNote says which service NEW does not serve, and what NEW
+// listens on instead.
+func unservedNote(s Service, rd plan.Readiness) string {
+	instead := "nothing for " + string(s.Protocol)
+	if len(rd.NewListens) > 0 {
+		instead = strings.Join(rd.NewListens, ", ")
+	}
+	return fmt.Sprintf("WARNING: nothing on NEW listens on %s %s port %s of service %q, whose new flows OLD sends to NEW: NEW refuses those clients (NEW listens on %s). Start the service on NEW again, or set stage = \"old\" and apply to send its new flows back to OLD.",
+		s.Protocol, s.Address, plan.PortList(s.NewUnserved), s.Name, instead)
+}
+
 // verdict answers the operator's question: may OLD be switched off?
 func verdict(r Report) string {
 	if len(r.Services) == 0 && len(r.Forwards) == 0 {
@@ -451,6 +510,7 @@ func verdict(r Report) string {
 		}
 	}
 	arriving := false
+	unserved := 0
 	for _, s := range r.Services {
 		switch {
 		case s.LiveStage != "new":
@@ -458,12 +518,17 @@ func verdict(r Report) string {
 		case !s.Drained:
 			draining++
 		}
+		if len(s.NewUnserved) > 0 && !s.AllowUnready {
+			unserved++
+		}
 		relaying += s.ViaTunnel
 		arriving = arriving || s.NewFlowsPerSec > 0
 	}
 	switch {
 	case len(r.Services) == 0 && oldForwards == 0:
 		return "The plan moves no service and runs no forward on OLD: it does not need OLD."
+	case unserved > 0:
+		return fmt.Sprintf("NEW does not serve %d service(s) whose new flows go to it (see the warning above): their clients are refused. Start them on NEW again, or send them back to OLD (stage = \"old\"); do not move the address or DNS to NEW meanwhile.", unserved)
 	case newDown != "" && notMoved == 0 && draining == 0:
 		return newDown + "every service is on NEW and drained as OLD sees it, but do not switch OLD off before NEW answers."
 	case newDown != "":

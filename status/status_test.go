@@ -333,6 +333,39 @@ func healthyNew() state.Facts {
 		Links: []state.Link{{Name: "lo", Up: true}, {Name: "mig0", Type: "vxlan", Up: true}},
 		Addrs: []state.Addr{{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}},
 		Nft:   &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}},
+		Listeners: []state.Listener{
+			{Proto: "tcp", Addr: "0.0.0.0", Port: 80, Process: "nginx"}, {Proto: "tcp", Addr: "0.0.0.0", Port: 443, Process: "nginx"},
+			{Proto: "tcp", Addr: "::", Port: 8080, Process: "api"}, {Proto: "udp", Addr: "0.0.0.0", Port: 53, Process: "unbound"},
+		},
+	}
+}
+
+// NEW's daemon died in the third week: OLD is drained and its verdict
+// used to say OLD may go, while NEW refused every client of the service.
+func TestDeadDaemonOnNew(t *testing.T) {
+	c := parse(t)
+	newFacts := healthyNew()
+	newFacts.Listeners = newFacts.Listeners[2:] // nginx gone
+	r := Build(Input{Config: c, Old: oldFacts(0), New: newFacts, Time: time.Now()})
+	web := r.Services[0]
+	if len(web.NewUnserved) != 2 || web.State != "NOT SERVED ON NEW: its new flows go to NEW, where nothing listens on port 80, 443: those clients are refused" {
+		t.Errorf("web: %+v", web)
+	}
+	if api := r.Services[1]; len(api.NewUnserved) != 0 {
+		t.Errorf("api is served on NEW: %+v", api)
+	}
+	if !strings.HasPrefix(r.Verdict, "NEW does not serve 1 service(s)") {
+		t.Errorf("verdict: %q", r.Verdict)
+	}
+	want := `WARNING: nothing on NEW listens on tcp 198.51.100.10 port 80, 443 of service "web", whose new flows OLD sends to NEW: NEW refuses those clients (NEW listens on [::]:8080 (api))`
+	if len(r.Notes) == 0 || !strings.HasPrefix(r.Notes[0], want) {
+		t.Errorf("notes: %q", r.Notes)
+	}
+	// allow_unready: said in its state, but the operator chose it.
+	c.Services[0].AllowUnready = true
+	r = Build(Input{Config: c, Old: oldFacts(0), New: newFacts, Time: time.Now()})
+	if !strings.HasPrefix(r.Services[0].State, "NOT SERVED ON NEW (allow_unready)") || strings.HasPrefix(r.Verdict, "NEW does not serve") {
+		t.Errorf("allow_unready: %q, verdict %q", r.Services[0].State, r.Verdict)
 	}
 }
 
