@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/state"
@@ -186,4 +187,24 @@ func conntrackDesired(c *config.Config, facts map[string]state.Facts, owned map[
 	case raised:
 		old.add(obj(state.Sysctl{Name: state.ConntrackMax, Value: cur}))
 	}
+}
+
+// UDPWarmupNote says what the first apply does for UDP sessions where OLD
+// tracks no flows yet (state.UDPWarmup): "" when it does not apply.
+func UDPWarmupNote(c *config.Config, oldFacts state.Facts) string {
+	ct := oldFacts.Conntrack
+	if c.Tunnel == nil || oldFacts.Nft != nil || ct == nil || ct.Count != 0 {
+		return ""
+	}
+	var udp []string
+	for _, s := range c.Services {
+		if s.Protocol == state.UDP && s.Stage != "old" {
+			udp = append(udp, s.Name)
+		}
+	}
+	if len(udp) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("host old tracks no flows yet: apply turns tracking on %s before it sends UDP service(s) %s to NEW, so a UDP client that keeps its socket (a game, QUIC, VoIP) and sends within that time stays with OLD until it goes quiet; one quiet for longer moves to NEW with its next datagram",
+		state.UDPWarmup, strings.Join(udp, ", "))
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -104,5 +105,39 @@ func TestSysctlConfNotes(t *testing.T) {
 	if len(notes) != 1 || !strings.HasPrefix(notes[0], "WARNING host old: /etc/sysctl.d/60-cis.conf:2 sets net.ipv4.ip_forward = 0 and migrate sets 1.") ||
 		!strings.Contains(notes[0], "OLD stops forwarding") {
 		t.Errorf("notes: %q", notes)
+	}
+}
+
+func TestUDPWarmupNote(t *testing.T) {
+	c, err := config.Parse([]byte(`
+host "old" { ssh = "root@198.51.100.10" }
+host "new" { ssh = "root@203.0.113.20" }
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "game" {
+  address  = "198.51.100.10"
+  protocol = "udp"
+  ports    = [27015]
+  stage    = "new"
+}
+`), "p.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := state.Facts{Conntrack: &state.Conntrack{}}
+	if n := plan.UDPWarmupNote(c, fresh); !strings.HasPrefix(n, "host old tracks no flows yet: apply turns tracking on 3s before it sends UDP service(s) game to NEW") {
+		t.Errorf("fresh OLD: %q", n)
+	}
+	for what, f := range map[string]state.Facts{
+		"tracking already":  {Conntrack: &state.Conntrack{Loaded: true, Count: 12}},
+		"table already":     {Conntrack: &state.Conntrack{}, Nft: &state.NftTable{}},
+		"conntrack unknown": {},
+	} {
+		if n := plan.UDPWarmupNote(c, f); n != "" {
+			t.Errorf("%s: %q", what, n)
+		}
 	}
 }

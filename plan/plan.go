@@ -158,6 +158,9 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		}
 	}
 	p.Notes = append(p.Notes, NetworkdNotes(want, facts)...)
+	if n := UDPWarmupNote(c, facts[Old]); n != "" {
+		p.Notes = append(p.Notes, n)
+	}
 	if r := CheckOldConntrack(c, facts[Old]); r != nil {
 		p.Conntrack = r
 		for _, n := range []string{r.Line(), r.BucketNote()} {

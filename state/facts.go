@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
+	"time"
 )
 
 // FactsRequest says what the planner needs to know about a host beyond the
@@ -279,6 +280,11 @@ func (c FlowCount) Serving() int { return c.OnOld + c.SocketsOnly }
 // table. Outside the initial namespace the kernel shows the global value
 // read-only (Linux 6.1 to 6.18 at least).
 const ConntrackMax = "net.netfilter.nf_conntrack_max"
+
+// UDPWarmup is how long OLD's first table tracks flows before it moves
+// UDP services, where nothing tracked flows before (agent/kernel warmUDP):
+// a UDP session that sends within it stays with OLD.
+const UDPWarmup = 3 * time.Second
 
 // Conntrack is how full the host's conntrack table is and what the host
 // would track: its sockets, from /proc/net/sockstat and sockstat6.

@@ -633,6 +633,9 @@ func (h *Host) replaceNft(t state.NftTable) error {
 	if t.Family != "inet" {
 		return fmt.Errorf("nft table family %q: migrate only manages inet tables", t.Family)
 	}
+	if err := h.warmUDP(t); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	rn, err := render(t.Name, t.Spec)
 	timing.Agent.Since("apply: nft: render the new table", t0)
@@ -753,5 +756,52 @@ func (h *Host) deleteNftOnce(name string) error {
 	if err := cc.FlushWithGenID(gen.ID); err != nil {
 		return fmt.Errorf("nft transaction: %w", err)
 	}
+	return nil
+}
+
+// UDPWarmup is how long OLD's first table tracks flows before it moves
+// UDP services (warmUDP).
+var UDPWarmup = state.UDPWarmup
+
+// warmUDP: OLD tells a flow it must keep from one it may move by its
+// conntrack entry. A TCP connection from before the switch is known by
+// its first packet (not a SYN); a UDP "connection" is not. Where nothing
+// tracked flows before migrate's first table on OLD, a UDP client that
+// keeps its socket (games, QUIC, VoIP, WireGuard) had no entry, its next
+// datagram looked new, and it was moved to NEW mid-session (seen in the
+// lab: every answer from OLD, then from NEW). So when OLD's table is
+// created with UDP services to move and the namespace's conntrack holds
+// nothing yet, the table goes in first without them (tracking starts:
+// OLD's daemons' answers make the sessions' entries established), and
+// UDPWarmup later the full table (the usual update of set elements). A
+// session that sends within that time stays with OLD.
+func (h *Host) warmUDP(t state.NftTable) error {
+	if t.Spec.Role != state.RoleOld {
+		return nil
+	}
+	warm := t
+	warm.Spec.Services = nil
+	for _, e := range t.Spec.Services {
+		if e.Proto != state.UDP {
+			warm.Spec.Services = append(warm.Spec.Services, e)
+		}
+	}
+	if len(warm.Spec.Services) == len(t.Spec.Services) {
+		return nil
+	}
+	cc, err := h.NewNft()
+	if err != nil {
+		return nil // the usual path reports it
+	}
+	if cur, err := findTables(cc, t.Name); err != nil || cur[nftables.TableFamilyINet] != nil {
+		return nil // migrate's table is there: tracking runs
+	}
+	if n, ok, err := h.readSysctl("net.netfilter.nf_conntrack_count"); err != nil || ok && strings.TrimSpace(n) != "0" {
+		return nil
+	}
+	if err := h.replaceNft(warm); err != nil {
+		return err
+	}
+	time.Sleep(UDPWarmup)
 	return nil
 }

@@ -5,7 +5,7 @@
 //
 //	labtool serve -name NAME -listen ADDR:PORT [-udp]
 //	labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-size N] [-bye] ADDR:PORT
-//	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] ADDR:PORT
+//	labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] [-udp] ADDR:PORT
 //	labtool many [-n 100] [-timeout 3s] ADDR:PORT
 //	labtool bulk [-bytes N] [-dir up|down] [-timeout 60s] ADDR:PORT
 //	labtool load [-conns 1000] [-every 1s] [-rate 50] [-duration 20s] ADDR:PORT
@@ -116,7 +116,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   labtool serve -name NAME -listen ADDR:PORT [-udp]
   labtool dial [-bind IP] [-port P] [-timeout 3s] [-udp] [-size N] [-bye] ADDR:PORT
-  labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] ADDR:PORT
+  labtool hold [-bind IP] [-timeout 3s] [-every 200ms] [-count N] [-keepalive=false] [-udp] ADDR:PORT
   labtool many [-n 100] [-timeout 3s] ADDR:PORT
   labtool bulk [-bytes N] [-dir up|down] [-timeout 60s] ADDR:PORT
   labtool load [-conns 1000] [-every 1s] [-rate 50] [-duration 20s] ADDR:PORT
@@ -411,12 +411,16 @@ func hold(args []string) error {
 	every := fs.Duration("every", 200*time.Millisecond, "ping interval")
 	count := fs.Int("count", 10, "number of pings (0: until killed)")
 	keepalive := fs.Bool("keepalive", true, "TCP keep-alive probes (false: not one packet while idle)")
+	udp := fs.Bool("udp", false, "UDP: one socket for the whole session (a game or QUIC client), one datagram per ping; prints who answered each")
 	addr, err := oneAddr(fs, args)
 	if err != nil {
 		return err
 	}
 	if *every <= 0 {
 		return errors.New("-every must be positive")
+	}
+	if *udp {
+		return holdUDP(*bind, addr, *timeout, *every, *count)
 	}
 	d, err := dialer(*bind, false, *timeout)
 	if err != nil {
@@ -459,6 +463,41 @@ func hold(args []string) error {
 			return err
 		}
 		fmt.Println(reply)
+	}
+	return nil
+}
+
+// holdUDP keeps one connected UDP socket and sends "ping N" every
+// interval, printing "N NAME" for the server NAME that answered it, or
+// "N lost" when no answer came within timeout.
+func holdUDP(bind, addr string, timeout, every time.Duration, count int) error {
+	d, err := dialer(bind, true, timeout)
+	if err != nil {
+		return err
+	}
+	c, err := d.Dial("udp", addr)
+	if err != nil {
+		return fmt.Errorf("udp socket for %s: %w", addr, err)
+	}
+	defer c.Close()
+	fmt.Printf("udp session localaddr=%s\n", c.LocalAddr())
+	buf := make([]byte, 2048)
+	for i := 1; count <= 0 || i <= count; i++ {
+		if _, err := fmt.Fprintf(c, "ping %d\n", i); err != nil {
+			return fmt.Errorf("sending ping %d to %s: %w", i, addr, err)
+		}
+		who := "lost"
+		if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		if n, err := c.Read(buf); err == nil {
+			f := strings.Fields(string(buf[:n]))
+			if len(f) > 0 {
+				who = strings.TrimPrefix(f[0], "served-by=")
+			}
+		}
+		fmt.Printf("%d %s\n", i, who)
+		time.Sleep(every)
 	}
 	return nil
 }
