@@ -113,6 +113,7 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			k.NoUDPWarmup = true
 			rec, err := agent.BootRestore(&agent.HostFiles{Dir: stateDir}, k)
 			fmt.Fprintf(out, "migrate boot restore: %s (%d step(s), %d ms)\n", rec.Outcome, rec.Steps, rec.TookMS)
 			for _, r := range rec.RevertedRuns {

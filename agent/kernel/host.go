@@ -39,6 +39,10 @@ type Host struct {
 	// StateDir is where the agent keeps the last applied nft table
 	// (nft-<name>.json).
 	StateDir string
+	// NoUDPWarmup: the boot restore. After a reboot no UDP session is
+	// older than migrate's table, so OLD's table goes in at once
+	// (warmUDP would only delay the boot).
+	NoUDPWarmup bool
 
 	// verified is the last nft table found to be exactly what migrate
 	// wrote, with the ruleset generation it was read at (nftRead): an

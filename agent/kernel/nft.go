@@ -776,7 +776,7 @@ var UDPWarmup = state.UDPWarmup
 // UDPWarmup later the full table (the usual update of set elements). A
 // session that sends within that time stays with OLD.
 func (h *Host) warmUDP(t state.NftTable) error {
-	if t.Spec.Role != state.RoleOld {
+	if t.Spec.Role != state.RoleOld || h.NoUDPWarmup {
 		return nil
 	}
 	warm := t
