@@ -204,6 +204,13 @@ func TestUDPAnswersFromServiceAddress(t *testing.T) {
 	for _, p := range probes {
 		got, err := udpAsk(client, p.local, p.remote, 8)
 		if strings.HasPrefix(p.want, "bound") {
+			if err != nil {
+				// The first datagram of a family waits for neighbour
+				// discovery on two links, which a loaded machine can
+				// stretch past the 1 s deadline (seen once in a full
+				// run): ask once more.
+				got, err = udpAsk(client, p.local, p.remote, 8)
+			}
 			if err != nil || got != p.want {
 				t.Fatalf("%s -> %s without migrate's rules: %q %v, want %q", p.local, p.remote, got, err, p.want)
 			}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 
@@ -106,8 +107,10 @@ func Ensure(dir string, files ...string) error {
 	return nil
 }
 
-// create writes the reserve with its blocks allocated (fallocate, or
-// zeros where the file system has no fallocate), then syncs it.
+// create writes the reserve with its blocks allocated (fallocate, or,
+// where the file system has none, such as ZFS, data written out: random
+// bytes, since a compressing file system stores zeros in no space), then
+// syncs it.
 func create(p string) error {
 	_ = os.Remove(p)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
@@ -116,8 +119,10 @@ func create(p string) error {
 	}
 	err = unix.Fallocate(int(f.Fd()), 0, 0, Size)
 	if errors.Is(err, unix.EOPNOTSUPP) {
+		rng := rand.NewChaCha8([32]byte{'m', 'i', 'g', 'r', 'a', 't', 'e'})
 		buf := make([]byte, 1<<16)
 		for off := 0; off < Size && err == nil; off += len(buf) {
+			_, _ = rng.Read(buf)
 			_, err = f.Write(buf)
 		}
 		err = errors.Join(err, f.Sync())
