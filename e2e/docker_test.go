@@ -98,7 +98,10 @@ func iptablesSave(t *testing.T, ctx context.Context, l *lab.Lab, role string) st
 // container on NEW sees the client's address; its answers go back
 // through the tunnel (the lab router drops packets NEW sends with a
 // source it does not own, as a cloud provider does); Docker's rules are
-// never changed, and rollback leaves both hosts as they were.
+// never changed, and rollback leaves both hosts as they were. A
+// connection to OLD's container survives `conntrack -F` on OLD while it
+// drains there: with another table's DNAT, OLD's table has no chain
+// pickup (the container's socket is not in OLD's namespace).
 func TestDocker(t *testing.T) {
 	needRoot(t)
 	if !kernelHas("vxlan") {
@@ -180,9 +183,32 @@ func TestDocker(t *testing.T) {
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		saved[host] = iptablesSave(t, ctx, l, host)
 	}
+	// A connection to OLD's container, draining there after the apply.
+	// Nothing of OLD's own listens on the published port (the lab's
+	// server on OLD's address goes, as on a Docker host, where at most
+	// docker-proxy listens, on the wildcard address).
+	stopListening(t, ctx, l, scenario.MigratedPort)
+	draining := startHolder(t, s, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
+	if by := draining.servedBy(); by != "oldc" {
+		t.Fatalf("before apply the holder is served by %q", by)
+	}
 
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	served("newc")
+	// conntrack -F on OLD: the draining connection's next packet is a
+	// mid-stream pickup. Its socket is the container's, which OLD's own
+	// namespace cannot see, so with another table's DNAT (keep_dest) OLD
+	// has no chain pickup and the pickup stays on OLD, where Docker's
+	// DNAT takes it back to the container.
+	if out, err := l.Exec(ctx, lab.RoleOld, "conntrack", "-F"); err != nil {
+		t.Fatalf("old: conntrack -F: %v %s", err, out)
+	}
+	time.Sleep(scenario.Slow(2 * time.Second))
+	draining.expectAnswering(t, "oldc")
+	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "pickup"); err == nil {
+		t.Errorf("OLD has chain pickup with Docker's DNAT (keep_dest):\n%s", out)
+	}
+	draining.stop(t)
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
 			t.Errorf("%s: Docker's rules changed by apply:\n--- before\n%s\n--- after\n%s", host, saved[host], got)

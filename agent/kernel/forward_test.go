@@ -66,7 +66,7 @@ func TestForwardRender(t *testing.T) {
 		{"forwards only, new", fwdSpec("new"), 5},
 		{"3000 forwards", many, 5},
 		{"draining forwards (mark, no forwards)", drain, 5},
-		{"old with tunnel and forwards", withTunnel("old"), 15 + 5},
+		{"old with tunnel and forwards", withTunnel("old"), 18 + 5},
 		{"new with tunnel and forwards", withTunnel("new"), 2 + 5},
 		{"new with a tunnel only", state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}, 1},
 	} {
@@ -218,7 +218,7 @@ func TestForwardBytecode(t *testing.T) {
 		t.Fatalf("facts with tunnel and forwards: drift %q", f.NftDrift)
 	}
 	out := run(t, "nft", "list", "ruleset")
-	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(both) || n != 22 {
+	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(both) || n != 25 {
 		t.Errorf("%d tagged rules, RenderRuleCount %d", n, RenderRuleCount(both))
 	}
 	if strings.Count(out, "table inet migrate") != 1 || !strings.Contains(out, "chain fwd_prerouting") || !strings.Contains(out, "chain prerouting") {

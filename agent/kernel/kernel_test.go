@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,16 @@ import (
 )
 
 const netnsEnv = "KERNEL_TEST_IN_NETNS"
+
+// slow returns d multiplied by $MIGRATE_E2E_SLOW (lab/scenario.SlowEnv,
+// 3 in the VM lane's emulated guest), d when it is unset or not above 1.
+func slow(d time.Duration) time.Duration {
+	f, err := strconv.ParseFloat(strings.TrimSpace(os.Getenv("MIGRATE_E2E_SLOW")), 64)
+	if err != nil || f <= 1 {
+		return d
+	}
+	return time.Duration(float64(d) * f)
+}
 
 // inNetns runs the calling test in a fresh, anonymous network namespace: it
 // re-executes the test binary under `unshare --net` and reports its result.
@@ -38,7 +49,7 @@ func inNetns(t *testing.T) bool {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare not found")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), slow(2*time.Minute))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--net", "--", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")

@@ -442,7 +442,8 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	if saved.Name != name || saved.Family != "inet" {
 		return fmt.Sprintf("the agent's record is for table %s %s", saved.Family, saved.Name), nil, nil
 	}
-	// The digest tells the layout the rules are in: the current one, or
+	// The digest tells the layout the rules are in: the current one, an
+	// earlier one's (layoutV2, layoutV3) from an earlier agent, or
 	// layoutV1 from an agent before layouts (whose rules carry the same
 	// digest as before, or, from agents before incremental updates, the
 	// digest of the whole spec). Such a table is still migrate's own: it
@@ -451,6 +452,8 @@ func (h *Host) nftVerify(cc *nftReader, name string, kt kernelTables) (string, *
 	layout := layoutCurrent
 	switch want := ruleDigest(saved.Spec); digest {
 	case want:
+	case ruleDigestLayout(saved.Spec, layoutV3):
+		layout = layoutV3
 	case ruleDigestLayout(saved.Spec, layoutV2):
 		layout = layoutV2
 	case ruleDigestLayout(saved.Spec, layoutV1), saved.Spec.Digest():

@@ -20,11 +20,11 @@ import (
 var olderLayouts = []struct {
 	layout nftLayout
 	dir    string
-}{{layoutV1, "v1"}, {layoutV2, "v2"}}
+}{{layoutV1, "v1"}, {layoutV2, "v2"}, {layoutV3, "v3"}}
 
 // TestNftLayoutOlderText: each older layout renders exactly what the
-// release that wrote it wrote (testdata/nft/v1 and v2 hold their golden
-// files, digests included), so a table that release wrote is recognised
+// release that wrote it wrote (testdata/nft/v1, v2 and v3 hold their
+// golden files, digests included), so a table that release wrote is recognised
 // and verified.
 func TestNftLayoutOlderText(t *testing.T) {
 	for _, old := range olderLayouts {
@@ -137,7 +137,8 @@ func underlayRules(t *testing.T, h *Host) int {
 
 // TestNftLayoutUpgrade: a table an earlier release wrote (its layout, its
 // digest, its record: layoutV1 from the release before layouts, layoutV2
-// from the one before the ct timeout) is not drift for this agent, through
+// from the one before the ct timeout, layoutV3 from the one before chain
+// pickup) is not drift for this agent, through
 // the stamped fast path and through the full comparison; the next apply
 // replaces its layout in one update that keeps the per-service counters;
 // rolling that update back gives the spec's table in the current layout.

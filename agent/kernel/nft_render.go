@@ -55,6 +55,9 @@ const (
 	// nftMovedTimeout is OLD's ct timeout object for the flows it moves
 	// (layoutV3).
 	nftMovedTimeout = "moved_tcp"
+	// nftPickup is OLD's chain for a mid-stream TCP packet conntrack
+	// takes as new (layoutV4).
+	nftPickup = "pickup"
 )
 
 // kernelTCPTimeouts are the kernel's default TCP conntrack timeouts in
@@ -267,7 +270,21 @@ func ifname(name string) []byte {
 
 func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 
-func exprReturn() []expr.Any  { return []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}} }
+func exprReturn() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}} }
+func exprGoto(chain string) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}
+}
+
+// socketWildcard0 is `socket wildcard 0`: the host has a full socket for
+// the packet (an established one, else a listener) bound to a specific
+// address. No socket, or a TIME_WAIT or request socket, ends the rule
+// (the expression breaks); a listener on 0.0.0.0 or :: gives 1.
+func socketWildcard0() []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyWildcard, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+	}
+}
 func exprCounter() []expr.Any { return []expr.Any{&expr.Counter{}} }
 
 // ctStateNew is `ct state new`.
@@ -588,8 +605,16 @@ const (
 	// default timeouts (5 days established) whatever the host's
 	// nf_conntrack_tcp_timeout_* sysctls say.
 	layoutV3 nftLayout = 3
+	// layoutV4: layoutV3 plus, on OLD (without keep_dest), chain pickup:
+	// a TCP packet that conntrack takes as new but is not a bare SYN (a
+	// mid-stream pickup, after `conntrack -F` or a lost entry) to a moved
+	// service goes to NEW unless OLD holds a socket bound to its specific
+	// address for it (socket wildcard 0: OLD's own connection, draining,
+	// or a listener on that very address). Before, every pickup stayed on
+	// OLD, whose stack reset the moved connections.
+	layoutV4 nftLayout = 4
 	// layoutCurrent is what this agent writes.
-	layoutCurrent = layoutV3
+	layoutCurrent = layoutV4
 )
 
 // render turns a spec into the objects of the current layout.
@@ -622,7 +647,7 @@ func renderLayout(name string, spec state.NftSpec, layout nftLayout) (*rendered,
 		return nil, err
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-	if layout < layoutV1 || layout > layoutV3 {
+	if layout < layoutV1 || layout > layoutV4 {
 		return nil, fmt.Errorf("nft layout %d is unknown", layout)
 	}
 	r := &rendered{inet: &renderedTable{table: t, tag: nftTag(spec, layout)}}

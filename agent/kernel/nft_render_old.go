@@ -24,11 +24,15 @@ import (
 //	  iifname T return
 //	  ct mark & M == M meta mark set meta mark | M return      flows going to NEW stay there (drain)
 //	  ct state != new return
-//	  meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return   only a bare SYN starts a TCP flow
+//	  meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn goto pickup   only a bare SYN starts a TCP flow
 //	  KEY4 @svc4 ct mark set ct mark | M meta mark set meta mark | M counter return
 //	  KEY6 @svc6 ...
 //	  KEY4 vmap @canary4
 //	  KEY6 vmap @canary6
+//	chain pickup          (layoutV4, not with keep_dest) a mid-stream TCP packet conntrack took as new
+//	  socket wildcard 0 return                                 OLD holds a socket for it on its specific address
+//	  KEY4 @svc4 ct mark set ct mark | M ... counter return    else a moved service's connection: to NEW
+//	  KEY6 @svc6 ...
 //	chain forward         hook forward priority mangle; policy accept
 //	  MSS clamp
 //	  oifname T ct state new KEY4 @flows4
@@ -129,6 +133,18 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 		canaryChains = append(canaryChains, c)
 		it.chains = append(it.chains, c)
 	}
+	// From layoutV4 on, a TCP packet conntrack takes as new that is not a
+	// bare SYN (a connection's entry is gone: `conntrack -F`, a full
+	// table, an expiry) goes to chain pickup instead of staying on OLD.
+	// Not with keep_dest: another table DNATs on OLD (Docker), and a
+	// draining connection to OLD's container has no socket in OLD's
+	// namespace for the socket expression to find; there pickups stay
+	// on OLD as before (Docker's DNAT takes them to the container).
+	var pickup *nftables.Chain
+	if layout >= layoutV4 && !spec.KeepDest {
+		pickup = &nftables.Chain{Name: nftPickup, Table: t}
+		it.chains = append(it.chains, pickup)
+	}
 	prerouting := &nftables.Chain{
 		Name: nftPrerouting, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
@@ -181,9 +197,27 @@ func renderOld(r *rendered, spec state.NftSpec, input *nftRule, fw *forwardParts
 			rule(prerouting, ctMarkHasText(m)+" "+metaMarkOrText(m)+" return", ctMarkHas(m), metaMarkOr(m), exprReturn()),
 			// Only the first packet of a flow is considered...
 			rule(prerouting, "ct state != new return", ctStateNotNew(), exprReturn()),
+		)
+		if pickup == nil {
 			// ... and for TCP only a bare SYN: conntrack also picks up
 			// mid-stream flows as new, and those stay on OLD.
-			rule(prerouting, notBareSYNText+" return", l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()),
+			rules = append(rules, rule(prerouting, notBareSYNText+" return", l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprReturn()))
+		} else {
+			// ... and for TCP only a bare SYN starts a flow; a
+			// mid-stream packet conntrack picked up as new is one of a
+			// connection whose entry went: OLD's own (draining, it has
+			// the socket) or a moved one (NEW has it). A listener on
+			// the packet's very address is ambiguous: it stays on OLD.
+			// Canary services stay on OLD too (which way a canary's
+			// connection went is not known).
+			rules = append(rules,
+				rule(prerouting, notBareSYNText+" goto "+nftPickup, l4proto(unix.IPPROTO_TCP), tcpFlags(tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq), exprGoto(nftPickup)),
+				rule(pickup, "socket wildcard 0 return", socketWildcard0(), exprReturn()),
+				rule(pickup, keyText(false)+" @"+svc4.Name+" "+markBoth+" counter return", serviceLookup(svc4, false), markExprs(), exprCounter(), exprReturn()),
+				rule(pickup, keyText(true)+" @"+svc6.Name+" "+markBoth+" counter return", serviceLookup(svc6, true), markExprs(), exprCounter(), exprReturn()),
+			)
+		}
+		rules = append(rules,
 			rule(prerouting, keyText(false)+" @"+svc4.Name+" "+markBoth+" counter return", serviceLookup(svc4, false), markExprs(), exprCounter(), exprReturn()),
 			rule(prerouting, keyText(true)+" @"+svc6.Name+" "+markBoth+" counter return", serviceLookup(svc6, true), markExprs(), exprCounter(), exprReturn()),
 			rule(prerouting, keyText(false)+" vmap @"+can4.Name, serviceVmap(can4, false)),

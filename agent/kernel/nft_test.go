@@ -89,7 +89,9 @@ func TestNftOldRole(t *testing.T) {
 		`iifname "mig0" return`,
 		"ct mark & 0x00020000 == 0x00020000 meta mark set meta mark | 0x00020000 return",
 		"ct state != new return",
-		"tcp flags != syn / fin,syn,rst,ack return|tcp flags & (fin | syn | rst | ack) != syn return",
+		"tcp flags != syn / fin,syn,rst,ack goto pickup|tcp flags & (fin | syn | rst | ack) != syn goto pickup",
+		"chain pickup {\n\t\tsocket wildcard 0 return",
+		"ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return comment \"migrate:" + ruleDigest(oldSpec()) + "\"\n\t\tip6 daddr",
 		"ip daddr . meta l4proto . th dport @svc4 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
 		"ip6 daddr . meta l4proto . th dport @svc6 ct mark set ct mark | 0x00020000 ct timeout set \"moved_tcp\" meta mark set meta mark | 0x00020000 counter packets 0 bytes 0 return",
 		"ip daddr . meta l4proto . th dport vmap @canary4",
@@ -113,7 +115,7 @@ func TestNftOldRole(t *testing.T) {
 	if strings.Contains(out, "table arp") {
 		t.Errorf("role old wrote an arp table")
 	}
-	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(tbl.Spec) || n != 17 {
+	if n := strings.Count(out, `comment "migrate:`); n != RenderRuleCount(tbl.Spec) || n != 20 {
 		t.Errorf("%d tagged rules, RenderRuleCount %d", n, RenderRuleCount(tbl.Spec))
 	}
 
@@ -272,13 +274,18 @@ func TestNftBytecode(t *testing.T) {
   chain canary_50 {
     numgen random mod 100 < 50 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter %[1]s
   }
+  chain pickup {
+    socket wildcard 0 return %[1]s
+    %[2]s @svc4 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
+    %[3]s @svc6 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
+  }
   chain prerouting { type filter hook prerouting priority mangle; policy accept;
     meta nfproto ipv4 udp dport 4789 ip daddr 192.0.2.1 ip saddr != 192.0.2.2 counter drop %[1]s
     iifname "mig0" ct state new ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" counter %[1]s
     iifname "mig0" return %[1]s
     ct mark & 0x20000 == 0x20000 meta mark set meta mark | 0x20000 return %[1]s
     ct state != new return %[1]s
-    meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn return %[1]s
+    meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn goto pickup %[1]s
     %[2]s @svc4 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
     %[3]s @svc6 ct mark set ct mark | 0x20000 ct timeout set "moved_tcp" meta mark set meta mark | 0x20000 counter return %[1]s
     %[2]s vmap @canary4 %[1]s
@@ -397,7 +404,7 @@ func TestNftManyServices(t *testing.T) {
 		s.Percent = 0
 		many.Accounted = append(many.Accounted, s)
 	}
-	if RenderRuleCount(one) != RenderRuleCount(many) || RenderRuleCount(one) != 15 {
+	if RenderRuleCount(one) != RenderRuleCount(many) || RenderRuleCount(one) != 18 {
 		t.Fatalf("rule counts: one %d, many %d", RenderRuleCount(one), RenderRuleCount(many))
 	}
 	// Canaries add one rule per distinct percent, however many services.
@@ -496,8 +503,8 @@ func TestNftRenderErrors(t *testing.T) {
 		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1}, 1},
 		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u}, 2},
 		{state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 1, Underlay: u, NoARP: []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("192.0.2.9")}}, 3},
-		{old(func(s *state.NftSpec) {}), 14},
-		{old(func(s *state.NftSpec) { s.Underlay = u }), 15},
+		{old(func(s *state.NftSpec) {}), 17},
+		{old(func(s *state.NftSpec) { s.Underlay = u }), 18},
 	} {
 		if n := RenderRuleCount(c.spec); n != c.n {
 			t.Errorf("RenderRuleCount(%+v) = %d, want %d", c.spec, n, c.n)

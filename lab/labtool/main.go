@@ -18,7 +18,9 @@
 // line it receives as "NAME: <line>" until EOF, except three requests:
 // "BYE" (answer, then close first, as an HTTP/1.0 server does, keeping the
 // TIME_WAIT), "SEND n" (send n bytes, then close) and "RECV n" (read n
-// bytes, answer "NAME: got n bytes"). serve -udp answers every datagram
+// bytes, answer "NAME: got n bytes"). On SIGUSR1 a TCP serve closes its
+// listener and goes on serving the connections it has (a daemon's
+// graceful stop). serve -udp answers every datagram
 // with "served-by=NAME peer=<remote IP> len=N", padded to the request's
 // size.
 //
@@ -69,6 +71,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
@@ -187,9 +190,27 @@ func serve(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "labtool serve: %s listening on tcp %s\n", *name, ln.Addr())
+	// SIGUSR1 is a daemon's graceful stop: the listener closes, the
+	// connections it accepted are served until they end.
+	stopped := make(chan struct{})
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		<-usr1
+		close(stopped)
+		ln.Close()
+	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
+			select {
+			case <-stopped:
+				fmt.Fprintf(os.Stderr, "labtool serve: %s stopped listening, draining\n", *name)
+				for {
+					time.Sleep(time.Hour)
+				}
+			default:
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
