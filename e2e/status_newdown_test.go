@@ -57,6 +57,9 @@ func TestStatusDeadDaemonOnNew(t *testing.T) {
 	if strings.Contains(r.Stdout, freed) {
 		t.Errorf("status with NEW's daemon dead says %q:\n%s", freed, r.Stdout)
 	}
+	if r := mustMigrate(t, ctx, s, 0, "status", "--json", "-f", s.PlanFile); !strings.Contains(r.Stdout, fmt.Sprintf(`"new_unserved":[%d]`, scenario.MigratedPort)) {
+		t.Errorf("status --json with NEW's daemon dead lacks new_unserved:\n%s", r.Stdout)
+	}
 
 	if err := s.Serve(ctx, lab.RoleNew, "new", fmt.Sprintf(":%d", scenario.MigratedPort), false); err != nil {
 		t.Fatal(err)

@@ -313,7 +313,10 @@ type StatusSvc struct {
 	ViaTunnel        int        `json:"via_tunnel"`
 	Drained          bool       `json:"drained"`
 	DrainedSince     *time.Time `json:"drained_since"` // null when unknown
-	State            string     `json:"state"`
+	// NewUnserved: ports of a service whose new flows go to NEW that
+	// nothing on NEW listens on ([] when none).
+	NewUnserved []uint16 `json:"new_unserved"`
+	State       string   `json:"state"`
 }
 
 // StatusFwd is one forward block as its host runs it.
@@ -349,7 +352,7 @@ func NewStatusDoc(r status.Report) StatusDoc {
 		sv := StatusSvc{Name: s.Name, Address: s.Address, Protocol: string(s.Protocol), Ports: s.Ports, PlanStage: s.PlanStage,
 			LiveStage: s.LiveStage, CanaryPercent: s.CanaryPercent, NewFlows: s.NewFlows, Packets: s.Packets, Bytes: s.Bytes,
 			NewFlowsPerSec: s.NewFlowsPerSec, OnOld: s.OnOld, OnOldSocketsOnly: s.OnOldSocketsOnly, ViaTunnel: s.ViaTunnel,
-			Drained: s.Drained, State: s.State}
+			Drained: s.Drained, NewUnserved: append([]uint16{}, s.NewUnserved...), State: s.State}
 		if !s.DrainedSince.IsZero() {
 			t := s.DrainedSince
 			sv.DrainedSince = &t
