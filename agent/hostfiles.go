@@ -140,7 +140,7 @@ func (h *HostFiles) Space() *state.StateDirSpace {
 	if err != nil {
 		return nil
 	}
-	return &state.StateDirSpace{Dir: h.Dir, Free: sp.Free, Need: sp.Need, Reserve: sp.Reserve}
+	return &sp
 }
 
 // Journal returns a copy of the host journal.

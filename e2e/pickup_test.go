@@ -123,26 +123,34 @@ var pidRe = regexp.MustCompile(`pid=(\d+)`)
 
 // stopListening sends SIGUSR1 to the labtool serve listening on port on
 // OLD: it closes its listener and goes on serving the connections it has
-// (a daemon's graceful stop). It checks that nothing listens there after.
+// (a daemon's graceful stop).
 func stopListening(t *testing.T, ctx context.Context, l *lab.Lab, port int) {
 	t.Helper()
+	signalListener(t, ctx, l, lab.RoleOld, port, "-USR1")
+}
+
+// signalListener sends sig (a kill(1) option) to the process listening
+// on TCP port in role's namespace, and checks that nothing listens there
+// after.
+func signalListener(t *testing.T, ctx context.Context, l *lab.Lab, role string, port int, sig string) {
+	t.Helper()
 	filter := fmt.Sprintf("sport = :%d", port)
-	out, err := l.Exec(ctx, lab.RoleOld, "ss", "-Htlnp", filter)
+	out, err := l.Exec(ctx, role, "ss", "-Htlnp", filter)
 	m := pidRe.FindSubmatch(out)
 	if err != nil || m == nil {
-		t.Fatalf("old: no listener on port %d: %v %s", port, err, out)
+		t.Fatalf("%s: no listener on port %d: %v %s", role, port, err, out)
 	}
-	if out, err := l.Exec(ctx, lab.RoleOld, "kill", "-USR1", string(m[1])); err != nil {
-		t.Fatalf("old: kill -USR1 %s: %v %s", m[1], err, out)
+	if out, err := l.Exec(ctx, role, "kill", sig, string(m[1])); err != nil {
+		t.Fatalf("%s: kill %s %s: %v %s", role, sig, m[1], err, out)
 	}
 	deadline := time.Now().Add(scenario.Slow(5 * time.Second))
 	for {
-		out, err := l.Exec(ctx, lab.RoleOld, "ss", "-Htln", filter)
+		out, err := l.Exec(ctx, role, "ss", "-Htln", filter)
 		if err == nil && strings.TrimSpace(string(out)) == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("old: still listening on port %d: %v %s", port, err, out)
+			t.Fatalf("%s: still listening on port %d: %v %s", role, port, err, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -3,11 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +36,7 @@ func TestStatusDeadDaemonOnNew(t *testing.T) {
 		t.Fatalf("status with NEW serving:\n%s", r.Stdout)
 	}
 
-	killServer(t, l, lab.RoleNew, "new")
+	signalListener(t, ctx, l, lab.RoleNew, scenario.MigratedPort, "-KILL") // the daemon dies
 	if out, err := s.Dial(ctx, lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort)); err == nil {
 		t.Fatalf("the client still reaches a server with NEW's daemon dead: %s", out)
 	}
@@ -72,31 +68,4 @@ func TestStatusDeadDaemonOnNew(t *testing.T) {
 	}
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "rollback --all", before)
-}
-
-// killServer kills the `labtool serve -name NAME` processes living in
-// role's network namespace.
-func killServer(t *testing.T, l *lab.Lab, role, name string) {
-	t.Helper()
-	out, err := exec.Command("ip", "netns", "pids", l.NS[role]).Output()
-	if err != nil {
-		t.Fatalf("ip netns pids %s: %v", l.NS[role], err)
-	}
-	n := 0
-	for _, f := range strings.Fields(string(out)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + f + "/cmdline")
-		if strings.Contains(string(b), "\x00serve\x00-name\x00"+name+"\x00") {
-			if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
-				n++
-			}
-		}
-	}
-	if n == 0 {
-		t.Fatalf("no server %q in %s's namespace", name, role)
-	}
-	time.Sleep(200 * time.Millisecond)
 }

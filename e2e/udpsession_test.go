@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opsmigrate/migrate/agent/kernel"
 	"github.com/opsmigrate/migrate/lab"
 	"github.com/opsmigrate/migrate/lab/scenario"
+	"github.com/opsmigrate/migrate/state"
 )
 
 // TestUDPSessionAtFirstApply: a UDP client that keeps its socket (a
@@ -19,7 +19,7 @@ import (
 // where nothing tracked flows before migrate's table there was none: the
 // session's next datagram looked new and went to NEW mid-session (seen:
 // every answer from OLD, then every answer from NEW). Now the table
-// tracks before it moves UDP services (kernel.UDPWarmup): the session
+// tracks before it moves UDP services (state.UDPWarmup): the session
 // stays with OLD, a new flow goes to NEW, and rollback is exact.
 func TestUDPSessionAtFirstApply(t *testing.T) {
 	needRoot(t)
@@ -62,7 +62,7 @@ func TestUDPSessionAtFirstApply(t *testing.T) {
 	}
 	for _, line := range lines[1:] {
 		if !strings.HasSuffix(line, " old") {
-			t.Fatalf("the UDP session that began before the first apply left OLD (kernel.UDPWarmup %s): %q\n%s", kernel.UDPWarmup, line, s.LogText(session))
+			t.Fatalf("the UDP session that began before the first apply left OLD (state.UDPWarmup %s): %q\n%s", state.UDPWarmup, line, s.LogText(session))
 		}
 	}
 	if out, err := s.Dial(ctx, lab.RoleClient, "-udp", addr); err != nil || !strings.Contains(out, "served-by=new ") {

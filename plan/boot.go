@@ -83,15 +83,12 @@ func BootFailed(b *state.Boot) bool {
 // (agent/reserve): apply refuses to change anything there until there is
 // room, and says so again. "" when there is room, or nothing was measured.
 func SpaceNote(host string, s *state.StateDirSpace) string {
-	if s == nil || s.Free >= s.Need {
+	if s == nil || !s.Short() {
 		return ""
 	}
 	rb := "Its reserve is gone (the disk filled since it was made): a rollback may stop at its first step until there is room."
 	if s.Reserve {
 		rb = "Its reserve is there, so a rollback can still record every step."
 	}
-	return fmt.Sprintf("WARNING host %s: the file system of %s has %s free and migrate needs %s there before it changes anything (a reserve, so that an undo or a rollback can always be recorded, and room to record the apply): apply refuses until there is room. %s",
-		host, s.Dir, mib(s.Free), mib(s.Need), rb)
+	return fmt.Sprintf("WARNING host %s: %s: apply refuses until there is room. %s", host, s.Shortfall(), rb)
 }
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -138,6 +139,17 @@ type StateDirSpace struct {
 	Free    int64 `json:"free"`
 	Need    int64 `json:"need"`
 	Reserve bool  `json:"reserve"`
+}
+
+// Short reports a directory an apply refuses to start in.
+func (s StateDirSpace) Short() bool { return s.Free < s.Need }
+
+// Shortfall says what is missing, in the words of the agent's refusal
+// and of plan's and status's warning.
+func (s StateDirSpace) Shortfall() string {
+	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+	return fmt.Sprintf("the file system of %s has %s free and migrate needs %s there before it changes anything (a reserve, so that an undo or a rollback can always be recorded, and room to record the apply)",
+		s.Dir, mib(s.Free), mib(s.Need))
 }
 
 // PeerLink is the route from a host to its peer's endpoint and, when the

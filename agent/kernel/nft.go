@@ -762,10 +762,6 @@ func (h *Host) deleteNftOnce(name string) error {
 	return nil
 }
 
-// UDPWarmup is how long OLD's first table tracks flows before it moves
-// UDP services (warmUDP).
-var UDPWarmup = state.UDPWarmup
-
 // warmUDP: OLD tells a flow it must keep from one it may move by its
 // conntrack entry. A TCP connection from before the switch is known by
 // its first packet (not a SYN); a UDP "connection" is not. Where nothing
@@ -776,7 +772,7 @@ var UDPWarmup = state.UDPWarmup
 // created with UDP services to move and the namespace's conntrack holds
 // nothing yet, the table goes in first without them (tracking starts:
 // OLD's daemons' answers make the sessions' entries established), and
-// UDPWarmup later the full table (the usual update of set elements). A
+// state.UDPWarmup later the full table (the usual update of set elements). A
 // session that sends within that time stays with OLD.
 func (h *Host) warmUDP(t state.NftTable) error {
 	if t.Spec.Role != state.RoleOld || h.NoUDPWarmup {
@@ -792,6 +788,11 @@ func (h *Host) warmUDP(t state.NftTable) error {
 	if len(warm.Spec.Services) == len(t.Spec.Services) {
 		return nil
 	}
+	// The count first (a file read): once migrate's table is there it
+	// is rarely 0, and the table lookup below is a netlink dump.
+	if n, ok, err := h.readSysctl("net.netfilter.nf_conntrack_count"); err != nil || ok && strings.TrimSpace(n) != "0" {
+		return nil
+	}
 	cc, err := h.NewNft()
 	if err != nil {
 		return nil // the usual path reports it
@@ -799,12 +800,9 @@ func (h *Host) warmUDP(t state.NftTable) error {
 	if cur, err := findTables(cc, t.Name); err != nil || cur[nftables.TableFamilyINet] != nil {
 		return nil // migrate's table is there: tracking runs
 	}
-	if n, ok, err := h.readSysctl("net.netfilter.nf_conntrack_count"); err != nil || ok && strings.TrimSpace(n) != "0" {
-		return nil
-	}
 	if err := h.replaceNft(warm); err != nil {
 		return err
 	}
-	time.Sleep(UDPWarmup)
+	time.Sleep(state.UDPWarmup)
 	return nil
 }

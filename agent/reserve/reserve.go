@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 const (
@@ -38,31 +40,17 @@ const (
 
 // ErrNoSpace is returned by Ensure when the file system is too full to
 // start an apply.
-type ErrNoSpace struct {
-	Dir        string
-	Free, Need int64
-}
+type ErrNoSpace struct{ state.StateDirSpace }
 
 func (e *ErrNoSpace) Error() string {
-	return fmt.Sprintf("the file system of %s has %s free and migrate needs %s before it changes anything (%s kept in %s so that an undo or a rollback can always be recorded, and %s to record the apply): free some space on it and run again",
-		e.Dir, Bytes(e.Free), Bytes(e.Need), Bytes(Size), filepath.Join(e.Dir, Name), Bytes(e.Need-Size))
+	return e.Shortfall() + ": free some space on it and run again"
 }
 
-// Space is what Ensure looks at: the space free on dir's file system
-// (the reserve counted as free), what an apply needs there, and whether
-// the reserve is in place.
-type Space struct {
-	Free, Need int64
-	Reserve    bool
-}
-
-// Refuses reports an apply Ensure would refuse.
-func (s Space) Refuses() bool { return s.Free < s.Need }
-
-// Check measures dir for Ensure: MinFree plus twice the size of the given
-// files (the journal and the nft record), beyond the reserve.
-func Check(dir string, files ...string) (Space, error) {
-	sp := Space{Need: MinFree + Size}
+// Check measures dir for Ensure: the reserve, MinFree, and twice the size
+// of the given files (the journal and the nft record). Free counts the
+// reserve as free.
+func Check(dir string, files ...string) (state.StateDirSpace, error) {
+	sp := state.StateDirSpace{Dir: dir, Need: MinFree + Size}
 	for _, f := range files {
 		if st, err := os.Lstat(f); err == nil {
 			sp.Need += 2 * st.Size()
@@ -90,8 +78,8 @@ func Ensure(dir string, files ...string) error {
 	if err != nil {
 		return err
 	}
-	if sp.Refuses() {
-		return &ErrNoSpace{Dir: dir, Free: sp.Free, Need: sp.Need}
+	if sp.Short() {
+		return &ErrNoSpace{sp}
 	}
 	if sp.Reserve {
 		return nil
@@ -99,8 +87,8 @@ func Ensure(dir string, files ...string) error {
 	p := filepath.Join(dir, Name)
 	if err := create(p); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
-			free, _ := Free(dir)
-			return &ErrNoSpace{Dir: dir, Free: free, Need: sp.Need}
+			sp.Free, _ = Free(dir)
+			return &ErrNoSpace{sp}
 		}
 		return fmt.Errorf("set space aside in %s: %w", p, err)
 	}
@@ -162,15 +150,4 @@ func Free(dir string) (int64, error) {
 		return 0, fmt.Errorf("free space of %s: %w", dir, err)
 	}
 	return int64(st.Bfree) * st.Bsize, nil
-}
-
-// Bytes writes n for people.
-func Bytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 func TestEnsureMakesReserveOnce(t *testing.T) {
@@ -76,8 +78,8 @@ func TestRetryFreesReserveOnENOSPC(t *testing.T) {
 }
 
 func TestNoSpaceMessage(t *testing.T) {
-	e := &ErrNoSpace{Dir: "/var/lib/migrate", Free: 3 << 20, Need: Size + MinFree}
-	want := "the file system of /var/lib/migrate has 3.0 MiB free and migrate needs 12.0 MiB before it changes anything (8.0 MiB kept in /var/lib/migrate/reserve so that an undo or a rollback can always be recorded, and 4.0 MiB to record the apply): free some space on it and run again"
+	e := &ErrNoSpace{state.StateDirSpace{Dir: "/var/lib/migrate", Free: 3 << 20, Need: Size + MinFree}}
+	want := "the file system of /var/lib/migrate has 3.0 MiB free and migrate needs 12.0 MiB there before it changes anything (a reserve, so that an undo or a rollback can always be recorded, and room to record the apply): free some space on it and run again"
 	if e.Error() != want {
 		t.Fatalf("got  %s\nwant %s", e.Error(), want)
 	}
