@@ -27,10 +27,12 @@ var (
 const maxSysctlConfBytes = 1 << 20
 
 // SysctlConf reports, for each of names (migrate's sysctls, plan.Sysctls;
-// globs are skipped), the value the host's sysctl files would set again
-// when they are applied, and where: the last assignment in the order
-// above. Names no file sets are left out. Keys with a glob in the files
-// are not expanded (systemd 249+ allows them): not reported.
+// globs among them are skipped), the value the host's sysctl files would
+// set again when they are applied, and where. As systemd-sysctl does, an
+// assignment naming the sysctl wins over every glob (the last such
+// assignment in the order above); else the last glob assignment matching
+// it (systemd 249+: net.ipv4.conf.*.rp_filter), unless a line "-NAME"
+// without a value excludes it from globs. Names no file sets are left out.
 func SysctlConf(root fs.FS, names []string) map[string]state.SysctlSetting {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -67,6 +69,8 @@ func SysctlConf(root fs.FS, names []string) map[string]state.SysctlSetting {
 	}
 	files = append(files, sysctlConfMain)
 	out := map[string]state.SysctlSetting{}
+	fromGlob := map[string]state.SysctlSetting{}
+	excluded := map[string]bool{}
 	for _, f := range files {
 		b, err := fs.ReadFile(root, f)
 		if err != nil || len(b) > maxSysctlConfBytes {
@@ -75,10 +79,27 @@ func SysctlConf(root fs.FS, names []string) map[string]state.SysctlSetting {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		sc.Buffer(make([]byte, 0, 4096), maxSysctlConfBytes)
 		for line := 1; sc.Scan(); line++ {
-			key, val, ok := sysctlConfLine(sc.Text())
-			if ok && want[key] {
-				out[key] = state.SysctlSetting{Value: val, File: "/" + f, Line: line}
+			a, ok := sysctlConfLine(sc.Text())
+			switch {
+			case !ok:
+			case a.exclude:
+				// It replaces an earlier assignment too.
+				excluded[a.key] = true
+				delete(out, a.key)
+			case a.glob:
+				for n := range want {
+					if sysctlGlobMatch(a.key, n) {
+						fromGlob[n] = state.SysctlSetting{Value: a.val, File: "/" + f, Line: line, Pattern: a.key}
+					}
+				}
+			case want[a.key]:
+				out[a.key] = state.SysctlSetting{Value: a.val, File: "/" + f, Line: line}
 			}
+		}
+	}
+	for n, s := range fromGlob {
+		if _, named := out[n]; !named && !excluded[n] {
+			out[n] = s
 		}
 	}
 	if len(out) == 0 {
@@ -87,34 +108,61 @@ func SysctlConf(root fs.FS, names []string) map[string]state.SysctlSetting {
 	return out
 }
 
+// sysctlGlobMatch says whether the glob key pattern matches the sysctl
+// name, both in migrate's dotted form, as systemd-sysctl's glob over
+// /proc/sys does: a wildcard stands for one path component (a device
+// name, dots and all), never for a separator.
+func sysctlGlobMatch(pattern, name string) bool {
+	ok, err := path.Match(sysctlPath(pattern), sysctlPath(name))
+	return err == nil && ok
+}
+
+// sysctlPath turns a dotted sysctl name into its path under /proc/sys
+// (a "/" in the dotted form is a "." of a name: eth0/100 -> eth0.100).
+func sysctlPath(dotted string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, dotted)
+}
+
+// sysctlAssign is one line of a sysctl file.
+type sysctlAssign struct {
+	key, val string
+	glob     bool // key holds a glob
+	exclude  bool // "-KEY" alone: KEY is left out of glob assignments
+}
+
 // sysctlConfLine parses "key = value" as sysctl.d(5) does: # and ;
 // comments, a leading "-" (ignore errors) dropped, and a key written with
 // "/" as its separator (net/ipv4/ip_forward) turned into the dotted form
 // migrate uses (a "." in such a key is part of a name: eth0.100 ->
-// eth0/100).
-func sysctlConfLine(s string) (key, val string, ok bool) {
+// eth0/100). A "-KEY" line without a value excludes KEY from globs.
+func sysctlConfLine(s string) (a sysctlAssign, ok bool) {
 	s = strings.TrimSpace(s)
 	if s == "" || s[0] == '#' || s[0] == ';' {
-		return "", "", false
+		return a, false
 	}
 	k, v, found := strings.Cut(s, "=")
+	k = strings.TrimSpace(k)
 	if !found {
-		return "", "", false
+		if !strings.HasPrefix(k, "-") || strings.ContainsAny(k, "*?[") {
+			return a, false
+		}
+		a.exclude = true
 	}
-	k = strings.TrimPrefix(strings.TrimSpace(k), "-")
+	k = strings.TrimSpace(strings.TrimPrefix(k, "-"))
 	if i := strings.IndexAny(k, "./"); i >= 0 && k[i] == '/' {
-		k = strings.Map(func(r rune) rune {
-			switch r {
-			case '/':
-				return '.'
-			case '.':
-				return '/'
-			}
-			return r
-		}, k)
+		k = sysctlPath(k)
 	}
-	if k == "" || strings.ContainsAny(k, "*?[") {
-		return "", "", false
+	if k == "" {
+		return a, false
 	}
-	return k, strings.TrimSpace(v), true
+	a.key, a.val, a.glob = k, strings.TrimSpace(v), strings.ContainsAny(k, "*?[")
+	return a, true
 }

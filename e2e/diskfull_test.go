@@ -129,15 +129,7 @@ func expectSnap(t *testing.T, ctx context.Context, s *scenario.Scenario, what st
 
 // oldSSHDPid is the PID of OLD's sshd, whose mount namespace its agents
 // share.
-func oldSSHDPid(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	out, err := exec.Command("pgrep", "-f", "sshd -D -e -f "+l.Dir+"/"+lab.RoleOld+"_sshd_config").Output()
-	f := strings.Fields(string(out))
-	if err != nil || len(f) != 1 {
-		t.Fatalf("OLD's sshd: %v %q", err, out)
-	}
-	return f[0]
-}
+func oldSSHDPid(t *testing.T, l *lab.Lab) string { t.Helper(); return sshdPid(t, l, lab.RoleOld) }
 
 // oldMountNS returns a runner of shell commands in OLD's sshd's mount
 // namespace (its network namespace is not entered: nothing here sends a

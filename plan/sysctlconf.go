@@ -36,8 +36,17 @@ func SysctlConfNotes(want map[string]HostDesired, facts map[string]state.Facts) 
 			case s.Name == state.ConntrackMax:
 				what = "OLD's conntrack limit drops back and a full table drops new flows"
 			}
-			out = append(out, fmt.Sprintf("WARNING host %s: %s:%d sets %s = %s and migrate sets %s. At boot migrate's unit runs after systemd-sysctl, but anything that applies the sysctl files again during the migration (`sysctl --system`, `systemctl restart systemd-sysctl`, configuration management) puts %s back: %s until the next `migrate apply`. Set it to %s in %s for the time of the migration",
-				host, set.File, set.Line, s.Name, set.Value, s.Value, set.Value, what, s.Value, set.File))
+			sets := fmt.Sprintf("%s:%d sets %s = %s", set.File, set.Line, s.Name, set.Value)
+			if set.Pattern != "" {
+				sets = fmt.Sprintf("%s:%d sets %s = %s, which covers %s,", set.File, set.Line, set.Pattern, set.Value, s.Name)
+			}
+			fix := fmt.Sprintf("Set it to %s in %s for the time of the migration", s.Value, set.File)
+			if set.Pattern != "" {
+				// Changing the glob would change every interface.
+				fix = fmt.Sprintf("Add the line `%s = %s` to a file in /etc/sysctl.d for the time of the migration (a sysctl named outright wins over a glob)", s.Name, s.Value)
+			}
+			out = append(out, fmt.Sprintf("WARNING host %s: %s and migrate sets %s. At boot migrate's unit runs after systemd-sysctl, but anything that applies the sysctl files again during the migration (`sysctl --system`, `systemctl restart systemd-sysctl`, configuration management) puts %s back: %s until the next `migrate apply`. %s",
+				host, sets, s.Value, set.Value, what, fix))
 		}
 	}
 	return out

@@ -29,3 +29,17 @@ if [ ${#need[@]} -gt 0 ]; then
     systemctl disable firewalld.service >/dev/null 2>&1 || true
   fi
 fi
+# systemd-udevd for e2e TestSysctlGlobsAndUdev, which runs it only inside a
+# lab host's namespaces. The udev package itself is not installed (its
+# postinst would start udevd on this machine): its files are unpacked into
+# a cache, at the version of the installed systemd (udevadm links against
+# systemd's libsystemd-shared).
+udev_cache=/var/cache/migrate-udev
+if [ ! -x /lib/systemd/systemd-udevd ] && [ ! -x "$udev_cache/bin/udevadm" ]; then
+  ver=$(dpkg-query -W -f='${Version}' systemd)
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q "udev=$ver" 2>/dev/null || { apt-get update -q && apt-get download -q "udev=$ver"; })
+  mkdir -p "$udev_cache"
+  dpkg-deb -x "$tmp"/udev_*.deb "$udev_cache"
+  rm -rf "$tmp"
+fi

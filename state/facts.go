@@ -124,11 +124,16 @@ type Facts struct {
 	SysctlConf map[string]SysctlSetting `json:"sysctl_conf,omitempty"`
 }
 
-// SysctlSetting is the last assignment of a sysctl in the host's files.
+// SysctlSetting is the assignment of a sysctl in the host's files that
+// systemd-sysctl would apply: the last one naming it, else the last glob
+// matching it.
 type SysctlSetting struct {
 	Value string `json:"value"`
 	File  string `json:"file"`
 	Line  int    `json:"line"`
+	// Pattern is the glob assigned there (net.ipv4.conf.*.rp_filter)
+	// when no file names the sysctl itself.
+	Pattern string `json:"pattern,omitempty"`
 }
 
 // StateDirSpace is agent/reserve's measure of the state directory.

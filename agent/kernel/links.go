@@ -302,6 +302,9 @@ func (h *Host) createLink(want state.Link) error {
 	if err != nil {
 		return err
 	}
+	// Before anything sets the device's sysctls: udev's own run of
+	// systemd-sysctl for the new interface must not come after them.
+	waitUdev(cur.Attrs().Index)
 	if want.Type == state.WireGuard {
 		if err := h.configureWG(want); err != nil {
 			_ = h.nl.LinkDel(cur)
