@@ -20,7 +20,7 @@ import (
 type Kernel interface {
 	Facts(req state.FactsRequest) (state.Facts, error)
 	Apply(step state.Step) error
-	Ping(addr string, count int, timeout time.Duration) (time.Duration, error)
+	Ping(addr string, count int, timeout time.Duration, size int) (time.Duration, error)
 }
 
 // WGKeyer makes and keeps the host's WireGuard key pair per tunnel name
@@ -291,7 +291,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		rtt, err := k.Ping(p.Addr, p.Count, time.Duration(p.TimeoutMS)*time.Millisecond)
+		rtt, err := k.Ping(p.Addr, p.Count, time.Duration(p.TimeoutMS)*time.Millisecond, p.Size)
 		if err != nil {
 			return nil, err
 		}

@@ -46,7 +46,7 @@ func (k *fakeKernel) Apply(step state.Step) error {
 	return nil
 }
 
-func (k *fakeKernel) Ping(addr string, count int, timeout time.Duration) (time.Duration, error) {
+func (k *fakeKernel) Ping(addr string, count int, timeout time.Duration, size int) (time.Duration, error) {
 	p := proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout / time.Millisecond)}
 	if err := validatePing(p); err != nil || timeout%time.Millisecond != 0 {
 		k.t.Errorf("Ping reached the kernel with invalid params %+v (timeout %v): %v", p, timeout, err)

@@ -20,6 +20,9 @@ type Host interface {
 	// marking that entry rolled back).
 	Apply(ctx context.Context, s state.Step, rec state.Record) error
 	Ping(ctx context.Context, addr string) error
+	// PingSize pings addr with unfragmented packets of size bytes, up to
+	// count requests, each waiting timeout for its reply.
+	PingSize(ctx context.Context, addr string, size, count int, timeout time.Duration) error
 }
 
 // Executor applies plans and rollbacks, journaling as it goes.
@@ -161,8 +164,53 @@ func (e *Executor) verify(ctx context.Context, v *plan.Verify) error {
 	if err := e.Hosts[plan.New].Ping(ctx, v.NewPings); err != nil {
 		return fmt.Errorf("tunnel check failed: new cannot reach old's inner address %s through the tunnel: %w", v.NewPings, err)
 	}
+	for _, c := range []struct {
+		host, peer, addr string
+		size             int
+	}{{plan.Old, plan.New, v.OldPings, v.OldSize}, {plan.New, plan.Old, v.NewPings, v.NewSize}} {
+		if c.size == 0 {
+			continue
+		}
+		if err := e.fullSize(ctx, c.host, c.peer, c.addr, c.size); err != nil {
+			return err
+		}
+	}
 	e.info("tunnel verified in both directions")
 	return nil
+}
+
+// Full-size check: the first try waits long (a loaded host), the search
+// for the largest size that passes short (most of its tries fail).
+const (
+	fullSizeCount, fullSizeTimeout = 5, 2 * time.Second
+	searchCount, searchTimeout     = 2, time.Second
+	minSearchSize                  = 576 // IPv4's minimum reassembly size
+)
+
+// fullSize checks that host's tunnel carries packets of its MTU (size) to
+// peer and back, unfragmented. When it does not, it finds the largest size
+// that does, and fails with the MTU to set.
+func (e *Executor) fullSize(ctx context.Context, host, peer, addr string, size int) error {
+	h := e.Hosts[host]
+	if err := h.PingSize(ctx, addr, size, fullSizeCount, fullSizeTimeout); err == nil {
+		return nil
+	}
+	lo, hi := 0, size // lo passes (0: none found yet), hi fails
+	if h.PingSize(ctx, addr, minSearchSize, searchCount, searchTimeout) == nil {
+		lo = minSearchSize
+		for hi-lo > 1 {
+			mid := (lo + hi) / 2
+			if h.PingSize(ctx, addr, mid, searchCount, searchTimeout) == nil {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+	}
+	if lo == 0 {
+		return fmt.Errorf("tunnel check failed: %s's pings of %d bytes (the tunnel's MTU) to %s's inner address %s got no answer, nor did pings of %d bytes, while small ones did: the underlay between the endpoints drops large tunnel packets (a smaller MTU on the way, with fragments or ICMP \"fragmentation needed\" dropped); set `mtu` in the tunnel block to what the path carries", host, size, peer, addr, minSearchSize)
+	}
+	return fmt.Errorf("tunnel check failed: %s's pings of %d bytes (the tunnel's MTU) to %s's inner address %s through the tunnel got no answer, and %d bytes is the largest size that makes the round trip: the underlay between the endpoints carries smaller packets than the tunnel's MTU needs (a smaller MTU on the way, with fragments or ICMP \"fragmentation needed\" dropped), and every transfer larger than that would stall. Set `mtu = %d` in the tunnel block", host, size, peer, addr, lo, lo)
 }
 
 // step applies one step and journals it before returning.

@@ -180,6 +180,38 @@ func TestTunnelCheckFailureStopsBeforeDivert(t *testing.T) {
 	}
 }
 
+// An underlay that carries less than the tunnel's MTU (a smaller MTU on
+// the way, fragments dropped) fails apply with the largest size that made
+// the round trip, before OLD diverts anything; the hosts are as before.
+func TestTunnelFullSizeCheck(t *testing.T) {
+	l := newLab(t)
+	l.hosts[plan.New].PathMTU = 1350
+	p := l.plan(t, load(t, "new"))
+	if p.Verify == nil || p.Verify.OldSize != 1450 || p.Verify.NewSize != 1450 {
+		t.Fatalf("plan's full-size check: %+v, want 1450 both ways (1500 underlay less VXLAN's 50)", p.Verify)
+	}
+	before := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump()
+	err := l.executor().Apply(context.Background(), p)
+	if err == nil || !strings.Contains(err.Error(), "new's pings of 1450 bytes (the tunnel's MTU) to old's inner address 169.254.42.1 through the tunnel got no answer, and 1350 bytes is the largest size") || !strings.Contains(err.Error(), "Set `mtu = 1350` in the tunnel block") {
+		t.Fatalf("err = %v", err)
+	}
+	if after := l.hosts[plan.Old].Dump() + l.hosts[plan.New].Dump(); after != before {
+		t.Errorf("hosts changed after a failed full-size check")
+	}
+	// OLD's check passed at once; NEW's searched, in a dozen tries.
+	if got := l.hosts[plan.Old].PingSizes; len(got) != 1 || got[0] != 1450 {
+		t.Errorf("OLD's full-size pings: %v, want [1450]", got)
+	}
+	if n := len(l.hosts[plan.New].PingSizes); n > 13 {
+		t.Errorf("NEW's search took %d pings: %v", n, l.hosts[plan.New].PingSizes)
+	}
+	// Nothing passes beyond the small pings: no size to suggest.
+	l.hosts[plan.New].PathMTU = 500
+	if err := l.executor().Apply(context.Background(), p); err == nil || !strings.Contains(err.Error(), "nor did pings of 576 bytes") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 // Moving the service back to old takes its ports out of the nft sets but
 // keeps the plumbing: flows already going to NEW drain there.
 func TestStageBackToOldKeepsDrainPath(t *testing.T) {

@@ -65,3 +65,69 @@ func TestPathMTUThroughTunnel(t *testing.T) {
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "rollback --all", before)
 }
+
+// TestUnderlayMTU: the path between OLD's and NEW's endpoints carries less
+// than 1500 bytes (a tunnel or VPN on the way, a cloud's smaller MTU) and
+// drops fragments (firewalls and cloud networks often do). VXLAN does not
+// set DF on its packets, so the router on the way fragments the full-size
+// ones and its next hop drops the fragments: small packets pass, so did
+// apply's ping and probe, and a client's request; every upload to the
+// moved service stalled (seen before the fix: 500 KB up timed out while
+// apply said "tunnel verified"). apply now pings through the tunnel with
+// packets of the tunnel's MTU, unfragmented, and on failure finds the
+// largest size that makes the round trip and says which `mtu` to set;
+// nothing stays applied. With that MTU, uploads and downloads complete.
+func TestUnderlayMTU(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestUnderlayMTU")
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The router's link to NEW: 1400 bytes, and fragments dropped as they
+	// leave (netdev egress sees the fragments the router made).
+	dev := l.RouterIf(lab.RoleNew)
+	for _, c := range [][]string{
+		{"ip", "link", "set", "dev", dev, "mtu", "1400"},
+		{"nft", fmt.Sprintf("add table netdev fragdrop; add chain netdev fragdrop out { type filter hook egress device %q priority 0; }; add rule netdev fragdrop out ip frag-off & 0x3fff != 0 counter drop", dev)},
+	} {
+		if out, err := l.Exec(ctx, lab.RoleRouter, c...); err != nil {
+			t.Fatalf("router: %v %s", err, out)
+		}
+	}
+	writeEditedPlan(t, s, "vxlan", "")
+	r := mustMigrate(t, ctx, s, 1, "apply", "--auto-approve", "-f", s.PlanFile)
+	// OLD's pings of 1450 bytes leave as 1500-byte VXLAN packets: 1400 at
+	// most on the router's link to NEW, less VXLAN's 50 bytes.
+	if want := "1350 bytes is the largest size that makes the round trip"; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "Set `mtu = 1350` in the tunnel block") {
+		t.Errorf("apply over a 1400-byte underlay: want %q and the mtu to set:\n%s", want, r.Stderr)
+	}
+	expectSnap(t, ctx, s, "apply failed by the full-size check", before)
+	if out, err := l.Exec(ctx, lab.RoleRouter, "nft", "list", "table", "netdev", "fragdrop"); err != nil || strings.Contains(string(out), "packets 0 ") {
+		t.Errorf("the router dropped no fragment (the check showed nothing): %v %s", err, out)
+	}
+
+	writeEditedPlan(t, s, "vxlan", "  mtu          = 1350\n")
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW's server saw %q, want the client's address %s", out, l.ClientIP)
+	}
+	for _, dir := range []string{"up", "down"} {
+		out, err := s.Labtool(ctx, 40*time.Second, lab.RoleClient, "bulk", "-dir", dir, "-bytes", "2000000", "-timeout", scenario.Slow(20*time.Second).String(), hp(l.OldIP.String(), scenario.MigratedPort))
+		if err != nil || !strings.Contains(out, "ok") {
+			t.Errorf("2 MB %s through a 1350-byte tunnel over a 1400-byte underlay: %v %s", dir, err, out)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
+	for _, c := range [][]string{{"nft", "delete", "table", "netdev", "fragdrop"}, {"ip", "link", "set", "dev", dev, "mtu", "1500"}} {
+		if out, err := l.Exec(ctx, lab.RoleRouter, c...); err != nil {
+			t.Fatalf("router: %v %s", err, out)
+		}
+	}
+	expectSnap(t, ctx, s, "rollback --all", before)
+}

@@ -53,10 +53,18 @@ type HostPlan struct {
 }
 
 // Verify says how apply checks the tunnel before it sends traffic into it:
-// each host pings the other's inner address.
+// each host pings the other's inner address, then again with packets of
+// its tunnel device's MTU: an underlay path that carries less (a smaller
+// MTU on the way and fragments dropped, or ICMP "fragmentation needed"
+// filtered) passes small packets, apply's probe and short requests, and
+// stalls every upload or download of the moved services.
 type Verify struct {
 	OldPings string `json:"old_pings"` // NEW's inner address, pinged from OLD
 	NewPings string `json:"new_pings"` // OLD's inner address, pinged from NEW
+	// OldSize and NewSize are the MTUs of the tunnel device on OLD and
+	// NEW, the sizes of the full-size pings (0: none, a direct tunnel).
+	OldSize int `json:"old_size,omitempty"`
+	NewSize int `json:"new_size,omitempty"`
 }
 
 // Counts returns (add, change, destroy).
@@ -122,6 +130,8 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		p.Verify = &Verify{
 			OldPings: c.Tunnel.NewInner.Addr().String(),
 			NewPings: c.Tunnel.OldInner.Addr().String(),
+			OldSize:  linkMTU(want[Old], c.Tunnel.Name),
+			NewSize:  linkMTU(want[New], c.Tunnel.Name),
 		}
 		if Direct(c) {
 			p.Verify = directVerify(c)
@@ -412,4 +422,14 @@ func appliedMark(j *state.Journal, host string) uint32 {
 		}
 	}
 	return m
+}
+
+// linkMTU is the MTU of link name among h's objects (0 if none).
+func linkMTU(h HostDesired, name string) int {
+	for _, o := range h.Objects {
+		if o.Link != nil && o.Link.Name == name {
+			return o.Link.MTU
+		}
+	}
+	return 0
 }

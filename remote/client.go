@@ -780,6 +780,12 @@ func (c *Client) Ping(ctx context.Context, addr string) error {
 	return err
 }
 
+// PingSize pings addr from the host with unfragmented packets of size
+// bytes.
+func (c *Client) PingSize(ctx context.Context, addr string, size, count int, timeout time.Duration) error {
+	return c.callWithin(ctx, time.Duration(max(count, 1))*timeout, proto.MethodPing, proto.PingParams{Addr: addr, Count: count, TimeoutMS: int(timeout.Milliseconds()), Size: size}, nil)
+}
+
 // PingRTT pings addr from the host and returns the first reply's
 // round-trip time.
 func (c *Client) PingRTT(ctx context.Context, addr string, count int, timeout time.Duration) (time.Duration, error) {

@@ -359,20 +359,32 @@ func TestPing(t *testing.T) {
 		return
 	}
 	h := newHost(t)
-	rtt, err := h.Ping("127.0.0.1", 2, time.Second)
+	rtt, err := h.Ping("127.0.0.1", 2, time.Second, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rtt <= 0 || rtt >= time.Second {
 		t.Fatalf("round-trip time over loopback %v: want 0 < rtt < 1s", rtt)
 	}
-	if _, err := h.Ping("::1", 2, time.Second); err != nil {
+	if _, err := h.Ping("::1", 2, time.Second, 0); err != nil {
 		t.Fatal(err)
+	}
+	// Full-size pings: exactly size bytes, never fragmented. With lo at
+	// 1400, 1400 bytes pass both families and 1401 do not.
+	run(t, "ip", "link", "set", "dev", "lo", "mtu", "1400")
+	defer run(t, "ip", "link", "set", "dev", "lo", "mtu", "65536")
+	for _, addr := range []string{"127.0.0.1", "::1"} {
+		if _, err := h.Ping(addr, 2, time.Second, 1400); err != nil {
+			t.Errorf("%s, 1400 bytes over a 1400-byte lo: %v", addr, err)
+		}
+		if _, err := h.Ping(addr, 1, 200*time.Millisecond, 1401); err == nil {
+			t.Errorf("%s, 1401 bytes over a 1400-byte lo: passed (fragmented?)", addr)
+		}
 	}
 	addDummy(t, "up0")
 	run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
 	start := time.Now()
-	if _, err := h.Ping("192.0.2.99", 2, 200*time.Millisecond); err == nil {
+	if _, err := h.Ping("192.0.2.99", 2, 200*time.Millisecond, 0); err == nil {
 		t.Fatal("ping to nobody succeeded")
 	}
 	if time.Since(start) > 2*time.Second {

@@ -6,13 +6,21 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ping sends up to count ICMP echo requests to addr (IPv4 or IPv6), waiting
 // up to timeout for a reply after each. It succeeds as soon as one reply
 // arrives, and returns that reply's round-trip time.
-func (h *Host) Ping(addr string, count int, timeout time.Duration) (time.Duration, error) {
+//
+// size > 0 makes each request an IP packet of exactly size bytes that may
+// not be fragmented (DF, and IPV6_DONTFRAG), sent at that size whatever
+// path MTU the kernel has learned: apply's full-size tunnel check. Its
+// reply is as large, so a reply proves the size both ways.
+func (h *Host) Ping(addr string, count int, timeout time.Duration, size int) (time.Duration, error) {
 	ip := net.ParseIP(addr)
 	if ip == nil {
 		return 0, fmt.Errorf("ping: %q is not an IP address", addr)
@@ -35,15 +43,30 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) (time.Duratio
 		return 0, fmt.Errorf("ping %s: %w", addr, err)
 	}
 	defer conn.Close()
+	header := 20
+	if reqType != 8 {
+		header = 40
+	}
+	payload := 16
+	if size > 0 {
+		if payload = size - header - 8; payload < 16 {
+			return 0, fmt.Errorf("ping %s: size %d is too small", addr, size)
+		}
+		if err := dontFragment(conn, reqType == 8); err != nil {
+			return 0, fmt.Errorf("ping %s: %w", addr, err)
+		}
+	}
 
 	id := uint16(os.Getpid()) ^ uint16(time.Now().UnixNano())
-	buf := make([]byte, 1500)
+	buf := make([]byte, max(1500, 8+payload+64))
 	for seq := 1; seq <= count; seq++ {
-		msg := make([]byte, 8, 8+16)
+		msg := make([]byte, 8, 8+payload)
 		msg[0] = reqType
 		binary.BigEndian.PutUint16(msg[4:], id)
 		binary.BigEndian.PutUint16(msg[6:], uint16(seq))
-		msg = append(msg, []byte("migrate-ping-001")...)
+		for len(msg) < 8+payload {
+			msg = append(msg, "migrate-ping-001"[(len(msg)-8)%16])
+		}
 		if reqType == 8 {
 			binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
 		}
@@ -68,6 +91,9 @@ func (h *Host) Ping(addr string, count int, timeout time.Duration) (time.Duratio
 			if n < 8 || buf[0] != replyType || binary.BigEndian.Uint16(buf[4:]) != id {
 				continue
 			}
+			if n != len(msg) {
+				continue // not the whole echo: not proof of the size
+			}
 			if src != nil && !src.IP.Equal(ip) {
 				continue
 			}
@@ -89,4 +115,32 @@ func icmpChecksum(b []byte) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// dontFragment makes the socket send with DF set (IPv6: never fragment)
+// and at the size asked, even above a path MTU the kernel has learned
+// (PMTUDISC_PROBE): the probe must cross the path as one packet or fail.
+func dontFragment(conn net.PacketConn, v4 bool) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("no socket to set DF on")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if v4 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+			return
+		}
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE); serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

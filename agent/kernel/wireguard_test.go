@@ -100,10 +100,10 @@ func wireguardLink(t *testing.T, h *Host, local, peer string) {
 
 	apply(t, h, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.1/30")}}))
 	apply(t, ph, create(state.Object{Addr: &state.Addr{Dev: "mig0", CIDR: netip.MustParsePrefix("169.254.42.2/30")}}))
-	if _, err := h.Ping("169.254.42.2", 3, 10*time.Second); err != nil {
+	if _, err := h.Ping("169.254.42.2", 3, 10*time.Second, 0); err != nil {
 		t.Fatalf("ping through the wireguard tunnel: %v", err)
 	}
-	if _, err := ph.Ping("169.254.42.1", 3, 10*time.Second); err != nil {
+	if _, err := ph.Ping("169.254.42.1", 3, 10*time.Second, 0); err != nil {
 		t.Fatalf("ping back through the wireguard tunnel: %v", err)
 	}
 	t.Logf("wireguard over %s: ping through the tunnel both ways", local)

@@ -282,6 +282,9 @@ type PingParams struct {
 	Addr      string `json:"addr"`
 	Count     int    `json:"count"`
 	TimeoutMS int    `json:"timeout_ms"`
+	// Size > 0: each request is an IP packet of exactly Size bytes,
+	// not fragmented (apply's full-size tunnel check).
+	Size int `json:"size,omitempty"`
 }
 
 // PingResult is the round-trip time of the first echo reply.

@@ -180,5 +180,8 @@ func (p PingParams) Validate() error {
 	if p.TimeoutMS < 1 || p.TimeoutMS > 60000 {
 		return fmt.Errorf("bad ping request: timeout_ms %d: must be 1..60000", p.TimeoutMS)
 	}
+	if p.Size != 0 && (p.Size < 68 || p.Size > 65535) {
+		return fmt.Errorf("bad ping request: size %d: must be 0 or 68..65535", p.Size)
+	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
@@ -21,7 +22,11 @@ type Fake struct {
 	base     state.Facts
 	FailOn   string
 	PingFail bool
-	Applied  []state.Step
+	// PathMTU > 0: PingSize fails above it (an underlay that drops
+	// larger tunnel packets). PingSizes records the sizes asked.
+	PathMTU   int
+	PingSizes []int
+	Applied   []state.Step
 }
 
 // NewFake starts from facts.
@@ -137,6 +142,16 @@ func (f *Fake) Apply(_ context.Context, s state.Step, _ state.Record) error {
 func (f *Fake) Ping(context.Context, string) error {
 	if f.PingFail {
 		return fmt.Errorf("injected ping failure")
+	}
+	return nil
+}
+
+// PingSize succeeds unless PingFail, or PathMTU is set and size is above
+// it. It records each size asked.
+func (f *Fake) PingSize(_ context.Context, _ string, size, _ int, _ time.Duration) error {
+	f.PingSizes = append(f.PingSizes, size)
+	if f.PingFail || (f.PathMTU > 0 && size > f.PathMTU) {
+		return fmt.Errorf("injected ping failure at %d bytes", size)
 	}
 	return nil
 }
