@@ -38,9 +38,10 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 	down := s.Reach(ctx, StatusConnectTimeout)
 	// Only what the report reads: with --watch this repeats every
 	// interval, so no foreign-chain or /proc (networkd, listeners'
-	// processes) scans. NEW's listeners come from sock_diag alone: a
-	// service whose daemon died on NEW is refused its clients however
-	// drained OLD is.
+	// processes) scans. Both hosts' listeners come from sock_diag alone:
+	// a service whose daemon died on NEW is refused its clients however
+	// drained OLD is, and one whose daemon stopped on OLD while OLD still
+	// takes (part of) its new flows is refused there.
 	facts := map[string]state.Facts{}
 	for _, name := range []string{plan.Old, plan.New} {
 		cl, ok := s.Clients[name]
@@ -48,7 +49,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 			continue
 		}
 		req := plan.FactsRequest(cfg, name)
-		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = name == plan.New, false, false, nil, nil
+		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, false, false, nil, nil
 		req.NoOwners = true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {

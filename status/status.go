@@ -6,6 +6,7 @@ package status
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -150,6 +151,15 @@ type Service struct {
 	NewUnserved []uint16 `json:"new_unserved,omitempty"`
 	// AllowUnready: the plan lets NEW be unready for it (allow_unready).
 	AllowUnready bool `json:"allow_unready,omitempty"`
+	// OldUnserved are the ports of a service whose new flows stay on OLD,
+	// all of them or the share a canary leaves there (live stage old,
+	// canary or mixed: a port below 100% in OLD's migrate table), that
+	// nothing on OLD listens on: OLD refuses those clients (its daemon
+	// was stopped too early, or crashed). Empty when OLD was not read,
+	// has no migrate table, or its table keeps destinations (keep_dest:
+	// another table DNATs there, and the listener may be a container's,
+	// which OLD's namespace does not show).
+	OldUnserved []uint16 `json:"old_unserved,omitempty"`
 	// State is the one-line reading for humans.
 	State string `json:"state"`
 }
@@ -272,6 +282,23 @@ func Build(in Input) Report {
 			ready[rd.Service] = rd
 		}
 	}
+	// What OLD listens on, for the new flows that stay there: a daemon
+	// stopped on OLD before its service moved whole (stage old, canary,
+	// mixed) gets those clients refused. Only with migrate's table on
+	// OLD, which says where each port's new flows go. Not where that
+	// table keeps destinations (keep_dest: another table, Docker's,
+	// DNATs on OLD): the flows may go to a container, whose listener is
+	// in its own namespace, so a port nothing on OLD listens on is no
+	// sign of a refusal there (with Docker's default userland proxy,
+	// docker-proxy listens on OLD anyway). NEW's side has no such
+	// exception: plan's readiness check reads NEW's listeners alone too,
+	// and docker-proxy or allow_unready answer it.
+	var oldListens *listenerIndex
+	var oldNotes []string
+	oldUnservedNotes := 0
+	if !oldDown && in.Old.Nft != nil && !in.Old.Nft.Spec.KeepDest {
+		oldListens = indexListeners(in.Old.Listeners)
+	}
 	for _, s := range c.Services {
 		sv := Service{Name: s.Name, Address: s.Address.String(), Protocol: s.Protocol, Ports: portList(s.Ports),
 			PlanStage: s.Stage, NewFlowsPerSec: -1, AllowUnready: s.AllowUnready}
@@ -320,6 +347,13 @@ func Build(in Input) Report {
 		if rd, ok := ready[s.Name]; ok && toNew && r.PathBroken == "" && !rd.Ready() {
 			sv.NewUnserved = rd.Unserved
 		}
+		if oldListens != nil {
+			for _, k := range plan.ServiceKeys(s) {
+				if live[k.Key()] < 100 && !oldListens.serves(s.Protocol, k.Addr.String(), k.Port) {
+					sv.OldUnserved = append(sv.OldUnserved, k.Port)
+				}
+			}
+		}
 		sv.State = describe(sv)
 		if r.PathBroken != "" && toNew {
 			sv.State = "BROKEN: its new flows go to NEW, which cannot serve them: " + r.PathBroken
@@ -329,11 +363,24 @@ func Build(in Input) Report {
 				r.Notes = append(r.Notes, unservedNote(sv, ready[s.Name]))
 			}
 		}
+		// allow_unready does not silence OLD: it lets NEW be unready
+		// (apply moves the service before NEW listens), and says
+		// nothing about OLD, which served the service before the move
+		// and refuses the clients it still takes once nothing listens.
+		if len(sv.OldUnserved) > 0 {
+			if oldUnservedNotes++; oldUnservedNotes <= maxUnservedNotes {
+				oldNotes = append(oldNotes, oldUnservedNote(sv, oldListens))
+			}
+		}
 		r.Services = append(r.Services, sv)
 	}
 	if n := unservedNotes - maxUnservedNotes; n > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("WARNING: and %d more service(s) that nothing on NEW listens on (their STATE says NOT SERVED ON NEW).", n))
 	}
+	if n := oldUnservedNotes - maxUnservedNotes; n > 0 {
+		oldNotes = append(oldNotes, fmt.Sprintf("WARNING: and %d more service(s) whose new flows stay on OLD, where nothing listens on their port (their STATE says NOT SERVED ON OLD).", n))
+	}
+	r.Notes = append(r.Notes, oldNotes...)
 	for _, s := range c.Services {
 		if s.Protocol == state.UDP && !oldDown {
 			r.Notes = append(r.Notes, UDPNote)
@@ -438,6 +485,10 @@ func describe(s Service) string {
 	if s.LiveStage == StageUnknown {
 		return "unknown: OLD could not be read"
 	}
+	pending := ""
+	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {
+		pending = fmt.Sprintf(" (the plan says %s: run migrate apply)", s.PlanStage)
+	}
 	if len(s.NewUnserved) > 0 {
 		what := "its new flows go to NEW"
 		if s.LiveStage == "canary" {
@@ -447,11 +498,14 @@ func describe(s Service) string {
 		if s.AllowUnready {
 			allow = " (allow_unready)"
 		}
+		if len(s.OldUnserved) > 0 {
+			return fmt.Sprintf("NOT SERVED ON NEW%s NOR ON OLD: %s, where nothing listens on port %s, and %s, where nothing listens on port %s: those clients are refused",
+				allow, what, plan.PortList(s.NewUnserved), oldShare(s, "its"), plan.PortList(s.OldUnserved))
+		}
 		return fmt.Sprintf("NOT SERVED ON NEW%s: %s, where nothing listens on port %s: those clients are refused", allow, what, plan.PortList(s.NewUnserved))
 	}
-	pending := ""
-	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {
-		pending = fmt.Sprintf(" (the plan says %s: run migrate apply)", s.PlanStage)
+	if len(s.OldUnserved) > 0 {
+		return fmt.Sprintf("NOT SERVED ON OLD: %s, where nothing listens on port %s: those clients are refused", oldShare(s, "its"), plan.PortList(s.OldUnserved)) + pending
 	}
 	switch s.LiveStage {
 	case "new":
@@ -488,6 +542,75 @@ func unservedNote(s Service, rd plan.Readiness) string {
 		s.Protocol, s.Address, plan.PortList(s.NewUnserved), s.Name, instead)
 }
 
+// oldShare says which of a service's new flows stay on OLD; its is the
+// possessive ("its", "whose").
+func oldShare(s Service, its string) string {
+	switch s.LiveStage {
+	case "canary":
+		return fmt.Sprintf("%d%% of %s new flows stay on OLD", 100-s.CanaryPercent, its)
+	case StageMixed:
+		return fmt.Sprintf("part of %s new flows stay on OLD (its ports are at different stages)", its)
+	}
+	return its + " new flows stay on OLD"
+}
+
+// oldUnservedNote says which service OLD does not serve although OLD
+// still takes its new flows, and what OLD listens on at those ports
+// instead (another address: a daemon started again on the wrong one).
+func oldUnservedNote(s Service, idx *listenerIndex) string {
+	var instead []string
+	seen := map[string]bool{}
+	for _, p := range s.OldUnserved {
+		for _, l := range idx.byPort[listenerKey{s.Protocol, p}] {
+			d := l.Addr + ":" + fmt.Sprint(l.Port)
+			if a, err := netip.ParseAddr(l.Addr); err == nil {
+				d = netip.AddrPortFrom(a, l.Port).String()
+			}
+			if !seen[d] && len(instead) < 5 {
+				seen[d] = true
+				instead = append(instead, d)
+			}
+		}
+	}
+	also := ""
+	if len(instead) > 0 {
+		also = " (OLD listens on that port only at " + strings.Join(instead, ", ") + ")"
+	}
+	return fmt.Sprintf("WARNING: nothing on OLD listens on %s %s port %s of service %q, %s: OLD refuses those clients%s. Start the service on OLD again, or, once NEW serves it, set stage = \"new\" and apply to send its new flows to NEW.",
+		s.Protocol, s.Address, plan.PortList(s.OldUnserved), s.Name, oldShare(s, "whose"), also)
+}
+
+// listenerIndex is a host's listeners by protocol and port: status looks
+// up every port of every service at each --watch reading.
+type listenerIndex struct {
+	byPort map[listenerKey][]state.Listener
+}
+
+type listenerKey struct {
+	proto state.Proto
+	port  uint16
+}
+
+func indexListeners(ls []state.Listener) *listenerIndex {
+	idx := &listenerIndex{byPort: map[listenerKey][]state.Listener{}}
+	for _, l := range ls {
+		k := listenerKey{l.Proto, l.Port}
+		idx.byPort[k] = append(idx.byPort[k], l)
+	}
+	return idx
+}
+
+// serves reports whether a listener accepts proto traffic to addr:port
+// (state.Listener.Serves: that address or a wildcard).
+func (idx *listenerIndex) serves(proto state.Proto, addr string, port uint16) bool {
+	for _, l := range idx.byPort[listenerKey{proto, port}] {
+		if l.Serves(proto, addr, port) {
+			return true
+		}
+	}
+	return false
+}
+
 // verdict answers the operator's question: may OLD be switched off?
 func verdict(r Report) string {
 	if len(r.Services) == 0 && len(r.Forwards) == 0 {
@@ -510,7 +633,7 @@ func verdict(r Report) string {
 		}
 	}
 	arriving := false
-	unserved := 0
+	unserved, oldUnserved := 0, 0
 	for _, s := range r.Services {
 		switch {
 		case s.LiveStage != "new":
@@ -521,14 +644,24 @@ func verdict(r Report) string {
 		if len(s.NewUnserved) > 0 && !s.AllowUnready {
 			unserved++
 		}
+		if len(s.OldUnserved) > 0 {
+			oldUnserved++
+		}
 		relaying += s.ViaTunnel
 		arriving = arriving || s.NewFlowsPerSec > 0
 	}
 	switch {
 	case len(r.Services) == 0 && oldForwards == 0:
 		return "The plan moves no service and runs no forward on OLD: it does not need OLD."
-	case unserved > 0:
-		return fmt.Sprintf("NEW does not serve %d service(s) whose new flows go to it (see the warning above): their clients are refused. Start them on NEW again, or send them back to OLD (stage = \"old\"); do not move the address or DNS to NEW meanwhile.", unserved)
+	case unserved > 0 || oldUnserved > 0:
+		var says []string
+		if unserved > 0 {
+			says = append(says, fmt.Sprintf("NEW does not serve %d service(s) whose new flows go to it (see the warning above): their clients are refused. Start them on NEW again, or send them back to OLD (stage = \"old\"); do not move the address or DNS to NEW meanwhile.", unserved))
+		}
+		if oldUnserved > 0 {
+			says = append(says, fmt.Sprintf("OLD does not serve %d service(s) whose new flows still go to it (see the warning above): OLD refuses their clients. Start them on OLD again, or, once NEW serves them, set stage = \"new\" and apply.", oldUnserved))
+		}
+		return newDown + strings.Join(says, " ")
 	case newDown != "" && notMoved == 0 && draining == 0:
 		return newDown + "every service is on NEW and drained as OLD sees it, but do not switch OLD off before NEW answers."
 	case newDown != "":

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -60,6 +61,11 @@ func oldFacts(web80OnOld int) state.Facts {
 			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 443, Percent: 100},
 			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 8080, Percent: 10},
 		}}},
+		// OLD's daemons still run (sock_diag, no processes).
+		Listeners: []state.Listener{
+			{Proto: "tcp", Addr: "198.51.100.10", Port: 80}, {Proto: "tcp", Addr: "198.51.100.10", Port: 443},
+			{Proto: "tcp", Addr: "::", Port: 8080}, {Proto: "udp", Addr: "0.0.0.0", Port: 53},
+		},
 		Stats: &state.Stats{
 			Counters: map[string]state.Counter{
 				"198.51.100.10 tcp 80":  {NewFlows: 7, Packets: 70, Bytes: 7000},
@@ -411,5 +417,155 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 				t.Errorf("%s: service %s: drained %v, %q", tc.name, s.Name, s.Drained, s.State)
 			}
 		}
+	}
+}
+
+// OLD's daemon stopped too early (or crashed) while OLD still takes new
+// flows of its service: stage old, the share a canary leaves, a port of
+// a mixed service below 100%. Those clients are refused on OLD; a
+// service at stage new whose OLD daemon is gone is the normal end.
+func TestStoppedDaemonOnOld(t *testing.T) {
+	c := parse(t)
+	old := oldFacts(0)
+	old.Listeners = nil // every daemon on OLD stopped
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	web, api, dns := r.Services[0], r.Services[1], r.Services[2]
+	if len(web.OldUnserved) != 0 || strings.Contains(web.State, "NOT SERVED") {
+		t.Errorf("web at stage new is flagged: %+v", web)
+	}
+	if len(api.OldUnserved) != 1 || api.State != "NOT SERVED ON OLD: 90% of its new flows stay on OLD, where nothing listens on port 8080: those clients are refused" {
+		t.Errorf("api (canary 10%%): %+v", api)
+	}
+	if len(dns.OldUnserved) != 1 || dns.State != "NOT SERVED ON OLD: its new flows stay on OLD, where nothing listens on port 53: those clients are refused" {
+		t.Errorf("dns (stage old): %+v", dns)
+	}
+	if !strings.HasPrefix(r.Verdict, "OLD does not serve 2 service(s) whose new flows still go to it") || strings.Contains(r.Verdict, "still needed: 2 service(s) are not fully on NEW") {
+		t.Errorf("verdict: %q", r.Verdict)
+	}
+	wantNotes := []string{
+		`WARNING: nothing on OLD listens on tcp 198.51.100.10 port 8080 of service "api", 90% of whose new flows stay on OLD: OLD refuses those clients. Start the service on OLD again, or, once NEW serves it, set stage = "new" and apply to send its new flows to NEW.`,
+		`WARNING: nothing on OLD listens on udp 198.51.100.10 port 53 of service "dns", whose new flows stay on OLD: OLD refuses those clients.`,
+	}
+	for _, w := range wantNotes {
+		found := false
+		for _, n := range r.Notes {
+			found = found || strings.HasPrefix(n, w)
+		}
+		if !found {
+			t.Errorf("notes lack %q: %q", w, r.Notes)
+		}
+	}
+
+	// Started again on another address only: still refused at the
+	// service address, and the note says where OLD listens.
+	old.Listeners = []state.Listener{{Proto: "tcp", Addr: "127.0.0.1", Port: 8080}, {Proto: "tcp", Addr: "::1", Port: 8080}, {Proto: "udp", Addr: "0.0.0.0", Port: 53}}
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	if len(r.Services[1].OldUnserved) != 1 || len(r.Services[2].OldUnserved) != 0 {
+		t.Errorf("api on loopback only, dns back: %+v", r.Services)
+	}
+	if len(r.Notes) == 0 || !strings.Contains(r.Notes[0], "OLD refuses those clients (OLD listens on that port only at 127.0.0.1:8080, [::1]:8080).") {
+		t.Errorf("notes: %q", r.Notes)
+	}
+
+	// allow_unready is about NEW: it does not silence OLD.
+	old.Listeners = nil
+	c.Services[1].AllowUnready = true
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	if !strings.HasPrefix(r.Services[1].State, "NOT SERVED ON OLD") || !strings.HasPrefix(r.Verdict, "OLD does not serve 2 service(s)") {
+		t.Errorf("allow_unready: %q, verdict %q", r.Services[1].State, r.Verdict)
+	}
+	c.Services[1].AllowUnready = false
+
+	// Another table DNATs on OLD (keep_dest: Docker): the listener may be
+	// a container's, which OLD's namespace does not show. Not claimed.
+	dnat := oldFacts(0)
+	dnat.Listeners = nil
+	dnat.Nft.Spec.KeepDest = true
+	r = Build(Input{Config: c, Old: dnat, New: healthyNew(), Time: time.Now()})
+	for _, s := range r.Services {
+		if len(s.OldUnserved) != 0 || strings.Contains(s.State, "NOT SERVED") {
+			t.Errorf("keep_dest: %+v", s)
+		}
+	}
+	// Neither without migrate's table (nothing applied: where new flows
+	// go is not migrate's to say), nor with OLD unread.
+	for name, in := range map[string]Input{
+		"no table":   {Config: c, Old: state.Facts{}, New: healthyNew(), Time: time.Now()},
+		"OLD unread": {Config: c, New: healthyNew(), Time: time.Now(), Unreachable: map[string]string{"old": "down"}},
+	} {
+		for _, s := range Build(in).Services {
+			if len(s.OldUnserved) != 0 {
+				t.Errorf("%s: %+v", name, s)
+			}
+		}
+	}
+
+	// NEW unread: OLD's side is still known.
+	r = Build(Input{Config: c, Old: old, Time: time.Now(), Unreachable: map[string]string{"new": "down"}})
+	if len(r.Services[2].OldUnserved) != 1 || !strings.Contains(r.Verdict, "NEW could not be read (its side of the tunnel is unknown): OLD does not serve 2 service(s)") {
+		t.Errorf("NEW unread: %+v, verdict %q", r.Services[2], r.Verdict)
+	}
+
+	// Mixed: only the port whose new flows stay on OLD.
+	mixed := oldFacts(0)
+	mixed.Listeners = nil
+	mixed.Nft.Spec.Services[1].Percent = 0 // web's 443 back at old
+	r = Build(Input{Config: c, Old: mixed, New: healthyNew(), Time: time.Now()})
+	if w := r.Services[0]; w.LiveStage != StageMixed || len(w.OldUnserved) != 1 || w.OldUnserved[0] != 443 ||
+		!strings.HasPrefix(w.State, "NOT SERVED ON OLD: part of its new flows stay on OLD (its ports are at different stages), where nothing listens on port 443") {
+		t.Errorf("mixed web: %+v", w)
+	}
+
+	// Both ends down for a canary: every new client of it is refused.
+	nw := healthyNew()
+	nw.Listeners = nw.Listeners[:2] // api gone on NEW too
+	r = Build(Input{Config: c, Old: old, New: nw, Time: time.Now()})
+	if a := r.Services[1]; a.State != "NOT SERVED ON NEW NOR ON OLD: 10% of its new flows go to NEW, where nothing listens on port 8080, and 90% of its new flows stay on OLD, where nothing listens on port 8080: those clients are refused" {
+		t.Errorf("api down on both: %q", a.State)
+	}
+	if !strings.Contains(r.Verdict, "NEW does not serve 1 service(s)") || !strings.Contains(r.Verdict, "OLD does not serve 2 service(s)") {
+		t.Errorf("verdict with both: %q", r.Verdict)
+	}
+
+	// The plan already says new: apply would send them to NEW.
+	c.Services[2].Stage = "new"
+	r = Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	if !strings.HasSuffix(r.Services[2].State, "those clients are refused (the plan says new: run migrate apply)") {
+		t.Errorf("pending: %q", r.Services[2].State)
+	}
+}
+
+// At most 5 warnings about OLD, then one line counting the others.
+func TestStoppedDaemonOnOldNotesAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(planText[:strings.Index(planText, `service "web"`)])
+	var svcs []state.NftService
+	for i := 0; i < 8; i++ {
+		fmt.Fprintf(&b, "service \"s%d\" {\n  address  = \"198.51.100.10\"\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"old\"\n}\n", i, 9000+i)
+		svcs = append(svcs, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: uint16(9000 + i)})
+	}
+	c, err := config.Parse([]byte(b.String()), "status.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := state.Facts{Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}},
+		Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", Services: svcs}}}
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	var warnings []string
+	for _, n := range r.Notes {
+		if strings.HasPrefix(n, "WARNING") {
+			warnings = append(warnings, n)
+		}
+	}
+	if len(warnings) != 6 || warnings[5] != "WARNING: and 3 more service(s) whose new flows stay on OLD, where nothing listens on their port (their STATE says NOT SERVED ON OLD)." {
+		t.Errorf("warnings: %q", warnings)
+	}
+	for _, s := range r.Services {
+		if !strings.HasPrefix(s.State, "NOT SERVED ON OLD") {
+			t.Errorf("%s: %q", s.Name, s.State)
+		}
+	}
+	if !strings.HasPrefix(r.Verdict, "OLD does not serve 8 service(s)") {
+		t.Errorf("verdict: %q", r.Verdict)
 	}
 }

@@ -316,6 +316,10 @@ type StatusSvc struct {
 	// NewUnserved: ports of a service whose new flows go to NEW that
 	// nothing on NEW listens on ([] when none).
 	NewUnserved []uint16 `json:"new_unserved"`
+	// OldUnserved: ports of a service whose new flows (all, or a
+	// canary's rest) stay on OLD that nothing on OLD listens on ([] when
+	// none).
+	OldUnserved []uint16 `json:"old_unserved"`
 	State       string   `json:"state"`
 }
 
@@ -352,7 +356,8 @@ func NewStatusDoc(r status.Report) StatusDoc {
 		sv := StatusSvc{Name: s.Name, Address: s.Address, Protocol: string(s.Protocol), Ports: s.Ports, PlanStage: s.PlanStage,
 			LiveStage: s.LiveStage, CanaryPercent: s.CanaryPercent, NewFlows: s.NewFlows, Packets: s.Packets, Bytes: s.Bytes,
 			NewFlowsPerSec: s.NewFlowsPerSec, OnOld: s.OnOld, OnOldSocketsOnly: s.OnOldSocketsOnly, ViaTunnel: s.ViaTunnel,
-			Drained: s.Drained, NewUnserved: append([]uint16{}, s.NewUnserved...), State: s.State}
+			Drained: s.Drained, NewUnserved: append([]uint16{}, s.NewUnserved...),
+			OldUnserved: append([]uint16{}, s.OldUnserved...), State: s.State}
 		if !s.DrainedSince.IsZero() {
 			t := s.DrainedSince
 			sv.DrainedSince = &t
