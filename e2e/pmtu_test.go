@@ -123,6 +123,21 @@ func TestUnderlayMTU(t *testing.T) {
 			t.Errorf("2 MB %s through a 1350-byte tunnel over a 1400-byte underlay: %v %s", dir, err, out)
 		}
 	}
+	// Weeks later the path shrinks (another route, a VPN on the way):
+	// status says so, where small pings still pass.
+	if out, err := l.Exec(ctx, lab.RoleRouter, "ip", "link", "set", "dev", dev, "mtu", "1300"); err != nil {
+		t.Fatalf("router: %v %s", err, out)
+	}
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "packets of 1350 bytes (the tunnel's MTU) get no answer while small ones do"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status over a path shrunk to 1300 bytes: want %q and the moved service BROKEN:\n%s", want, r.Stdout)
+	}
+	if out, err := l.Exec(ctx, lab.RoleRouter, "ip", "link", "set", "dev", dev, "mtu", "1400"); err != nil {
+		t.Fatalf("router: %v %s", err, out)
+	}
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "get no answer") || strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with the path back at 1400 bytes:\n%s", r.Stdout)
+	}
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	for _, c := range [][]string{{"nft", "delete", "table", "netdev", "fragdrop"}, {"ip", "link", "set", "dev", dev, "mtu", "1500"}} {
 		if out, err := l.Exec(ctx, lab.RoleRouter, c...); err != nil {

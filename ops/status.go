@@ -18,6 +18,7 @@ type StatusConn interface {
 	Conn
 	Facts(ctx context.Context, req state.FactsRequest) (state.Facts, error)
 	PingRTT(ctx context.Context, addr string, count int, timeout time.Duration) (time.Duration, error)
+	PingSize(ctx context.Context, addr string, size, count int, timeout time.Duration) error
 }
 
 // Bounds for one host's part of a reading, so that a host that went silent
@@ -84,7 +85,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 	in := status.Input{Config: cfg, Old: facts[plan.Old], New: facts[plan.New], Time: now(), Previous: prev, Unreachable: down}
 	if t := cfg.Tunnel; t != nil {
 		var wg sync.WaitGroup
-		probe := func(cl C, target string, out *status.Probe) {
+		probe := func(cl C, target string, mtu int, out *status.Probe) {
 			defer wg.Done()
 			out.Target = target
 			pctx, cancel := context.WithTimeout(ctx, StatusReadTimeout)
@@ -95,22 +96,32 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 				return
 			}
 			out.RTT = rtt
+			// The path may have shrunk since apply checked it (weeks
+			// later: another provider's route, a VPN on the way).
+			if mtu > 0 {
+				if err := cl.PingSize(pctx, target, mtu, 3, time.Second); err != nil {
+					out.Error = fmt.Sprintf("packets of %d bytes (the tunnel's MTU) get no answer while small ones do: the underlay between the endpoints carries less, and larger transfers through the tunnel stall (migrate apply's tunnel check names the mtu to set)", mtu)
+				}
+			}
 		}
 		// From each end that could be read, to the other's inner
 		// address: the ping from NEW says whether OLD's kernel still
 		// answers even when OLD's sshd does not.
 		toNew, toOld := t.NewInner.Addr().String(), t.OldInner.Addr().String()
+		oldMTU, newMTU := deviceMTU(facts[plan.Old], t.Name), deviceMTU(facts[plan.New], t.Name)
 		if plan.Direct(cfg) {
-			// No inner addresses: the endpoints on the segment.
+			// No inner addresses: the endpoints on the segment, and no
+			// encapsulation to check the size of.
 			toNew, toOld = t.NewEndpoint.String(), t.OldEndpoint.String()
+			oldMTU, newMTU = 0, 0
 		}
 		if cl, ok := s.Clients[plan.Old]; ok {
 			wg.Add(1)
-			go probe(cl, toNew, &in.OldToNew)
+			go probe(cl, toNew, oldMTU, &in.OldToNew)
 		}
 		if cl, ok := s.Clients[plan.New]; ok {
 			wg.Add(1)
-			go probe(cl, toOld, &in.NewToOld)
+			go probe(cl, toOld, newMTU, &in.NewToOld)
 		}
 		wg.Wait()
 		if ctx.Err() != nil {
@@ -165,4 +176,14 @@ func hostList(m map[string]string) string {
 		return "host " + names[0]
 	}
 	return "hosts " + strings.Join(names, " and ")
+}
+
+// deviceMTU is the MTU of f's device name (0: not there).
+func deviceMTU(f state.Facts, name string) int {
+	for _, l := range f.Links {
+		if l.Name == name {
+			return l.MTU
+		}
+	}
+	return 0
 }
