@@ -86,10 +86,12 @@ func CheckFresh(p *plan.Plan, facts map[string]state.Facts, requests map[string]
 
 // verifyBefore reports whether OLD's step s may only run after the tunnel
 // is verified: routes and the nft table are what send clients' flows into
-// the tunnel.
+// the tunnel. An update of the nft table that changes only its underlay
+// filter sends no flow anywhere new, and the check needs it (plan orders
+// it with the links: plan.UnderlayOnly).
 func verifyBefore(s state.Step) bool {
 	k := s.Object().Kind()
-	return s.Action != state.Delete && (k == state.KindRoute || k == state.KindNft)
+	return s.Action != state.Delete && (k == state.KindRoute || k == state.KindNft) && !plan.UnderlayOnly(s)
 }
 
 // Apply runs the plan: NEW's steps, OLD's steps up to the first one that

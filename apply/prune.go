@@ -6,11 +6,13 @@ import "github.com/opsmigrate/migrate/state"
 //
 //   - entries already rolled back (Changes and Restores read only active
 //     entries);
-//   - within one change, every entry of an object after the first: a
-//     later entry of the same object in the same change can only be a
-//     repair, which put back the After the first one set (that is what
-//     makes its run part of the change). Restores read, per change and
-//     object, the first entry's Before and the After, both kept.
+//   - within one change, every entry of an object after the first that
+//     put back the After the first one set: a repair (that is what makes
+//     its run part of the change). Restores read, per change and object,
+//     the first entry's Before and the After, both kept. (One apply may
+//     change an object in two steps with different Afters, OLD's nft
+//     table when a tunnel endpoint changes: plan.UnderlayOnly. Both are
+//     kept.)
 //
 // Entries of runs for which keep returns true are never listed: a run
 // whose revert timer may still fire replays its own entries from the host

@@ -3,7 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
+	"net/netip"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -61,106 +62,161 @@ func forgedPackets(t *testing.T, tc tunnelCase) {
 		t.Fatal(err)
 	}
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	oldEP, newEP, innerOld, innerNew := s.Lab.OldIP, s.Lab.NewIP, "169.254.42.1", "169.254.42.2"
+	oldEP, newEP := s.Lab.OldIP, s.Lab.NewIP
 	if tc.V6Underlay {
 		oldEP, newEP = s.Lab.OldIP6, s.Lab.NewIP6
 	}
-	nsRun := func(role string, args ...string) string {
-		t.Helper()
-		ectx, cancel := context.WithTimeout(ctx, scenario.Slow(20*time.Second))
-		defer cancel()
-		out, err := s.Lab.Exec(ectx, role, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out)
-	}
+	p := newUnderlayProbe(t, ctx, s, tc.Type, oldEP)
 
+	// 1. Forged: from the client namespace, its own address as source.
+	out := p.expectDropped(lab.RoleClient, netip.Addr{})
+	t.Logf("client (%s) -> OLD (%s), %s: %s", s.Lab.ClientIP, oldEP, tc.Type, out)
+	t.Logf("OLD's prerouting chain (the underlay filter first) after the forgeries:\n%s", p.run(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting"))
+
+	// 2. The same packets from the peer's endpoint go through.
+	out = p.expectDelivered(lab.RoleNew, newEP)
+	t.Logf("NEW (%s) -> OLD (%s), %s: %s", newEP, oldEP, tc.Type, out)
+	t.Logf("TUNNEL %s: forged packets from a third party dropped and counted (%d/%d), the peer's delivered (%d/%d)",
+		tc.Name, forgedCount, forgedCount, p.caught(), forgedCount)
+	t.Logf("catcher on OLD:\n%s", s.LogText(p.catcher))
+}
+
+// underlayProbe sends forged tunnel packets at OLD's endpoint and counts,
+// on OLD, what the underlay filter drops (its rule's counter), what OLD's
+// tunnel device receives of them (an ingress counter in a table of the
+// test's own) and what reaches a listener on OLD's inner address.
+type underlayProbe struct {
+	t       *testing.T
+	ctx     context.Context
+	s       *scenario.Scenario
+	args    []string // labtool forge ..., without -from
+	catcher *exec.Cmd
+}
+
+// newUnderlayProbe starts the catcher on OLD's inner address and the
+// ingress counter on OLD's mig0, for tunnel type typ whose OLD endpoint
+// is oldEP.
+func newUnderlayProbe(t *testing.T, ctx context.Context, s *scenario.Scenario, typ string, oldEP netip.Addr) *underlayProbe {
+	t.Helper()
+	innerOld, innerNew := "169.254.42.1", "169.254.42.2"
+	p := &underlayProbe{t: t, ctx: ctx, s: s}
 	// What OLD lets through is what reaches its inner address: catch it.
 	catcher, err := s.Lab.Start(lab.RoleOld, s.LabtoolBin, "forge", "-catch", fmt.Sprintf("%s:%d", innerOld, forgedInnerPort))
 	if err != nil {
 		t.Fatal(err)
 	}
-	caught := func() int {
-		b, _ := os.ReadFile(s.Lab.LogPath(catcher))
-		return strings.Count(string(b), "caught from=")
-	}
+	p.catcher = catcher
 	waitFor(t, ctx, "the catcher to listen", func() bool {
-		b, _ := os.ReadFile(s.Lab.LogPath(catcher))
-		return strings.Contains(string(b), "catching on")
+		return strings.Contains(s.LogText(catcher), "catching on")
 	})
-
-	dropped := func() int {
-		t.Helper()
-		out := nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting")
-		m := counterRE.FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("no underlay drop counter in OLD's table:\n%s", out)
-		}
-		n, _ := strconv.Atoi(m[1])
-		return n
-	}
 	// What OLD's tunnel device receives of the forged datagrams: a
 	// counter on its ingress hook, in a table of the test's own. (The
 	// device's rx_packets also counts the peer's ARP and neighbour
 	// traffic, which arrives at any time: one such packet failed a CI run.)
-	nsRun(lab.RoleOld, "nft", "add", "table", "netdev", "forgedcheck")
-	nsRun(lab.RoleOld, "nft", "add", "chain", "netdev", "forgedcheck", "in", `{ type filter hook ingress device "mig0" priority 0; }`)
-	nsRun(lab.RoleOld, "nft", "add", "rule", "netdev", "forgedcheck", "in", "udp", "dport", strconv.Itoa(forgedInnerPort), "counter")
-	rx := func() int {
-		t.Helper()
-		out := nsRun(lab.RoleOld, "nft", "list", "chain", "netdev", "forgedcheck", "in")
-		m := ingressRE.FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("no ingress counter on OLD's mig0:\n%s", out)
-		}
-		n, _ := strconv.Atoi(m[1])
-		return n
-	}
-	args := []string{s.LabtoolBin, "forge", "-type", tc.Type, "-to", oldEP.String(), "-count", strconv.Itoa(forgedCount),
+	p.run(lab.RoleOld, "nft", "add", "table", "netdev", "forgedcheck")
+	p.run(lab.RoleOld, "nft", "add", "chain", "netdev", "forgedcheck", "in", `{ type filter hook ingress device "mig0" priority 0; }`)
+	p.run(lab.RoleOld, "nft", "add", "rule", "netdev", "forgedcheck", "in", "udp", "dport", strconv.Itoa(forgedInnerPort), "counter")
+	p.args = []string{s.LabtoolBin, "forge", "-type", typ, "-to", oldEP.String(), "-count", strconv.Itoa(forgedCount),
 		"-inner-src", innerNew, "-inner-dst", innerOld, "-inner-port", strconv.Itoa(forgedInnerPort)}
-	if tc.Type == "vxlan" {
+	if typ == "vxlan" {
 		// Addressed to OLD's tunnel device, so that a frame let in
 		// would be delivered, not dropped as another host's.
-		m := etherRE.FindStringSubmatch(nsRun(lab.RoleOld, "ip", "-o", "link", "show", "dev", "mig0"))
+		m := etherRE.FindStringSubmatch(p.run(lab.RoleOld, "ip", "-o", "link", "show", "dev", "mig0"))
 		if m == nil {
 			t.Fatal("no MAC address on OLD's mig0")
 		}
-		args = append(args, "-dst-mac", m[1])
+		p.args = append(p.args, "-dst-mac", m[1])
 	}
+	return p
+}
 
-	// 1. Forged: from the client namespace, its own address as source.
-	drop0, rx0 := dropped(), rx()
-	out := nsRun(lab.RoleClient, args...)
-	t.Logf("client (%s) -> OLD (%s), %s: %s", s.Lab.ClientIP, oldEP, tc.Type, strings.TrimSpace(out))
-	waitFor(t, ctx, "the underlay drop counter", func() bool { return dropped() >= drop0+forgedCount })
+// run runs args in role's namespace, bounded, and returns the output.
+func (p *underlayProbe) run(role string, args ...string) string {
+	p.t.Helper()
+	ectx, cancel := context.WithTimeout(p.ctx, scenario.Slow(20*time.Second))
+	defer cancel()
+	out, err := p.s.Lab.Exec(ectx, role, args...)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return string(out)
+}
+
+// caught counts the datagrams that reached OLD's inner address.
+func (p *underlayProbe) caught() int {
+	return strings.Count(p.s.LogText(p.catcher), "caught from=")
+}
+
+// dropped is the underlay filter's drop counter on OLD.
+func (p *underlayProbe) dropped() int {
+	p.t.Helper()
+	out := p.run(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting")
+	m := counterRE.FindStringSubmatch(out)
+	if m == nil {
+		p.t.Fatalf("no underlay drop counter in OLD's table:\n%s", out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// rx counts the forged datagrams OLD's mig0 received.
+func (p *underlayProbe) rx() int {
+	p.t.Helper()
+	out := p.run(lab.RoleOld, "nft", "list", "chain", "netdev", "forgedcheck", "in")
+	m := ingressRE.FindStringSubmatch(out)
+	if m == nil {
+		p.t.Fatalf("no ingress counter on OLD's mig0:\n%s", out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// send sends forgedCount packets from role's namespace, from the outer
+// source address from (the kernel's choice when invalid).
+func (p *underlayProbe) send(role string, from netip.Addr) string {
+	p.t.Helper()
+	args := p.args
+	if from.IsValid() {
+		args = append(append([]string(nil), args...), "-from", from.String())
+	}
+	return strings.TrimSpace(p.run(role, args...))
+}
+
+// expectDropped sends from role (see send) and wants every packet dropped
+// and counted by OLD's underlay filter, none at OLD's mig0 or inner
+// address.
+func (p *underlayProbe) expectDropped(role string, from netip.Addr) string {
+	p.t.Helper()
+	drop0, rx0, caught0 := p.dropped(), p.rx(), p.caught()
+	out := p.send(role, from)
+	waitFor(p.t, p.ctx, "the underlay drop counter", func() bool { return p.dropped() >= drop0+forgedCount })
 	time.Sleep(scenario.Slow(500 * time.Millisecond)) // anything late would show now
-	if got := dropped() - drop0; got != forgedCount {
-		t.Errorf("underlay filter dropped %d forged packets, want %d", got, forgedCount)
+	if got := p.dropped() - drop0; got != forgedCount {
+		p.t.Errorf("underlay filter dropped %d forged packets, want %d", got, forgedCount)
 	}
-	if got := rx() - rx0; got != 0 {
-		t.Errorf("OLD's mig0 received %d forged datagrams, want 0", got)
+	if got := p.rx() - rx0; got != 0 {
+		p.t.Errorf("OLD's mig0 received %d forged datagrams, want 0", got)
 	}
-	if n := caught(); n != 0 {
-		t.Errorf("%s:%d caught %d forged datagrams, want 0", innerOld, forgedInnerPort, n)
+	if n := p.caught() - caught0; n != 0 {
+		p.t.Errorf("OLD's inner address caught %d forged datagrams, want 0", n)
 	}
-	t.Logf("OLD's prerouting chain (the underlay filter first) after the forgeries:\n%s", nsRun(lab.RoleOld, "nft", "list", "chain", "inet", "migrate", "prerouting"))
+	return out
+}
 
-	// 2. The same packets from the peer's endpoint go through.
-	drop1, rx1 := dropped(), rx()
-	out = nsRun(lab.RoleNew, append(args, "-from", newEP.String())...)
-	t.Logf("NEW (%s) -> OLD (%s), %s: %s", newEP, oldEP, tc.Type, strings.TrimSpace(out))
-	waitFor(t, ctx, "the peer's datagrams at the inner address", func() bool { return caught() >= forgedCount })
-	if got := dropped() - drop1; got != 0 {
-		t.Errorf("underlay filter dropped %d of the peer's packets, want 0", got)
+// expectDelivered sends from role (see send) and wants every packet
+// through OLD's underlay filter, at OLD's mig0 and its inner address.
+func (p *underlayProbe) expectDelivered(role string, from netip.Addr) string {
+	p.t.Helper()
+	drop0, rx0, caught0 := p.dropped(), p.rx(), p.caught()
+	out := p.send(role, from)
+	waitFor(p.t, p.ctx, "the peer's datagrams at the inner address", func() bool { return p.caught() >= caught0+forgedCount })
+	if got := p.dropped() - drop0; got != 0 {
+		p.t.Errorf("underlay filter dropped %d of the peer's packets, want 0", got)
 	}
-	if got := rx() - rx1; got < forgedCount {
-		t.Errorf("OLD's mig0 received %d of the peer's datagrams, want %d", got, forgedCount)
+	if got := p.rx() - rx0; got < forgedCount {
+		p.t.Errorf("OLD's mig0 received %d of the peer's datagrams, want %d", got, forgedCount)
 	}
-	b, _ := os.ReadFile(s.Lab.LogPath(catcher))
-	t.Logf("TUNNEL %s: forged packets from a third party dropped and counted (%d/%d), the peer's delivered (%d/%d)",
-		tc.Name, forgedCount, forgedCount, caught(), forgedCount)
-	t.Logf("catcher on OLD:\n%s", b)
+	return out
 }
 
 // waitFor polls cond until it holds, failing the test after a while.

@@ -96,7 +96,15 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 				}
 			}
 			c := c
-			up = append(up, state.Step{Host: host, Action: state.Update, Before: &c, After: &d})
+			before := &c
+			if mid := underlayFirst(c, d); mid != nil {
+				// A new underlay filter and more: the filter on its
+				// own first, before the tunnel check (UnderlayOnly);
+				// the rest after it.
+				up = append(up, state.Step{Host: host, Action: state.Update, Before: &c, After: mid})
+				before = mid
+			}
+			up = append(up, state.Step{Host: host, Action: state.Update, Before: before, After: &d})
 		}
 	}
 
@@ -159,7 +167,7 @@ func less(a, b state.Step) bool {
 	if pa, pb := beforeLinks(a), beforeLinks(b); pa != pb {
 		return pa
 	}
-	ka, kb := a.Object().Kind(), b.Object().Kind()
+	ka, kb := sortKind(a), sortKind(b)
 	if ka != kb {
 		return ka < kb
 	}
@@ -173,6 +181,54 @@ func less(a, b state.Step) bool {
 		return fb
 	}
 	return a.Key() < b.Key()
+}
+
+// sortKind is the kind s sorts with: its object's, except that an nft
+// update that changes only the underlay filter goes with the links (after
+// them: "link" < "nft"), before any address, route or the tunnel check.
+func sortKind(s state.Step) state.Kind {
+	if UnderlayOnly(s) {
+		return state.KindLink
+	}
+	return s.Object().Kind()
+}
+
+// UnderlayOnly reports an update of the nft table that changes its
+// underlay filter and nothing else: a tunnel endpoint changed. It sends no
+// flow anywhere new, and the tunnel check after the new devices needs it:
+// when NEW's endpoint changed, OLD's old filter drops every tunnel packet
+// from NEW's new address, the check's too. So it goes right after the
+// links, and apply runs it before the check.
+func UnderlayOnly(s state.Step) bool {
+	if s.Action != state.Update || s.Before == nil || s.After == nil || s.Before.Nft == nil || s.After.Nft == nil {
+		return false
+	}
+	b, a := *s.Before.Nft, *s.After.Nft
+	if sameUnderlay(b.Spec.Underlay, a.Spec.Underlay) {
+		return false
+	}
+	b.Spec.Underlay, a.Spec.Underlay = nil, nil
+	return state.Object{Nft: &b}.Equal(state.Object{Nft: &a})
+}
+
+// underlayFirst is the table between cur and want when want changes the
+// underlay filter and more: cur with want's filter. Nil when the filter
+// stays, or when it is all that changes.
+func underlayFirst(cur, want state.Object) *state.Object {
+	if cur.Nft == nil || want.Nft == nil || sameUnderlay(cur.Nft.Spec.Underlay, want.Nft.Spec.Underlay) {
+		return nil
+	}
+	mid := *cur.Nft
+	mid.Spec.Underlay = want.Nft.Spec.Underlay
+	o := state.Object{Nft: &mid}
+	if o.Equal(want) {
+		return nil
+	}
+	return &o
+}
+
+func sameUnderlay(a, b *state.NftUnderlay) bool {
+	return a == b || a != nil && b != nil && *a == *b
 }
 
 // beforeLinks reports a create or update of SendRedirectsAll.
