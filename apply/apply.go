@@ -270,6 +270,10 @@ var ErrNothingToRollBack = errors.New("nothing to roll back: the state file reco
 type RollbackPlan struct {
 	Changes []Change
 	Steps   []RollbackStep
+	// Warnings: what the rollback puts back that cannot work on the
+	// hosts as they are now (a tunnel device whose local endpoint the
+	// host no longer holds).
+	Warnings []string
 }
 
 // Count is the number of entries the rollback undoes, and of steps that
@@ -323,7 +327,29 @@ func (e *Executor) PlanRollback(ctx context.Context, all bool) (*RollbackPlan, e
 	for i, j := 0, len(changes)-1; i < j; i, j = i+1, j-1 {
 		changes[i], changes[j] = changes[j], changes[i]
 	}
-	return &RollbackPlan{Changes: changes, Steps: steps}, nil
+	return &RollbackPlan{Changes: changes, Steps: steps, Warnings: rollbackWarnings(steps, facts)}, nil
+}
+
+// rollbackWarnings names the tunnel devices a rollback makes again with a
+// local endpoint their host no longer holds: after a host changed its
+// address (a cloud VM stopped and started) and the plan followed it, the
+// rollback of that apply restores the device exactly as it was, towards
+// an address that is gone, and the tunnel carries nothing.
+func rollbackWarnings(steps []RollbackStep, facts map[string]state.Facts) []string {
+	var out []string
+	for _, rs := range steps {
+		if rs.Step == nil || rs.Step.After == nil || rs.Step.After.Link == nil {
+			continue
+		}
+		l := rs.Step.After.Link
+		f, ok := facts[rs.Step.Host]
+		if !ok || !l.Local.IsValid() || f.HasAddr(l.Local) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("WARNING host %s: this rollback makes the tunnel device %s again with local endpoint %s, which host %s no longer holds: the tunnel will carry nothing afterwards (the endpoint changed since that apply). To go on migrating, apply the plan with the current endpoints instead; to end the migration, use rollback --all",
+			rs.Step.Host, l.Name, l.Local, rs.Step.Host))
+	}
+	return out
 }
 
 // Rollback undoes the last change (all changes with all=true): see

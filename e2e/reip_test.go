@@ -217,6 +217,14 @@ func newEndpointChanges(t *testing.T, withService bool) {
 	}
 
 	mustMigrate(t, ctx, s, 0, "plan", "--detailed-exitcode", "-f", s.PlanFile)
+	// A rollback of only the last apply would put the devices back
+	// towards the address that is gone: it says so before asking (and
+	// is not confirmed here: no terminal).
+	if r, err := s.Migrate(ctx, "rollback", "-f", s.PlanFile); err != nil || r.Code == 0 ||
+		!strings.Contains(r.Stdout+r.Stderr, fmt.Sprintf("WARNING host new: this rollback makes the tunnel device mig0 again with local endpoint %s, which host new no longer holds", l.NewIP)) ||
+		!strings.Contains(r.Stdout+r.Stderr, "no terminal to ask for confirmation") {
+		t.Errorf("rollback of the re-IP apply, declined: want the warning of the gone endpoint: %v\n%s\n%s", err, r.Stdout, r.Stderr)
+	}
 	held.stop(t)
 	r = mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	t.Logf("rollback --all:\n%s", r.Stdout)

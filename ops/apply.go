@@ -359,6 +359,9 @@ func Rollback[H Host](ctx context.Context, dial Dialer[H], v RollbackView, o Rol
 	if err != nil {
 		return err
 	}
+	for _, w := range rp.Warnings {
+		v.Note(w)
+	}
 	v.RollbackPlan(rp, what)
 	n, _ := rp.Count()
 	if o.Approve != nil {
