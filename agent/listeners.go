@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,9 +13,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/opsmigrate/migrate/agent/kernel"
 	"github.com/opsmigrate/migrate/agent/proto"
 	"github.com/opsmigrate/migrate/state"
 )
@@ -48,20 +45,20 @@ func listeners(withOwners bool) ([]state.Listener, error) {
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		// The kernel filters by state: a busy OLD's connections are not
 		// copied out at every status reading.
-		tcp, err := dumpSockets(fam, unix.IPPROTO_TCP, 1<<tcpListen)
+		tcp, err := kernel.DumpSockets(fam, unix.IPPROTO_TCP, 1<<tcpListen)
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag tcp: %w", err)
 		}
-		udp, err := dumpSockets(fam, unix.IPPROTO_UDP, 1<<tcpClose)
+		udp, err := kernel.DumpSockets(fam, unix.IPPROTO_UDP, 1<<tcpClose)
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag udp: %w", err)
 		}
-		add := func(proto state.Proto, s diagSocket) {
-			a := s.src.Unmap()
+		add := func(proto state.Proto, s kernel.Socket) {
+			a := s.Local.Addr()
 			if fam == unix.AF_INET6 && a.Is4() {
 				return
 			}
-			l := state.Listener{Proto: proto, Addr: a.String(), Port: s.sport, Process: owners[s.inode]}
+			l := state.Listener{Proto: proto, Addr: a.String(), Port: s.Local.Port(), Process: owners[s.Inode]}
 			if a.IsUnspecified() && a.Is6() {
 				l.V6Only = v6only()
 			}
@@ -73,13 +70,13 @@ func listeners(withOwners bool) ([]state.Listener, error) {
 			out = append(out, l)
 		}
 		for _, s := range tcp {
-			if s.state == tcpListen {
+			if s.State == tcpListen {
 				add(state.TCP, s)
 			}
 		}
 		for _, s := range udp {
 			// Bound and not connected: a UDP server.
-			if s.sport != 0 && s.dst.IsUnspecified() && s.dport == 0 {
+			if s.Local.Port() != 0 && s.Remote.Addr().IsUnspecified() && s.Remote.Port() == 0 {
 				add(state.UDP, s)
 			}
 		}
@@ -95,84 +92,6 @@ func listeners(withOwners bool) ([]state.Listener, error) {
 		return a.Addr < b.Addr
 	})
 	return out, nil
-}
-
-// diagSocket is one socket as sock_diag reports it.
-type diagSocket struct {
-	state        uint8
-	src, dst     netip.Addr // as the kernel reports them (v4-mapped in AF_INET6)
-	sport, dport uint16
-	inode        uint32
-}
-
-// diagRequest is struct inet_diag_req_v2 with an empty socket id: every
-// socket of the family and protocol in the given states (a bit per state,
-// filtered by the kernel), with no extensions (netlink.SocketDiagTCP asks
-// for every state and for tcp_info of each socket).
-type diagRequest struct {
-	family, protocol uint8
-	states           uint32
-}
-
-func (r diagRequest) Len() int { return 56 }
-
-func (r diagRequest) Serialize() []byte {
-	b := make([]byte, 56)
-	b[0], b[1] = r.family, r.protocol
-	nl.NativeEndian().PutUint32(b[4:8], r.states)
-	return b
-}
-
-// dumpSockets dumps the host's sockets of one family and protocol in
-// states, again while the kernel says the dump was interrupted. A host
-// without IPv6 has no AF_INET6 sockets.
-func dumpSockets(family, protocol uint8, states uint32) ([]diagSocket, error) {
-	var err error
-	for i := 0; i < 5; i++ {
-		var out []diagSocket
-		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-		req.AddData(diagRequest{family: family, protocol: protocol, states: states})
-		err = req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
-			if s, ok := parseDiagMsg(msg); ok {
-				out = append(out, s)
-			}
-			return true
-		})
-		switch {
-		case errors.Is(err, unix.ENOENT) && family == unix.AF_INET6:
-			return nil, nil
-		case err == nil || !errors.Is(err, netlink.ErrDumpInterrupted):
-			return out, err
-		}
-	}
-	return nil, err
-}
-
-// parseDiagMsg reads struct inet_diag_msg: family, state, timer, retrans;
-// the id (sport and dport big-endian, src and dst 16 bytes each, if,
-// cookie); expires, rqueue, wqueue, uid, inode (host order).
-func parseDiagMsg(msg []byte) (diagSocket, bool) {
-	var s diagSocket
-	if len(msg) < 72 {
-		return s, false
-	}
-	n := 16
-	switch msg[0] {
-	case unix.AF_INET:
-		n = 4
-	case unix.AF_INET6:
-	default:
-		return s, false
-	}
-	src, ok1 := netip.AddrFromSlice(msg[8 : 8+n])
-	dst, ok2 := netip.AddrFromSlice(msg[24 : 24+n])
-	if !ok1 || !ok2 {
-		return s, false
-	}
-	s.state, s.src, s.dst = msg[1], src, dst
-	s.sport, s.dport = binary.BigEndian.Uint16(msg[4:6]), binary.BigEndian.Uint16(msg[6:8])
-	s.inode = nl.NativeEndian().Uint32(msg[68:72])
-	return s, true
 }
 
 // v6only is the host default for :: sockets. A socket can override it;

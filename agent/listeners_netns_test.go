@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/opsmigrate/migrate/agent/kernel"
 	"github.com/opsmigrate/migrate/state"
 )
 
@@ -88,24 +89,24 @@ func TestListenersFromKernel(t *testing.T) {
 			proto  uint8
 			states uint32
 		}{{unix.IPPROTO_TCP, 1 << tcpListen}, {unix.IPPROTO_UDP, 1 << tcpClose}} {
-			socks, err := dumpSockets(fam, q.proto, q.states)
+			socks, err := kernel.DumpSockets(fam, q.proto, q.states)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, s := range socks {
-				if s.dport != 0 || 1<<s.state&q.states == 0 {
+				if s.Remote.Port() != 0 || 1<<s.State&q.states == 0 {
 					t.Errorf("family %d proto %d: the dump holds %+v", fam, q.proto, s)
 				}
 			}
 		}
 		// All states: the connections are there.
-		all, err := dumpSockets(fam, unix.IPPROTO_TCP, 0xfff)
+		all, err := kernel.DumpSockets(fam, unix.IPPROTO_TCP, 0xfff)
 		if err != nil {
 			t.Fatal(err)
 		}
 		connected := 0
 		for _, s := range all {
-			if s.dport != 0 {
+			if s.Remote.Port() != 0 {
 				connected++
 			}
 		}

@@ -370,8 +370,8 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool
 			if p == unix.IPPROTO_UDP {
 				states = 1 << tcpStEstablished
 			}
-			socks, err := h.socketList(fam, p, states, func(e sockEntry) bool {
-				_, ok := want[key{e.local.Addr(), p, e.local.Port()}]
+			socks, err := h.socketList(fam, p, states, func(e Socket) bool {
+				_, ok := want[key{e.Local.Addr(), p, e.Local.Port()}]
 				return ok
 			})
 			if errors.Is(err, unix.ENOENT) && fam == unix.AF_INET6 {
@@ -381,10 +381,10 @@ func (h *Host) flowCounts(services []state.NftService, mark uint32, sockets bool
 				return nil, fmt.Errorf("list sockets: %w", err)
 			}
 			for _, e := range socks {
-				k := want[key{e.local.Addr(), p, e.local.Port()}]
+				k := want[key{e.Local.Addr(), p, e.Local.Port()}]
 				c := out[k]
 				c.Sockets++
-				if !onOld[conn{p, e.remote, e.local}] {
+				if !onOld[conn{p, e.Remote, e.Local}] {
 					c.SocketsOnly++
 				}
 				out[k] = c
