@@ -132,6 +132,17 @@ func LoadJournal(path string) (*Journal, error) {
 // ParseJournal decodes a journal read from path (named in errors) and
 // checks its format version.
 func ParseJournal(b []byte, path string) (*Journal, error) {
+	// The version first: a newer migrate's file may not decode into this
+	// one's types, and "not valid JSON" would hide why.
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("state %s is not valid JSON: %w", path, err)
+	}
+	if v.Version > JournalVersion {
+		return nil, fmt.Errorf("state %s has format version %d, written by a newer migrate; this migrate reads versions 1 to %d: use that newer migrate (or a later one)", path, v.Version, JournalVersion)
+	}
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("state %s is not valid JSON: %w", path, err)

@@ -172,3 +172,12 @@ func TestJournalVersion1Reads(t *testing.T) {
 		t.Errorf("not written as version 2: %s", b)
 	}
 }
+
+// A state file of a newer format, whose contents this migrate's types
+// cannot even decode, is refused by its version, naming what to do.
+func TestParseJournalNewerVersion(t *testing.T) {
+	_, err := ParseJournal([]byte(`{"version": 99, "entries": "a newer encoding"}`), "x.state.json")
+	if err == nil || !strings.Contains(err.Error(), "format version 99, written by a newer migrate") {
+		t.Fatalf("err = %v", err)
+	}
+}
