@@ -36,7 +36,8 @@ const noexecExit = 86
 // argument would prove the same but copy megabytes and start a Go binary
 // per candidate. It all runs in the one exec install already was: no
 // round trip is added. When no candidate works the script prints, for
-// each, "tried DIR REASON RESOLVED" (REASON "unwritable" or "noexec"),
+// each, "tried REASON DIR RESOLVED" separated by tabs (REASON
+// "unwritable" or "noexec"),
 // then "mountinfo" and /proc/self/mountinfo, and exits noexecExit; the
 // CLI turns that into an error naming the mounts (parseUploadReport).
 func installScript(hash, sudo string) string {
@@ -46,8 +47,8 @@ func installScript(hash, sudo string) string {
 		`r=$(readlink -f -- "$c" 2>/dev/null) || r=$c; ` +
 		`if t=$(mktemp -d "$c/migrate.XXXXXX" 2>/dev/null) && [ -n "$t" ]; then ` +
 		`if printf '#!/bin/sh\nexit 0\n' > "$t/probe" && chmod 0700 "$t/probe" && "$t/probe" 2>/dev/null; then rm -f "$t/probe"; d=$t; break; fi; ` +
-		`rm -rf "$t"; echo "tried $c noexec $r"; ` +
-		`else echo "tried $c unwritable $r"; fi; ` +
+		`rm -rf "$t"; printf 'tried\tnoexec\t%s\t%s\n' "$c" "$r"; ` +
+		`else printf 'tried\tunwritable\t%s\t%s\n' "$c" "$r"; fi; ` +
 		`done; ` +
 		`if [ -z "$d" ]; then echo mountinfo; cat /proc/self/mountinfo; exit ` + strconv.Itoa(noexecExit) + `; fi; ` +
 		`set -e; trap 'rm -rf "$d"' EXIT; f="$d/migrate-` + hash + `"; cat > "$f"; chmod 0700 "$f"; ` +
@@ -134,9 +135,9 @@ func parseUploadReport(out string) (tried []triedDir, ms []mount) {
 		if line == "mountinfo" {
 			return tried, parseMountinfo(strings.Join(lines[i+1:], "\n"))
 		}
-		f := strings.SplitN(line, " ", 4)
+		f := strings.Split(line, "\t")
 		if len(f) == 4 && f[0] == "tried" {
-			tried = append(tried, triedDir{Dir: f[1], Reason: f[2], Resolved: f[3]})
+			tried = append(tried, triedDir{Reason: f[1], Dir: f[2], Resolved: f[3]})
 		}
 	}
 	return tried, nil

@@ -47,8 +47,8 @@ func TestNoexecMountFor(t *testing.T) {
 }
 
 func TestNoexecUploadDirError(t *testing.T) {
-	out := "tried /tmp noexec /tmp\ntried /var/tmp noexec /var/tmp\ntried /dev/shm noexec /dev/shm\n" +
-		"tried /home/deploy unwritable /home/deploy\nmountinfo\n" + hardenedMountinfo
+	out := "tried\tnoexec\t/tmp\t/tmp\ntried\tnoexec\t/var/tmp\t/var/tmp\ntried\tnoexec\t/dev/shm\t/dev/shm\n" +
+		"tried\tunwritable\t/home/deploy\t/home/deploy\nmountinfo\n" + hardenedMountinfo
 	err := uploadDirError("old", "deploy", out, "install it by hand")
 	msg := err.Error()
 	for _, want := range []string{
@@ -64,7 +64,7 @@ func TestNoexecUploadDirError(t *testing.T) {
 		}
 	}
 	// Exec refused without noexec (an LSM, say): said as it is.
-	msg = uploadDirError("old", "deploy", "tried /home/deploy noexec /home/deploy\nmountinfo\n"+hardenedMountinfo, "x").Error()
+	msg = uploadDirError("old", "deploy", "tried\tnoexec\t/home/deploy\t/home/deploy\nmountinfo\n"+hardenedMountinfo, "x").Error()
 	if !strings.Contains(msg, "/home/deploy: a file there cannot be executed (mount point /home, options rw,nodev,relatime)") {
 		t.Errorf("exec refused on an exec mount:\n%s", msg)
 	}
