@@ -374,6 +374,9 @@ func (c *Client) startDirect(ctx context.Context, self *Binary) (started bool, m
 			c.sess, c.stdin, c.stdout = nil, nil, nil
 			return false, machine, nil
 		}
+		if nerr := c.noexecStateDir(hashes[arch]); nerr != nil {
+			return false, "", nerr
+		}
 		return false, "", err
 	}
 	checkedAgents.add(agentKey(t, agentPath(hashes[arch])))

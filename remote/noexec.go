@@ -37,9 +37,10 @@ const noexecExit = 86
 // per candidate. It all runs in the one exec install already was: no
 // round trip is added. When no candidate works the script prints, for
 // each, "tried REASON DIR RESOLVED" separated by tabs (REASON
-// "unwritable" or "noexec"),
-// then "mountinfo" and /proc/self/mountinfo, and exits noexecExit; the
-// CLI turns that into an error naming the mounts (parseUploadReport).
+// "unwritable" or "noexec"), then "mountinfo" and /proc/self/mountinfo,
+// and exits noexecExit; the CLI turns that into an error naming the
+// mounts (parseUploadReport). The probe runs as the login user, the
+// agent-install as root: the same noexec applies to both.
 func installScript(hash, sudo string) string {
 	return `umask 077; d=; ` +
 		`for c in ` + strings.Join(uploadDirs, " ") + `; do ` +
