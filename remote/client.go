@@ -288,6 +288,9 @@ func (c *Client) start(ctx context.Context, bin *Binary) error {
 	}
 	timing.CLI.Since("  connect "+t.Name+": start the agent", t0)
 	if err := c.hello(ctx); err != nil {
+		if nerr := c.noexecStateDir(hash); nerr != nil {
+			return nerr
+		}
 		return err
 	}
 	checkedAgents.add(key) // it ran: its own hash check passed
@@ -370,6 +373,9 @@ func (c *Client) startDirect(ctx context.Context, self *Binary) (started bool, m
 			c.sess.Close()
 			c.sess, c.stdin, c.stdout = nil, nil, nil
 			return false, machine, nil
+		}
+		if nerr := c.noexecStateDir(hashes[arch]); nerr != nil {
+			return false, "", nerr
 		}
 		return false, "", err
 	}
@@ -511,12 +517,13 @@ func (c *Client) agentRefusal() string {
 var BeforeAgentStart func(host string)
 
 // install uploads the agent binary as the login user into a directory of
-// its own (mktemp -d: $TMPDIR or /tmp, which must allow exec) and runs it,
-// as root, as `agent-install --sha256 HASH`: the binary checks its own
-// sha256 and copies itself into the root-owned agent directory
-// (agent.InstallSelf). No shell runs as root. Through sudo this needs the
-// right to run the uploaded file as root, which the narrow sudoers rule
-// does not give: the user then gets the commands an administrator runs.
+// its own (mktemp -d in the first of $TMPDIR, /tmp, /var/tmp, /dev/shm,
+// $HOME where a file executes: installScript) and runs it, as root, as
+// `agent-install --sha256 HASH`: the binary checks its own sha256 and
+// copies itself into the root-owned agent directory (agent.InstallSelf).
+// No shell runs as root. Through sudo this needs the right to run the
+// uploaded file as root, which the narrow sudoers rule does not give: the
+// user then gets the commands an administrator runs.
 func (c *Client) install(bin *Binary, hash string) error {
 	t := c.Target
 	data, err := bin.Data()
@@ -527,7 +534,6 @@ func (c *Client) install(bin *Binary, hash string) error {
 	if t.Sudo {
 		sudo = "sudo -n "
 	}
-	script := fmt.Sprintf(`set -e; umask 077; d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; f="$d/migrate-%s"; cat > "$f"; chmod 0700 "$f"; %s"$f" agent-install --sha256 %s`, hash, sudo, hash)
 	s, err := c.ssh.NewSession()
 	if err != nil {
 		return fmt.Errorf("host %s: open session: %w", t.Name, err)
@@ -535,15 +541,49 @@ func (c *Client) install(bin *Binary, hash string) error {
 	defer s.Close()
 	var out, errb bytes.Buffer
 	s.Stdout, s.Stderr, s.Stdin = &out, &errb, bytes.NewReader(data)
-	if err := s.Run(script); err != nil {
+	if err := s.Run(installScript(hash, sudo)); err != nil {
 		msg := strings.TrimSpace(errb.String())
+		byHand := fmt.Sprintf("write it with `migrate agent-binary linux/%s -o FILE` (a release build; a dev build is the linux migrate itself), copy FILE to the host and run `FILE agent-install --sha256 %s` there as root", bin.Arch, hash)
+		var exit *ssh.ExitError
+		if errors.As(err, &exit) && exit.ExitStatus() == noexecExit {
+			return uploadDirError(t.Name, t.User, out.String(), "install the agent as root by hand: "+byHand+", from a directory that allows exec")
+		}
 		if t.Sudo && strings.Contains(strings.ToLower(msg), "a password is required") {
-			return fmt.Errorf("host %s: migrate's agent %s (sha256 %s) is not installed on the host, and user %s may not install it: its sudo rule allows only migrate's installed agents (sudo said: %s). As root on the host, install it: write it with `migrate agent-binary linux/%s -o FILE` (a release build; a dev build is the linux migrate itself), copy FILE to the host and run `FILE agent-install --sha256 %s` there as root",
-				t.Name, bin, hash, t.User, msg, bin.Arch, hash)
+			return fmt.Errorf("host %s: migrate's agent %s (sha256 %s) is not installed on the host, and user %s may not install it: its sudo rule allows only migrate's installed agents (sudo said: %s). As root on the host, install it: %s",
+				t.Name, bin, hash, t.User, msg, byHand)
 		}
 		return fmt.Errorf("host %s: install agent: %w: %s", t.Name, err, msg)
 	}
 	return nil
+}
+
+// noexecStateDir is the clear error when the agent could not be executed
+// because the state directory is on a noexec mount, else nil. It runs one
+// more SSH command, only after such a failure.
+func (c *Client) noexecStateDir(hash string) error {
+	if c.stderr == nil || c.sess == nil {
+		return nil
+	}
+	sw, ok := c.sess.Stderr.(*syncWriter)
+	if !ok {
+		return nil
+	}
+	sw.mu.Lock()
+	stderr := c.stderr.String()
+	sw.mu.Unlock()
+	if !execDenied(stderr) {
+		return nil
+	}
+	out, err := run(c.ssh, stateDirScript, nil)
+	if err != nil {
+		return nil
+	}
+	dir, m, noexec := stateDirNoexec(out)
+	if !noexec {
+		return nil
+	}
+	return fmt.Errorf("host %s: the agent's state directory %s is on a file system mounted noexec (mount point %s, options %s), and the agent runs from there (%s/bin/migrate-%s): remount that file system with exec (and drop noexec from its line in /etc/fstab), or set MIGRATE_STATE_DIR for the SSH session to a root-owned directory of mode 0700 on a file system that allows exec (through sudo, sudoers must keep it, see README: Defaults env_keep += \"MIGRATE_STATE_DIR\", and the sudo rule must name that directory)",
+		c.Target.Name, dir, m.Point, m.Options, dir, hash)
 }
 
 // checkedAgents are the installed agents (target and path) this process
