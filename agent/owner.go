@@ -81,9 +81,6 @@ import (
 const (
 	ownProto    = 77        // plan.RouteProto
 	ownNftTable = "migrate" // plan.NftTableName
-	// rtprotKernel is the protocol of the kernel's own rules
-	// (RTPROT_KERNEL): the default local rule carries it.
-	rtprotKernel = 2
 	// maxOwnTable is the largest table config accepts for tunnel.table.
 	maxOwnTable = 1<<31 - 1
 )
@@ -267,9 +264,15 @@ func checkOwnedObject(o state.Object) error {
 	return nil
 }
 
-// kernelLocalRule reports the kernel's default local rule.
-func kernelLocalRule(r state.Rule) bool {
-	return r.Priority == 0 && r.Table == state.TableLocal && r.Protocol == rtprotKernel && bare(r)
+// defaultLocalRule reports the default local rule: pref 0, from all,
+// lookup local, as the kernel makes it (protocol kernel) or as an admin
+// puts it back by hand (`ip rule add pref 0 lookup local`: protocol 0, or
+// whatever -p says). It is the one rule migrate moves that is not its own;
+// refusing the hand-made copy left such a host where neither apply (to
+// repair: that rule sends the moved services' packets to OLD's own stack)
+// nor rollback could touch it.
+func defaultLocalRule(r state.Rule) bool {
+	return r.Priority == 0 && r.Table == state.TableLocal && r.Protocol != ownProto && bare(r)
 }
 
 // bare reports a rule without selector: from all.
@@ -278,11 +281,11 @@ func bare(r state.Rule) bool {
 }
 
 func checkOwnedRule(r state.Rule) error {
-	if kernelLocalRule(r) {
+	if defaultLocalRule(r) {
 		return nil
 	}
 	if r.Protocol != ownProto {
-		return fmt.Errorf("rule protocol %d: migrate's rules carry protocol %d (the only other rule migrate moves is the kernel's pref 0 lookup local, protocol kernel)", r.Protocol, ownProto)
+		return fmt.Errorf("rule protocol %d: migrate's rules carry protocol %d (the only other rule migrate moves is the default pref 0 lookup local)", r.Protocol, ownProto)
 	}
 	switch {
 	case ownTable(r.Table):
@@ -415,7 +418,7 @@ func liveOwned(f state.Facts, s state.Step) error {
 		if s.Action == state.Create {
 			return nil
 		}
-		if s.Action == state.Delete && kernelLocalRule(*s.Before.Rule) && !movedLocalRule(f, o.Rule.Family) {
+		if s.Action == state.Delete && defaultLocalRule(*s.Before.Rule) && !movedLocalRule(f, o.Rule.Family) {
 			// The move adds the new rule before the old one goes:
 			// without it, the host would deliver nothing locally.
 			return fmt.Errorf("the kernel's local rule is only removed once migrate's moved local rule (lookup local, protocol %d) is in place, and there is none for IPv%d", ownProto, o.Rule.Family)

@@ -263,8 +263,11 @@ func TestCheckOwnedStep(t *testing.T) {
 		{"rule proto 77 local pref 0", cr(state.Rule{Family: 4, Priority: 0, Table: 255, Protocol: 77}), "local only for the moved local rule"},
 		{"rule proto 77 local from", cr(state.Rule{Family: 4, Priority: 5, Src: netip.MustParsePrefix("10.0.0.0/8"), Table: 255, Protocol: 77}), "local only for the moved local rule"},
 		{"kernel local with selector", dl(state.Rule{Family: 4, Priority: 0, Src: netip.MustParsePrefix("10.0.0.0/8"), Table: 255, Protocol: 2}), "rule protocol 2"},
-		{"local rule proto 0", dl(state.Rule{Family: 4, Priority: 0, Table: 255}), "rule protocol 0"},
-		{"update kernel local to foreign", up(kernelLocal, state.Rule{Family: 4, Priority: 0, Table: 255, Protocol: 4}), "rule protocol 4"},
+		// The default local rule put back by hand (`ip rule add pref 0
+		// lookup local`: protocol 0) is still the default local rule:
+		// apply moves it again, rollback puts the recorded one back.
+		{"local rule proto 0", dl(state.Rule{Family: 4, Priority: 0, Table: 255}), ""},
+		{"update hand-made local to kernel's", up(state.Rule{Family: 4, Priority: 0, Table: 255}, kernelLocal), ""},
 		{"route wrong proto", dl(wrongProto), "route protocol 3"},
 		{"route main", dl(state.Route{Family: 4, Table: 254, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "eth0", Protocol: 77}), "route table main"},
 		{"route local", dl(state.Route{Family: 4, Table: 255, Type: "unicast", Dst: netip.MustParsePrefix("127.0.0.1/32"), Dev: "lo", Protocol: 77}), "route table local"},

@@ -620,7 +620,7 @@ func verdict(r Report) string {
 		return "OLD could not be read: how far each service has got is unknown. Keep OLD until it answers again (the ping from NEW through the tunnel says whether OLD itself is alive)."
 	}
 	if r.PathBroken != "" {
-		return "The path to NEW is broken: " + r.PathBroken + ". Clients sent to NEW get no answer. Run migrate apply to put it back (or set the services to stage \"old\" and apply); OLD is still needed."
+		return "The path to NEW is broken: " + r.PathBroken + ". The moved services' clients are not served by NEW (no answer, stalled transfers, or OLD's own daemon, as the reason says). Run migrate apply to put it back (or set the services to stage \"old\" and apply); OLD is still needed."
 	}
 	newDown := ""
 	if !r.Reached(plan.New) {
@@ -712,6 +712,9 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	case !r.Tunnel.OldLinkUp:
 		why = append(why, "OLD's tunnel device "+oldDev+" is down")
 	}
+	if w := localRuleAhead(in.Old); w != "" {
+		why = append(why, w)
+	}
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
 	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {
@@ -728,6 +731,27 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		why = append([]string{what}, why...)
 	}
 	return strings.Join(why, "; ")
+}
+
+// localRuleAhead says when OLD has a rule that looks up the local table
+// for every packet ahead of migrate's fwmark rule (the default `pref 0
+// lookup local`, put back by hand: `ip rule add pref 0 lookup local`).
+// Then OLD's own stack takes the moved services' packets: new clients get
+// OLD's daemon, moved connections a reset. Nothing else in the report
+// shows it: the tunnel, the table and NEW are all fine.
+func localRuleAhead(old state.Facts) string {
+	for _, fw := range old.Rules {
+		if fw.Protocol != plan.RouteProto || fw.Mask == 0 {
+			continue
+		}
+		for _, r := range old.Rules {
+			if r.Family == fw.Family && r.Table == state.TableLocal && r.Priority < fw.Priority &&
+				!r.Src.IsValid() && !r.Dst.IsValid() && r.IifName == "" && r.Mask == 0 {
+				return fmt.Sprintf("OLD has a rule `pref %d lookup local` (IPv%d) again, ahead of migrate's rule for moved flows (pref %d; added by hand?): OLD's own stack takes their packets, so new clients reach OLD's daemon and moved connections are reset. Run migrate apply to move it again", r.Priority, r.Family, fw.Priority)
+			}
+		}
+	}
+	return ""
 }
 
 // tunnelDevs are the tunnel's device on OLD and on NEW: the tunnel's

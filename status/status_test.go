@@ -407,7 +407,16 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 			return f
 		}(), Probe{}, "NEW's restore at boot failed and left NEW as before migrate (its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing): run migrate apply"},
 		{"tunnel passes nothing", deadPing, Probe{Target: "169.254.42.2", Error: "no answer within 1s"}, "OLD cannot ping NEW through the tunnel (no answer within 1s)"},
+		{"OLD's local rule put back by hand", healthyNew(), Probe{}, "OLD has a rule `pref 0 lookup local` (IPv4) again, ahead of migrate's rule for moved flows (pref 900; added by hand?)"},
 	} {
+		old := old
+		if tc.name == "OLD's local rule put back by hand" {
+			old.Rules = []state.Rule{
+				{Family: 4, Priority: 0, Table: state.TableLocal},
+				{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77},
+				{Family: 4, Priority: 1000, Table: state.TableLocal, Protocol: 77},
+			}
+		}
 		r := Build(Input{Config: c, Old: old, New: tc.nw, OldToNew: tc.ping, Time: time.Now()})
 		if !strings.Contains(r.PathBroken, tc.want) || !strings.Contains(r.Verdict, "The path to NEW is broken") || strings.Contains(r.Verdict, "switched off") {
 			t.Errorf("%s: path %q verdict %q", tc.name, r.PathBroken, r.Verdict)
