@@ -226,7 +226,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// own published ports, so chain dnat_mark marks only those to a
 	// migrated address (PeerDst): NEW answers neither ARP nor NDP for
 	// them, so only OLD sends to them through NEW's segment interface.
-	oldSpec.KeepDest = ForeignDNAT(facts[Old])
+	oldSpec.KeepDest = ForeignDNAT(facts[Old]) || facts[Old].Legacy.DNAT()
 	newSpec.DNATReplies = ForeignDNAT(facts[New])
 	if newSpec.DNATReplies {
 		for _, a := range active {

@@ -1,0 +1,93 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// legacyWarnings are Warnings for the host's legacy x_tables firewall
+// (iptables-legacy, whose rules nft does not list): a filter FORWARD
+// that drops what it does not accept (Docker with the legacy backend
+// sets policy DROP) on a host that forwards, with the iptables-legacy
+// commands that accept migrate's flows; and legacy tables the agent could
+// not read. forwards says whether host forwards (OLD with a tunnel, a
+// host with forward blocks).
+func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string, forwards bool) []string {
+	l := facts[host].Legacy
+	if l == nil {
+		return nil
+	}
+	var out []string
+	if l.Error != "" {
+		out = append(out, fmt.Sprintf("WARNING host %s: legacy iptables tables (%s) could not be read: %s. Their rules (iptables-legacy) are not in nft's ruleset: check with `iptables-legacy-save` that filter FORWARD accepts what migrate forwards and that no nat PREROUTING rule rewrites the services' destinations", host, strings.Join(l.Tables, ", "), l.Error))
+	}
+	if !forwards {
+		return out
+	}
+	direct := Direct(c)
+	var seg string
+	if direct {
+		seg = SegmentDevs(c, facts)[host]
+	}
+	for _, fam := range l.Families {
+		if !fam.ForwardDrop() {
+			continue
+		}
+		v6 := fam.Family == "ip6"
+		if !legacyFamilyUsed(c, host, v6) {
+			continue
+		}
+		cmd, chain := "iptables-legacy", "FORWARD"
+		if v6 {
+			cmd = "ip6tables-legacy"
+		}
+		where := "a rule at the top of FORWARD"
+		if fam.DockerUser {
+			chain, where = "DOCKER-USER", "chain DOCKER-USER, which Docker keeps for your rules"
+		}
+		what := "has policy drop"
+		if fam.ForwardPolicy != "DROP" {
+			what = "drops or rejects what its rules do not accept"
+		}
+		var cmds []string
+		switch {
+		case c.Tunnel != nil && host == Old && direct:
+			for _, a := range ActiveAddrs(c) {
+				if a.Is6() == v6 {
+					cmds = append(cmds, fmt.Sprintf("%s -I %s -o %s -d %s -j ACCEPT", cmd, chain, seg, a), fmt.Sprintf("%s -I %s -i %s -s %s -j ACCEPT", cmd, chain, seg, a))
+				}
+			}
+		case c.Tunnel != nil && host == Old:
+			cmds = append(cmds, fmt.Sprintf("%s -I %s -i %s -j ACCEPT", cmd, chain, c.Tunnel.Name), fmt.Sprintf("%s -I %s -o %s -j ACCEPT", cmd, chain, c.Tunnel.Name))
+		}
+		msg := fmt.Sprintf("WARNING host %s: legacy iptables (iptables-legacy, not in nft's ruleset): table %s filter, chain FORWARD %s: it drops the traffic migrate forwards unless it accepts it", host, fam.Family, what)
+		if len(cmds) > 0 {
+			msg += fmt.Sprintf(". Accept migrate's flows in %s (before migrate apply): `%s`", where, strings.Join(cmds, "` and `"))
+		} else {
+			msg += fmt.Sprintf(". Accept the forwarded flows in %s (`%s -I %s ... -j ACCEPT`)", where, cmd, chain)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// legacyFamilyUsed says whether host forwards flows of that family: the
+// services' addresses on OLD with a tunnel, a forward block's on its host.
+func legacyFamilyUsed(c *config.Config, host string, v6 bool) bool {
+	if c.Tunnel != nil && host == Old {
+		for _, a := range ActiveAddrs(c) {
+			if a.Is6() == v6 {
+				return true
+			}
+		}
+	}
+	for _, f := range c.Forwards {
+		if string(f.On) == host && f.Address.Is6() == v6 {
+			return true
+		}
+	}
+	return false
+}
