@@ -247,3 +247,112 @@ func TestLegacyForwardDrop(t *testing.T) {
 	}
 	expectServed(t, ctx, s, port, "old")
 }
+
+// TestLegacyNew is TestDocker with Docker's rules written by
+// iptables-legacy on both hosts: NEW's legacy DNAT hands the flows from
+// the tunnel to NEW's container, whose answers get OLD's address only at
+// postrouting; NEW's table marks them (dnat_mark, as for an nft nat
+// chain) and they go back through the tunnel, while the lab router drops
+// what NEW sends from an address it does not hold. The client reaches
+// NEW's container through OLD's address and is seen with its own; the
+// port that stays reaches OLD's container; rollback restores both hosts.
+func TestLegacyNew(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	run := func(role string, args ...string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, role, args...)
+		if err != nil {
+			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+		}
+		return string(out)
+	}
+	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		c := containers[host]
+		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
+			t.Fatal(err)
+		}
+		rules := filepath.Join(l.Dir, host+"-docker-legacy.rules")
+		if err := os.WriteFile(rules, []byte(fmt.Sprintf(dockerRules, addrs[host])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+		run(host, "iptables-legacy-restore", rules)
+		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(lab.RoleOld, "iptables-legacy", "-t", "nat", "-A", "DOCKER", "!", "-i", "docker0", "-p", "tcp", "--dport", fmt.Sprint(scenario.StayPort), "-j", "DNAT", "--to-destination", addrs[lab.RoleOld]+":80")
+	defer func() {
+		for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+			for _, args := range [][]string{{"-F"}, {"-X"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-F"}, {"-t", "nat", "-X"}} {
+				if out, err := l.Exec(context.Background(), host, append([]string{"iptables-legacy"}, args...)...); err != nil {
+					t.Errorf("%s: iptables-legacy %v: %v: %s", host, args, err, out)
+				}
+			}
+		}
+	}()
+	spoof := filepath.Join(l.Dir, "spoof.nft")
+	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(lab.RoleRouter, "nft", "-f", spoof)
+	served := func(port int, by string) {
+		t.Helper()
+		out := expectServed(t, ctx, s, port, by)
+		if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+			t.Errorf("%s on port %d does not see the client's address: %s", by, port, out)
+		}
+	}
+	served(scenario.MigratedPort, "oldc")
+
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "answers of flows another table DNATs go back to the tunnel") {
+		t.Errorf("plan does not route the answers of NEW's legacy DNAT back to OLD:\n%s", r.Stdout)
+	}
+	if strings.Contains(r.Stdout, "WARNING host new") {
+		t.Errorf("plan warns about NEW, whose Docker rules accept what migrate brings:\n%s", r.Stdout)
+	}
+	for _, a := range []string{"iptables-legacy -I DOCKER-USER -i mig0 -j ACCEPT", "iptables-legacy -I DOCKER-USER -o mig0 -j ACCEPT"} {
+		if !strings.Contains(r.Stdout, "`"+a+"`") {
+			t.Fatalf("plan lacks %q:\n%s", a, r.Stdout)
+		}
+		run(lab.RoleOld, strings.Fields(a)...)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = legacySave(t, ctx, l, host)
+	}
+
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served(scenario.MigratedPort, "newc")
+	served(scenario.StayPort, "oldc")
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "legacy Docker hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := legacySave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: legacy rules after rollback:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	served(scenario.MigratedPort, "oldc")
+}

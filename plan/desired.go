@@ -612,7 +612,7 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// flows it rewrites must go back into the tunnel (agent/kernel
 	// renderKeepDest, renderDNATMark).
 	oldSpec.KeepDest = ForeignDNAT(facts[Old]) || facts[Old].Legacy.DNAT()
-	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	newSpec.DNATReplies = ForeignDNAT(facts[New]) || facts[New].Legacy.DNAT()
 
 	for _, f := range []int{4, 6} {
 		if !families[f] {
@@ -697,10 +697,11 @@ func markRouting(t *config.Tunnel, f int, prefs map[string]rulePrefs, oldFacts s
 
 // ForeignDNAT says whether another table has a nat chain at prerouting on
 // the host (Docker's iptables-nft table ip nat, a Kubernetes proxy): it
-// may DNAT flows to the host's own addresses. On OLD, legacy x_tables'
-// nat rules (Facts.Legacy.DNAT: Docker with iptables-legacy) count too,
-// for keep_dest: the kernel's NAT binds a flow once, at the first nat
-// hook that does, whether nft's chain or iptable_nat's table.
+// may DNAT flows to the host's own addresses. Legacy x_tables' nat
+// PREROUTING rules (Facts.Legacy.DNAT: Docker with iptables-legacy) count
+// too, on OLD for keep_dest (the kernel's NAT binds a flow once, at the
+// first nat hook that does, whether nft's chain or iptable_nat's table:
+// TestLegacy) and on NEW for dnat_mark (TestLegacyNew).
 func ForeignDNAT(f state.Facts) bool {
 	for _, ch := range f.Chains {
 		if ch.Type == "nat" && ch.Hook == "prerouting" {

@@ -227,7 +227,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// migrated address (PeerDst): NEW answers neither ARP nor NDP for
 	// them, so only OLD sends to them through NEW's segment interface.
 	oldSpec.KeepDest = ForeignDNAT(facts[Old]) || facts[Old].Legacy.DNAT()
-	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	newSpec.DNATReplies = ForeignDNAT(facts[New]) || facts[New].Legacy.DNAT()
 	if newSpec.DNATReplies {
 		for _, a := range active {
 			newSpec.PeerDst = append(newSpec.PeerDst, a)

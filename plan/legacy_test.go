@@ -49,6 +49,31 @@ func TestLegacyDockerOld(t *testing.T) {
 	}
 }
 
+// Legacy Docker on NEW: the answers of the flows its DNAT hands to the
+// container go back to the tunnel (dnat_mark), as with an nft nat chain;
+// NEW does not forward, so its FORWARD drop gets no warning.
+func TestLegacyDockerNew(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	hf := f[plan.New]
+	hf.Legacy = legacyDocker
+	f[plan.New] = hf
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSteps, oldSteps := lines(p.Hosts[0].Steps), lines(p.Hosts[1].Steps)
+	if !strings.Contains(newSteps, "answers of flows another table DNATs go back to the tunnel") {
+		t.Errorf("new steps lack dnat_mark:\n%s", newSteps)
+	}
+	if strings.Contains(oldSteps, "keep their destination") {
+		t.Errorf("old steps keep destinations without any DNAT on OLD:\n%s", oldSteps)
+	}
+	if w := plan.Warnings(c, f); len(w) != 0 {
+		t.Errorf("warnings for NEW, which does not forward: %q", w)
+	}
+}
+
 // A legacy FORWARD that rejects everything (policy ACCEPT, a final
 // REJECT), without DOCKER-USER, gets commands for FORWARD itself; a
 // legacy ip6 FORWARD drop does not matter without IPv6 services; nat
