@@ -26,7 +26,8 @@ import (
 // a legacy table in a namespace only once something asks for it), so a
 // host without legacy rules costs two small file reads and no command.
 // Where filter or nat is listed, the agent runs iptables-legacy-save (or
-// ip6tables-legacy-save) -t TABLE and parses its text. Reading the tables
+// ip6tables-legacy-save) -t TABLE and parses its text; only then: `-t` on
+// a table that is not listed would register it (an empty one). Reading the tables
 // with getsockopt(IPT_SO_GET_INFO, IPT_SO_GET_ENTRIES) would spare the
 // command, but the entries are binary structs whose matches and targets
 // each have their own layout and revision: the save tool already decodes
