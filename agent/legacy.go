@@ -114,7 +114,7 @@ func legacySave(tool, table string) ([]byte, error) {
 
 // parseLegacy reads one table of iptables-legacy-save's output into fam:
 // filter's FORWARD policy, its rules that drop or reject, whether chain
-// DOCKER-USER exists; nat's PREROUTING and OUTPUT rules that DNAT,
+// DOCKER-USER (Docker's) or ufw-user-input (ufw's) exists; nat's PREROUTING and OUTPUT rules that DNAT,
 // REDIRECT or jump (or go) to one of the table's chains.
 func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 	userChains := map[string]bool{}
@@ -144,6 +144,7 @@ func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 	}
 	if table == "filter" {
 		fam.DockerUser = userChains["DOCKER-USER"]
+		fam.Ufw = userChains["ufw-user-input"] || userChains["ufw6-user-input"]
 	}
 	for _, r := range rules {
 		f := strings.Fields(r)

@@ -13,7 +13,7 @@ import (
 // Docker with the legacy backend writes them) into a fresh network
 // namespace and checks what LegacyFacts reports: nothing before any
 // legacy table exists, then the tables, FORWARD's policy and drops,
-// DOCKER-USER, and the nat rules that DNAT or jump; reading registers
+// DOCKER-USER, ufw's chain, and the nat rules that DNAT or jump; reading registers
 // no table that was not there.
 func TestLegacyNetns(t *testing.T) {
 	if !inNetns(t) {
@@ -62,6 +62,7 @@ func TestLegacyNetns(t *testing.T) {
 	ipt("-t nat -A DOCKER ! -i docker0 -p tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80")
 	ipt("-t nat -A PREROUTING -p udp --dport 53 -j ACCEPT")
 	sh(t, "ip6tables-legacy", "-P", "FORWARD", "ACCEPT")
+	sh(t, "ip6tables-legacy", "-N", "ufw6-user-input")
 	got = LegacyFacts()
 	want = &state.LegacyFirewall{
 		Tables: []string{"ip nat", "ip filter", "ip6 filter"},
@@ -72,7 +73,7 @@ func TestLegacyNetns(t *testing.T) {
 				"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
 				"-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
 			},
-		}, {Family: "ip6", ForwardPolicy: "ACCEPT"}},
+		}, {Family: "ip6", ForwardPolicy: "ACCEPT", Ufw: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("with nat and ip6:\ngot  %+v\nwant %+v", got, want)

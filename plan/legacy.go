@@ -24,6 +24,17 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 	if l.Error != "" {
 		out = append(out, fmt.Sprintf("WARNING host %s: legacy iptables tables (%s) could not be read: %s. Their rules (iptables-legacy) are not in nft's ruleset: check with `iptables-legacy-save` that filter FORWARD accepts what migrate forwards and that no nat PREROUTING rule rewrites the services' destinations", host, strings.Join(l.Tables, ", "), l.Error))
 	}
+	if c.Tunnel != nil && !Direct(c) && legacyUfw(l) && !ufwActive(facts[host]) {
+		// ufw on the legacy backend (Ubuntu 20.04's default): its
+		// default policies drop the tunnel's packets and what OLD
+		// forwards, and an iptables-legacy rule would go at ufw's next
+		// reload. Its rules plan does not read there: all commands.
+		var cmds []string
+		for _, cmd := range ufwCommands(c, facts, host) {
+			cmds = append(cmds, "`"+cmd.cmd+"`")
+		}
+		out = append(out, fmt.Sprintf("WARNING host %s: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset; plan does not read its rules there): its default policies drop migrate's traffic. Allow it (before migrate apply), unless `ufw status` shows these rules: %s", host, strings.Join(cmds, " and ")))
+	}
 	if !forwards {
 		return out
 	}
@@ -33,8 +44,8 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 		seg = SegmentDevs(c, facts)[host]
 	}
 	for _, fam := range l.Families {
-		if !fam.ForwardDrop() {
-			continue
+		if !fam.ForwardDrop() || (fam.Ufw && c.Tunnel != nil && !direct) {
+			continue // ufw's: said above, with ufw's commands
 		}
 		v6 := fam.Family == "ip6"
 		if !legacyFamilyUsed(c, host, v6) {
@@ -86,6 +97,16 @@ func legacyFamilyUsed(c *config.Config, host string, v6 bool) bool {
 	}
 	for _, f := range c.Forwards {
 		if string(f.On) == host && f.Address.Is6() == v6 {
+			return true
+		}
+	}
+	return false
+}
+
+// legacyUfw says whether ufw's chains are in a legacy filter table.
+func legacyUfw(l *state.LegacyFirewall) bool {
+	for _, f := range l.Families {
+		if f.Ufw {
 			return true
 		}
 	}

@@ -153,3 +153,28 @@ func TestLegacyDigest(t *testing.T) {
 		t.Errorf("a legacy PREROUTING DNAT did not change the digest")
 	}
 }
+
+// ufw on the legacy backend: ufw's commands for both hosts (an
+// iptables-legacy rule would go at ufw's next reload), not the FORWARD
+// advice.
+func TestLegacyUfw(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Legacy = &state.LegacyFirewall{Tables: []string{"ip filter"}, Families: []state.LegacyFamily{{Family: "ip", ForwardPolicy: "DROP", Ufw: true}}}
+		f[h] = hf
+	}
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"WARNING host old: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset; plan does not read its rules there): its default policies drop migrate's traffic. Allow it (before migrate apply), unless `ufw status` shows these rules: `ufw allow proto udp from 203.0.113.20 to 198.51.100.10 port 4789` and `ufw route allow in on mig0` and `ufw route allow out on mig0`",
+		"WARNING host new: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset; plan does not read its rules there): its default policies drop migrate's traffic. Allow it (before migrate apply), unless `ufw status` shows these rules: `ufw allow proto udp from 198.51.100.10 to 203.0.113.20 port 4789` and `ufw allow in on mig0`",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "iptables-legacy -I") || strings.Count(w, "WARNING") != 2 {
+		t.Errorf("warnings (want ufw's two only):\n%s", w)
+	}
+}

@@ -157,6 +157,9 @@ type LegacyFamily struct {
 	ForwardDrops []string `json:"forward_drops,omitempty"`
 	// DockerUser: the filter table has Docker's chain DOCKER-USER.
 	DockerUser bool `json:"docker_user,omitempty"`
+	// Ufw: the filter table has ufw's chain ufw-user-input (ufw6- for
+	// ip6): ufw runs on the legacy backend.
+	Ufw bool `json:"ufw,omitempty"`
 	// NAT are nat PREROUTING's and OUTPUT's rules that DNAT, REDIRECT
 	// or jump to a chain of the table (Docker's `-j DOCKER`,
 	// kube-proxy's KUBE-SERVICES), at most MaxLegacyRules.
