@@ -107,7 +107,11 @@ func legacySave(tool, table string) ([]byte, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("%s -t %s: %v: %s", filepath.Base(tool), table, err, strings.TrimSpace(stderr.String()))
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 256 { // facts stay small
+			msg = msg[:256] + "..."
+		}
+		return nil, fmt.Errorf("%s -t %s: %v: %s", filepath.Base(tool), table, err, msg)
 	}
 	return out, nil
 }
