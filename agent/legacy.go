@@ -147,6 +147,7 @@ func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 		}
 	}
 	if table == "filter" {
+		fam.Accepts = leadingAccepts(rules, "FORWARD", userChains["DOCKER-USER"])
 		fam.DockerUser = userChains["DOCKER-USER"]
 		fam.Ufw = userChains["ufw-user-input"] || userChains["ufw6-user-input"]
 	}
@@ -174,4 +175,33 @@ func legacyTarget(f []string) string {
 		}
 	}
 	return ""
+}
+
+// leadingAccepts are the ACCEPT rules of chain that every packet meets
+// before any other rule, in order; an unconditional jump to DOCKER-USER
+// (Docker's first FORWARD rule) adds DOCKER-USER's own leading ACCEPT
+// rules and ends the walk, as does any other rule: what comes after may
+// drop, so plan counts only these.
+func leadingAccepts(rules []string, chain string, dockerUser bool) []string {
+	var out []string
+	for _, r := range rules {
+		f := strings.Fields(r)
+		if f[1] != chain {
+			continue
+		}
+		switch {
+		case legacyTarget(f) == "ACCEPT":
+			if len(out) < state.MaxLegacyRules {
+				out = append(out, r)
+			}
+			continue
+		case chain == "FORWARD" && dockerUser && r == "-A FORWARD -j DOCKER-USER":
+			out = append(out, leadingAccepts(rules, "DOCKER-USER", false)...)
+			if len(out) > state.MaxLegacyRules {
+				out = out[:state.MaxLegacyRules]
+			}
+		}
+		return out
+	}
+	return out
 }

@@ -63,12 +63,19 @@ func TestLegacyNetns(t *testing.T) {
 	ipt("-t nat -A PREROUTING -p udp --dport 53 -j ACCEPT")
 	sh(t, "ip6tables-legacy", "-P", "FORWARD", "ACCEPT")
 	sh(t, "ip6tables-legacy", "-N", "ufw6-user-input")
+	// What every forwarded packet meets first: FORWARD's accept, the
+	// jump to DOCKER-USER, its accept; not what comes after a RETURN.
+	ipt("-I DOCKER-USER -i mig0 -j ACCEPT")
+	ipt("-A DOCKER-USER -j RETURN")
+	ipt("-A DOCKER-USER -o mig0 -j ACCEPT")
+	ipt("-I FORWARD -o mig1 -j ACCEPT")
 	got = LegacyFacts()
 	want = &state.LegacyFirewall{
 		Tables: []string{"ip nat", "ip filter", "ip6 filter"},
 		Families: []state.LegacyFamily{{
 			Family: "ip", ForwardPolicy: "DROP", DockerUser: true,
 			ForwardDrops: []string{"-A FORWARD -i eth1 -j REJECT --reject-with icmp-port-unreachable"},
+			Accepts:      []string{"-A FORWARD -o mig1 -j ACCEPT", "-A DOCKER-USER -i mig0 -j ACCEPT"},
 			NAT: []string{
 				"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
 				"-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",

@@ -41,7 +41,8 @@ func legacySave(t *testing.T, ctx context.Context, l *lab.Lab, role string) stri
 // tables, plan says nothing, OLD's FORWARD policy drop silently drops
 // every moved flow (apply's probe, OLD's own output, passes), and
 // Docker's PREROUTING DNAT would rewrite moved flows to OLD's container.
-// plan warns with the iptables-legacy commands; once they are run, the
+// plan warns with the iptables-legacy commands (and only notes them once
+// they are run); once they are run, the
 // client reaches NEW through OLD's address and NEW sees the client's own
 // address (keep_dest binds the moved flow before iptable_nat's DNAT),
 // NEW's outbound leaves from OLD's address, the port that stays reaches
@@ -115,6 +116,11 @@ func TestLegacy(t *testing.T) {
 	}
 	for _, a := range allow { // exactly what plan printed
 		run(lab.RoleOld, strings.Fields(a)...)
+	}
+	// plan sees them: a note, no warning.
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if strings.Contains(r.Stdout, "WARNING") || !strings.Contains(r.Stdout, "host old: legacy iptables (iptables-legacy, not in nft's ruleset): table ip filter, chain FORWARD has policy drop; its first rules accept what migrate forwards (in and out on mig0)") {
+		t.Errorf("plan after the legacy commands:\n%s", r.Stdout)
 	}
 	before, err := s.Snapshot(ctx)
 	if err != nil {

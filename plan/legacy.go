@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/opsmigrate/migrate/config"
@@ -72,7 +73,20 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 				}
 			}
 		case c.Tunnel != nil && host == Old:
-			cmds = append(cmds, fmt.Sprintf("%s -I %s -i %s -j ACCEPT", cmd, chain, c.Tunnel.Name), fmt.Sprintf("%s -I %s -o %s -j ACCEPT", cmd, chain, c.Tunnel.Name))
+			// Each command's rule as iptables-legacy-save prints it,
+			// in DOCKER-USER or FORWARD: one that every forwarded
+			// packet meets before anything else (fam.Accepts) lets
+			// its flows through.
+			for _, dir := range []string{"-i", "-o"} {
+				rule := fmt.Sprintf(" %s %s -j ACCEPT", dir, c.Tunnel.Name)
+				if !slices.Contains(fam.Accepts, "-A DOCKER-USER"+rule) && !slices.Contains(fam.Accepts, "-A FORWARD"+rule) {
+					cmds = append(cmds, fmt.Sprintf("%s -I %s%s", cmd, chain, rule))
+				}
+			}
+			if len(cmds) == 0 {
+				out = append(out, fmt.Sprintf("host %s: legacy iptables (iptables-legacy, not in nft's ruleset): table %s filter, chain FORWARD %s; its first rules accept what migrate forwards (in and out on %s)", host, fam.Family, what, c.Tunnel.Name))
+				continue
+			}
 		}
 		msg := fmt.Sprintf("WARNING host %s: legacy iptables (iptables-legacy, not in nft's ruleset): table %s filter, chain FORWARD %s: it drops the traffic migrate forwards unless it accepts it", host, fam.Family, what)
 		if len(cmds) > 0 {

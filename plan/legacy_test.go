@@ -178,3 +178,29 @@ func TestLegacyUfw(t *testing.T) {
 		t.Errorf("warnings (want ufw's two only):\n%s", w)
 	}
 }
+
+// Once the commands' rules are the first a forwarded packet meets (in
+// DOCKER-USER, or FORWARD itself), plan notes it instead of warning; with
+// one of them, it gives the other only. A rule after one that is not an
+// accept does not count (the agent leaves it out of Accepts).
+func TestLegacyAccepted(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	set := func(accepts ...string) string {
+		hf := f[plan.Old]
+		l := *legacyDocker
+		l.Families = []state.LegacyFamily{l.Families[0]}
+		l.Families[0].Accepts = accepts
+		hf.Legacy = &l
+		f[plan.Old] = hf
+		return strings.Join(plan.Warnings(c, f), "\n")
+	}
+	w := set("-A FORWARD -o mig0 -j ACCEPT", "-A DOCKER-USER -i mig0 -j ACCEPT")
+	if want := "host old: legacy iptables (iptables-legacy, not in nft's ruleset): table ip filter, chain FORWARD has policy drop; its first rules accept what migrate forwards (in and out on mig0)"; w != want {
+		t.Errorf("both accepted:\n%s\nwant\n%s", w, want)
+	}
+	w = set("-A DOCKER-USER -i mig0 -j ACCEPT", "-A DOCKER-USER -o mig1 -j ACCEPT")
+	if !strings.HasSuffix(w, "(before migrate apply): `iptables-legacy -I DOCKER-USER -o mig0 -j ACCEPT`") || strings.Contains(w, "-i mig0") {
+		t.Errorf("one accepted:\n%s", w)
+	}
+}

@@ -157,6 +157,11 @@ type LegacyFamily struct {
 	ForwardDrops []string `json:"forward_drops,omitempty"`
 	// DockerUser: the filter table has Docker's chain DOCKER-USER.
 	DockerUser bool `json:"docker_user,omitempty"`
+	// Accepts are the ACCEPT rules every forwarded packet meets first:
+	// FORWARD's from the top, and DOCKER-USER's from the top where
+	// FORWARD jumps there unconditionally, each up to the first rule
+	// that is neither (at most MaxLegacyRules), as printed.
+	Accepts []string `json:"accepts,omitempty"`
 	// Ufw: the filter table has ufw's chain ufw-user-input (ufw6- for
 	// ip6): ufw runs on the legacy backend.
 	Ufw bool `json:"ufw,omitempty"`
