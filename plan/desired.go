@@ -611,8 +611,8 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// OLD it must not rewrite a moved flow, on NEW the answers of the
 	// flows it rewrites must go back into the tunnel (agent/kernel
 	// renderKeepDest, renderDNATMark).
-	oldSpec.KeepDest = ForeignDNAT(facts[Old])
-	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	oldSpec.KeepDest = ForeignDNAT(facts[Old]) || facts[Old].Legacy.DNAT()
+	newSpec.DNATReplies = ForeignDNAT(facts[New]) || facts[New].Legacy.DNAT()
 
 	for _, f := range []int{4, 6} {
 		if !families[f] {
@@ -697,7 +697,11 @@ func markRouting(t *config.Tunnel, f int, prefs map[string]rulePrefs, oldFacts s
 
 // ForeignDNAT says whether another table has a nat chain at prerouting on
 // the host (Docker's iptables-nft table ip nat, a Kubernetes proxy): it
-// may DNAT flows to the host's own addresses.
+// may DNAT flows to the host's own addresses. Legacy x_tables' nat
+// PREROUTING rules (Facts.Legacy.DNAT: Docker with iptables-legacy) count
+// too, on OLD for keep_dest (the kernel's NAT binds a flow once, at the
+// first nat hook that does, whether nft's chain or iptable_nat's table:
+// TestLegacy) and on NEW for dnat_mark (TestLegacyNew).
 func ForeignDNAT(f state.Facts) bool {
 	for _, ch := range f.Chains {
 		if ch.Type == "nat" && ch.Hook == "prerouting" {

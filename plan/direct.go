@@ -226,8 +226,8 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 	// own published ports, so chain dnat_mark marks only those to a
 	// migrated address (PeerDst): NEW answers neither ARP nor NDP for
 	// them, so only OLD sends to them through NEW's segment interface.
-	oldSpec.KeepDest = ForeignDNAT(facts[Old])
-	newSpec.DNATReplies = ForeignDNAT(facts[New])
+	oldSpec.KeepDest = ForeignDNAT(facts[Old]) || facts[Old].Legacy.DNAT()
+	newSpec.DNATReplies = ForeignDNAT(facts[New]) || facts[New].Legacy.DNAT()
 	if newSpec.DNATReplies {
 		for _, a := range active {
 			newSpec.PeerDst = append(newSpec.PeerDst, a)

@@ -33,6 +33,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		}
 		rpWarned := false
 		ufw := c.Tunnel != nil && ufwActive(facts[host])
+		out = append(out, legacyWarnings(c, facts, host, forwards[host])...)
 		if Direct(c) {
 			// No tunnel device to trust: the segment's interface
 			// carries everyone's traffic, so the advice names the

@@ -8,7 +8,7 @@
 # it starts nothing.
 set -euo pipefail
 need=()
-for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps qemu-aarch64-static:qemu-user-static sudo:sudo ethtool:ethtool dnsmasq:dnsmasq-base iptables-nft-restore:iptables ufw:ufw firewalld:firewalld systemd-analyze:systemd; do
+for pair in sshd:openssh-server ssh:openssh-client nft:nftables ip:iproute2 conntrack:conntrack socat:socat unshare:util-linux sysctl:procps qemu-aarch64-static:qemu-user-static sudo:sudo ethtool:ethtool dnsmasq:dnsmasq-base iptables-nft-restore:iptables iptables-legacy-restore:iptables ufw:ufw firewalld:firewalld systemd-analyze:systemd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -122,6 +123,85 @@ type Facts struct {
 	// `sysctl --system` read) would set when applied again. Not part of
 	// Digest: plan only warns of it.
 	SysctlConf map[string]SysctlSetting `json:"sysctl_conf,omitempty"`
+	// Legacy is the host's legacy x_tables firewall (iptables-legacy:
+	// rules nft does not show), when Chains is asked and the namespace
+	// has legacy tables. Only its DNAT (LegacyFirewall.DNAT, on which
+	// keep_dest depends) is part of Digest: the rest only warns.
+	Legacy *LegacyFirewall `json:"legacy,omitempty"`
+}
+
+// LegacyFirewall is what plan needs of the legacy x_tables tables in
+// the host's network namespace (iptables-legacy, ip6tables-legacy):
+// rules there run at the same hooks as nft's chains, but nft does not
+// list them.
+type LegacyFirewall struct {
+	// Tables are the registered tables, as /proc/net/ip_tables_names
+	// and ip6_tables_names list them: "ip filter", "ip6 nat".
+	Tables []string `json:"tables"`
+	// Families has, per family (ip, ip6) with a filter or nat table,
+	// what matters of it.
+	Families []LegacyFamily `json:"families,omitempty"`
+	// Error says why a table could not be read (no iptables-legacy-save
+	// on the host, its failure): plan warns that it cannot tell.
+	Error string `json:"error,omitempty"`
+}
+
+// LegacyFamily is one family's legacy filter FORWARD and nat chains.
+type LegacyFamily struct {
+	Family string `json:"family"` // ip | ip6
+	// ForwardPolicy is filter FORWARD's policy (ACCEPT, DROP), "" without
+	// a filter table.
+	ForwardPolicy string `json:"forward_policy,omitempty"`
+	// ForwardDrops are FORWARD's rules that DROP or REJECT, as
+	// iptables-legacy-save prints them (at most MaxLegacyRules).
+	ForwardDrops []string `json:"forward_drops,omitempty"`
+	// DockerUser: the filter table has Docker's chain DOCKER-USER.
+	DockerUser bool `json:"docker_user,omitempty"`
+	// Accepts are the ACCEPT rules every forwarded packet meets first:
+	// FORWARD's from the top, and DOCKER-USER's from the top where
+	// FORWARD jumps there unconditionally, each up to the first rule
+	// that is neither (at most MaxLegacyRules), as printed.
+	Accepts []string `json:"accepts,omitempty"`
+	// Ufw: the filter table has ufw's chain ufw-user-input (ufw6- for
+	// ip6): ufw runs on the legacy backend.
+	Ufw bool `json:"ufw,omitempty"`
+	// NAT are nat PREROUTING's and OUTPUT's rules that DNAT, REDIRECT
+	// or jump to a chain of the table (Docker's `-j DOCKER`,
+	// kube-proxy's KUBE-SERVICES), at most MaxLegacyRules.
+	NAT []string `json:"nat,omitempty"`
+}
+
+// MaxLegacyRules bounds the rules a LegacyFamily lists in each field.
+const MaxLegacyRules = 32
+
+// DNAT says whether a legacy nat rule may rewrite the destination of
+// the flows arriving at (PREROUTING) or leaving (OUTPUT) the host.
+func (l *LegacyFirewall) DNAT() bool {
+	if l == nil {
+		return false
+	}
+	for _, f := range l.Families {
+		for _, r := range f.NAT {
+			if strings.HasPrefix(r, "-A PREROUTING ") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ForwardDrop says whether family's legacy FORWARD drops what no rule
+// accepts: policy DROP, or a rule that drops or rejects everything.
+func (f LegacyFamily) ForwardDrop() bool {
+	if f.ForwardPolicy == "DROP" {
+		return true
+	}
+	for _, r := range f.ForwardDrops {
+		if r == "-A FORWARD -j DROP" || strings.HasPrefix(r, "-A FORWARD -j REJECT") {
+			return true
+		}
+	}
+	return false
 }
 
 // SysctlSetting is the assignment of a sysctl in the host's files that
@@ -356,7 +436,14 @@ const (
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
 	f.FwRules, f.Networkd, f.StateDir, f.SysctlConf = nil, nil, nil, nil
+	legacyDNAT := f.Legacy.DNAT()
+	f.Legacy = nil
 	b, _ := json.Marshal(f)
+	if legacyDNAT {
+		// keep_dest depends on it; hosts without legacy tables keep
+		// the digest they had.
+		b = append(b, " legacy-dnat"...)
+	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:12])
 }
