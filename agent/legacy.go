@@ -84,17 +84,18 @@ func LegacyFacts() *state.LegacyFirewall {
 	return &out
 }
 
-// legacyTool finds a save tool in PATH, /usr/sbin or /sbin (an SSH
-// session's PATH may lack the sbin directories).
+// legacyTool finds a save tool in the system's directories first, then
+// in PATH: the agent runs as root, and what it executes should not depend
+// on an SSH session's PATH.
 func legacyTool(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
 		p := filepath.Join(dir, name)
 		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
 			return p
 		}
+	}
+	if p, err := exec.LookPath(name); err == nil && filepath.IsAbs(p) {
+		return p
 	}
 	return ""
 }
@@ -104,6 +105,7 @@ func legacySave(tool, table string) ([]byte, error) {
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, tool, "-t", table)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
