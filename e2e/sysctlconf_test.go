@@ -57,6 +57,10 @@ func TestSysctlFilesWarning(t *testing.T) {
 	if out, err := s.Dial(ctx, lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort)); err == nil {
 		t.Errorf("the moved service still answers with OLD's forwarding off: %s", out)
 	}
+	// status sees it (it said "drained" before: it read no sysctl).
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); !strings.Contains(r.Stdout, "OLD has net.ipv4.ip_forward = 0 again, not 1") || !strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with OLD's forwarding off:\n%s", r.Stdout)
+	}
 	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile) // repairs the drift
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
 

@@ -131,6 +131,18 @@ func TestSysctlGlobsAndUdev(t *testing.T) {
 	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
 		t.Errorf("NEW's server saw %q, want the client's address %s", out, l.ClientIP)
 	}
+	// What the wait prevents, done by hand on OLD (the glob applied
+	// again: sysctl --system): the moved service stops answering, and
+	// status calls it BROKEN and says why.
+	if out, err := exec.CommandContext(ctx, "nsenter", "-t", sshdPid(t, l, lab.RoleOld), "-n", "sysctl", "-w", "net.ipv4.conf.mig0.rp_filter=1").CombinedOutput(); err != nil {
+		t.Fatalf("old: %v %s", err, out)
+	}
+	if out, err := s.Dial(ctx, lab.RoleClient, fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort)); err == nil {
+		t.Errorf("the moved service answers with OLD's mig0 strict: %s", out)
+	}
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); !strings.Contains(r.Stdout, "OLD checks the reverse path strictly on mig0 (rp_filter: all 0, mig0 1; migrate sets mig0 to 2)") || !strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with OLD's mig0 strict:\n%s", r.Stdout)
+	}
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "rollback --all", before)
 }

@@ -50,7 +50,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 			continue
 		}
 		req := plan.FactsRequest(cfg, name)
-		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, false, false, nil, nil
+		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, false, false, status.Sysctls(cfg, name), nil
 		req.NoOwners = true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {

@@ -715,6 +715,7 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	if w := localRuleAhead(in.Old); w != "" {
 		why = append(why, w)
 	}
+	why = append(why, sysctlsUndone(c, in)...)
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
 	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {
@@ -752,6 +753,60 @@ func localRuleAhead(old state.Facts) string {
 		}
 	}
 	return ""
+}
+
+// Sysctls are the sysctls status reads on host: those on OLD without
+// which the moved services' packets do not get through (forwarding; on
+// the tunnel device, the reverse-path check and accept_local).
+// Something that applies the sysctl files again (`sysctl --system`, a
+// package upgrade running it, configuration management) can put any of
+// them back while the migration runs.
+func Sysctls(c *config.Config, host string) []string {
+	var out []string
+	if host == plan.Old {
+		out = append(out, "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+	}
+	if host == plan.Old && c.Tunnel != nil && !plan.Direct(c) {
+		dev := strings.ReplaceAll(c.Tunnel.Name, ".", "/")
+		out = append(out, "net.ipv4.conf.all.rp_filter", "net.ipv4.conf."+dev+".rp_filter", "net.ipv4.conf."+dev+".accept_local")
+	}
+	return out
+}
+
+// sysctlsUndone says which of Sysctls no longer have migrate's values.
+func sysctlsUndone(c *config.Config, in Input) []string {
+	var v4, v6 bool
+	for _, s := range c.Services {
+		v4, v6 = v4 || s.Address.Is4(), v6 || s.Address.Is6()
+	}
+	var out []string
+	was := func(host string, f state.Facts, name, want string) {
+		if v, ok := f.Sysctls[name]; ok && strings.TrimSpace(v) != want {
+			out = append(out, fmt.Sprintf("%s has %s = %s again, not %s (sysctl --system or configuration management?)", strings.ToUpper(host), name, strings.TrimSpace(v), want))
+		}
+	}
+	if v4 {
+		was(plan.Old, in.Old, "net.ipv4.ip_forward", "1")
+	}
+	if v6 {
+		was(plan.Old, in.Old, "net.ipv6.conf.all.forwarding", "1")
+	}
+	if c.Tunnel == nil || plan.Direct(c) {
+		return out
+	}
+	// OLD checks with max(all, device): strict (1) drops NEW's answers,
+	// which come through the tunnel from OLD's own address (its route is
+	// local, not the tunnel). NEW's strict check passes in the plain case
+	// (its rule `from ADDR` routes the reverse path into the tunnel), so
+	// it is not reported.
+	dev := strings.ReplaceAll(c.Tunnel.Name, ".", "/")
+	all, okAll := in.Old.Sysctls["net.ipv4.conf.all.rp_filter"]
+	d, okDev := in.Old.Sysctls["net.ipv4.conf."+dev+".rp_filter"]
+	if okAll && okDev && max(strings.TrimSpace(all), strings.TrimSpace(d)) == "1" {
+		out = append(out, fmt.Sprintf("OLD checks the reverse path strictly on %s (rp_filter: all %s, %s %s; migrate sets %s to 2)", c.Tunnel.Name, strings.TrimSpace(all), c.Tunnel.Name, strings.TrimSpace(d), c.Tunnel.Name))
+	}
+	was(plan.Old, in.Old, "net.ipv4.conf."+dev+".accept_local", "1")
+	return out
 }
 
 // tunnelDevs are the tunnel's device on OLD and on NEW: the tunnel's

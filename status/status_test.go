@@ -408,8 +408,12 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 		}(), Probe{}, "NEW's restore at boot failed and left NEW as before migrate (its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing): run migrate apply"},
 		{"tunnel passes nothing", deadPing, Probe{Target: "169.254.42.2", Error: "no answer within 1s"}, "OLD cannot ping NEW through the tunnel (no answer within 1s)"},
 		{"OLD's local rule put back by hand", healthyNew(), Probe{}, "OLD has a rule `pref 0 lookup local` (IPv4) again, ahead of migrate's rule for moved flows (pref 900; added by hand?)"},
+		{"OLD's sysctls put back", healthyNew(), Probe{}, "OLD has net.ipv4.ip_forward = 0 again, not 1 (sysctl --system or configuration management?); OLD checks the reverse path strictly on mig0 (rp_filter: all 1, mig0 0; migrate sets mig0 to 2); OLD has net.ipv4.conf.mig0.accept_local = 0 again, not 1"},
 	} {
 		old := old
+		if tc.name == "OLD's sysctls put back" {
+			old.Sysctls = map[string]string{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.rp_filter": "1", "net.ipv4.conf.mig0.rp_filter": "0", "net.ipv4.conf.mig0.accept_local": "0"}
+		}
 		if tc.name == "OLD's local rule put back by hand" {
 			old.Rules = []state.Rule{
 				{Family: 4, Priority: 0, Table: state.TableLocal},
