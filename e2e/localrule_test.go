@@ -20,7 +20,9 @@ import (
 // kernel's (protocol 0), so neither apply (the repair) nor rollback --all
 // could run until someone found and deleted it by hand. Now status calls
 // the moved service BROKEN and says why, apply moves the rule away again,
-// and rollback --all is exact.
+// and rollback --all is exact. Then migrate's own rules, removed (by hand,
+// or by systemd-networkd restarting with its defaults): status said
+// nothing of those either; it now names the missing rule.
 func TestLocalRuleBackByHand(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))
@@ -61,7 +63,30 @@ func TestLocalRuleBackByHand(t *testing.T) {
 	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
 		t.Errorf("status after the repair:\n%s", r.Stdout)
 	}
-	// And once more, then the end of the migration straight away.
+	// migrate's own rules removed (by hand, or by systemd-networkd at a
+	// restart with its defaults: README): status names the missing one,
+	// apply puts it back.
+	for _, c := range []struct{ role, pref, want, servedBy string }{
+		{lab.RoleOld, "900", "OLD lacks migrate's rule `fwmark 0x20000/0x20000 lookup 4242` (IPv4; removed by hand, or by systemd-networkd at a restart?)", "old"},
+		{lab.RoleNew, "1100", "NEW lacks migrate's rule `from 198.51.100.10/32 lookup 4242` (removed by hand, or by systemd-networkd at a restart?)", ""},
+	} {
+		if out, err := l.Exec(ctx, c.role, "ip", "rule", "del", "pref", c.pref); err != nil {
+			t.Fatalf("%s: %v %s", c.role, err, out)
+		}
+		if c.servedBy != "" {
+			expectServed(t, ctx, s, 8080, c.servedBy)
+		} else if out, err := s.Dial(ctx, lab.RoleClient, "198.51.100.10:8080"); err == nil {
+			t.Errorf("the moved service answers without NEW's rule pref %s: %s", c.pref, out)
+		}
+		r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+		if !strings.Contains(r.Stdout, c.want) || !strings.Contains(r.Stdout, "BROKEN") {
+			t.Errorf("status without %s's rule pref %s: want %q:\n%s", c.role, c.pref, c.want, r.Stdout)
+		}
+		mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+		expectServed(t, ctx, s, 8080, "new")
+	}
+	// And the local rule once more, then the end of the migration
+	// straight away.
 	addByHand()
 	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "rollback --all", before)

@@ -716,6 +716,7 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 		why = append(why, w)
 	}
 	why = append(why, sysctlsUndone(c, in)...)
+	why = append(why, rulesGone(c, in)...)
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
 	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {
@@ -806,6 +807,52 @@ func sysctlsUndone(c *config.Config, in Input) []string {
 		out = append(out, fmt.Sprintf("OLD checks the reverse path strictly on %s (rp_filter: all %s, %s %s; migrate sets %s to 2)", c.Tunnel.Name, strings.TrimSpace(all), c.Tunnel.Name, strings.TrimSpace(d), c.Tunnel.Name))
 	}
 	was(plan.Old, in.Old, "net.ipv4.conf."+dev+".accept_local", "1")
+	return out
+}
+
+// rulesGone names migrate's policy rules that are missing while the rest
+// is there: removed by hand, or by systemd-networkd, which removes rules
+// it did not make when it (re)starts with its defaults (README). OLD
+// without its fwmark rule hands the moved flows to its own stack; NEW
+// without its `from ADDR` rule sends its answers out of its own uplink,
+// from OLD's address, where they are dropped or reach the client as
+// strangers. A direct tunnel is left out.
+func rulesGone(c *config.Config, in Input) []string {
+	if plan.Direct(c) {
+		return nil
+	}
+	t := c.Tunnel
+	has := func(f state.Facts, want func(state.Rule) bool) bool {
+		for _, r := range f.Rules {
+			if r.Protocol == plan.RouteProto && want(r) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	fams := map[int]bool{}
+	for _, a := range plan.ActiveAddrs(c) {
+		f := 4
+		if a.Is6() {
+			f = 6
+		}
+		fams[f] = true
+		if in.New.Nft == nil {
+			continue // NEW lost everything: said above
+		}
+		src := netip.PrefixFrom(a, a.BitLen())
+		if !has(in.New, func(r state.Rule) bool { return r.Src == src && r.Table == t.Table }) {
+			out = append(out, fmt.Sprintf("NEW lacks migrate's rule `from %s lookup %d` (removed by hand, or by systemd-networkd at a restart?): its answers leave by its own uplink, not the tunnel", src, t.Table))
+		}
+	}
+	for _, f := range []int{4, 6} {
+		if fams[f] && !has(in.Old, func(r state.Rule) bool {
+			return r.Family == f && r.Mark == t.Mark && r.Mask == t.Mark && r.Table == t.Table
+		}) {
+			out = append(out, fmt.Sprintf("OLD lacks migrate's rule `fwmark %#x/%#x lookup %d` (IPv%d; removed by hand, or by systemd-networkd at a restart?): OLD's own stack takes the moved flows", t.Mark, t.Mark, t.Table, f))
+		}
+	}
 	return out
 }
 

@@ -56,6 +56,10 @@ func parse(t *testing.T) *config.Config {
 func oldFacts(web80OnOld int) state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}},
+		Rules: []state.Rule{
+			{Family: 4, Priority: 900, Mark: 0x20000, Mask: 0x20000, Table: 4242, Protocol: 77},
+			{Family: 4, Priority: 1000, Table: state.TableLocal, Protocol: 77},
+		},
 		Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", Services: []state.NftService{
 			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 80, Percent: 100},
 			{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "tcp", Port: 443, Percent: 100},
@@ -338,6 +342,7 @@ func healthyNew() state.Facts {
 	return state.Facts{
 		Links: []state.Link{{Name: "lo", Up: true}, {Name: "mig0", Type: "vxlan", Up: true}},
 		Addrs: []state.Addr{{Dev: "lo", CIDR: netip.MustParsePrefix("198.51.100.10/32")}},
+		Rules: []state.Rule{{Family: 4, Priority: 1100, Src: netip.MustParsePrefix("198.51.100.10/32"), Table: 4242, Protocol: 77}},
 		Nft:   &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "new", TunnelDev: "mig0", Mark: 0x20000}},
 		Listeners: []state.Listener{
 			{Proto: "tcp", Addr: "0.0.0.0", Port: 80, Process: "nginx"}, {Proto: "tcp", Addr: "0.0.0.0", Port: 443, Process: "nginx"},
@@ -408,9 +413,14 @@ func TestBrokenPathNeverReleasesOld(t *testing.T) {
 		}(), Probe{}, "NEW's restore at boot failed and left NEW as before migrate (its tunnel device mig0, its migrate nft table, the address 198.51.100.10 missing): run migrate apply"},
 		{"tunnel passes nothing", deadPing, Probe{Target: "169.254.42.2", Error: "no answer within 1s"}, "OLD cannot ping NEW through the tunnel (no answer within 1s)"},
 		{"OLD's local rule put back by hand", healthyNew(), Probe{}, "OLD has a rule `pref 0 lookup local` (IPv4) again, ahead of migrate's rule for moved flows (pref 900; added by hand?)"},
+		{"NEW's rule removed (networkd?)", func() state.Facts { f := healthyNew(); f.Rules = nil; return f }(), Probe{}, "NEW lacks migrate's rule `from 198.51.100.10/32 lookup 4242` (removed by hand, or by systemd-networkd at a restart?): its answers leave by its own uplink, not the tunnel"},
+		{"OLD's rule removed (networkd?)", healthyNew(), Probe{}, "OLD lacks migrate's rule `fwmark 0x20000/0x20000 lookup 4242` (IPv4; removed by hand, or by systemd-networkd at a restart?): OLD's own stack takes the moved flows"},
 		{"OLD's sysctls put back", healthyNew(), Probe{}, "OLD has net.ipv4.ip_forward = 0 again, not 1 (sysctl --system or configuration management?); OLD checks the reverse path strictly on mig0 (rp_filter: all 1, mig0 0; migrate sets mig0 to 2); OLD has net.ipv4.conf.mig0.accept_local = 0 again, not 1"},
 	} {
 		old := old
+		if tc.name == "OLD's rule removed (networkd?)" {
+			old.Rules = old.Rules[1:]
+		}
 		if tc.name == "OLD's sysctls put back" {
 			old.Sysctls = map[string]string{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.rp_filter": "1", "net.ipv4.conf.mig0.rp_filter": "0", "net.ipv4.conf.mig0.accept_local": "0"}
 		}
@@ -561,7 +571,7 @@ func TestStoppedDaemonOnOldNotesAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := state.Facts{Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}},
+	old := state.Facts{Links: []state.Link{{Name: "mig0", Type: "vxlan", Up: true}}, Rules: oldFacts(0).Rules,
 		Nft: &state.NftTable{Family: "inet", Name: "migrate", Spec: state.NftSpec{Role: "old", Services: svcs}}}
 	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
 	var warnings []string
