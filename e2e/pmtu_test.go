@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,61 @@ func TestUnderlayMTU(t *testing.T) {
 			t.Fatalf("router: %v %s", err, out)
 		}
 	}
+	expectSnap(t, ctx, s, "rollback --all", before)
+}
+
+// TestJumboNew: NEW sits on a jumbo-frame network (AWS instances have
+// 9001), OLD on 1500, and the path between them carries 1500 and drops
+// the rest (here the router's link to NEW, whose veth drops frames above
+// its MTU, as a path that sends no ICMP). migrate sizes each host's tunnel
+// device from that host's own underlay: 1450 on OLD, 8950 on NEW. plan
+// warns and names the value to set; apply's full-size check fails on
+// NEW's side (undone, hosts unchanged) with the same value; with it set,
+// transfers both ways complete and rollback is exact.
+func TestJumboNew(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(3*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestJumboNew")
+	if out, err := l.Exec(ctx, lab.RoleNew, "ip", "link", "set", "dev", "eth0", "mtu", "9000"); err != nil {
+		t.Fatalf("new: %v %s", err, out)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeEditedPlan(t, s, "vxlan", "")
+	r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
+	if want := "WARNING: the tunnel's MTU differs between the hosts: 1450 on OLD, 8950 on NEW"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "set `mtu = 1450` in the tunnel block") {
+		t.Errorf("plan with NEW on 9000-byte frames: want %q and the mtu to set:\n%s", want, r.Stdout)
+	}
+	r = mustMigrate(t, ctx, s, 1, "apply", "--auto-approve", "-f", s.PlanFile)
+	// 1450, or up to 1454 here: a veth takes frames up to its MTU plus a
+	// VLAN tag's 4 bytes (is_skb_forwardable), so this lab's path carries
+	// 4 bytes more than a real 1500-byte one.
+	found := regexp.MustCompile("new's pings of 8950 bytes \\(the tunnel's MTU\\) to old's inner address 169.254.42.1 through the tunnel got no answer, and (145[0-4]) bytes is the largest size that makes the round trip").FindStringSubmatch(r.Stderr)
+	if found == nil || !strings.Contains(r.Stderr, "Set `mtu = "+found[1]+"` in the tunnel block") {
+		t.Errorf("apply with NEW on 9000-byte frames: want the largest size (1450-1454) and the mtu to set:\n%s", r.Stderr)
+	}
+	expectSnap(t, ctx, s, "apply failed by the full-size check", before)
+
+	writeEditedPlan(t, s, "vxlan", "  mtu          = 1450\n")
+	if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); strings.Contains(r.Stdout, "MTU differs") {
+		t.Errorf("plan still warns with mtu set:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW's server saw %q, want the client's address %s", out, l.ClientIP)
+	}
+	for _, dir := range []string{"up", "down"} {
+		out, err := s.Labtool(ctx, 40*time.Second, lab.RoleClient, "bulk", "-dir", dir, "-bytes", "2000000", "-timeout", scenario.Slow(20*time.Second).String(), hp(l.OldIP.String(), scenario.MigratedPort))
+		if err != nil || !strings.Contains(out, "ok") {
+			t.Errorf("2 MB %s with NEW on 9000-byte frames and mtu = 1450: %v %s", dir, err, out)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
 	expectSnap(t, ctx, s, "rollback --all", before)
 }

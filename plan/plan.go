@@ -145,6 +145,9 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		}
 		p.Notes = append(p.Notes, NATNotes(c, binds)...)
 		p.Notes = append(p.Notes, DirectNotes(c, facts)...)
+		if n := MTUNote(c, p.Verify); n != "" {
+			p.Notes = append(p.Notes, n)
+		}
 		// Behind NAT, migrate's SSH connection to OLD's public address
 		// arrives at the address OLD holds: that is the one a service
 		// could move.
@@ -432,4 +435,18 @@ func linkMTU(h HostDesired, name string) int {
 		}
 	}
 	return 0
+}
+
+// MTUNote warns when the tunnel's MTU, unset in the plan, comes out
+// different on the two hosts: each is its own underlay device's MTU less
+// the encapsulation, and one host on a jumbo-frame network (AWS's 9001)
+// sends packets the path between the endpoints (usually 1500) cannot
+// carry whole. apply's full-size check fails then where the path drops
+// fragments; the note says what to set before that.
+func MTUNote(c *config.Config, v *Verify) string {
+	if c.Tunnel == nil || c.Tunnel.MTU != 0 || v == nil || v.OldSize == 0 || v.NewSize == 0 || v.OldSize == v.NewSize {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: the tunnel's MTU differs between the hosts: %d on OLD, %d on NEW (each is its underlay device's MTU less the encapsulation; a host on a jumbo-frame network, such as AWS's 9001, gets a larger one). The path between the endpoints carries packets of the smaller host's size at most, as a rule: set `mtu = %d` in the tunnel block (apply's full-size tunnel check fails otherwise where the path drops fragments)",
+		v.OldSize, v.NewSize, min(v.OldSize, v.NewSize))
 }
