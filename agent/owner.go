@@ -272,12 +272,7 @@ func checkOwnedObject(o state.Object) error {
 // repair: that rule sends the moved services' packets to OLD's own stack)
 // nor rollback could touch it.
 func defaultLocalRule(r state.Rule) bool {
-	return r.Priority == 0 && r.Table == state.TableLocal && r.Protocol != ownProto && bare(r)
-}
-
-// bare reports a rule without selector: from all.
-func bare(r state.Rule) bool {
-	return !r.Src.IsValid() && !r.Dst.IsValid() && r.IifName == "" && r.Mask == 0 && r.Mark == 0
+	return r.Priority == 0 && r.Table == state.TableLocal && r.Protocol != ownProto && r.Bare()
 }
 
 func checkOwnedRule(r state.Rule) error {
@@ -290,7 +285,7 @@ func checkOwnedRule(r state.Rule) error {
 	switch {
 	case ownTable(r.Table):
 		return nil
-	case r.Table == state.TableLocal && bare(r) && r.Priority > 0:
+	case r.Table == state.TableLocal && r.Bare() && r.Priority > 0:
 		return nil // the moved local rule
 	case r.Table == state.TableMain && r.Dst.IsValid() && r.IifName == "lo" && !r.Src.IsValid() && r.Mask == 0:
 		if p := r.Dst; p.Bits() == p.Addr().BitLen() {
@@ -339,7 +334,7 @@ func liveLink(f state.Facts, name string) *state.Link {
 // movedLocalRule reports migrate's moved local rule in the live rules.
 func movedLocalRule(f state.Facts, family int) bool {
 	for _, r := range f.Rules {
-		if r.Family == family && r.Table == state.TableLocal && r.Protocol == ownProto && r.Priority > 0 && bare(r) {
+		if r.Family == family && r.Table == state.TableLocal && r.Protocol == ownProto && r.Priority > 0 && r.Bare() {
 			return true
 		}
 	}

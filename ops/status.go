@@ -108,7 +108,9 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		// address: the ping from NEW says whether OLD's kernel still
 		// answers even when OLD's sshd does not.
 		toNew, toOld := t.NewInner.Addr().String(), t.OldInner.Addr().String()
-		oldMTU, newMTU := deviceMTU(facts[plan.Old], t.Name), deviceMTU(facts[plan.New], t.Name)
+		oldDev, _ := facts[plan.Old].Link(t.Name)
+		newDev, _ := facts[plan.New].Link(t.Name)
+		oldMTU, newMTU := oldDev.MTU, newDev.MTU
 		if plan.Direct(cfg) {
 			// No inner addresses: the endpoints on the segment, and no
 			// encapsulation to check the size of.
@@ -176,14 +178,4 @@ func hostList(m map[string]string) string {
 		return "host " + names[0]
 	}
 	return "hosts " + strings.Join(names, " and ")
-}
-
-// deviceMTU is the MTU of f's device name (0: not there).
-func deviceMTU(f state.Facts, name string) int {
-	for _, l := range f.Links {
-		if l.Name == name {
-			return l.MTU
-		}
-	}
-	return 0
 }

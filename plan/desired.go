@@ -193,7 +193,7 @@ func Sysctls(c *config.Config, host string) []string {
 	if Direct(c) {
 		return directSysctls(host)
 	}
-	dev := sysctlDev(c.Tunnel.Name)
+	dev := SysctlDev(c.Tunnel.Name)
 	var out []string
 	if host == Old {
 		out = []string{
@@ -214,9 +214,9 @@ func Sysctls(c *config.Config, host string) []string {
 	return out
 }
 
-// sysctlDev writes a device name as a sysctl component: a "." in the name
+// SysctlDev writes a device name as a sysctl component: a "." in the name
 // becomes "/", as sysctl(8) does (eth0.100 -> net.ipv4.conf.eth0/100.x).
-func sysctlDev(dev string) string { return strings.ReplaceAll(dev, ".", "/") }
+func SysctlDev(dev string) string { return strings.ReplaceAll(dev, ".", "/") }
 
 // FactsRequest says what to collect on host for this config.
 func FactsRequest(c *config.Config, host string) state.FactsRequest {
@@ -578,13 +578,13 @@ func tunnelDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// any packet that carries a socket) and the client hangs.
 		// Off, every packet is routed, marked ones into the tunnel.
 		obj(state.Sysctl{Name: EarlyDemux, Value: "0"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".accept_local", Value: "1"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(t.Name) + ".accept_local", Value: "1"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	add(nw,
 		obj(link(newBind, t.OldEndpoint, t.NewInner, facts[New], facts[Old])),
 		obj(state.Addr{Dev: t.Name, CIDR: t.NewInner}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(t.Name) + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(t.Name) + ".rp_filter", Value: "2"}),
 	)
 	if t.Type == state.WireGuard {
 		// The kernel's wg_open sets net.ipv4.conf.all.send_redirects
@@ -689,7 +689,7 @@ func markRouting(t *config.Tunnel, f int, prefs map[string]rulePrefs, oldFacts s
 	old.add(obj(state.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}))
 	for name, v := range oldFacts.Sysctls {
 		_, raised := oldOwned[state.Object{Sysctl: &state.Sysctl{Name: name}}.Key()]
-		if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" && (tunnelDev == "" || dev != sysctlDev(tunnelDev)) {
+		if dev, ok := acceptRADev(name); ok && (v == "1" || raised) && dev != "all" && dev != "default" && dev != "lo" && (tunnelDev == "" || dev != SysctlDev(tunnelDev)) {
 			old.add(obj(state.Sysctl{Name: name, Value: "2"}))
 		}
 	}

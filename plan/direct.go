@@ -191,8 +191,8 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// addresses, which are OLD's own: accept_local lets them in,
 		// and a loose rp_filter (the kernel uses max(all, dev)) lets
 		// NEW's replies to clients through whatever the reverse route.
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(oldDev) + ".accept_local", Value: "1"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(oldDev) + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(oldDev) + ".accept_local", Value: "1"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(oldDev) + ".rp_filter", Value: "2"}),
 		// OLD forwards a moved flow's packets out of the interface they
 		// came in on (when clients, or their router, are on the
 		// segment). It would then send ICMP redirects telling the
@@ -200,18 +200,18 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// its drain). The kernel sends them when all or the interface
 		// says so (OR): both off.
 		obj(state.Sysctl{Name: "net.ipv4.conf.all.send_redirects", Value: "0"}),
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(oldDev) + ".send_redirects", Value: "0"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(oldDev) + ".send_redirects", Value: "0"}),
 	)
 	add(nw,
 		// Clients' packets arrive from OLD on the segment, whose
 		// reverse route may leave by another interface.
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(newDev) + ".rp_filter", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(newDev) + ".rp_filter", Value: "2"}),
 		// NEW's packets from a migrated address go to OLD on the
 		// segment. With the default arp_announce (0) NEW's ARP request
 		// for OLD carries that address as its sender: every host on the
 		// segment (the router too) would take NEW's MAC for OLD's
 		// address. 2: the sender is NEW's own address on the segment.
-		obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(newDev) + ".arp_announce", Value: "2"}),
+		obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(newDev) + ".arp_announce", Value: "2"}),
 	)
 
 	oldSpec.TunnelDev, oldSpec.Mark, oldSpec.Services, oldSpec.Accounted = oldDev, t.Mark, moved, accounted
@@ -241,7 +241,7 @@ func directDesired(c *config.Config, facts map[string]state.Facts, owned map[str
 		// container's interface: the local table, a martian. NEW then
 		// accepts its own addresses as sources on the segment, as OLD
 		// does (the segment is trusted). See also fromIif below.
-		add(nw, obj(state.Sysctl{Name: "net.ipv4.conf." + sysctlDev(newDev) + ".accept_local", Value: "1"}))
+		add(nw, obj(state.Sysctl{Name: "net.ipv4.conf." + SysctlDev(newDev) + ".accept_local", Value: "1"}))
 	}
 	for _, s := range accounted {
 		if s.Proto == state.UDP {

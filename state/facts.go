@@ -448,14 +448,20 @@ func (f Facts) Digest() string {
 	return hex.EncodeToString(h[:12])
 }
 
-// HasLink reports whether a device of that name exists.
-func (f Facts) HasLink(name string) bool {
+// Link is the device of that name, if there is one.
+func (f Facts) Link(name string) (Link, bool) {
 	for _, l := range f.Links {
 		if l.Name == name {
-			return true
+			return l, true
 		}
 	}
-	return false
+	return Link{}, false
+}
+
+// HasLink reports whether a device of that name exists.
+func (f Facts) HasLink(name string) bool {
+	_, ok := f.Link(name)
+	return ok
 }
 
 // HasAddr reports whether any device holds ip.

@@ -241,6 +241,12 @@ type Rule struct {
 	Protocol uint8        `json:"protocol,omitempty"`
 }
 
+// Bare reports a rule without selector: from all, to all, any interface,
+// no fwmark.
+func (r Rule) Bare() bool {
+	return !r.Src.IsValid() && !r.Dst.IsValid() && r.IifName == "" && r.Mark == 0 && r.Mask == 0
+}
+
 func (r Rule) selector() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "v%d pref %d", r.Family, r.Priority)

@@ -452,12 +452,8 @@ func portList(rs []config.PortRange) string {
 }
 
 func linkUp(f state.Facts, name string) bool {
-	for _, l := range f.Links {
-		if l.Name == name {
-			return l.Up
-		}
-	}
-	return false
+	l, ok := f.Link(name)
+	return ok && l.Up
 }
 
 func liveStage(percents map[int]bool, haveTable bool) string {
@@ -747,8 +743,7 @@ func localRuleAhead(old state.Facts) string {
 			continue
 		}
 		for _, r := range old.Rules {
-			if r.Family == fw.Family && r.Table == state.TableLocal && r.Priority < fw.Priority &&
-				!r.Src.IsValid() && !r.Dst.IsValid() && r.IifName == "" && r.Mask == 0 {
+			if r.Family == fw.Family && r.Table == state.TableLocal && r.Priority < fw.Priority && r.Bare() {
 				return fmt.Sprintf("OLD has a rule `pref %d lookup local` (IPv%d) again, ahead of migrate's rule for moved flows (pref %d; added by hand?): OLD's own stack takes their packets, so new clients reach OLD's daemon and moved connections are reset. Run migrate apply to move it again", r.Priority, r.Family, fw.Priority)
 			}
 		}
@@ -768,7 +763,7 @@ func Sysctls(c *config.Config, host string) []string {
 		out = append(out, "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 	}
 	if host == plan.Old && c.Tunnel != nil && !plan.Direct(c) {
-		dev := strings.ReplaceAll(c.Tunnel.Name, ".", "/")
+		dev := plan.SysctlDev(c.Tunnel.Name)
 		out = append(out, "net.ipv4.conf.all.rp_filter", "net.ipv4.conf."+dev+".rp_filter", "net.ipv4.conf."+dev+".accept_local")
 	}
 	return out
@@ -800,7 +795,7 @@ func sysctlsUndone(c *config.Config, in Input) []string {
 	// local, not the tunnel). NEW's strict check passes in the plain case
 	// (its rule `from ADDR` routes the reverse path into the tunnel), so
 	// it is not reported.
-	dev := strings.ReplaceAll(c.Tunnel.Name, ".", "/")
+	dev := plan.SysctlDev(c.Tunnel.Name)
 	all, okAll := in.Old.Sysctls["net.ipv4.conf.all.rp_filter"]
 	d, okDev := in.Old.Sysctls["net.ipv4.conf."+dev+".rp_filter"]
 	if okAll && okDev && max(strings.TrimSpace(all), strings.TrimSpace(d)) == "1" {
