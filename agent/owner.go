@@ -334,11 +334,28 @@ func liveLink(f state.Facts, name string) *state.Link {
 // movedLocalRule reports migrate's moved local rule in the live rules.
 func movedLocalRule(f state.Facts, family int) bool {
 	for _, r := range f.Rules {
-		if r.Family == family && r.Table == state.TableLocal && r.Protocol == ownProto && r.Priority > 0 && r.Bare() {
+		if r.Family == family && movedLocal(r) {
 			return true
 		}
 	}
 	return false
+}
+
+// movedLocal reports migrate's moved local rule.
+func movedLocal(r state.Rule) bool {
+	return r.Table == state.TableLocal && r.Protocol == ownProto && r.Priority > 0 && r.Bare()
+}
+
+// localRules counts the live rules of family that look up the local table
+// for every packet.
+func localRules(f state.Facts, family int) int {
+	n := 0
+	for _, r := range f.Rules {
+		if r.Family == family && r.Table == state.TableLocal && r.Bare() {
+			n++
+		}
+	}
+	return n
 }
 
 // needTunnelDev checks that a device, when it exists, is of a tunnel kind.
@@ -417,6 +434,11 @@ func liveOwned(f state.Facts, s state.Step) error {
 			// The move adds the new rule before the old one goes:
 			// without it, the host would deliver nothing locally.
 			return fmt.Errorf("the kernel's local rule is only removed once migrate's moved local rule (lookup local, protocol %d) is in place, and there is none for IPv%d", ownProto, o.Rule.Family)
+		}
+		if s.Action == state.Delete && movedLocal(*s.Before.Rule) && localRules(f, o.Rule.Family) <= 1 {
+			// The reverse: the moved rule goes only once another local
+			// rule (rollback puts the default one back first) is there.
+			return fmt.Errorf("migrate's moved local rule is only removed once another rule looks up the local table for IPv%d (rollback puts the default pref 0 back first): without one, the host would deliver nothing locally", o.Rule.Family)
 		}
 		key := o.Key()
 		var found []state.Rule
