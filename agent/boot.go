@@ -48,9 +48,21 @@ const bootRecordFile = "boot.json"
 // unconfirmed.
 const rebootReason = "host rebooted inside the confirm window: the change was never confirmed, so it was not restored"
 
+// rulesetRecordFile is the record of the last restore the nftables.service
+// drop-in ran (RulesetRestore).
+const rulesetRecordFile = "ruleset-restore.json"
+
 // LastBoot reads boot.json (nil when no restore ran yet).
-func (h *HostFiles) LastBoot() (*state.BootRecord, error) {
-	b, err := os.ReadFile(h.path(bootRecordFile))
+func (h *HostFiles) LastBoot() (*state.BootRecord, error) { return h.readRecord(bootRecordFile) }
+
+// LastRulesetRestore reads ruleset-restore.json (nil when the drop-in never
+// restored anything).
+func (h *HostFiles) LastRulesetRestore() (*state.BootRecord, error) {
+	return h.readRecord(rulesetRecordFile)
+}
+
+func (h *HostFiles) readRecord(name string) (*state.BootRecord, error) {
+	b, err := os.ReadFile(h.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -59,17 +71,17 @@ func (h *HostFiles) LastBoot() (*state.BootRecord, error) {
 	}
 	var r state.BootRecord
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", h.path(bootRecordFile), err)
+		return nil, fmt.Errorf("%s: %w", h.path(name), err)
 	}
 	return &r, nil
 }
 
-func (h *HostFiles) writeBootRecord(r state.BootRecord) error {
+func (h *HostFiles) writeRecord(name string, r state.BootRecord) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := h.path(bootRecordFile + ".tmp")
+	tmp := h.path(name + ".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
@@ -85,23 +97,78 @@ func (h *HostFiles) writeBootRecord(r state.BootRecord) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, h.path(bootRecordFile))
+	return os.Rename(tmp, h.path(name))
 }
 
 // bootLockWait bounds how long the restore waits for the host lock (at
 // boot nobody holds it; run by hand, a migrate session might).
 const bootLockWait = 30 * time.Second
 
+// rulesetLockWait bounds the drop-in's wait: it runs inside
+// nftables.service's start or reload job, which waits for it.
+const rulesetLockWait = 10 * time.Second
+
 // BootRestore restores this host's part of the last confirmed state and
 // records the outcome in boot.json. It returns the record and, when the
 // restore failed (and was undone), the error.
 func BootRestore(h *HostFiles, k Kernel) (state.BootRecord, error) {
+	return restoreAndRecord(h, k, bootRecordFile, "", bootLockWait)
+}
+
+// RulesetRestore is what the nftables.service drop-in runs after that
+// service's start or reload (after: AfterStart, AfterReload): the same
+// restore as at boot, recorded in ruleset-restore.json. Its job is the
+// table a `flush ruleset` removed; anything else that differs from the
+// last confirmed state is put back too, as at boot.
+//
+// It does nothing (ran false) at boot: there nftables.service starts
+// before the boot unit, which is ordered after it and decides what a
+// reboot left unconfirmed before anything is restored. "At boot" is: the
+// boot unit has not run in this boot and no apply armed in it either (a
+// host never rebooted since its first apply has no boot record).
+func RulesetRestore(h *HostFiles, k Kernel, after string) (rec state.BootRecord, ran bool, err error) {
+	if !h.activeThisBoot() {
+		return rec, false, nil
+	}
+	rec, err = restoreAndRecord(h, k, rulesetRecordFile, after, rulesetLockWait)
+	return rec, true, err
+}
+
+// activeThisBoot reports whether the boot unit or an apply ran in the
+// host's current boot (boot.json, the run records).
+func (h *HostFiles) activeThisBoot() bool {
+	boot := bootID()
+	if last, err := h.LastBoot(); err == nil && last != nil && last.BootID == boot {
+		return true
+	}
+	ids, err := h.runIDs()
+	if err != nil {
+		return false
+	}
+	for _, run := range ids {
+		b, err := os.ReadFile(h.runPath(run))
+		if err != nil {
+			continue
+		}
+		var r runRecord
+		if json.Unmarshal(b, &r) == nil && r.BootID == boot {
+			return true
+		}
+	}
+	return false
+}
+
+func restoreAndRecord(h *HostFiles, k Kernel, file, after string, wait time.Duration) (state.BootRecord, error) {
 	log.SetFlags(log.LstdFlags | log.LUTC | log.Lmicroseconds)
 	start := time.Now()
-	rec := state.BootRecord{BootID: bootID()}
+	rec := state.BootRecord{BootID: bootID(), After: after}
+	op, holder := "restore at boot", "boot unit "+state.BootUnitName
+	if after != "" {
+		op, holder = "restore after nftables.service "+after, "nftables.service drop-in "+state.BootDropIn
+	}
 	err := h.ensureDir()
 	if err == nil {
-		err = lockFor(h, proto.LockInfo{ID: "boot-restore", Holder: "boot unit " + state.BootUnitName, Operation: "restore at boot", Started: start.UTC()}, bootLockWait)
+		err = lockFor(h, proto.LockInfo{ID: "boot-restore", Holder: holder, Operation: op, Started: start.UTC()}, wait)
 	}
 	if err == nil {
 		defer h.Unlock()
@@ -117,8 +184,8 @@ func BootRestore(h *HostFiles, k Kernel) (state.BootRecord, error) {
 	default:
 		rec.Outcome = state.BootRestored
 	}
-	if werr := h.writeBootRecord(rec); werr != nil {
-		err = errors.Join(err, fmt.Errorf("write %s: %w", h.path(bootRecordFile), werr))
+	if werr := h.writeRecord(file, rec); werr != nil {
+		err = errors.Join(err, fmt.Errorf("write %s: %w", h.path(file), werr))
 	}
 	return rec, err
 }

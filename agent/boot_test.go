@@ -76,11 +76,20 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify := func(text string) string {
+	verify := func(text, dropIn string) string {
 		dir := t.TempDir()
 		unit, link := state.BootUnitFiles(dir)
 		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 			t.Fatal(err)
+		}
+		if dropIn != "" {
+			p := state.BootDropInPath(dir)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(dropIn), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -110,11 +119,20 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 		return string(out)
 	}
 	good := UnitText(exe, "/var/lib/migrate", "/etc/systemd/system")
-	if out := verify(good); strings.Contains(out, "cycl") || strings.Contains(out, state.BootUnitName) {
+	if out := verify(good, ""); strings.Contains(out, "cycl") || strings.Contains(out, state.BootUnitName) {
 		t.Errorf("systemd-analyze verify:\n%s", out)
 	}
+	// The drop-in: systemd takes its command lines ("-" prefix, an
+	// executable that exists) for nftables.service.
+	dropIn := DropInText(exe, "/var/lib/migrate", "/etc/systemd/system")
+	if out := verify(good, dropIn); strings.Contains(out, "cycl") || strings.Contains(out, "migrate-restore") || strings.Contains(out, "nftables.service:") {
+		t.Errorf("systemd-analyze verify with the drop-in:\n%s", out)
+	}
+	if out := verify(good, strings.Replace(dropIn, "ExecReload=-"+exe, "ExecReload=-relative/"+filepath.Base(exe), 1)); !strings.Contains(out, "migrate-restore.conf") {
+		t.Errorf("a drop-in with a relative command: systemd-analyze said nothing of it:\n%s", out)
+	}
 	bad := strings.Replace(good, "After=local-fs.target", "After=multi-user.target local-fs.target", 1)
-	if out := verify(bad); !strings.Contains(out, "cycl") {
+	if out := verify(bad, ""); !strings.Contains(out, "cycl") {
 		t.Errorf("a unit ordered after multi-user.target and before sysinit.target: systemd-analyze found no cycle:\n%s", out)
 	}
 }
@@ -137,9 +155,14 @@ func TestOwnedBootFiles(t *testing.T) {
 	t.Setenv("MIGRATE_SYSTEMD_DIR", units)
 	t.Setenv("MIGRATE_STATE_DIR", stateDir)
 	unit, link := state.BootUnitFiles(units)
+	dropIn := state.BootDropInPath(units)
 	installed := filepath.Join(stateDir, "bin", "migrate-"+strings.Repeat("ab", 32))
 	good := UnitText(installed, stateDir, units)
+	goodDropIn := DropInText(installed, stateDir, units)
 	ok := []state.Step{
+		fileStep(state.Create, nil, &state.File{Path: dropIn, Content: goodDropIn}),
+		fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText(agentExe(), stateDir, units)}),
+		fileStep(state.Delete, &state.File{Path: dropIn, Content: "edited by hand"}, nil),
 		fileStep(state.Create, nil, &state.File{Path: unit, Content: good}),
 		fileStep(state.Create, nil, &state.File{Path: unit, Content: UnitText(agentExe(), stateDir, units)}),
 		fileStep(state.Create, nil, &state.File{Path: link, Link: unit}),
@@ -165,6 +188,13 @@ func TestOwnedBootFiles(t *testing.T) {
 		"extra directive":       fileStep(state.Create, nil, &state.File{Path: unit, Content: good + "ExecStartPost=/bin/sh -c id\n"}),
 		"other state directory": fileStep(state.Create, nil, &state.File{Path: unit, Content: UnitText(installed, "/", units)}),
 		"undo writes foreign":   fileStep(state.Update, &state.File{Path: unit, Content: good}, &state.File{Path: unit, Content: "[Service]\nExecStart=/bin/sh\n"}),
+		"unit text as drop-in":  fileStep(state.Create, nil, &state.File{Path: dropIn, Content: good}),
+		"drop-in text as unit":  fileStep(state.Create, nil, &state.File{Path: unit, Content: goodDropIn}),
+		"drop-in, other cmd":    fileStep(state.Create, nil, &state.File{Path: dropIn, Content: strings.Replace(goodDropIn, "ExecReload=-"+installed, "ExecReload=-/bin/sh -c id #", 1)}),
+		"drop-in, extra line":   fileStep(state.Create, nil, &state.File{Path: dropIn, Content: goodDropIn + "ExecStopPost=/bin/sh -c id\n"}),
+		"drop-in as a symlink":  fileStep(state.Create, nil, &state.File{Path: dropIn, Link: "/tmp/x"}),
+		"other service's dir":   fileStep(state.Create, nil, &state.File{Path: filepath.Join(units, "ssh.service.d", filepath.Base(dropIn)), Content: goodDropIn}),
+		"drop-in, other binary": fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText("/tmp/migrate-"+strings.Repeat("ab", 32), stateDir, units)}),
 	} {
 		err := validateStep(s)
 		if err == nil {

@@ -10,8 +10,9 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// The boot unit. apply installs it (two state.File objects, like any
-// other owned object: journalled, removed by rollback) on a host where
+// The boot unit. apply installs it (state.File objects, like any other
+// owned object: journalled, removed by rollback: the unit, its enable link
+// and a drop-in for nftables.service) on a host where
 // systemd is PID 1; at boot it runs this agent as BootRestoreCommand,
 // which puts back the host's part of the last confirmed state (boot.go).
 // Nothing else outside the state directory is ever written.
@@ -110,6 +111,48 @@ func BootExecStart(exe, stateDir, unitDir string) string {
 	return strings.Join([]string{exe, BootRestoreCommand, "--state-dir", stateDir, "--unit-dir", unitDir}, " ")
 }
 
+// The drop-in's events: what of nftables.service ran the restore
+// (BootRecord.After).
+const (
+	AfterStart  = "start"
+	AfterReload = "reload"
+)
+
+// DropInText is the nftables.service drop-in (state.BootDropIn) that runs
+// exe's restore after that service loaded its ruleset:
+//   - nftables.service's start and reload load a file that usually begins
+//     with `flush ruleset` (Debian's /etc/nftables.conf; RHEL's reload
+//     is `flush ruleset; include ...`), so a `systemctl reload nftables`
+//     or `restart` mid-migration removed migrate's table and every moved
+//     service fell back to OLD until the next `migrate apply`.
+//   - ExecStartPost (start and restart) and an extra ExecReload (a
+//     drop-in's ExecReload= adds to the service's own, which runs
+//     first): the restore runs right after the ruleset is in.
+//   - "-": a failed restore does not fail nftables.service (the firewall
+//     the administrator asked for is loaded either way); its record says
+//     what failed, and plan and status show it.
+//   - At boot it does nothing (RulesetRestore): the boot unit, ordered
+//     after nftables.service, restores everything.
+//   - `systemctl stop nftables` (ExecStop=nft flush ruleset) is not
+//     covered: stopping the firewall removes migrate's table too, and the
+//     next start puts it back.
+func DropInText(exe, stateDir, unitDir string) string {
+	cmd := BootExecStart(exe, stateDir, unitDir) + " --after "
+	return strings.Join([]string{
+		"# Installed by migrate apply; removed by migrate rollback. Do not edit:",
+		"# migrate checks this file and replaces it when it differs.",
+		"# nftables.service's start and reload load a ruleset that usually begins",
+		"# with `flush ruleset`, which removes migrate's table: this puts it back",
+		"# right after (the last confirmed apply, as at boot). At boot it does",
+		"# nothing: " + state.BootUnitName + " runs after nftables.service.",
+		"# \"-\": a failed restore does not fail nftables.service.",
+		"[Service]",
+		"ExecStartPost=-" + cmd + AfterStart,
+		"ExecReload=-" + cmd + AfterReload,
+		"",
+	}, "\n")
+}
+
 // agentExe is the path of the running agent.
 func agentExe() string {
 	exe, err := os.Executable()
@@ -127,14 +170,19 @@ var unitPathOK = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
 // directory (remote: STATE/bin/migrate-SHA256).
 var installedAgent = regexp.MustCompile(`^migrate-[0-9a-f]{64}$`)
 
-// checkUnitText checks a unit text a step would write: it must be exactly
-// UnitText for this state and unit directory, run by this agent or by an
-// agent the CLI installed in the state directory (an older or newer
-// migrate's, when a step is undone).
-func checkUnitText(text string) error {
+// checkUnitText checks a unit text a step would write at path: it must
+// be exactly UnitText (or, for the drop-in, DropInText) for this state and
+// unit directory, run by this agent or by an agent the CLI installed in
+// the state directory (an older or newer migrate's, when a step is
+// undone).
+func checkUnitText(path, text string) error {
+	dropIn := path == state.BootDropInPath(UnitDir())
 	exe := ""
 	for _, l := range strings.Split(text, "\n") {
 		if rest, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			exe, _, _ = strings.Cut(rest, " ")
+		}
+		if rest, ok := strings.CutPrefix(l, "ExecStartPost=-"); ok && dropIn {
 			exe, _, _ = strings.Cut(rest, " ")
 		}
 	}
@@ -146,6 +194,12 @@ func checkUnitText(text string) error {
 	case filepath.Dir(exe) == filepath.Join(dir, "bin") && installedAgent.MatchString(filepath.Base(exe)):
 	default:
 		return fmt.Errorf("the unit %s runs %s: migrate's unit only runs this agent (%s) or one installed in %s", state.BootUnitName, show(exe), agentExe(), filepath.Join(dir, "bin"))
+	}
+	if dropIn {
+		if text != DropInText(exe, dir, UnitDir()) {
+			return fmt.Errorf("the drop-in %s is not the text migrate writes", state.BootDropIn)
+		}
+		return nil
 	}
 	if text != UnitText(exe, dir, UnitDir()) {
 		return fmt.Errorf("the unit %s is not the text migrate writes", state.BootUnitName)
@@ -159,14 +213,16 @@ func BootFacts(h *HostFiles) *state.Boot {
 	b := &state.Boot{Systemd: SystemdBooted(), UnitDir: dir, BootID: bootID()}
 	if exe := agentExe(); unitPathOK.MatchString(exe) && unitPathOK.MatchString(h.Dir) && unitPathOK.MatchString(dir) {
 		b.Unit = UnitText(exe, h.Dir, dir)
+		b.DropIn = DropInText(exe, h.Dir, dir)
 	}
 	unit, link := state.BootUnitFiles(dir)
-	for _, p := range []string{unit, link} {
+	for _, p := range []string{unit, link, state.BootDropInPath(dir)} {
 		if f, ok := readOwnFile(p); ok {
 			b.Files = append(b.Files, f)
 		}
 	}
 	b.Last, _ = h.LastBoot()
+	b.LastRuleset, _ = h.LastRulesetRestore()
 	return b
 }
 
@@ -192,22 +248,23 @@ func readOwnFile(p string) (state.File, bool) {
 	return state.File{Path: p, Content: fmt.Sprintf("(not migrate's: %s)", st.Mode().Type())}, true
 }
 
-// checkOwnedFile is the static check of a file object: only the unit and
-// its enable link in UnitDir. What a step writes is checked further in
-// checkOwnedStep (checkUnitText).
+// checkOwnedFile is the static check of a file object: only the unit, its
+// enable link and the nftables.service drop-in in UnitDir. What a step
+// writes is checked further in checkOwnedStep (checkUnitText).
 func checkOwnedFile(f state.File) error {
 	unit, link := state.BootUnitFiles(UnitDir())
+	dropIn := state.BootDropInPath(UnitDir())
 	switch f.Path {
-	case unit:
+	case unit, dropIn:
 		if f.Link != "" {
-			return fmt.Errorf("file %s: the unit must be a regular file", f.Path)
+			return fmt.Errorf("file %s: migrate's unit and drop-in are regular files", f.Path)
 		}
 	case link:
 		if f.Link != unit || f.Content != "" {
 			return fmt.Errorf("file %s: the enable link must point to %s", f.Path, unit)
 		}
 	default:
-		return fmt.Errorf("file %s: migrate only writes %s and %s", show(f.Path), unit, link)
+		return fmt.Errorf("file %s: migrate only writes %s, %s and %s", show(f.Path), unit, link, dropIn)
 	}
 	return nil
 }

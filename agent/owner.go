@@ -214,7 +214,7 @@ func checkOwnedStep(s state.Step) error {
 		}
 	}
 	if s.Action != state.Delete && s.After.File != nil && s.After.File.Link == "" {
-		if err := checkUnitText(s.After.File.Content); err != nil {
+		if err := checkUnitText(s.After.File.Path, s.After.File.Content); err != nil {
 			return fmt.Errorf("refused: %s: %w", s.After.Key(), err)
 		}
 	}

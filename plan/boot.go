@@ -11,7 +11,10 @@ import (
 // to a host that has something of migrate's to restore and where systemd
 // is PID 1: at boot the unit puts back the host's part of the last
 // confirmed apply (agent, boot.go). The text is the agent's own
-// (Facts.Boot.Unit), which names the agent binary on that host.
+// (Facts.Boot.Unit), which names the agent binary on that host. With them
+// goes the nftables.service drop-in (state.BootDropIn), which runs the
+// same restore after that service's start or reload has flushed the
+// ruleset (an agent before it reports no drop-in text: none is added).
 func bootDesired(f state.Facts, h *HostDesired) {
 	b := f.Boot
 	if len(h.Objects) == 0 || b == nil || !b.Systemd || b.Unit == "" {
@@ -20,6 +23,9 @@ func bootDesired(f state.Facts, h *HostDesired) {
 	unit, link := state.BootUnitFiles(b.UnitDir)
 	h.add(state.Object{File: &state.File{Path: unit, Content: b.Unit}},
 		state.Object{File: &state.File{Path: link, Link: unit}})
+	if b.DropIn != "" {
+		h.add(state.Object{File: &state.File{Path: state.BootDropInPath(b.UnitDir), Content: b.DropIn}})
+	}
 }
 
 // BootNotes say, per host with something of migrate's on it, whether its
@@ -32,6 +38,9 @@ func BootNotes(want map[string]HostDesired, facts map[string]state.Facts) []stri
 			continue
 		}
 		if l := BootLine(host, b); l != "" {
+			out = append(out, l)
+		}
+		if l := RulesetRestoreLine(host, b); l != "" {
 			out = append(out, l)
 		}
 		if len(want[host].Objects) == 0 {
@@ -71,6 +80,29 @@ func BootLine(host string, b *state.Boot) string {
 		s += fmt.Sprintf("%s rebooted inside the confirm window of apply %s: that apply was reverted, not restored", name, strings.Join(r.RevertedRuns, ", "))
 	}
 	return s
+}
+
+// RulesetRestoreLine is what the nftables.service drop-in's last restore
+// did in the host's current boot ("" when it ran in none or found
+// nothing to put back).
+func RulesetRestoreLine(host string, b *state.Boot) string {
+	r := b.ThisBootRuleset()
+	if r == nil {
+		return ""
+	}
+	name := strings.ToUpper(host)
+	at := r.Time.UTC().Format("15:04 UTC")
+	switch r.Outcome {
+	case state.BootRestored:
+		l := fmt.Sprintf("nftables.service %s on %s at %s removed migrate's part there (a ruleset that begins with `flush ruleset`); migrate's drop-in put it back within %d ms (%d step(s))", r.After, name, at, r.TookMS, r.Steps)
+		if host == Old {
+			l += ". A moved connection that sent a packet in between was reset by OLD's own stack"
+		}
+		return l
+	case state.BootFailed:
+		return fmt.Sprintf("WARNING host %s: nftables.service %s at %s: migrate's drop-in could not put back migrate's part: %s. Run migrate apply", host, r.After, at, r.Error)
+	}
+	return ""
 }
 
 // BootFailed reports a host whose restore failed in its current boot.

@@ -570,6 +570,50 @@ reboot "reboot-NEW" new
 reboot "reboot-OLD" old
 reboot "reboot-both" old new
 
+# --- 10b. nftables.service mid-migration ---------------------------------------------------------
+# Debian's /etc/nftables.conf (as the package ships it) begins with `flush
+# ruleset`: `systemctl start`, `reload` and `restart nftables` on OLD remove
+# migrate's table with everything else. apply's drop-in for nftables.service
+# (ExecStartPost, ExecReload) puts it back right after; the data path must
+# work after each with no migrate command run. Real systemd, real service:
+# this also checks that apply's daemon-reload made systemd read the drop-in.
+# Then `systemctl stop nftables` (not covered: its flush stays) and the
+# recovery the README gives: `systemctl restart migrate-restore.service`.
+RREC=/var/lib/migrate/ruleset-restore.json
+gssh old 30 "grep -c '^flush ruleset' /etc/nftables.conf; systemctl show nftables.service -p DropInPaths" > "$RUN/nft-setup.old" 2>&1 || true
+if grep -qx 1 "$RUN/nft-setup.old" && grep -q "nftables.service.d/migrate-restore.conf" "$RUN/nft-setup.old"; then
+  pass "OLD: /etc/nftables.conf begins with flush ruleset, and systemd has read migrate's drop-in for nftables.service"
+else
+  bad "OLD: /etc/nftables.conf without flush ruleset, or systemd does not know migrate's drop-in: $(tr '\n' ' ' < "$RUN/nft-setup.old")"
+fi
+for ev in start reload restart; do
+  t0=$(now)
+  gssh old 60 "systemctl $ev nftables.service; echo rc=\$?; nft list tables; cat $RREC" > "$RUN/nft-$ev.old" 2>&1 || true
+  ok=
+  for _ in $(seq 20); do path_ok && { ok=1; break; }; sleep 0.5; done
+  { echo "----- systemctl $ev nftables on old"; cat "$RUN/nft-$ev.old"; } >> "$LOG"
+  rec=$(tr -d '\n ' < "$RUN/nft-$ev.old")
+  if [ -n "$ok" ] && grep -q '^rc=0' "$RUN/nft-$ev.old" && grep -q "\"after\":\"${ev/restart/start}\"" <<< "$rec" && grep -q '"outcome":"restored"' <<< "$rec"; then
+    pass "systemctl $ev nftables on OLD: the drop-in put migrate's table back ($(grep -o '"took_ms":[0-9]*' <<< "$rec")); the data path works $(fsub "$(now)" "$t0") s after the command"
+  else
+    show "$RUN/nft-$ev.old" 30; bad "systemctl $ev nftables on OLD: the data path or the drop-in's record is not right (above)"
+    path_checks "after systemctl $ev nftables"
+  fi
+done
+gssh old 60 "systemctl stop nftables.service; nft list tables" > "$RUN/nft-stop.old" 2>&1 || true
+if grep -q 'inet migrate' "$RUN/nft-stop.old"; then
+  bad "systemctl stop nftables on OLD left migrate's table (its ExecStop flushes the ruleset): $(tr '\n' ' ' < "$RUN/nft-stop.old")"
+else
+  gssh old 60 "systemctl restart $UNIT; echo rc=\$?" > "$RUN/nft-recover.old" 2>&1 || true
+  ok=
+  for _ in $(seq 20); do path_ok && { ok=1; break; }; sleep 0.5; done
+  if [ -n "$ok" ] && grep -q '^rc=0' "$RUN/nft-recover.old"; then
+    pass "systemctl stop nftables on OLD removed migrate's table; systemctl restart $UNIT put it back"
+  else
+    show "$RUN/nft-recover.old"; bad "after systemctl stop nftables on OLD: systemctl restart $UNIT did not bring the data path back"
+  fi
+fi
+
 # --- 11. status, rollback --all ----------------------------------------------------------------
 rc=0; cli status 300 status -f migration.hcl || rc=$?
 show "$RUN/cli/status.log" 15

@@ -20,6 +20,17 @@ func BootUnitFiles(unitDir string) (unit, link string) {
 	return filepath.Join(unitDir, BootUnitName), filepath.Join(unitDir, BootUnitWants, BootUnitName)
 }
 
+// BootDropIn is the drop-in apply installs for nftables.service, beside
+// the unit: nftables.service's start and reload load a ruleset that
+// usually begins with `flush ruleset` (Debian's /etc/nftables.conf; on
+// RHEL its reload flushes first), which removes migrate's table mid-
+// migration. The drop-in runs the restore again right after
+// (agent.RulesetRestore).
+const BootDropIn = "nftables.service.d/migrate-restore.conf"
+
+// BootDropInPath is the drop-in's path in unitDir.
+func BootDropInPath(unitDir string) string { return filepath.Join(unitDir, BootDropIn) }
+
 // Boot is what a host says about surviving a reboot (Facts.Boot).
 type Boot struct {
 	// Systemd: systemd is PID 1 (/run/systemd/system exists), so apply
@@ -28,13 +39,19 @@ type Boot struct {
 	UnitDir string `json:"unit_dir"`
 	// Unit is the text of the unit this host's agent installs.
 	Unit string `json:"unit,omitempty"`
-	// Files are the unit and its enable link as they are now (absent
-	// ones left out).
+	// DropIn is the text of the nftables.service drop-in this host's
+	// agent installs ("" from an agent before it).
+	DropIn string `json:"drop_in,omitempty"`
+	// Files are the unit, its enable link and the drop-in as they are
+	// now (absent ones left out).
 	Files []File `json:"files,omitempty"`
 	// BootID is the host's current boot (/proc/sys/kernel/random/boot_id).
 	BootID string `json:"boot_id"`
 	// Last is the record of the last boot restore, if any ran.
 	Last *BootRecord `json:"last,omitempty"`
+	// LastRuleset is the record of the last restore the drop-in ran after
+	// nftables.service loaded its ruleset in a running system.
+	LastRuleset *BootRecord `json:"last_ruleset,omitempty"`
 }
 
 // Outcomes of a boot restore (BootRecord.Outcome).
@@ -59,6 +76,18 @@ type BootRecord struct {
 	// window when the host went down: decided reverted, not restored.
 	RevertedRuns []string `json:"reverted_runs,omitempty"`
 	TookMS       int64    `json:"took_ms"`
+	// After is what ran the restore when it was not the boot unit: the
+	// drop-in after nftables.service's "start" or "reload".
+	After string `json:"after,omitempty"`
+}
+
+// ThisBootRuleset is the drop-in's last restore when it ran in the
+// host's current boot.
+func (b *Boot) ThisBootRuleset() *BootRecord {
+	if b == nil || b.LastRuleset == nil || b.BootID == "" || b.LastRuleset.BootID != b.BootID {
+		return nil
+	}
+	return b.LastRuleset
 }
 
 // ThisBoot reports whether the record is of the host's current boot.

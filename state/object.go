@@ -314,8 +314,10 @@ func (r Route) String() string {
 }
 
 // File is a file migrate installs outside its state directory. There are
-// exactly two (BootUnitFiles): the systemd unit that restores the host's
-// part at boot, and its enable link. Content is a regular file's text,
+// exactly three: the systemd unit that restores the host's part at boot,
+// its enable link (BootUnitFiles), and the nftables.service drop-in that
+// restores migrate's table after that service loads its ruleset
+// (BootDropInPath). Content is a regular file's text,
 // Link a symlink's target; one of them is set.
 type File struct {
 	Path    string `json:"path"`

@@ -241,6 +241,9 @@ func Build(in Input) Report {
 		if l := plan.BootLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, l+".")
 		}
+		if l := plan.RulesetRestoreLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
+			r.Notes = append(r.Notes, l+".")
+		}
 		if n := plan.SpaceNote(h.name, h.f.StateDir); n != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, n)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opsmigrate/migrate/agent"
 	"github.com/opsmigrate/migrate/agent/kernel"
+	"github.com/opsmigrate/migrate/state"
 )
 
 // Commands are the hidden subcommands of the migrate binary that run on a
@@ -83,7 +84,7 @@ func agentCmd() *cobra.Command {
 // STATE/boot.json. The directories come from the unit's command line, not
 // the environment: systemd starts it with an empty one.
 func bootRestoreCmd(out io.Writer) *cobra.Command {
-	var stateDir, unitDir string
+	var stateDir, unitDir, after string
 	cmd := &cobra.Command{
 		Use:    agent.BootRestoreCommand,
 		Short:  "Restore this host's part of the last confirmed apply (run by the boot unit)",
@@ -92,6 +93,9 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" || unitDir == "" {
 				return errors.New("--state-dir and --unit-dir are required")
+			}
+			if after != "" && after != agent.AfterStart && after != agent.AfterReload {
+				return fmt.Errorf("--after %q: want %s or %s (nftables.service's event)", after, agent.AfterStart, agent.AfterReload)
 			}
 			// The same checks as the agent's: the state directory is
 			// root's and private (agent/statedir.go), and an installed
@@ -114,7 +118,17 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 				return err
 			}
 			k.NoUDPWarmup = true
-			rec, err := agent.BootRestore(&agent.HostFiles{Dir: stateDir}, k)
+			h := &agent.HostFiles{Dir: stateDir}
+			if after != "" {
+				rec, ran, err := agent.RulesetRestore(h, k, after)
+				if !ran && err == nil {
+					fmt.Fprintf(out, "migrate restore after nftables.service %s: nothing to do before %s has run in this boot\n", after, state.BootUnitName)
+					return nil
+				}
+				fmt.Fprintf(out, "migrate restore after nftables.service %s: %s (%d step(s), %d ms)\n", after, rec.Outcome, rec.Steps, rec.TookMS)
+				return err
+			}
+			rec, err := agent.BootRestore(h, k)
 			fmt.Fprintf(out, "migrate boot restore: %s (%d step(s), %d ms)\n", rec.Outcome, rec.Steps, rec.TookMS)
 			for _, r := range rec.RevertedRuns {
 				fmt.Fprintf(out, "run %s was not confirmed before the reboot: reverted, not restored\n", r)
@@ -124,6 +138,7 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "the agent's state directory")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "", "the systemd unit directory the unit is installed in")
+	cmd.Flags().StringVar(&after, "after", "", "run by the nftables.service drop-in after that service's start or reload (start, reload): restore only once the boot unit has run in this boot")
 	return cmd
 }
 

@@ -1,11 +1,15 @@
 package kernel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/opsmigrate/migrate/state"
 )
@@ -22,10 +26,14 @@ func (h *Host) applyFile(step state.Step) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if filepath.Base(filepath.Dir(p)) == state.BootUnitWants {
+		if b := filepath.Base(filepath.Dir(p)); b == state.BootUnitWants || b == filepath.Dir(state.BootDropIn) {
 			_ = os.Remove(filepath.Dir(p)) // only when empty
 		}
-		return syncDir(filepath.Dir(p))
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return err
+		}
+		daemonReload(p)
+		return nil
 	}
 	f := step.After.File
 	dir := filepath.Dir(f.Path)
@@ -46,7 +54,51 @@ func (h *Host) applyFile(step state.Step) error {
 		os.Remove(tmp)
 		return fmt.Errorf("replace %s: %w", f.Path, err)
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	daemonReload(f.Path)
+	return nil
+}
+
+// systemdUnitDir and systemdRuntimeDir are the real systemd's: only there
+// is `systemctl daemon-reload` run (tests put the unit directory
+// elsewhere and never reach the machine's systemd).
+const (
+	systemdUnitDir    = "/etc/systemd/system"
+	systemdRuntimeDir = "/run/systemd/system"
+)
+
+// daemonReload makes systemd read the nftables.service drop-in at p now,
+// not at the next boot: without it a `systemctl reload nftables` before
+// the next boot would run the service's old command list, and after a
+// rollback the removed drop-in's. The unit and its link only matter at
+// boot, when systemd reads every file anyway. A failure is logged, not
+// returned: the file is in place, and the next boot (or any daemon-reload)
+// picks it up; undoing the apply for it would help nobody.
+func daemonReload(p string) {
+	if filepath.Dir(filepath.Dir(p)) != systemdUnitDir || filepath.Base(p) != filepath.Base(state.BootDropIn) {
+		return
+	}
+	if st, err := os.Stat(systemdRuntimeDir); err != nil || !st.IsDir() {
+		return
+	}
+	systemctl := ""
+	for _, c := range []string{"/usr/bin/systemctl", "/bin/systemctl"} {
+		if _, err := os.Stat(c); err == nil {
+			systemctl = c
+			break
+		}
+	}
+	if systemctl == "" {
+		log.Printf("%s written, but no systemctl to run daemon-reload: systemd reads it at the next boot", p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, systemctl, "daemon-reload").CombinedOutput(); err != nil {
+		log.Printf("%s written, but systemctl daemon-reload failed (systemd reads it at the next boot): %v %s", p, err, out)
+	}
 }
 
 func writeSynced(p string, b []byte) error {
