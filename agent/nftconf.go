@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bufio"
+	"io"
 	"io/fs"
 	"path"
 	"sort"
@@ -28,11 +30,14 @@ const nftIncludeDir = "etc"
 
 // Bounds: nft itself refuses includes nested more than 16 deep; a file
 // including itself twice would still be read 2^16 times, hence the file
-// count.
+// count; and what is read in all. A saved copy of a big migration's table
+// is large (every service in several sets: a few MiB for 10 000), so the
+// files are scanned as a stream, keeping only the first words of each
+// statement.
 const (
 	maxNftConfDepth = 16
 	maxNftConfFiles = 256
-	maxNftConfBytes = 1 << 20 // of one file; a bigger one is skipped
+	maxNftConfBytes = 64 << 20
 )
 
 // NftConf reports every declaration of table inet NAME or arp NAME
@@ -53,47 +58,61 @@ type nftConfReader struct {
 	root  fs.FS
 	name  string
 	files int
+	bytes int64
 	found []state.NftConfTable
 }
 
 func (r *nftConfReader) read(file string, depth int) {
-	if depth > maxNftConfDepth || r.files >= maxNftConfFiles {
+	if depth > maxNftConfDepth || r.files >= maxNftConfFiles || r.bytes >= maxNftConfBytes {
 		return
 	}
-	st, err := fs.Stat(r.root, file)
-	if err != nil || !st.Mode().IsRegular() || st.Size() > maxNftConfBytes {
+	f, err := r.root.Open(file)
+	if err != nil {
 		return
 	}
-	b, err := fs.ReadFile(r.root, file)
-	if err != nil || len(b) > maxNftConfBytes {
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		return
 	}
 	r.files++
-	toks := nftTokens(string(b))
-	for i := 0; i < len(toks); i++ {
-		t := toks[i]
-		if t.text == "include" && i+1 < len(toks) && toks[i+1].quoted {
-			for _, inc := range r.includes(toks[i+1].text) {
+	nftStatements(bufio.NewReaderSize(budgetReader{r: f, used: &r.bytes}, 64<<10), func(st []nftToken) {
+		switch {
+		case len(st) >= 2 && st[0].text == "include" && !st[0].quoted && st[1].quoted:
+			for _, inc := range r.includes(st[1].text) {
 				r.read(inc, depth+1)
 			}
-			i++
-			continue
+			return
+		case len(st) >= 4 && (st[0].text == "add" || st[0].text == "create"):
+			st = st[1:]
 		}
-		if !t.start {
-			continue
+		if len(st) < 3 || st[0].text != "table" || st[0].quoted {
+			return
 		}
-		j := i
-		if toks[j].text == "add" || toks[j].text == "create" {
-			j++
+		d := state.NftConfTable{Family: st[1].text, Name: st[2].text, File: "/" + file, Line: st[0].line}
+		if (d.Family == "inet" || d.Family == "arp") && d.Name == r.name && !r.seen(d) {
+			r.found = append(r.found, d)
 		}
-		if j+2 < len(toks) && toks[j].text == "table" && !toks[j].quoted {
-			fam, name := toks[j+1].text, toks[j+2].text
-			d := state.NftConfTable{Family: fam, Name: name, File: "/" + file, Line: toks[j].line}
-			if (fam == "inet" || fam == "arp") && name == r.name && !r.seen(d) {
-				r.found = append(r.found, d)
-			}
-		}
+	})
+}
+
+// budgetReader reads from r until the reader's byte budget, shared by
+// every file it reads, is spent.
+type budgetReader struct {
+	r    io.Reader
+	used *int64
+}
+
+func (b budgetReader) Read(p []byte) (int, error) {
+	left := maxNftConfBytes - *b.used
+	if left <= 0 {
+		return 0, io.EOF
 	}
+	if int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := b.r.Read(p)
+	*b.used += int64(n)
+	return n, err
 }
 
 // seen says whether d was found already: a file included twice (or
@@ -135,60 +154,88 @@ func (r *nftConfReader) includes(p string) []string {
 	return out
 }
 
-// nftToken is a word, a quoted string or one of { } ; of an nft file.
+// nftToken is a word or a quoted string of an nft file.
 type nftToken struct {
 	text   string
 	line   int
 	quoted bool
-	start  bool // first of a statement: after a newline, {, } or ;
 }
 
-// nftTokens splits an nft file into tokens, as far as finding table
-// declarations and includes needs: # comments to the end of the line,
-// "..." strings, a backslash at the end of a line joins it to the next.
-func nftTokens(s string) []nftToken {
-	var out []nftToken
-	line, start := 1, true
-	for i := 0; i < len(s); {
-		c := s[i]
+// maxStatementTokens is how many of a statement's first tokens
+// nftStatements keeps: `add table inet NAME` is the longest form read.
+const maxStatementTokens = 4
+
+// nftStatements reads an nft file and calls each with the first tokens of
+// every statement, as far as finding table declarations and includes
+// needs: a statement ends at a newline, {, } or ;, # comments run to the
+// end of the line, "..." is a string, a backslash at the end of a line
+// joins it to the next. Words are cut at 256 bytes (names are shorter).
+func nftStatements(in io.ByteReader, each func([]nftToken)) {
+	var st []nftToken
+	var word []byte
+	line, wordLine := 1, 0
+	quoted, inWord, inComment, inString := false, false, false, false
+	flushWord := func() {
+		if inWord && len(st) < maxStatementTokens {
+			st = append(st, nftToken{text: string(word), line: wordLine, quoted: quoted})
+		}
+		word, inWord, quoted = word[:0], false, false
+	}
+	end := func() {
+		flushWord()
+		if len(st) > 0 {
+			each(st)
+		}
+		st = st[:0]
+	}
+	prevBackslash := false
+	for {
+		c, err := in.ReadByte()
+		if err != nil {
+			end()
+			return
+		}
+		backslash := prevBackslash
+		prevBackslash = false
 		switch {
 		case c == '\n':
 			line++
-			start = true
-			i++
-		case c == '\\' && i+1 < len(s) && s[i+1] == '\n':
-			line++
-			i += 2
-		case c == ' ' || c == '\t' || c == '\r':
-			i++
+			if inString { // an unterminated string ends at the line
+				inString = false
+			}
+			inComment = false
+			if backslash {
+				flushWord()
+				continue
+			}
+			end()
+		case inComment:
+		case inString:
+			if c == '"' {
+				inString = false
+				flushWord()
+			} else if len(word) < 256 {
+				word = append(word, c)
+			}
 		case c == '#':
-			for i < len(s) && s[i] != '\n' {
-				i++
-			}
-		case c == '{' || c == '}' || c == ';':
-			out = append(out, nftToken{text: string(c), line: line, start: start})
-			start = true
-			i++
+			inComment = true
 		case c == '"':
-			j := strings.IndexAny(s[i+1:], "\"\n")
-			if j < 0 {
-				j = len(s) - i - 1
-			}
-			out = append(out, nftToken{text: s[i+1 : i+1+j], line: line, quoted: true, start: start})
-			start = false
-			i += j + 1
-			if i < len(s) && s[i] == '"' {
-				i++
-			}
+			flushWord()
+			inString, inWord, quoted, wordLine = true, true, true, line
+		case c == '{' || c == '}' || c == ';':
+			end()
+		case c == ' ' || c == '\t' || c == '\r':
+			flushWord()
+		case c == '\\':
+			flushWord()
+			prevBackslash = true
 		default:
-			j := i
-			for j < len(s) && !strings.ContainsRune(" \t\r\n{};#\"", rune(s[j])) {
-				j++
+			if !inWord {
+				inWord, wordLine = true, line
 			}
-			out = append(out, nftToken{text: s[i:j], line: line, start: start})
-			start = false
-			i = j
+			if len(word) < 256 {
+				word = append(word, c)
+			}
 		}
 	}
-	return out
 }

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -38,6 +40,20 @@ func TestNftConf(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %v\nwant %v", got, want)
+	}
+	// A big migration's saved table (4 MiB of set elements) ahead of
+	// NEW's ARP table, and a string left open at the end of its line.
+	var big strings.Builder
+	big.WriteString("table inet migrate {\n\tset svc4 {\n\t\telements = { ")
+	for i := 0; i < 150000; i++ {
+		fmt.Fprintf(&big, "10.%d.%d.%d . tcp . 443 counter packets 0 bytes 0, ", i>>16, i>>8&255, i&255)
+	}
+	big.WriteString("}\n\t}\n\tchain c {\n\t\tcomment \"open\n\t}\n}\ntable arp migrate {\n}\n")
+	lines := strings.Count(big.String(), "\n")
+	got = NftConf(fstest.MapFS{"etc/nftables.conf": {Data: []byte(big.String())}}, "migrate")
+	want = []state.NftConfTable{{Family: "inet", Name: "migrate", File: "/etc/nftables.conf", Line: 1}, {Family: "arp", Name: "migrate", File: "/etc/nftables.conf", Line: lines - 1}}
+	if big.Len() < 4<<20 || !reflect.DeepEqual(got, want) {
+		t.Errorf("big file (%d bytes): got %v, want %v", big.Len(), got, want)
 	}
 	if got := NftConf(fstest.MapFS{"etc/nftables.conf": {Data: []byte("flush ruleset\ntable inet filter {}\n")}}, "migrate"); got != nil {
 		t.Errorf("own tables only: %v", got)
