@@ -24,7 +24,9 @@ import (
 // the table back, which the next apply took over as an update, so that
 // its rollback kept migrate's table on OLD. Now plan warns of the file
 // with its line, status says the stage is unknown, apply puts the right
-// table back, and apply then rollback --all leave OLD as before.
+// table back, and apply then rollback --all leave the hosts as before.
+// NEW's saved copy (with its ARP table) is loaded again after the
+// rollback too.
 func TestSavedTable(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
@@ -35,24 +37,41 @@ func TestSavedTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := oldNftablesConf(t, ctx, l)
-	// nftables.service in OLD's namespaces (mount: its
+	conf := nftablesConf(t, ctx, l, lab.RoleOld)
+	confNew := nftablesConf(t, ctx, l, lab.RoleNew)
+	// nftables.service in a host's namespaces (mount: its
 	// /etc/nftables.conf; network: its ruleset). A restart is ExecStop,
 	// `nft flush ruleset` (Debian's and RHEL's), then ExecStart, `nft -f
 	// /etc/nftables.conf`; a boot is ExecStart alone on an empty ruleset,
 	// the same here; Debian's reload is ExecReload, `nft -f` alone, onto
 	// what is there.
-	pid := oldSSHDPid(t, l)
-	nftOld := func(args ...string) ([]byte, error) {
-		return exec.CommandContext(ctx, "nsenter", append([]string{"-t", pid, "-m", "-n", "--", "nft"}, args...)...).CombinedOutput()
+	nft := func(role string, args ...string) ([]byte, error) {
+		return exec.CommandContext(ctx, "nsenter", append([]string{"-t", sshdPid(t, l, role), "-m", "-n", "--", "nft"}, args...)...).CombinedOutput()
 	}
-	restart := func(what string) {
+	restart := func(role, what string) {
 		t.Helper()
 		for _, args := range [][]string{{"flush", "ruleset"}, {"-f", "/etc/nftables.conf"}} {
-			if out, err := nftOld(args...); err != nil {
-				t.Fatalf("old: %s: nft %v: %v %s", what, args, err, out)
+			if out, err := nft(role, args...); err != nil {
+				t.Fatalf("%s: %s: nft %v: %v %s", role, what, args, err, out)
 			}
 		}
+	}
+	// save is `nft list ruleset > /etc/nftables.conf` on role; it
+	// returns the lines where migrate's tables begin.
+	save := func(role, file string) map[string]int {
+		t.Helper()
+		saved, err := l.Exec(ctx, role, "nft", "list", "ruleset")
+		if err != nil {
+			t.Fatalf("%s: %v %s", role, err, saved)
+		}
+		writeFile(t, file, "#!/usr/sbin/nft -f\n"+string(saved))
+		lines := map[string]int{}
+		for i, s := range strings.Split(string(saved), "\n") {
+			if f := strings.Fields(s); len(f) == 4 && f[0] == "table" && f[2] == "migrate" && f[3] == "{" {
+				lines[f[1]] = i + 2 // after the #! line
+			}
+		}
+		return lines
 	}
 
 	if err := writeTunnelPlan(s, tunnelCase{Type: "vxlan"}, "old"); err != nil {
@@ -64,17 +83,7 @@ func TestSavedTable(t *testing.T) {
 	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "add table inet filter; add chain inet filter input { type filter hook input priority filter; policy accept; }"); err != nil {
 		t.Fatalf("old: %v %s", err, out)
 	}
-	saved, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "ruleset")
-	if err != nil {
-		t.Fatalf("old: %v %s", err, saved)
-	}
-	writeFile(t, conf, "#!/usr/sbin/nft -f\n"+string(saved))
-	line := 0
-	for i, s := range strings.Split(string(saved), "\n") {
-		if s == "table inet migrate {" {
-			line = i + 2 // after the #! line
-		}
-	}
+	line := save(lab.RoleOld, conf)["inet"]
 	warning := fmt.Sprintf("WARNING host old: a file nftables.service loads holds a saved copy of migrate's table: /etc/nftables.conf:%d (table inet migrate).", line)
 	if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); line == 0 || !strings.Contains(r.Stdout, warning) {
 		t.Errorf("plan does not warn of the saved table (%q):\n%s", warning, r.Stdout)
@@ -87,7 +96,13 @@ func TestSavedTable(t *testing.T) {
 	}
 	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
-	restart("restart")
+	// NEW's table saved too: its ARP table with it.
+	lines := save(lab.RoleNew, confNew)
+	warningNew := fmt.Sprintf("WARNING host new: a file nftables.service loads holds a saved copy of migrate's table: /etc/nftables.conf:%d (table inet migrate), /etc/nftables.conf:%d (table arp migrate).", lines["inet"], lines["arp"])
+	if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); lines["arp"] == 0 || !strings.Contains(r.Stdout, warningNew) {
+		t.Errorf("plan does not warn of NEW's saved tables (%q):\n%s", warningNew, r.Stdout)
+	}
+	restart(lab.RoleOld, "restart")
 	expectServed(t, ctx, s, scenario.MigratedPort, "old") // what the copy says
 	r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
 	if !strings.Contains(r.Stdout, "host old: nft table migrate was changed outside migrate: set svc4 has 0 elements, migrate wrote 1") ||
@@ -114,7 +129,7 @@ func TestSavedTable(t *testing.T) {
 	// nothing changes, the admin's own rules included; should an nft
 	// take it, the table is no longer what migrate wrote and plan says
 	// so.
-	if out, err := nftOld("-f", "/etc/nftables.conf"); err != nil {
+	if out, err := nft(lab.RoleOld, "-f", "/etc/nftables.conf"); err != nil {
 		t.Logf("Debian's reload failed, as nft -f does on a live copy of its sets: %v %s", err, out)
 		expectServed(t, ctx, s, scenario.MigratedPort, "new")
 	} else if r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile); !strings.Contains(r.Stdout, "changed outside migrate") {
@@ -124,18 +139,25 @@ func TestSavedTable(t *testing.T) {
 
 	// The end of the migration: rollback says what will come back.
 	r = mustMigrate(t, ctx, s, 0, "rollback", "--auto-approve", "--all", "-f", s.PlanFile)
-	if i := strings.Index(r.Stdout, warning); i < 0 || i > strings.Index(r.Stdout, "Rolling back") {
-		t.Errorf("rollback does not warn of the saved table before it starts:\n%s", r.Stdout)
+	for _, w := range []string{warning, warningNew} {
+		if i := strings.Index(r.Stdout, w); i < 0 || i > strings.Index(r.Stdout, "Rolling back") {
+			t.Errorf("rollback does not warn before it starts: %q\n%s", w, r.Stdout)
+		}
 	}
-	restart("boot") // the reboot after the migration
+	// The reboot after the migration, of both hosts.
+	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
+		restart(role, "boot")
+		if out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err != nil {
+			t.Fatalf("%s: the saved table is not back after the reboot: %v %s", role, err, out)
+		}
+	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
-	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate"); err != nil {
-		t.Fatalf("the saved table is not back after the reboot: %v %s", err, out)
-	}
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
-	if !strings.Contains(r.Stdout, "host old has a table inet migrate that no migrate apply recorded") ||
-		!strings.Contains(r.Stdout, "+ nft table inet migrate: role old") || !strings.Contains(r.Stdout, warning) {
-		t.Errorf("plan with the saved table back after rollback:\n%s", r.Stdout)
+	for _, want := range []string{warning, warningNew, "host old has a table inet migrate that no migrate apply recorded", "+ nft table inet migrate: role old",
+		"host new has a table inet migrate that no migrate apply recorded", "+ nft table inet migrate: role new"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("plan with the saved tables back after rollback does not say %q:\n%s", want, r.Stdout)
+		}
 	}
 	// A new migration over it, and its rollback: the table goes too.
 	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
@@ -144,34 +166,36 @@ func TestSavedTable(t *testing.T) {
 	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "delete", "table", "inet", "filter"); err != nil {
 		t.Fatalf("old: %v %s", err, out)
 	}
-	expectSnap(t, ctx, s, "apply over the saved table, then rollback --all", before)
+	expectSnap(t, ctx, s, "apply over the saved tables, then rollback --all", before)
 }
 
-// oldNftablesConf puts a file of the test's own in place of
-// /etc/nftables.conf, only in the mount namespace of OLD's sshd (where its
-// agents run and where the test runs nft -f as nftables.service would),
-// and returns its path as the test writes it.
-func oldNftablesConf(t *testing.T, ctx context.Context, l *lab.Lab) string {
+// nftablesConf puts a file of the test's own in place of
+// /etc/nftables.conf, only in the mount namespace of role's sshd (where
+// its agents run, and where the test runs nft -f as nftables.service
+// would), and returns its path as the test writes it.
+func nftablesConf(t *testing.T, ctx context.Context, l *lab.Lab, role string) string {
 	t.Helper()
-	conf := filepath.Join(l.Dir, "old-nftables.conf")
+	pid := sshdPid(t, l, role)
+	in := func(cmd string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, "nsenter", "-t", pid, "-m", "sh", "-c", cmd).CombinedOutput(); err != nil {
+			t.Fatalf("in %s's mount namespace: %s: %v\n%s", role, cmd, err, out)
+		}
+	}
+	conf := filepath.Join(l.Dir, role+"-nftables.conf")
 	writeFile(t, conf, "#!/usr/sbin/nft -f\n")
-	inOld := oldMountNS(t, ctx, l)
 	if _, err := os.Stat("/etc/nftables.conf"); err == nil {
-		inOld("mount --bind " + conf + " /etc/nftables.conf")
-		t.Cleanup(func() {
-			_ = exec.Command("nsenter", "-t", oldSSHDPid(t, l), "-m", "umount", "-l", "/etc/nftables.conf").Run()
-		})
+		in("mount --bind " + conf + " /etc/nftables.conf")
+		t.Cleanup(func() { _ = exec.Command("nsenter", "-t", pid, "-m", "umount", "-l", "/etc/nftables.conf").Run() })
 		return conf
 	}
 	// No file to bind over: an overlay on /etc, its upper layer on a
 	// tmpfs, so that the root's /etc is not written.
-	ov := filepath.Join(l.Dir, "old-etc")
+	ov := filepath.Join(l.Dir, role+"-etc")
 	if err := os.MkdirAll(ov, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	inOld("mount -t tmpfs -o size=1m migrate-test " + ov + " && mkdir " + ov + "/u " + ov + "/w && mount -t overlay migrate-test -o lowerdir=/etc,upperdir=" + ov + "/u,workdir=" + ov + "/w /etc && ln -s " + conf + " /etc/nftables.conf")
-	t.Cleanup(func() {
-		_ = exec.Command("nsenter", "-t", oldSSHDPid(t, l), "-m", "umount", "-l", "/etc", ov).Run()
-	})
+	in("mount -t tmpfs -o size=1m migrate-test " + ov + " && mkdir " + ov + "/u " + ov + "/w && mount -t overlay migrate-test -o lowerdir=/etc,upperdir=" + ov + "/u,workdir=" + ov + "/w /etc && ln -sf " + conf + " /etc/nftables.conf")
+	t.Cleanup(func() { _ = exec.Command("nsenter", "-t", pid, "-m", "umount", "-l", "/etc", ov).Run() })
 	return conf
 }
