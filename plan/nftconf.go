@@ -38,6 +38,15 @@ func NftConfNote(host string, saved []state.NftConfTable) string {
 			tables = append(tables, t)
 		}
 	}
-	return fmt.Sprintf("WARNING host %s: a file nftables.service loads holds a saved copy of migrate's table: %s. The service loads it at every boot and every restart of nftables: the table as it was when saved (its stages and services then), until `migrate apply` writes the current one again; and after `migrate rollback --all` it brings the table back with no tunnel and no journal behind it. Remove %s from the file, and save only your own tables (`nft list table inet NAME > FILE`, not `nft list ruleset`).",
-		host, strings.Join(where, ", "), strings.Join(tables, " and "))
+	arp := ""
+	for _, s := range saved {
+		if s.Family == "arp" {
+			// The copy keeps dropping ARP requests for the addresses
+			// NEW held for OLD, which may be NEW's own by then.
+			arp = " Its table arp drops ARP requests for the moved addresses: should an address move to this host for good on the same network segment (answered by ARP, not routed to it), the copy makes the host ignore it after the next boot."
+			break
+		}
+	}
+	return fmt.Sprintf("WARNING host %s: a file nftables.service loads holds a saved copy of migrate's table: %s. The service loads it at every boot and every restart of nftables: the table as it was when saved (its stages and services then), until `migrate apply` writes the current one again; and after `migrate rollback --all` it brings the table back with no tunnel and no journal behind it.%s Remove %s from the file, and save only your own tables (`nft list table inet NAME > FILE`, not `nft list ruleset`).",
+		host, strings.Join(where, ", "), arp, strings.Join(tables, " and "))
 }

@@ -20,6 +20,7 @@ func TestNftConfNotes(t *testing.T) {
 	if len(notes) != 2 ||
 		!strings.HasPrefix(notes[0], "WARNING host new: a file nftables.service loads holds a saved copy of migrate's table: /etc/sysconfig/nftables.conf:40 (table inet migrate), /etc/sysconfig/nftables.conf:90 (table arp migrate).") ||
 		!strings.Contains(notes[0], "Remove table inet migrate and table arp migrate from the file") ||
+		!strings.Contains(notes[0], "Its table arp drops ARP requests for the moved addresses") || strings.Contains(notes[1], "ARP") ||
 		!strings.HasPrefix(notes[1], "WARNING host old: a file nftables.service loads holds a saved copy of migrate's table: /etc/nftables.conf:2 (table inet migrate).") {
 		t.Errorf("notes: %q", notes)
 	}
