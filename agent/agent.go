@@ -208,6 +208,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		f.Boot = BootFacts(hf)
 		f.StateDir = hf.Space()
 		f.SysctlConf = SysctlConf(os.DirFS("/"), p.Sysctls)
+		f.NftConf = NftConf(os.DirFS("/"), ownNftTable)
 		if p.Chains {
 			t0 := time.Now()
 			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {

@@ -327,7 +327,11 @@ func (e *Executor) PlanRollback(ctx context.Context, all bool) (*RollbackPlan, e
 	for i, j := 0, len(changes)-1; i < j; i, j = i+1, j-1 {
 		changes[i], changes[j] = changes[j], changes[i]
 	}
-	return &RollbackPlan{Changes: changes, Steps: steps, Warnings: rollbackWarnings(steps, facts)}, nil
+	warnings := rollbackWarnings(steps, facts)
+	// What brings migrate's table back after the rollback: said before
+	// the rollback asks, since this is when it bites.
+	warnings = append(warnings, plan.NftConfNotes(facts)...)
+	return &RollbackPlan{Changes: changes, Steps: steps, Warnings: warnings}, nil
 }
 
 // rollbackWarnings names the tunnel devices a rollback makes again with a

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/opsmigrate/migrate/apply"
+	"github.com/opsmigrate/migrate/apply/applytest"
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/plan"
 	"github.com/opsmigrate/migrate/state"
@@ -187,5 +188,23 @@ func TestRollbackPlanNamesTheChange(t *testing.T) {
 	entries, steps := p.Count()
 	if entries != 1 || steps != 1 || p.Steps[0].Step.Action != state.Update || p.Steps[0].Step.Object().Nft == nil {
 		t.Errorf("rollback of a stage change: %d entries, %d steps: %+v", entries, steps, p.Steps)
+	}
+}
+
+// A copy of migrate's table in the host's nftables configuration comes
+// back at the next boot after the rollback: the rollback says so before
+// it asks.
+func TestRollbackWarnsOfSavedTable(t *testing.T) {
+	l := newLab(t)
+	f := baseFacts("198.51.100.10", "198.51.100.10/24")
+	f.NftConf = []state.NftConfTable{{Family: "inet", Name: "migrate", File: "/etc/nftables.conf", Line: 2}}
+	l.hosts[plan.Old] = applytest.NewFake(f)
+	l.apply(t, "new")
+	p, err := l.executor().PlanRollback(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 1 || !strings.HasPrefix(p.Warnings[0], "WARNING host old: a file nftables.service loads holds a saved copy of migrate's table: /etc/nftables.conf:2 (table inet migrate).") {
+		t.Errorf("warnings: %q", p.Warnings)
 	}
 }

@@ -79,6 +79,14 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 		switch {
 		case !exists:
 			up = append(up, state.Step{Host: host, Action: state.Create, After: &d})
+		case drifted && c.Nft.Spec.Role == "" && !journaled(owned, k):
+			// A table of migrate's name that neither the agent's record
+			// nor the journal knows of: a saved copy (`nft list ruleset
+			// > /etc/nftables.conf`) that nftables.service loaded after
+			// a rollback. Written as a create, so that the rollback of
+			// this apply removes the table instead of keeping the one it
+			// wrote; the copy cannot be restored anyway.
+			up = append(up, state.Step{Host: host, Action: state.Create, After: &d})
 		case drifted:
 			// Edited by hand: rewrite it whatever the agent's record
 			// says. Before is what migrate last wrote (the agent's
@@ -160,6 +168,12 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 	sort.SliceStable(up, func(i, j int) bool { return less(up[i], up[j]) })
 	sort.SliceStable(down, func(i, j int) bool { return less(down[j], down[i]) })
 	return append(up, down...), nil
+}
+
+// journaled says whether the journal records a change of key k.
+func journaled(owned map[string]*state.Object, k string) bool {
+	_, ok := owned[k]
+	return ok
 }
 
 func less(a, b state.Step) bool {

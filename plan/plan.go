@@ -161,10 +161,14 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		if facts[h].NftRemoved {
 			p.Notes = append(p.Notes, NftRemovedNote("host "+h))
 		}
+		if n := NftDriftNote(h, facts[h], j.Owned(h)); n != "" {
+			p.Notes = append(p.Notes, n)
+		}
 	}
 	p.Notes = append(p.Notes, Warnings(c, facts)...)
 	p.Notes = append(p.Notes, BootNotes(want, facts)...)
 	p.Notes = append(p.Notes, SysctlConfNotes(want, facts)...)
+	p.Notes = append(p.Notes, NftConfNotes(facts)...)
 	for _, h := range []string{New, Old} {
 		if n := SpaceNote(h, facts[h].StateDir); n != "" {
 			p.Notes = append(p.Notes, n)
@@ -340,6 +344,19 @@ func CheckTunnelEdits(c *config.Config, facts map[string]state.Facts, j *state.J
 // from host, and what usually does.
 func NftRemovedNote(host string) string {
 	return "migrate's nft table on " + host + " is gone, although migrate wrote it and has not removed it: something flushed it (`nft flush ruleset`; `systemctl restart` or `reload nftables` with a configuration that begins with `flush ruleset`, as Debian's /etc/nftables.conf does; a reboot without migrate's boot unit). Run migrate apply to put it back."
+}
+
+// NftDriftNote says that host's table of migrate's name is not what
+// migrate last wrote, and what apply does about it; "" when it is.
+func NftDriftNote(host string, f state.Facts, owned map[string]*state.Object) string {
+	if f.Nft == nil || f.NftDrift == "" {
+		return ""
+	}
+	k := (state.Object{Nft: &state.NftTable{Family: "inet", Name: NftTableName}}).Key()
+	if f.Nft.Spec.Role == "" && !journaled(owned, k) {
+		return fmt.Sprintf("host %s has a table inet %s that no migrate apply recorded (the agent has no record of it, the journal no step): a copy of migrate's table saved with the ruleset (`nft list ruleset > /etc/nftables.conf`) and loaded again by nftables.service, or one made by hand. apply replaces it with the plan's table, and rollback then removes it.", host, NftTableName)
+	}
+	return fmt.Sprintf("host %s: %s (a hand edit, or a copy of an earlier stage saved with the ruleset and loaded again by nftables.service): until apply writes the plan's table again, the services' new flows do not go where migrate last applied.", host, f.NftDrift)
 }
 
 // RemovedNotes warns about services that OLD's live table still moves or

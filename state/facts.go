@@ -123,6 +123,12 @@ type Facts struct {
 	// `sysctl --system` read) would set when applied again. Not part of
 	// Digest: plan only warns of it.
 	SysctlConf map[string]SysctlSetting `json:"sysctl_conf,omitempty"`
+	// NftConf is where the configuration nftables.service loads
+	// (/etc/nftables.conf, /etc/sysconfig/nftables.conf and what they
+	// include) declares a table of migrate's name: a saved copy (`nft
+	// list ruleset > FILE`) that every boot and restart of the service
+	// loads again. Not part of Digest: plan and rollback only warn of it.
+	NftConf []NftConfTable `json:"nft_conf,omitempty"`
 	// Legacy is the host's legacy x_tables firewall (iptables-legacy:
 	// rules nft does not show), when Chains is asked and the namespace
 	// has legacy tables. Only its DNAT (LegacyFirewall.DNAT, on which
@@ -214,6 +220,15 @@ type SysctlSetting struct {
 	// Pattern is the glob assigned there (net.ipv4.conf.*.rp_filter)
 	// when no file names the sysctl itself.
 	Pattern string `json:"pattern,omitempty"`
+}
+
+// NftConfTable is one declaration of migrate's table in a file
+// nftables.service loads.
+type NftConfTable struct {
+	Family string `json:"family"` // inet or arp
+	Name   string `json:"name"`
+	File   string `json:"file"`
+	Line   int    `json:"line"`
 }
 
 // StateDirSpace is agent/reserve's measure of the state directory.
@@ -435,7 +450,7 @@ const (
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
-	f.FwRules, f.Networkd, f.StateDir, f.SysctlConf = nil, nil, nil, nil
+	f.FwRules, f.Networkd, f.StateDir, f.SysctlConf, f.NftConf = nil, nil, nil, nil, nil
 	legacyDNAT := f.Legacy.DNAT()
 	f.Legacy = nil
 	b, _ := json.Marshal(f)

@@ -105,6 +105,11 @@ const (
 	StageRemoved = "old (table removed)"
 	// StageUnknown: OLD could not be read.
 	StageUnknown = "unknown"
+	// StageChanged: OLD's table is not what migrate last wrote (a hand
+	// edit, or a saved copy of an earlier stage loaded by
+	// nftables.service): the agent's record no longer says where new
+	// flows go, so the service is neither called moved nor drained.
+	StageChanged = "unknown (table changed outside migrate)"
 )
 
 // Service is one service block's progress.
@@ -264,7 +269,7 @@ func Build(in Input) Report {
 		r.Notes = append(r.Notes, plan.NftRemovedNote("NEW"))
 	}
 	if in.Old.NftDrift != "" {
-		r.Notes = append(r.Notes, "OLD's migrate table was changed outside migrate: "+in.Old.NftDrift)
+		r.Notes = append(r.Notes, "On OLD, "+in.Old.NftDrift+". Where the services' new flows go is not known until `migrate apply` writes the table again.")
 	}
 	prev := map[string]Service{}
 	if in.Previous != nil {
@@ -321,6 +326,9 @@ func Build(in Input) Report {
 		sv.LiveStage = liveStage(percents, in.Old.Nft != nil)
 		if sv.LiveStage == StageAbsent && in.Old.NftRemoved {
 			sv.LiveStage = StageRemoved
+		}
+		if in.Old.Nft != nil && in.Old.NftDrift != "" {
+			sv.LiveStage = StageChanged
 		}
 		if oldDown {
 			sv.LiveStage = StageUnknown
@@ -483,6 +491,9 @@ const UDPNote = "UDP has no connections. For a udp service, ON OLD counts OLD's 
 func describe(s Service) string {
 	if s.LiveStage == StageUnknown {
 		return "unknown: OLD could not be read"
+	}
+	if s.LiveStage == StageChanged {
+		return fmt.Sprintf("unknown: OLD's migrate table was changed outside migrate (the plan says %s: run migrate apply)", s.PlanStage)
 	}
 	pending := ""
 	if s.LiveStage != s.PlanStage && !(s.LiveStage == StageAbsent && s.PlanStage == "old") {

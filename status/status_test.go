@@ -159,6 +159,35 @@ func TestVerdictTellsWhenOldIsFree(t *testing.T) {
 	}
 }
 
+// OLD's table changed outside migrate (a saved copy of an earlier stage
+// loaded by nftables.service): the agent's record says every service
+// is on NEW, the kernel does not, and OLD is not declared free.
+func TestChangedTableIsNotDrained(t *testing.T) {
+	c := parse(t)
+	for _, s := range c.Services {
+		s.Stage, s.CanaryPercent = "new", 0
+	}
+	old := oldFacts(0)
+	for i := range old.Nft.Spec.Services {
+		old.Nft.Spec.Services[i].Percent = 100
+	}
+	old.Nft.Spec.Services = append(old.Nft.Spec.Services, state.NftService{Addr: netip.MustParseAddr("198.51.100.10"), Proto: "udp", Port: 53, Percent: 100})
+	old.Stats.Flows = nil
+	old.NftDrift = "nft table migrate was changed outside migrate: set svc4 has 0 elements, migrate wrote 4"
+	r := Build(Input{Config: c, Old: old, New: healthyNew(), Time: time.Now()})
+	for _, s := range r.Services {
+		if s.LiveStage != StageChanged || s.Drained || !strings.Contains(s.State, "changed outside migrate (the plan says new: run migrate apply)") {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+	}
+	if !strings.Contains(r.Verdict, "OLD is still needed: 3 service(s) are not fully on NEW") {
+		t.Errorf("verdict %q", r.Verdict)
+	}
+	if !strings.Contains(strings.Join(r.Notes, "\n"), "On OLD, nft table migrate was changed outside migrate: set svc4") {
+		t.Errorf("notes %q", r.Notes)
+	}
+}
+
 // A host that cannot be read makes what depends on it unknown, never zero,
 // and OLD is never declared free while either host is unknown.
 func TestUnreachableHostIsUnknownNotZero(t *testing.T) {

@@ -86,6 +86,7 @@ func (f *Fake) dump(req state.FactsRequest) state.Facts {
 			}
 		}
 	}
+	out.NftConf = f.base.NftConf // files, which no step changes
 	return out
 }
 
