@@ -66,9 +66,11 @@ func dropInCmds(t *testing.T, s *scenario.Scenario, role string) map[string][]st
 // service). Checked from the outside: a connection moved to NEW and quiet
 // across the reload lives on, new connections are served by NEW with the
 // client's address, both hosts are exactly as after the apply, plan and
-// status say what happened; at boot the drop-in leaves the work to the
-// boot unit; rollback removes the drop-in and its directory, and a
-// systemd that still runs the removed drop-in's command changes nothing.
+// status say what happened. The same with a file that holds a saved copy
+// of migrate's table from an earlier stage. At boot the drop-in leaves the
+// work to the boot unit, which writes the confirmed table over such a
+// copy; rollback removes the drop-in and its directory, and a systemd
+// that still runs the removed drop-in's command changes nothing.
 func TestNftablesReloadRestores(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
@@ -85,6 +87,19 @@ func TestNftablesReloadRestores(t *testing.T) {
 			t.Errorf("plan does not show %q:\n%s", want, r.Stdout)
 		}
 	}
+	// First at stage old, whose table the administrator saves with the
+	// rest of OLD's ruleset (`nft list ruleset > /etc/nftables.conf`).
+	if err := writeTunnelPlan(s, vxlanCase, "old"); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	savedAtOld, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "ruleset")
+	if err != nil {
+		t.Fatalf("old: nft list ruleset: %v %s", err, savedAtOld)
+	}
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	applied := bootNorm(snap(t, ctx, s))
 	servedByNew(t, ctx, s, "after apply")
@@ -99,7 +114,7 @@ func TestNftablesReloadRestores(t *testing.T) {
 		if out, err := l.Exec(ctx, role, "nft", "-f", conf); err != nil {
 			t.Fatalf("%s: nft -f %s: %v %s", role, conf, err, out)
 		}
-		if out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err == nil {
+		if out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err == nil && !strings.Contains(readFile(t, conf), "table inet migrate") {
 			t.Fatalf("%s: migrate's table is still there after `flush ruleset`:\n%s", role, out)
 		}
 		start := time.Now()
@@ -110,8 +125,10 @@ func TestNftablesReloadRestores(t *testing.T) {
 		t.Logf("%s: %s took %s: %s", role, directive, time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
 		// The administrator's table is theirs: out of the comparisons
 		// with the state after apply.
-		if out, err := l.Exec(ctx, role, "nft", "delete", "table", "inet", "filter"); err != nil {
-			t.Fatalf("%s: %v %s", role, err, out)
+		if strings.Contains(readFile(t, conf), "table inet filter") {
+			if out, err := l.Exec(ctx, role, "nft", "delete", "table", "inet", "filter"); err != nil {
+				t.Fatalf("%s: %v %s", role, err, out)
+			}
 		}
 		return out
 	}
@@ -157,6 +174,15 @@ func TestNftablesReloadRestores(t *testing.T) {
 		t.Errorf("status after the reload: path %q, services %+v, notes %q", st.PathBroken, st.Services, st.Notes)
 	}
 
+	// The saved file: flush ruleset, then the copy of stage old (its
+	// table sends nothing to NEW). The drop-in writes the confirmed table
+	// over it.
+	writeFile(t, conf, "flush ruleset\n"+string(savedAtOld))
+	nftablesService(lab.RoleOld, "ExecReload")
+	settled(t, ctx, s, "nftables.service reload on OLD of a file with migrate's table of stage old", applied)
+	servedByNew(t, ctx, s, "after nftables.service reload on OLD of a file with migrate's table of stage old")
+	writeFile(t, conf, debianNftablesConf)
+
 	// NEW's table (UDP answers, ARP) comes back the same way, after a
 	// start (or restart) of the service.
 	nftablesService(lab.RoleNew, "ExecStartPost")
@@ -166,23 +192,27 @@ func TestNftablesReloadRestores(t *testing.T) {
 	// At boot nftables.service starts before the boot unit: the drop-in
 	// leaves the restore to it (it decides what the reboot left
 	// unconfirmed first).
+	// The boot unit then meets the saved copy of stage old, loaded by
+	// nftables.service at boot, and writes the confirmed table over it.
 	boot := execStart(t, s, lab.RoleOld)
 	if err := l.Reboot(ctx, lab.RoleOld); err != nil {
 		t.Fatal(err)
 	}
+	writeFile(t, conf, "flush ruleset\n"+string(savedAtOld))
 	out = nftablesService(lab.RoleOld, "ExecStartPost")
 	if !strings.Contains(out, "nothing to do before "+state.BootUnitName+" has run in this boot") {
 		t.Errorf("old at boot: the drop-in: %q, want it to leave the restore to the boot unit", out)
 	}
-	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate"); err == nil {
-		t.Errorf("old at boot: the drop-in put migrate's table back before the boot unit ran:\n%s", out)
+	if out, err := l.Exec(ctx, lab.RoleOld, "ip", "-d", "link", "show", "mig0"); err == nil {
+		t.Errorf("old at boot: the drop-in restored before the boot unit ran:\n%s", out)
 	}
 	if out, err := runUnit(ctx, s, lab.RoleOld, boot); err != nil {
 		t.Fatalf("old: the boot unit: %v\n%s", err, out)
 	}
 	startDaemons(t, ctx, s, lab.RoleOld)
-	settled(t, ctx, s, "reboot of OLD with nftables.service", applied)
-	servedByNew(t, ctx, s, "after a reboot of OLD with nftables.service")
+	settled(t, ctx, s, "reboot of OLD with nftables.service loading a saved copy of stage old", applied)
+	servedByNew(t, ctx, s, "after a reboot of OLD with nftables.service loading a saved copy of stage old")
+	writeFile(t, conf, debianNftablesConf)
 	nftablesService(lab.RoleOld, "ExecReload")
 	settled(t, ctx, s, "nftables.service reload on OLD after its reboot", applied)
 	servedByNew(t, ctx, s, "after nftables.service reload on OLD after its reboot")
