@@ -111,7 +111,7 @@ func TestSavedTable(t *testing.T) {
 	}
 	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
 	if !strings.Contains(r.Stdout, "unknown (table changed outside migrate)") || strings.Contains(r.Stdout, "drained") ||
-		!strings.Contains(r.Stdout, "OLD is still needed: 1 service(s) are not fully on NEW.") {
+		!strings.Contains(r.Stdout, "OLD is still needed: 1 service(s) are not fully on NEW.") || !strings.Contains(r.Stdout, warning) {
 		t.Errorf("status after the restart calls the service moved:\n%s", r.Stdout)
 	}
 	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)

@@ -249,6 +249,12 @@ func Build(in Input) Report {
 		if l := plan.RulesetRestoreLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, l+".")
 		}
+		// A saved copy of migrate's table in nftables.service's file bites
+		// weeks later (a reboot, a restart, after rollback): say it where
+		// the operator looks every day, not only in plan.
+		if n := plan.NftConfNote(h.name, h.f.NftConf); n != "" && r.Reached(h.name) {
+			r.Notes = append(r.Notes, n)
+		}
 		if n := plan.SpaceNote(h.name, h.f.StateDir); n != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, n)
 		}
