@@ -48,17 +48,17 @@ const bootRecordFile = "boot.json"
 // unconfirmed.
 const rebootReason = "host rebooted inside the confirm window: the change was never confirmed, so it was not restored"
 
-// rulesetRecordFile is the record of the last restore the nftables.service
-// drop-in ran (RulesetRestore).
-const rulesetRecordFile = "ruleset-restore.json"
+// afterRecordFile is the record of the last restore a drop-in ran
+// (AfterRestore) that put something back or failed.
+const afterRecordFile = "restore-after.json"
 
 // LastBoot reads boot.json (nil when no restore ran yet).
 func (h *HostFiles) LastBoot() (*state.BootRecord, error) { return h.readRecord(bootRecordFile) }
 
-// LastRulesetRestore reads ruleset-restore.json (nil when the drop-in never
+// LastAfterRestore reads restore-after.json (nil when no drop-in ever
 // restored anything).
-func (h *HostFiles) LastRulesetRestore() (*state.BootRecord, error) {
-	return h.readRecord(rulesetRecordFile)
+func (h *HostFiles) LastAfterRestore() (*state.BootRecord, error) {
+	return h.readRecord(afterRecordFile)
 }
 
 func (h *HostFiles) readRecord(name string) (*state.BootRecord, error) {
@@ -104,33 +104,35 @@ func (h *HostFiles) writeRecord(name string, r state.BootRecord) error {
 // boot nobody holds it; run by hand, a migrate session might).
 const bootLockWait = 30 * time.Second
 
-// rulesetLockWait bounds the drop-in's wait: it runs inside
-// nftables.service's start or reload job, which waits for it.
-const rulesetLockWait = 10 * time.Second
+// afterLockWait bounds a drop-in's wait: it runs inside its service's
+// start or reload job, which waits for it.
+const afterLockWait = 10 * time.Second
 
 // BootRestore restores this host's part of the last confirmed state and
 // records the outcome in boot.json. It returns the record and, when the
 // restore failed (and was undone), the error.
 func BootRestore(h *HostFiles, k Kernel) (state.BootRecord, error) {
-	return restoreAndRecord(h, k, bootRecordFile, "", bootLockWait)
+	return restoreAndRecord(h, k, bootRecordFile, "", "", bootLockWait)
 }
 
-// RulesetRestore is what the nftables.service drop-in runs after that
+// AfterRestore is what a drop-in (state.DropInServices) runs after its
 // service's start or reload (after: AfterStart, AfterReload): the same
-// restore as at boot, recorded in ruleset-restore.json. Its job is the
-// table a `flush ruleset` removed; anything else that differs from the
-// last confirmed state is put back too, as at boot.
+// restore as at boot. Its job is what the service undid (the table a
+// `flush ruleset` removed, a sysctl a file set back); anything else that
+// differs from the last confirmed state is put back too, as at boot. It
+// is recorded in restore-after.json when it put something back or
+// failed (a service's start that undid nothing leaves the last record).
 //
-// It does nothing (ran false) at boot: there nftables.service starts
-// before the boot unit, which is ordered after it and decides what a
-// reboot left unconfirmed before anything is restored. "At boot" is: the
-// boot unit has not run in this boot and no apply armed in it either (a
-// host never rebooted since its first apply has no boot record).
-func RulesetRestore(h *HostFiles, k Kernel, after string) (rec state.BootRecord, ran bool, err error) {
+// It does nothing (ran false) at boot: there both services start before
+// the boot unit, which is ordered after them and decides what a reboot
+// left unconfirmed before anything is restored. "At boot" is: the boot
+// unit has not run in this boot and no apply armed in it either (a host
+// never rebooted since its first apply has no boot record).
+func AfterRestore(h *HostFiles, k Kernel, service, after string) (rec state.BootRecord, ran bool, err error) {
 	if !h.activeThisBoot() {
 		return rec, false, nil
 	}
-	rec, err = restoreAndRecord(h, k, rulesetRecordFile, after, rulesetLockWait)
+	rec, err = restoreAndRecord(h, k, afterRecordFile, service, after, afterLockWait)
 	return rec, true, err
 }
 
@@ -158,13 +160,13 @@ func (h *HostFiles) activeThisBoot() bool {
 	return false
 }
 
-func restoreAndRecord(h *HostFiles, k Kernel, file, after string, wait time.Duration) (state.BootRecord, error) {
+func restoreAndRecord(h *HostFiles, k Kernel, file, service, after string, wait time.Duration) (state.BootRecord, error) {
 	log.SetFlags(log.LstdFlags | log.LUTC | log.Lmicroseconds)
 	start := time.Now()
-	rec := state.BootRecord{BootID: bootID(), After: after}
+	rec := state.BootRecord{BootID: bootID(), After: after, Service: service}
 	op, holder := "restore at boot", "boot unit "+state.BootUnitName
 	if after != "" {
-		op, holder = "restore after nftables.service "+after, "nftables.service drop-in "+state.BootDropIn
+		op, holder = "restore after "+service+" "+after, "drop-in "+state.BootDropInPath(UnitDir(), service)
 	}
 	err := h.ensureDir()
 	if err == nil {
@@ -183,6 +185,9 @@ func restoreAndRecord(h *HostFiles, k Kernel, file, after string, wait time.Dura
 		rec.Outcome = state.BootNothing
 	default:
 		rec.Outcome = state.BootRestored
+	}
+	if after != "" && rec.Outcome == state.BootNothing {
+		return rec, err
 	}
 	if werr := h.writeRecord(file, rec); werr != nil {
 		err = errors.Join(err, fmt.Errorf("write %s: %w", h.path(file), werr))

@@ -83,7 +83,7 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		if dropIn != "" {
-			p := state.BootDropInPath(dir)
+			p := state.BootDropInPath(dir, "nftables.service")
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 	}
 	// The drop-in: systemd takes its command lines ("-" prefix, an
 	// executable that exists) for nftables.service.
-	dropIn := DropInText(exe, "/var/lib/migrate", "/etc/systemd/system")
+	dropIn := DropInText("nftables.service", exe, "/var/lib/migrate", "/etc/systemd/system")
 	if out := verify(good, dropIn); strings.Contains(out, "cycl") || strings.Contains(out, "migrate-restore") || strings.Contains(out, "nftables.service:") {
 		t.Errorf("systemd-analyze verify with the drop-in:\n%s", out)
 	}
@@ -155,13 +155,16 @@ func TestOwnedBootFiles(t *testing.T) {
 	t.Setenv("MIGRATE_SYSTEMD_DIR", units)
 	t.Setenv("MIGRATE_STATE_DIR", stateDir)
 	unit, link := state.BootUnitFiles(units)
-	dropIn := state.BootDropInPath(units)
+	dropIn := state.BootDropInPath(units, "nftables.service")
+	sysctlDropIn := state.BootDropInPath(units, "systemd-sysctl.service")
 	installed := filepath.Join(stateDir, "bin", "migrate-"+strings.Repeat("ab", 32))
 	good := UnitText(installed, stateDir, units)
-	goodDropIn := DropInText(installed, stateDir, units)
+	goodDropIn := DropInText("nftables.service", installed, stateDir, units)
+	goodSysctl := DropInText("systemd-sysctl.service", installed, stateDir, units)
 	ok := []state.Step{
 		fileStep(state.Create, nil, &state.File{Path: dropIn, Content: goodDropIn}),
-		fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText(agentExe(), stateDir, units)}),
+		fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText("nftables.service", agentExe(), stateDir, units)}),
+		fileStep(state.Create, nil, &state.File{Path: sysctlDropIn, Content: goodSysctl}),
 		fileStep(state.Delete, &state.File{Path: dropIn, Content: "edited by hand"}, nil),
 		fileStep(state.Create, nil, &state.File{Path: unit, Content: good}),
 		fileStep(state.Create, nil, &state.File{Path: unit, Content: UnitText(agentExe(), stateDir, units)}),
@@ -194,7 +197,9 @@ func TestOwnedBootFiles(t *testing.T) {
 		"drop-in, extra line":   fileStep(state.Create, nil, &state.File{Path: dropIn, Content: goodDropIn + "ExecStopPost=/bin/sh -c id\n"}),
 		"drop-in as a symlink":  fileStep(state.Create, nil, &state.File{Path: dropIn, Link: "/tmp/x"}),
 		"other service's dir":   fileStep(state.Create, nil, &state.File{Path: filepath.Join(units, "ssh.service.d", filepath.Base(dropIn)), Content: goodDropIn}),
-		"drop-in, other binary": fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText("/tmp/migrate-"+strings.Repeat("ab", 32), stateDir, units)}),
+		"drop-in, other binary": fileStep(state.Create, nil, &state.File{Path: dropIn, Content: DropInText("nftables.service", "/tmp/migrate-"+strings.Repeat("ab", 32), stateDir, units)}),
+		"other service's text":  fileStep(state.Create, nil, &state.File{Path: sysctlDropIn, Content: goodDropIn}),
+		"drop-in of another":    fileStep(state.Create, nil, &state.File{Path: state.BootDropInPath(units, "sshd.service"), Content: DropInText("sshd.service", installed, stateDir, units)}),
 	} {
 		err := validateStep(s)
 		if err == nil {

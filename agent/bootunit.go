@@ -111,46 +111,61 @@ func BootExecStart(exe, stateDir, unitDir string) string {
 	return strings.Join([]string{exe, BootRestoreCommand, "--state-dir", stateDir, "--unit-dir", unitDir}, " ")
 }
 
-// The drop-in's events: what of nftables.service ran the restore
+// The drop-ins' events: what of their service ran the restore
 // (BootRecord.After).
 const (
 	AfterStart  = "start"
 	AfterReload = "reload"
 )
 
-// DropInText is the nftables.service drop-in (state.BootDropIn) that runs
-// exe's restore after that service loaded its ruleset:
+// DropInText is the drop-in for service (state.DropInServices) that runs
+// exe's restore after that service undid part of migrate's state:
 //   - nftables.service's start and reload load a file that usually begins
 //     with `flush ruleset` (Debian's /etc/nftables.conf; RHEL's reload
 //     is `flush ruleset; include ...`), so a `systemctl reload nftables`
 //     or `restart` mid-migration removed migrate's table and every moved
 //     service fell back to OLD until the next `migrate apply`.
-//   - ExecStartPost (start and restart) and an extra ExecReload (a
+//     ExecStartPost (start and restart) and an extra ExecReload (a
 //     drop-in's ExecReload= adds to the service's own, which runs
 //     first): the restore runs right after the ruleset is in.
-//   - "-": a failed restore does not fail nftables.service (the firewall
-//     the administrator asked for is loaded either way); its record says
-//     what failed, and plan and status show it.
-//   - At boot it does nothing (RulesetRestore): the boot unit, ordered
-//     after nftables.service, restores everything.
-//   - `systemctl stop nftables` (ExecStop=nft flush ruleset) is not
-//     covered: stopping the firewall removes migrate's table too, and the
-//     next start puts it back.
-func DropInText(exe, stateDir, unitDir string) string {
-	cmd := BootExecStart(exe, stateDir, unitDir) + " --after "
-	return strings.Join([]string{
+//     `systemctl stop nftables` (ExecStop=nft flush ruleset) is not
+//     covered.
+//   - systemd-sysctl.service's start (a restart after editing
+//     /etc/sysctl.d) sets every sysctl of the files: a hardened image's
+//     `net.ipv4.ip_forward = 0` turned OLD's forwarding off. ExecStartPost
+//     only (the service has no reload).
+//   - "-": a failed restore does not fail the service (the firewall or
+//     sysctls the administrator asked for are loaded either way); its
+//     record says what failed, and plan and status show it.
+//   - At boot it does nothing (AfterRestore): the boot unit, ordered
+//     after both services, restores everything.
+func DropInText(service, exe, stateDir, unitDir string) string {
+	cmd := BootExecStart(exe, stateDir, unitDir) + " --service " + service + " --after "
+	lines := []string{
 		"# Installed by migrate apply; removed by migrate rollback. Do not edit:",
 		"# migrate checks this file and replaces it when it differs.",
-		"# nftables.service's start and reload load a ruleset that usually begins",
-		"# with `flush ruleset`, which removes migrate's table: this puts it back",
-		"# right after (the last confirmed apply, as at boot). At boot it does",
-		"# nothing: " + state.BootUnitName + " runs after nftables.service.",
-		"# \"-\": a failed restore does not fail nftables.service.",
+	}
+	switch service {
+	case "nftables.service":
+		lines = append(lines,
+			"# nftables.service's start and reload load a ruleset that usually begins",
+			"# with `flush ruleset`, which removes migrate's table: this puts it back",
+			"# right after (the last confirmed apply, as at boot).")
+	default:
+		lines = append(lines,
+			"# "+service+"'s start sets the sysctls of /etc/sysctl.d, where a file",
+			"# may undo what migrate set (net.ipv4.ip_forward = 0): this puts them",
+			"# back right after (the last confirmed apply, as at boot).")
+	}
+	lines = append(lines,
+		"# At boot it does nothing: "+state.BootUnitName+" runs after "+service+".",
+		"# \"-\": a failed restore does not fail "+service+".",
 		"[Service]",
-		"ExecStartPost=-" + cmd + AfterStart,
-		"ExecReload=-" + cmd + AfterReload,
-		"",
-	}, "\n")
+		"ExecStartPost=-"+cmd+AfterStart)
+	if service == "nftables.service" {
+		lines = append(lines, "ExecReload=-"+cmd+AfterReload)
+	}
+	return strings.Join(append(lines, ""), "\n")
 }
 
 // agentExe is the path of the running agent.
@@ -176,7 +191,8 @@ var installedAgent = regexp.MustCompile(`^migrate-[0-9a-f]{64}$`)
 // the state directory (an older or newer migrate's, when a step is
 // undone).
 func checkUnitText(path, text string) error {
-	dropIn := path == state.BootDropInPath(UnitDir())
+	service := state.DropInService(UnitDir(), path)
+	dropIn := service != ""
 	exe := ""
 	for _, l := range strings.Split(text, "\n") {
 		if rest, ok := strings.CutPrefix(l, "ExecStart="); ok {
@@ -196,8 +212,8 @@ func checkUnitText(path, text string) error {
 		return fmt.Errorf("the unit %s runs %s: migrate's unit only runs this agent (%s) or one installed in %s", state.BootUnitName, show(exe), agentExe(), filepath.Join(dir, "bin"))
 	}
 	if dropIn {
-		if text != DropInText(exe, dir, UnitDir()) {
-			return fmt.Errorf("the drop-in %s is not the text migrate writes", state.BootDropIn)
+		if text != DropInText(service, exe, dir, UnitDir()) {
+			return fmt.Errorf("the drop-in %s is not the text migrate writes", path)
 		}
 		return nil
 	}
@@ -213,16 +229,23 @@ func BootFacts(h *HostFiles) *state.Boot {
 	b := &state.Boot{Systemd: SystemdBooted(), UnitDir: dir, BootID: bootID()}
 	if exe := agentExe(); unitPathOK.MatchString(exe) && unitPathOK.MatchString(h.Dir) && unitPathOK.MatchString(dir) {
 		b.Unit = UnitText(exe, h.Dir, dir)
-		b.DropIn = DropInText(exe, h.Dir, dir)
+		b.DropIns = map[string]string{}
+		for _, svc := range state.DropInServices {
+			b.DropIns[svc] = DropInText(svc, exe, h.Dir, dir)
+		}
 	}
 	unit, link := state.BootUnitFiles(dir)
-	for _, p := range []string{unit, link, state.BootDropInPath(dir)} {
+	paths := []string{unit, link}
+	for _, svc := range state.DropInServices {
+		paths = append(paths, state.BootDropInPath(dir, svc))
+	}
+	for _, p := range paths {
 		if f, ok := readOwnFile(p); ok {
 			b.Files = append(b.Files, f)
 		}
 	}
 	b.Last, _ = h.LastBoot()
-	b.LastRuleset, _ = h.LastRulesetRestore()
+	b.LastAfter, _ = h.LastAfterRestore()
 	return b
 }
 
@@ -249,22 +272,22 @@ func readOwnFile(p string) (state.File, bool) {
 }
 
 // checkOwnedFile is the static check of a file object: only the unit, its
-// enable link and the nftables.service drop-in in UnitDir. What a step
-// writes is checked further in checkOwnedStep (checkUnitText).
+// enable link and the drop-ins (state.DropInServices) in UnitDir. What a
+// step writes is checked further in checkOwnedStep (checkUnitText).
 func checkOwnedFile(f state.File) error {
 	unit, link := state.BootUnitFiles(UnitDir())
-	dropIn := state.BootDropInPath(UnitDir())
-	switch f.Path {
-	case unit, dropIn:
+	dropIn := state.DropInService(UnitDir(), f.Path) != ""
+	switch {
+	case f.Path == unit || dropIn:
 		if f.Link != "" {
-			return fmt.Errorf("file %s: migrate's unit and drop-in are regular files", f.Path)
+			return fmt.Errorf("file %s: migrate's unit and drop-ins are regular files", f.Path)
 		}
-	case link:
+	case f.Path == link:
 		if f.Link != unit || f.Content != "" {
 			return fmt.Errorf("file %s: the enable link must point to %s", f.Path, unit)
 		}
 	default:
-		return fmt.Errorf("file %s: migrate only writes %s, %s and %s", show(f.Path), unit, link, dropIn)
+		return fmt.Errorf("file %s: migrate only writes %s, %s and its drop-ins %s", show(f.Path), unit, link, state.BootDropInPath(UnitDir(), "SERVICE"))
 	}
 	return nil
 }

@@ -33,13 +33,13 @@ table inet filter {
 }
 `
 
-// dropInCmds are the commands of role's nftables.service drop-in, by
+// dropInCmds are the commands of role's drop-in for service, by
 // directive (ExecStartPost, ExecReload), without systemd's "-" prefix.
-func dropInCmds(t *testing.T, s *scenario.Scenario, role string) map[string][]string {
+func dropInCmds(t *testing.T, s *scenario.Scenario, role, service string) map[string][]string {
 	t.Helper()
-	b, err := os.ReadFile(state.BootDropInPath(s.Lab.SystemdDir(role)))
+	b, err := os.ReadFile(state.BootDropInPath(s.Lab.SystemdDir(role), service))
 	if err != nil {
-		t.Fatalf("%s: the nftables.service drop-in: %v", role, err)
+		t.Fatalf("%s: the %s drop-in: %v", role, service, err)
 	}
 	cmds := map[string][]string{}
 	for _, l := range strings.Split(string(b), "\n") {
@@ -47,8 +47,8 @@ func dropInCmds(t *testing.T, s *scenario.Scenario, role string) map[string][]st
 			cmds[k] = strings.Fields(strings.TrimPrefix(v, "-"))
 		}
 	}
-	if len(cmds) != 2 {
-		t.Fatalf("%s: the drop-in has no ExecStartPost and ExecReload:\n%s", role, b)
+	if want := map[string]int{"nftables.service": 2, "systemd-sysctl.service": 1}[service]; len(cmds) != want || len(cmds["ExecStartPost"]) == 0 {
+		t.Fatalf("%s: the %s drop-in has not the %d command(s) it should:\n%s", role, service, want, b)
 	}
 	return cmds
 }
@@ -83,7 +83,7 @@ func TestNftablesReloadRestores(t *testing.T) {
 	before := snap(t, ctx, s)
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
-		if want := "+ file " + state.BootDropInPath(l.SystemdDir(role)); !strings.Contains(r.Stdout, want) {
+		if want := "+ file " + state.BootDropInPath(l.SystemdDir(role), "nftables.service"); !strings.Contains(r.Stdout, want) {
 			t.Errorf("plan does not show %q:\n%s", want, r.Stdout)
 		}
 	}
@@ -103,7 +103,7 @@ func TestNftablesReloadRestores(t *testing.T) {
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	applied := bootNorm(snap(t, ctx, s))
 	servedByNew(t, ctx, s, "after apply")
-	cmds := map[string]map[string][]string{lab.RoleOld: dropInCmds(t, s, lab.RoleOld), lab.RoleNew: dropInCmds(t, s, lab.RoleNew)}
+	cmds := map[string]map[string][]string{lab.RoleOld: dropInCmds(t, s, lab.RoleOld, "nftables.service"), lab.RoleNew: dropInCmds(t, s, lab.RoleNew, "nftables.service")}
 
 	conf := l.Dir + "/nftables.conf"
 	writeFile(t, conf, debianNftablesConf)
@@ -225,6 +225,113 @@ func TestNftablesReloadRestores(t *testing.T) {
 		if out, err := runUnit(ctx, s, role, cmds[role]["ExecReload"]); err != nil {
 			t.Logf("%s: the removed drop-in's command after rollback: %v %s", role, err, out)
 		}
+	}
+	settled(t, ctx, s, "rollback --all", bootNorm(before))
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
+// TestSysctlRestartRestores: a hardened image's /etc/sysctl.d file says
+// `net.ipv4.ip_forward = 0`, and in the third week an administrator
+// applies an edited sysctl file the systemd way (`systemctl restart
+// systemd-sysctl`): OLD's forwarding went off, every moved service
+// stopped answering until the next `migrate apply`. migrate's drop-in for
+// systemd-sysctl.service puts the sysctls back right after. The lab runs
+// the real systemd-sysctl binary with the file, in OLD's namespace, then
+// the drop-in's command (the reboot lane runs the real service): ip_forward
+// is 1 again, a moved connection quiet across it lives on, new ones are
+// served by NEW, plan and status say what happened, and rollback removes
+// the drop-in.
+func TestSysctlRestartRestores(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := bootLab(t, ctx)
+	l := s.Lab
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	before := snap(t, ctx, s)
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if want := "+ file " + state.BootDropInPath(l.SystemdDir(lab.RoleOld), "systemd-sysctl.service"); !strings.Contains(r.Stdout, want) {
+		t.Errorf("plan does not show %q:\n%s", want, r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	applied := bootNorm(snap(t, ctx, s))
+	servedByNew(t, ctx, s, "after apply")
+	cmd := dropInCmds(t, s, lab.RoleOld, "systemd-sysctl.service")["ExecStartPost"]
+
+	// systemd-sysctl.service's own command, with a hardened file.
+	file := l.Dir + "/99-hardening.conf"
+	writeFile(t, file, "net.ipv4.ip_forward = 0\n")
+	sysctlCmd := []string{"sysctl", "-p", file}
+	for _, p := range []string{"/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl"} {
+		if _, err := os.Stat(p); err == nil {
+			sysctlCmd = []string{p, file}
+			break
+		}
+	}
+	t.Logf("systemd-sysctl.service's command: %v", sysctlCmd)
+	forward := func() string {
+		out, err := l.Exec(ctx, lab.RoleOld, "sysctl", "-n", "net.ipv4.ip_forward")
+		if err != nil {
+			t.Fatalf("old: %v %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+
+	hold, err := l.Command(lab.RoleClient, s.LabtoolBin, "hold", "-every", "3s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := hold.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holdErr strings.Builder
+	hold.Stderr = &holdErr
+	if err := l.StartCmd(hold); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.Contains(lines.Text(), "served-by=new") {
+		t.Fatalf("the held connection's greeting: %q, want one from NEW (%s)", lines.Text(), holdErr.String())
+	}
+	if out, err := l.Exec(ctx, lab.RoleOld, sysctlCmd...); err != nil {
+		t.Fatalf("old: %v: %v %s", sysctlCmd, err, out)
+	}
+	if v := forward(); v != "0" {
+		t.Fatalf("old: ip_forward is %s after the hardened file, want 0", v)
+	}
+	start := time.Now()
+	out, err := runUnit(ctx, s, lab.RoleOld, cmd)
+	t.Logf("old: the drop-in took %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	if err != nil || !strings.Contains(out, "restored (1 step(s)") {
+		t.Errorf("old: the drop-in after systemd-sysctl.service start: %v %q, want one step restored", err, out)
+	}
+	if v := forward(); v != "1" {
+		t.Errorf("old: ip_forward is %s after the drop-in, want 1", v)
+	}
+	var pings []string
+	for lines.Scan() {
+		pings = append(pings, lines.Text())
+	}
+	if err := hold.Wait(); err != nil || len(pings) != 2 || !strings.HasPrefix(pings[0], "new: ping") || !strings.HasPrefix(pings[1], "new: ping") {
+		t.Errorf("a connection moved to NEW, quiet across `systemctl restart systemd-sysctl` on OLD: %v %q %s", err, pings, holdErr.String())
+	}
+	settled(t, ctx, s, "systemd-sysctl.service start on OLD", applied)
+	servedByNew(t, ctx, s, "after systemd-sysctl.service start on OLD")
+	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
+	if !strings.Contains(r.Stdout, "No changes") || !strings.Contains(r.Stdout, "systemd-sysctl.service start on OLD at ") {
+		t.Errorf("plan after the sysctl restart:\n%s", r.Stdout)
+	}
+	st := readStatus(t, ctx, s)
+	if st.PathBroken != "" || !strings.Contains(strings.Join(st.Notes, "\n"), "systemd-sysctl.service start on OLD at ") {
+		t.Errorf("status after the sysctl restart: path %q, notes %q", st.PathBroken, st.Notes)
+	}
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--auto-approve", "--all")
+	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
+		unitDirEmpty(t, s, role)
 	}
 	settled(t, ctx, s, "rollback --all", bootNorm(before))
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")

@@ -14,10 +14,11 @@ import (
 
 // TestSysctlFilesWarning: hardened images ship `net.ipv4.ip_forward = 0`
 // in /etc/sysctl.d. migrate's boot unit runs after systemd-sysctl, so a
-// reboot is fine; but anything that applies the files again mid-migration
-// (`sysctl --system`, a restart of systemd-sysctl, configuration
-// management) turns OLD's forwarding off, and every moved service stops
-// answering until the next apply (shown here). plan warns with the file
+// reboot is fine, and so is a restart of systemd-sysctl where systemd is
+// PID 1 (TestSysctlRestartRestores); but anything else that applies the
+// files again mid-migration (`sysctl --system`, configuration management)
+// turns OLD's forwarding off, and every moved service stops answering
+// until the next apply (shown here). plan warns with the file
 // and line, and stops warning once the file agrees.
 func TestSysctlFilesWarning(t *testing.T) {
 	needRoot(t)

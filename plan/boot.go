@@ -12,9 +12,10 @@ import (
 // is PID 1: at boot the unit puts back the host's part of the last
 // confirmed apply (agent, boot.go). The text is the agent's own
 // (Facts.Boot.Unit), which names the agent binary on that host. With them
-// goes the nftables.service drop-in (state.BootDropIn), which runs the
-// same restore after that service's start or reload has flushed the
-// ruleset (an agent before it reports no drop-in text: none is added).
+// go the drop-ins (state.DropInServices), which run the same restore after
+// nftables.service flushed the ruleset or systemd-sysctl.service set the
+// sysctl files' values (an agent before them reports no drop-in text:
+// none is added).
 func bootDesired(f state.Facts, h *HostDesired) {
 	b := f.Boot
 	if len(h.Objects) == 0 || b == nil || !b.Systemd || b.Unit == "" {
@@ -23,8 +24,10 @@ func bootDesired(f state.Facts, h *HostDesired) {
 	unit, link := state.BootUnitFiles(b.UnitDir)
 	h.add(state.Object{File: &state.File{Path: unit, Content: b.Unit}},
 		state.Object{File: &state.File{Path: link, Link: unit}})
-	if b.DropIn != "" {
-		h.add(state.Object{File: &state.File{Path: state.BootDropInPath(b.UnitDir), Content: b.DropIn}})
+	for _, svc := range state.DropInServices {
+		if t := b.DropIns[svc]; t != "" {
+			h.add(state.Object{File: &state.File{Path: state.BootDropInPath(b.UnitDir, svc), Content: t}})
+		}
 	}
 }
 
@@ -40,7 +43,7 @@ func BootNotes(want map[string]HostDesired, facts map[string]state.Facts) []stri
 		if l := BootLine(host, b); l != "" {
 			out = append(out, l)
 		}
-		if l := RulesetRestoreLine(host, b); l != "" {
+		if l := AfterRestoreLine(host, b); l != "" {
 			out = append(out, l)
 		}
 		if len(want[host].Objects) == 0 {
@@ -82,11 +85,10 @@ func BootLine(host string, b *state.Boot) string {
 	return s
 }
 
-// RulesetRestoreLine is what the nftables.service drop-in's last restore
-// did in the host's current boot ("" when it ran in none or found
-// nothing to put back).
-func RulesetRestoreLine(host string, b *state.Boot) string {
-	r := b.ThisBootRuleset()
+// AfterRestoreLine is what a drop-in's last restore did in the host's
+// current boot ("" when none put anything back or failed in it).
+func AfterRestoreLine(host string, b *state.Boot) string {
+	r := b.ThisBootAfter()
 	if r == nil {
 		return ""
 	}
@@ -94,13 +96,17 @@ func RulesetRestoreLine(host string, b *state.Boot) string {
 	at := r.Time.UTC().Format("15:04 UTC")
 	switch r.Outcome {
 	case state.BootRestored:
-		l := fmt.Sprintf("nftables.service %s on %s at %s removed migrate's part there (a ruleset that begins with `flush ruleset`); migrate's drop-in put it back within %d ms (%d step(s))", r.After, name, at, r.TookMS, r.Steps)
-		if host == Old {
+		what := "removed migrate's part there (a ruleset that begins with `flush ruleset`)"
+		if r.Service != "nftables.service" {
+			what = "set sysctls migrate had changed back to the values of /etc/sysctl.d (see plan's warning of the file)"
+		}
+		l := fmt.Sprintf("%s %s on %s at %s %s; migrate's drop-in put it back within %d ms (%d step(s))", r.Service, r.After, name, at, what, r.TookMS, r.Steps)
+		if host == Old && r.Service == "nftables.service" {
 			l += ". A moved connection that sent a packet in between was reset by OLD's own stack"
 		}
 		return l
 	case state.BootFailed:
-		return fmt.Sprintf("WARNING host %s: nftables.service %s at %s: migrate's drop-in could not put back migrate's part: %s. Run migrate apply", host, r.After, at, r.Error)
+		return fmt.Sprintf("WARNING host %s: %s %s at %s: migrate's drop-in could not put back migrate's part: %s. Run migrate apply", host, r.Service, r.After, at, r.Error)
 	}
 	return ""
 }

@@ -46,35 +46,42 @@ func TestBootWords(t *testing.T) {
 	}
 }
 
-// TestRulesetRestoreWords: what plan and status say about the
+// TestAfterRestoreWords: what plan and status say about the
 // nftables.service drop-in's restore, only for the host's current boot and
 // only when it put something back or failed; and the drop-in is desired
 // with the unit when the agent gives its text.
-func TestRulesetRestoreWords(t *testing.T) {
+func TestAfterRestoreWords(t *testing.T) {
 	at := time.Date(2026, 12, 7, 14, 2, 0, 0, time.UTC)
-	b := &state.Boot{Systemd: true, BootID: "b2", LastRuleset: &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootRestored, Steps: 1, TookMS: 23, After: "reload"}}
-	if got := RulesetRestoreLine(Old, b); !strings.HasPrefix(got, "nftables.service reload on OLD at 14:02 UTC removed migrate's part there") ||
+	b := &state.Boot{Systemd: true, BootID: "b2", LastAfter: &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootRestored, Steps: 1, TookMS: 23, After: "reload", Service: "nftables.service"}}
+	if got := AfterRestoreLine(Old, b); !strings.HasPrefix(got, "nftables.service reload on OLD at 14:02 UTC removed migrate's part there") ||
 		!strings.Contains(got, "put it back within 23 ms (1 step(s))") || !strings.Contains(got, "reset by OLD's own stack") {
 		t.Errorf("restored on OLD: %q", got)
 	}
-	if got := RulesetRestoreLine(New, b); strings.Contains(got, "reset") {
+	if got := AfterRestoreLine(New, b); strings.Contains(got, "reset") {
 		t.Errorf("restored on NEW: %q (nothing of NEW's resets connections)", got)
 	}
-	b.LastRuleset = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootFailed, After: "start", Error: "host locked"}
-	if got := RulesetRestoreLine(Old, b); got != "WARNING host old: nftables.service start at 14:02 UTC: migrate's drop-in could not put back migrate's part: host locked. Run migrate apply" {
+	b.LastAfter = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootFailed, After: "start", Service: "nftables.service", Error: "host locked"}
+	if got := AfterRestoreLine(Old, b); got != "WARNING host old: nftables.service start at 14:02 UTC: migrate's drop-in could not put back migrate's part: host locked. Run migrate apply" {
 		t.Errorf("failed: %q", got)
 	}
-	b.LastRuleset = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootNothing, After: "reload"}
-	if got := RulesetRestoreLine(Old, b); got != "" {
+	b.LastAfter = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootNothing, After: "reload"}
+	if got := AfterRestoreLine(Old, b); got != "" {
 		t.Errorf("nothing to put back: %q", got)
 	}
-	b.LastRuleset = &state.BootRecord{Time: at, BootID: "b1", Outcome: state.BootRestored, Steps: 1, After: "reload"}
-	if got := RulesetRestoreLine(Old, b); got != "" {
+	b.LastAfter = &state.BootRecord{Time: at, BootID: "b1", Outcome: state.BootRestored, Steps: 1, After: "reload"}
+	if got := AfterRestoreLine(Old, b); got != "" {
 		t.Errorf("an earlier boot's: %q", got)
 	}
+	b.LastAfter = &state.BootRecord{Time: at, BootID: "b2", Outcome: state.BootRestored, Steps: 1, TookMS: 9, After: "start", Service: "systemd-sysctl.service"}
+	if got := AfterRestoreLine(Old, b); !strings.HasPrefix(got, "systemd-sysctl.service start on OLD at 14:02 UTC set sysctls migrate had changed back to the values of /etc/sysctl.d") ||
+		strings.Contains(got, "reset") || !strings.Contains(got, "put it back within 9 ms") {
+		t.Errorf("sysctls restored: %q", got)
+	}
 	h := HostDesired{Objects: []state.Object{{Sysctl: &state.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}}}}
-	bootDesired(state.Facts{Boot: &state.Boot{Systemd: true, UnitDir: "/etc/systemd/system", Unit: "[Unit]\n", DropIn: "[Service]\n"}}, &h)
-	if len(h.Objects) != 4 || h.Objects[3].File == nil || h.Objects[3].File.Path != "/etc/systemd/system/nftables.service.d/migrate-restore.conf" {
-		t.Errorf("desired with the drop-in: %v", h.Objects)
+	bootDesired(state.Facts{Boot: &state.Boot{Systemd: true, UnitDir: "/etc/systemd/system", Unit: "[Unit]\n",
+		DropIns: map[string]string{"nftables.service": "[Service]\n", "systemd-sysctl.service": "[Service]\n#s\n"}}}, &h)
+	if len(h.Objects) != 5 || h.Objects[3].File == nil || h.Objects[3].File.Path != "/etc/systemd/system/nftables.service.d/migrate-restore.conf" ||
+		h.Objects[4].File == nil || h.Objects[4].File.Path != "/etc/systemd/system/systemd-sysctl.service.d/migrate-restore.conf" {
+		t.Errorf("desired with the drop-ins: %v", h.Objects)
 	}
 }

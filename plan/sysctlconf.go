@@ -45,7 +45,7 @@ func SysctlConfNotes(want map[string]HostDesired, facts map[string]state.Facts) 
 				// Changing the glob would change every interface.
 				fix = fmt.Sprintf("Add the line `%s = %s` to a file in /etc/sysctl.d for the time of the migration (a sysctl named outright wins over a glob)", s.Name, s.Value)
 			}
-			out = append(out, fmt.Sprintf("WARNING host %s: %s and migrate sets %s. At boot migrate's unit runs after systemd-sysctl, but anything that applies the sysctl files again during the migration (`sysctl --system`, `systemctl restart systemd-sysctl`, configuration management) puts %s back: %s until the next `migrate apply`. %s",
+			out = append(out, fmt.Sprintf("WARNING host %s: %s and migrate sets %s. At boot migrate's unit runs after systemd-sysctl, and after `systemctl restart systemd-sysctl` migrate's drop-in sets it back within milliseconds (where systemd is PID 1), but anything else that applies the sysctl files again during the migration (`sysctl --system`, configuration management) puts %s back: %s until the next `migrate apply`. %s",
 				host, sets, s.Value, set.Value, what, fix))
 		}
 	}

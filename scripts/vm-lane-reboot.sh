@@ -579,7 +579,7 @@ reboot "reboot-both" old new
 # this also checks that apply's daemon-reload made systemd read the drop-in.
 # Then `systemctl stop nftables` (not covered: its flush stays) and the
 # recovery the README gives: `systemctl restart migrate-restore.service`.
-RREC=/var/lib/migrate/ruleset-restore.json
+RREC=/var/lib/migrate/restore-after.json
 gssh old 30 "grep -c '^flush ruleset' /etc/nftables.conf; systemctl show nftables.service -p DropInPaths" > "$RUN/nft-setup.old" 2>&1 || true
 if grep -qx 1 "$RUN/nft-setup.old" && grep -q "nftables.service.d/migrate-restore.conf" "$RUN/nft-setup.old"; then
   pass "OLD: /etc/nftables.conf begins with flush ruleset, and systemd has read migrate's drop-in for nftables.service"
@@ -600,6 +600,22 @@ for ev in start reload restart; do
     path_checks "after systemctl $ev nftables"
   fi
 done
+# systemd-sysctl.service: a hardened file turns forwarding off (CIS:
+# net.ipv4.ip_forward = 0); `systemctl restart systemd-sysctl` applies it,
+# and migrate's drop-in for that service sets OLD's forwarding back.
+t0=$(now)
+gssh old 60 "printf 'net.ipv4.ip_forward = 0\\n' > /etc/sysctl.d/99-lane-hardening.conf; systemctl restart systemd-sysctl.service; echo rc=\$?; echo forward=\$(sysctl -n net.ipv4.ip_forward); cat $RREC; rm -f /etc/sysctl.d/99-lane-hardening.conf" > "$RUN/sysctl-restart.old" 2>&1 || true
+ok=
+for _ in $(seq 20); do path_ok && { ok=1; break; }; sleep 0.5; done
+{ echo "----- systemctl restart systemd-sysctl on old"; cat "$RUN/sysctl-restart.old"; } >> "$LOG"
+rec=$(tr -d '\n ' < "$RUN/sysctl-restart.old")
+if [ -n "$ok" ] && grep -q '^rc=0' "$RUN/sysctl-restart.old" && grep -qx 'forward=1' "$RUN/sysctl-restart.old" &&
+  grep -q '"service":"systemd-sysctl.service"' <<< "$rec" && grep -q '"outcome":"restored"' <<< "$rec"; then
+  pass "systemctl restart systemd-sysctl on OLD with net.ipv4.ip_forward = 0 in /etc/sysctl.d: the drop-in set forwarding back ($(grep -o '"took_ms":[0-9]*' <<< "$rec")); the data path works $(fsub "$(now)" "$t0") s after the command"
+else
+  show "$RUN/sysctl-restart.old" 30; bad "systemctl restart systemd-sysctl on OLD: forwarding, the data path or the drop-in's record is not right (above)"
+  path_checks "after systemctl restart systemd-sysctl"
+fi
 gssh old 60 "systemctl stop nftables.service; nft list tables" > "$RUN/nft-stop.old" 2>&1 || true
 if grep -q 'inet migrate' "$RUN/nft-stop.old"; then
   bad "systemctl stop nftables on OLD left migrate's table (its ExecStop flushes the ruleset): $(tr '\n' ' ' < "$RUN/nft-stop.old")"

@@ -20,16 +20,42 @@ func BootUnitFiles(unitDir string) (unit, link string) {
 	return filepath.Join(unitDir, BootUnitName), filepath.Join(unitDir, BootUnitWants, BootUnitName)
 }
 
-// BootDropIn is the drop-in apply installs for nftables.service, beside
-// the unit: nftables.service's start and reload load a ruleset that
-// usually begins with `flush ruleset` (Debian's /etc/nftables.conf; on
-// RHEL its reload flushes first), which removes migrate's table mid-
-// migration. The drop-in runs the restore again right after
-// (agent.RulesetRestore).
-const BootDropIn = "nftables.service.d/migrate-restore.conf"
+// DropInServices are the services whose start (or reload) on a running
+// host undoes part of what migrate set, with a drop-in of migrate's
+// (BootDropInPath) that runs the restore again right after
+// (agent.AfterRestore):
+//   - nftables.service: its start and reload load a ruleset that usually
+//     begins with `flush ruleset` (Debian's /etc/nftables.conf; RHEL's
+//     reload flushes first), which removes migrate's table;
+//   - systemd-sysctl.service: its start (`systemctl restart
+//     systemd-sysctl`, how systemd hosts apply an edited /etc/sysctl.d)
+//     sets every sysctl of the files, `net.ipv4.ip_forward = 0` of a
+//     hardened image among them.
+var DropInServices = []string{"nftables.service", "systemd-sysctl.service"}
 
-// BootDropInPath is the drop-in's path in unitDir.
-func BootDropInPath(unitDir string) string { return filepath.Join(unitDir, BootDropIn) }
+// dropInName is the drop-in's file name in SERVICE.d.
+const dropInName = "migrate-restore.conf"
+
+// BootDropInPath is the path of migrate's drop-in for service in unitDir.
+func BootDropInPath(unitDir, service string) string {
+	return filepath.Join(unitDir, service+".d", dropInName)
+}
+
+// DropInService is the service whose drop-in path in unitDir p is, or "".
+func DropInService(unitDir, p string) string {
+	for _, svc := range DropInServices {
+		if p == BootDropInPath(unitDir, svc) {
+			return svc
+		}
+	}
+	return ""
+}
+
+// IsDropInFile reports a file name and directory of migrate's drop-ins
+// (SERVICE.d/migrate-restore.conf), whatever the unit directory.
+func IsDropInFile(p string) bool {
+	return filepath.Base(p) == dropInName && DropInService(filepath.Dir(filepath.Dir(p)), p) != ""
+}
 
 // Boot is what a host says about surviving a reboot (Facts.Boot).
 type Boot struct {
@@ -39,19 +65,20 @@ type Boot struct {
 	UnitDir string `json:"unit_dir"`
 	// Unit is the text of the unit this host's agent installs.
 	Unit string `json:"unit,omitempty"`
-	// DropIn is the text of the nftables.service drop-in this host's
-	// agent installs ("" from an agent before it).
-	DropIn string `json:"drop_in,omitempty"`
-	// Files are the unit, its enable link and the drop-in as they are
+	// DropIns are the texts of the drop-ins this host's agent installs,
+	// by service (DropInServices; none from an agent before them).
+	DropIns map[string]string `json:"drop_ins,omitempty"`
+	// Files are the unit, its enable link and the drop-ins as they are
 	// now (absent ones left out).
 	Files []File `json:"files,omitempty"`
 	// BootID is the host's current boot (/proc/sys/kernel/random/boot_id).
 	BootID string `json:"boot_id"`
 	// Last is the record of the last boot restore, if any ran.
 	Last *BootRecord `json:"last,omitempty"`
-	// LastRuleset is the record of the last restore the drop-in ran after
-	// nftables.service loaded its ruleset in a running system.
-	LastRuleset *BootRecord `json:"last_ruleset,omitempty"`
+	// LastAfter is the record of the last restore a drop-in ran after
+	// its service's start or reload in a running system that put
+	// something back or failed.
+	LastAfter *BootRecord `json:"last_after,omitempty"`
 }
 
 // Outcomes of a boot restore (BootRecord.Outcome).
@@ -76,18 +103,19 @@ type BootRecord struct {
 	// window when the host went down: decided reverted, not restored.
 	RevertedRuns []string `json:"reverted_runs,omitempty"`
 	TookMS       int64    `json:"took_ms"`
-	// After is what ran the restore when it was not the boot unit: the
-	// drop-in after nftables.service's "start" or "reload".
-	After string `json:"after,omitempty"`
+	// After and Service say what ran the restore when it was not the
+	// boot unit: the drop-in after Service's "start" or "reload".
+	After   string `json:"after,omitempty"`
+	Service string `json:"service,omitempty"`
 }
 
-// ThisBootRuleset is the drop-in's last restore when it ran in the
-// host's current boot.
-func (b *Boot) ThisBootRuleset() *BootRecord {
-	if b == nil || b.LastRuleset == nil || b.BootID == "" || b.LastRuleset.BootID != b.BootID {
+// ThisBootAfter is a drop-in's last restore when it ran in the host's
+// current boot.
+func (b *Boot) ThisBootAfter() *BootRecord {
+	if b == nil || b.LastAfter == nil || b.BootID == "" || b.LastAfter.BootID != b.BootID {
 		return nil
 	}
-	return b.LastRuleset
+	return b.LastAfter
 }
 
 // ThisBoot reports whether the record is of the host's current boot.

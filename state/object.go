@@ -313,11 +313,10 @@ func (r Route) String() string {
 	return s
 }
 
-// File is a file migrate installs outside its state directory. There are
-// exactly three: the systemd unit that restores the host's part at boot,
-// its enable link (BootUnitFiles), and the nftables.service drop-in that
-// restores migrate's table after that service loads its ruleset
-// (BootDropInPath). Content is a regular file's text,
+// File is a file migrate installs outside its state directory: the
+// systemd unit that restores the host's part at boot, its enable link
+// (BootUnitFiles), and the drop-ins that restore it after a service undid
+// part of it (BootDropInPath, DropInServices). Content is a regular file's text,
 // Link a symlink's target; one of them is set.
 type File struct {
 	Path    string `json:"path"`

@@ -246,7 +246,7 @@ func Build(in Input) Report {
 		if l := plan.BootLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, l+".")
 		}
-		if l := plan.RulesetRestoreLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
+		if l := plan.AfterRestoreLine(h.name, h.f.Boot); l != "" && r.Reached(h.name) {
 			r.Notes = append(r.Notes, l+".")
 		}
 		// A saved copy of migrate's table in nftables.service's file bites

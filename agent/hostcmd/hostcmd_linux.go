@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -84,7 +85,7 @@ func agentCmd() *cobra.Command {
 // STATE/boot.json. The directories come from the unit's command line, not
 // the environment: systemd starts it with an empty one.
 func bootRestoreCmd(out io.Writer) *cobra.Command {
-	var stateDir, unitDir, after string
+	var stateDir, unitDir, after, service string
 	cmd := &cobra.Command{
 		Use:    agent.BootRestoreCommand,
 		Short:  "Restore this host's part of the last confirmed apply (run by the boot unit)",
@@ -95,7 +96,10 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 				return errors.New("--state-dir and --unit-dir are required")
 			}
 			if after != "" && after != agent.AfterStart && after != agent.AfterReload {
-				return fmt.Errorf("--after %q: want %s or %s (nftables.service's event)", after, agent.AfterStart, agent.AfterReload)
+				return fmt.Errorf("--after %q: want %s or %s (the service's event)", after, agent.AfterStart, agent.AfterReload)
+			}
+			if (after == "") != (service == "") || service != "" && !slices.Contains(state.DropInServices, service) {
+				return fmt.Errorf("--after and --service go together, --service one of %v (not %q)", state.DropInServices, service)
 			}
 			// The same checks as the agent's: the state directory is
 			// root's and private (agent/statedir.go), and an installed
@@ -120,12 +124,12 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 			k.NoUDPWarmup = true
 			h := &agent.HostFiles{Dir: stateDir}
 			if after != "" {
-				rec, ran, err := agent.RulesetRestore(h, k, after)
+				rec, ran, err := agent.AfterRestore(h, k, service, after)
 				if !ran && err == nil {
-					fmt.Fprintf(out, "migrate restore after nftables.service %s: nothing to do before %s has run in this boot\n", after, state.BootUnitName)
+					fmt.Fprintf(out, "migrate restore after %s %s: nothing to do before %s has run in this boot\n", service, after, state.BootUnitName)
 					return nil
 				}
-				fmt.Fprintf(out, "migrate restore after nftables.service %s: %s (%d step(s), %d ms)\n", after, rec.Outcome, rec.Steps, rec.TookMS)
+				fmt.Fprintf(out, "migrate restore after %s %s: %s (%d step(s), %d ms)\n", service, after, rec.Outcome, rec.Steps, rec.TookMS)
 				return err
 			}
 			rec, err := agent.BootRestore(h, k)
@@ -138,7 +142,8 @@ func bootRestoreCmd(out io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "the agent's state directory")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "", "the systemd unit directory the unit is installed in")
-	cmd.Flags().StringVar(&after, "after", "", "run by the nftables.service drop-in after that service's start or reload (start, reload): restore only once the boot unit has run in this boot")
+	cmd.Flags().StringVar(&after, "after", "", "run by a drop-in after its service's start or reload (start, reload): restore only once the boot unit or an apply ran in this boot")
+	cmd.Flags().StringVar(&service, "service", "", "with --after: the drop-in's service")
 	return cmd
 }
 

@@ -26,7 +26,7 @@ func (h *Host) applyFile(step state.Step) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if b := filepath.Base(filepath.Dir(p)); b == state.BootUnitWants || b == filepath.Dir(state.BootDropIn) {
+		if filepath.Base(filepath.Dir(p)) == state.BootUnitWants || state.IsDropInFile(p) {
 			_ = os.Remove(filepath.Dir(p)) // only when empty
 		}
 		if err := syncDir(filepath.Dir(p)); err != nil {
@@ -69,7 +69,7 @@ const (
 	systemdRuntimeDir = "/run/systemd/system"
 )
 
-// daemonReload makes systemd read the nftables.service drop-in at p now,
+// daemonReload makes systemd read the drop-in at p now,
 // not at the next boot: without it a `systemctl reload nftables` before
 // the next boot would run the service's old command list, and after a
 // rollback the removed drop-in's. The unit and its link only matter at
@@ -77,7 +77,7 @@ const (
 // returned: the file is in place, and the next boot (or any daemon-reload)
 // picks it up; undoing the apply for it would help nobody.
 func daemonReload(p string) {
-	if filepath.Dir(filepath.Dir(p)) != systemdUnitDir || filepath.Base(p) != filepath.Base(state.BootDropIn) {
+	if filepath.Dir(filepath.Dir(p)) != systemdUnitDir || !state.IsDropInFile(p) {
 		return
 	}
 	if st, err := os.Stat(systemdRuntimeDir); err != nil || !st.IsDir() {
