@@ -90,6 +90,13 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 			if err := os.WriteFile(p, []byte(dropIn), 0o644); err != nil {
 				t.Fatal(err)
 			}
+			p = state.BootDropInPath(dir, "systemd-sysctl.service")
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(DropInText("systemd-sysctl.service", exe, "/var/lib/migrate", "/etc/systemd/system")), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -125,7 +132,7 @@ func TestBootUnitOrderingVerify(t *testing.T) {
 	// The drop-in: systemd takes its command lines ("-" prefix, an
 	// executable that exists) for nftables.service.
 	dropIn := DropInText("nftables.service", exe, "/var/lib/migrate", "/etc/systemd/system")
-	if out := verify(good, dropIn); strings.Contains(out, "cycl") || strings.Contains(out, "migrate-restore") || strings.Contains(out, "nftables.service:") {
+	if out := verify(good, dropIn); strings.Contains(out, "cycl") || strings.Contains(out, "migrate-restore") || strings.Contains(out, "nftables.service:") || strings.Contains(out, "systemd-sysctl.service:") {
 		t.Errorf("systemd-analyze verify with the drop-in:\n%s", out)
 	}
 	if out := verify(good, strings.Replace(dropIn, "ExecReload=-"+exe, "ExecReload=-relative/"+filepath.Base(exe), 1)); !strings.Contains(out, "migrate-restore.conf") {
