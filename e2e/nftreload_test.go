@@ -133,36 +133,14 @@ func TestNftablesReloadRestores(t *testing.T) {
 		return out
 	}
 
-	// A connection moved to NEW: greeted before the reload, quiet across
-	// it, two pings after.
-	hold, err := l.Command(lab.RoleClient, s.LabtoolBin, "hold", "-every", "3s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := hold.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var holdErr strings.Builder
-	hold.Stderr = &holdErr
-	if err := l.StartCmd(hold); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || !strings.Contains(lines.Text(), "served-by=new") {
-		t.Fatalf("the held connection's greeting: %q, want one from NEW (%s)", lines.Text(), holdErr.String())
-	}
-	out := nftablesService(lab.RoleOld, "ExecReload")
-	if !strings.Contains(out, "restored (1 step(s)") {
-		t.Errorf("old: the drop-in after reload: %q, want the table restored in one step", out)
-	}
-	var pings []string
-	for lines.Scan() {
-		pings = append(pings, lines.Text())
-	}
-	if err := hold.Wait(); err != nil || len(pings) != 2 || !strings.HasPrefix(pings[0], "new: ping") || !strings.HasPrefix(pings[1], "new: ping") {
-		t.Errorf("a connection moved to NEW, quiet across `systemctl reload nftables` on OLD: %v %q %s", err, pings, holdErr.String())
-	}
+	// A connection moved to NEW, quiet across the reload, lives on.
+	var out string
+	quietAcross(t, s, "`systemctl reload nftables` on OLD", func() {
+		out = nftablesService(lab.RoleOld, "ExecReload")
+		if !strings.Contains(out, "restored (1 step(s)") {
+			t.Errorf("old: the drop-in after reload: %q, want the table restored in one step", out)
+		}
+	})
 	settled(t, ctx, s, "nftables.service reload on OLD", applied)
 	servedByNew(t, ctx, s, "after nftables.service reload on OLD")
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
@@ -279,45 +257,23 @@ func TestSysctlRestartRestores(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 
-	hold, err := l.Command(lab.RoleClient, s.LabtoolBin, "hold", "-every", "3s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := hold.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var holdErr strings.Builder
-	hold.Stderr = &holdErr
-	if err := l.StartCmd(hold); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || !strings.Contains(lines.Text(), "served-by=new") {
-		t.Fatalf("the held connection's greeting: %q, want one from NEW (%s)", lines.Text(), holdErr.String())
-	}
-	if out, err := l.Exec(ctx, lab.RoleOld, sysctlCmd...); err != nil {
-		t.Fatalf("old: %v: %v %s", sysctlCmd, err, out)
-	}
-	if v := forward(); v != "0" {
-		t.Fatalf("old: ip_forward is %s after the hardened file, want 0", v)
-	}
-	start := time.Now()
-	out, err := runUnit(ctx, s, lab.RoleOld, cmd)
-	t.Logf("old: the drop-in took %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
-	if err != nil || !strings.Contains(out, "restored (1 step(s)") {
-		t.Errorf("old: the drop-in after systemd-sysctl.service start: %v %q, want one step restored", err, out)
-	}
-	if v := forward(); v != "1" {
-		t.Errorf("old: ip_forward is %s after the drop-in, want 1", v)
-	}
-	var pings []string
-	for lines.Scan() {
-		pings = append(pings, lines.Text())
-	}
-	if err := hold.Wait(); err != nil || len(pings) != 2 || !strings.HasPrefix(pings[0], "new: ping") || !strings.HasPrefix(pings[1], "new: ping") {
-		t.Errorf("a connection moved to NEW, quiet across `systemctl restart systemd-sysctl` on OLD: %v %q %s", err, pings, holdErr.String())
-	}
+	quietAcross(t, s, "`systemctl restart systemd-sysctl` on OLD", func() {
+		if out, err := l.Exec(ctx, lab.RoleOld, sysctlCmd...); err != nil {
+			t.Fatalf("old: %v: %v %s", sysctlCmd, err, out)
+		}
+		if v := forward(); v != "0" {
+			t.Fatalf("old: ip_forward is %s after the hardened file, want 0", v)
+		}
+		start := time.Now()
+		out, err := runUnit(ctx, s, lab.RoleOld, cmd)
+		t.Logf("old: the drop-in took %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+		if err != nil || !strings.Contains(out, "restored (1 step(s)") {
+			t.Errorf("old: the drop-in after systemd-sysctl.service start: %v %q, want one step restored", err, out)
+		}
+		if v := forward(); v != "1" {
+			t.Errorf("old: ip_forward is %s after the drop-in, want 1", v)
+		}
+	})
 	settled(t, ctx, s, "systemd-sysctl.service start on OLD", applied)
 	servedByNew(t, ctx, s, "after systemd-sysctl.service start on OLD")
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
@@ -335,4 +291,38 @@ func TestSysctlRestartRestores(t *testing.T) {
 	}
 	settled(t, ctx, s, "rollback --all", bootNorm(before))
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
+// quietAcross runs event while a connection moved to NEW is open and
+// quiet: greeted by NEW before, two pings 3 s apart after (the first
+// after event, which must take less than 3 s). Both must be answered by
+// NEW: the connection lived through what event did to the hosts.
+func quietAcross(t *testing.T, s *scenario.Scenario, what string, event func()) {
+	t.Helper()
+	l := s.Lab
+	hold, err := l.Command(lab.RoleClient, s.LabtoolBin, "hold", "-every", "3s", "-count", "2", "-timeout", "5s", "-keepalive=false", fmt.Sprintf("%s:%d", l.OldIP, scenario.MigratedPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := hold.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holdErr strings.Builder
+	hold.Stderr = &holdErr
+	if err := l.StartCmd(hold); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.Contains(lines.Text(), "served-by=new") {
+		t.Fatalf("the held connection's greeting: %q, want one from NEW (%s)", lines.Text(), holdErr.String())
+	}
+	event()
+	var pings []string
+	for lines.Scan() {
+		pings = append(pings, lines.Text())
+	}
+	if err := hold.Wait(); err != nil || len(pings) != 2 || !strings.HasPrefix(pings[0], "new: ping") || !strings.HasPrefix(pings[1], "new: ping") {
+		t.Errorf("a connection moved to NEW, quiet across %s: %v %q %s", what, err, pings, holdErr.String())
+	}
 }
