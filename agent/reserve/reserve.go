@@ -105,7 +105,7 @@ func create(p string) error {
 	if err != nil {
 		return err
 	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, Size)
+	err = allocate(int(f.Fd()), Size)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		rng := rand.NewChaCha8([32]byte{'m', 'i', 'g', 'r', 'a', 't', 'e'})
 		buf := make([]byte, 1<<16)
@@ -120,6 +120,29 @@ func create(p string) error {
 	}
 	if err != nil {
 		os.Remove(p)
+	}
+	return err
+}
+
+// fallocate is unix.Fallocate (a variable for the test of allocate).
+var fallocate = unix.Fallocate
+
+// maxEINTR bounds allocate's retries.
+const maxEINTR = 100
+
+// allocate allocates size bytes of fd, again when a signal interrupted
+// it: tmpfs's fallocate returns EINTR whenever a signal is pending, and
+// SA_RESTART does not restart it. Seen in the VM lane (a state directory
+// on the guest's tmpfs under TCG, where allocating 8 MiB is slow): "arm
+// the revert timer: set space aside in .../reserve: interrupted system
+// call", an apply refused for nothing. Go's os package retries EINTR for
+// its own calls; a raw unix call must do it itself.
+func allocate(fd int, size int64) error {
+	var err error
+	for i := 0; i < maxEINTR; i++ {
+		if err = fallocate(fd, 0, 0, size); !errors.Is(err, unix.EINTR) {
+			return err
+		}
 	}
 	return err
 }

@@ -84,3 +84,37 @@ func TestNoSpaceMessage(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", e.Error(), want)
 	}
 }
+
+// TestAllocateRetriesEINTR: an fallocate interrupted by a signal (tmpfs
+// returns EINTR whenever one is pending) is made again, and the reserve
+// is written; any other error is returned at once.
+func TestAllocateRetriesEINTR(t *testing.T) {
+	real := fallocate
+	defer func() { fallocate = real }()
+	calls := 0
+	fallocate = func(fd int, mode uint32, off, size int64) error {
+		calls++
+		if calls < 3 {
+			return unix.EINTR
+		}
+		return real(fd, mode, off, size)
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, Name)
+	if err := create(p); err != nil || calls != 3 {
+		t.Fatalf("create with two EINTRs: %v after %d call(s)", err, calls)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != Size {
+		t.Fatalf("the reserve after the retries: %v %v", st, err)
+	}
+	calls = 0
+	fallocate = func(int, uint32, int64, int64) error { calls++; return unix.EIO }
+	if err := allocate(0, Size); !errors.Is(err, unix.EIO) || calls != 1 {
+		t.Errorf("EIO: %v after %d call(s), want it returned at once", err, calls)
+	}
+	calls = 0
+	fallocate = func(int, uint32, int64, int64) error { calls++; return unix.EINTR }
+	if err := allocate(0, Size); !errors.Is(err, unix.EINTR) || calls != maxEINTR {
+		t.Errorf("EINTR for ever: %v after %d call(s), want it returned after %d", err, calls, maxEINTR)
+	}
+}
