@@ -148,12 +148,12 @@ func (h *HostFiles) activeThisBoot() bool {
 		return false
 	}
 	for _, run := range ids {
-		b, err := os.ReadFile(h.runPath(run))
-		if err != nil {
-			continue
-		}
-		var r runRecord
-		if json.Unmarshal(b, &r) == nil && r.BootID == boot {
+		this := false
+		_ = h.withRun(run, false, func(r *runRecord, _ int64) (bool, error) {
+			this = r.BootID == boot
+			return false, nil
+		})
+		if this {
 			return true
 		}
 	}

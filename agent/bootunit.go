@@ -12,7 +12,7 @@ import (
 
 // The boot unit. apply installs it (state.File objects, like any other
 // owned object: journalled, removed by rollback: the unit, its enable link
-// and a drop-in for nftables.service) on a host where
+// and the drop-ins of state.DropInServices) on a host where
 // systemd is PID 1; at boot it runs this agent as BootRestoreCommand,
 // which puts back the host's part of the last confirmed state (boot.go).
 // Nothing else outside the state directory is ever written.
@@ -146,7 +146,7 @@ func DropInText(service, exe, stateDir, unitDir string) string {
 		"# migrate checks this file and replaces it when it differs.",
 	}
 	switch service {
-	case "nftables.service":
+	case state.NftablesService:
 		lines = append(lines,
 			"# nftables.service's start and reload load a ruleset that usually begins",
 			"# with `flush ruleset`, which removes migrate's table: this puts it back",
@@ -162,7 +162,7 @@ func DropInText(service, exe, stateDir, unitDir string) string {
 		"# \"-\": a failed restore does not fail "+service+".",
 		"[Service]",
 		"ExecStartPost=-"+cmd+AfterStart)
-	if service == "nftables.service" {
+	if service == state.NftablesService {
 		lines = append(lines, "ExecReload=-"+cmd+AfterReload)
 	}
 	return strings.Join(append(lines, ""), "\n")

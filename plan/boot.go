@@ -97,11 +97,11 @@ func AfterRestoreLine(host string, b *state.Boot) string {
 	switch r.Outcome {
 	case state.BootRestored:
 		what := "removed migrate's part there (a ruleset that begins with `flush ruleset`)"
-		if r.Service != "nftables.service" {
+		if r.Service != state.NftablesService {
 			what = "set sysctls migrate had changed back to the values of /etc/sysctl.d (see plan's warning of the file)"
 		}
 		l := fmt.Sprintf("%s %s on %s at %s %s; migrate's drop-in put it back within %d ms (%d step(s))", r.Service, r.After, name, at, what, r.TookMS, r.Steps)
-		if host == Old && r.Service == "nftables.service" {
+		if host == Old && r.Service == state.NftablesService {
 			l += ". A moved connection that sent a packet in between was reset by OLD's own stack"
 		}
 		return l

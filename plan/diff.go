@@ -79,7 +79,7 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 		switch {
 		case !exists:
 			up = append(up, state.Step{Host: host, Action: state.Create, After: &d})
-		case drifted && c.Nft.Spec.Role == "" && !journaled(owned, k):
+		case drifted && unrecordedNft(c.Nft, owned, k):
 			// A table of migrate's name that neither the agent's record
 			// nor the journal knows of: a saved copy (`nft list ruleset
 			// > /etc/nftables.conf`) that nftables.service loaded after
@@ -170,10 +170,13 @@ func Diff(host string, want HostDesired, f state.Facts, owned map[string]*state.
 	return append(up, down...), nil
 }
 
-// journaled says whether the journal records a change of key k.
-func journaled(owned map[string]*state.Object, k string) bool {
-	_, ok := owned[k]
-	return ok
+// unrecordedNft says that a live table of migrate's name (key k) is known
+// to neither the agent's record (no spec: migrate did not write it there)
+// nor the journal (no step): a saved copy loaded again, or one made by
+// hand.
+func unrecordedNft(live *state.NftTable, owned map[string]*state.Object, k string) bool {
+	_, journaled := owned[k]
+	return live.Spec.Role == "" && !journaled
 }
 
 func less(a, b state.Step) bool {

@@ -353,7 +353,7 @@ func NftDriftNote(host string, f state.Facts, owned map[string]*state.Object) st
 		return ""
 	}
 	k := (state.Object{Nft: &state.NftTable{Family: "inet", Name: NftTableName}}).Key()
-	if f.Nft.Spec.Role == "" && !journaled(owned, k) {
+	if unrecordedNft(f.Nft, owned, k) {
 		return fmt.Sprintf("host %s has a table inet %s that no migrate apply recorded (the agent has no record of it, the journal no step): a copy of migrate's table saved with the ruleset (`nft list ruleset > /etc/nftables.conf`) and loaded again by nftables.service, or one made by hand. apply replaces it with the plan's table, and rollback then removes it.", host, NftTableName)
 	}
 	return fmt.Sprintf("host %s: %s (a hand edit, or a copy of an earlier stage saved with the ruleset and loaded again by nftables.service): until apply writes the plan's table again, the services' new flows do not go where migrate last applied.", host, f.NftDrift)

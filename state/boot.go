@@ -31,7 +31,13 @@ func BootUnitFiles(unitDir string) (unit, link string) {
 //     systemd-sysctl`, how systemd hosts apply an edited /etc/sysctl.d)
 //     sets every sysctl of the files, `net.ipv4.ip_forward = 0` of a
 //     hardened image among them.
-var DropInServices = []string{"nftables.service", "systemd-sysctl.service"}
+var DropInServices = []string{NftablesService, SysctlService}
+
+// The services of DropInServices.
+const (
+	NftablesService = "nftables.service"
+	SysctlService   = "systemd-sysctl.service"
+)
 
 // dropInName is the drop-in's file name in SERVICE.d.
 const dropInName = "migrate-restore.conf"
