@@ -22,7 +22,7 @@ func ForeignFirewall(own string) ([]state.BaseChain, []state.FwRule, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rules, err := fwRules(c, chains)
+	rules, err := fwRules(c, chains, own)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,7 +13,9 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// FwRules reads the rules of the chains state.FwRuleChain names, at
+// FwRules reads the rules of the chains state.FwRulesRead names (those
+// state.FwRuleChain names, and base chains at the forward hook with
+// policy drop), at
 // most state.MaxFwRules of each (the first ones, in order) and
 // state.MaxFwRulesTotal in all, each decoded by decodeFwRule. A chain cut
 // short ends in one Opaque rule without verdict (what follows is not
@@ -23,15 +25,16 @@ func FwRules() ([]state.FwRule, error) {
 	return rules, err
 }
 
-func fwRules(c *nftables.Conn, chains []*nftables.Chain) ([]state.FwRule, error) {
+func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.FwRule, error) {
 	var out []state.FwRule
 	total := 0
 	for _, ch := range chains {
-		if ch.Table == nil {
+		if ch.Table == nil || ch.Table.Name == own {
 			continue
 		}
 		family := familyName(ch.Table.Family)
-		if !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
+		forwardDrop := ch.Hooknum != nil && hookName(ch.Table.Family, *ch.Hooknum) == "forward" && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop
+		if !forwardDrop && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
 			continue
 		}
 		rest := state.FwRule{Family: family, Table: ch.Table.Name, Chain: ch.Name, Opaque: true}

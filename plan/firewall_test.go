@@ -169,3 +169,58 @@ func TestHostFirewallCommandsBehindNAT(t *testing.T) {
 		}
 	}
 }
+
+// Docker's FORWARD drop: the warning until DOCKER-USER (read as the
+// agent decodes it) accepts the tunnel both ways, then a note; status's
+// ForwardDropBroken only where no rule can accept the flows into the
+// tunnel (an accept of part of them, or a rule it cannot read, is not
+// "certainly dropped").
+func TestDockerForwardDropRead(t *testing.T) {
+	c := mustParse(t, src)
+	fwd := func(chain string, r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = "ip", "filter", chain
+		return r
+	}
+	docker := []state.FwRule{
+		fwd("FORWARD", state.FwRule{Verdict: "jump DOCKER-USER"}),
+		fwd("FORWARD", state.FwRule{Verdict: "jump DOCKER-ISOLATION-STAGE-1"}),
+		fwd("FORWARD", state.FwRule{OifName: "docker0", Opaque: true, Verdict: "accept"}),
+		fwd("FORWARD", state.FwRule{OifName: "docker0", Verdict: "jump DOCKER"}),
+		fwd("FORWARD", state.FwRule{IifName: "docker0", Opaque: true, Verdict: "accept"}),
+		fwd("DOCKER-ISOLATION-STAGE-1", state.FwRule{Verdict: "return"}),
+		fwd("DOCKER-USER", state.FwRule{Verdict: "return"}),
+	}
+	const warning = "WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop"
+	const note = "host old: table ip filter, chain FORWARD (hook forward) has policy drop; its rules accept what migrate forwards (in and out on mig0)"
+	for _, tc := range []struct {
+		name       string
+		user       []state.FwRule
+		accepted   bool
+		brokenWhen string
+	}{
+		{"DOCKER-USER empty", nil, false, "the flows of 198.51.100.10 toward NEW (out on mig0)"},
+		{"plan's two rules", []state.FwRule{{IifName: "mig0", Verdict: "accept"}, {OifName: "mig0", Verdict: "accept"}}, true, ""},
+		{"only in", []state.FwRule{{IifName: "mig0", Verdict: "accept"}}, false, "toward NEW"},
+		{"only out", []state.FwRule{{OifName: "mig0", Verdict: "accept"}}, false, "back from NEW"},
+		{"an accept of some sources", []state.FwRule{{Opaque: true, Verdict: "accept"}}, false, ""},
+		{"a drop first", []state.FwRule{{Opaque: true, Verdict: "drop"}, {IifName: "mig0", Verdict: "accept"}, {OifName: "mig0", Verdict: "accept"}}, false, ""},
+	} {
+		f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+		old := f[plan.Old]
+		old.Chains = append(append([]state.BaseChain{}, dockerChains...), state.BaseChain{Family: "ip", Table: "filter", Chain: "DOCKER-ISOLATION-STAGE-2"})
+		var rules []state.FwRule
+		for _, r := range tc.user {
+			rules = append(rules, fwd("DOCKER-USER", r))
+		}
+		old.FwRules = append(rules, docker...)
+		f[plan.Old] = old
+		w := strings.Join(plan.Warnings(c, f), "\n")
+		if tc.accepted != strings.Contains(w, note) || tc.accepted == strings.Contains(w, warning) {
+			t.Errorf("%s: warnings (accepted: %v):\n%s", tc.name, tc.accepted, w)
+		}
+		b := plan.ForwardDropBroken(c, f)
+		if (tc.brokenWhen == "") != (b == "") || !strings.Contains(b, tc.brokenWhen) {
+			t.Errorf("%s: ForwardDropBroken = %q, want %q", tc.name, b, tc.brokenWhen)
+		}
+	}
+}

@@ -16,6 +16,11 @@ type fwQuery struct {
 	notIif            string
 	saddr, daddr      netip.Addr
 	dport             uint16
+	// strict: a rule that may accept part of the query makes the
+	// result unknown, so that fwPass means every packet of it reaches
+	// the chain's end (status's "certainly dropped"), not only those
+	// no rule accepts.
+	strict bool
 }
 
 // fwResult is what a chain does with every packet of a query, as far as
@@ -30,7 +35,7 @@ const (
 
 // chainAccepts says whether chain ch (family, table, chain) accepts every
 // packet of q, following its jumps and gotos through chains whose rules
-// the facts hold (state.FwRuleChain). shadowed says, when it does not,
+// the facts hold (state.FwRulesRead). shadowed says, when it does not,
 // that a rule accepting all of q is in ch, but after one that may stop
 // part of q.
 func chainAccepts(f state.Facts, ch [3]string, q fwQuery) (ok, shadowed bool) {
@@ -48,7 +53,7 @@ func chainAccepts(f state.Facts, ch [3]string, q fwQuery) (ok, shadowed bool) {
 // else makes the result unknown. A chain whose rules the facts do not
 // hold is unknown; the end of a chain passes.
 func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult, shadowed bool) {
-	if depth > 16 || !state.FwRuleChain(ch[0], ch[1], ch[2]) || !hasChain(f, ch[0], ch[1], ch[2]) {
+	if depth > 16 || !state.FwRulesRead(f.Chains, ch[0], ch[1], ch[2]) || !hasChain(f, ch[0], ch[1], ch[2]) {
 		return fwUnknown, false
 	}
 	stopped := false
@@ -86,10 +91,10 @@ func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult,
 			return fwAccept, false
 		case whole && verdict == "jump" && sub == fwPass:
 		case whole && verdict == "":
-		case verdict == "accept":
+		case verdict == "accept" && !q.strict:
 		case verdict == "" && !r.Opaque:
-		case verdict == "jump" && (sub == fwAccept || sub == fwPass):
-		case verdict == "goto" && sub == fwAccept:
+		case verdict == "jump" && (sub == fwPass || (sub == fwAccept && !q.strict)):
+		case verdict == "goto" && sub == fwAccept && !q.strict:
 		default:
 			stopped = true
 		}

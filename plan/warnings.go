@@ -47,10 +47,17 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		if c.Tunnel != nil && firewalldActive(facts[host]) {
 			out = append(out, firewalldWarning(c, facts, host))
 		}
+		var drops []ForwardDrop
+		if host == Old {
+			drops = ForwardDrops(c, facts)
+		}
 		for _, ch := range facts[host].Chains {
+			d, read := forwardDropOf(drops, ch)
 			switch {
 			case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
 				// Said above, with ufw's own commands.
+			case read && d.Accepts:
+				out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) has policy drop; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
 				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
 				// Docker's iptables: it keeps DOCKER-USER, first in
@@ -128,8 +135,16 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 			regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
 		}
 	}
+	var drops []ForwardDrop
+	if host == Old {
+		drops = ForwardDrops(c, facts)
+	}
 	for _, ch := range f.Chains {
 		if !forwards || ch.Hook != "forward" || ch.Policy != "drop" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
+			continue
+		}
+		if d, read := forwardDropOf(drops, ch); read && d.Accepts {
+			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) has policy drop; its rules accept migrate's flows on %s (to and from the migrated addresses)", host, ch.Family, ch.Table, ch.Chain, seg))
 			continue
 		}
 		if (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"] {

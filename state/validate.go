@@ -778,8 +778,18 @@ const (
 // firewalld 1.x's table inet firewalld the filter chains a packet goes
 // through from its zone dispatch on (filter_INPUT_ZONES,
 // filter_FORWARD_ZONES): the zones' and policies' chains.
+//
+// Also Docker's chains in iptables-nft's ip and ip6 filter tables
+// (DockerFilterChains): FORWARD, whose policy Docker sets to drop, and
+// the chains it jumps to, DOCKER-USER first. With them plan can tell
+// whether what migrate forwards gets through, and status whether it
+// certainly does not (DOCKER-USER emptied by hand or by configuration
+// management). The rules of a base chain at the forward hook with policy
+// drop are read in every table (FwRulesRead).
 func FwRuleChain(family, table, chain string) bool {
 	switch {
+	case (family == "ip" || family == "ip6") && table == "filter" && DockerFilterChains[chain]:
+		return true
 	case family == "ip" && table == "filter":
 		return chain == "ufw-user-input" || chain == "ufw-user-forward"
 	case family == "ip6" && table == "filter":
@@ -792,6 +802,38 @@ func FwRuleChain(family, table, chain string) bool {
 		}
 	}
 	return false
+}
+
+// DockerFilterChains are the chains of Docker's iptables rules (20.10 to
+// 28, iptables-nft) in table ip filter and ip6 filter that a forwarded
+// packet can go through: FORWARD, DOCKER-USER (the operator's, first),
+// Docker 28's DOCKER-FORWARD, -CT, -BRIDGE and -INTERNAL, the older
+// DOCKER-ISOLATION-STAGE-1 and -2, and DOCKER.
+var DockerFilterChains = map[string]bool{
+	"FORWARD": true, "DOCKER-USER": true, "DOCKER-FORWARD": true, "DOCKER-CT": true, "DOCKER-BRIDGE": true,
+	"DOCKER-INTERNAL": true, "DOCKER-ISOLATION-STAGE-1": true, "DOCKER-ISOLATION-STAGE-2": true, "DOCKER": true,
+}
+
+// FwRulesRead says whether the facts of a host whose chains are chains
+// hold the rules of this chain: FwRuleChain names it, or it is a base
+// chain at the forward hook with policy drop (any table: one of them
+// drops what migrate forwards unless its own rules accept it).
+func FwRulesRead(chains []BaseChain, family, table, chain string) bool {
+	if FwRuleChain(family, table, chain) {
+		return true
+	}
+	for _, ch := range chains {
+		if ch.Family == family && ch.Table == table && ch.Chain == chain {
+			return ch.ForwardDrop()
+		}
+	}
+	return false
+}
+
+// ForwardDrop says whether ch is a base chain at the forward hook with
+// policy drop.
+func (ch BaseChain) ForwardDrop() bool {
+	return ch.Hook == "forward" && ch.Policy == "drop"
 }
 
 // L4ProtoNames are the names FwRule.L4Proto uses for these protocol

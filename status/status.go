@@ -373,7 +373,7 @@ func Build(in Input) Report {
 		}
 		sv.State = describe(sv)
 		if r.PathBroken != "" && toNew {
-			sv.State = "BROKEN: its new flows go to NEW, which cannot serve them: " + r.PathBroken
+			sv.State = "BROKEN: its new flows are sent to NEW and not served there: " + r.PathBroken
 		}
 		if len(sv.NewUnserved) > 0 && !sv.AllowUnready {
 			if unservedNotes++; unservedNotes <= maxUnservedNotes {
@@ -636,7 +636,7 @@ func verdict(r Report) string {
 		return "OLD could not be read: how far each service has got is unknown. Keep OLD until it answers again (the ping from NEW through the tunnel says whether OLD itself is alive)."
 	}
 	if r.PathBroken != "" {
-		return "The path to NEW is broken: " + r.PathBroken + ". The moved services' clients are not served by NEW (no answer, stalled transfers, or OLD's own daemon, as the reason says). Run migrate apply to put it back (or set the services to stage \"old\" and apply); OLD is still needed."
+		return "The path to NEW is broken: " + r.PathBroken + ". The moved services' clients are not served by NEW (no answer, stalled transfers, or OLD's own daemon, as the reason says). Run migrate apply to put back what migrate made (what it did not make, as the reason says), or set the services to stage \"old\" and apply; OLD is still needed."
 	}
 	newDown := ""
 	if !r.Reached(plan.New) {
@@ -733,6 +733,9 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	}
 	why = append(why, sysctlsUndone(c, in)...)
 	why = append(why, rulesGone(c, in)...)
+	if w := plan.ForwardDropBroken(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); w != "" {
+		why = append(why, w)
+	}
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
 	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/opsmigrate/migrate/config"
+	"github.com/opsmigrate/migrate/plan"
+	"github.com/opsmigrate/migrate/state"
+)
+
+// forwardDropPlan moves 198.51.100.10 (and 2001:db8::10) through mig0.
+const forwardDropPlan = `
+host "old" {
+  ssh         = "root@198.51.100.10:22"
+  known_hosts = "/dev/null"
+}
+host "new" {
+  ssh         = "root@203.0.113.20"
+  known_hosts = "/dev/null"
+}
+tunnel {
+  type         = "vxlan"
+  old_endpoint = "198.51.100.10"
+  new_endpoint = "203.0.113.20"
+}
+service "web" {
+  address  = "198.51.100.10"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "new"
+}
+service "web6" {
+  address  = "2001:db8::10"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "new"
+}
+`
+
+// forwardDrops reads this namespace's chains and rules as the agent
+// reports them and says what plan makes of OLD's forward drops.
+func forwardDrops(t *testing.T) map[string]plan.ForwardDrop {
+	t.Helper()
+	c, err := config.Parse([]byte(forwardDropPlan), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// OLD holds the addresses on its uplink, eth0 (not in this
+	// namespace: plan reads the facts only).
+	addrs := []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix("198.51.100.10/24")}, {Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8::10/64")}}
+	f := map[string]state.Facts{plan.Old: {Chains: chains, FwRules: rules, Addrs: addrs}}
+	out := map[string]plan.ForwardDrop{}
+	for _, d := range plan.ForwardDrops(c, f) {
+		out[d.Family+" "+d.Table+" "+d.Chain] = d
+	}
+	if w := plan.ForwardDropBroken(c, f); w != "" {
+		t.Logf("status: %s", w)
+	}
+	return out
+}
+
+// TestForwardDropDocker28Netns loads Docker 28's rules
+// (testdata/docker-28.rules: FORWARD policy drop, DOCKER-USER first,
+// then DOCKER-FORWARD and the chains it jumps to) with iptables-nft in a
+// fresh network namespace. Without the operator's rules the flows OLD
+// forwards into mig0 certainly reach the policy (status says so); with
+// the two DOCKER-USER rules plan prints, the chain accepts them both
+// ways; with one of them it does not.
+func TestForwardDropDocker28Netns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "iptables-nft-restore", "testdata/docker-28.rules")
+	const fwd = "ip filter FORWARD"
+	d, ok := forwardDrops(t)[fwd]
+	if !ok || d.Accepts || !strings.Contains(d.Drops, "198.51.100.10 toward NEW (out on mig0)") {
+		t.Fatalf("Docker 28, DOCKER-USER empty: %+v (found %v), want the flows toward NEW dropped", d, ok)
+	}
+	sh(t, "iptables-nft", "-I", "DOCKER-USER", "-i", "mig0", "-j", "ACCEPT")
+	if d := forwardDrops(t)[fwd]; d.Accepts {
+		t.Errorf("only -i mig0 accepted: %+v, want not all accepted", d)
+	}
+	sh(t, "iptables-nft", "-I", "DOCKER-USER", "-o", "mig0", "-j", "ACCEPT")
+	if d := forwardDrops(t)[fwd]; !d.Accepts || d.Drops != "" {
+		t.Errorf("with plan's DOCKER-USER rules: %+v, want accepted", d)
+	}
+	// Configuration management empties DOCKER-USER: dropped again.
+	sh(t, "iptables-nft", "-F", "DOCKER-USER")
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops == "" {
+		t.Errorf("DOCKER-USER flushed: %+v, want dropped", d)
+	}
+}
+
+// TestForwardDropDockerOldNetns is the same with the layout of Docker
+// 20.10 to 26 (FORWARD jumps to DOCKER-USER, DOCKER-ISOLATION-STAGE-1,
+// then Docker's own rules for docker0).
+func TestForwardDropDockerOldNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	for _, r := range []string{
+		"-P FORWARD DROP", "-N DOCKER", "-N DOCKER-ISOLATION-STAGE-1", "-N DOCKER-ISOLATION-STAGE-2", "-N DOCKER-USER",
+		"-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+		"-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-A FORWARD -o docker0 -j DOCKER", "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT", "-A FORWARD -i docker0 -o docker0 -j ACCEPT",
+		"-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
+		"-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2", "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
+		"-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP", "-A DOCKER-ISOLATION-STAGE-2 -j RETURN",
+		"-A DOCKER-USER -j RETURN",
+	} {
+		sh(t, append([]string{"iptables-nft"}, strings.Fields(r)...)...)
+	}
+	const fwd = "ip filter FORWARD"
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops == "" {
+		t.Errorf("Docker 20.10-26, DOCKER-USER only returns: %+v, want dropped", d)
+	}
+	sh(t, "iptables-nft", "-I", "DOCKER-USER", "-i", "mig0", "-j", "ACCEPT")
+	sh(t, "iptables-nft", "-I", "DOCKER-USER", "-o", "mig0", "-j", "ACCEPT")
+	if d := forwardDrops(t)[fwd]; !d.Accepts {
+		t.Errorf("with plan's DOCKER-USER rules: %+v, want accepted", d)
+	}
+}
+
+// TestForwardDropNftNetns: a hand-written inet table whose forward chain
+// has policy drop. Its own rules are read whatever the table's name;
+// a jump to a chain plan does not read leaves it unknown (neither
+// accepted nor certainly dropped).
+func TestForwardDropNftNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "nft", "add table inet fw")
+	sh(t, "nft", "add chain inet fw forward { type filter hook forward priority filter; policy drop; }")
+	sh(t, "nft", "add rule inet fw forward ct state established,related accept")
+	const fwd = "inet fw forward"
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
+		t.Errorf("ct state accept only: %+v, want unknown (an established flow passes)", d)
+	}
+	sh(t, "nft", "flush chain inet fw forward")
+	sh(t, "nft", "add rule inet fw forward iifname lo accept")
+	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "198.51.100.10 toward NEW") {
+		t.Errorf("nothing for mig0: %+v, want dropped", d)
+	}
+	sh(t, "nft", "add rule inet fw forward iifname mig0 accept")
+	sh(t, "nft", "add rule inet fw forward oifname mig0 accept")
+	if d := forwardDrops(t)[fwd]; !d.Accepts {
+		t.Errorf("iifname and oifname mig0 accepted: %+v, want accepted", d)
+	}
+	// An accept through a set may hold mig0: accepted or not, it
+	// cannot tell, and it does not call the flows dropped.
+	sh(t, "nft", "flush chain inet fw forward")
+	sh(t, "nft", "add set inet fw trusted { type ifname; elements = { \"mig0\" }; }")
+	sh(t, "nft", "add rule inet fw forward iifname @trusted accept")
+	sh(t, "nft", "add rule inet fw forward oifname @trusted accept")
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
+		t.Errorf("accepts through a set: %+v, want unknown", d)
+	}
+	sh(t, "nft", "add rule inet fw forward iifname mig0 accept")
+	sh(t, "nft", "add rule inet fw forward oifname mig0 accept")
+	sh(t, "nft", "add chain inet fw mine")
+	sh(t, "nft", "insert rule inet fw forward jump mine")
+	sh(t, "nft", "add rule inet fw mine oifname mig0 drop")
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
+		t.Errorf("a jump to a chain not read first: %+v, want unknown", d)
+	}
+}

@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// TestDockerForwardDropLater: OLD runs Docker 28 (its iptables-nft rules,
+// agent/testdata/docker-28.rules: FORWARD policy drop, DOCKER-USER, the
+// newer DOCKER-FORWARD chains; its published port moved off the
+// service's so that only the FORWARD drop is at play). plan warns and
+// gives the DOCKER-USER commands; once they run, plan says the chain
+// accepts migrate's flows instead of warning again. In week three
+// configuration management empties DOCKER-USER (`iptables -F
+// DOCKER-USER`): the tunnel, migrate's table and NEW are all fine, new
+// clients get no answer, and status used to say nothing. It now calls the
+// moved service BROKEN and gives the commands; with them the client is
+// served by NEW again, and rollback --all leaves OLD as it was (Docker's
+// rules and the operator's included).
+func TestDockerForwardDropLater(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestDockerForwardDropLater")
+	run := func(role string, args ...string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, role, args...)
+		if err != nil {
+			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+		}
+		return string(out)
+	}
+	rules, err := os.ReadFile("../agent/testdata/docker-28.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(l.Dir, "docker-28.rules")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(rules), "--dport 8080", "--dport 9090")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(lab.RoleOld, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1") // Docker switched it on
+	run(lab.RoleOld, "iptables-nft-restore", file)
+	defer func() {
+		for _, args := range [][]string{{"-F"}, {"-X"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-F"}, {"-t", "nat", "-X"}, {"-t", "raw", "-F"}} {
+			if out, err := l.Exec(context.Background(), lab.RoleOld, append([]string{"iptables-nft"}, args...)...); err != nil {
+				t.Errorf("old: iptables-nft %v: %v: %s", args, err, out)
+			}
+		}
+	}()
+	if err := writeTunnelPlan(s, tunnelCase{Type: "vxlan"}, "new"); err != nil {
+		t.Fatal(err)
+	}
+	allow := []string{"iptables -I DOCKER-USER -i mig0 -j ACCEPT", "iptables -I DOCKER-USER -o mig0 -j ACCEPT"}
+	warning := "WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop"
+	note := "host old: table ip filter, chain FORWARD (hook forward) has policy drop; its rules accept what migrate forwards (in and out on mig0)"
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, warning) || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, note) {
+		t.Errorf("plan with Docker 28's FORWARD drop: want the warning with %q:\n%s", allow, r.Stdout)
+	}
+	// What plan printed, with iptables-nft (the lab's iptables may be
+	// either backend).
+	addAllow := func() {
+		t.Helper()
+		for _, a := range allow {
+			run(lab.RoleOld, append([]string{"iptables-nft"}, strings.Fields(a)[1:]...)...)
+		}
+	}
+	addAllow()
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if strings.Contains(r.Stdout, warning) || !strings.Contains(r.Stdout, note) {
+		t.Errorf("plan after the DOCKER-USER commands: want %q and no warning:\n%s", note, r.Stdout)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "--auto-approve", "-f", s.PlanFile)
+	servedByNew(t, ctx, s, "after apply")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with DOCKER-USER accepting the tunnel:\n%s", r.Stdout)
+	}
+
+	run(lab.RoleOld, "iptables-nft", "-F", "DOCKER-USER") // configuration management
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
+		t.Errorf("client with DOCKER-USER emptied: %q, want no answer", out)
+	}
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the flows of " + l.OldIP.String() + " toward NEW (out on mig0)"
+	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, "drained:") {
+		t.Errorf("status with DOCKER-USER emptied: want %q, the commands and the service BROKEN:\n%s", want, r.Stdout)
+	}
+	addAllow()
+	servedByNew(t, ctx, s, "after the DOCKER-USER commands again")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the DOCKER-USER commands again:\n%s", r.Stdout)
+	}
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker 28 host after apply and rollback", stripCounters(before), stripCounters(after))
+}
