@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,4 +114,81 @@ func TestDockerForwardDropLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	diffSnap(t, "Docker 28 host after apply and rollback", stripCounters(before), stripCounters(after))
+}
+
+// TestNftForwardDropReload: OLD's own firewall, loaded by nftables.service
+// from a file, has a forward chain with policy drop. plan gives the two
+// `nft insert rule` commands and says to put them in the file; the
+// administrator runs the commands only. In week three `systemctl reload
+// nftables` loads the file again: migrate's drop-in puts migrate's table
+// back, but the chain's accept rules are gone, and new clients get no
+// answer. status calls the moved service BROKEN and names the chain; with
+// the rules in the file and another reload NEW serves again, and rollback
+// --all leaves OLD as before the apply. (The lab's hosts have no systemd
+// as PID 1: the test runs what the service runs, `nft -f` of the file,
+// then the drop-in's ExecReload command.)
+func TestNftForwardDropReload(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := bootLab(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestNftForwardDropReload")
+	run := func(role string, args ...string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, role, args...)
+		if err != nil {
+			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+		}
+		return string(out)
+	}
+	conf := filepath.Join(l.Dir, "nftables.conf")
+	const table = "table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n%s\t}\n}\n"
+	writeFile(t, conf, "flush ruleset\n"+fmt.Sprintf(table, ""))
+	run(lab.RoleOld, "nft", "-f", conf)
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	cmds := []string{`nft insert rule inet filter forward iifname "mig0" accept`, `nft insert rule inet filter forward oifname "mig0" accept`}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, want := range []string{"WARNING host old: table inet filter, chain forward (hook forward) has policy drop", "`" + cmds[0] + "` and `" + cmds[1] + "`", "and to the file that loads the table"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	for _, c := range cmds { // what plan printed, without the file
+		run(lab.RoleOld, strings.Fields(c)...)
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if note := "host old: table inet filter, chain forward (hook forward) has policy drop; its rules accept what migrate forwards (in and out on mig0)"; !strings.Contains(r.Stdout, note) || strings.Contains(r.Stdout, "WARNING host old: table inet filter") {
+		t.Errorf("plan after the commands: want %q and no warning:\n%s", note, r.Stdout)
+	}
+	before := snap(t, ctx, s)
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply")
+	reload := dropInCmds(t, s, lab.RoleOld, "nftables.service")["ExecReload"]
+	nftablesReload := func() {
+		t.Helper()
+		run(lab.RoleOld, "nft", "-f", conf)
+		if out, err := runUnit(ctx, s, lab.RoleOld, reload); err != nil {
+			t.Fatalf("old: the drop-in's ExecReload: %v %s", err, out)
+		}
+	}
+	nftablesReload()
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
+		t.Errorf("client after the reload dropped the accept rules: %q, want no answer", out)
+	}
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "OLD's table inet filter, chain forward (hook forward) has policy drop and none of its rules accepts the flows of " + l.OldIP.String() + " toward NEW (out on mig0)"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the reload: want %q and the service BROKEN:\n%s", want, r.Stdout)
+	}
+	// The rules in the file, as insert left them in the chain.
+	writeFile(t, conf, "flush ruleset\n"+fmt.Sprintf(table, "\t\toifname \"mig0\" accept\n\t\tiifname \"mig0\" accept\n"))
+	nftablesReload()
+	servedByNew(t, ctx, s, "after the rules went into the file")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with the rules in the file:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	diffSnap(t, "OLD's own forward drop after apply, reloads and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
 }

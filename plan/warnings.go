@@ -68,7 +68,11 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				}
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
-				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker and firewalld do this). Add rules there, e.g. `iifname %s accept` and `oifname %s accept`, or for Docker in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dev, dev))
+				// An accept in another table (migrate's included) does
+				// not overrule this chain's drop: the rules go in it,
+				// and in the file that loads it, or its next reload
+				// (systemctl reload nftables) drops them.
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `nft insert rule %s %s %s iifname %s accept` and `nft insert rule %s %s %s oifname %s accept`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, ch.Family, ch.Table, ch.Chain, dev, ch.Family, ch.Table, ch.Chain, dev))
 			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
 				// Once: firewalld 1.x has three prerouting base chains.
 				rpWarned = true
