@@ -79,7 +79,7 @@ func TestForwardDropDocker28Netns(t *testing.T) {
 	sh(t, "iptables-nft-restore", "testdata/docker-28.rules")
 	const fwd = "ip filter FORWARD"
 	d, ok := forwardDrops(t)[fwd]
-	if !ok || d.Accepts || !strings.Contains(d.Drops, "198.51.100.10 toward NEW (out on mig0)") {
+	if !ok || d.Accepts || !strings.Contains(d.Drops, "new flows of service web (198.51.100.10:8080/tcp) toward NEW (out on mig0)") {
 		t.Fatalf("Docker 28, DOCKER-USER empty: %+v (found %v), want the flows toward NEW dropped", d, ok)
 	}
 	sh(t, "iptables-nft", "-I", "DOCKER-USER", "-i", "mig0", "-j", "ACCEPT")
@@ -144,7 +144,7 @@ func TestForwardDropNftNetns(t *testing.T) {
 	}
 	sh(t, "nft", "flush chain inet fw forward")
 	sh(t, "nft", "add rule inet fw forward iifname lo accept")
-	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "198.51.100.10 toward NEW") {
+	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "(198.51.100.10:8080/tcp) toward NEW") {
 		t.Errorf("nothing for mig0: %+v, want dropped", d)
 	}
 	sh(t, "nft", "add rule inet fw forward iifname mig0 accept")

@@ -98,7 +98,7 @@ func TestDockerForwardDropLater(t *testing.T) {
 		t.Errorf("client with DOCKER-USER emptied: %q, want no answer", out)
 	}
 	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the flows of " + l.OldIP.String() + " toward NEW (out on mig0)"
+	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
 	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, "drained:") {
 		t.Errorf("status with DOCKER-USER emptied: want %q, the commands and the service BROKEN:\n%s", want, r.Stdout)
 	}
@@ -179,7 +179,7 @@ func TestNftForwardDropReload(t *testing.T) {
 		t.Errorf("client after the reload dropped the accept rules: %q, want no answer", out)
 	}
 	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "OLD's table inet filter, chain forward (hook forward) has policy drop and none of its rules accepts the flows of " + l.OldIP.String() + " toward NEW (out on mig0)"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") {
+	if want := "OLD's table inet filter, chain forward (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") {
 		t.Errorf("status after the reload: want %q and the service BROKEN:\n%s", want, r.Stdout)
 	}
 	// The rules in the file, as insert left them in the chain.

@@ -168,3 +168,63 @@ func TestUfw(t *testing.T) {
 	}
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
 }
+
+// TestUfwLater: the migration runs on hosts without a firewall; in week
+// two someone hardens OLD with ufw (SSH, the service's port and, having
+// read the tunnel's needs, its VXLAN port from NEW allowed; routed
+// traffic at ufw's default, deny). The tunnel still answers pings, the
+// table and NEW are fine, and every new client of the moved service gets
+// no answer: ufw's FORWARD drops them. status calls the service BROKEN,
+// names ufw and gives the two `ufw route allow` commands; with them NEW
+// serves again, and rollback --all removes migrate's part and leaves
+// ufw's rules as they were.
+func TestUfwLater(t *testing.T) {
+	needRoot(t)
+	needUfw(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestUfwLater")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+
+	ufwIn(t, ctx, l, lab.RoleOld, "allow", "22/tcp")
+	ufwIn(t, ctx, l, lab.RoleOld, "allow", "8080/tcp")
+	ufwIn(t, ctx, l, lab.RoleOld, "allow", "proto", "udp", "from", l.NewIP.String(), "to", l.OldIP.String(), "port", "4789")
+	ufwIn(t, ctx, l, lab.RoleOld, "--force", "enable")
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
+		t.Errorf("client with ufw's routed policy at deny: %q, want no answer", out)
+	}
+	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	want := "ufw is active on OLD (enabled, reset or reloaded after the apply?) and drops the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	allow := []string{"ufw route allow in on mig0", "ufw route allow out on mig0"}
+	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, "OLD cannot ping") {
+		t.Errorf("status with ufw enabled on OLD after the apply: want %q, the commands and the service BROKEN (the tunnel still pings):\n%s", want, r.Stdout)
+	}
+	for _, a := range allow {
+		ufwIn(t, ctx, l, lab.RoleOld, strings.Fields(strings.TrimPrefix(a, "ufw "))...)
+	}
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW does not see the client's address: %s", out)
+	}
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with ufw's route rules in:\n%s", r.Stdout)
+	}
+	saved := iptablesSave(t, ctx, l, lab.RoleOld)
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	if got := iptablesSave(t, ctx, l, lab.RoleOld); got != saved {
+		t.Errorf("old: ufw's rules after rollback:\n--- before\n%s\n--- after\n%s", saved, got)
+	}
+	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate"); err == nil {
+		t.Errorf("old: migrate's table after rollback --all:\n%s", out)
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}

@@ -198,7 +198,7 @@ func TestDockerForwardDropRead(t *testing.T) {
 		accepted   bool
 		brokenWhen string
 	}{
-		{"DOCKER-USER empty", nil, false, "the flows of 198.51.100.10 toward NEW (out on mig0)"},
+		{"DOCKER-USER empty", nil, false, "new flows of service web (198.51.100.10:8080/tcp) toward NEW (out on mig0)"},
 		{"plan's two rules", []state.FwRule{{IifName: "mig0", Verdict: "accept"}, {OifName: "mig0", Verdict: "accept"}}, true, ""},
 		{"only in", []state.FwRule{{IifName: "mig0", Verdict: "accept"}}, false, "toward NEW"},
 		{"only out", []state.FwRule{{OifName: "mig0", Verdict: "accept"}}, false, "back from NEW"},
@@ -221,6 +221,44 @@ func TestDockerForwardDropRead(t *testing.T) {
 		b := plan.ForwardDropBroken(c, f)
 		if (tc.brokenWhen == "") != (b == "") || !strings.Contains(b, tc.brokenWhen) {
 			t.Errorf("%s: ForwardDropBroken = %q, want %q", tc.name, b, tc.brokenWhen)
+		}
+	}
+}
+
+// ufw enabled on OLD after the apply with routed traffic at deny: status
+// calls the moved flows dropped until ufw-user-forward accepts them (a
+// rule for other ports does not), and not when routed traffic is allowed
+// (FORWARD's policy accept).
+func TestUfwForwardBroken(t *testing.T) {
+	c := mustParse(t, src)
+	for _, tc := range []struct {
+		name   string
+		policy string
+		user   []state.FwRule
+		broken bool
+	}{
+		{"routed deny, no rule", "drop", nil, true},
+		{"routed deny, another port", "drop", []state.FwRule{{L4Proto: "tcp", Dport: 22, Verdict: "accept"}}, true},
+		{"routed deny, plan's rules", "drop", []state.FwRule{{IifName: "mig0", Verdict: "accept"}, {OifName: "mig0", Verdict: "accept"}}, false},
+		{"routed deny, the service's port", "drop", []state.FwRule{{L4Proto: "tcp", Dport: 8080, Verdict: "accept"}}, false},
+		{"routed allow", "accept", nil, false},
+	} {
+		f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+		old := f[plan.Old]
+		old.Chains = []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Policy: tc.policy, Type: "filter"},
+			{Family: "ip", Table: "filter", Chain: "INPUT", Hook: "input", Policy: "drop", Type: "filter"},
+			{Family: "ip", Table: "filter", Chain: "ufw-user-forward"},
+			{Family: "ip", Table: "filter", Chain: "ufw-user-input"},
+		}
+		for _, r := range tc.user {
+			r.Family, r.Table, r.Chain = "ip", "filter", "ufw-user-forward"
+			old.FwRules = append(old.FwRules, r)
+		}
+		f[plan.Old] = old
+		b := plan.ForwardDropBroken(c, f)
+		if tc.broken != strings.Contains(b, "ufw is active on OLD") || (tc.broken && !strings.Contains(b, "`ufw route allow in on mig0` and `ufw route allow out on mig0`")) {
+			t.Errorf("%s: ForwardDropBroken = %q, want broken: %v", tc.name, b, tc.broken)
 		}
 	}
 }

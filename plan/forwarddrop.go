@@ -33,17 +33,11 @@ type ForwardDrop struct {
 // address). ufw's and firewalld's tables are left out: their warnings
 // read their own chains.
 func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop {
-	if c.Tunnel == nil {
+	dev := forwardDev(c, facts)
+	if dev == "" {
 		return nil
 	}
 	f := facts[Old]
-	dev := c.Tunnel.Name
-	if Direct(c) {
-		dev = SegmentDevs(c, facts)[Old]
-		if dev == "" {
-			return nil
-		}
-	}
 	ufw := ufwActive(f)
 	// A forward block's flows (DNAT to its target) are not queried
 	// here: with one on OLD no chain is said to accept all.
@@ -64,32 +58,82 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 				continue
 			}
 			used = true
-			// Clients' packets come in, and the answers go out, where
-			// OLD holds the address (its uplink, as a rule): Docker's
-			// rules for its bridges then never match them.
-			up, _ := SegmentDev(f, a)
-			for _, q := range []struct {
-				what string
-				q    fwQuery
-			}{
-				{"toward NEW (out on " + dev + ")", fwQuery{iif: up, oif: dev, notIif: dev, daddr: a}},
-				{"back from NEW (in on " + dev + ")", fwQuery{iif: dev, oif: up, saddr: a}},
-			} {
-				if res, _ := evalChain(f, name, q.q, 0); res != fwAccept {
+			toward, back := forwardQueries(f, dev, a)
+			for _, q := range []fwQuery{toward, back} {
+				if res, _ := evalChain(f, name, q, 0); res != fwAccept {
 					d.Accepts = false
-				}
-				strict := q.q
-				strict.strict = true
-				if res, _ := evalChain(f, name, strict, 0); res == fwPass && d.Drops == "" {
-					d.Drops = fmt.Sprintf("the flows of %s %s", a, q.what)
 				}
 			}
 		}
 		if used {
+			d.Drops = certainDrop(c, f, dev, name)
 			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// forwardDev is the device OLD forwards the moved flows through: the
+// tunnel's, or a direct tunnel's segment interface ("" without tunnel,
+// or when OLD does not hold a direct tunnel's endpoint).
+func forwardDev(c *config.Config, facts map[string]state.Facts) string {
+	switch {
+	case c.Tunnel == nil:
+		return ""
+	case Direct(c):
+		return SegmentDevs(c, facts)[Old]
+	}
+	return c.Tunnel.Name
+}
+
+// forwardQueries are the packets OLD forwards for migrated address a
+// through dev: toward NEW (out on dev, never in on it) and back from NEW
+// (in on dev). Clients' packets come in, and the answers go out, where
+// OLD holds the address (its uplink, as a rule): rules for other
+// interfaces (Docker's bridges) never match them.
+func forwardQueries(f state.Facts, dev string, a netip.Addr) (toward, back fwQuery) {
+	up, _ := SegmentDev(f, a)
+	return fwQuery{iif: up, oif: dev, notIif: dev, daddr: a}, fwQuery{iif: dev, oif: up, saddr: a}
+}
+
+// certainDrop names the flows migrate forwards that chain ch of OLD
+// certainly lets reach its end (no rule of it, or of a chain it jumps
+// to, may accept any of them): a new connection to a service's first
+// port toward NEW, or anything of an address back from NEW. "" when
+// none, or when the rules do not tell.
+func certainDrop(c *config.Config, f state.Facts, dev string, ch [3]string) string {
+	if s := certainDropToward(c, f, dev, ch); s != "" {
+		return s
+	}
+	return certainDropBack(c, f, dev, ch)
+}
+
+func certainDropToward(c *config.Config, f state.Facts, dev string, ch [3]string) string {
+	for _, s := range c.Services {
+		if !familyCarries(ch[0], s.Address) {
+			continue
+		}
+		toward, _ := forwardQueries(f, dev, s.Address)
+		toward.l4proto, toward.dport, toward.strict = string(s.Protocol), s.Ports[0].From, true
+		if res, _ := evalChain(f, ch, toward, 0); res == fwPass {
+			return fmt.Sprintf("the new flows of service %s (%s/%s) toward NEW (out on %s)", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
+		}
+	}
+	return ""
+}
+
+func certainDropBack(c *config.Config, f state.Facts, dev string, ch [3]string) string {
+	for _, a := range ActiveAddrs(c) {
+		if !familyCarries(ch[0], a) {
+			continue
+		}
+		_, back := forwardQueries(f, dev, a)
+		back.strict = true
+		if res, _ := evalChain(f, ch, back, 0); res == fwPass {
+			return fmt.Sprintf("the flows of %s back from NEW (in on %s)", a, dev)
+		}
+	}
+	return ""
 }
 
 // familyCarries says whether a chain of nft family fam sees packets of
@@ -116,12 +160,45 @@ func forwardDropOf(drops []ForwardDrop, ch state.BaseChain) (ForwardDrop, bool) 
 	return ForwardDrop{}, false
 }
 
+// ufwForwardBroken says, for status, when ufw on OLD (enabled, reset or
+// reloaded after the apply) certainly drops the moved services' new
+// flows: its FORWARD policy is drop (routed deny or disabled), and ufw's
+// own chains accept only established and related flows and some ICMP
+// before ufw-user-forward, so a new flow no rule of ufw-user-forward
+// (ufw6-user-forward) may accept reaches the policy. Answers are
+// established flows: only the way toward NEW is judged.
+func ufwForwardBroken(c *config.Config, facts map[string]state.Facts) string {
+	f := facts[Old]
+	dev := forwardDev(c, facts)
+	if dev == "" || !ufwActive(f) {
+		return ""
+	}
+	for _, fam := range []struct{ family, chain string }{{"ip", "ufw-user-forward"}, {"ip6", "ufw6-user-forward"}} {
+		if policyDrop(f, fam.family, "filter", "forward") == "" || !hasChain(f, fam.family, "filter", fam.chain) {
+			continue
+		}
+		what := certainDropToward(c, f, dev, [3]string{fam.family, "filter", fam.chain})
+		if what == "" {
+			continue
+		}
+		fix := fmt.Sprintf("`ufw route allow in on %s` and `ufw route allow out on %s`", dev, dev)
+		if Direct(c) {
+			fix = "the ufw commands `migrate plan` prints"
+		}
+		return fmt.Sprintf("ufw is active on OLD (enabled, reset or reloaded after the apply?) and drops %s: its routed policy is deny and %s has no rule for them, so new clients of the moved services get no answer; allow them: %s", what, fam.chain, fix)
+	}
+	return ""
+}
+
 // ForwardDropBroken says, for status, what of OLD's firewall certainly
 // drops the moved services' flows: a forward chain with policy drop
 // whose rules no longer accept them (Docker's DOCKER-USER emptied by
 // hand or by configuration management, an nft rule lost with a reload
 // of a file that lacks it). "" when none does, or when it cannot tell.
 func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
+	if w := ufwForwardBroken(c, facts); w != "" {
+		return w
+	}
 	for _, d := range ForwardDrops(c, facts) {
 		if d.Drops == "" {
 			continue
