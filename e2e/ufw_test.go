@@ -170,11 +170,12 @@ func TestUfw(t *testing.T) {
 }
 
 // TestUfwLater: the migration runs on hosts without a firewall; in week
-// two someone hardens OLD with ufw (SSH, the service's port and, having
-// read the tunnel's needs, its VXLAN port from NEW allowed; routed
-// traffic at ufw's default, deny). The tunnel still answers pings, the
-// table and NEW are fine, and every new client of the moved service gets
-// no answer: ufw's FORWARD drops them. status calls the service BROKEN,
+// two someone hardens OLD with ufw (SSH and the service's port allowed).
+// The tunnel's packets are dropped: the ping fails, and status names
+// ufw's missing rule for them. With that rule the tunnel answers pings,
+// the table and NEW are fine, and every new client of the moved service
+// still gets no answer: ufw's FORWARD drops them (routed traffic at its
+// default, deny). status calls the service BROKEN,
 // names ufw and gives the two `ufw route allow` commands; with them NEW
 // serves again, and rollback --all removes migrate's part and leaves
 // ufw's rules as they were.
@@ -195,14 +196,22 @@ func TestUfwLater(t *testing.T) {
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	expectServed(t, ctx, s, scenario.MigratedPort, "new")
 
+	// First SSH and the service only: the tunnel's packets from NEW
+	// are dropped too; the ping fails and status names ufw's missing
+	// rule with it.
 	ufwIn(t, ctx, l, lab.RoleOld, "allow", "22/tcp")
 	ufwIn(t, ctx, l, lab.RoleOld, "allow", "8080/tcp")
-	ufwIn(t, ctx, l, lab.RoleOld, "allow", "proto", "udp", "from", l.NewIP.String(), "to", l.OldIP.String(), "port", "4789")
 	ufwIn(t, ctx, l, lab.RoleOld, "--force", "enable")
+	tunnelRule := "ufw allow proto udp from " + l.NewIP.String() + " to " + l.OldIP.String() + " port 4789"
+	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "ufw is active on OLD and lacks `" + tunnelRule + "`"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with ufw on OLD dropping the tunnel: want %q after the failed ping:\n%s", want, r.Stdout)
+	}
+	ufwIn(t, ctx, l, lab.RoleOld, strings.Fields(strings.TrimPrefix(tunnelRule, "ufw "))...)
 	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
 		t.Errorf("client with ufw's routed policy at deny: %q, want no answer", out)
 	}
-	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
 	want := "ufw is active on OLD (enabled, reset or reloaded after the apply?) and drops the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
 	allow := []string{"ufw route allow in on mig0", "ufw route allow out on mig0"}
 	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, "OLD cannot ping") {

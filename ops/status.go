@@ -38,11 +38,13 @@ const (
 func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Config, prev *status.Report, now func() time.Time) (status.Report, error) {
 	down := s.Reach(ctx, StatusConnectTimeout)
 	// Only what the report reads: with --watch this repeats every
-	// interval, so no /proc scans (networkd, listeners' processes). OLD's
-	// foreign chains are read (one nft listing, the rules of Docker's
-	// chains and of forward chains with policy drop): a FORWARD drop
-	// that no longer accepts the moved flows breaks them while the
-	// tunnel, the table and NEW are all fine. Both hosts' listeners come from sock_diag alone:
+	// interval, so no /proc scans (networkd, listeners' processes). The
+	// hosts' foreign chains are read (one nft listing, the rules of
+	// Docker's, ufw's and firewalld's chains and of forward chains with
+	// policy drop): on OLD a FORWARD drop that no longer accepts the
+	// moved flows breaks them while the tunnel, the table and NEW are all
+	// fine; where a tunnel ping fails, a ufw or firewalld without the
+	// tunnel's rule is named. Both hosts' listeners come from sock_diag alone:
 	// a service whose daemon died on NEW is refused its clients however
 	// drained OLD is, and one whose daemon stopped on OLD while OLD still
 	// takes (part of) its new flows is refused there.
@@ -53,7 +55,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 			continue
 		}
 		req := plan.FactsRequest(cfg, name)
-		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, name == plan.Old && cfg.Tunnel != nil, false, status.Sysctls(cfg, name), nil
+		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, cfg.Tunnel != nil, false, status.Sysctls(cfg, name), nil
 		req.NoOwners = true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/opsmigrate/migrate/config"
 	"github.com/opsmigrate/migrate/state"
@@ -217,4 +218,29 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 		return fmt.Sprintf("OLD's table %s %s, chain %s (hook forward) has policy drop and none of its rules accepts %s (removed by hand, by configuration management, or by a reload of the firewall?): new clients of the moved services get no answer; %s", d.Family, d.Table, d.Chain, d.Drops, fix)
 	}
 	return ""
+}
+
+// TunnelFirewallHint says, for status when a ping through the tunnel
+// failed, which host's ufw or firewalld lacks the rule for the tunnel's
+// own packets that plan gives (enabled, reset or reloaded after the
+// apply), with the command; "" when none does, or neither runs.
+func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
+	if c.Tunnel == nil || Direct(c) {
+		return ""
+	}
+	var out []string
+	for _, host := range []string{Old, New} {
+		f := facts[host]
+		switch {
+		case ufwActive(f):
+			if cmds := missing(f, ufwCommands(c, facts, host)[:1], "ufw status numbered"); len(cmds) > 0 {
+				out = append(out, fmt.Sprintf("ufw is active on %s and lacks %s", strings.ToUpper(host), cmds[0]))
+			}
+		case firewalldActive(f):
+			if cmds := missing(f, firewalldCommands(c, facts, host)[:1], "nft list table inet firewalld"); len(cmds) > 0 {
+				out = append(out, fmt.Sprintf("firewalld is active on %s and lacks %s (then `firewall-cmd --reload`)", strings.ToUpper(host), cmds[0]))
+			}
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -736,10 +736,18 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	if w := plan.ForwardDropBroken(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); w != "" {
 		why = append(why, w)
 	}
+	pingFailed := true
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
 	} else if p := r.Tunnel.NewToOld; p.Target != "" && p.Error != "" {
 		why = append(why, "NEW cannot ping OLD through the tunnel ("+p.Error+")")
+	} else {
+		pingFailed = false
+	}
+	if pingFailed {
+		if h := plan.TunnelFirewallHint(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); h != "" {
+			why = append(why, h)
+		}
 	}
 	if len(lost) > 0 {
 		what := "NEW lost migrate's configuration (rebooted?): " + strings.Join(lost, ", ") + " missing"
