@@ -116,7 +116,7 @@ func certainDropToward(c *config.Config, f state.Facts, dev string, ch [3]string
 		}
 		toward, _ := forwardQueries(f, dev, s.Address)
 		toward.l4proto, toward.dport, toward.strict = string(s.Protocol), s.Ports[0].From, true
-		if res, _ := evalChain(f, ch, toward, 0); res == fwPass {
+		if res, _ := evalChain(f, ch, toward, 0); res == fwPass || res == fwDrop {
 			return fmt.Sprintf("the new flows of service %s (%s/%s) toward NEW (out on %s)", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
 		}
 	}
@@ -130,7 +130,7 @@ func certainDropBack(c *config.Config, f state.Facts, dev string, ch [3]string) 
 		}
 		_, back := forwardQueries(f, dev, a)
 		back.strict = true
-		if res, _ := evalChain(f, ch, back, 0); res == fwPass {
+		if res, _ := evalChain(f, ch, back, 0); res == fwPass || res == fwDrop {
 			return fmt.Sprintf("the flows of %s back from NEW (in on %s)", a, dev)
 		}
 	}
@@ -191,6 +191,32 @@ func ufwForwardBroken(c *config.Config, facts map[string]state.Facts) string {
 	return ""
 }
 
+// firewalldForwardBroken is ufwForwardBroken for firewalld 1.x on OLD:
+// its forward chain accepts established, related and DNATed flows and
+// loopback's, then goes to the zones (filter_FORWARD_ZONES), then
+// rejects. A service's new flow toward NEW that no rule of the zone and
+// policy chains may accept is rejected.
+func firewalldForwardBroken(c *config.Config, facts map[string]state.Facts) string {
+	f := facts[Old]
+	dev := forwardDev(c, facts)
+	if dev == "" || !firewalldActive(f) {
+		return ""
+	}
+	what := certainDropToward(c, f, dev, [3]string{"inet", "firewalld", "filter_FORWARD_ZONES"})
+	if what == "" {
+		return ""
+	}
+	fix := "the firewall-cmd commands `migrate plan` prints"
+	if !Direct(c) {
+		var cmds []string
+		for _, cmd := range firewalldCommands(c, facts, Old)[1:] {
+			cmds = append(cmds, "`"+cmd.cmd+"`")
+		}
+		fix = strings.Join(cmds, " and ") + " and `firewall-cmd --reload`"
+	}
+	return fmt.Sprintf("firewalld is active on OLD (started or reloaded after the apply?) and rejects %s: no zone or policy of it forwards them, so new clients of the moved services get no answer; allow them: %s", what, fix)
+}
+
 // ForwardDropBroken says, for status, what of OLD's firewall certainly
 // drops the moved services' flows: a forward chain with policy drop
 // whose rules no longer accept them (Docker's DOCKER-USER emptied by
@@ -198,6 +224,9 @@ func ufwForwardBroken(c *config.Config, facts map[string]state.Facts) string {
 // of a file that lacks it). "" when none does, or when it cannot tell.
 func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 	if w := ufwForwardBroken(c, facts); w != "" {
+		return w
+	}
+	if w := firewalldForwardBroken(c, facts); w != "" {
 		return w
 	}
 	for _, d := range ForwardDrops(c, facts) {

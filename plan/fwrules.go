@@ -31,6 +31,7 @@ const (
 	fwUnknown fwResult = iota // some may be dropped, rejected, or it cannot tell
 	fwPass                    // all go on past the chain (its end, or return)
 	fwAccept                  // all are accepted
+	fwDrop                    // all are dropped or rejected (strict queries only)
 )
 
 // chainAccepts says whether chain ch (family, table, chain) accepts every
@@ -83,6 +84,11 @@ func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult,
 		switch {
 		case whole && verdict == "accept":
 			return fwAccept, false
+		case whole && q.strict && (verdict == "drop" || verdict == "reject"):
+			// No rule before it may have accepted any of q.
+			return fwDrop, false
+		case whole && verdict == "jump" && sub == fwDrop:
+			return fwDrop, false
 		case whole && verdict == "return":
 			return fwPass, false
 		case whole && verdict == "goto":

@@ -50,3 +50,40 @@ func TestEvalChainJumps(t *testing.T) {
 		t.Errorf("a chain the facts do not list: %v", got)
 	}
 }
+
+// A strict query (status's "certainly dropped"): a rule that may accept
+// part of it makes it unknown; a drop or reject for all of it, reached
+// with nothing accepted before, is fwDrop, also through a jump; without
+// strict the same chain is only not accepted (unknown).
+func TestEvalChainStrict(t *testing.T) {
+	in := [3]string{"ip", "filter", "ufw-user-forward"}
+	sub := "ufw-user-input"
+	q := fwQuery{iif: "eth0", oif: "mig0", l4proto: "tcp", dport: 8080, strict: true}
+	rule := func(chain string, r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = "ip", "filter", chain
+		return r
+	}
+	for _, tc := range []struct {
+		name        string
+		rules       []state.FwRule
+		strict, lax fwResult
+	}{
+		{"empty", nil, fwPass, fwPass},
+		{"another port accepted", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"})}, fwPass, fwPass},
+		{"an opaque accept", []state.FwRule{rule(in[2], state.FwRule{Opaque: true, Verdict: "accept"})}, fwUnknown, fwPass},
+		{"a reject for all", []state.FwRule{rule(in[2], state.FwRule{Verdict: "reject"})}, fwDrop, fwUnknown},
+		{"an opaque accept, then a reject", []state.FwRule{rule(in[2], state.FwRule{Opaque: true, Verdict: "accept"}), rule(in[2], state.FwRule{Verdict: "reject"})}, fwUnknown, fwUnknown},
+		{"a jump to a drop for all", []state.FwRule{rule(in[2], state.FwRule{Verdict: "jump " + sub}), rule(sub, state.FwRule{Verdict: "drop"})}, fwDrop, fwUnknown},
+		{"the service's port accepted", []state.FwRule{rule(in[2], state.FwRule{L4Proto: "tcp", Dport: 8080, Verdict: "accept"})}, fwAccept, fwAccept},
+	} {
+		f := state.Facts{FwRules: tc.rules, Chains: []state.BaseChain{{Family: "ip", Table: "filter", Chain: in[2]}, {Family: "ip", Table: "filter", Chain: sub}}}
+		if got, _ := evalChain(f, in, q, 0); got != tc.strict {
+			t.Errorf("%s, strict: %v, want %v", tc.name, got, tc.strict)
+		}
+		lax := q
+		lax.strict = false
+		if got, _ := evalChain(f, in, lax, 0); got != tc.lax {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.lax)
+		}
+	}
+}
