@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -138,9 +139,34 @@ func TestForwardDropNftNetns(t *testing.T) {
 	sh(t, "nft", "add table inet fw")
 	sh(t, "nft", "add chain inet fw forward { type filter hook forward priority filter; policy drop; }")
 	sh(t, "nft", "add rule inet fw forward ct state established,related accept")
+	sh(t, "nft", "add rule inet fw forward ct state invalid drop")
 	const fwd = "inet fw forward"
+	// A new flow's first packet is neither established nor related
+	// (nor invalid): it reaches the policy.
+	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "(198.51.100.10:8080/tcp) toward NEW") {
+		t.Errorf("ct state established,related accept only: %+v, want the new flows toward NEW dropped", d)
+	}
+	_, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []state.FwRule{
+		{Family: "inet", Table: "fw", Chain: "forward", CtState: []string{"established", "related"}, Verdict: "accept"},
+		{Family: "inet", Table: "fw", Chain: "forward", CtState: []string{"invalid"}, Verdict: "drop"},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("ct state rules decoded as %+v, want %+v", rules, want)
+	}
+	// `ct state != established` (a cmp without the bitwise) and a ct
+	// state vmap are not read: unknown.
+	sh(t, "nft", "insert rule inet fw forward ct state != established accept")
 	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
-		t.Errorf("ct state accept only: %+v, want unknown (an established flow passes)", d)
+		t.Errorf("ct state != established accept first: %+v, want unknown", d)
+	}
+	sh(t, "nft", "flush chain inet fw forward")
+	sh(t, "nft", "add rule inet fw forward ct state vmap { established : accept, related : accept, invalid : drop }")
+	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
+		t.Errorf("ct state vmap: %+v, want unknown", d)
 	}
 	sh(t, "nft", "flush chain inet fw forward")
 	sh(t, "nft", "add rule inet fw forward iifname lo accept")
@@ -168,5 +194,54 @@ func TestForwardDropNftNetns(t *testing.T) {
 	sh(t, "nft", "add rule inet fw mine oifname mig0 drop")
 	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
 		t.Errorf("a jump to a chain not read first: %+v, want unknown", d)
+	}
+}
+
+// TestFwRulesSetsNetns: the sets of an input chain with policy drop, as
+// hand-written firewalls use them, are read (anonymous and named, ports
+// single and in intervals, protocols); an inverted lookup, a verdict map
+// and a concatenation are not.
+func TestFwRulesSetsNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "nft", "add table inet fw")
+	sh(t, "nft", "add chain inet fw input { type filter hook input priority filter; policy drop; }")
+	sh(t, "nft", "add set inet fw web { type inet_service; elements = { 8080, 8443 }; }")
+	for _, r := range []string{
+		"meta l4proto { icmp, ipv6-icmp } accept",
+		"tcp dport { 22, 80, 443 } accept",
+		"tcp dport { 1000-2000, 3000 } accept",
+		"tcp dport @web accept",
+		"tcp dport != { 25 } drop",
+		"ip saddr . tcp dport { 192.0.2.1 . 22 } accept",
+		"iif lo accept",
+	} {
+		sh(t, "nft", "add rule inet fw input "+r)
+	}
+	_, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := func(r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = "inet", "fw", "input"
+		return r
+	}
+	want := []state.FwRule{
+		rule(state.FwRule{L4Protos: []string{"icmp", "ipv6-icmp"}, Verdict: "accept"}),
+		rule(state.FwRule{L4Proto: "tcp", Dports: [][2]uint16{{22, 22}, {80, 80}, {443, 443}}, Verdict: "accept"}),
+		rule(state.FwRule{L4Proto: "tcp", Dports: [][2]uint16{{1000, 2000}, {3000, 3000}}, Verdict: "accept"}),
+		rule(state.FwRule{L4Proto: "tcp", Dports: [][2]uint16{{8080, 8080}, {8443, 8443}}, Verdict: "accept"}),
+		rule(state.FwRule{L4Proto: "tcp", Opaque: true, Verdict: "drop"}),
+		rule(state.FwRule{NfProto: "ipv4", L4Proto: "tcp", Opaque: true, Verdict: "accept"}), // the concatenation
+		rule(state.FwRule{IifName: "lo", Verdict: "accept"}),
+	}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("set rules decoded as\n%+v\nwant\n%+v", rules, want)
 	}
 }

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"encoding/binary"
+	"net"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -14,8 +16,8 @@ import (
 )
 
 // FwRules reads the rules of the chains state.FwRulesRead names (those
-// state.FwRuleChain names, and base chains at the forward hook with
-// policy drop), at
+// state.FwRuleChain names, and base chains at the forward or input hook
+// with policy drop), at
 // most state.MaxFwRules of each (the first ones, in order) and
 // state.MaxFwRulesTotal in all, each decoded by decodeFwRule. A chain cut
 // short ends in one Opaque rule without verdict (what follows is not
@@ -33,8 +35,9 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 			continue
 		}
 		family := familyName(ch.Table.Family)
-		forwardDrop := ch.Hooknum != nil && hookName(ch.Table.Family, *ch.Hooknum) == "forward" && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop
-		if !forwardDrop && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
+		hookDrop := ch.Hooknum != nil && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop &&
+			(hookName(ch.Table.Family, *ch.Hooknum) == "forward" || hookName(ch.Table.Family, *ch.Hooknum) == "input")
+		if !hookDrop && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
 			continue
 		}
 		rest := state.FwRule{Family: family, Table: ch.Table.Name, Chain: ch.Name, Opaque: true}
@@ -50,8 +53,9 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 		if cut {
 			rules = rules[:state.MaxFwRules]
 		}
+		sets := setReader(c, ch.Table)
 		for _, r := range rules {
-			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs))
+			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs, sets))
 		}
 		if cut {
 			out = append(out, rest)
@@ -66,9 +70,11 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 
 // load is what a register holds, waiting for the cmp that reads it.
 type load struct {
-	what  string // iifname, oifname, l4proto, nfproto, saddr, daddr, dport, other
+	what  string // iifname, oifname, l4proto, nfproto, saddr, daddr, dport, ctstate, other
 	start int    // first 32-bit register
 	words int
+	// mask: for ctstate, the bits a bitwise kept (0: none applied yet).
+	mask uint32
 }
 
 // reg32 numbers a register as a 32-bit one: NFT_REG_1..4 (16 bytes
@@ -84,16 +90,18 @@ func reg32(r uint32) int {
 // knows the matches iptables-nft writes for -i, -o, -p, -s and -d with a
 // single address, and --dport with a single port, and nft's own for the
 // same (meta iifname/oifname/l4proto/nfproto, ip/ip6 saddr/daddr, ip
-// protocol, tcp/udp dport): a load into a register followed by `cmp eq`
-// of that register. Counters and log statements do not change what a
+// protocol, tcp/udp dport; meta iif/oif, an interface index, as the name
+// it has now): a load into a register followed by `cmp eq` of that
+// register; and nft's `ct state A,B` (CtState). Counters and log statements do not change what a
 // rule matches; its verdict (or reject) ends it. Anything else makes the
 // rule Opaque: a cmp that is not `eq` (`! -i`, ranges), a cmp of a
 // register no known load wrote (as after an expression google/nftables
 // does not decode, which it drops from the list), an interface prefix
 // (`-i mig+`), an address with a mask (a prefix, which iptables-nft
 // writes as a shorter load or a bitwise), sets, xtables matches and
-// targets other than REJECT, limits, ct state, other verdicts...
-func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
+// targets other than REJECT, limits, ct state other than nft's `ct
+// state A,B` (CtState), other verdicts...
+func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name string) ([]nftables.SetElement, bool, bool)) state.FwRule {
 	r := state.FwRule{Family: family, Table: table, Chain: chain}
 	pending := map[int]load{}
 	clobber := func(start, words int) {
@@ -133,6 +141,10 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 				l.what, l.words = "iifname", 4
 			case expr.MetaKeyOIFNAME:
 				l.what, l.words = "oifname", 4
+			case expr.MetaKeyIIF:
+				l.what = "iif" // an interface index (`iif lo`)
+			case expr.MetaKeyOIF:
+				l.what = "oif"
 			case expr.MetaKeyL4PROTO:
 				l.what = "l4proto"
 			case expr.MetaKeyNFPROTO:
@@ -141,6 +153,30 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 				l.words = 4
 			}
 			clobber(l.start, l.words)
+			pending[l.start] = l
+		case *expr.Ct:
+			// `ct state A,B` is a load, a bitwise AND with the states'
+			// bits and a cmp neq 0; any other ct key is not read.
+			if e.SourceRegister {
+				r.Opaque = true
+				continue
+			}
+			l := load{what: "other", start: reg32(e.Register), words: 1}
+			if e.Key == expr.CtKeySTATE {
+				l.what = "ctstate"
+			}
+			clobber(l.start, l.words)
+			pending[l.start] = l
+		case *expr.Bitwise:
+			l, ok := pending[reg32(e.SourceRegister)]
+			zero := len(e.Xor) == 4 && binary.NativeEndian.Uint32(e.Xor) == 0
+			if !ok || l.what != "ctstate" || l.mask != 0 || e.SourceRegister != e.DestRegister || e.Len != 4 || len(e.Mask) != 4 || !zero || binary.NativeEndian.Uint32(e.Mask) == 0 {
+				r.Opaque = true
+				delete(pending, reg32(e.SourceRegister))
+				clobber(reg32(e.DestRegister), int(e.Len+3)/4)
+				continue
+			}
+			l.mask = binary.NativeEndian.Uint32(e.Mask)
 			pending[l.start] = l
 		case *expr.Payload:
 			if e.OperationType != expr.PayloadLoad {
@@ -168,6 +204,25 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 		case *expr.Cmp:
 			l, ok := pending[reg32(e.Register)]
 			delete(pending, reg32(e.Register))
+			if ok && l.what == "ctstate" {
+				// Only `state & MASK != 0`: the packet is in one of
+				// MASK's states; every known bit of it named.
+				if e.Op != expr.CmpOpNeq || len(e.Data) != 4 || binary.NativeEndian.Uint32(e.Data) != 0 || l.mask == 0 || r.CtState != nil {
+					r.Opaque = true
+					continue
+				}
+				rest := l.mask
+				for _, b := range state.CtStateBits {
+					if l.mask&b.Bit != 0 {
+						r.CtState = append(r.CtState, b.Name)
+						rest &^= b.Bit
+					}
+				}
+				if rest != 0 {
+					r.CtState, r.Opaque = nil, true
+				}
+				continue
+			}
 			if !ok || e.Op != expr.CmpOpEq {
 				r.Opaque = true
 				continue
@@ -184,6 +239,23 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 					set(&r.IifName, string(name))
 				} else {
 					set(&r.OifName, string(name))
+				}
+			case "iif", "oif":
+				// The index names the interface it has now, in the
+				// agent's namespace (the host's): `iif lo` is lo's.
+				var ifc *net.Interface
+				var err error
+				if len(d) == 4 {
+					ifc, err = net.InterfaceByIndex(int(binary.NativeEndian.Uint32(d)))
+				}
+				if len(d) != 4 || err != nil || state.CheckIfname(l.what, ifc.Name) != nil {
+					r.Opaque = true
+					continue
+				}
+				if l.what == "iif" {
+					set(&r.IifName, ifc.Name)
+				} else {
+					set(&r.OifName, ifc.Name)
 				}
 			case "l4proto":
 				if len(d) != 1 {
@@ -231,6 +303,48 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 			default:
 				r.Opaque = true
 			}
+		case *expr.Lookup:
+			// `meta l4proto { icmp, ipv6-icmp }`, `tcp dport { 22,
+			// 80, 1000-2000 }`: the set's elements as sets holds them.
+			l, ok := pending[reg32(e.SourceRegister)]
+			delete(pending, reg32(e.SourceRegister))
+			if !ok || e.Invert || e.IsDestRegSet || (l.what != "l4proto" && l.what != "dport") || sets == nil {
+				r.Opaque = true
+				continue
+			}
+			elems, interval, ok := sets(e.SetName)
+			if !ok || len(elems) > 2*state.MaxFwSetElements {
+				r.Opaque = true
+				continue
+			}
+			if l.what == "l4proto" {
+				if interval || r.L4Proto != "" || r.L4Protos != nil {
+					r.Opaque = true
+					continue
+				}
+				for _, el := range elems {
+					if len(el.Key) < 1 {
+						r.Opaque = true
+						break
+					}
+					p := state.L4ProtoNames[el.Key[0]]
+					if p == "" {
+						p = strconv.Itoa(int(el.Key[0]))
+					}
+					r.L4Protos = append(r.L4Protos, p)
+				}
+				continue
+			}
+			if r.Dport != 0 || r.Dports != nil || (r.L4Proto != "tcp" && r.L4Proto != "udp" && r.L4Proto != "sctp" && r.L4Proto != "udplite") {
+				r.Opaque = true
+				continue
+			}
+			spans, ok := portSpans(elems, interval)
+			if !ok || len(spans) == 0 || len(spans) > state.MaxFwSetElements {
+				r.Opaque = true
+				continue
+			}
+			r.Dports = spans
 		case *expr.Verdict:
 			switch e.Kind {
 			case expr.VerdictAccept:
@@ -269,4 +383,80 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any) state.FwRule {
 		r = state.FwRule{Family: family, Table: table, Chain: chain, Opaque: true}
 	}
 	return r
+}
+
+// setReader reads the elements of table's sets by name, once each, for
+// decodeFwRule: the elements, whether the set holds intervals, and
+// whether it could be read.
+func setReader(c *nftables.Conn, t *nftables.Table) func(string) ([]nftables.SetElement, bool, bool) {
+	type read struct {
+		elems    []nftables.SetElement
+		interval bool
+		ok       bool
+	}
+	cache := map[string]read{}
+	return func(name string) ([]nftables.SetElement, bool, bool) {
+		if r, ok := cache[name]; ok {
+			return r.elems, r.interval, r.ok
+		}
+		var r read
+		if set, err := c.GetSetByName(t, name); err == nil && !set.IsMap && !set.Concatenation {
+			if elems, err := c.GetSetElements(set); err == nil {
+				r = read{elems, set.Interval, true}
+			}
+		}
+		cache[name] = r
+		return r.elems, r.interval, r.ok
+	}
+}
+
+// portSpans turns a port set's elements (2-byte keys, big-endian) into
+// spans From..To: each element one port, or, in an interval set, a start
+// element and the end element after it (the first port past the span; a
+// start with none is open to 65535), whatever order the kernel lists
+// them in.
+func portSpans(elems []nftables.SetElement, interval bool) ([][2]uint16, bool) {
+	type el struct {
+		port uint16
+		end  bool
+	}
+	var l []el
+	for _, e := range elems {
+		if len(e.Key) < 2 {
+			return nil, false
+		}
+		l = append(l, el{uint16(e.Key[0])<<8 | uint16(e.Key[1]), e.IntervalEnd})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].port < l[j].port })
+	var out [][2]uint16
+	if !interval {
+		for _, e := range l {
+			if e.end {
+				return nil, false
+			}
+			out = append(out, [2]uint16{e.port, e.port})
+		}
+		return out, true
+	}
+	open, from := false, uint16(0)
+	for _, e := range l {
+		switch {
+		case !e.end && !open:
+			open, from = true, e.port
+		case e.end && open:
+			if e.port == 0 {
+				return nil, false
+			}
+			out = append(out, [2]uint16{from, e.port - 1})
+			open = false
+		case e.end && !open:
+			// the leading "nothing below" marker (key 0)
+		default:
+			return nil, false // two starts in a row
+		}
+	}
+	if open {
+		out = append(out, [2]uint16{from, 65535})
+	}
+	return out, true
 }

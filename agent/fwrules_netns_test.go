@@ -160,7 +160,7 @@ func TestFwRulesFirewalldNetns(t *testing.T) {
 		"filter_IN_public": {
 			{Verdict: "jump filter_INPUT_POLICIES_pre"}, {Verdict: "jump filter_IN_public_pre"}, {Verdict: "jump filter_IN_public_log"},
 			{Verdict: "jump filter_IN_public_deny"}, {Verdict: "jump filter_IN_public_allow"}, {Verdict: "jump filter_IN_public_post"},
-			{Verdict: "jump filter_INPUT_POLICIES_post"}, {Verdict: "accept", Opaque: true}, {Verdict: "reject"},
+			{Verdict: "jump filter_INPUT_POLICIES_post"}, {L4Protos: []string{"icmp", "ipv6-icmp"}, Verdict: "accept"}, {Verdict: "reject"},
 		},
 	} {
 		if !reflect.DeepEqual(by[chain], want) {

@@ -266,3 +266,49 @@ func TestFirewalldLater(t *testing.T) {
 		t.Errorf("old: migrate's table after rollback --all:\n%s", out)
 	}
 }
+
+// TestNewFirewalldLater: firewalld started on NEW after the apply (its
+// default zone public: SSH and the tunnel's rich rule allowed, not the
+// service's port, and mig0 in no zone). The tunnel pings, every new
+// client of the moved service gets no answer; status calls it BROKEN
+// and gives the commands that put mig0 in zone trusted; with them NEW
+// serves again.
+func TestNewFirewalldLater(t *testing.T) {
+	needRoot(t)
+	needFirewalld(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestNewFirewalldLater")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	expectServed(t, ctx, s, scenario.MigratedPort, "new")
+
+	fw := firewalldIn(t, ctx, l, lab.RoleNew)
+	fw(fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept' && firewall-cmd --reload`, l.OldIP, l.NewIP))
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
+		t.Errorf("client with firewalld on NEW: %q, want no answer", out)
+	}
+	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	want := "firewalld is active on NEW (started or reloaded after the apply?) and rejects the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	cmds := []string{"firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"}
+	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") || strings.Contains(r.Stdout, "cannot ping") {
+		t.Errorf("status with firewalld started on NEW after the apply: want %q, the commands and the service BROKEN (the tunnel still pings):\n%s", want, r.Stdout)
+	}
+	fw(strings.Join(cmds, " && "))
+	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
+	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+		t.Errorf("NEW does not see the client's address: %s", out)
+	}
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with mig0 in zone trusted on NEW:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}

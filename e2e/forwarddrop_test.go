@@ -192,3 +192,88 @@ func TestNftForwardDropReload(t *testing.T) {
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
 	diffSnap(t, "OLD's own forward drop after apply, reloads and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
 }
+
+// TestNewInputDropLater: NEW gets a firewall after the apply, as a server
+// going to production does: first a hand-written nft table (input policy
+// drop; established flows, loopback, ICMP, SSH and the tunnel's VXLAN
+// port accepted), then, instead, ufw (SSH and the tunnel's port allowed).
+// Either way the tunnel pings and every new client of the moved service
+// gets no answer: NEW drops what arrives through mig0 for the service.
+// status calls it BROKEN, names the chain (ufw) and gives the command;
+// with it NEW serves again. rollback --all removes migrate's part.
+func TestNewInputDropLater(t *testing.T) {
+	needRoot(t)
+	needUfw(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestNewInputDropLater")
+	run := func(role string, args ...string) string {
+		t.Helper()
+		out, err := l.Exec(ctx, role, args...)
+		if err != nil {
+			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+		}
+		return string(out)
+	}
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply")
+	dropped := func(what, want string) {
+		t.Helper()
+		if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
+			t.Errorf("client with %s: %q, want no answer", what, out)
+		}
+		r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+		if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || strings.Contains(r.Stdout, "cannot ping") {
+			t.Errorf("status with %s: want %q and the service BROKEN (the tunnel still pings):\n%s", what, want, r.Stdout)
+		}
+	}
+	served := func(what string) {
+		t.Helper()
+		servedByNew(t, ctx, s, what)
+		if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+			t.Errorf("status %s:\n%s", what, r.Stdout)
+		}
+	}
+	flows := "the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+
+	fw := filepath.Join(l.Dir, "new-fw.nft")
+	writeFile(t, fw, fmt.Sprintf(`table inet fw {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iif lo accept
+		meta l4proto { icmp, ipv6-icmp } accept
+		tcp dport 22 accept
+		ip saddr %s udp dport 4789 accept
+	}
+}
+`, l.OldIP))
+	run(lab.RoleNew, "nft", "-f", fw)
+	dropped("NEW's own nft input policy drop", "NEW's table inet fw, chain input (hook input) has policy drop and none of its rules accepts "+flows)
+	run(lab.RoleNew, "nft", "insert", "rule", "inet", "fw", "input", "iifname", "mig0", "accept")
+	served("with NEW's nft input accepting mig0")
+	run(lab.RoleNew, "nft", "delete", "table", "inet", "fw")
+
+	ufwIn(t, ctx, l, lab.RoleNew, "allow", "22/tcp")
+	ufwIn(t, ctx, l, lab.RoleNew, "allow", "proto", "udp", "from", l.OldIP.String(), "to", l.NewIP.String(), "port", "4789")
+	ufwIn(t, ctx, l, lab.RoleNew, "--force", "enable")
+	dropped("ufw on NEW", "ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops "+flows)
+	ufwIn(t, ctx, l, lab.RoleNew, "allow", "in", "on", "mig0")
+	served("with ufw on NEW allowing mig0")
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
+		if out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err == nil {
+			t.Errorf("%s: migrate's table after rollback --all:\n%s", role, out)
+		}
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}

@@ -115,7 +115,7 @@ func certainDropToward(c *config.Config, f state.Facts, dev string, ch [3]string
 			continue
 		}
 		toward, _ := forwardQueries(f, dev, s.Address)
-		toward.l4proto, toward.dport, toward.strict = string(s.Protocol), s.Ports[0].From, true
+		toward.l4proto, toward.dport, toward.strict, toward.newFlow = string(s.Protocol), s.Ports[0].From, true, true
 		if res, _ := evalChain(f, ch, toward, 0); res == fwPass || res == fwDrop {
 			return fmt.Sprintf("the new flows of service %s (%s/%s) toward NEW (out on %s)", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
 		}
@@ -272,4 +272,66 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// NewInputBroken says, for status, what of NEW's firewall certainly drops
+// the services' new flows arriving through the tunnel device (a direct
+// tunnel's segment interface): ufw (enabled after the apply, its default
+// deny incoming, no rule in ufw-user-input that may accept a service's
+// first port), firewalld (no zone that accepts them: mig0 in none), or
+// a base chain of another table at the input hook with policy drop whose
+// rules cannot accept them (a new flow's first packet: `ct state
+// established,related accept` does not). NEW then never sees the moved
+// services' new clients. "" when none does, or when it cannot tell (a
+// rule it cannot read through, a jump to a chain not read).
+func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
+	if c.Tunnel == nil {
+		return ""
+	}
+	f := facts[New]
+	dev := c.Tunnel.Name
+	if Direct(c) {
+		if dev = SegmentDevs(c, facts)[New]; dev == "" {
+			return ""
+		}
+	}
+	toward := func(ch [3]string) string {
+		for _, s := range c.Services {
+			if !familyCarries(ch[0], s.Address) {
+				continue
+			}
+			q := fwQuery{iif: dev, daddr: s.Address, l4proto: string(s.Protocol), dport: s.Ports[0].From, strict: true, newFlow: true}
+			if res, _ := evalChain(f, ch, q, 0); res == fwPass || res == fwDrop {
+				return fmt.Sprintf("the new flows of service %s (%s/%s) in on %s", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
+			}
+		}
+		return ""
+	}
+	ufw := ufwActive(f)
+	if ufw {
+		for _, fam := range []struct{ family, chain string }{{"ip", "ufw-user-input"}, {"ip6", "ufw6-user-input"}} {
+			if policyDrop(f, fam.family, "filter", "input") == "" || !hasChain(f, fam.family, "filter", fam.chain) {
+				continue
+			}
+			if what := toward([3]string{fam.family, "filter", fam.chain}); what != "" {
+				return fmt.Sprintf("ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops %s: its incoming policy is deny and %s has no rule for them, so new clients of the moved services get no answer; allow them: `ufw allow in on %s`", what, fam.chain, dev)
+			}
+		}
+	}
+	if firewalldActive(f) && !Direct(c) {
+		// Its input chain accepts established, related, DNATed and
+		// loopback flows, then goes to the zones, then rejects.
+		if what := toward([3]string{"inet", "firewalld", "filter_INPUT_ZONES"}); what != "" {
+			return fmt.Sprintf("firewalld is active on NEW (started or reloaded after the apply?) and rejects %s: no zone of it accepts them, so new clients of the moved services get no answer; allow them: `firewall-cmd --permanent --zone=trusted --add-interface=%s` and `firewall-cmd --reload`", what, dev)
+		}
+	}
+	for _, ch := range f.Chains {
+		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+			continue
+		}
+		if what := toward([3]string{ch.Family, ch.Table, ch.Chain}); what != "" {
+			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) has policy drop and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `nft insert rule %s %s %s iifname %q accept`, and in the file that loads the table", ch.Family, ch.Table, ch.Chain, what, ch.Family, ch.Table, ch.Chain, dev)
+		}
+	}
+	return ""
 }

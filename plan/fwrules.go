@@ -2,6 +2,7 @@ package plan
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/opsmigrate/migrate/state"
@@ -16,6 +17,9 @@ type fwQuery struct {
 	notIif            string
 	saddr, daddr      netip.Addr
 	dport             uint16
+	// newFlow: the packets are the first of a new connection (conntrack
+	// state new): a rule only for other states does not match them.
+	newFlow bool
 	// strict: a rule that may accept part of the query makes the
 	// result unknown, so that fwPass means every packet of it reaches
 	// the chain's end (status's "certainly dropped"), not only those
@@ -116,6 +120,12 @@ func covers(r state.FwRule, q fwQuery) bool {
 	if r.NfProto != "" && !(q.saddr.IsValid() && familyOf(q.saddr) == r.NfProto) {
 		return false
 	}
+	if len(r.CtState) > 0 && !(q.newFlow && slices.Contains(r.CtState, "new")) {
+		return false
+	}
+	if (len(r.L4Protos) > 0 && !slices.Contains(r.L4Protos, q.l4proto)) || (len(r.Dports) > 0 && !inSpans(r.Dports, q.dport)) {
+		return false
+	}
 	return (r.IifName == "" || r.IifName == q.iif) &&
 		(r.OifName == "" || r.OifName == q.oif) &&
 		(r.L4Proto == "" || r.L4Proto == q.l4proto) &&
@@ -127,7 +137,9 @@ func covers(r state.FwRule, q fwQuery) bool {
 // disjoint says whether a known match of r excludes every packet of q.
 func disjoint(r state.FwRule, q fwQuery) bool {
 	differ := func(a, b string) bool { return a != "" && b != "" && a != b }
-	return differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
+	return (q.newFlow && len(r.CtState) > 0 && !slices.Contains(r.CtState, "new")) ||
+		(len(r.L4Protos) > 0 && q.l4proto != "" && !slices.Contains(r.L4Protos, q.l4proto)) ||
+		(len(r.Dports) > 0 && q.dport != 0 && !inSpans(r.Dports, q.dport)) || differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
 		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
 		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
@@ -139,4 +151,14 @@ func familyOf(a netip.Addr) string {
 		return "ipv4"
 	}
 	return "ipv6"
+}
+
+// inSpans says whether port p is in one of spans (From..To).
+func inSpans(spans [][2]uint16, p uint16) bool {
+	for _, sp := range spans {
+		if sp[0] <= p && p <= sp[1] {
+			return true
+		}
+	}
+	return false
 }

@@ -303,11 +303,28 @@ type FwRule struct {
 	Saddr   netip.Addr `json:"saddr,omitzero"`    // exact source address
 	Daddr   netip.Addr `json:"daddr,omitzero"`    // exact destination address
 	Dport   uint16     `json:"dport,omitempty"`
+	// L4Protos and Dports: the rule matches only packets whose protocol
+	// (destination port) is in a set it looks up, as the set holds it
+	// (anonymous sets like `tcp dport { 22, 80, 1000-2000 }`, named
+	// ones at the time of reading); each port span is From..To.
+	L4Protos []string    `json:"l4protos,omitempty"`
+	Dports   [][2]uint16 `json:"dports,omitempty"`
+	// CtState: the rule matches only packets in one of these conntrack
+	// states (nft's `ct state established,related`: invalid,
+	// established, related, new, untracked).
+	CtState []string `json:"ct_state,omitempty"`
 	// Verdict is accept, drop, reject, return, "jump CHAIN", "goto
 	// CHAIN", or "" (none: the packet goes on to the next rule).
 	Verdict string `json:"verdict,omitempty"`
 	Opaque  bool   `json:"opaque,omitempty"`
 }
+
+// CtStateBits are the conntrack states by their bit in nft's `ct state`
+// (NF_CT_STATE_BIT: 1 << (ctinfo + 1), invalid 1, untracked 64).
+var CtStateBits = []struct {
+	Name string
+	Bit  uint32
+}{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"untracked", 64}}
 
 // Listener is one listening TCP or bound UDP socket.
 type Listener struct {

@@ -769,6 +769,9 @@ func (f File) Validate() error {
 const (
 	MaxFwRules      = 512
 	MaxFwRulesTotal = 8192
+	// MaxFwSetElements bounds a rule's set (L4Protos, Dports); a larger
+	// one makes the rule Opaque.
+	MaxFwSetElements = 64
 )
 
 // FwRuleChain says whether the agent reports the rules of this chain
@@ -816,15 +819,16 @@ var DockerFilterChains = map[string]bool{
 
 // FwRulesRead says whether the facts of a host whose chains are chains
 // hold the rules of this chain: FwRuleChain names it, or it is a base
-// chain at the forward hook with policy drop (any table: one of them
-// drops what migrate forwards unless its own rules accept it).
+// chain at the forward or input hook with policy drop (any table: one of
+// them drops what migrate forwards, or what arrives through the tunnel,
+// unless its own rules accept it).
 func FwRulesRead(chains []BaseChain, family, table, chain string) bool {
 	if FwRuleChain(family, table, chain) {
 		return true
 	}
 	for _, ch := range chains {
 		if ch.Family == family && ch.Table == table && ch.Chain == chain {
-			return ch.ForwardDrop()
+			return ch.ForwardDrop() || ch.InputDrop()
 		}
 	}
 	return false
@@ -834,6 +838,12 @@ func FwRulesRead(chains []BaseChain, family, table, chain string) bool {
 // policy drop.
 func (ch BaseChain) ForwardDrop() bool {
 	return ch.Hook == "forward" && ch.Policy == "drop"
+}
+
+// InputDrop says whether ch is a base chain at the input hook with
+// policy drop.
+func (ch BaseChain) InputDrop() bool {
+	return ch.Hook == "input" && ch.Policy == "drop"
 }
 
 // L4ProtoNames are the names FwRule.L4Proto uses for these protocol
@@ -906,6 +916,37 @@ func (r FwRule) Validate() error {
 	}
 	if r.Dport != 0 && r.L4Proto == "" {
 		return fmt.Errorf("firewall rule dport %d: needs an l4proto", r.Dport)
+	}
+	if len(r.L4Protos) > MaxFwSetElements || len(r.Dports) > MaxFwSetElements {
+		return fmt.Errorf("firewall rule set: more than %d elements", MaxFwSetElements)
+	}
+	if (len(r.L4Protos) > 0 && r.L4Proto != "") || (len(r.Dports) > 0 && r.Dport != 0) {
+		return fmt.Errorf("firewall rule: a protocol or port both single and in a set")
+	}
+	for _, p := range r.L4Protos {
+		if p == "" {
+			return fmt.Errorf("firewall rule l4protos: an empty protocol")
+		}
+	}
+	if len(r.Dports) > 0 && r.L4Proto == "" {
+		return fmt.Errorf("firewall rule dports: needs an l4proto")
+	}
+	for _, d := range r.Dports {
+		if d[0] > d[1] {
+			return fmt.Errorf("firewall rule dports %d-%d: not a span", d[0], d[1])
+		}
+	}
+	if len(r.CtState) > len(CtStateBits) {
+		return fmt.Errorf("firewall rule ct state: %d states, at most %d", len(r.CtState), len(CtStateBits))
+	}
+	for _, st := range r.CtState {
+		known := false
+		for _, b := range CtStateBits {
+			known = known || b.Name == st
+		}
+		if !known {
+			return fmt.Errorf("firewall rule ct state %s: must be invalid, established, related, new or untracked", show(st))
+		}
 	}
 	switch v, chain, _ := strings.Cut(r.Verdict, " "); v {
 	case "", "accept", "drop", "reject", "return":

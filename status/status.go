@@ -736,6 +736,9 @@ func pathBroken(c *config.Config, in Input, r Report) string {
 	if w := plan.ForwardDropBroken(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); w != "" {
 		why = append(why, w)
 	}
+	if w := plan.NewInputBroken(c, map[string]state.Facts{plan.Old: in.Old, plan.New: in.New}); w != "" {
+		why = append(why, w)
+	}
 	pingFailed := true
 	if p := r.Tunnel.OldToNew; p.Target != "" && p.Error != "" {
 		why = append(why, "OLD cannot ping NEW through the tunnel ("+p.Error+")")
