@@ -258,8 +258,19 @@ func TestNewInputDropLater(t *testing.T) {
 `, l.OldIP))
 	run(lab.RoleNew, "nft", "-f", fw)
 	dropped("NEW's own nft input policy drop", "NEW's table inet fw, chain input (hook input) has policy drop and none of its rules accepts "+flows)
-	run(lab.RoleNew, "nft", "insert", "rule", "inet", "fw", "input", "iifname", "mig0", "accept")
+	// plan gives the one command NEW's chain lacks (the tunnel's port
+	// it has), then notes that its rules accept migrate's traffic.
+	insert := `nft insert rule inet fw input iifname "mig0" accept`
+	r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
+	if w := "WARNING host new: table inet fw, chain input (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + insert + "`, and put"; !strings.Contains(r.Stdout, w) {
+		t.Errorf("plan with NEW's input chain: want %q:\n%s", w, r.Stdout)
+	}
+	run(lab.RoleNew, strings.Fields(insert)...)
 	served("with NEW's nft input accepting mig0")
+	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
+	if note := "host new: table inet fw, chain input (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services"; !strings.Contains(r.Stdout, note) || strings.Contains(r.Stdout, "WARNING host new: table inet fw") {
+		t.Errorf("plan with NEW's input chain accepting mig0: want %q:\n%s", note, r.Stdout)
+	}
 	run(lab.RoleNew, "nft", "delete", "table", "inet", "fw")
 
 	ufwIn(t, ctx, l, lab.RoleNew, "allow", "22/tcp")

@@ -47,6 +47,9 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 		if c.Tunnel != nil && firewalldActive(facts[host]) {
 			out = append(out, firewalldWarning(c, facts, host))
 		}
+		if c.Tunnel != nil {
+			out = append(out, inputDropWarnings(c, facts, host, ufw)...)
+		}
 		var drops []ForwardDrop
 		if host == Old {
 			drops = ForwardDrops(c, facts)
@@ -175,6 +178,54 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 				}
 				return []string{fmt.Sprintf("oifname %s %s daddr %s accept", seg, ip, a), fmt.Sprintf("iifname %s %s saddr %s accept", seg, ip, a)}
 			})))
+	}
+	return out
+}
+
+// inputDropWarnings are plan's warnings for host's base chains at the
+// input hook with policy drop in tables other than ufw's and firewalld's
+// (a hand-written nftables.conf): they drop the tunnel's packets from
+// the peer and, on NEW, what arrives through the tunnel for the services,
+// unless their own rules accept them. Each gives the `nft insert rule`
+// commands its live rules do not show yet (a note when they show all),
+// and says they belong in the file that loads the table too.
+func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host string, ufw bool) []string {
+	f := facts[host]
+	t := c.Tunnel
+	from, to := underlayFrom(c, facts, host)
+	var out []string
+	for _, ch := range f.Chains {
+		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") || !familyCarries(ch.Family, from) {
+			continue
+		}
+		name := [3]string{ch.Family, ch.Table, ch.Chain}
+		ip := "ip"
+		if from.Is6() {
+			ip = "ip6"
+		}
+		cmd := func(rule string) string {
+			return fmt.Sprintf("nft insert rule %s %s %s %s accept", ch.Family, ch.Table, ch.Chain, rule)
+		}
+		var cmds []fwCmd
+		switch t.Type {
+		case "vxlan":
+			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s %s daddr %s udp dport %d", ip, from, ip, to, t.Port)), [][3]string{name}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}})
+		case "wireguard":
+			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s udp dport %d", ip, from, t.ListenPort)), [][3]string{name}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}})
+		default: // gre, ip6gre
+			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s %s daddr %s meta l4proto gre", ip, from, ip, to)), [][3]string{name}, fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}})
+		}
+		what := "the tunnel's packets from the peer"
+		if host == New {
+			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("iifname %q", t.Name)), [][3]string{name}, fwQuery{iif: t.Name}})
+			what += fmt.Sprintf(" and what arrives through %s for the services", t.Name)
+		}
+		missed := missing(f, cmds, fmt.Sprintf("nft list chain %s %s %s", ch.Family, ch.Table, ch.Chain))
+		if len(missed) == 0 {
+			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook input) has policy drop; its rules accept %s", host, ch.Family, ch.Table, ch.Chain, what))
+			continue
+		}
+		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) has policy drop: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and put the rules in the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again", host, ch.Family, ch.Table, ch.Chain, what, strings.Join(missed, " and ")))
 	}
 	return out
 }
