@@ -234,6 +234,70 @@ const (
 	twOldPort    = "40124"
 )
 
+// mustExec runs a command in role's namespaces and stops the test when
+// it fails; it returns the command's output.
+func mustExec(t *testing.T, ctx context.Context, l *lab.Lab, role string, args ...string) string {
+	t.Helper()
+	out, err := l.Exec(ctx, role, args...)
+	if err != nil {
+		t.Fatalf("%s: %v: %v: %s", role, args, err, out)
+	}
+	return string(out)
+}
+
+// movedScenario is a lab whose service web (OLD_IP:8080/tcp) is applied
+// at stage new over VXLAN and served by NEW: where the tests of what
+// happens to a host weeks after the apply start.
+func movedScenario(t *testing.T, ctx context.Context) *scenario.Scenario {
+	t.Helper()
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	s := newScenario(t, ctx)
+	t.Log("TUNNEL vxlan: " + t.Name())
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply")
+	return s
+}
+
+// brokenUntil checks, after what a test did to a host, that a client of
+// the moved service gets no answer while the tunnel still pings and
+// status calls the service BROKEN with want and the commands cmds (each
+// in backticks, joined by " and "); then fix runs them, and NEW serves
+// the client again (with its address) and status is clean.
+func brokenUntil(t *testing.T, ctx context.Context, s *scenario.Scenario, what, want string, cmds []string, fix func()) {
+	t.Helper()
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(s.Lab.OldIP.String(), scenario.MigratedPort)); err == nil {
+		t.Errorf("client with %s: %q, want no answer", what, out)
+	}
+	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") || strings.Contains(r.Stdout, "cannot ping") || strings.Contains(r.Stdout, "drained:") {
+		t.Errorf("status with %s: want %q, the commands %q and the service BROKEN (the tunnel still pings):\n%s", what, want, cmds, r.Stdout)
+	}
+	fix()
+	servedByNew(t, ctx, s, "after the commands for "+what)
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the commands for %s:\n%s", what, r.Stdout)
+	}
+}
+
+// rolledBack runs rollback --all and checks that neither host holds
+// migrate's table and that OLD serves the service again.
+func rolledBack(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	t.Helper()
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
+		if out, err := s.Lab.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err == nil {
+			t.Errorf("%s: migrate's table after rollback --all:\n%s", role, out)
+		}
+	}
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
 // mustDial runs labtool dial from role and wants want in its answer.
 func mustDial(t *testing.T, ctx context.Context, s *scenario.Scenario, role, want string, args ...string) string {
 	t.Helper()

@@ -203,112 +203,55 @@ func firewalldTable(t *testing.T, ctx context.Context, l *lab.Lab, role string) 
 	return counters.ReplaceAllString(string(out), "counter")
 }
 
-// TestFirewalldLater: firewalld started on OLD after the apply (default
-// zone public, the service's port and the tunnel's rich rule allowed).
-// The tunnel pings; firewalld forwards nothing between zones unless a
-// policy allows it, so every new client of the moved service gets no
-// answer. status calls the service BROKEN and gives the commands for
-// the forwarding; with them NEW serves again, and rollback --all removes
-// migrate's part and leaves firewalld's table as it was.
+// TestFirewalldLater: firewalld started after the apply, on OLD (its
+// default zone public with the service's port and the tunnel's rich rule
+// allowed: firewalld forwards nothing between zones unless a policy
+// allows it) and on NEW (the rich rule only, mig0 in no zone). Each time
+// the tunnel pings and every new client of the moved service gets no
+// answer; status calls the service BROKEN and gives plan's commands;
+// with them NEW serves again, and rollback --all removes migrate's part
+// and leaves firewalld's table as it was.
 func TestFirewalldLater(t *testing.T) {
-	needRoot(t)
 	needFirewalld(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
+	for _, tc := range []struct {
+		role, allow, want string
+		cmds              []string
+	}{
+		{lab.RoleOld, "--add-port=8080/tcp", "firewalld is active on OLD (started or reloaded after the apply?) and rejects the new flows of service web (%s/tcp) toward NEW (out on mig0)",
+			[]string{"firewall-cmd --permanent --zone=trusted --add-interface=mig0",
+				"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+				"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
+				"firewall-cmd --reload"}},
+		{lab.RoleNew, "", "firewalld is active on NEW (started or reloaded after the apply?) and rejects the new flows of service web (%s/tcp) in on mig0",
+			[]string{"firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"}},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+			defer cancel()
+			s := movedScenario(t, ctx)
+			l := s.Lab
+			from, to := l.NewIP, l.OldIP
+			if tc.role == lab.RoleNew {
+				from, to = l.OldIP, l.NewIP
+			}
+			fw := firewalldIn(t, ctx, l, tc.role)
+			rich := fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept'`, from, to)
+			if tc.allow != "" {
+				rich += " && firewall-cmd --permanent " + tc.allow
+			}
+			fw(rich + " && firewall-cmd --reload")
+			brokenUntil(t, ctx, s, "firewalld started on "+tc.role+" after the apply", fmt.Sprintf(tc.want, hp(l.OldIP.String(), scenario.MigratedPort)), tc.cmds, func() {
+				fw(strings.Join(tc.cmds, " && "))
+			})
+			table := func() string {
+				t.Helper()
+				return counters.ReplaceAllString(mustExec(t, ctx, l, tc.role, "nft", "list", "table", "inet", "firewalld"), "counter")
+			}
+			saved := table()
+			rolledBack(t, ctx, s)
+			if got := table(); got != saved {
+				t.Errorf("%s: firewalld's table after rollback:\n--- before\n%s\n--- after\n%s", tc.role, saved, got)
+			}
+		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
-	defer cancel()
-	s := newScenario(t, ctx)
-	l := s.Lab
-	t.Log("TUNNEL vxlan: TestFirewalldLater")
-	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
-		t.Fatal(err)
-	}
-	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	expectServed(t, ctx, s, scenario.MigratedPort, "new")
-
-	fw := firewalldIn(t, ctx, l, lab.RoleOld)
-	fw(fmt.Sprintf(`firewall-cmd --permanent --add-port=8080/tcp && firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept' && firewall-cmd --reload`, l.NewIP, l.OldIP))
-	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
-		t.Errorf("client with firewalld on OLD forwarding nothing: %q, want no answer", out)
-	}
-	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	want := "firewalld is active on OLD (started or reloaded after the apply?) and rejects the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
-	cmds := []string{"firewall-cmd --permanent --zone=trusted --add-interface=mig0",
-		"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
-		"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
-		"firewall-cmd --reload"}
-	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") || strings.Contains(r.Stdout, "cannot ping") {
-		t.Errorf("status with firewalld started on OLD after the apply: want %q, the commands and the service BROKEN (the tunnel still pings):\n%s", want, r.Stdout)
-	}
-	fw(strings.Join(cmds, " && "))
-	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
-	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
-		t.Errorf("NEW does not see the client's address: %s", out)
-	}
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status with firewalld's forwarding allowed:\n%s", r.Stdout)
-	}
-	table := func() string {
-		t.Helper()
-		out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "firewalld")
-		if err != nil {
-			t.Fatalf("old: %v %s", err, out)
-		}
-		return counters.ReplaceAllString(string(out), "counter")
-	}
-	saved := table()
-	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
-	if got := table(); got != saved {
-		t.Errorf("old: firewalld's table after rollback:\n--- before\n%s\n--- after\n%s", saved, got)
-	}
-	if out, err := l.Exec(ctx, lab.RoleOld, "nft", "list", "table", "inet", "migrate"); err == nil {
-		t.Errorf("old: migrate's table after rollback --all:\n%s", out)
-	}
-}
-
-// TestNewFirewalldLater: firewalld started on NEW after the apply (its
-// default zone public: SSH and the tunnel's rich rule allowed, not the
-// service's port, and mig0 in no zone). The tunnel pings, every new
-// client of the moved service gets no answer; status calls it BROKEN
-// and gives the commands that put mig0 in zone trusted; with them NEW
-// serves again.
-func TestNewFirewalldLater(t *testing.T) {
-	needRoot(t)
-	needFirewalld(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
-	defer cancel()
-	s := newScenario(t, ctx)
-	l := s.Lab
-	t.Log("TUNNEL vxlan: TestNewFirewalldLater")
-	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
-		t.Fatal(err)
-	}
-	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	expectServed(t, ctx, s, scenario.MigratedPort, "new")
-
-	fw := firewalldIn(t, ctx, l, lab.RoleNew)
-	fw(fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept' && firewall-cmd --reload`, l.OldIP, l.NewIP))
-	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
-		t.Errorf("client with firewalld on NEW: %q, want no answer", out)
-	}
-	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	want := "firewalld is active on NEW (started or reloaded after the apply?) and rejects the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
-	cmds := []string{"firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"}
-	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") || strings.Contains(r.Stdout, "cannot ping") {
-		t.Errorf("status with firewalld started on NEW after the apply: want %q, the commands and the service BROKEN (the tunnel still pings):\n%s", want, r.Stdout)
-	}
-	fw(strings.Join(cmds, " && "))
-	out := expectServed(t, ctx, s, scenario.MigratedPort, "new")
-	if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
-		t.Errorf("NEW does not see the client's address: %s", out)
-	}
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status with mig0 in zone trusted on NEW:\n%s", r.Stdout)
-	}
-	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
-	expectServed(t, ctx, s, scenario.MigratedPort, "old")
 }

@@ -37,11 +37,7 @@ func TestDockerForwardDropLater(t *testing.T) {
 	t.Log("TUNNEL vxlan: TestDockerForwardDropLater")
 	run := func(role string, args ...string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
+		return mustExec(t, ctx, l, role, args...)
 	}
 	rules, err := os.ReadFile("../agent/testdata/docker-28.rules")
 	if err != nil {
@@ -94,19 +90,8 @@ func TestDockerForwardDropLater(t *testing.T) {
 	}
 
 	run(lab.RoleOld, "iptables-nft", "-F", "DOCKER-USER") // configuration management
-	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
-		t.Errorf("client with DOCKER-USER emptied: %q, want no answer", out)
-	}
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
 	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
-	if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || !strings.Contains(r.Stdout, "`"+allow[0]+"` and `"+allow[1]+"`") || strings.Contains(r.Stdout, "drained:") {
-		t.Errorf("status with DOCKER-USER emptied: want %q, the commands and the service BROKEN:\n%s", want, r.Stdout)
-	}
-	addAllow()
-	servedByNew(t, ctx, s, "after the DOCKER-USER commands again")
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status after the DOCKER-USER commands again:\n%s", r.Stdout)
-	}
+	brokenUntil(t, ctx, s, "DOCKER-USER emptied", want, allow, addAllow)
 
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
 	after, err := s.Snapshot(ctx)
@@ -136,11 +121,7 @@ func TestNftForwardDropReload(t *testing.T) {
 	t.Log("TUNNEL vxlan: TestNftForwardDropReload")
 	run := func(role string, args ...string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
+		return mustExec(t, ctx, l, role, args...)
 	}
 	conf := filepath.Join(l.Dir, "nftables.conf")
 	const table = "table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n%s\t}\n}\n"
@@ -175,20 +156,12 @@ func TestNftForwardDropReload(t *testing.T) {
 		}
 	}
 	nftablesReload()
-	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
-		t.Errorf("client after the reload dropped the accept rules: %q, want no answer", out)
-	}
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "OLD's table inet filter, chain forward (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status after the reload: want %q and the service BROKEN:\n%s", want, r.Stdout)
-	}
-	// The rules in the file, as insert left them in the chain.
-	writeFile(t, conf, "flush ruleset\n"+fmt.Sprintf(table, "\t\toifname \"mig0\" accept\n\t\tiifname \"mig0\" accept\n"))
-	nftablesReload()
-	servedByNew(t, ctx, s, "after the rules went into the file")
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status with the rules in the file:\n%s", r.Stdout)
-	}
+	want := "OLD's table inet filter, chain forward (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	brokenUntil(t, ctx, s, "the accept rules lost with a reload", want, cmds, func() {
+		// The rules in the file, as insert left them in the chain.
+		writeFile(t, conf, "flush ruleset\n"+fmt.Sprintf(table, "\t\toifname \"mig0\" accept\n\t\tiifname \"mig0\" accept\n"))
+		nftablesReload()
+	})
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
 	diffSnap(t, "OLD's own forward drop after apply, reloads and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
 }
@@ -202,46 +175,11 @@ func TestNftForwardDropReload(t *testing.T) {
 // status calls it BROKEN, names the chain (ufw) and gives the command;
 // with it NEW serves again. rollback --all removes migrate's part.
 func TestNewInputDropLater(t *testing.T) {
-	needRoot(t)
 	needUfw(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
 	defer cancel()
-	s := newScenario(t, ctx)
+	s := movedScenario(t, ctx)
 	l := s.Lab
-	t.Log("TUNNEL vxlan: TestNewInputDropLater")
-	run := func(role string, args ...string) string {
-		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
-	}
-	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
-		t.Fatal(err)
-	}
-	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	servedByNew(t, ctx, s, "after apply")
-	dropped := func(what, want string) {
-		t.Helper()
-		if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP.String(), scenario.MigratedPort)); err == nil {
-			t.Errorf("client with %s: %q, want no answer", what, out)
-		}
-		r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-		if !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "BROKEN") || strings.Contains(r.Stdout, "cannot ping") {
-			t.Errorf("status with %s: want %q and the service BROKEN (the tunnel still pings):\n%s", what, want, r.Stdout)
-		}
-	}
-	served := func(what string) {
-		t.Helper()
-		servedByNew(t, ctx, s, what)
-		if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-			t.Errorf("status %s:\n%s", what, r.Stdout)
-		}
-	}
 	flows := "the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
 
 	fw := filepath.Join(l.Dir, "new-fw.nft")
@@ -256,8 +194,7 @@ func TestNewInputDropLater(t *testing.T) {
 	}
 }
 `, l.OldIP))
-	run(lab.RoleNew, "nft", "-f", fw)
-	dropped("NEW's own nft input policy drop", "NEW's table inet fw, chain input (hook input) has policy drop and none of its rules accepts "+flows)
+	mustExec(t, ctx, l, lab.RoleNew, "nft", "-f", fw)
 	// plan gives the one command NEW's chain lacks (the tunnel's port
 	// it has), then notes that its rules accept migrate's traffic.
 	insert := `nft insert rule inet fw input iifname "mig0" accept`
@@ -265,26 +202,20 @@ func TestNewInputDropLater(t *testing.T) {
 	if w := "WARNING host new: table inet fw, chain input (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + insert + "`, and put"; !strings.Contains(r.Stdout, w) {
 		t.Errorf("plan with NEW's input chain: want %q:\n%s", w, r.Stdout)
 	}
-	run(lab.RoleNew, strings.Fields(insert)...)
-	served("with NEW's nft input accepting mig0")
+	brokenUntil(t, ctx, s, "NEW's own nft input policy drop", "NEW's table inet fw, chain input (hook input) has policy drop and none of its rules accepts "+flows, []string{insert}, func() {
+		mustExec(t, ctx, l, lab.RoleNew, strings.Fields(insert)...)
+	})
 	r = mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
 	if note := "host new: table inet fw, chain input (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services"; !strings.Contains(r.Stdout, note) || strings.Contains(r.Stdout, "WARNING host new: table inet fw") {
 		t.Errorf("plan with NEW's input chain accepting mig0: want %q:\n%s", note, r.Stdout)
 	}
-	run(lab.RoleNew, "nft", "delete", "table", "inet", "fw")
+	mustExec(t, ctx, l, lab.RoleNew, "nft", "delete", "table", "inet", "fw")
 
 	ufwIn(t, ctx, l, lab.RoleNew, "allow", "22/tcp")
 	ufwIn(t, ctx, l, lab.RoleNew, "allow", "proto", "udp", "from", l.OldIP.String(), "to", l.NewIP.String(), "port", "4789")
 	ufwIn(t, ctx, l, lab.RoleNew, "--force", "enable")
-	dropped("ufw on NEW", "ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops "+flows)
-	ufwIn(t, ctx, l, lab.RoleNew, "allow", "in", "on", "mig0")
-	served("with ufw on NEW allowing mig0")
-
-	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
-	for _, role := range []string{lab.RoleOld, lab.RoleNew} {
-		if out, err := l.Exec(ctx, role, "nft", "list", "table", "inet", "migrate"); err == nil {
-			t.Errorf("%s: migrate's table after rollback --all:\n%s", role, out)
-		}
-	}
-	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	brokenUntil(t, ctx, s, "ufw on NEW", "ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops "+flows, []string{"ufw allow in on mig0"}, func() {
+		ufwIn(t, ctx, l, lab.RoleNew, "allow", "in", "on", "mig0")
+	})
+	rolledBack(t, ctx, s)
 }

@@ -59,11 +59,7 @@ func TestLegacy(t *testing.T) {
 	l := s.Lab
 	run := func(role string, args ...string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
+		return mustExec(t, ctx, l, role, args...)
 	}
 	const caddr = "172.17.0.2"
 	if err := l.Container(ctx, lab.RoleOld, "oldc", caddr); err != nil {
@@ -182,11 +178,7 @@ func TestLegacyForwardDrop(t *testing.T) {
 	l := s.Lab
 	run := func(role string, args ...string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
+		return mustExec(t, ctx, l, role, args...)
 	}
 	run(lab.RoleOld, "iptables-legacy", "-P", "FORWARD", "DROP")
 	run(lab.RoleOld, "ip6tables-legacy", "-P", "FORWARD", "DROP")
@@ -273,11 +265,7 @@ func TestLegacyNew(t *testing.T) {
 	l := s.Lab
 	run := func(role string, args ...string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("%s: %v: %v: %s", role, args, err, out)
-		}
-		return string(out)
+		return mustExec(t, ctx, l, role, args...)
 	}
 	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
 	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}

@@ -233,7 +233,11 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 		if d.Drops == "" {
 			continue
 		}
-		fix := "accept them there again"
+		dev := forwardDev(c, facts)
+		fix := fmt.Sprintf("accept them there again: `nft insert rule %[1]s %[2]s %[3]s iifname %[4]q accept` and `nft insert rule %[1]s %[2]s %[3]s oifname %[4]q accept`, and in the file that loads the table", d.Family, d.Table, d.Chain, dev)
+		if Direct(c) {
+			fix = "accept them there again, with the rules `migrate plan` prints, and in the file that loads the table"
+		}
 		if (d.Family == "ip" || d.Family == "ip6") && d.Table == "filter" && hasChain(facts[Old], d.Family, "filter", "DOCKER-USER") {
 			cmd := "iptables"
 			if d.Family == "ip6" {
