@@ -268,3 +268,37 @@ func TestDirectDNATReplies(t *testing.T) {
 		}
 	}
 }
+
+// A direct tunnel's clients arrive on the segment interface, the one
+// NEW's flows leave by: a forward chain that accepts everything in and
+// out on it accepts migrate's flows (plan's note, no status alarm), and
+// one that accepts nothing certainly drops them.
+func TestDirectForwardDrop(t *testing.T) {
+	c := mustParse(t, directSrc)
+	for _, tc := range []struct {
+		name     string
+		rules    []state.FwRule
+		accepted bool
+		broken   bool
+	}{
+		{"in and out on eth0", []state.FwRule{{IifName: "eth0", Verdict: "accept"}, {OifName: "eth0", Verdict: "accept"}}, true, false},
+		{"in on eth0 only", []state.FwRule{{IifName: "eth0", Verdict: "accept"}}, true, false},
+		{"nothing", nil, false, true},
+	} {
+		f := directFacts()
+		hf := f[plan.Old]
+		hf.Chains = []state.BaseChain{{Family: "inet", Table: "mine", Chain: "fwd", Hook: "forward", Policy: "drop", Type: "filter"}}
+		for _, r := range tc.rules {
+			r.Family, r.Table, r.Chain = "inet", "mine", "fwd"
+			hf.FwRules = append(hf.FwRules, r)
+		}
+		f[plan.Old] = hf
+		d := plan.ForwardDrops(c, f)
+		if len(d) != 1 || d[0].Accepts != tc.accepted {
+			t.Errorf("%s: %+v, want accepted %v", tc.name, d, tc.accepted)
+		}
+		if b := plan.ForwardDropBroken(c, f); (b != "") != tc.broken {
+			t.Errorf("%s: ForwardDropBroken = %q, want broken %v", tc.name, b, tc.broken)
+		}
+	}
+}

@@ -94,7 +94,13 @@ func forwardDev(c *config.Config, facts map[string]state.Facts) string {
 // interfaces (Docker's bridges) never match them.
 func forwardQueries(f state.Facts, dev string, a netip.Addr) (toward, back fwQuery) {
 	up, _ := SegmentDev(f, a)
-	return fwQuery{iif: up, oif: dev, notIif: dev, daddr: a}, fwQuery{iif: dev, oif: up, saddr: a}
+	toward, back = fwQuery{iif: up, oif: dev, notIif: dev, daddr: a}, fwQuery{iif: dev, oif: up, saddr: a}
+	if up == dev {
+		// A direct tunnel's segment interface, where OLD holds the
+		// address: the clients' packets come in on it too.
+		toward.notIif = ""
+	}
+	return toward, back
 }
 
 // certainDrop names the flows migrate forwards that chain ch of OLD
