@@ -302,3 +302,44 @@ func TestDirectForwardDrop(t *testing.T) {
 		}
 	}
 }
+
+// NEW of a direct tunnel with a hand-written input chain at policy drop:
+// plan gives one command per migrated address (in on the segment's
+// interface), only those the chain's rules do not show, then a note.
+func TestDirectInputDrop(t *testing.T) {
+	c := mustParse(t, directSrc)
+	for _, tc := range []struct {
+		name  string
+		rules []state.FwRule
+		want  []string
+		note  bool
+	}{
+		{"nothing", nil, []string{
+			`nft insert rule inet fw input iifname "eth1" ip daddr 198.51.100.10 accept`,
+			`nft insert rule inet fw input iifname "eth1" ip6 daddr 2001:db8:100::10 accept`}, false},
+		{"the IPv4 address", []state.FwRule{{NfProto: "ipv4", IifName: "eth1", Daddr: netip.MustParseAddr("198.51.100.10"), Verdict: "accept"}}, []string{
+			`nft insert rule inet fw input iifname "eth1" ip6 daddr 2001:db8:100::10 accept`}, false},
+		{"everything on eth1", []state.FwRule{{IifName: "eth1", Verdict: "accept"}}, nil, true},
+	} {
+		f := directFacts()
+		hf := f[plan.New]
+		hf.Chains = []state.BaseChain{{Family: "inet", Table: "fw", Chain: "input", Hook: "input", Policy: "drop", Type: "filter"}}
+		for _, r := range tc.rules {
+			r.Family, r.Table, r.Chain = "inet", "fw", "input"
+			hf.FwRules = append(hf.FwRules, r)
+		}
+		f[plan.New] = hf
+		w := strings.Join(plan.Warnings(c, f), "\n")
+		for _, cmd := range tc.want {
+			if !strings.Contains(w, "`"+cmd+"`") || !strings.Contains(w, "WARNING host new: table inet fw, chain input (hook input) has policy drop") {
+				t.Errorf("%s: warnings lack %q:\n%s", tc.name, cmd, w)
+			}
+		}
+		if tc.name == "the IPv4 address" && strings.Contains(w, "ip daddr 198.51.100.10 accept`") {
+			t.Errorf("%s: warnings give the command the chain holds:\n%s", tc.name, w)
+		}
+		if got := strings.Contains(w, "host new: table inet fw, chain input (hook input) has policy drop; its rules accept what arrives on eth1"); got != tc.note {
+			t.Errorf("%s: note %v, want %v:\n%s", tc.name, got, tc.note, w)
+		}
+	}
+}

@@ -117,7 +117,7 @@ func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult,
 
 // covers says whether each match of r holds for every packet of q.
 func covers(r state.FwRule, q fwQuery) bool {
-	if r.NfProto != "" && !(q.saddr.IsValid() && familyOf(q.saddr) == r.NfProto) {
+	if r.NfProto != "" && !(q.family() != "" && q.family() == r.NfProto) {
 		return false
 	}
 	if len(r.CtState) > 0 && !(q.newFlow && slices.Contains(r.CtState, "new")) {
@@ -143,7 +143,19 @@ func disjoint(r state.FwRule, q fwQuery) bool {
 		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
 		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
-		(r.NfProto != "" && q.saddr.IsValid() && familyOf(q.saddr) != r.NfProto)
+		(r.NfProto != "" && q.family() != "" && q.family() != r.NfProto)
+}
+
+// family is the address family of q's packets (ipv4, ipv6), from its
+// source or destination address; "" when it sets neither.
+func (q fwQuery) family() string {
+	switch {
+	case q.saddr.IsValid():
+		return familyOf(q.saddr)
+	case q.daddr.IsValid():
+		return familyOf(q.daddr)
+	}
+	return ""
 }
 
 func familyOf(a netip.Addr) string {

@@ -136,6 +136,9 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): it rejects migrate's flows on %s (direct tunnel) unless a zone or policy allows them; and its IPv6 rpfilter drops NEW's packets from a migrated address (set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf). Allow them (before migrate apply): %s and `firewall-cmd --reload`", host, seg, allow))
 	}
+	if host == New && seg != "" {
+		out = append(out, directInputWarnings(c, f, seg)...)
+	}
 	regular := map[string]bool{}
 	for _, ch := range f.Chains {
 		if ch.Hook == "" {
@@ -226,6 +229,45 @@ func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host stri
 			continue
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) has policy drop: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and put the rules in the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again", host, ch.Family, ch.Table, ch.Chain, what, strings.Join(missed, " and ")))
+	}
+	return out
+}
+
+// directInputWarnings are inputDropWarnings for NEW of a direct tunnel:
+// its base chains at the input hook with policy drop (not ufw's or
+// firewalld's, whose warnings say it) drop what arrives on the segment's
+// interface seg for the migrated addresses unless their own rules accept
+// it. Each gives the `nft insert rule` commands its rules do not show
+// yet, one per address of the chain's families (a note when they show
+// them all).
+func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
+	ufw := ufwActive(f)
+	var out []string
+	for _, ch := range f.Chains {
+		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+			continue
+		}
+		name := [3]string{ch.Family, ch.Table, ch.Chain}
+		var cmds []fwCmd
+		for _, a := range ActiveAddrs(c) {
+			if !familyCarries(ch.Family, a) {
+				continue
+			}
+			ip := "ip"
+			if a.Is6() {
+				ip = "ip6"
+			}
+			cmds = append(cmds, fwCmd{fmt.Sprintf("nft insert rule %s %s %s iifname %q %s daddr %s accept", ch.Family, ch.Table, ch.Chain, seg, ip, a), [][3]string{name}, fwQuery{iif: seg, daddr: a}})
+		}
+		if len(cmds) == 0 {
+			continue
+		}
+		missed := missing(f, cmds, fmt.Sprintf("nft list chain %s %s %s", ch.Family, ch.Table, ch.Chain))
+		if len(missed) == 0 {
+			out = append(out, fmt.Sprintf("host new: table %s %s, chain %s (hook input) has policy drop; its rules accept what arrives on %s for the migrated addresses", ch.Family, ch.Table, ch.Chain, seg))
+			continue
+		}
+		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) has policy drop: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and put the rules in the file that loads the table, or its next reload drops them again", ch.Family, ch.Table, ch.Chain, seg, strings.Join(missed, " and ")))
 	}
 	return out
 }
