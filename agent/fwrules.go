@@ -30,6 +30,7 @@ func FwRules() ([]state.FwRule, error) {
 func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.FwRule, error) {
 	var out []state.FwRule
 	total := 0
+	sets := map[string]func(string) ([]nftables.SetElement, bool, bool){} // per table
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name == own {
 			continue
@@ -53,9 +54,12 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 		if cut {
 			rules = rules[:state.MaxFwRules]
 		}
-		sets := setReader(c, ch.Table)
+		key := family + " " + ch.Table.Name
+		if sets[key] == nil {
+			sets[key] = setReader(c, ch.Table)
+		}
 		for _, r := range rules {
-			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs, sets))
+			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs, sets[key]))
 		}
 		if cut {
 			out = append(out, rest)

@@ -56,7 +56,7 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		}
 		req := plan.FactsRequest(cfg, name)
 		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, cfg.Tunnel != nil, false, status.Sysctls(cfg, name), nil
-		req.NoOwners = true
+		req.NoOwners, req.NoLegacy = true, true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {
 				// Forward and service keys never overlap (the plan

@@ -74,15 +74,20 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 	return out
 }
 
-// forwardDev is the device OLD forwards the moved flows through: the
-// tunnel's, or a direct tunnel's segment interface ("" without tunnel,
-// or when OLD does not hold a direct tunnel's endpoint).
+// forwardDev is the device OLD forwards the moved flows through.
 func forwardDev(c *config.Config, facts map[string]state.Facts) string {
+	return tunnelDev(c, facts, Old)
+}
+
+// tunnelDev is host's device for the moved flows: the tunnel's, or a
+// direct tunnel's segment interface ("" without tunnel, or when host
+// does not hold a direct tunnel's endpoint).
+func tunnelDev(c *config.Config, facts map[string]state.Facts, host string) string {
 	switch {
 	case c.Tunnel == nil:
 		return ""
 	case Direct(c):
-		return SegmentDevs(c, facts)[Old]
+		return SegmentDevs(c, facts)[host]
 	}
 	return c.Tunnel.Name
 }
@@ -116,14 +121,25 @@ func certainDrop(c *config.Config, f state.Facts, dev string, ch [3]string) stri
 }
 
 func certainDropToward(c *config.Config, f state.Facts, dev string, ch [3]string) string {
+	return certainDropNew(c, f, ch, "toward NEW (out on "+dev+")", func(a netip.Addr) fwQuery {
+		toward, _ := forwardQueries(f, dev, a)
+		return toward
+	})
+}
+
+// certainDropNew names the first service whose new flows chain ch
+// certainly drops, q giving the packets of its address (a new flow's
+// first packet to the service's first port is added), way saying where
+// they go; "" when none.
+func certainDropNew(c *config.Config, f state.Facts, ch [3]string, way string, q func(netip.Addr) fwQuery) string {
 	for _, s := range c.Services {
 		if !familyCarries(ch[0], s.Address) {
 			continue
 		}
-		toward, _ := forwardQueries(f, dev, s.Address)
-		toward.l4proto, toward.dport, toward.strict, toward.newFlow = string(s.Protocol), s.Ports[0].From, true, true
-		if res, _ := evalChain(f, ch, toward, 0); res == fwPass || res == fwDrop {
-			return fmt.Sprintf("the new flows of service %s (%s/%s) toward NEW (out on %s)", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
+		sq := q(s.Address)
+		sq.l4proto, sq.dport, sq.strict, sq.newFlow = string(s.Protocol), s.Ports[0].From, true, true
+		if res, _ := evalChain(f, ch, sq, 0); res == fwPass || res == fwDrop {
+			return fmt.Sprintf("the new flows of service %s (%s/%s) %s", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, way)
 		}
 	}
 	return ""
@@ -299,23 +315,12 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 		return ""
 	}
 	f := facts[New]
-	dev := c.Tunnel.Name
-	if Direct(c) {
-		if dev = SegmentDevs(c, facts)[New]; dev == "" {
-			return ""
-		}
+	dev := tunnelDev(c, facts, New)
+	if dev == "" {
+		return ""
 	}
 	toward := func(ch [3]string) string {
-		for _, s := range c.Services {
-			if !familyCarries(ch[0], s.Address) {
-				continue
-			}
-			q := fwQuery{iif: dev, daddr: s.Address, l4proto: string(s.Protocol), dport: s.Ports[0].From, strict: true, newFlow: true}
-			if res, _ := evalChain(f, ch, q, 0); res == fwPass || res == fwDrop {
-				return fmt.Sprintf("the new flows of service %s (%s/%s) in on %s", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, dev)
-			}
-		}
-		return ""
+		return certainDropNew(c, f, ch, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
 	}
 	ufw := ufwActive(f)
 	if ufw {

@@ -35,6 +35,10 @@ type FactsRequest struct {
 	// what would break the data path (a forward drop policy), and the
 	// rules of ufw's user chains (Facts.FwRules).
 	Chains bool `json:"chains,omitempty"`
+	// NoLegacy leaves out, with Chains, the legacy x_tables read
+	// (iptables-legacy-save per table): status, at every reading, needs
+	// the nft chains only.
+	NoLegacy bool `json:"no_legacy,omitempty"`
 	// Conntrack asks how full the host's conntrack table is, and how
 	// many sockets the host holds (what it will track once migrate's
 	// table turns tracking on).
