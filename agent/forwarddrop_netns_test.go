@@ -245,3 +245,68 @@ func TestFwRulesSetsNetns(t *testing.T) {
 		t.Errorf("set rules decoded as\n%+v\nwant\n%+v", rules, want)
 	}
 }
+
+// TestForwardDropIptablesNetns: the firewall of a host kept with
+// iptables (iptables-persistent's rules.v4, restored by iptables-nft):
+// FORWARD and INPUT at policy DROP, conntrack's established flows
+// accepted first with `-m conntrack --ctstate` or `-m state --state`,
+// which iptables-nft writes as xtables matches, not as nft's `ct state`.
+// They are read as states: a new flow's first packet is neither, so the
+// flows toward NEW certainly reach FORWARD's policy (status can say so);
+// with plan's two iptables rules the chain accepts them. A match that is
+// not read (an inverted state) leaves it unknown.
+func TestForwardDropIptablesNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	for _, r := range []string{
+		"-P INPUT DROP", "-P FORWARD DROP",
+		"-A INPUT -i lo -j ACCEPT",
+		"-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-A INPUT -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT",
+		"-A INPUT -p udp -m udp --dport 4000:4010 -j ACCEPT",
+		"-A FORWARD -m state --state RELATED,ESTABLISHED -j ACCEPT",
+		"-A FORWARD -m conntrack --ctstate INVALID -j DROP",
+	} {
+		sh(t, append([]string{"iptables-nft"}, strings.Fields(r)...)...)
+	}
+	sh(t, "ip6tables-nft", "-P", "FORWARD", "DROP")
+	sh(t, "ip6tables-nft", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+	_, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(r state.FwRule) state.FwRule { r.Family, r.Table, r.Chain = "ip", "filter", "INPUT"; return r }
+	fw := func(r state.FwRule) state.FwRule { r.Family, r.Table, r.Chain = "ip", "filter", "FORWARD"; return r }
+	want := []state.FwRule{
+		fw(state.FwRule{CtState: []string{"established", "related"}, Verdict: "accept"}),
+		fw(state.FwRule{CtState: []string{"invalid"}, Verdict: "drop"}),
+		in(state.FwRule{IifName: "lo", Verdict: "accept"}),
+		in(state.FwRule{CtState: []string{"established", "related"}, Verdict: "accept"}),
+		in(state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"}),
+		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4000, 4010}}, Verdict: "accept"}),
+		{Family: "ip6", Table: "filter", Chain: "FORWARD", CtState: []string{"established"}, Verdict: "accept"},
+	}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("iptables rules decoded as\n%+v\nwant\n%+v", rules, want)
+	}
+	for _, fwd := range []string{"ip filter FORWARD", "ip6 filter FORWARD"} {
+		if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "toward NEW (out on mig0)") {
+			t.Errorf("%s, established flows only: %+v, want the new flows toward NEW dropped", fwd, d)
+		}
+	}
+	sh(t, "iptables-nft", "-I", "FORWARD", "-i", "mig0", "-j", "ACCEPT")
+	sh(t, "iptables-nft", "-I", "FORWARD", "-o", "mig0", "-j", "ACCEPT")
+	if d := forwardDrops(t)["ip filter FORWARD"]; !d.Accepts || d.Drops != "" {
+		t.Errorf("with plan's iptables rules: %+v, want accepted", d)
+	}
+	sh(t, "ip6tables-nft", "-I", "FORWARD", "-m", "conntrack", "!", "--ctstate", "NEW", "-j", "ACCEPT")
+	if d := forwardDrops(t)["ip6 filter FORWARD"]; d.Accepts || d.Drops != "" {
+		t.Errorf("an inverted state first: %+v, want unknown", d)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 
 	"github.com/opsmigrate/migrate/state"
@@ -307,6 +308,22 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 			default:
 				r.Opaque = true
 			}
+		case *expr.Range:
+			// A port range (`udp dport 4000-4010`, iptables-nft's
+			// `--dport 4000:4010`); any other range is not read.
+			l, ok := pending[reg32(e.Register)]
+			delete(pending, reg32(e.Register))
+			if !ok || l.what != "dport" || e.Op != expr.CmpOpEq || len(e.FromData) != 2 || len(e.ToData) != 2 || r.Dport != 0 || r.Dports != nil ||
+				(r.L4Proto != "tcp" && r.L4Proto != "udp" && r.L4Proto != "sctp" && r.L4Proto != "udplite") {
+				r.Opaque = true
+				continue
+			}
+			from, to := binary.BigEndian.Uint16(e.FromData), binary.BigEndian.Uint16(e.ToData)
+			if from > to {
+				r.Opaque = true
+				continue
+			}
+			r.Dports = [][2]uint16{{from, to}}
 		case *expr.Lookup:
 			// `meta l4proto { icmp, ipv6-icmp }`, `tcp dport { 22,
 			// 80, 1000-2000 }`: the set's elements as sets holds them.
@@ -366,6 +383,29 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 			}
 		case *expr.Reject:
 			r.Verdict = "reject"
+		case *expr.Match:
+			// iptables-nft's xtables matches that narrow a rule the
+			// way the native ones above do; any other is Opaque.
+			switch m := xtMatch(e); {
+			case !m.ok:
+				r.Opaque = true
+			case m.ctState != nil:
+				if r.CtState != nil {
+					r.Opaque = true
+					continue
+				}
+				r.CtState = m.ctState
+			case m.ports:
+				if r.Dport != 0 || r.Dports != nil || r.L4Proto != e.Name {
+					r.Opaque = true // the port of another protocol
+					continue
+				}
+				if m.dports[0] == m.dports[1] {
+					r.Dport = m.dports[0]
+				} else if m.dports != [2]uint16{0, 65535} {
+					r.Dports = [][2]uint16{m.dports}
+				}
+			}
 		case *expr.Target:
 			// iptables-nft's -j REJECT is the xtables target.
 			if e.Name != "REJECT" {
@@ -387,6 +427,77 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 		r = state.FwRule{Family: family, Table: table, Chain: chain, Opaque: true}
 	}
 	return r
+}
+
+// xtMatched is what decodeFwRule reads of an xtables match: ok when it
+// is one of those below, with the conntrack states it keeps (ctState)
+// or the destination ports (dports, tcp and udp); ok alone for one that
+// matches every packet (a comment).
+type xtMatched struct {
+	ok      bool
+	ctState []string
+	ports   bool // dports is set
+	dports  [2]uint16
+}
+
+// xtMatch reads iptables-nft's `-m conntrack --ctstate A,B` (revisions
+// 1-3; iptables 1.8.9 writes `-m state --state` as it too), `-m state`
+// (revision 0, older iptables-nft), `-m comment`, and `-m tcp`/`-m udp`
+// with a destination port or range only (older iptables-nft writes `-p
+// tcp --dport N` so). The xtables state bits are nft's for invalid,
+// established, related and new (1 << (ctinfo + 1), invalid 1); untracked
+// is 16 there (1 << (IP_CT_IS_REPLY + 1)), SNAT and DNAT are not read.
+func xtMatch(m *expr.Match) xtMatched {
+	states := func(mask uint32) xtMatched {
+		var out []string
+		for _, b := range []struct {
+			name string
+			bit  uint32
+		}{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"untracked", 16}} {
+			if mask&b.bit != 0 {
+				out = append(out, b.name)
+				mask &^= b.bit
+			}
+		}
+		if mask != 0 || out == nil {
+			return xtMatched{}
+		}
+		return xtMatched{ok: true, ctState: out}
+	}
+	conntrack := func(base xt.ConntrackMtinfoBase, mask uint16) xtMatched {
+		// --ctstate alone (ConntrackStateAlias: written for -m
+		// state), not inverted.
+		if base.MatchFlags&^uint16(xt.ConntrackState|xt.ConntrackStateAlias) != 0 || base.MatchFlags&uint16(xt.ConntrackState) == 0 || base.InvertFlags != 0 {
+			return xtMatched{}
+		}
+		return states(uint32(mask))
+	}
+	switch info := m.Info.(type) {
+	case *xt.ConntrackMtinfo3:
+		return conntrack(info.ConntrackMtinfoBase, info.StateMask)
+	case *xt.ConntrackMtinfo2:
+		return conntrack(info.ConntrackMtinfoBase, info.StateMask)
+	case *xt.ConntrackMtinfo1:
+		return conntrack(info.ConntrackMtinfoBase, uint16(info.StateMask))
+	case *xt.Comment:
+		return xtMatched{ok: true}
+	case *xt.Tcp:
+		if info.SrcPorts != [2]uint16{0, 65535} || info.Option != 0 || info.FlagsMask != 0 || info.InvFlags != 0 || info.DstPorts[0] > info.DstPorts[1] {
+			return xtMatched{}
+		}
+		return xtMatched{ok: true, ports: true, dports: info.DstPorts}
+	case *xt.Udp:
+		if info.SrcPorts != [2]uint16{0, 65535} || info.InvFlags != 0 || info.DstPorts[0] > info.DstPorts[1] {
+			return xtMatched{}
+		}
+		return xtMatched{ok: true, ports: true, dports: info.DstPorts}
+	case *xt.Unknown:
+		// struct xt_state_info { unsigned int statemask; }, padded.
+		if m.Name == "state" && m.Rev == 0 && len(*info) >= 4 {
+			return states(binary.NativeEndian.Uint32((*info)[:4]))
+		}
+	}
+	return xtMatched{}
 }
 
 // setReader reads the elements of table's sets by name, once each, for

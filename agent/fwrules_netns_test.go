@@ -98,13 +98,14 @@ func TestFwRulesNetns(t *testing.T) {
 		in(state.FwRule{L4Proto: "gre", Saddr: a("198.51.100.2"), Daddr: a("198.51.100.1"), Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "udp", Saddr: a("198.51.100.2"), Dport: 51820, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "udp", Dport: 4789, Verdict: "drop"}),
-		in(state.FwRule{L4Proto: "udp", Dport: 4790, Verdict: "reject"}), // xtables target REJECT
-		in(state.FwRule{L4Proto: "tcp", Dport: 2222, Verdict: "jump ufw-user-limit", Opaque: true}),
+		in(state.FwRule{L4Proto: "udp", Dport: 4790, Verdict: "reject"}),                                        // xtables target REJECT
+		in(state.FwRule{L4Proto: "tcp", Dport: 2222, CtState: []string{"new"}, Verdict: "jump ufw-user-limit"}), // -m conntrack: an xtables match
+
 		in(state.FwRule{Verdict: "accept", Opaque: true}),
 		in(state.FwRule{Verdict: "accept", Opaque: true}),
 		in(state.FwRule{L4Proto: "udp", Dport: 4789, Verdict: "accept", Opaque: true}),
 		in(state.FwRule{L4Proto: "udp", Dport: 4789, Verdict: "accept", Opaque: true}),
-		in(state.FwRule{L4Proto: "udp", Verdict: "accept", Opaque: true}),
+		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4789, 4790}}, Verdict: "accept"}), // a range expression
 		in(state.FwRule{IifName: "mig0", Verdict: "accept", Opaque: true}),
 		in(state.FwRule{IifName: "mig0", Verdict: "return"}),
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", OifName: "mig0", Verdict: "accept"},

@@ -262,3 +262,61 @@ func TestUfwForwardBroken(t *testing.T) {
 		}
 	}
 }
+
+// TestIptablesAdvice: a host firewalled with iptables (iptables-nft's own
+// ip filter chains at policy DROP, conntrack's established flows
+// accepted first, as an iptables-persistent rules.v4 has them) gets
+// plan's and status's advice in iptables' syntax, with where such rules
+// are kept (iptables-save), not nft commands and an nftables file.
+func TestIptablesAdvice(t *testing.T) {
+	c := mustParse(t, src)
+	established := state.FwRule{CtState: []string{"established", "related"}, Verdict: "accept"}
+	firewalled := func(f state.Facts, chains ...string) state.Facts {
+		for _, ch := range chains {
+			hook := strings.ToLower(ch)
+			f.Chains = append(f.Chains, state.BaseChain{Family: "ip", Table: "filter", Chain: ch, Hook: hook, Policy: "drop", Type: "filter"})
+			r := established
+			r.Family, r.Table, r.Chain = "ip", "filter", ch
+			f.FwRules = append(f.FwRules, r)
+		}
+		return f
+	}
+	f := map[string]state.Facts{
+		plan.Old: firewalled(facts("198.51.100.10/24", 1500), "FORWARD", "INPUT"),
+		plan.New: firewalled(facts("203.0.113.20/24", 1500), "INPUT"),
+	}
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `iptables -I FORWARD -i mig0 -j ACCEPT` and `iptables -I FORWARD -o mig0 -j ACCEPT`, and save the rules with your other iptables rules (`netfilter-persistent save`",
+		"WARNING host old: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer unless its own rules accept them. Accept them (before migrate apply): `iptables -I INPUT -s 203.0.113.20 -d 198.51.100.10 -p udp --dport 4789 -j ACCEPT`, and save the rules",
+		"WARNING host new: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `iptables -I INPUT -s 198.51.100.10 -d 203.0.113.20 -p udp --dport 4789 -j ACCEPT` and `iptables -I INPUT -i mig0 -j ACCEPT`, and save the rules",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("plan's warnings lack\n%s\n in:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "nft insert") || strings.Contains(w, "nftables.conf") {
+		t.Errorf("nft's advice for iptables' chains:\n%s", w)
+	}
+	// status: the established flows' rule does not take a new flow's
+	// first packet; the policy certainly drops it.
+	if b := plan.ForwardDropBroken(c, f); !strings.Contains(b, "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web") ||
+		!strings.Contains(b, "`iptables -I FORWARD -i mig0 -j ACCEPT` and `iptables -I FORWARD -o mig0 -j ACCEPT`, and save them with your other iptables rules") {
+		t.Errorf("ForwardDropBroken = %q", b)
+	}
+	if b := plan.NewInputBroken(c, f); !strings.Contains(b, "NEW's table ip filter, chain INPUT (hook input) has policy drop") || !strings.Contains(b, "`iptables -I INPUT -i mig0 -j ACCEPT`, and save them") {
+		t.Errorf("NewInputBroken = %q", b)
+	}
+	// A failed tunnel ping: the chain that lacks the tunnel's rule.
+	if h := plan.TunnelFirewallHint(c, f); h != "OLD's table ip filter, chain INPUT (hook input) has policy drop and lacks `iptables -I INPUT -s 203.0.113.20 -d 198.51.100.10 -p udp --dport 4789 -j ACCEPT`; NEW's table ip filter, chain INPUT (hook input) has policy drop and lacks `iptables -I INPUT -s 198.51.100.10 -d 203.0.113.20 -p udp --dport 4789 -j ACCEPT`" {
+		t.Errorf("TunnelFirewallHint = %q", h)
+	}
+	// A table of nft's own named filter keeps nft's syntax.
+	f[plan.New] = firewalled(facts("203.0.113.20/24", 1500), "input")
+	for i := range f[plan.New].Chains {
+		f[plan.New].Chains[i].Family, f[plan.New].FwRules[i].Family = "inet", "inet"
+	}
+	if b := plan.NewInputBroken(c, f); !strings.Contains(b, "`nft insert rule inet filter input iifname \"mig0\" accept`, and in the file that loads the table") {
+		t.Errorf("NewInputBroken, nft's table = %q", b)
+	}
+}

@@ -256,9 +256,13 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 			continue
 		}
 		dev := forwardDev(c, facts)
-		fix := fmt.Sprintf("accept them there again: `nft insert rule %[1]s %[2]s %[3]s iifname %[4]q accept` and `nft insert rule %[1]s %[2]s %[3]s oifname %[4]q accept`, and in the file that loads the table", d.Family, d.Table, d.Chain, dev)
+		keep := "and in the file that loads the table"
+		if iptablesTool(d.Family, d.Table, d.Chain) != "" {
+			keep = "and save them with your other iptables rules"
+		}
+		fix := fmt.Sprintf("accept them there again: `%s` and `%s`, %s", insertCmd(d.Family, d.Table, d.Chain, acceptRule{iif: dev}), insertCmd(d.Family, d.Table, d.Chain, acceptRule{oif: dev}), keep)
 		if Direct(c) {
-			fix = "accept them there again, with the rules `migrate plan` prints, and in the file that loads the table"
+			fix = "accept them there again, with the rules `migrate plan` prints, " + keep
 		}
 		if (d.Family == "ip" || d.Family == "ip6") && d.Table == "filter" && hasChain(facts[Old], d.Family, "filter", "DOCKER-USER") {
 			cmd := "iptables"
@@ -294,6 +298,17 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 		case firewalldActive(f):
 			if cmds := missing(f, firewalldCommands(c, facts, host)[:1], "nft list table inet firewalld"); len(cmds) > 0 {
 				out = append(out, fmt.Sprintf("firewalld is active on %s and lacks %s (then `firewall-cmd --reload`)", strings.ToUpper(host), cmds[0]))
+			}
+		}
+		// A chain of nft's or iptables' own at policy drop (a saved
+		// rule set restored without the tunnel's rule).
+		from, _ := underlayFrom(c, facts, host)
+		for _, ch := range f.Chains {
+			if !foreignInputDrop(ch, ufwActive(f)) || !familyCarries(ch.Family, from) {
+				continue
+			}
+			if cmds := missing(f, []fwCmd{tunnelInputCmd(c, facts, host, ch)}, showChain(ch.Family, ch.Table, ch.Chain)); len(cmds) > 0 {
+				out = append(out, fmt.Sprintf("%s's table %s %s, chain %s (hook input) has policy drop and lacks %s", strings.ToUpper(host), ch.Family, ch.Table, ch.Chain, cmds[0]))
 			}
 		}
 	}
@@ -341,11 +356,15 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 		}
 	}
 	for _, ch := range f.Chains {
-		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+		if !foreignInputDrop(ch, ufw) {
 			continue
 		}
 		if what := toward([3]string{ch.Family, ch.Table, ch.Chain}); what != "" {
-			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) has policy drop and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `nft insert rule %s %s %s iifname %q accept`, and in the file that loads the table", ch.Family, ch.Table, ch.Chain, what, ch.Family, ch.Table, ch.Chain, dev)
+			keep := "and in the file that loads the table"
+			if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
+				keep = "and save them with your other iptables rules"
+			}
+			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) has policy drop and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `%s`, %s", ch.Family, ch.Table, ch.Chain, what, insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: dev}), keep)
 		}
 	}
 	return ""

@@ -75,7 +75,19 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				// not overrule this chain's drop: the rules go in it,
 				// and in the file that loads it, or its next reload
 				// (systemctl reload nftables) drops them.
-				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `nft insert rule %s %s %s iifname %s accept` and `nft insert rule %s %s %s oifname %s accept`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, ch.Family, ch.Table, ch.Chain, dev, ch.Family, ch.Table, ch.Chain, dev))
+				tun := "the tunnel device"
+				if c.Tunnel != nil {
+					tun = c.Tunnel.Name
+				}
+				in := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: tun})
+				both := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{oif: tun})
+				if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
+					// iptables-nft's own chain (`iptables -P FORWARD
+					// DROP`): its rules are kept with iptables-save.
+					out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `%s` and `%s`, and %s", host, ch.Family, ch.Table, ch.Chain, in, both, keepRules(ch.Family, ch.Table, ch.Chain)))
+					continue
+				}
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, in, both))
 			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
 				// Once: firewalld 1.x has three prerouting base chains.
 				rpWarned = true
@@ -195,42 +207,52 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host string, ufw bool) []string {
 	f := facts[host]
 	t := c.Tunnel
-	from, to := underlayFrom(c, facts, host)
+	from, _ := underlayFrom(c, facts, host)
 	var out []string
 	for _, ch := range f.Chains {
-		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") || !familyCarries(ch.Family, from) {
+		if !foreignInputDrop(ch, ufw) || !familyCarries(ch.Family, from) {
 			continue
 		}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
-		ip := "ip"
-		if from.Is6() {
-			ip = "ip6"
-		}
-		cmd := func(rule string) string {
-			return fmt.Sprintf("nft insert rule %s %s %s %s accept", ch.Family, ch.Table, ch.Chain, rule)
-		}
-		var cmds []fwCmd
-		switch t.Type {
-		case "vxlan":
-			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s %s daddr %s udp dport %d", ip, from, ip, to, t.Port)), [][3]string{name}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}})
-		case "wireguard":
-			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s udp dport %d", ip, from, t.ListenPort)), [][3]string{name}, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}})
-		default: // gre, ip6gre
-			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("%s saddr %s %s daddr %s meta l4proto gre", ip, from, ip, to)), [][3]string{name}, fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}})
-		}
+		cmds := []fwCmd{tunnelInputCmd(c, facts, host, ch)}
 		what := "the tunnel's packets from the peer"
 		if host == New {
-			cmds = append(cmds, fwCmd{cmd(fmt.Sprintf("iifname %q", t.Name)), [][3]string{name}, fwQuery{iif: t.Name}})
+			cmds = append(cmds, fwCmd{insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: t.Name}), [][3]string{name}, fwQuery{iif: t.Name}})
 			what += fmt.Sprintf(" and what arrives through %s for the services", t.Name)
 		}
-		missed := missing(f, cmds, fmt.Sprintf("nft list chain %s %s %s", ch.Family, ch.Table, ch.Chain))
+		missed := missing(f, cmds, showChain(ch.Family, ch.Table, ch.Chain))
 		if len(missed) == 0 {
 			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook input) has policy drop; its rules accept %s", host, ch.Family, ch.Table, ch.Chain, what))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) has policy drop: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and put the rules in the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again", host, ch.Family, ch.Table, ch.Chain, what, strings.Join(missed, " and ")))
+		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) has policy drop: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
+}
+
+// foreignInputDrop says whether ch is a base chain at the input hook with
+// policy drop whose advice is nft's or iptables' own: not ufw's (when
+// ufw is active, its warnings say it) nor firewalld's.
+func foreignInputDrop(ch state.BaseChain, ufw bool) bool {
+	return ch.InputDrop() && ch.Table != "firewalld" && !(ufw && ch.Table == "filter")
+}
+
+// tunnelInputCmd is the command that accepts, in host's input chain ch,
+// the tunnel's own packets from the peer, with the query that says
+// whether its rules hold it already.
+func tunnelInputCmd(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain) fwCmd {
+	t := c.Tunnel
+	from, to := underlayFrom(c, facts, host)
+	name := [][3]string{{ch.Family, ch.Table, ch.Chain}}
+	cmd := func(r acceptRule) string { return insertCmd(ch.Family, ch.Table, ch.Chain, r) }
+	switch t.Type {
+	case "vxlan":
+		return fwCmd{cmd(acceptRule{saddr: from, daddr: to, proto: "udp", dport: t.Port}), name, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}}
+	case "wireguard":
+		return fwCmd{cmd(acceptRule{saddr: from, proto: "udp", dport: t.ListenPort}), name, fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}}
+	default: // gre, ip6gre
+		return fwCmd{cmd(acceptRule{saddr: from, daddr: to, proto: "gre"}), name, fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}}
+	}
 }
 
 // directInputWarnings are inputDropWarnings for NEW of a direct tunnel:
@@ -244,7 +266,7 @@ func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
 	ufw := ufwActive(f)
 	var out []string
 	for _, ch := range f.Chains {
-		if !ch.InputDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+		if !foreignInputDrop(ch, ufw) {
 			continue
 		}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
@@ -253,21 +275,17 @@ func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
 			if !familyCarries(ch.Family, a) {
 				continue
 			}
-			ip := "ip"
-			if a.Is6() {
-				ip = "ip6"
-			}
-			cmds = append(cmds, fwCmd{fmt.Sprintf("nft insert rule %s %s %s iifname %q %s daddr %s accept", ch.Family, ch.Table, ch.Chain, seg, ip, a), [][3]string{name}, fwQuery{iif: seg, daddr: a}})
+			cmds = append(cmds, fwCmd{insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: seg, daddr: a}), [][3]string{name}, fwQuery{iif: seg, daddr: a}})
 		}
 		if len(cmds) == 0 {
 			continue
 		}
-		missed := missing(f, cmds, fmt.Sprintf("nft list chain %s %s %s", ch.Family, ch.Table, ch.Chain))
+		missed := missing(f, cmds, showChain(ch.Family, ch.Table, ch.Chain))
 		if len(missed) == 0 {
 			out = append(out, fmt.Sprintf("host new: table %s %s, chain %s (hook input) has policy drop; its rules accept what arrives on %s for the migrated addresses", ch.Family, ch.Table, ch.Chain, seg))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) has policy drop: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and put the rules in the file that loads the table, or its next reload drops them again", ch.Family, ch.Table, ch.Chain, seg, strings.Join(missed, " and ")))
+		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) has policy drop: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and %s", ch.Family, ch.Table, ch.Chain, seg, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
 }

@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// iptablesRules are the lab hosts' firewalls as iptables-persistent
+// keeps them in /etc/iptables/rules.v4 (iptables-nft-save's format):
+// INPUT and FORWARD at policy DROP, conntrack's established flows first,
+// SSH, ICMP, and on OLD its own services' ports. A new flow's first
+// packet through the tunnel matches none of it.
+var iptablesRules = map[string]string{
+	lab.RoleOld: fmt.Sprintf(`*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m multiport --dports %d,%d -j ACCEPT
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+`, scenario.MigratedPort, scenario.StayPort),
+	lab.RoleNew: `*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+`,
+}
+
+// TestIptablesLater: both hosts are firewalled with iptables, as a
+// Debian server with iptables-persistent is (rules.v4 restored by
+// iptables-nft at boot). plan's advice is iptables commands (not nft's,
+// whose "file that loads the table" such a host does not have), which
+// the administrator runs without saving them. In week three the saved
+// rules are restored (a reboot, `netfilter-persistent reload`,
+// configuration management): on OLD the tunnel stops, status names the
+// INPUT rule missing; with it back the tunnel pings but OLD's FORWARD
+// drops every new client of the moved service (the established-flows
+// rule, an xtables conntrack match, does not take a new flow), which
+// status used to be unable to read and now calls BROKEN with the two
+// iptables commands. The same on NEW for its INPUT chain. rollback --all
+// leaves both hosts' rules as before the apply.
+func TestIptablesLater(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: TestIptablesLater")
+	run := func(role string, args ...string) string {
+		t.Helper()
+		return mustExec(t, ctx, l, role, args...)
+	}
+	// cmd runs one of migrate's commands, with iptables-nft (the lab's
+	// iptables may be either backend).
+	cmd := func(role, c string) {
+		t.Helper()
+		f := strings.Fields(c)
+		tool := map[string]string{"iptables": "iptables-nft", "ip6tables": "ip6tables-nft"}[f[0]]
+		if tool == "" {
+			t.Fatalf("%s: not an iptables command: %q", role, c)
+		}
+		run(role, append([]string{tool}, f[1:]...)...)
+	}
+	restore := func(role string) {
+		t.Helper()
+		file := filepath.Join(l.Dir, role+"-rules.v4")
+		if err := os.WriteFile(file, []byte(iptablesRules[role]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(role, "iptables-nft-restore", file)
+	}
+	restore(lab.RoleOld)
+	restore(lab.RoleNew)
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	oldIn := fmt.Sprintf("iptables -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.NewIP, l.OldIP)
+	forward := []string{"iptables -I FORWARD -i mig0 -j ACCEPT", "iptables -I FORWARD -o mig0 -j ACCEPT"}
+	newIn := []string{fmt.Sprintf("iptables -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.OldIP, l.NewIP), "iptables -I INPUT -i mig0 -j ACCEPT"}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, want := range []string{
+		"WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `" + strings.Join(forward, "` and `") + "`, and save the rules with your other iptables rules",
+		"WARNING host old: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer unless its own rules accept them. Accept them (before migrate apply): `" + oldIn + "`, and save the rules",
+		"WARNING host new: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + strings.Join(newIn, "` and `") + "`, and save the rules",
+	} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("plan with iptables on both hosts lacks\n%s\nin:\n%s", want, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "nft insert") {
+		t.Errorf("plan gives nft commands for iptables' chains:\n%s", r.Stdout)
+	}
+	// What plan printed, run as printed (and not saved).
+	for _, c := range append(forward, oldIn) {
+		cmd(lab.RoleOld, c)
+	}
+	for _, c := range newIn {
+		cmd(lab.RoleNew, c)
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, note := range []string{
+		"host old: table ip filter, chain FORWARD (hook forward) has policy drop; its rules accept what migrate forwards (in and out on mig0)",
+		"host old: table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer",
+		"host new: table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
+	} {
+		if !strings.Contains(r.Stdout, note) {
+			t.Errorf("plan after the commands lacks %q:\n%s", note, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "WARNING host old: table ip filter") || strings.Contains(r.Stdout, "WARNING host new: table ip filter") {
+		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
+	}
+	before := snap(t, ctx, s)
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with the iptables rules in:\n%s", r.Stdout)
+	}
+
+	// Week three, OLD: the saved rules are restored.
+	restore(lab.RoleOld)
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "OLD's table ip filter, chain INPUT (hook input) has policy drop and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+		t.Errorf("status with OLD's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	}
+	cmd(lab.RoleOld, oldIn)
+	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	brokenUntil(t, ctx, s, "OLD's saved iptables rules restored", want, forward, func() {
+		for _, c := range forward {
+			cmd(lab.RoleOld, c)
+		}
+	})
+
+	// And NEW.
+	restore(lab.RoleNew)
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "NEW's table ip filter, chain INPUT (hook input) has policy drop and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+		t.Errorf("status with NEW's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	}
+	cmd(lab.RoleNew, newIn[0])
+	want = "NEW's table ip filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	brokenUntil(t, ctx, s, "NEW's saved iptables rules restored", want, newIn[1:], func() { cmd(lab.RoleNew, newIn[1]) })
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	diffSnap(t, "iptables hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
+}
