@@ -310,3 +310,34 @@ func TestForwardDropIptablesNetns(t *testing.T) {
 		t.Errorf("an inverted state first: %+v, want unknown", d)
 	}
 }
+
+// TestFwRulesPolicyAcceptNetns: the rules of a filter chain at the input
+// or forward hook are read whatever its policy (one with policy accept
+// may end in a drop or reject: state.BaseChain.Filters); other chains'
+// are not.
+func TestFwRulesPolicyAcceptNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "nft", "add table inet fw")
+	sh(t, "nft", "add chain inet fw input { type filter hook input priority filter; policy accept; }")
+	sh(t, "nft", "add rule inet fw input tcp dport 22 accept")
+	sh(t, "nft", "add rule inet fw input counter drop")
+	sh(t, "nft", "add chain inet fw out { type filter hook output priority filter; policy accept; }")
+	sh(t, "nft", "add rule inet fw out counter drop")
+	sh(t, "nft", "add chain inet fw nat_in { type nat hook input priority 100; policy accept; }")
+	sh(t, "nft", "add rule inet fw nat_in counter accept")
+	sh(t, "iptables-nft", "-A", "FORWARD", "-j", "REJECT")
+	_, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []state.FwRule{
+		{Family: "inet", Table: "fw", Chain: "input", L4Proto: "tcp", Dport: 22, Verdict: "accept"},
+		{Family: "inet", Table: "fw", Chain: "input", Verdict: "drop"},
+		{Family: "ip", Table: "filter", Chain: "FORWARD", Verdict: "reject"},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("rules read\n%+v\nwant\n%+v", rules, want)
+	}
+}

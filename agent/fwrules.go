@@ -37,9 +37,10 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 			continue
 		}
 		family := familyName(ch.Table.Family)
-		hookDrop := ch.Hooknum != nil && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop &&
+		// As state.BaseChain.Filters says of the chain's facts.
+		filters := ch.Hooknum != nil && (ch.Type == nftables.ChainTypeFilter || (ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop)) &&
 			(hookName(ch.Table.Family, *ch.Hooknum) == "forward" || hookName(ch.Table.Family, *ch.Hooknum) == "input")
-		if !hookDrop && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
+		if !filters && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
 			continue
 		}
 		rest := state.FwRule{Family: family, Table: ch.Table.Name, Chain: ch.Name, Opaque: true}

@@ -13,13 +13,24 @@ import (
 	"github.com/opsmigrate/migrate/lab/scenario"
 )
 
-// iptablesRules are the lab hosts' firewalls as iptables-persistent
-// keeps them in /etc/iptables/rules.v4 (iptables-nft-save's format):
-// INPUT and FORWARD at policy DROP, conntrack's established flows first,
-// SSH, ICMP, and on OLD its own services' ports. A new flow's first
-// packet through the tunnel matches none of it.
-var iptablesRules = map[string]string{
-	lab.RoleOld: fmt.Sprintf(`*filter
+// iptablesRuleSets are the lab hosts' firewalls as iptables keeps them
+// (iptables-save's format, restored by iptables-nft), and how their
+// chains drop what their rules do not accept:
+//   - persistent: Debian's iptables-persistent rules.v4 as an
+//     administrator writes it, INPUT and FORWARD at policy DROP;
+//   - services: the default /etc/sysconfig/iptables of RHEL's
+//     iptables-services (policy ACCEPT, each chain ending in `-j REJECT
+//     --reject-with icmp-host-prohibited`), OLD's own ports opened.
+//
+// Conntrack's established flows are accepted first (`-m conntrack`,
+// `-m state`), then SSH and ICMP: a new flow's first packet through the
+// tunnel matches none of it.
+var iptablesRuleSets = []struct {
+	name, how string
+	rules     map[string]string
+}{
+	{"persistent", "has policy drop", map[string]string{
+		lab.RoleOld: fmt.Sprintf(`*filter
 :INPUT DROP [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -31,7 +42,7 @@ var iptablesRules = map[string]string{
 -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 COMMIT
 `, scenario.MigratedPort, scenario.StayPort),
-	lab.RoleNew: `*filter
+		lab.RoleNew: `*filter
 :INPUT DROP [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -40,12 +51,42 @@ COMMIT
 -A INPUT -p icmp -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
 COMMIT
-`,
+`}},
+	{"services", "ends in a reject", map[string]string{
+		lab.RoleOld: fmt.Sprintf(`*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport %d -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport %d -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+-A FORWARD -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+`, scenario.MigratedPort, scenario.StayPort),
+		lab.RoleNew: `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+-A FORWARD -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+`}},
 }
 
 // TestIptablesLater: both hosts are firewalled with iptables, as a
 // Debian server with iptables-persistent is (rules.v4 restored by
-// iptables-nft at boot). plan's advice is iptables commands (not nft's,
+// iptables-nft at boot), or a RHEL server with iptables-services (its
+// default rules: policy ACCEPT and a final REJECT, which plan did not
+// read before: no warning, and OLD's FORWARD rejected every moved flow
+// after an apply that succeeded). plan's advice is iptables commands (not nft's,
 // whose "file that loads the table" such a host does not have), which
 // the administrator runs without saving them. In week three the saved
 // rules are restored (a reboot, `netfilter-persistent reload`,
@@ -61,11 +102,17 @@ func TestIptablesLater(t *testing.T) {
 	if !kernelHas("vxlan") {
 		t.Fatal("this kernel lacks vxlan")
 	}
+	for _, set := range iptablesRuleSets {
+		t.Run(set.name, func(t *testing.T) { iptablesLater(t, set.how, set.rules) })
+	}
+}
+
+func iptablesLater(t *testing.T, how string, rules map[string]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
 	defer cancel()
 	s := newScenario(t, ctx)
 	l := s.Lab
-	t.Log("TUNNEL vxlan: TestIptablesLater")
+	t.Log("TUNNEL vxlan: " + t.Name())
 	run := func(role string, args ...string) string {
 		t.Helper()
 		return mustExec(t, ctx, l, role, args...)
@@ -84,7 +131,7 @@ func TestIptablesLater(t *testing.T) {
 	restore := func(role string) {
 		t.Helper()
 		file := filepath.Join(l.Dir, role+"-rules.v4")
-		if err := os.WriteFile(file, []byte(iptablesRules[role]), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(rules[role]), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		run(role, "iptables-nft-restore", file)
@@ -99,9 +146,9 @@ func TestIptablesLater(t *testing.T) {
 	newIn := []string{fmt.Sprintf("iptables -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.OldIP, l.NewIP), "iptables -I INPUT -i mig0 -j ACCEPT"}
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	for _, want := range []string{
-		"WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `" + strings.Join(forward, "` and `") + "`, and save the rules with your other iptables rules",
-		"WARNING host old: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer unless its own rules accept them. Accept them (before migrate apply): `" + oldIn + "`, and save the rules",
-		"WARNING host new: table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + strings.Join(newIn, "` and `") + "`, and save the rules",
+		"WARNING host old: table ip filter, chain FORWARD (hook forward) " + how + " (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `" + strings.Join(forward, "` and `") + "`, and save the rules with your other iptables rules",
+		"WARNING host old: table ip filter, chain INPUT (hook input) " + how + ": it drops the tunnel's packets from the peer unless its own rules accept them. Accept them (before migrate apply): `" + oldIn + "`, and save the rules",
+		"WARNING host new: table ip filter, chain INPUT (hook input) " + how + ": it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + strings.Join(newIn, "` and `") + "`, and save the rules",
 	} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("plan with iptables on both hosts lacks\n%s\nin:\n%s", want, r.Stdout)
@@ -119,9 +166,9 @@ func TestIptablesLater(t *testing.T) {
 	}
 	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	for _, note := range []string{
-		"host old: table ip filter, chain FORWARD (hook forward) has policy drop; its rules accept what migrate forwards (in and out on mig0)",
-		"host old: table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer",
-		"host new: table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
+		"host old: table ip filter, chain FORWARD (hook forward) " + how + "; its rules accept what migrate forwards (in and out on mig0)",
+		"host old: table ip filter, chain INPUT (hook input) " + how + "; its rules accept the tunnel's packets from the peer",
+		"host new: table ip filter, chain INPUT (hook input) " + how + "; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
 	} {
 		if !strings.Contains(r.Stdout, note) {
 			t.Errorf("plan after the commands lacks %q:\n%s", note, r.Stdout)
@@ -140,11 +187,11 @@ func TestIptablesLater(t *testing.T) {
 	// Week three, OLD: the saved rules are restored.
 	restore(lab.RoleOld)
 	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "OLD's table ip filter, chain INPUT (hook input) has policy drop and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+	if want := "OLD's table ip filter, chain INPUT (hook input) " + how + " and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
 		t.Errorf("status with OLD's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
 	}
 	cmd(lab.RoleOld, oldIn)
-	want := "OLD's table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	want := "OLD's table ip filter, chain FORWARD (hook forward) " + how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
 	brokenUntil(t, ctx, s, "OLD's saved iptables rules restored", want, forward, func() {
 		for _, c := range forward {
 			cmd(lab.RoleOld, c)
@@ -154,11 +201,11 @@ func TestIptablesLater(t *testing.T) {
 	// And NEW.
 	restore(lab.RoleNew)
 	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "NEW's table ip filter, chain INPUT (hook input) has policy drop and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+	if want := "NEW's table ip filter, chain INPUT (hook input) " + how + " and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
 		t.Errorf("status with NEW's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
 	}
 	cmd(lab.RoleNew, newIn[0])
-	want = "NEW's table ip filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	want = "NEW's table ip filter, chain INPUT (hook input) " + how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
 	brokenUntil(t, ctx, s, "NEW's saved iptables rules restored", want, newIn[1:], func() { cmd(lab.RoleNew, newIn[1]) })
 
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")

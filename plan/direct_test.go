@@ -203,13 +203,13 @@ func TestDirectDockerUserAdvice(t *testing.T) {
 	for _, w := range []string{
 		"table ip filter, chain FORWARD (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on eth0 there (before migrate apply): `iptables -I DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `iptables -I DOCKER-USER -i eth0 -s 198.51.100.10 -j ACCEPT`",
 		"table inet mine, chain fwd (hook forward) has policy drop",
-		"`oifname eth0 ip6 daddr 2001:db8:100::10 accept`",
+		"`nft insert rule inet mine fwd oifname \"eth0\" ip6 daddr 2001:db8:100::10 accept`",
 	} {
 		if !strings.Contains(all, w) {
 			t.Errorf("notes lack %q", w)
 		}
 	}
-	for _, no := range []string{"iptables -I DOCKER-USER -o eth0 -d 2001:db8", "DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `oifname"} {
+	for _, no := range []string{"iptables -I DOCKER-USER -o eth0 -d 2001:db8", "DOCKER-USER -o eth0 -d 198.51.100.10 -j ACCEPT` and `nft"} {
 		if strings.Contains(all, no) {
 			t.Errorf("notes advise %q", no)
 		}

@@ -320,3 +320,38 @@ func TestIptablesAdvice(t *testing.T) {
 		t.Errorf("NewInputBroken, nft's table = %q", b)
 	}
 }
+
+// TestFinalDrop: a base chain with policy accept that ends in a rule
+// dropping or rejecting every packet (Debian's example nftables.conf,
+// RHEL's iptables-services defaults) drops migrate's traffic as a policy
+// drop would; a drop of part of it (invalid flows), or one plan cannot
+// read, does not make a chain one.
+func TestFinalDrop(t *testing.T) {
+	c := mustParse(t, src)
+	for _, tc := range []struct {
+		name string
+		last state.FwRule
+		want string // "" for no warning about the chain
+	}{
+		{"counter drop", state.FwRule{Verdict: "drop"}, "WARNING host new: table inet fw, chain input (hook input) ends in a drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `nft insert rule inet fw input ip saddr 198.51.100.10 ip daddr 203.0.113.20 udp dport 4789 accept` and `nft insert rule inet fw input iifname \"mig0\" accept`"},
+		{"reject", state.FwRule{Verdict: "reject"}, "WARNING host new: table inet fw, chain input (hook input) ends in a reject: it drops"},
+		{"invalid flows", state.FwRule{CtState: []string{"invalid"}, Verdict: "drop"}, ""},
+		{"not read", state.FwRule{Opaque: true, Verdict: "drop"}, ""},
+	} {
+		f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+		n := f[plan.New]
+		n.Chains = []state.BaseChain{{Family: "inet", Table: "fw", Chain: "input", Hook: "input", Policy: "accept", Type: "filter"}}
+		for _, r := range []state.FwRule{{CtState: []string{"established", "related"}, Verdict: "accept"}, {L4Proto: "tcp", Dport: 22, Verdict: "accept"}, tc.last} {
+			r.Family, r.Table, r.Chain = "inet", "fw", "input"
+			n.FwRules = append(n.FwRules, r)
+		}
+		f[plan.New] = n
+		w := strings.Join(plan.Warnings(c, f), "\n")
+		if (tc.want == "") != !strings.Contains(w, "chain input") || !strings.Contains(w, tc.want) {
+			t.Errorf("%s: warnings\n%s\nwant %q", tc.name, w, tc.want)
+		}
+		if b := plan.NewInputBroken(c, f); (tc.want == "") != (b == "") {
+			t.Errorf("%s: NewInputBroken = %q", tc.name, b)
+		}
+	}
+}

@@ -17,6 +17,9 @@ import (
 // this chain's drop.
 type ForwardDrop struct {
 	Family, Table, Chain string
+	// How it drops: "has policy drop", "ends in a drop", "ends in a
+	// reject" (dropsHow).
+	How string
 	// Accepts: its rules accept every flow migrate forwards, both ways.
 	Accepts bool
 	// Drops names the flows that certainly reach the policy (no rule
@@ -48,10 +51,11 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 	}
 	var out []ForwardDrop
 	for _, ch := range f.Chains {
-		if !ch.ForwardDrop() || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+		how := dropsHow(f, ch)
+		if ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
 			continue
 		}
-		d := ForwardDrop{Family: ch.Family, Table: ch.Table, Chain: ch.Chain, Accepts: !forwardsOld}
+		d := ForwardDrop{Family: ch.Family, Table: ch.Table, Chain: ch.Chain, How: how, Accepts: !forwardsOld}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
 		used := false
 		for _, a := range ActiveAddrs(c) {
@@ -61,7 +65,7 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 			used = true
 			toward, back := forwardQueries(f, dev, a)
 			for _, q := range []fwQuery{toward, back} {
-				if res, _ := evalChain(f, name, q, 0); res != fwAccept {
+				if ok, _ := chainAccepts(f, name, q); !ok {
 					d.Accepts = false
 				}
 			}
@@ -138,7 +142,7 @@ func certainDropNew(c *config.Config, f state.Facts, ch [3]string, way string, q
 		}
 		sq := q(s.Address)
 		sq.l4proto, sq.dport, sq.strict, sq.newFlow = string(s.Protocol), s.Ports[0].From, true, true
-		if res, _ := evalChain(f, ch, sq, 0); res == fwPass || res == fwDrop {
+		if res, _ := evalChain(f, ch, sq, 0); res == fwDrop || (res == fwPass && !endAccepts(f, ch)) {
 			return fmt.Sprintf("the new flows of service %s (%s/%s) %s", s.Name, netip.AddrPortFrom(s.Address, s.Ports[0].From), s.Protocol, way)
 		}
 	}
@@ -152,7 +156,7 @@ func certainDropBack(c *config.Config, f state.Facts, dev string, ch [3]string) 
 		}
 		_, back := forwardQueries(f, dev, a)
 		back.strict = true
-		if res, _ := evalChain(f, ch, back, 0); res == fwPass || res == fwDrop {
+		if res, _ := evalChain(f, ch, back, 0); res == fwDrop || (res == fwPass && !endAccepts(f, ch)) {
 			return fmt.Sprintf("the flows of %s back from NEW (in on %s)", a, dev)
 		}
 	}
@@ -274,7 +278,7 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 				fix = "accept them in Docker's DOCKER-USER again, with the commands `migrate plan` prints"
 			}
 		}
-		return fmt.Sprintf("OLD's table %s %s, chain %s (hook forward) has policy drop and none of its rules accepts %s (removed by hand, by configuration management, or by a reload of the firewall?): new clients of the moved services get no answer; %s", d.Family, d.Table, d.Chain, d.Drops, fix)
+		return fmt.Sprintf("OLD's table %s %s, chain %s (hook forward) %s and none of its rules accepts %s (removed by hand, by configuration management, or by a reload of the firewall?): new clients of the moved services get no answer; %s", d.Family, d.Table, d.Chain, d.How, d.Drops, fix)
 	}
 	return ""
 }
@@ -300,15 +304,15 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 				out = append(out, fmt.Sprintf("firewalld is active on %s and lacks %s (then `firewall-cmd --reload`)", strings.ToUpper(host), cmds[0]))
 			}
 		}
-		// A chain of nft's or iptables' own at policy drop (a saved
+		// A chain of nft's or iptables' own that drops (a saved
 		// rule set restored without the tunnel's rule).
 		from, _ := underlayFrom(c, facts, host)
 		for _, ch := range f.Chains {
-			if !foreignInputDrop(ch, ufwActive(f)) || !familyCarries(ch.Family, from) {
+			if !foreignInputDrop(f, ch, ufwActive(f)) || !familyCarries(ch.Family, from) {
 				continue
 			}
 			if cmds := missing(f, []fwCmd{tunnelInputCmd(c, facts, host, ch)}, showChain(ch.Family, ch.Table, ch.Chain)); len(cmds) > 0 {
-				out = append(out, fmt.Sprintf("%s's table %s %s, chain %s (hook input) has policy drop and lacks %s", strings.ToUpper(host), ch.Family, ch.Table, ch.Chain, cmds[0]))
+				out = append(out, fmt.Sprintf("%s's table %s %s, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), cmds[0]))
 			}
 		}
 	}
@@ -356,7 +360,7 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 		}
 	}
 	for _, ch := range f.Chains {
-		if !foreignInputDrop(ch, ufw) {
+		if !foreignInputDrop(f, ch, ufw) {
 			continue
 		}
 		if what := toward([3]string{ch.Family, ch.Table, ch.Chain}); what != "" {
@@ -364,7 +368,7 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 			if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
 				keep = "and save them with your other iptables rules"
 			}
-			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) has policy drop and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `%s`, %s", ch.Family, ch.Table, ch.Chain, what, insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: dev}), keep)
+			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) %s and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `%s`, %s", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what, insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: dev}), keep)
 		}
 	}
 	return ""

@@ -45,7 +45,8 @@ const (
 // part of q.
 func chainAccepts(f state.Facts, ch [3]string, q fwQuery) (ok, shadowed bool) {
 	r, shadowed := evalChain(f, ch, q, 0)
-	return r == fwAccept, shadowed && r != fwAccept
+	ok = r == fwAccept || (r == fwPass && endAccepts(f, ch))
+	return ok, shadowed && !ok
 }
 
 // evalChain walks the rules of ch for q. A rule whose known matches

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/opsmigrate/migrate/state"
 )
 
 // iptablesTool is the command that edits chain of table in family when it
@@ -106,4 +108,43 @@ func showChain(family, table, chain string) string {
 		return tool + " -L " + chain + " -n --line-numbers"
 	}
 	return fmt.Sprintf("nft list chain %s %s %s", family, table, chain)
+}
+
+// dropsHow says how base chain ch of f drops what its rules before do not
+// accept: "has policy drop", or, with policy accept, "ends in a drop" or
+// "ends in a reject" when one of its rules drops or rejects every packet
+// (Debian's example nftables.conf's final `counter drop`, the `-A INPUT
+// -j REJECT --reject-with icmp-host-prohibited` of RHEL's
+// iptables-services); "" when it drops nothing of everything (its rules
+// may still drop part: those chains are not judged).
+func dropsHow(f state.Facts, ch state.BaseChain) string {
+	if !ch.Filters() {
+		return ""
+	}
+	if ch.Policy == "drop" {
+		return "has policy drop"
+	}
+	for _, r := range f.FwRules {
+		if r.Family != ch.Family || r.Table != ch.Table || r.Chain != ch.Chain || r.Opaque || (r.Verdict != "drop" && r.Verdict != "reject") {
+			continue
+		}
+		if r.Validate() == nil && r.NfProto == "" && r.IifName == "" && r.OifName == "" && r.L4Proto == "" && !r.Saddr.IsValid() && !r.Daddr.IsValid() &&
+			r.Dport == 0 && len(r.L4Protos) == 0 && len(r.Dports) == 0 && len(r.CtState) == 0 {
+			return "ends in a " + r.Verdict
+		}
+	}
+	return ""
+}
+
+// endAccepts says whether what reaches the end of chain ch of f is
+// accepted: a base chain with policy accept. The end of a regular chain
+// goes back to the chain that jumped to it (ufw's, firewalld's, whose
+// callers know what follows).
+func endAccepts(f state.Facts, ch [3]string) bool {
+	for _, b := range f.Chains {
+		if b.Family == ch[0] && b.Table == ch[1] && b.Chain == ch[2] {
+			return b.Hook != "" && b.Policy != "drop"
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/opsmigrate/migrate/config"
@@ -60,7 +61,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 			case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
 				// Said above, with ufw's own commands.
 			case read && d.Accepts:
-				out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) has policy drop; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, c.Tunnel.Name))
+				out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) %s; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, d.How, c.Tunnel.Name))
 			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
 				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
 				// Docker's iptables: it keeps DOCKER-USER, first in
@@ -70,7 +71,7 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 					cmd = "ip6tables"
 				}
 				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
-			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop":
+			case forwards[host] && ch.Hook == "forward" && dropsHow(facts[host], ch) != "" && ch.Table != "firewalld":
 				// An accept in another table (migrate's included) does
 				// not overrule this chain's drop: the rules go in it,
 				// and in the file that loads it, or its next reload
@@ -84,10 +85,10 @@ func Warnings(c *config.Config, facts map[string]state.Facts) []string {
 				if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
 					// iptables-nft's own chain (`iptables -P FORWARD
 					// DROP`): its rules are kept with iptables-save.
-					out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `%s` and `%s`, and %s", host, ch.Family, ch.Table, ch.Chain, in, both, keepRules(ch.Family, ch.Table, ch.Chain)))
+					out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `%s` and `%s`, and %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both, keepRules(ch.Family, ch.Table, ch.Chain)))
 					continue
 				}
-				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, in, both))
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
 			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
 				// Once: firewalld 1.x has three prerouting base chains.
 				rpWarned = true
@@ -162,11 +163,12 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 		drops = ForwardDrops(c, facts)
 	}
 	for _, ch := range f.Chains {
-		if !forwards || ch.Hook != "forward" || ch.Policy != "drop" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
+		how := dropsHow(f, ch)
+		if !forwards || ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
 			continue
 		}
 		if d, read := forwardDropOf(drops, ch); read && d.Accepts {
-			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) has policy drop; its rules accept migrate's flows on %s (to and from the migrated addresses)", host, ch.Family, ch.Table, ch.Chain, seg))
+			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) %s; its rules accept migrate's flows on %s (to and from the migrated addresses)", host, ch.Family, ch.Table, ch.Chain, how, seg))
 			continue
 		}
 		if (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"] {
@@ -185,14 +187,14 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 				})))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it (Docker does this: use its chain DOCKER-USER). Accept migrate's flows on %s there (before migrate apply), e.g. %s", host, ch.Family, ch.Table, ch.Chain, seg,
+		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless it accepts it (Docker does this: use its chain DOCKER-USER). Accept migrate's flows on %s there (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, how, seg,
 			cmds(func(a string, v6 bool) []string {
-				ip := "ip"
-				if v6 {
-					ip = "ip6"
+				addr := netip.MustParseAddr(a)
+				if !familyCarries(ch.Family, addr) {
+					return nil
 				}
-				return []string{fmt.Sprintf("oifname %s %s daddr %s accept", seg, ip, a), fmt.Sprintf("iifname %s %s saddr %s accept", seg, ip, a)}
-			})))
+				return []string{insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{oif: seg, daddr: addr}), insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: seg, saddr: addr})}
+			}), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
 }
@@ -210,7 +212,7 @@ func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host stri
 	from, _ := underlayFrom(c, facts, host)
 	var out []string
 	for _, ch := range f.Chains {
-		if !foreignInputDrop(ch, ufw) || !familyCarries(ch.Family, from) {
+		if !foreignInputDrop(f, ch, ufw) || !familyCarries(ch.Family, from) {
 			continue
 		}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
@@ -222,19 +224,19 @@ func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host stri
 		}
 		missed := missing(f, cmds, showChain(ch.Family, ch.Table, ch.Chain))
 		if len(missed) == 0 {
-			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook input) has policy drop; its rules accept %s", host, ch.Family, ch.Table, ch.Chain, what))
+			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook input) %s; its rules accept %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) has policy drop: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
+		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) %s: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
 }
 
-// foreignInputDrop says whether ch is a base chain at the input hook with
-// policy drop whose advice is nft's or iptables' own: not ufw's (when
+// foreignInputDrop says whether ch is a base chain at the input hook that
+// drops what its rules do not accept (dropsHow) and whose advice is nft's or iptables' own: not ufw's (when
 // ufw is active, its warnings say it) nor firewalld's.
-func foreignInputDrop(ch state.BaseChain, ufw bool) bool {
-	return ch.InputDrop() && ch.Table != "firewalld" && !(ufw && ch.Table == "filter")
+func foreignInputDrop(f state.Facts, ch state.BaseChain, ufw bool) bool {
+	return ch.Hook == "input" && dropsHow(f, ch) != "" && ch.Table != "firewalld" && !(ufw && ch.Table == "filter")
 }
 
 // tunnelInputCmd is the command that accepts, in host's input chain ch,
@@ -266,7 +268,7 @@ func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
 	ufw := ufwActive(f)
 	var out []string
 	for _, ch := range f.Chains {
-		if !foreignInputDrop(ch, ufw) {
+		if !foreignInputDrop(f, ch, ufw) {
 			continue
 		}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
@@ -282,10 +284,10 @@ func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
 		}
 		missed := missing(f, cmds, showChain(ch.Family, ch.Table, ch.Chain))
 		if len(missed) == 0 {
-			out = append(out, fmt.Sprintf("host new: table %s %s, chain %s (hook input) has policy drop; its rules accept what arrives on %s for the migrated addresses", ch.Family, ch.Table, ch.Chain, seg))
+			out = append(out, fmt.Sprintf("host new: table %s %s, chain %s (hook input) %s; its rules accept what arrives on %s for the migrated addresses", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), seg))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) has policy drop: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and %s", ch.Family, ch.Table, ch.Chain, seg, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
+		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) %s: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and %s", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), seg, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
 }

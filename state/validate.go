@@ -828,10 +828,20 @@ func FwRulesRead(chains []BaseChain, family, table, chain string) bool {
 	}
 	for _, ch := range chains {
 		if ch.Family == family && ch.Table == table && ch.Chain == chain {
-			return ch.ForwardDrop() || ch.InputDrop()
+			return ch.Filters()
 		}
 	}
 	return false
+}
+
+// Filters says whether ch is a base chain at the forward or input hook
+// that can drop what migrate sends through: a filter chain, or one with
+// policy drop. Its rules are read (FwRulesRead): with policy accept it
+// still drops everything when one of its rules drops or rejects every
+// packet (a final `counter drop`, iptables-services' `-A INPUT -j REJECT
+// --reject-with icmp-host-prohibited`).
+func (ch BaseChain) Filters() bool {
+	return (ch.Hook == "forward" || ch.Hook == "input") && (ch.Type == "filter" || ch.Policy == "drop")
 }
 
 // ForwardDrop says whether ch is a base chain at the forward hook with
