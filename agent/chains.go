@@ -22,11 +22,15 @@ func ForeignFirewall(own string) ([]state.BaseChain, []state.FwRule, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rules, err := fwRules(c, chains, own)
+	rules, followed, err := fwRules(c, chains, own)
 	if err != nil {
 		return nil, nil, err
 	}
-	return foreignChains(chains, own), rules, nil
+	out := foreignChains(chains, own)
+	for i, ch := range out {
+		out[i].Read = followed[ch.Family+" "+ch.Table+" "+ch.Chain]
+	}
+	return out, rules, nil
 }
 
 // ForeignChains lists the chains of every nft table but migrate's own

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -157,16 +159,17 @@ func TestForwardDropNftNetns(t *testing.T) {
 	if !reflect.DeepEqual(rules, want) {
 		t.Errorf("ct state rules decoded as %+v, want %+v", rules, want)
 	}
-	// `ct state != established` (a cmp without the bitwise) and a ct
-	// state vmap are not read: unknown.
+	// `ct state != established` (a cmp without the bitwise) is not
+	// read: unknown. A ct state vmap is, element by element: a new
+	// flow's first packet is in none of its states.
 	sh(t, "nft", "insert rule inet fw forward ct state != established accept")
 	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
 		t.Errorf("ct state != established accept first: %+v, want unknown", d)
 	}
 	sh(t, "nft", "flush chain inet fw forward")
 	sh(t, "nft", "add rule inet fw forward ct state vmap { established : accept, related : accept, invalid : drop }")
-	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
-		t.Errorf("ct state vmap: %+v, want unknown", d)
+	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "(198.51.100.10:8080/tcp) toward NEW") {
+		t.Errorf("ct state vmap: %+v, want dropped", d)
 	}
 	sh(t, "nft", "flush chain inet fw forward")
 	sh(t, "nft", "add rule inet fw forward iifname lo accept")
@@ -189,11 +192,19 @@ func TestForwardDropNftNetns(t *testing.T) {
 	}
 	sh(t, "nft", "add rule inet fw forward iifname mig0 accept")
 	sh(t, "nft", "add rule inet fw forward oifname mig0 accept")
+	// A chain it jumps to is read too: a drop there comes first.
 	sh(t, "nft", "add chain inet fw mine")
 	sh(t, "nft", "insert rule inet fw forward jump mine")
 	sh(t, "nft", "add rule inet fw mine oifname mig0 drop")
+	if d := forwardDrops(t)[fwd]; d.Accepts || !strings.Contains(d.Drops, "(198.51.100.10:8080/tcp) toward NEW") {
+		t.Errorf("a jump to a chain that drops the flows first: %+v, want dropped", d)
+	}
+	// One whose rules it cannot read through (a mark) leaves it
+	// unknown.
+	sh(t, "nft", "flush chain inet fw mine")
+	sh(t, "nft", "add rule inet fw mine meta mark 7 drop")
 	if d := forwardDrops(t)[fwd]; d.Accepts || d.Drops != "" {
-		t.Errorf("a jump to a chain not read first: %+v, want unknown", d)
+		t.Errorf("a jump to a chain with a mark's drop first: %+v, want unknown", d)
 	}
 }
 
@@ -339,5 +350,85 @@ func TestFwRulesPolicyAcceptNetns(t *testing.T) {
 	}
 	if !reflect.DeepEqual(rules, want) {
 		t.Errorf("rules read\n%+v\nwant\n%+v", rules, want)
+	}
+}
+
+// TestFwRulesServerRulesetNetns loads the nftables wiki's "simple
+// ruleset for a server" (wiki.nftables.org: inbound at policy drop, a ct
+// state verdict map, a meta protocol verdict map jumping to a chain per
+// family, the open ports in a set; forward at policy drop), as NEW's
+// firewall. The verdict maps are read element by element, the chains
+// they jump to with them: a service's new flow in on mig0 certainly
+// reaches the policy (status can say so), until the rule plan gives is
+// in.
+func TestFwRulesServerRulesetNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sh(t, "nft", "-f", "testdata/server-ruleset.nft")
+	chains, rules, err := ForeignFirewall("migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := func(chain string, r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = "inet", "firewall", chain
+		return r
+	}
+	want := []state.FwRule{
+		rule("inbound", state.FwRule{CtState: []string{"established"}, Verdict: "accept"}),
+		rule("inbound", state.FwRule{CtState: []string{"related"}, Verdict: "accept"}),
+		rule("inbound", state.FwRule{CtState: []string{"invalid"}, Verdict: "drop"}),
+		rule("inbound", state.FwRule{IifName: "lo", Verdict: "accept"}),
+		rule("inbound", state.FwRule{NfProto: "ipv4", Verdict: "jump inbound_ipv4"}),
+		rule("inbound", state.FwRule{NfProto: "ipv6", Verdict: "jump inbound_ipv6"}),
+		rule("inbound", state.FwRule{L4Proto: "tcp", Dports: [][2]uint16{{22, 22}, {80, 80}, {443, 443}}, Verdict: "accept"}),
+		// icmp type: nft's nfproto dependency, the protocol, then the
+		// type, which is not read.
+		rule("inbound_ipv4", state.FwRule{NfProto: "ipv4", L4Proto: "icmp", Verdict: "accept", Opaque: true}),
+		rule("inbound_ipv6", state.FwRule{NfProto: "ipv6", L4Proto: "ipv6-icmp", Verdict: "accept", Opaque: true}),
+		rule("inbound_ipv6", state.FwRule{NfProto: "ipv6", L4Proto: "ipv6-icmp", Verdict: "accept", Opaque: true}),
+	}
+	// The element order of a map is the kernel's: compare as sets.
+	sortRules := func(l []state.FwRule) []state.FwRule {
+		l = append([]state.FwRule(nil), l...)
+		sort.SliceStable(l, func(i, j int) bool { return fmt.Sprint(l[i]) < fmt.Sprint(l[j]) })
+		return l
+	}
+	if !reflect.DeepEqual(sortRules(rules), sortRules(want)) {
+		t.Errorf("rules read\n%+v\nwant\n%+v", rules, want)
+	}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	read := 0
+	for _, ch := range chains {
+		if ch.Read {
+			read++
+		}
+	}
+	if read != 2 {
+		t.Errorf("chains marked read: %d, want inbound_ipv4 and inbound_ipv6:\n%+v", read, chains)
+	}
+
+	c, err := config.Parse([]byte(forwardDropPlan), "m.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := func() string {
+		chains, rules, err := ForeignFirewall("migrate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs := []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix("203.0.113.20/24")}}
+		return plan.NewInputBroken(c, map[string]state.Facts{plan.New: {Chains: chains, FwRules: rules, Addrs: addrs}, plan.Old: {}})
+	}
+	if b := broken(); !strings.Contains(b, "NEW's table inet firewall, chain inbound (hook input) has policy drop and none of its rules accepts the new flows of service web (198.51.100.10:8080/tcp) in on mig0") {
+		t.Errorf("NewInputBroken = %q, want the service's new flows dropped", b)
+	}
+	sh(t, "nft", "insert rule inet firewall inbound iifname \"mig0\" accept")
+	if b := broken(); b != "" {
+		t.Errorf("with plan's rule: NewInputBroken = %q", b)
 	}
 }

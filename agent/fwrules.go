@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -17,8 +18,9 @@ import (
 )
 
 // FwRules reads the rules of the chains state.FwRulesRead names (those
-// state.FwRuleChain names, and base chains at the forward or input hook
-// with policy drop), at
+// state.FwRuleChain names, and filter chains at the forward or input
+// hook: state.BaseChain.Filters), then of the chains of the same table
+// those jump or go to, and so on (marked Read in the chains' facts), at
 // most state.MaxFwRules of each (the first ones, in order) and
 // state.MaxFwRulesTotal in all, each decoded by decodeFwRule. A chain cut
 // short ends in one Opaque rule without verdict (what follows is not
@@ -28,21 +30,36 @@ func FwRules() ([]state.FwRule, error) {
 	return rules, err
 }
 
-func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.FwRule, error) {
-	var out []state.FwRule
+// fwRules reads the rules FwRules says; followed names the chains read
+// because another read chain jumps or goes to them ("family table
+// chain").
+func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) (out []state.FwRule, followed map[string]bool, err error) {
 	total := 0
-	sets := map[string]func(string) ([]nftables.SetElement, bool, bool){} // per table
+	sets := map[string]func(string) setData{} // per table
+	byName := map[string]*nftables.Chain{}
+	var queue []*nftables.Chain
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name == own {
 			continue
 		}
 		family := familyName(ch.Table.Family)
+		byName[family+" "+ch.Table.Name+" "+ch.Name] = ch
 		// As state.BaseChain.Filters says of the chain's facts.
 		filters := ch.Hooknum != nil && (ch.Type == nftables.ChainTypeFilter || (ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop)) &&
 			(hookName(ch.Table.Family, *ch.Hooknum) == "forward" || hookName(ch.Table.Family, *ch.Hooknum) == "input")
-		if !filters && !state.FwRuleChain(family, ch.Table.Name, ch.Name) {
-			continue
+		if filters || state.FwRuleChain(family, ch.Table.Name, ch.Name) {
+			queue = append(queue, ch)
 		}
+	}
+	read := map[string]bool{}
+	for _, ch := range queue {
+		read[familyName(ch.Table.Family)+" "+ch.Table.Name+" "+ch.Name] = true
+	}
+	followed = map[string]bool{}
+	for len(queue) > 0 {
+		ch := queue[0]
+		queue = queue[1:]
+		family := familyName(ch.Table.Family)
 		rest := state.FwRule{Family: family, Table: ch.Table.Name, Chain: ch.Name, Opaque: true}
 		if total >= state.MaxFwRulesTotal {
 			out = append(out, rest)
@@ -50,28 +67,36 @@ func fwRules(c *nftables.Conn, chains []*nftables.Chain, own string) ([]state.Fw
 		}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
-			return nil, err
-		}
-		cut := len(rules) > state.MaxFwRules
-		if cut {
-			rules = rules[:state.MaxFwRules]
+			return nil, nil, err
 		}
 		key := family + " " + ch.Table.Name
 		if sets[key] == nil {
 			sets[key] = setReader(c, ch.Table)
 		}
+		n := 0
 		for _, r := range rules {
-			out = append(out, decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs, sets[key]))
+			if n >= state.MaxFwRules {
+				out = append(out, rest)
+				break
+			}
+			for _, d := range decodeFwRule(family, ch.Table.Name, ch.Name, r.Exprs, sets[key]) {
+				out = append(out, d)
+				n++
+				// A chain it jumps or goes to, of its table.
+				verdict, target, _ := strings.Cut(d.Verdict, " ")
+				name := key + " " + target
+				if (verdict == "jump" || verdict == "goto") && !read[name] && byName[name] != nil {
+					read[name], followed[name] = true, true
+					queue = append(queue, byName[name])
+				}
+			}
 		}
-		if cut {
-			out = append(out, rest)
-		}
-		total += len(rules)
+		total += n
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		return chainLess(out[i].Family, out[i].Table, out[i].Chain, out[j].Family, out[j].Table, out[j].Chain)
 	})
-	return out, nil
+	return out, followed, nil
 }
 
 // load is what a register holds, waiting for the cmp that reads it.
@@ -107,8 +132,12 @@ func reg32(r uint32) int {
 // writes as a shorter load or a bitwise), sets, xtables matches and
 // targets other than REJECT, limits, ct state other than nft's `ct
 // state A,B` (CtState), other verdicts...
-func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name string) ([]nftables.SetElement, bool, bool)) state.FwRule {
+func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name string) setData) []state.FwRule {
 	r := state.FwRule{Family: family, Table: table, Chain: chain}
+	// vmap: the rules a verdict map lookup stands for, one per element
+	// (what the rule matched before it, the element's key, its verdict);
+	// a packet whose key is in no element goes on to the next rule.
+	var vmap []state.FwRule
 	pending := map[int]load{}
 	clobber := func(start, words int) {
 		for s, l := range pending {
@@ -155,6 +184,8 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 				l.what = "l4proto"
 			case expr.MetaKeyNFPROTO:
 				l.what = "nfproto"
+			case expr.MetaKeyPROTOCOL:
+				l.what = "protocol" // the ethertype (`meta protocol ip`)
 			default:
 				l.words = 4
 			}
@@ -273,6 +304,15 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 					p = strconv.Itoa(int(d[0]))
 				}
 				set(&r.L4Proto, p)
+			case "protocol":
+				switch {
+				case family == "inet" && len(d) == 2 && binary.BigEndian.Uint16(d) == unix.ETH_P_IP:
+					set(&r.NfProto, "ipv4")
+				case family == "inet" && len(d) == 2 && binary.BigEndian.Uint16(d) == unix.ETH_P_IPV6:
+					set(&r.NfProto, "ipv6")
+				default:
+					r.Opaque = true
+				}
 			case "nfproto":
 				switch {
 				case family == "inet" && len(d) == 1 && d[0] == unix.NFPROTO_IPV4:
@@ -328,14 +368,24 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 		case *expr.Lookup:
 			// `meta l4proto { icmp, ipv6-icmp }`, `tcp dport { 22,
 			// 80, 1000-2000 }`: the set's elements as sets holds them.
+			// A verdict map (`ct state vmap { established : accept,
+			// ... }`, `meta protocol vmap { ip : jump in4 }`) ends the
+			// rule: it stands for one rule per element.
 			l, ok := pending[reg32(e.SourceRegister)]
 			delete(pending, reg32(e.SourceRegister))
+			if e.IsDestRegSet && e.DestRegister == 0 && !e.Invert && ok && sets != nil && vmap == nil && !r.Opaque {
+				if rules, ok := expandVmap(r, l, sets(e.SetName)); ok {
+					vmap = rules
+					continue
+				}
+			}
 			if !ok || e.Invert || e.IsDestRegSet || (l.what != "l4proto" && l.what != "dport") || sets == nil {
 				r.Opaque = true
 				continue
 			}
-			elems, interval, ok := sets(e.SetName)
-			if !ok || len(elems) > 2*state.MaxFwSetElements {
+			set := sets(e.SetName)
+			elems, interval := set.elems, set.interval
+			if !set.ok || set.vmap || len(elems) > 2*state.MaxFwSetElements {
 				r.Opaque = true
 				continue
 			}
@@ -422,12 +472,153 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 			pending = map[int]load{}
 		}
 	}
+	if vmap != nil && (r.Opaque || r.Verdict != "") {
+		// Something after the map's lookup (nothing follows it when
+		// the key is in no element): not the rule read above.
+		vmap = nil
+		r.Opaque = true
+	}
+	if vmap != nil {
+		for i := range vmap {
+			if vmap[i].Validate() != nil {
+				return []state.FwRule{{Family: family, Table: table, Chain: chain, Opaque: true}}
+			}
+		}
+		return vmap
+	}
 	if r.Validate() != nil {
 		// Not in the form plan compares (a jump to a chain name nft
 		// allows but Validate does not): keep the place, not the rule.
 		r = state.FwRule{Family: family, Table: table, Chain: chain, Opaque: true}
 	}
-	return r
+	return []state.FwRule{r}
+}
+
+// expandVmap turns a lookup of the key l holds in verdict map set into
+// one rule per element: base (what the rule matched before) with the
+// element's key and verdict. Keys read: a conntrack state (`ct state
+// vmap`), an inet table's layer-3 protocol (`meta protocol`, `meta
+// nfproto`), a layer-4 protocol, a destination port, an interface name;
+// one element at a time, at most state.MaxFwSetElements.
+func expandVmap(base state.FwRule, l load, set setData) ([]state.FwRule, bool) {
+	if !set.ok || !set.vmap || set.interval || len(set.elems) == 0 || len(set.elems) > state.MaxFwSetElements || l.mask != 0 {
+		return nil, false
+	}
+	var out []state.FwRule
+	for _, el := range set.elems {
+		r := base
+		k := el.Key
+		switch l.what {
+		case "ctstate":
+			if len(k) != 4 {
+				return nil, false
+			}
+			name := ""
+			for _, b := range state.CtStateBits {
+				if binary.NativeEndian.Uint32(k) == b.Bit {
+					name = b.Name
+				}
+			}
+			if name == "" || r.CtState != nil {
+				return nil, false
+			}
+			r.CtState = []string{name}
+		case "protocol", "nfproto":
+			v4, v6 := len(k) == 2 && binary.BigEndian.Uint16(k) == unix.ETH_P_IP, len(k) == 2 && binary.BigEndian.Uint16(k) == unix.ETH_P_IPV6
+			if l.what == "nfproto" {
+				v4, v6 = len(k) == 1 && k[0] == unix.NFPROTO_IPV4, len(k) == 1 && k[0] == unix.NFPROTO_IPV6
+			}
+			switch {
+			case base.Family != "inet" || r.NfProto != "":
+				return nil, false
+			case v4:
+				r.NfProto = "ipv4"
+			case v6:
+				r.NfProto = "ipv6"
+			default:
+				return nil, false
+			}
+		case "l4proto":
+			if len(k) != 1 || r.L4Proto != "" || r.L4Protos != nil {
+				return nil, false
+			}
+			r.L4Proto = state.L4ProtoNames[k[0]]
+			if r.L4Proto == "" {
+				r.L4Proto = strconv.Itoa(int(k[0]))
+			}
+		case "dport":
+			if len(k) != 2 || r.Dport != 0 || r.Dports != nil || (r.L4Proto != "tcp" && r.L4Proto != "udp" && r.L4Proto != "sctp" && r.L4Proto != "udplite") {
+				return nil, false
+			}
+			r.Dport = binary.BigEndian.Uint16(k)
+		case "iifname", "oifname":
+			name, rest, exact := bytes.Cut(k, []byte{0})
+			if !exact || len(bytes.Trim(rest, "\x00")) != 0 || state.CheckIfname(l.what, string(name)) != nil {
+				return nil, false
+			}
+			if l.what == "iifname" {
+				if r.IifName != "" {
+					return nil, false
+				}
+				r.IifName = string(name)
+			} else {
+				if r.OifName != "" {
+					return nil, false
+				}
+				r.OifName = string(name)
+			}
+		default:
+			return nil, false
+		}
+		v, ok := vmapVerdict(el.Val)
+		if !ok {
+			return nil, false
+		}
+		r.Verdict = v
+		out = append(out, r)
+	}
+	return out, true
+}
+
+// vmapVerdict decodes a verdict map element's data: google/nftables
+// leaves it raw in Val (the nested NFTA_VERDICT_CODE and _CHAIN
+// attributes) and VerdictData nil.
+func vmapVerdict(b []byte) (string, bool) {
+	code, chain, haveCode := int32(0), "", false
+	for len(b) >= 4 {
+		n, typ := int(binary.NativeEndian.Uint16(b)), binary.NativeEndian.Uint16(b[2:])&0x3fff // NLA_TYPE_MASK
+		if n < 4 || n > len(b) {
+			return "", false
+		}
+		v := b[4:n]
+		switch typ {
+		case unix.NFTA_VERDICT_CODE:
+			if len(v) != 4 {
+				return "", false
+			}
+			code, haveCode = int32(binary.BigEndian.Uint32(v)), true
+		case unix.NFTA_VERDICT_CHAIN:
+			chain = string(bytes.TrimRight(v, "\x00"))
+		}
+		b = b[min((n+3)&^3, len(b)):]
+	}
+	if !haveCode {
+		return "", false
+	}
+	const nfDrop, nfAccept = 0, 1 // NF_DROP, NF_ACCEPT
+	switch code {
+	case nfAccept:
+		return "accept", true
+	case nfDrop:
+		return "drop", true
+	case unix.NFT_RETURN:
+		return "return", true
+	case unix.NFT_JUMP:
+		return "jump " + chain, chain != ""
+	case unix.NFT_GOTO:
+		return "goto " + chain, chain != ""
+	}
+	return "", false
 }
 
 // xtMatched is what decodeFwRule reads of an xtables match: ok when it
@@ -504,26 +695,30 @@ func xtMatch(m *expr.Match) xtMatched {
 // setReader reads the elements of table's sets by name, once each, for
 // decodeFwRule: the elements, whether the set holds intervals, and
 // whether it could be read.
-func setReader(c *nftables.Conn, t *nftables.Table) func(string) ([]nftables.SetElement, bool, bool) {
-	type read struct {
-		elems    []nftables.SetElement
-		interval bool
-		ok       bool
-	}
-	cache := map[string]read{}
-	return func(name string) ([]nftables.SetElement, bool, bool) {
+func setReader(c *nftables.Conn, t *nftables.Table) func(string) setData {
+	cache := map[string]setData{}
+	return func(name string) setData {
 		if r, ok := cache[name]; ok {
-			return r.elems, r.interval, r.ok
+			return r
 		}
-		var r read
-		if set, err := c.GetSetByName(t, name); err == nil && !set.IsMap && !set.Concatenation {
+		var r setData
+		if set, err := c.GetSetByName(t, name); err == nil && !set.Concatenation && (!set.IsMap || set.DataType.Name == "verdict") {
 			if elems, err := c.GetSetElements(set); err == nil {
-				r = read{elems, set.Interval, true}
+				r = setData{elems: elems, interval: set.Interval, vmap: set.IsMap, ok: true}
 			}
 		}
 		cache[name] = r
-		return r.elems, r.interval, r.ok
+		return r
 	}
+}
+
+// setData is a set as decodeFwRule reads it: its elements, whether it
+// holds intervals, whether it is a verdict map, and whether it could be
+// read.
+type setData struct {
+	elems          []nftables.SetElement
+	interval, vmap bool
+	ok             bool
 }
 
 // portSpans turns a port set's elements (2-byte keys, big-endian) into

@@ -108,6 +108,8 @@ func TestFwRulesNetns(t *testing.T) {
 		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4789, 4790}}, Verdict: "accept"}), // a range expression
 		in(state.FwRule{IifName: "mig0", Verdict: "accept", Opaque: true}),
 		in(state.FwRule{IifName: "mig0", Verdict: "return"}),
+		// Read because ufw-user-input jumps to it (ufw-not-read is not).
+		{Family: "ip", Table: "filter", Chain: "ufw-user-limit", Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", OifName: "mig0", Verdict: "accept"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-input", L4Proto: "udp", Saddr: a("2001:db8::2"), Daddr: a("2001:db8::1"), Dport: 4789, Verdict: "accept"},
 	}

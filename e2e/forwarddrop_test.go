@@ -219,3 +219,40 @@ func TestNewInputDropLater(t *testing.T) {
 	})
 	rolledBack(t, ctx, s)
 }
+
+// TestServerRulesetLater: NEW gets the nftables wiki's "simple ruleset
+// for a server" after the apply (agent/testdata/server-ruleset.nft, its
+// `flush ruleset` left out: that one is TestNftablesReloadRestores's):
+// verdict maps for conntrack states and for the address family, which
+// jumps to a chain per family, then the open ports. First the tunnel
+// stops: status names the chain and the rule for the tunnel's packets.
+// With that rule in, the tunnel pings and every new client of the moved
+// service still gets no answer: status, which read such a chain as
+// unknown before (a verdict map), calls the service BROKEN with the rule
+// for mig0; with it NEW serves again.
+func TestServerRulesetLater(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := movedScenario(t, ctx)
+	l := s.Lab
+	ruleset, err := os.ReadFile("../agent/testdata/server-ruleset.nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := filepath.Join(l.Dir, "server-ruleset.nft")
+	writeFile(t, fw, strings.Replace(string(ruleset), "flush ruleset\n", "", 1))
+	mustExec(t, ctx, l, lab.RoleNew, "nft", "-f", fw)
+
+	tunnel := fmt.Sprintf("nft insert rule inet firewall inbound ip saddr %s ip daddr %s udp dport 4789 accept", l.OldIP, l.NewIP)
+	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "NEW's table inet firewall, chain inbound (hook input) has policy drop and lacks `" + tunnel + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+		t.Errorf("status with the server ruleset on NEW: want the failed ping and %q:\n%s", want, r.Stdout)
+	}
+	mustExec(t, ctx, l, lab.RoleNew, strings.Fields(tunnel)...)
+	insert := `nft insert rule inet firewall inbound iifname "mig0" accept`
+	flows := "the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	brokenUntil(t, ctx, s, "the server ruleset on NEW", "NEW's table inet firewall, chain inbound (hook input) has policy drop and none of its rules accepts "+flows, []string{insert}, func() {
+		mustExec(t, ctx, l, lab.RoleNew, strings.Fields(insert)...)
+	})
+	rolledBack(t, ctx, s)
+}

@@ -287,6 +287,9 @@ type BaseChain struct {
 	Priority int    `json:"priority"`
 	Policy   string `json:"policy"`         // accept | drop
 	Type     string `json:"type,omitempty"` // filter | nat | route; "" for a regular chain
+	// Read: a regular chain whose rules the agent read (FwRules) because
+	// a chain it read jumps or goes to it.
+	Read bool `json:"read,omitempty"`
 }
 
 // FwRule is one rule of a foreign firewall chain, as far as the agent

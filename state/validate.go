@@ -828,7 +828,7 @@ func FwRulesRead(chains []BaseChain, family, table, chain string) bool {
 	}
 	for _, ch := range chains {
 		if ch.Family == family && ch.Table == table && ch.Chain == chain {
-			return ch.Filters()
+			return ch.Filters() || (ch.Read && ch.Hook == "")
 		}
 	}
 	return false
