@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -353,5 +354,29 @@ func TestFinalDrop(t *testing.T) {
 		if b := plan.NewInputBroken(c, f); (tc.want == "") != (b == "") {
 			t.Errorf("%s: NewInputBroken = %q", tc.name, b)
 		}
+	}
+}
+
+// TestInvalidDropFirst: `ct state invalid drop` before the accepts (as
+// most hand-written chains, and the nftables wiki's verdict map, have it)
+// does not shadow them: migrate's flows are not invalid.
+func TestInvalidDropFirst(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	n := f[plan.New]
+	n.Chains = []state.BaseChain{{Family: "inet", Table: "fw", Chain: "input", Hook: "input", Policy: "drop", Type: "filter"}}
+	for _, r := range []state.FwRule{
+		{CtState: []string{"established"}, Verdict: "accept"},
+		{CtState: []string{"invalid"}, Verdict: "drop"},
+		{NfProto: "ipv4", L4Proto: "udp", Saddr: netip.MustParseAddr("198.51.100.10"), Daddr: netip.MustParseAddr("203.0.113.20"), Dport: 4789, Verdict: "accept"},
+		{IifName: "mig0", Verdict: "accept"},
+	} {
+		r.Family, r.Table, r.Chain = "inet", "fw", "input"
+		n.FwRules = append(n.FwRules, r)
+	}
+	f[plan.New] = n
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	if !strings.Contains(w, "host new: table inet fw, chain input (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services") || strings.Contains(w, "WARNING host new: table inet fw") {
+		t.Errorf("warnings:\n%s", w)
 	}
 }

@@ -138,7 +138,11 @@ func covers(r state.FwRule, q fwQuery) bool {
 // disjoint says whether a known match of r excludes every packet of q.
 func disjoint(r state.FwRule, q fwQuery) bool {
 	differ := func(a, b string) bool { return a != "" && b != "" && a != b }
+	// A rule for invalid packets only (`ct state invalid drop`, before
+	// the accepts in most hand-written chains) is not about the flows
+	// migrate asks a chain to accept.
 	return (q.newFlow && len(r.CtState) > 0 && !slices.Contains(r.CtState, "new")) ||
+		(len(r.CtState) == 1 && r.CtState[0] == "invalid") ||
 		(len(r.L4Protos) > 0 && q.l4proto != "" && !slices.Contains(r.L4Protos, q.l4proto)) ||
 		(len(r.Dports) > 0 && q.dport != 0 && !inSpans(r.Dports, q.dport)) || differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
 		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
