@@ -160,11 +160,17 @@ func tunnelTouched(p *plan.Plan) bool {
 
 func (e *Executor) verify(ctx context.Context, v *plan.Verify) error {
 	e.info("verifying the tunnel: old -> %s, new -> %s", v.OldPings, v.NewPings)
+	// What plan saw of the hosts' firewalls, when one of them lacks the
+	// tunnel's rule: the likeliest cause of a failed check.
+	why := "; check that the underlay between the endpoints passes the tunnel's packets"
+	if v.Firewall != "" {
+		why = "; as plan found the hosts: " + v.Firewall + " (the plan's warnings give the commands)"
+	}
 	if err := e.Hosts[plan.Old].Ping(ctx, v.OldPings); err != nil {
-		return fmt.Errorf("tunnel check failed: old cannot reach new's inner address %s through the tunnel: %w; check that the underlay between the endpoints passes the tunnel's packets", v.OldPings, err)
+		return fmt.Errorf("tunnel check failed: old cannot reach new's inner address %s through the tunnel: %w%s", v.OldPings, err, why)
 	}
 	if err := e.Hosts[plan.New].Ping(ctx, v.NewPings); err != nil {
-		return fmt.Errorf("tunnel check failed: new cannot reach old's inner address %s through the tunnel: %w", v.NewPings, err)
+		return fmt.Errorf("tunnel check failed: new cannot reach old's inner address %s through the tunnel: %w%s", v.NewPings, err, why)
 	}
 	for _, c := range []struct {
 		host, peer, addr string

@@ -65,6 +65,10 @@ type Verify struct {
 	// NEW, the sizes of the full-size pings (0: none, a direct tunnel).
 	OldSize int `json:"old_size,omitempty"`
 	NewSize int `json:"new_size,omitempty"`
+	// Firewall names, as plan found the hosts, the firewalls that lack
+	// the rule for the tunnel's own packets (TunnelFirewallHint): what
+	// a failed tunnel check most likely means. "" when none does.
+	Firewall string `json:"firewall,omitempty"`
 }
 
 // Counts returns (add, change, destroy).
@@ -136,6 +140,7 @@ func Make(c *config.Config, facts map[string]state.Facts, j *state.Journal, now 
 		if Direct(c) {
 			p.Verify = directVerify(c)
 		}
+		p.Verify.Firewall = TunnelFirewallHint(c, facts)
 	}
 	p.Intent = intentDigest(want)
 	if c.Tunnel != nil {
