@@ -42,9 +42,10 @@ service "web6" {
 }
 `
 
-// forwardDrops reads this namespace's chains and rules as the agent
-// reports them and says what plan makes of OLD's forward drops.
-func forwardDrops(t *testing.T) map[string]plan.ForwardDrop {
+// hostFacts reads this namespace's chains and rules as the agent reports
+// them, as the facts of a host holding cidrs on its uplink, eth0 (not in
+// this namespace: plan reads the facts only), with forwardDropPlan.
+func hostFacts(t *testing.T, cidrs ...string) (*config.Config, state.Facts) {
 	t.Helper()
 	c, err := config.Parse([]byte(forwardDropPlan), "m.hcl")
 	if err != nil {
@@ -54,10 +55,19 @@ func forwardDrops(t *testing.T) map[string]plan.ForwardDrop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// OLD holds the addresses on its uplink, eth0 (not in this
-	// namespace: plan reads the facts only).
-	addrs := []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix("198.51.100.10/24")}, {Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8::10/64")}}
-	f := map[string]state.Facts{plan.Old: {Chains: chains, FwRules: rules, Addrs: addrs}}
+	f := state.Facts{Chains: chains, FwRules: rules}
+	for _, a := range cidrs {
+		f.Addrs = append(f.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix(a)})
+	}
+	return c, f
+}
+
+// forwardDrops says what plan makes of OLD's forward drops, as the agent
+// reads them here.
+func forwardDrops(t *testing.T) map[string]plan.ForwardDrop {
+	t.Helper()
+	c, old := hostFacts(t, "198.51.100.10/24", "2001:db8::10/64")
+	f := map[string]state.Facts{plan.Old: old}
 	out := map[string]plan.ForwardDrop{}
 	for _, d := range plan.ForwardDrops(c, f) {
 		out[d.Family+" "+d.Table+" "+d.Chain] = d
@@ -412,17 +422,9 @@ func TestFwRulesServerRulesetNetns(t *testing.T) {
 		t.Errorf("chains marked read: %d, want inbound_ipv4 and inbound_ipv6:\n%+v", read, chains)
 	}
 
-	c, err := config.Parse([]byte(forwardDropPlan), "m.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	broken := func() string {
-		chains, rules, err := ForeignFirewall("migrate")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs := []state.Addr{{Dev: "eth0", CIDR: netip.MustParsePrefix("203.0.113.20/24")}}
-		return plan.NewInputBroken(c, map[string]state.Facts{plan.New: {Chains: chains, FwRules: rules, Addrs: addrs}, plan.Old: {}})
+		c, f := hostFacts(t, "203.0.113.20/24")
+		return plan.NewInputBroken(c, map[string]state.Facts{plan.New: f, plan.Old: {}})
 	}
 	if b := broken(); !strings.Contains(b, "NEW's table inet firewall, chain inbound (hook input) has policy drop and none of its rules accepts the new flows of service web (198.51.100.10:8080/tcp) in on mig0") {
 		t.Errorf("NewInputBroken = %q, want the service's new flows dropped", b)
