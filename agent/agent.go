@@ -214,9 +214,7 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {
 				return f, err
 			}
-			if !p.NoLegacy {
-				f.Legacy = LegacyFacts()
-			}
+			f.Legacy = LegacyFacts()
 			timing.Agent.Since("facts: other tables' chains, ufw's and firewalld's rules", t0)
 		}
 		if p.Networkd {

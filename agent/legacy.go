@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,6 +152,7 @@ func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 		}
 	}
 	if table == "filter" {
+		fam.Chains, fam.Rules = legacyFwRules(fam.Family, text)
 		fam.Accepts = leadingAccepts(rules, "FORWARD", userChains["DOCKER-USER"])
 		fam.DockerUser = userChains["DOCKER-USER"]
 		fam.Ufw = userChains["ufw-user-input"] || userChains["ufw6-user-input"]
@@ -206,4 +210,262 @@ func leadingAccepts(rules []string, chain string, dockerUser bool) []string {
 		return out
 	}
 	return out
+}
+
+// legacyFwRules reads the filter table of an iptables-legacy-save text
+// as the agent reads nft's chains (FwRules): its chains, the built-in
+// ones as base chains with their policy, and each rule as
+// legacyFwRule decodes it, at most state.MaxFwRules a chain (then an
+// Opaque rule for the rest) and state.MaxFwRulesTotal in all.
+func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRule) {
+	var chains []state.BaseChain
+	var rules []state.FwRule
+	perChain := map[string]int{}
+	user := map[string]bool{} // the table's own chains, by name
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	in := false
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "*"):
+			in = line[1:] == "filter"
+		case !in || line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, ":"):
+			f := strings.Fields(line[1:])
+			if len(f) < 2 || len(f[0]) > 64 || len(chains) >= state.MaxFwRules {
+				continue
+			}
+			user[f[0]] = f[1] == "-"
+			ch := state.BaseChain{Family: family, Table: "filter", Chain: f[0], Read: true}
+			if hook := map[string]string{"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}[f[0]]; hook != "" && f[1] != "-" {
+				ch = state.BaseChain{Family: family, Table: "filter", Chain: f[0], Hook: hook, Type: "filter", Policy: "accept"}
+				if f[1] == "DROP" {
+					ch.Policy = "drop"
+				}
+			}
+			chains = append(chains, ch)
+		case strings.HasPrefix(line, "-A "):
+			tok, ok := legacyTokens(line)
+			if !ok || len(tok) < 2 {
+				continue
+			}
+			chain := tok[1]
+			switch n := perChain[chain]; {
+			case len(rules) >= state.MaxFwRulesTotal:
+			case n == state.MaxFwRules:
+				rules = append(rules, state.FwRule{Family: family, Table: "filter", Chain: chain, Opaque: true})
+			case n < state.MaxFwRules:
+				rules = append(rules, legacyFwRule(family, chain, tok[2:], user))
+			}
+			perChain[chain]++
+		}
+	}
+	return chains, rules
+}
+
+// legacyTokens splits an iptables-save line into its words, a quoted
+// one (`--comment "a b"`) as one, its quotes and escapes removed.
+func legacyTokens(line string) ([]string, bool) {
+	var out []string
+	var cur strings.Builder
+	inWord, quoted, escaped := false, false, false
+	for _, c := range line {
+		switch {
+		case escaped:
+			cur.WriteRune(c)
+			escaped = false
+		case c == '\\':
+			escaped, inWord = true, true
+		case c == '"':
+			quoted, inWord = !quoted, true
+		case (c == ' ' || c == '\t') && !quoted:
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(c)
+			inWord = true
+		}
+	}
+	if quoted || escaped {
+		return nil, false
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	return out, true
+}
+
+// legacyFwRule decodes one rule's words (after `-A CHAIN`) as
+// decodeFwRule does nft's: interfaces (not `+` prefixes), single
+// addresses, the protocol, a destination port, range or multiport list,
+// conntrack states (`-m conntrack --ctstate`, `-m state --state`),
+// comments, and the target: ACCEPT, DROP, REJECT (with its
+// --reject-with), RETURN, LOG (no verdict), a chain to jump (-j) or go
+// (-g) to. Anything else (a negation, another match or target, an
+// option it does not know) makes it Opaque.
+func legacyFwRule(family, chain string, w []string, user map[string]bool) state.FwRule {
+	r := state.FwRule{Family: family, Table: "filter", Chain: chain}
+	full := 32
+	if family == "ip6" {
+		full = 128
+	}
+	addr := func(s string) (netip.Addr, bool) {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			return p.Addr(), p.Bits() == full && p.Addr().Is6() == (family == "ip6")
+		}
+		a, err := netip.ParseAddr(s)
+		return a, err == nil && a.Is6() == (family == "ip6")
+	}
+	ports := func(s string) ([][2]uint16, bool) {
+		var out [][2]uint16
+		for _, part := range strings.Split(s, ",") {
+			lo, hi, span := strings.Cut(part, ":")
+			a, err1 := strconv.ParseUint(lo, 10, 16)
+			b, err2 := a, error(nil)
+			if span {
+				b, err2 = strconv.ParseUint(hi, 10, 16)
+			}
+			if err1 != nil || err2 != nil || a > b {
+				return nil, false
+			}
+			out = append(out, [2]uint16{uint16(a), uint16(b)})
+		}
+		return out, len(out) > 0 && len(out) <= state.MaxFwSetElements
+	}
+	target := false // the words after -j belong to its target
+	for i := 0; i < len(w); i++ {
+		arg := func() (string, bool) {
+			if i+1 >= len(w) {
+				return "", false
+			}
+			i++
+			return w[i], true
+		}
+		opt := w[i]
+		if target {
+			// REJECT's --reject-with, LOG's --log-prefix and the like:
+			// how it drops or logs, not what it matches.
+			if strings.HasPrefix(opt, "--") {
+				arg()
+				continue
+			}
+			r.Opaque = true
+			continue
+		}
+		if opt == "!" {
+			// A negated match (`! -i mig0`): neither read nor taken as
+			// its opposite; its option and value are skipped.
+			r.Opaque = true
+			i += 2
+			continue
+		}
+		v, ok := "", true
+		switch opt {
+		case "-i", "--in-interface", "-o", "--out-interface", "-s", "--source", "-d", "--destination", "-p", "--protocol",
+			"-m", "--match", "--dport", "--destination-port", "--dports", "--destination-ports", "--ctstate", "--state", "--comment", "-j", "--jump", "-g", "--goto":
+			v, ok = arg()
+		default:
+			r.Opaque = true // a negation, a match's option not read
+			continue
+		}
+		if !ok {
+			r.Opaque = true
+			break
+		}
+		switch opt {
+		case "-i", "--in-interface", "-o", "--out-interface":
+			if strings.HasSuffix(v, "+") || state.CheckIfname("interface", v) != nil {
+				r.Opaque = true
+			} else if opt == "-i" || opt == "--in-interface" {
+				r.IifName = v
+			} else {
+				r.OifName = v
+			}
+		case "-s", "--source", "-d", "--destination":
+			a, exact := addr(v)
+			switch {
+			case !exact:
+				r.Opaque = true
+			case opt == "-s" || opt == "--source":
+				r.Saddr = a
+			default:
+				r.Daddr = a
+			}
+		case "-p", "--protocol":
+			p := strings.ToLower(v)
+			if p == "all" {
+				continue
+			}
+			if p == "icmpv6" {
+				p = "ipv6-icmp"
+			}
+			known := false
+			for _, name := range state.L4ProtoNames {
+				known = known || p == name
+			}
+			if !known {
+				r.Opaque = true
+				continue
+			}
+			r.L4Proto = p
+		case "-m", "--match":
+			switch v {
+			case "tcp", "udp", "multiport", "conntrack", "state", "comment":
+			default:
+				r.Opaque = true
+			}
+		case "--dport", "--destination-port", "--dports", "--destination-ports":
+			spans, ok := ports(v)
+			switch {
+			case !ok || r.Dport != 0 || r.Dports != nil || (r.L4Proto != "tcp" && r.L4Proto != "udp" && r.L4Proto != "sctp" && r.L4Proto != "udplite"):
+				r.Opaque = true
+			case len(spans) == 1 && spans[0][0] == spans[0][1]:
+				r.Dport = spans[0][0]
+			default:
+				r.Dports = spans
+			}
+		case "--ctstate", "--state":
+			for _, st := range strings.Split(strings.ToLower(v), ",") {
+				known := false
+				for _, b := range state.CtStateBits {
+					known = known || st == b.Name
+				}
+				if !known || slices.Contains(r.CtState, st) {
+					r.Opaque = true
+					break
+				}
+				r.CtState = append(r.CtState, st)
+			}
+		case "--comment":
+		case "-j", "--jump", "-g", "--goto":
+			target = true
+			switch {
+			case v == "ACCEPT":
+				r.Verdict = "accept"
+			case v == "DROP":
+				r.Verdict = "drop"
+			case v == "REJECT":
+				r.Verdict = "reject"
+			case v == "RETURN":
+				r.Verdict = "return"
+			case v == "LOG" || v == "NFLOG":
+			case (opt == "-g" || opt == "--goto") && user[v]:
+				r.Verdict = "goto " + v
+			case user[v]:
+				r.Verdict = "jump " + v
+			default:
+				// A target that changes the packet or ends the rule
+				// otherwise (MARK, TCPMSS, NFQUEUE...).
+				r.Opaque = true
+			}
+		}
+	}
+	if r.Validate() != nil {
+		return state.FwRule{Family: family, Table: "filter", Chain: chain, Opaque: true}
+	}
+	return r
 }

@@ -223,3 +223,113 @@ func iptablesLater(t *testing.T, how string, rules map[string]string) {
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
 	diffSnap(t, "iptables hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
 }
+
+// TestLegacyLater is TestIptablesLater/persistent on the legacy backend
+// (iptables-legacy, as on Ubuntu 20.04 or CentOS 7, whose rules nft does
+// not list): plan's warnings and status read the legacy filter table
+// whole, INPUT included, and give iptables-legacy commands. Before, a
+// legacy INPUT drop was not read at all (apply's tunnel check failed
+// without saying why), and status checked no legacy chain after the
+// apply.
+func TestLegacyLater(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: " + t.Name())
+	run := func(role string, args ...string) string {
+		t.Helper()
+		return mustExec(t, ctx, l, role, args...)
+	}
+	cmd := func(role, c string) {
+		t.Helper()
+		f := strings.Fields(c)
+		if f[0] != "iptables-legacy" {
+			t.Fatalf("%s: not an iptables-legacy command: %q", role, c)
+		}
+		run(role, f...)
+	}
+	rules := iptablesRuleSets[0].rules // persistent: policy DROP
+	restore := func(role string) {
+		t.Helper()
+		file := filepath.Join(l.Dir, role+"-legacy.v4")
+		if err := os.WriteFile(file, []byte(rules[role]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(role, "iptables-legacy-restore", file)
+	}
+	restore(lab.RoleOld)
+	restore(lab.RoleNew)
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	const legacy = "legacy iptables (iptables-legacy, not in nft's ruleset): "
+	oldIn := fmt.Sprintf("iptables-legacy -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.NewIP, l.OldIP)
+	forward := []string{"iptables-legacy -I FORWARD -i mig0 -j ACCEPT", "iptables-legacy -I FORWARD -o mig0 -j ACCEPT"}
+	newIn := []string{fmt.Sprintf("iptables-legacy -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.OldIP, l.NewIP), "iptables-legacy -I INPUT -i mig0 -j ACCEPT"}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, want := range []string{
+		"WARNING host old: " + legacy + "table ip filter, chain FORWARD has policy drop: it drops the traffic migrate forwards unless it accepts it. Accept migrate's flows in a rule at the top of FORWARD (before migrate apply): `" + strings.Join(forward, "` and `") + "`",
+		"WARNING host old: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer unless its own rules accept them. Accept them (before migrate apply): `" + oldIn + "`, and save the rules",
+		"WARNING host new: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + strings.Join(newIn, "` and `") + "`, and save the rules",
+	} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("plan with legacy iptables on both hosts lacks\n%s\nin:\n%s", want, r.Stdout)
+		}
+	}
+	for _, c := range append(forward, oldIn) {
+		cmd(lab.RoleOld, c)
+	}
+	for _, c := range newIn {
+		cmd(lab.RoleNew, c)
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, note := range []string{
+		"host old: " + legacy + "table ip filter, chain FORWARD has policy drop; its first rules accept what migrate forwards (in and out on mig0)",
+		"host old: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer",
+		"host new: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
+	} {
+		if !strings.Contains(r.Stdout, note) {
+			t.Errorf("plan after the commands lacks %q:\n%s", note, r.Stdout)
+		}
+	}
+	if strings.Contains(r.Stdout, "WARNING host old: "+legacy) || strings.Contains(r.Stdout, "WARNING host new: "+legacy) {
+		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
+	}
+	before := snap(t, ctx, s)
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status with the legacy rules in:\n%s", r.Stdout)
+	}
+
+	restore(lab.RoleOld)
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "OLD's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+		t.Errorf("status with OLD's saved legacy rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	}
+	cmd(lab.RoleOld, oldIn)
+	want := "OLD's " + legacy + "table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	brokenUntil(t, ctx, s, "OLD's saved legacy rules restored", want, forward, func() {
+		for _, c := range forward {
+			cmd(lab.RoleOld, c)
+		}
+	})
+
+	restore(lab.RoleNew)
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "NEW's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
+		t.Errorf("status with NEW's saved legacy rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	}
+	cmd(lab.RoleNew, newIn[0])
+	want = "NEW's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	brokenUntil(t, ctx, s, "NEW's saved legacy rules restored", want, newIn[1:], func() { cmd(lab.RoleNew, newIn[1]) })
+
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+	diffSnap(t, "legacy hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
+}

@@ -56,7 +56,9 @@ func ReadStatus[C StatusConn](ctx context.Context, s *Session[C], cfg *config.Co
 		}
 		req := plan.FactsRequest(cfg, name)
 		req.Listeners, req.Chains, req.Networkd, req.Sysctls, req.Tables = true, cfg.Tunnel != nil, false, status.Sysctls(cfg, name), nil
-		req.NoOwners, req.NoLegacy = true, true
+		// The legacy tables too: status judges their chains as nft's
+		// (a scan of /proc/net/ip_tables_names where there are none).
+		req.NoOwners = true
 		for _, f := range cfg.Forwards {
 			if string(f.On) == name {
 				// Forward and service keys never overlap (the plan

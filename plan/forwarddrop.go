@@ -280,7 +280,7 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 		}
 		return fmt.Sprintf("OLD's table %s %s, chain %s (hook forward) %s and none of its rules accepts %s (removed by hand, by configuration management, or by a reload of the firewall?): new clients of the moved services get no answer; %s", d.Family, d.Table, d.Chain, d.How, d.Drops, fix)
 	}
-	return ""
+	return legacyForwardBroken(c, facts)
 }
 
 // TunnelFirewallHint says, for status when a ping through the tunnel
@@ -315,6 +315,7 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 				out = append(out, fmt.Sprintf("%s's table %s %s, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), cmds[0]))
 			}
 		}
+		out = append(out, legacyTunnelHints(c, facts, host)...)
 	}
 	return strings.Join(out, "; ")
 }
@@ -371,5 +372,5 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) %s and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `%s`, %s", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what, insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: dev}), keep)
 		}
 	}
-	return ""
+	return legacyInputBroken(c, facts, dev)
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -35,6 +36,9 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 			cmds = append(cmds, "`"+cmd.cmd+"`")
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset; plan does not read its rules there): its default policies drop migrate's traffic. Allow it (before migrate apply), unless `ufw status` shows these rules: %s", host, strings.Join(cmds, " and ")))
+	}
+	if c.Tunnel != nil && !Direct(c) {
+		out = append(out, legacyInputWarnings(c, facts, host)...)
 	}
 	if !forwards {
 		return out
@@ -125,4 +129,145 @@ func legacyUfw(l *state.LegacyFirewall) bool {
 		}
 	}
 	return false
+}
+
+// legacyViews are host's legacy filter tables (iptables-legacy) that
+// plan judges as it does nft's chains, each as facts of its own (its
+// chains and rules, the host's addresses): those the agent read whole
+// (LegacyFamily.Chains), not ufw's (its warning gives ufw's commands).
+func legacyViews(f state.Facts) []state.Facts {
+	if f.Legacy == nil {
+		return nil
+	}
+	var out []state.Facts
+	for _, fam := range f.Legacy.Families {
+		if len(fam.Chains) == 0 || fam.Ufw {
+			continue
+		}
+		out = append(out, state.Facts{Chains: fam.Chains, FwRules: fam.Rules, Addrs: f.Addrs, Links: f.Links})
+	}
+	return out
+}
+
+// withView is facts with host's replaced by view.
+func withView(facts map[string]state.Facts, host string, view state.Facts) map[string]state.Facts {
+	out := map[string]state.Facts{}
+	for h, f := range facts {
+		out[h] = f
+	}
+	out[host] = view
+	return out
+}
+
+// legacyInsertCmd is the iptables-legacy command that inserts r at the
+// top of chain of the legacy filter table of family.
+func legacyInsertCmd(family, chain string, r acceptRule) string {
+	return legacyCmd(strings.Replace(insertCmd(family, "filter", "INPUT", r), " -I INPUT", " -I "+chain, 1))
+}
+
+// legacyCmd turns an iptables (ip6tables) command into iptables-legacy's.
+func legacyCmd(cmd string) string {
+	tool, rest, _ := strings.Cut(cmd, " ")
+	return tool + "-legacy " + rest
+}
+
+const legacyName = "legacy iptables (iptables-legacy, not in nft's ruleset): "
+
+// legacyForwardBroken is ForwardDropBroken for OLD's legacy filter
+// FORWARD: its rules (and DOCKER-USER's) certainly let a moved
+// service's new flows reach a drop.
+func legacyForwardBroken(c *config.Config, facts map[string]state.Facts) string {
+	dev := forwardDev(c, facts)
+	if dev == "" {
+		return ""
+	}
+	for _, view := range legacyViews(facts[Old]) {
+		for _, d := range ForwardDrops(c, withView(facts, Old, view)) {
+			if d.Drops == "" {
+				continue
+			}
+			chain := d.Chain
+			if hasChain(view, d.Family, "filter", "DOCKER-USER") {
+				chain = "DOCKER-USER"
+			}
+			fix := fmt.Sprintf("accept them in %s again: `%s` and `%s`, and save them with your other iptables rules", chain, legacyInsertCmd(d.Family, chain, acceptRule{iif: dev}), legacyInsertCmd(d.Family, chain, acceptRule{oif: dev}))
+			if Direct(c) {
+				fix = fmt.Sprintf("accept them in %s again, with the commands `migrate plan` prints", chain)
+			}
+			return fmt.Sprintf("OLD's %stable %s filter, chain %s (hook forward) %s and none of its rules accepts %s (removed by hand, by configuration management, or by a restore of saved rules?): new clients of the moved services get no answer; %s", legacyName, d.Family, d.Chain, d.How, d.Drops, fix)
+		}
+	}
+	return ""
+}
+
+// legacyInputBroken is NewInputBroken for NEW's legacy filter INPUT.
+func legacyInputBroken(c *config.Config, facts map[string]state.Facts, dev string) string {
+	for _, view := range legacyViews(facts[New]) {
+		for _, ch := range view.Chains {
+			if !foreignInputDrop(view, ch, false) {
+				continue
+			}
+			what := certainDropNew(c, view, [3]string{ch.Family, ch.Table, ch.Chain}, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
+			if what != "" {
+				return fmt.Sprintf("NEW's %stable %s filter, chain %s (hook input) %s and none of its rules accepts %s (added after the apply, or its rule lost with a restore of saved rules?): new clients of the moved services get no answer; accept them there, e.g. `%s`, and save them with your other iptables rules", legacyName, ch.Family, ch.Chain, dropsHow(view, ch), what, legacyInsertCmd(ch.Family, ch.Chain, acceptRule{iif: dev}))
+			}
+		}
+	}
+	return ""
+}
+
+// legacyInputCmds are, for host's legacy filter INPUT chain ch of view,
+// the commands that accept the tunnel's packets and, on NEW, what
+// arrives through the tunnel device, and what they stand for.
+func legacyInputCmds(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain) ([]fwCmd, string) {
+	cmd := tunnelInputCmd(c, facts, host, ch)
+	cmd.cmd = legacyCmd(cmd.cmd)
+	cmds := []fwCmd{cmd}
+	what := "the tunnel's packets from the peer"
+	if host == New {
+		cmds = append(cmds, fwCmd{legacyInsertCmd(ch.Family, ch.Chain, acceptRule{iif: c.Tunnel.Name}), [][3]string{{ch.Family, ch.Table, ch.Chain}}, fwQuery{iif: c.Tunnel.Name}})
+		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
+	}
+	return cmds, what
+}
+
+// legacyInputWarnings are inputDropWarnings for host's legacy filter
+// INPUT (a tunnel, not direct).
+func legacyInputWarnings(c *config.Config, facts map[string]state.Facts, host string) []string {
+	var out []string
+	from, _ := underlayFrom(c, facts, host)
+	for _, view := range legacyViews(facts[host]) {
+		for _, ch := range view.Chains {
+			if !foreignInputDrop(view, ch, false) || !familyCarries(ch.Family, from) {
+				continue
+			}
+			cmds, what := legacyInputCmds(c, facts, host, ch)
+			missed := missing(view, cmds, legacyCmd(showChain(ch.Family, ch.Table, ch.Chain)))
+			if len(missed) == 0 {
+				out = append(out, fmt.Sprintf("host %s: %stable %s filter, chain %s (hook input) %s; its rules accept %s", host, legacyName, ch.Family, ch.Chain, dropsHow(view, ch), what))
+				continue
+			}
+			out = append(out, fmt.Sprintf("WARNING host %s: %stable %s filter, chain %s (hook input) %s: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, legacyName, ch.Family, ch.Chain, dropsHow(view, ch), what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
+		}
+	}
+	return out
+}
+
+// legacyTunnelHints are TunnelFirewallHint's for host's legacy filter
+// INPUT.
+func legacyTunnelHints(c *config.Config, facts map[string]state.Facts, host string) []string {
+	var out []string
+	from, _ := underlayFrom(c, facts, host)
+	for _, view := range legacyViews(facts[host]) {
+		for _, ch := range view.Chains {
+			if !foreignInputDrop(view, ch, false) || !familyCarries(ch.Family, from) {
+				continue
+			}
+			cmds, _ := legacyInputCmds(c, facts, host, ch)
+			if missed := missing(view, cmds[:1], legacyCmd(showChain(ch.Family, ch.Table, ch.Chain))); len(missed) > 0 {
+				out = append(out, fmt.Sprintf("%s's %stable %s filter, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), legacyName, ch.Family, ch.Chain, dropsHow(view, ch), missed[0]))
+			}
+		}
+	}
+	return out
 }

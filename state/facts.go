@@ -35,10 +35,6 @@ type FactsRequest struct {
 	// what would break the data path (a forward drop policy), and the
 	// rules of ufw's user chains (Facts.FwRules).
 	Chains bool `json:"chains,omitempty"`
-	// NoLegacy leaves out, with Chains, the legacy x_tables read
-	// (iptables-legacy-save per table): status, at every reading, needs
-	// the nft chains only.
-	NoLegacy bool `json:"no_legacy,omitempty"`
 	// Conntrack asks how full the host's conntrack table is, and how
 	// many sockets the host holds (what it will track once migrate's
 	// table turns tracking on).
@@ -179,6 +175,14 @@ type LegacyFamily struct {
 	// or jump to a chain of the table (Docker's `-j DOCKER`,
 	// kube-proxy's KUBE-SERVICES), at most MaxLegacyRules.
 	NAT []string `json:"nat,omitempty"`
+	// Chains and Rules are the filter table read as FwRules are (table
+	// "filter"): INPUT, FORWARD and OUTPUT as base chains with their
+	// hook and policy, the others as regular chains (all read), and
+	// their rules as far as the agent reads them, within MaxFwRules a
+	// chain and MaxFwRulesTotal in all. plan judges them as it does
+	// nft's chains, through a view of its own (plan.LegacyView).
+	Chains []BaseChain `json:"chains,omitempty"`
+	Rules  []FwRule    `json:"rules,omitempty"`
 }
 
 // MaxLegacyRules bounds the rules a LegacyFamily lists in each field.
