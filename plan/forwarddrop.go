@@ -260,10 +260,7 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 			continue
 		}
 		dev := forwardDev(c, facts)
-		keep := "and in the file that loads the table"
-		if iptablesTool(d.Family, d.Table, d.Chain) != "" {
-			keep = "and save them with your other iptables rules"
-		}
+		keep := keepShort(d.Family, d.Table, d.Chain)
 		fix := fmt.Sprintf("accept them there again: `%s` and `%s`, %s", insertCmd(d.Family, d.Table, d.Chain, acceptRule{iif: dev}), insertCmd(d.Family, d.Table, d.Chain, acceptRule{oif: dev}), keep)
 		if Direct(c) {
 			fix = "accept them there again, with the rules `migrate plan` prints, " + keep
@@ -306,18 +303,28 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 		}
 		// A chain of nft's or iptables' own that drops (a saved
 		// rule set restored without the tunnel's rule).
-		from, _ := underlayFrom(c, facts, host)
-		for _, ch := range f.Chains {
-			if !foreignInputDrop(f, ch, ufwActive(f)) || !familyCarries(ch.Family, from) {
-				continue
-			}
-			if cmds := missing(f, []fwCmd{tunnelInputCmd(c, facts, host, ch)}, showChain(ch.Family, ch.Table, ch.Chain)); len(cmds) > 0 {
-				out = append(out, fmt.Sprintf("%s's table %s %s, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), cmds[0]))
-			}
-		}
+		out = append(out, tunnelHints(c, facts, host, f, ufwActive(f), nftChains)...)
 		out = append(out, legacyTunnelHints(c, facts, host)...)
 	}
 	return strings.Join(out, "; ")
+}
+
+// tunnelHints name the input chains of view (host's nft ruleset, or a
+// legacy table of it) that drop and lack the rule for the tunnel's own
+// packets, with the command in src's syntax.
+func tunnelHints(c *config.Config, facts map[string]state.Facts, host string, view state.Facts, ufw bool, src chainSource) []string {
+	var out []string
+	from, _ := underlayFrom(c, facts, host)
+	for _, ch := range view.Chains {
+		if !foreignInputDrop(view, ch, ufw) || !familyCarries(ch.Family, from) {
+			continue
+		}
+		cmds, _ := inputCmds(c, facts, host, ch, src)
+		if missed := missing(view, cmds[:1], src.cmd(showChain(ch.Family, ch.Table, ch.Chain))); len(missed) > 0 {
+			out = append(out, fmt.Sprintf("%s's %stable %s %s, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), src.name, ch.Family, ch.Table, ch.Chain, dropsHow(view, ch), missed[0]))
+		}
+	}
+	return out
 }
 
 // NewInputBroken says, for status, what of NEW's firewall certainly drops
@@ -365,10 +372,7 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 			continue
 		}
 		if what := toward([3]string{ch.Family, ch.Table, ch.Chain}); what != "" {
-			keep := "and in the file that loads the table"
-			if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
-				keep = "and save them with your other iptables rules"
-			}
+			keep := keepShort(ch.Family, ch.Table, ch.Chain)
 			return fmt.Sprintf("NEW's table %s %s, chain %s (hook input) %s and none of its rules accepts %s (added after the apply, or its rule lost with a reload of the firewall?): new clients of the moved services get no answer; accept them there, e.g. `%s`, %s", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what, insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: dev}), keep)
 		}
 	}

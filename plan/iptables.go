@@ -110,6 +110,15 @@ func showChain(family, table, chain string) string {
 	return fmt.Sprintf("nft list chain %s %s %s", family, table, chain)
 }
 
+// keepShort is keepRules for status's reasons: where the rules go as
+// well, after "accept them there again: CMDS, ".
+func keepShort(family, table, chain string) string {
+	if iptablesTool(family, table, chain) != "" {
+		return "and save them with your other iptables rules"
+	}
+	return "and in the file that loads the table"
+}
+
 // dropsHow says how base chain ch of f drops what its rules before do not
 // accept: "has policy drop", or, with policy accept, "ends in a drop" or
 // "ends in a reject" when one of its rules drops or rejects every packet

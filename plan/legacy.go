@@ -216,39 +216,15 @@ func legacyInputBroken(c *config.Config, facts map[string]state.Facts, dev strin
 	return ""
 }
 
-// legacyInputCmds are, for host's legacy filter INPUT chain ch of view,
-// the commands that accept the tunnel's packets and, on NEW, what
-// arrives through the tunnel device, and what they stand for.
-func legacyInputCmds(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain) ([]fwCmd, string) {
-	cmd := tunnelInputCmd(c, facts, host, ch)
-	cmd.cmd = legacyCmd(cmd.cmd)
-	cmds := []fwCmd{cmd}
-	what := "the tunnel's packets from the peer"
-	if host == New {
-		cmds = append(cmds, fwCmd{legacyInsertCmd(ch.Family, ch.Chain, acceptRule{iif: c.Tunnel.Name}), [][3]string{{ch.Family, ch.Table, ch.Chain}}, fwQuery{iif: c.Tunnel.Name}})
-		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
-	}
-	return cmds, what
-}
+// legacyChains are the legacy x_tables tables' chains (iptables-legacy).
+var legacyChains = chainSource{name: legacyName, cmd: legacyCmd}
 
 // legacyInputWarnings are inputDropWarnings for host's legacy filter
 // INPUT (a tunnel, not direct).
 func legacyInputWarnings(c *config.Config, facts map[string]state.Facts, host string) []string {
 	var out []string
-	from, _ := underlayFrom(c, facts, host)
 	for _, view := range legacyViews(facts[host]) {
-		for _, ch := range view.Chains {
-			if !foreignInputDrop(view, ch, false) || !familyCarries(ch.Family, from) {
-				continue
-			}
-			cmds, what := legacyInputCmds(c, facts, host, ch)
-			missed := missing(view, cmds, legacyCmd(showChain(ch.Family, ch.Table, ch.Chain)))
-			if len(missed) == 0 {
-				out = append(out, fmt.Sprintf("host %s: %stable %s filter, chain %s (hook input) %s; its rules accept %s", host, legacyName, ch.Family, ch.Chain, dropsHow(view, ch), what))
-				continue
-			}
-			out = append(out, fmt.Sprintf("WARNING host %s: %stable %s filter, chain %s (hook input) %s: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, legacyName, ch.Family, ch.Chain, dropsHow(view, ch), what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
-		}
+		out = append(out, inputDropWarningsIn(c, facts, host, view, false, legacyChains)...)
 	}
 	return out
 }
@@ -257,17 +233,8 @@ func legacyInputWarnings(c *config.Config, facts map[string]state.Facts, host st
 // INPUT.
 func legacyTunnelHints(c *config.Config, facts map[string]state.Facts, host string) []string {
 	var out []string
-	from, _ := underlayFrom(c, facts, host)
 	for _, view := range legacyViews(facts[host]) {
-		for _, ch := range view.Chains {
-			if !foreignInputDrop(view, ch, false) || !familyCarries(ch.Family, from) {
-				continue
-			}
-			cmds, _ := legacyInputCmds(c, facts, host, ch)
-			if missed := missing(view, cmds[:1], legacyCmd(showChain(ch.Family, ch.Table, ch.Chain))); len(missed) > 0 {
-				out = append(out, fmt.Sprintf("%s's %stable %s filter, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), legacyName, ch.Family, ch.Chain, dropsHow(view, ch), missed[0]))
-			}
-		}
+		out = append(out, tunnelHints(c, facts, host, view, false, legacyChains)...)
 	}
 	return out
 }

@@ -207,30 +207,54 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 // commands its live rules do not show yet (a note when they show all),
 // and says they belong in the file that loads the table too.
 func inputDropWarnings(c *config.Config, facts map[string]state.Facts, host string, ufw bool) []string {
-	f := facts[host]
-	t := c.Tunnel
+	return inputDropWarningsIn(c, facts, host, facts[host], ufw, nftChains)
+}
+
+// inputDropWarningsIn are inputDropWarnings for the chains of view (the
+// host's nft ruleset, or a legacy table of it), named and with commands
+// as src says.
+func inputDropWarningsIn(c *config.Config, facts map[string]state.Facts, host string, view state.Facts, ufw bool, src chainSource) []string {
 	from, _ := underlayFrom(c, facts, host)
 	var out []string
-	for _, ch := range f.Chains {
-		if !foreignInputDrop(f, ch, ufw) || !familyCarries(ch.Family, from) {
+	for _, ch := range view.Chains {
+		if !foreignInputDrop(view, ch, ufw) || !familyCarries(ch.Family, from) {
 			continue
 		}
-		name := [3]string{ch.Family, ch.Table, ch.Chain}
-		cmds := []fwCmd{tunnelInputCmd(c, facts, host, ch)}
-		what := "the tunnel's packets from the peer"
-		if host == New {
-			cmds = append(cmds, fwCmd{insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: t.Name}), [][3]string{name}, fwQuery{iif: t.Name}})
-			what += fmt.Sprintf(" and what arrives through %s for the services", t.Name)
-		}
-		missed := missing(f, cmds, showChain(ch.Family, ch.Table, ch.Chain))
+		cmds, what := inputCmds(c, facts, host, ch, src)
+		missed := missing(view, cmds, src.cmd(showChain(ch.Family, ch.Table, ch.Chain)))
 		if len(missed) == 0 {
-			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook input) %s; its rules accept %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what))
+			out = append(out, fmt.Sprintf("host %s: %stable %s %s, chain %s (hook input) %s; its rules accept %s", host, src.name, ch.Family, ch.Table, ch.Chain, dropsHow(view, ch), what))
 			continue
 		}
-		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook input) %s: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
+		out = append(out, fmt.Sprintf("WARNING host %s: %stable %s %s, chain %s (hook input) %s: it drops %s unless its own rules accept them. Accept them (before migrate apply): %s, and %s", host, src.name, ch.Family, ch.Table, ch.Chain, dropsHow(view, ch), what, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
 }
+
+// inputCmds are the commands that accept, in host's input chain ch, the
+// tunnel's packets from the peer and, on NEW, what arrives through the
+// tunnel device, in src's syntax, and what they stand for.
+func inputCmds(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain, src chainSource) ([]fwCmd, string) {
+	cmd := tunnelInputCmd(c, facts, host, ch)
+	cmd.cmd = src.cmd(cmd.cmd)
+	cmds := []fwCmd{cmd}
+	what := "the tunnel's packets from the peer"
+	if host == New {
+		cmds = append(cmds, fwCmd{src.cmd(insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: c.Tunnel.Name})), [][3]string{{ch.Family, ch.Table, ch.Chain}}, fwQuery{iif: c.Tunnel.Name}})
+		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
+	}
+	return cmds, what
+}
+
+// chainSource is where the chains plan judges are: nft's ruleset, or a
+// legacy x_tables table (iptables-legacy), which the messages name first
+// and whose commands are iptables-legacy's.
+type chainSource struct {
+	name string              // "" for nft's ruleset
+	cmd  func(string) string // turns an nft or iptables command into its own
+}
+
+var nftChains = chainSource{cmd: func(s string) string { return s }}
 
 // foreignInputDrop says whether ch is a base chain at the input hook that
 // drops what its rules do not accept (dropsHow) and whose advice is nft's or iptables' own: not ufw's (when
