@@ -188,40 +188,65 @@ func iptablesLater(t *testing.T, how string, rules map[string]string) {
 	if strings.Contains(r.Stdout, "WARNING host old: table ip filter") || strings.Contains(r.Stdout, "WARNING host new: table ip filter") {
 		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
 	}
+	restoredLater(t, ctx, s, savedRules{how: how, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
+}
+
+// savedRules is what restoredLater needs of hosts firewalled with saved
+// iptables rules: how their chains drop ("has policy drop"), the name
+// status gives them before "table" (the legacy backend's), restore
+// (load a host's saved rules again) and cmd (run one of migrate's
+// commands on a host), and the commands plan gave: OLD's INPUT rule for
+// the tunnel, its two FORWARD rules, NEW's INPUT rules for the tunnel
+// and for mig0.
+type savedRules struct {
+	how, name      string
+	restore        func(role string)
+	cmd            func(role, c string)
+	oldIn          string
+	forward, newIn []string
+}
+
+// restoredLater applies the plan on hosts whose firewalls hold plan's
+// rules by command only, then plays week three: OLD's saved rules are
+// restored (status names the INPUT rule the failed tunnel ping needs,
+// then, with it, calls the moved service BROKEN for FORWARD until its
+// rules are back), then NEW's (the same for its INPUT); rollback --all
+// leaves both hosts as before the apply.
+func restoredLater(t *testing.T, ctx context.Context, s *scenario.Scenario, r savedRules) {
+	t.Helper()
+	l := s.Lab
 	before := snap(t, ctx, s)
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	servedByNew(t, ctx, s, "after apply")
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status with the iptables rules in:\n%s", r.Stdout)
+	if st := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(st.Stdout, "BROKEN") {
+		t.Errorf("status with the rules in:\n%s", st.Stdout)
 	}
 
-	// Week three, OLD: the saved rules are restored.
-	restore(lab.RoleOld)
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "OLD's table ip filter, chain INPUT (hook input) " + how + " and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
-		t.Errorf("status with OLD's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	r.restore(lab.RoleOld)
+	st := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "OLD's " + r.name + "table ip filter, chain INPUT (hook input) " + r.how + " and lacks `" + r.oldIn + "`"; !strings.Contains(st.Stdout, "cannot ping") || !strings.Contains(st.Stdout, want) {
+		t.Errorf("status with OLD's saved rules restored: want the failed ping and %q:\n%s", want, st.Stdout)
 	}
-	cmd(lab.RoleOld, oldIn)
-	want := "OLD's table ip filter, chain FORWARD (hook forward) " + how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
-	brokenUntil(t, ctx, s, "OLD's saved iptables rules restored", want, forward, func() {
-		for _, c := range forward {
-			cmd(lab.RoleOld, c)
+	r.cmd(lab.RoleOld, r.oldIn)
+	want := "OLD's " + r.name + "table ip filter, chain FORWARD (hook forward) " + r.how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
+	brokenUntil(t, ctx, s, "OLD's saved rules restored", want, r.forward, func() {
+		for _, c := range r.forward {
+			r.cmd(lab.RoleOld, c)
 		}
 	})
 
-	// And NEW.
-	restore(lab.RoleNew)
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "NEW's table ip filter, chain INPUT (hook input) " + how + " and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
-		t.Errorf("status with NEW's saved rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
+	r.restore(lab.RoleNew)
+	st = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "NEW's " + r.name + "table ip filter, chain INPUT (hook input) " + r.how + " and lacks `" + r.newIn[0] + "`"; !strings.Contains(st.Stdout, "cannot ping") || !strings.Contains(st.Stdout, want) {
+		t.Errorf("status with NEW's saved rules restored: want the failed ping and %q:\n%s", want, st.Stdout)
 	}
-	cmd(lab.RoleNew, newIn[0])
-	want = "NEW's table ip filter, chain INPUT (hook input) " + how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
-	brokenUntil(t, ctx, s, "NEW's saved iptables rules restored", want, newIn[1:], func() { cmd(lab.RoleNew, newIn[1]) })
+	r.cmd(lab.RoleNew, r.newIn[0])
+	want = "NEW's " + r.name + "table ip filter, chain INPUT (hook input) " + r.how + " and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
+	brokenUntil(t, ctx, s, "NEW's saved rules restored", want, r.newIn[1:], func() { r.cmd(lab.RoleNew, r.newIn[1]) })
 
 	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
-	diffSnap(t, "iptables hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
+	diffSnap(t, "hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
 }
 
 // TestLegacyLater is TestIptablesLater/persistent on the legacy backend
@@ -300,36 +325,5 @@ func TestLegacyLater(t *testing.T) {
 	if strings.Contains(r.Stdout, "WARNING host old: "+legacy) || strings.Contains(r.Stdout, "WARNING host new: "+legacy) {
 		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
 	}
-	before := snap(t, ctx, s)
-	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	servedByNew(t, ctx, s, "after apply")
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status with the legacy rules in:\n%s", r.Stdout)
-	}
-
-	restore(lab.RoleOld)
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "OLD's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and lacks `" + oldIn + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
-		t.Errorf("status with OLD's saved legacy rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
-	}
-	cmd(lab.RoleOld, oldIn)
-	want := "OLD's " + legacy + "table ip filter, chain FORWARD (hook forward) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) toward NEW (out on mig0)"
-	brokenUntil(t, ctx, s, "OLD's saved legacy rules restored", want, forward, func() {
-		for _, c := range forward {
-			cmd(lab.RoleOld, c)
-		}
-	})
-
-	restore(lab.RoleNew)
-	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "NEW's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and lacks `" + newIn[0] + "`"; !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, want) {
-		t.Errorf("status with NEW's saved legacy rules restored: want the failed ping and %q:\n%s", want, r.Stdout)
-	}
-	cmd(lab.RoleNew, newIn[0])
-	want = "NEW's " + legacy + "table ip filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web (" + hp(l.OldIP.String(), scenario.MigratedPort) + "/tcp) in on mig0"
-	brokenUntil(t, ctx, s, "NEW's saved legacy rules restored", want, newIn[1:], func() { cmd(lab.RoleNew, newIn[1]) })
-
-	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
-	expectServed(t, ctx, s, scenario.MigratedPort, "old")
-	diffSnap(t, "legacy hosts after apply, restores and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
+	restoredLater(t, ctx, s, savedRules{how: "has policy drop", name: legacy, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
 }
