@@ -22,7 +22,7 @@ import (
 func ufwIn(t *testing.T, ctx context.Context, l *lab.Lab, host string, args ...string) string {
 	t.Helper()
 	dir := filepath.Join(l.Dir, "ufw-"+host)
-	if _, err := os.Stat(dir); err != nil {
+	if _, err := os.Stat(dir + "/etc"); err != nil {
 		for _, c := range [][]string{
 			{"mkdir", "-p", dir},
 			{"cp", "-a", "/etc/ufw", dir + "/etc"},
@@ -39,6 +39,7 @@ func ufwIn(t *testing.T, ctx context.Context, l *lab.Lab, host string, args ...s
 	}
 	script := `set -e
 mount -t tmpfs migrate-lab /run
+if [ -d "$D/alternatives" ]; then mount --bind "$D/alternatives" /etc/alternatives; fi
 mount --bind "$D/etc" /etc/ufw
 mount --bind "$D/lib" /lib/ufw
 mount --bind "$D/default" /etc/default/ufw
@@ -48,6 +49,32 @@ exec ufw "$@"`
 		t.Fatalf("%s: ufw %v: %v", host, args, err)
 	}
 	return string(out)
+}
+
+// ufwLegacy makes host's ufw (ufwIn) run on the legacy backend, as on
+// Ubuntu 20.04: iptables and its save and restore tools are
+// iptables-legacy's in a private copy of /etc/alternatives, bound over
+// the real one only in the mount namespace each ufwIn runs in. Call it
+// before the first ufwIn for host.
+func ufwLegacy(t *testing.T, ctx context.Context, l *lab.Lab, host string) {
+	t.Helper()
+	alt := filepath.Join(l.Dir, "ufw-"+host, "alternatives")
+	if err := os.MkdirAll(filepath.Dir(alt), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "cp", "-a", "/etc/alternatives", alt).CombinedOutput(); err != nil {
+		t.Fatalf("copy /etc/alternatives: %v: %s", err, out)
+	}
+	for _, tool := range []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"} {
+		legacy := "/usr/sbin/" + strings.Replace(tool, "tables", "tables-legacy", 1)
+		if _, err := os.Stat(legacy); err != nil {
+			t.Fatalf("%s: %v (apt-get install iptables)", legacy, err)
+		}
+		_ = os.Remove(filepath.Join(alt, tool))
+		if err := os.Symlink(legacy, filepath.Join(alt, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func needUfw(t *testing.T) {
@@ -181,19 +208,40 @@ func TestUfw(t *testing.T) {
 // ufw's rules as they were.
 func TestUfwLater(t *testing.T) {
 	needUfw(t)
+	for _, legacy := range []bool{false, true} {
+		name := map[bool]string{false: "nft", true: "legacy"}[legacy]
+		t.Run(name, func(t *testing.T) { ufwLater(t, legacy) })
+	}
+}
+
+// ufwLater is TestUfwLater with ufw on nft's backend, or on the legacy
+// one (Ubuntu 20.04's): there plan and status read ufw's chains from the
+// legacy tables (iptables-legacy-save), as they read nft's.
+func ufwLater(t *testing.T, legacy bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
 	defer cancel()
 	s := movedScenario(t, ctx)
 	l := s.Lab
+	save, lacks := "iptables-nft-save", "ufw is active on OLD and lacks `"
+	if legacy {
+		ufwLegacy(t, ctx, l, lab.RoleOld)
+		save, lacks = "iptables-legacy-save", "ufw is active on OLD (legacy backend) and lacks `"
+	}
 	// First SSH and the service only: the tunnel's packets from NEW
 	// are dropped too; the ping fails and status names ufw's missing
 	// rule with it.
 	ufwIn(t, ctx, l, lab.RoleOld, "allow", "22/tcp")
 	ufwIn(t, ctx, l, lab.RoleOld, "allow", "8080/tcp")
 	ufwIn(t, ctx, l, lab.RoleOld, "--force", "enable")
+	if legacy {
+		// ufw's rules went to the legacy tables, not nft's.
+		if out := mustExec(t, ctx, l, lab.RoleOld, "iptables-legacy-save", "-t", "filter"); !strings.Contains(out, ":ufw-user-input") {
+			t.Fatalf("ufw on the legacy backend wrote no legacy chain:\n%s", out)
+		}
+	}
 	tunnelRule := "ufw allow proto udp from " + l.NewIP.String() + " to " + l.OldIP.String() + " port 4789"
 	r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
-	if want := "ufw is active on OLD and lacks `" + tunnelRule + "`"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, "BROKEN") {
+	if want := lacks + tunnelRule + "`"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "cannot ping") || !strings.Contains(r.Stdout, "BROKEN") {
 		t.Errorf("status with ufw on OLD dropping the tunnel: want %q after the failed ping:\n%s", want, r.Stdout)
 	}
 	ufwIn(t, ctx, l, lab.RoleOld, strings.Fields(strings.TrimPrefix(tunnelRule, "ufw "))...)
@@ -204,9 +252,29 @@ func TestUfwLater(t *testing.T) {
 			ufwIn(t, ctx, l, lab.RoleOld, strings.Fields(strings.TrimPrefix(a, "ufw "))...)
 		}
 	})
-	saved := iptablesSave(t, ctx, l, lab.RoleOld)
+	if legacy {
+		// plan reads them there too: a note, not the warning with
+		// every command.
+		r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
+		if note := "host old: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset); its rules allow migrate's traffic"; !strings.Contains(r.Stdout, note) || strings.Contains(r.Stdout, "WARNING host old: ufw") {
+			t.Errorf("plan with ufw's rules in on the legacy backend: want %q:\n%s", note, r.Stdout)
+		}
+	}
+	saved := mustExec(t, ctx, l, lab.RoleOld, save, "-t", "filter")
 	rolledBack(t, ctx, s)
-	if got := iptablesSave(t, ctx, l, lab.RoleOld); got != saved {
+	if got := mustExec(t, ctx, l, lab.RoleOld, save, "-t", "filter"); stripSaveNoise(got) != stripSaveNoise(saved) {
 		t.Errorf("old: ufw's rules after rollback:\n--- before\n%s\n--- after\n%s", saved, got)
 	}
+}
+
+// stripSaveNoise is an iptables-save text without its comments and
+// counters.
+func stripSaveNoise(text string) string {
+	var keep []string
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "#") {
+			keep = append(keep, chainCounters.ReplaceAllString(line, "[0:0]"))
+		}
+	}
+	return strings.Join(keep, "\n")
 }

@@ -252,6 +252,11 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 	if w := ufwForwardBroken(c, facts); w != "" {
 		return w
 	}
+	if v, ok := legacyUfwView(facts[Old]); ok && !ufwActive(facts[Old]) {
+		if w := ufwForwardBroken(c, withView(facts, Old, v)); w != "" {
+			return w
+		}
+	}
 	if w := firewalldForwardBroken(c, facts); w != "" {
 		return w
 	}
@@ -291,10 +296,15 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 	var out []string
 	for _, host := range []string{Old, New} {
 		f := facts[host]
+		v, legacyUfw := legacyUfwView(f)
 		switch {
 		case ufwActive(f):
 			if cmds := missing(f, ufwCommands(c, facts, host)[:1], "ufw status numbered"); len(cmds) > 0 {
 				out = append(out, fmt.Sprintf("ufw is active on %s and lacks %s", strings.ToUpper(host), cmds[0]))
+			}
+		case legacyUfw:
+			if cmds := missing(v, ufwCommands(c, withView(facts, host, v), host)[:1], "ufw status numbered"); len(cmds) > 0 {
+				out = append(out, fmt.Sprintf("ufw is active on %s (legacy backend) and lacks %s", strings.ToUpper(host), cmds[0]))
 			}
 		case firewalldActive(f):
 			if cmds := missing(f, firewalldCommands(c, facts, host)[:1], "nft list table inet firewalld"); len(cmds) > 0 {
@@ -327,6 +337,24 @@ func tunnelHints(c *config.Config, facts map[string]state.Facts, host string, vi
 	return out
 }
 
+// ufwInputBroken is NewInputBroken for ufw on NEW (f: its nft ruleset,
+// or its legacy tables where ufw runs on the legacy backend).
+func ufwInputBroken(c *config.Config, f state.Facts, dev string) string {
+	if !ufwActive(f) {
+		return ""
+	}
+	for _, fam := range []struct{ family, chain string }{{"ip", "ufw-user-input"}, {"ip6", "ufw6-user-input"}} {
+		if policyDrop(f, fam.family, "filter", "input") == "" || !hasChain(f, fam.family, "filter", fam.chain) {
+			continue
+		}
+		what := certainDropNew(c, f, [3]string{fam.family, "filter", fam.chain}, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
+		if what != "" {
+			return fmt.Sprintf("ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops %s: its incoming policy is deny and %s has no rule for them, so new clients of the moved services get no answer; allow them: `ufw allow in on %s`", what, fam.chain, dev)
+		}
+	}
+	return ""
+}
+
 // NewInputBroken says, for status, what of NEW's firewall certainly drops
 // the services' new flows arriving through the tunnel device (a direct
 // tunnel's segment interface): ufw (enabled after the apply, its default
@@ -350,14 +378,12 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 		return certainDropNew(c, f, ch, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
 	}
 	ufw := ufwActive(f)
-	if ufw {
-		for _, fam := range []struct{ family, chain string }{{"ip", "ufw-user-input"}, {"ip6", "ufw6-user-input"}} {
-			if policyDrop(f, fam.family, "filter", "input") == "" || !hasChain(f, fam.family, "filter", fam.chain) {
-				continue
-			}
-			if what := toward([3]string{fam.family, "filter", fam.chain}); what != "" {
-				return fmt.Sprintf("ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops %s: its incoming policy is deny and %s has no rule for them, so new clients of the moved services get no answer; allow them: `ufw allow in on %s`", what, fam.chain, dev)
-			}
+	if w := ufwInputBroken(c, f, dev); w != "" {
+		return w
+	}
+	if v, ok := legacyUfwView(f); ok && !ufw {
+		if w := ufwInputBroken(c, v, dev); w != "" {
+			return w
 		}
 	}
 	if firewalldActive(f) && !Direct(c) {

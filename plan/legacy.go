@@ -26,7 +26,12 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 	if l.Error != "" {
 		out = append(out, fmt.Sprintf("WARNING host %s: legacy iptables tables (%s) could not be read: %s. Their rules (iptables-legacy) are not in nft's ruleset: check with `iptables-legacy-save` that filter FORWARD accepts what migrate forwards and that no nat PREROUTING rule rewrites the services' destinations", host, strings.Join(l.Tables, ", "), l.Error))
 	}
-	if c.Tunnel != nil && !Direct(c) && legacyUfw(l) && !ufwActive(facts[host]) {
+	v, readUfw := legacyUfwView(facts[host])
+	switch {
+	case c.Tunnel != nil && !Direct(c) && readUfw && !ufwActive(facts[host]):
+		// Its rules read: only the commands they lack, as on nft.
+		out = append(out, strings.Replace(ufwWarning(c, withView(facts, host, v), host), "ufw is active (table ip filter)", "ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset)", 1))
+	case c.Tunnel != nil && !Direct(c) && legacyUfw(l) && !ufwActive(facts[host]):
 		// ufw on the legacy backend (Ubuntu 20.04's default): its
 		// default policies drop the tunnel's packets and what OLD
 		// forwards, and an iptables-legacy rule would go at ufw's next
@@ -237,4 +242,23 @@ func legacyTunnelHints(c *config.Config, facts map[string]state.Facts, host stri
 		out = append(out, tunnelHints(c, facts, host, view, false, legacyChains)...)
 	}
 	return out
+}
+
+// legacyUfwView is host's legacy filter tables as facts of their own
+// where ufw runs on the legacy backend (Ubuntu 20.04) and the agent read
+// them: both families' chains and rules together, as ufw's checks read
+// them (ufw-user-input, ufw6-user-input).
+func legacyUfwView(f state.Facts) (state.Facts, bool) {
+	if f.Legacy == nil || !legacyUfw(f.Legacy) {
+		return state.Facts{}, false
+	}
+	v := state.Facts{Addrs: f.Addrs, Links: f.Links}
+	for _, fam := range f.Legacy.Families {
+		if fam.Ufw && len(fam.Chains) == 0 {
+			return state.Facts{}, false
+		}
+		v.Chains = append(v.Chains, fam.Chains...)
+		v.FwRules = append(v.FwRules, fam.Rules...)
+	}
+	return v, ufwActive(v)
 }

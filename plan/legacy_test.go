@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +203,47 @@ func TestLegacyAccepted(t *testing.T) {
 	w = set("-A DOCKER-USER -i mig0 -j ACCEPT", "-A DOCKER-USER -o mig1 -j ACCEPT")
 	if !strings.HasSuffix(w, "(before migrate apply): `iptables-legacy -I DOCKER-USER -o mig0 -j ACCEPT`") || strings.Contains(w, "-i mig0") {
 		t.Errorf("one accepted:\n%s", w)
+	}
+}
+
+// TestLegacyUfwRead: ufw on the legacy backend whose tables the agent
+// read (LegacyFamily.Chains): plan gives only the commands ufw's chains
+// lack, and status judges NEW's ufw as on nft.
+func TestLegacyUfwRead(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	ufwTables := func(user ...state.FwRule) *state.LegacyFirewall {
+		fam := state.LegacyFamily{Family: "ip", ForwardPolicy: "DROP", Ufw: true, Chains: []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: "INPUT", Hook: "input", Type: "filter", Policy: "drop"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Type: "filter", Policy: "drop"},
+			{Family: "ip", Table: "filter", Chain: "ufw-user-input", Read: true},
+			{Family: "ip", Table: "filter", Chain: "ufw-user-forward", Read: true},
+		}}
+		for _, r := range user {
+			r.Family, r.Table, r.Chain = "ip", "filter", "ufw-user-input"
+			fam.Rules = append(fam.Rules, r)
+		}
+		return &state.LegacyFirewall{Tables: []string{"ip filter"}, Families: []state.LegacyFamily{fam}}
+	}
+	n := f[plan.New]
+	n.Legacy = ufwTables(state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"})
+	f[plan.New] = n
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	if want := "WARNING host new: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset): chain INPUT (hook input) has policy drop: it drops the tunnel's packets from the peer; what arrives through mig0 for the services passes only if ufw allows their ports. Allow migrate's traffic (before migrate apply): `ufw allow proto udp from 198.51.100.10 to 203.0.113.20 port 4789` and `ufw allow in on mig0`"; !strings.Contains(w, want) {
+		t.Errorf("warnings lack %q:\n%s", want, w)
+	}
+	if b := plan.NewInputBroken(c, f); !strings.Contains(b, "ufw is active on NEW (enabled, reset or reloaded after the apply?) and drops the new flows of service web") {
+		t.Errorf("NewInputBroken = %q", b)
+	}
+	if h := plan.TunnelFirewallHint(c, f); !strings.Contains(h, "ufw is active on NEW (legacy backend) and lacks `ufw allow proto udp from 198.51.100.10 to 203.0.113.20 port 4789`") {
+		t.Errorf("TunnelFirewallHint = %q", h)
+	}
+	n.Legacy = ufwTables(state.FwRule{L4Proto: "udp", Saddr: netip.MustParseAddr("198.51.100.10"), Daddr: netip.MustParseAddr("203.0.113.20"), Dport: 4789, Verdict: "accept"}, state.FwRule{IifName: "mig0", Verdict: "accept"})
+	f[plan.New] = n
+	if w := strings.Join(plan.Warnings(c, f), "\n"); !strings.Contains(w, "host new: ufw is active on the legacy backend (iptables-legacy, not in nft's ruleset); its rules allow migrate's traffic") || strings.Contains(w, "WARNING host new") {
+		t.Errorf("warnings with ufw's rules in:\n%s", w)
+	}
+	if b := plan.NewInputBroken(c, f); b != "" {
+		t.Errorf("NewInputBroken with ufw's rules in = %q", b)
 	}
 }
