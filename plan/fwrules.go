@@ -59,11 +59,25 @@ func chainAccepts(f state.Facts, ch [3]string, q fwQuery) (ok, shadowed bool) {
 // else makes the result unknown. A chain whose rules the facts do not
 // hold is unknown; the end of a chain passes.
 func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult, shadowed bool) {
-	if depth > 16 || !state.FwRulesRead(f.Chains, ch[0], ch[1], ch[2]) || !hasChain(f, ch[0], ch[1], ch[2]) {
+	budget := maxEvalSteps
+	return evalChainIn(f, ch, q, depth, &budget)
+}
+
+// maxEvalSteps bounds the rules one evalChain looks at, jumps included:
+// chains that jump to each other many times over (kube-proxy's, or a
+// hostile host's facts) give unknown, not a CPU-bound plan.
+const maxEvalSteps = 1 << 20
+
+func evalChainIn(f state.Facts, ch [3]string, q fwQuery, depth int, budget *int) (res fwResult, shadowed bool) {
+	*budget -= len(f.Chains) // what FwRulesRead and hasChain look through
+	if *budget < 0 || depth > 16 || !state.FwRulesRead(f.Chains, ch[0], ch[1], ch[2]) || !hasChain(f, ch[0], ch[1], ch[2]) {
 		return fwUnknown, false
 	}
 	stopped := false
 	for _, r := range f.FwRules {
+		if *budget--; *budget < 0 {
+			return fwUnknown, false
+		}
 		if r.Family != ch[0] || r.Table != ch[1] || r.Chain != ch[2] {
 			continue
 		}
@@ -77,7 +91,7 @@ func evalChain(f state.Facts, ch [3]string, q fwQuery, depth int) (res fwResult,
 		verdict, target, _ := strings.Cut(r.Verdict, " ")
 		sub := fwUnknown
 		if verdict == "jump" || verdict == "goto" {
-			sub, _ = evalChain(f, [3]string{ch[0], ch[1], target}, q, depth+1)
+			sub, _ = evalChainIn(f, [3]string{ch[0], ch[1], target}, q, depth+1, budget)
 		}
 		if stopped {
 			// Only to say whether an accept for all of q comes later.
