@@ -128,19 +128,12 @@ func legacySave(tool, table string) ([]byte, error) {
 func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 	userChains := map[string]bool{}
 	var rules []string
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	in := false
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	saveLines(text, table, func(line string) {
 		switch {
-		case strings.HasPrefix(line, "*"):
-			in = line[1:] == table
-		case !in || line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, ":"):
 			f := strings.Fields(line[1:])
 			if len(f) < 2 {
-				continue
+				return
 			}
 			if f[1] == "-" {
 				userChains[f[0]] = true
@@ -150,7 +143,7 @@ func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
 		case strings.HasPrefix(line, "-A "):
 			rules = append(rules, line)
 		}
-	}
+	})
 	if table == "filter" {
 		fam.Chains, fam.Rules = legacyFwRules(fam.Family, text)
 		fam.Accepts = leadingAccepts(rules, "FORWARD", userChains["DOCKER-USER"])
@@ -222,19 +215,12 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 	var rules []state.FwRule
 	perChain := map[string]int{}
 	user := map[string]bool{} // the table's own chains, by name
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	in := false
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	saveLines(text, "filter", func(line string) {
 		switch {
-		case strings.HasPrefix(line, "*"):
-			in = line[1:] == "filter"
-		case !in || line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, ":"):
 			f := strings.Fields(line[1:])
 			if len(f) < 2 || len(f[0]) > 64 || len(chains) >= state.MaxFwRules {
-				continue
+				return
 			}
 			user[f[0]] = f[1] == "-"
 			ch := state.BaseChain{Family: family, Table: "filter", Chain: f[0], Read: true}
@@ -248,7 +234,7 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 		case strings.HasPrefix(line, "-A "):
 			tok, ok := legacyTokens(line)
 			if !ok || len(tok) < 2 {
-				continue
+				return
 			}
 			chain := tok[1]
 			switch n := perChain[chain]; {
@@ -260,8 +246,27 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 			}
 			perChain[chain]++
 		}
-	}
+	})
 	return chains, rules
+}
+
+// saveLines calls each with the lines of table's section of an
+// iptables-save text (its chain lines and rules: not the table's header,
+// comments, blank lines or COMMIT).
+func saveLines(text []byte, table string, each func(line string)) {
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	in := false
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "*"):
+			in = line[1:] == table
+		case !in || line == "" || strings.HasPrefix(line, "#") || line == "COMMIT":
+		default:
+			each(line)
+		}
+	}
 }
 
 // legacyTokens splits an iptables-save line into its words, a quoted

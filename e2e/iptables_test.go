@@ -110,37 +110,8 @@ func TestIptablesLater(t *testing.T) {
 func iptablesLater(t *testing.T, how string, rules map[string]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
 	defer cancel()
-	s := newScenario(t, ctx)
+	s, restore, cmd := savedRulesLab(t, ctx, rules, false)
 	l := s.Lab
-	t.Log("TUNNEL vxlan: " + t.Name())
-	run := func(role string, args ...string) string {
-		t.Helper()
-		return mustExec(t, ctx, l, role, args...)
-	}
-	// cmd runs one of migrate's commands, with iptables-nft (the lab's
-	// iptables may be either backend).
-	cmd := func(role, c string) {
-		t.Helper()
-		f := strings.Fields(c)
-		tool := map[string]string{"iptables": "iptables-nft", "ip6tables": "ip6tables-nft"}[f[0]]
-		if tool == "" {
-			t.Fatalf("%s: not an iptables command: %q", role, c)
-		}
-		run(role, append([]string{tool}, f[1:]...)...)
-	}
-	restore := func(role string) {
-		t.Helper()
-		file := filepath.Join(l.Dir, role+"-rules.v4")
-		if err := os.WriteFile(file, []byte(rules[role]), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		run(role, "iptables-nft-restore", file)
-	}
-	restore(lab.RoleOld)
-	restore(lab.RoleNew)
-	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
-		t.Fatal(err)
-	}
 	oldIn := fmt.Sprintf("iptables -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.NewIP, l.OldIP)
 	forward := []string{"iptables -I FORWARD -i mig0 -j ACCEPT", "iptables -I FORWARD -o mig0 -j ACCEPT"}
 	newIn := []string{fmt.Sprintf("iptables -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.OldIP, l.NewIP), "iptables -I INPUT -i mig0 -j ACCEPT"}
@@ -189,6 +160,46 @@ func iptablesLater(t *testing.T, how string, rules map[string]string) {
 		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
 	}
 	restoredLater(t, ctx, s, savedRules{how: how, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
+}
+
+// savedRulesLab is a lab whose hosts are firewalled with rules (per
+// role, iptables-save's format), loaded by iptables-nft-restore or, for
+// legacy, iptables-legacy-restore, and a plan for the core service over
+// VXLAN at stage new. restore loads a host's rules again; cmd runs one of
+// migrate's iptables commands there, as printed (iptables-legacy's), or
+// with iptables-nft (the lab's iptables may be either backend).
+func savedRulesLab(t *testing.T, ctx context.Context, rules map[string]string, legacy bool) (s *scenario.Scenario, restore func(role string), cmd func(role, c string)) {
+	t.Helper()
+	s = newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: " + t.Name())
+	tools := map[string]string{"iptables": "iptables-nft", "ip6tables": "ip6tables-nft", "restore": "iptables-nft-restore"}
+	if legacy {
+		tools = map[string]string{"iptables-legacy": "iptables-legacy", "ip6tables-legacy": "ip6tables-legacy", "restore": "iptables-legacy-restore"}
+	}
+	cmd = func(role, c string) {
+		t.Helper()
+		f := strings.Fields(c)
+		tool := tools[f[0]]
+		if tool == "" || f[0] == "restore" {
+			t.Fatalf("%s: not one of the commands for this backend: %q", role, c)
+		}
+		mustExec(t, ctx, l, role, append([]string{tool}, f[1:]...)...)
+	}
+	restore = func(role string) {
+		t.Helper()
+		file := filepath.Join(l.Dir, role+"-rules.v4")
+		if err := os.WriteFile(file, []byte(rules[role]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, ctx, l, role, tools["restore"], file)
+	}
+	restore(lab.RoleOld)
+	restore(lab.RoleNew)
+	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
+		t.Fatal(err)
+	}
+	return s, restore, cmd
 }
 
 // savedRules is what restoredLater needs of hosts firewalled with saved
@@ -263,35 +274,8 @@ func TestLegacyLater(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
 	defer cancel()
-	s := newScenario(t, ctx)
+	s, restore, cmd := savedRulesLab(t, ctx, iptablesRuleSets[0].rules, true) // persistent: policy DROP
 	l := s.Lab
-	t.Log("TUNNEL vxlan: " + t.Name())
-	run := func(role string, args ...string) string {
-		t.Helper()
-		return mustExec(t, ctx, l, role, args...)
-	}
-	cmd := func(role, c string) {
-		t.Helper()
-		f := strings.Fields(c)
-		if f[0] != "iptables-legacy" {
-			t.Fatalf("%s: not an iptables-legacy command: %q", role, c)
-		}
-		run(role, f...)
-	}
-	rules := iptablesRuleSets[0].rules // persistent: policy DROP
-	restore := func(role string) {
-		t.Helper()
-		file := filepath.Join(l.Dir, role+"-legacy.v4")
-		if err := os.WriteFile(file, []byte(rules[role]), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		run(role, "iptables-legacy-restore", file)
-	}
-	restore(lab.RoleOld)
-	restore(lab.RoleNew)
-	if err := writeTunnelPlan(s, vxlanCase, "new"); err != nil {
-		t.Fatal(err)
-	}
 	const legacy = "legacy iptables (iptables-legacy, not in nft's ruleset): "
 	oldIn := fmt.Sprintf("iptables-legacy -I INPUT -s %s -d %s -p udp --dport 4789 -j ACCEPT", l.NewIP, l.OldIP)
 	forward := []string{"iptables-legacy -I FORWARD -i mig0 -j ACCEPT", "iptables-legacy -I FORWARD -o mig0 -j ACCEPT"}
