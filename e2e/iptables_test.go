@@ -298,7 +298,7 @@ func TestLegacyLater(t *testing.T) {
 	}
 	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	for _, note := range []string{
-		"host old: " + legacy + "table ip filter, chain FORWARD has policy drop; its first rules accept what migrate forwards (in and out on mig0)",
+		"host old: " + legacy + "table ip filter, chain FORWARD has policy drop; its rules accept what migrate forwards (in and out on mig0)",
 		"host old: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer",
 		"host new: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
 	} {

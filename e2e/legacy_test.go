@@ -115,7 +115,7 @@ func TestLegacy(t *testing.T) {
 	}
 	// plan sees them: a note, no warning.
 	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
-	if strings.Contains(r.Stdout, "WARNING") || !strings.Contains(r.Stdout, "host old: legacy iptables (iptables-legacy, not in nft's ruleset): table ip filter, chain FORWARD has policy drop; its first rules accept what migrate forwards (in and out on mig0)") {
+	if strings.Contains(r.Stdout, "WARNING") || !strings.Contains(r.Stdout, "host old: legacy iptables (iptables-legacy, not in nft's ruleset): table ip filter, chain FORWARD has policy drop; its rules accept what migrate forwards (in and out on mig0)") {
 		t.Errorf("plan after the legacy commands:\n%s", r.Stdout)
 	}
 	before, err := s.Snapshot(ctx)

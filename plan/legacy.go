@@ -81,11 +81,40 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 					cmds = append(cmds, fmt.Sprintf("%s -I %s -o %s -d %s -j ACCEPT", cmd, chain, seg, a), fmt.Sprintf("%s -I %s -i %s -s %s -j ACCEPT", cmd, chain, seg, a))
 				}
 			}
+		case c.Tunnel != nil && host == Old && len(fam.Chains) > 0:
+			// The table read whole: its rules judged as nft's, the
+			// commands for the ways they do not accept.
+			view := state.Facts{Chains: fam.Chains, FwRules: fam.Rules, Addrs: facts[host].Addrs, Links: facts[host].Links}
+			fwd := [3]string{fam.Family, "filter", "FORWARD"}
+			needIn, needOut := false, false
+			for _, a := range ActiveAddrs(c) {
+				if a.Is6() != v6 {
+					continue
+				}
+				toward, back := forwardQueries(view, c.Tunnel.Name, a)
+				ok, _ := chainAccepts(view, fwd, toward)
+				needOut = needOut || !ok
+				ok, _ = chainAccepts(view, fwd, back)
+				needIn = needIn || !ok
+			}
+			for _, need := range []struct {
+				dir  string
+				need bool
+			}{{"-i", needIn}, {"-o", needOut}} {
+				if need.need {
+					cmds = append(cmds, fmt.Sprintf("%s -I %s %s %s -j ACCEPT", cmd, chain, need.dir, c.Tunnel.Name))
+				}
+			}
+			if len(cmds) == 0 {
+				out = append(out, fmt.Sprintf("host %s: legacy iptables (iptables-legacy, not in nft's ruleset): table %s filter, chain FORWARD %s; its rules accept what migrate forwards (in and out on %s)", host, fam.Family, what, c.Tunnel.Name))
+				continue
+			}
 		case c.Tunnel != nil && host == Old:
-			// Each command's rule as iptables-legacy-save prints it,
-			// in DOCKER-USER or FORWARD: one that every forwarded
-			// packet meets before anything else (fam.Accepts) lets
-			// its flows through.
+			// Facts without the table's chains (an older agent): each
+			// command's rule as iptables-legacy-save prints it, in
+			// DOCKER-USER or FORWARD: one that every forwarded packet
+			// meets before anything else (fam.Accepts) lets its flows
+			// through.
 			for _, dir := range []string{"-i", "-o"} {
 				rule := fmt.Sprintf(" %s %s -j ACCEPT", dir, c.Tunnel.Name)
 				if !slices.Contains(fam.Accepts, "-A DOCKER-USER"+rule) && !slices.Contains(fam.Accepts, "-A FORWARD"+rule) {

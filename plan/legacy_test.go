@@ -247,3 +247,31 @@ func TestLegacyUfwRead(t *testing.T) {
 		t.Errorf("NewInputBroken with ufw's rules in = %q", b)
 	}
 }
+
+// TestLegacyForwardRead: with the legacy filter table read whole, plan
+// judges FORWARD as it does nft's chains: the accepts appended after
+// conntrack's established rule (`iptables-legacy -A`, as administrators
+// write them) count, where the first-rules reading of older facts kept
+// warning.
+func TestLegacyForwardRead(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	rule := func(r state.FwRule) state.FwRule { r.Family, r.Table, r.Chain = "ip", "filter", "FORWARD"; return r }
+	fam := state.LegacyFamily{Family: "ip", ForwardPolicy: "DROP",
+		Chains: []state.BaseChain{{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Type: "filter", Policy: "drop"}},
+		Rules:  []state.FwRule{rule(state.FwRule{CtState: []string{"related", "established"}, Verdict: "accept"}), rule(state.FwRule{IifName: "mig0", Verdict: "accept"})},
+	}
+	warn := func() string {
+		hf := f[plan.Old]
+		hf.Legacy = &state.LegacyFirewall{Tables: []string{"ip filter"}, Families: []state.LegacyFamily{fam}}
+		f[plan.Old] = hf
+		return strings.Join(plan.Warnings(c, f), "\n")
+	}
+	if w := warn(); !strings.Contains(w, "(before migrate apply): `iptables-legacy -I FORWARD -o mig0 -j ACCEPT`") || strings.Contains(w, "-i mig0 -j ACCEPT`") {
+		t.Errorf("in accepted, out not:\n%s", w)
+	}
+	fam.Rules = append(fam.Rules, rule(state.FwRule{OifName: "mig0", Verdict: "accept"}))
+	if w, want := warn(), "host old: legacy iptables (iptables-legacy, not in nft's ruleset): table ip filter, chain FORWARD has policy drop; its rules accept what migrate forwards (in and out on mig0)"; w != want {
+		t.Errorf("both accepted after the established rule:\n%s\nwant\n%s", w, want)
+	}
+}
