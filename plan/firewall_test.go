@@ -380,3 +380,38 @@ func TestInvalidDropFirst(t *testing.T) {
 		t.Errorf("warnings:\n%s", w)
 	}
 }
+
+// TestInputDropServiceFamily: IPv6 services over an IPv4 underlay. NEW's
+// ip6 input chain never sees the tunnel's packets, but it sees what
+// arrives through mig0 for the IPv6 services: plan warns about it with
+// that command only (it skipped the chain before), and status too.
+func TestInputDropServiceFamily(t *testing.T) {
+	c := mustParse(t, src+`
+service "web6" {
+  address  = "2001:db8::10"
+  protocol = "tcp"
+  ports    = [8080]
+  stage    = "new"
+}
+`)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	o := f[plan.Old]
+	o.Addrs = append(o.Addrs, state.Addr{Dev: "eth0", CIDR: netip.MustParsePrefix("2001:db8::10/64")})
+	f[plan.Old] = o
+	n := f[plan.New]
+	n.Chains = []state.BaseChain{{Family: "ip6", Table: "filter", Chain: "INPUT", Hook: "input", Policy: "drop", Type: "filter"}}
+	n.FwRules = []state.FwRule{{Family: "ip6", Table: "filter", Chain: "INPUT", CtState: []string{"established", "related"}, Verdict: "accept"}}
+	f[plan.New] = n
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	if want := "WARNING host new: table ip6 filter, chain INPUT (hook input) has policy drop: it drops what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `ip6tables -I INPUT -i mig0 -j ACCEPT`, and save the rules"; !strings.Contains(w, want) {
+		t.Errorf("warnings lack\n%s\nin\n%s", want, w)
+	}
+	if b := plan.NewInputBroken(c, f); !strings.Contains(b, "NEW's table ip6 filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web6") {
+		t.Errorf("NewInputBroken = %q", b)
+	}
+	n.FwRules = append(n.FwRules, state.FwRule{Family: "ip6", Table: "filter", Chain: "INPUT", IifName: "mig0", Verdict: "accept"})
+	f[plan.New] = n
+	if w := strings.Join(plan.Warnings(c, f), "\n"); !strings.Contains(w, "host new: table ip6 filter, chain INPUT (hook input) has policy drop; its rules accept what arrives through mig0 for the services") {
+		t.Errorf("warnings with the rule in:\n%s", w)
+	}
+}

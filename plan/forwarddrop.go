@@ -329,7 +329,7 @@ func tunnelHints(c *config.Config, facts map[string]state.Facts, host string, vi
 		if !foreignInputDrop(view, ch, ufw) || !familyCarries(ch.Family, from) {
 			continue
 		}
-		cmds, _ := inputCmds(c, facts, host, ch, src)
+		cmds, _ := inputCmds(c, facts, host, ch, src, true)
 		if missed := missing(view, cmds[:1], src.cmd(showChain(ch.Family, ch.Table, ch.Chain))); len(missed) > 0 {
 			out = append(out, fmt.Sprintf("%s's %stable %s %s, chain %s (hook input) %s and lacks %s", strings.ToUpper(host), src.name, ch.Family, ch.Table, ch.Chain, dropsHow(view, ch), missed[0]))
 		}

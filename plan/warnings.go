@@ -217,10 +217,14 @@ func inputDropWarningsIn(c *config.Config, facts map[string]state.Facts, host st
 	from, _ := underlayFrom(c, facts, host)
 	var out []string
 	for _, ch := range view.Chains {
-		if !foreignInputDrop(view, ch, ufw) || !familyCarries(ch.Family, from) {
+		// A chain of the underlay's family sees the tunnel's packets;
+		// on NEW one of a service's family (IPv6 services over an IPv4
+		// underlay) what arrives through the tunnel for them.
+		tunnel := familyCarries(ch.Family, from)
+		if !foreignInputDrop(view, ch, ufw) || (!tunnel && (host != New || !carriesService(c, ch.Family))) {
 			continue
 		}
-		cmds, what := inputCmds(c, facts, host, ch, src)
+		cmds, what := inputCmds(c, facts, host, ch, src, tunnel)
 		missed := missing(view, cmds, src.cmd(showChain(ch.Family, ch.Table, ch.Chain)))
 		if len(missed) == 0 {
 			out = append(out, fmt.Sprintf("host %s: %stable %s %s, chain %s (hook input) %s; its rules accept %s", host, src.name, ch.Family, ch.Table, ch.Chain, dropsHow(view, ch), what))
@@ -234,16 +238,30 @@ func inputDropWarningsIn(c *config.Config, facts map[string]state.Facts, host st
 // inputCmds are the commands that accept, in host's input chain ch, the
 // tunnel's packets from the peer and, on NEW, what arrives through the
 // tunnel device, in src's syntax, and what they stand for.
-func inputCmds(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain, src chainSource) ([]fwCmd, string) {
-	cmd := tunnelInputCmd(c, facts, host, ch)
-	cmd.cmd = src.cmd(cmd.cmd)
-	cmds := []fwCmd{cmd}
-	what := "the tunnel's packets from the peer"
+func inputCmds(c *config.Config, facts map[string]state.Facts, host string, ch state.BaseChain, src chainSource, tunnel bool) ([]fwCmd, string) {
+	var cmds []fwCmd
+	var what []string
+	if tunnel {
+		cmd := tunnelInputCmd(c, facts, host, ch)
+		cmd.cmd = src.cmd(cmd.cmd)
+		cmds, what = append(cmds, cmd), append(what, "the tunnel's packets from the peer")
+	}
 	if host == New {
 		cmds = append(cmds, fwCmd{src.cmd(insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: c.Tunnel.Name})), [][3]string{{ch.Family, ch.Table, ch.Chain}}, fwQuery{iif: c.Tunnel.Name}})
-		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
+		what = append(what, fmt.Sprintf("what arrives through %s for the services", c.Tunnel.Name))
 	}
-	return cmds, what
+	return cmds, strings.Join(what, " and ")
+}
+
+// carriesService says whether a chain of nft family fam sees the packets
+// of one of the plan's migrated addresses.
+func carriesService(c *config.Config, fam string) bool {
+	for _, a := range ActiveAddrs(c) {
+		if familyCarries(fam, a) {
+			return true
+		}
+	}
+	return false
 }
 
 // chainSource is where the chains plan judges are: nft's ruleset, or a
