@@ -311,3 +311,73 @@ func TestLegacyLater(t *testing.T) {
 	}
 	restoredLater(t, ctx, s, savedRules{how: "has policy drop", name: legacy, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
 }
+
+// TestIp6tablesServices: an IPv6 service moved over an IPv4 tunnel to a
+// NEW firewalled with ip6tables (INPUT at policy DROP: established
+// flows, ICMPv6, SSH). NEW's ip6 INPUT never sees the tunnel's packets,
+// so plan used to skip it, yet it drops what arrives through mig0 for
+// the IPv6 service: plan now warns with the one ip6tables command, an
+// apply without it fails at its probe and says so (both hosts left as
+// they were), with it NEW serves the IPv6 client with the client's own
+// address; when NEW's saved rules are restored in week three, status
+// calls the service BROKEN with the same command.
+func TestIp6tablesServices(t *testing.T) {
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	t.Log("TUNNEL vxlan: " + t.Name())
+	file := filepath.Join(l.Dir, "new-rules.v6")
+	writeFile(t, file, `*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p ipv6-icmp -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+`)
+	restore := func() { mustExec(t, ctx, l, lab.RoleNew, "ip6tables-nft-restore", file) }
+	restore()
+	port := scenario.MigratedPort
+	tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", l.OldIP, l.NewIP)
+	services := webService(s, "new") + fmt.Sprintf("\nservice \"web6\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP6, port)
+	writeFile(t, s.PlanFile, s.HCL(tunnel, services))
+	allow := "ip6tables -I INPUT -i mig0 -j ACCEPT"
+	warning := "table ip6 filter, chain INPUT (hook input) has policy drop: it drops what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + allow + "`, and save the rules"
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "WARNING host new: "+warning) {
+		t.Errorf("plan lacks\n%s\nin:\n%s", warning, r.Stdout)
+	}
+	before := snap(t, ctx, s)
+	r = mustMigrate(t, ctx, s, 1, "apply", "-f", s.PlanFile, "--auto-approve")
+	if want := "probe: service \"web6\": a connection from OLD through the tunnel to " + hp(l.OldIP6.String(), port) + " on NEW failed: "; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "as plan warned: "+warning) {
+		t.Errorf("apply without the rule: want %q and the warning:\n%s", want, r.Stderr)
+	}
+	diffSnap(t, "hosts after an apply that failed at its probe", stripCounters(before), stripCounters(snap(t, ctx, s)))
+	run := func() {
+		mustExec(t, ctx, l, lab.RoleNew, append([]string{"ip6tables-nft"}, strings.Fields(allow)[1:]...)...)
+	}
+	run()
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply (IPv4)")
+	mustDial(t, ctx, s, lab.RoleClient, "served-by=new peer="+l.ClientIP6.String()+" ", hp(l.OldIP6.String(), port))
+	restore() // week three: NEW's saved rules, without the command's
+	if out, err := s.Dial(ctx, lab.RoleClient, hp(l.OldIP6.String(), port)); err == nil {
+		t.Errorf("IPv6 client with NEW's saved ip6 rules restored: %q, want no answer", out)
+	}
+	r = mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile)
+	if want := "NEW's table ip6 filter, chain INPUT (hook input) has policy drop and none of its rules accepts the new flows of service web6 (" + hp(l.OldIP6.String(), port) + "/tcp) in on mig0"; !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, "`"+allow+"`") || strings.Contains(r.Stdout, "cannot ping") {
+		t.Errorf("status lacks %q with %q (and the tunnel pings):\n%s", want, allow, r.Stdout)
+	}
+	run()
+	mustDial(t, ctx, s, lab.RoleClient, "served-by=new peer="+l.ClientIP6.String()+" ", hp(l.OldIP6.String(), port))
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	restore()
+	diffSnap(t, "hosts after apply and rollback", stripCounters(before), stripCounters(snap(t, ctx, s)))
+}

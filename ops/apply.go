@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
@@ -197,7 +198,7 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 	ex.Run = state.NewID()
 	ex.BeforeStep = o.Hooks.BeforeStep
 	if old, ok := p.Session.Clients[plan.Old]; ok {
-		ex.PostCheck = ProbeServices(p.Config, old, v)
+		ex.PostCheck = ProbeServices(p.Config, old, v, newFirewallWarnings(pl.Notes))
 	}
 	var deadline time.Time
 	if o.ConfirmTimeout > 0 {
@@ -248,7 +249,7 @@ const maxUnreadyProbes = 10
 // tunnel's mark, which takes migrate's policy route through the tunnel to
 // NEW. A service with allow_unready only gets a warning, and only the
 // first maxUnreadyProbes of them are probed.
-func ProbeServices(cfg *config.Config, old Host, v Reporter) func(ctx context.Context) error {
+func ProbeServices(cfg *config.Config, old Host, v Reporter, firewall string) func(ctx context.Context) error {
 	if cfg.Tunnel == nil {
 		return nil
 	}
@@ -280,12 +281,29 @@ func ProbeServices(cfg *config.Config, old Host, v Reporter) func(ctx context.Co
 				v.Info("probe: service %q: a connection from OLD through the tunnel to NEW's %s reached NEW", s.Name, netip.AddrPortFrom(s.Address, port))
 			case s.AllowUnready:
 				v.Info("probe: service %q: NEW did not accept a connection to %s through the tunnel (%v); kept because of allow_unready", s.Name, netip.AddrPortFrom(s.Address, port), err)
+			case firewall != "":
+				// What plan warned about NEW's firewall: the likeliest
+				// cause, with its commands.
+				return fmt.Errorf("probe: service %q: a connection from OLD through the tunnel to %s on NEW failed: %w; as plan warned: %s", s.Name, netip.AddrPortFrom(s.Address, port), err, firewall)
 			default:
 				return fmt.Errorf("probe: service %q: a connection from OLD through the tunnel to %s on NEW failed: %w", s.Name, netip.AddrPortFrom(s.Address, port), err)
 			}
 		}
 		return nil
 	}
+}
+
+// newFirewallWarnings are plan's warnings about a firewall on NEW that
+// drops what arrives through the tunnel (an input chain, ufw,
+// firewalld), joined: what a failed probe most likely means.
+func newFirewallWarnings(notes []string) string {
+	var out []string
+	for _, n := range notes {
+		if w, ok := strings.CutPrefix(n, "WARNING host new: "); ok && (strings.Contains(w, "(hook input)") || strings.HasPrefix(w, "ufw is active") || strings.HasPrefix(w, "firewalld is active")) {
+			out = append(out, w)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // RollbackView is what rollback shows.
