@@ -139,27 +139,11 @@ func iptablesLater(t *testing.T, how string, rules map[string]string) {
 		}
 		diffSnap(t, "hosts after an apply that failed at its tunnel check", stripCounters(untouched), stripCounters(snap(t, ctx, s)))
 	}
-	// What plan printed, run as printed (and not saved).
-	for _, c := range append(forward, oldIn) {
-		cmd(lab.RoleOld, c)
-	}
-	for _, c := range newIn {
-		cmd(lab.RoleNew, c)
-	}
-	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
-	for _, note := range []string{
+	restoredLater(t, ctx, s, savedRules{how: how, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn, notes: []string{
 		"host old: table ip filter, chain FORWARD (hook forward) " + how + "; its rules accept what migrate forwards (in and out on mig0)",
 		"host old: table ip filter, chain INPUT (hook input) " + how + "; its rules accept the tunnel's packets from the peer",
 		"host new: table ip filter, chain INPUT (hook input) " + how + "; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
-	} {
-		if !strings.Contains(r.Stdout, note) {
-			t.Errorf("plan after the commands lacks %q:\n%s", note, r.Stdout)
-		}
-	}
-	if strings.Contains(r.Stdout, "WARNING host old: table ip filter") || strings.Contains(r.Stdout, "WARNING host new: table ip filter") {
-		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
-	}
-	restoredLater(t, ctx, s, savedRules{how: how, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
+	}})
 }
 
 // savedRulesLab is a lab whose hosts are firewalled with rules (per
@@ -215,10 +199,12 @@ type savedRules struct {
 	cmd            func(role, c string)
 	oldIn          string
 	forward, newIn []string
+	notes          []string // plan's notes once the commands ran
 }
 
-// restoredLater applies the plan on hosts whose firewalls hold plan's
-// rules by command only, then plays week three: OLD's saved rules are
+// restoredLater runs plan's commands on the hosts by command only (not
+// saved; plan then notes instead of warning), applies the plan, then
+// plays week three: OLD's saved rules are
 // restored (status names the INPUT rule the failed tunnel ping needs,
 // then, with it, calls the moved service BROKEN for FORWARD until its
 // rules are back), then NEW's (the same for its INPUT); rollback --all
@@ -226,6 +212,23 @@ type savedRules struct {
 func restoredLater(t *testing.T, ctx context.Context, s *scenario.Scenario, r savedRules) {
 	t.Helper()
 	l := s.Lab
+	// What plan printed, run as printed (and not saved): plan notes
+	// that the chains accept migrate's traffic, and warns no more.
+	for _, c := range append(r.forward, r.oldIn) {
+		r.cmd(lab.RoleOld, c)
+	}
+	for _, c := range r.newIn {
+		r.cmd(lab.RoleNew, c)
+	}
+	p := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, note := range r.notes {
+		if !strings.Contains(p.Stdout, note) {
+			t.Errorf("plan after the commands lacks %q:\n%s", note, p.Stdout)
+		}
+	}
+	if strings.Contains(p.Stdout, "WARNING host old: "+r.name+"table ip filter") || strings.Contains(p.Stdout, "WARNING host new: "+r.name+"table ip filter") {
+		t.Errorf("plan after the commands still warns:\n%s", p.Stdout)
+	}
 	before := snap(t, ctx, s)
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	servedByNew(t, ctx, s, "after apply")
@@ -290,26 +293,11 @@ func TestLegacyLater(t *testing.T) {
 			t.Errorf("plan with legacy iptables on both hosts lacks\n%s\nin:\n%s", want, r.Stdout)
 		}
 	}
-	for _, c := range append(forward, oldIn) {
-		cmd(lab.RoleOld, c)
-	}
-	for _, c := range newIn {
-		cmd(lab.RoleNew, c)
-	}
-	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
-	for _, note := range []string{
+	restoredLater(t, ctx, s, savedRules{how: "has policy drop", name: legacy, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn, notes: []string{
 		"host old: " + legacy + "table ip filter, chain FORWARD has policy drop; its rules accept what migrate forwards (in and out on mig0)",
 		"host old: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer",
 		"host new: " + legacy + "table ip filter, chain INPUT (hook input) has policy drop; its rules accept the tunnel's packets from the peer and what arrives through mig0 for the services",
-	} {
-		if !strings.Contains(r.Stdout, note) {
-			t.Errorf("plan after the commands lacks %q:\n%s", note, r.Stdout)
-		}
-	}
-	if strings.Contains(r.Stdout, "WARNING host old: "+legacy) || strings.Contains(r.Stdout, "WARNING host new: "+legacy) {
-		t.Errorf("plan after the commands still warns:\n%s", r.Stdout)
-	}
-	restoredLater(t, ctx, s, savedRules{how: "has policy drop", name: legacy, restore: restore, cmd: cmd, oldIn: oldIn, forward: forward, newIn: newIn})
+	}})
 }
 
 // TestIp6tablesServices: an IPv6 service moved over an IPv4 tunnel to a

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/opsmigrate/migrate/agent/proto"
@@ -198,7 +197,7 @@ func Apply[H Host](ctx context.Context, p *Prepared[H], v ApplyView, o ApplyOpti
 	ex.Run = state.NewID()
 	ex.BeforeStep = o.Hooks.BeforeStep
 	if old, ok := p.Session.Clients[plan.Old]; ok {
-		ex.PostCheck = ProbeServices(p.Config, old, v, newFirewallWarnings(pl.Notes))
+		ex.PostCheck = ProbeServices(p.Config, old, v, plan.NewFirewall(p.Config, p.Facts))
 	}
 	var deadline time.Time
 	if o.ConfirmTimeout > 0 {
@@ -291,19 +290,6 @@ func ProbeServices(cfg *config.Config, old Host, v Reporter, firewall string) fu
 		}
 		return nil
 	}
-}
-
-// newFirewallWarnings are plan's warnings about a firewall on NEW that
-// drops what arrives through the tunnel (an input chain, ufw,
-// firewalld), joined: what a failed probe most likely means.
-func newFirewallWarnings(notes []string) string {
-	var out []string
-	for _, n := range notes {
-		if w, ok := strings.CutPrefix(n, "WARNING host new: "); ok && (strings.Contains(w, "(hook input)") || strings.HasPrefix(w, "ufw is active") || strings.HasPrefix(w, "firewalld is active")) {
-			out = append(out, w)
-		}
-	}
-	return strings.Join(out, "; ")
 }
 
 // RollbackView is what rollback shows.

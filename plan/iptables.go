@@ -41,26 +41,7 @@ type acceptRule struct {
 // syntax of the tool that owns the chain (iptablesTool), else nft's.
 func insertCmd(family, table, chain string, r acceptRule) string {
 	if tool := iptablesTool(family, table, chain); tool != "" {
-		args := []string{tool, "-I", chain}
-		if r.iif != "" {
-			args = append(args, "-i", r.iif)
-		}
-		if r.oif != "" {
-			args = append(args, "-o", r.oif)
-		}
-		if r.saddr.IsValid() {
-			args = append(args, "-s", r.saddr.String())
-		}
-		if r.daddr.IsValid() {
-			args = append(args, "-d", r.daddr.String())
-		}
-		if r.proto != "" {
-			args = append(args, "-p", r.proto)
-		}
-		if r.dport != 0 {
-			args = append(args, "--dport", fmt.Sprint(r.dport))
-		}
-		return strings.Join(append(args, "-j", "ACCEPT"), " ")
+		return iptablesInsert(tool, chain, r)
 	}
 	args := []string{"nft", "insert", "rule", family, table, chain}
 	if r.iif != "" {
@@ -89,6 +70,31 @@ func insertCmd(family, table, chain string, r acceptRule) string {
 		args = append(args, "meta", "l4proto", r.proto)
 	}
 	return strings.Join(append(args, "accept"), " ")
+}
+
+// iptablesInsert is tool's command (iptables, ip6tables, or their
+// -legacy) that inserts r at the top of chain.
+func iptablesInsert(tool, chain string, r acceptRule) string {
+	args := []string{tool, "-I", chain}
+	if r.iif != "" {
+		args = append(args, "-i", r.iif)
+	}
+	if r.oif != "" {
+		args = append(args, "-o", r.oif)
+	}
+	if r.saddr.IsValid() {
+		args = append(args, "-s", r.saddr.String())
+	}
+	if r.daddr.IsValid() {
+		args = append(args, "-d", r.daddr.String())
+	}
+	if r.proto != "" {
+		args = append(args, "-p", r.proto)
+	}
+	if r.dport != 0 {
+		args = append(args, "--dport", fmt.Sprint(r.dport))
+	}
+	return strings.Join(append(args, "-j", "ACCEPT"), " ")
 }
 
 // keepRules says where rules added to chain by hand must go as well, so

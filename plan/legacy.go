@@ -97,13 +97,11 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 				ok, _ = chainAccepts(view, fwd, back)
 				needIn = needIn || !ok
 			}
-			for _, need := range []struct {
-				dir  string
-				need bool
-			}{{"-i", needIn}, {"-o", needOut}} {
-				if need.need {
-					cmds = append(cmds, fmt.Sprintf("%s -I %s %s %s -j ACCEPT", cmd, chain, need.dir, c.Tunnel.Name))
-				}
+			if needIn {
+				cmds = append(cmds, legacyInsertCmd(fam.Family, chain, acceptRule{iif: c.Tunnel.Name}))
+			}
+			if needOut {
+				cmds = append(cmds, legacyInsertCmd(fam.Family, chain, acceptRule{oif: c.Tunnel.Name}))
 			}
 			if len(cmds) == 0 {
 				out = append(out, fmt.Sprintf("host %s: legacy iptables (iptables-legacy, not in nft's ruleset): table %s filter, chain FORWARD %s; its rules accept what migrate forwards (in and out on %s)", host, fam.Family, what, c.Tunnel.Name))
@@ -196,7 +194,7 @@ func withView(facts map[string]state.Facts, host string, view state.Facts) map[s
 // legacyInsertCmd is the iptables-legacy command that inserts r at the
 // top of chain of the legacy filter table of family.
 func legacyInsertCmd(family, chain string, r acceptRule) string {
-	return legacyCmd(strings.Replace(insertCmd(family, "filter", "INPUT", r), " -I INPUT", " -I "+chain, 1))
+	return iptablesInsert(iptablesTool(family, "filter", "INPUT")+"-legacy", chain, r)
 }
 
 // legacyCmd turns an iptables (ip6tables) command into iptables-legacy's.

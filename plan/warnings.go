@@ -13,87 +13,102 @@ import (
 // path it builds, with what to do about it. They do not stop a plan: the
 // operator may have made room already (an accept rule in that chain).
 func Warnings(c *config.Config, facts map[string]state.Facts) []string {
+	return append(hostWarnings(c, facts, Old), hostWarnings(c, facts, New)...)
+}
+
+// NewFirewall is what Warnings says of NEW's firewall (its WARNING lines,
+// without the prefix), joined: what apply's probe of a service through
+// the tunnel most likely failed on.
+func NewFirewall(c *config.Config, facts map[string]state.Facts) string {
 	var out []string
-	forwards := map[string]bool{}
-	if c.Tunnel != nil {
-		forwards[Old] = true // OLD forwards between clients and the tunnel
+	for _, w := range hostWarnings(c, facts, New) {
+		if w, ok := strings.CutPrefix(w, "WARNING host new: "); ok {
+			out = append(out, w)
+		}
 	}
+	return strings.Join(out, "; ")
+}
+
+// hostWarnings are Warnings (and notes) for host's firewalls.
+func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) []string {
+	var out []string
+	// OLD forwards between clients and the tunnel; a host with forward
+	// blocks, their flows.
+	forwards := c.Tunnel != nil && host == Old
 	for _, f := range c.Forwards {
-		forwards[string(f.On)] = true
+		forwards = forwards || string(f.On) == host
 	}
 	dev := "the tunnel device"
 	if c.Tunnel != nil {
 		dev = fmt.Sprintf("%q", c.Tunnel.Name)
 	}
-	for _, host := range []string{Old, New} {
-		regular := map[string]bool{} // "family table chain" of regular chains
-		for _, ch := range facts[host].Chains {
-			if ch.Hook == "" {
-				regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
+	regular := map[string]bool{} // "family table chain" of regular chains
+	for _, ch := range facts[host].Chains {
+		if ch.Hook == "" {
+			regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
+		}
+	}
+	rpWarned := false
+	ufw := c.Tunnel != nil && ufwActive(facts[host])
+	out = append(out, legacyWarnings(c, facts, host, forwards)...)
+	if Direct(c) {
+		// No tunnel device to trust: the segment's interface
+		// carries everyone's traffic, so the advice names the
+		// migrated addresses on it.
+		out = append(out, directFirewallWarnings(c, facts, host, forwards)...)
+		return out
+	}
+	if ufw {
+		out = append(out, ufwWarning(c, facts, host))
+	}
+	if c.Tunnel != nil && firewalldActive(facts[host]) {
+		out = append(out, firewalldWarning(c, facts, host))
+	}
+	if c.Tunnel != nil {
+		out = append(out, inputDropWarnings(c, facts, host, ufw)...)
+	}
+	var drops []ForwardDrop
+	if host == Old {
+		drops = ForwardDrops(c, facts)
+	}
+	for _, ch := range facts[host].Chains {
+		d, read := forwardDropOf(drops, ch)
+		switch {
+		case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
+			// Said above, with ufw's own commands.
+		case read && d.Accepts:
+			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) %s; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, d.How, c.Tunnel.Name))
+		case forwards && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
+			(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
+			// Docker's iptables: it keeps DOCKER-USER, first in
+			// FORWARD, for the operator's rules.
+			cmd := "iptables"
+			if ch.Family == "ip6" {
+				cmd = "ip6tables"
 			}
-		}
-		rpWarned := false
-		ufw := c.Tunnel != nil && ufwActive(facts[host])
-		out = append(out, legacyWarnings(c, facts, host, forwards[host])...)
-		if Direct(c) {
-			// No tunnel device to trust: the segment's interface
-			// carries everyone's traffic, so the advice names the
-			// migrated addresses on it.
-			out = append(out, directFirewallWarnings(c, facts, host, forwards[host])...)
-			continue
-		}
-		if ufw {
-			out = append(out, ufwWarning(c, facts, host))
-		}
-		if c.Tunnel != nil && firewalldActive(facts[host]) {
-			out = append(out, firewalldWarning(c, facts, host))
-		}
-		if c.Tunnel != nil {
-			out = append(out, inputDropWarnings(c, facts, host, ufw)...)
-		}
-		var drops []ForwardDrop
-		if host == Old {
-			drops = ForwardDrops(c, facts)
-		}
-		for _, ch := range facts[host].Chains {
-			d, read := forwardDropOf(drops, ch)
-			switch {
-			case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
-				// Said above, with ufw's own commands.
-			case read && d.Accepts:
-				out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) %s; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, d.How, c.Tunnel.Name))
-			case forwards[host] && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
-				(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
-				// Docker's iptables: it keeps DOCKER-USER, first in
-				// FORWARD, for the operator's rules.
-				cmd := "iptables"
-				if ch.Family == "ip6" {
-					cmd = "ip6tables"
-				}
-				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
-			case forwards[host] && ch.Hook == "forward" && dropsHow(facts[host], ch) != "" && ch.Table != "firewalld":
-				// An accept in another table (migrate's included) does
-				// not overrule this chain's drop: the rules go in it,
-				// and in the file that loads it, or its next reload
-				// (systemctl reload nftables) drops them.
-				tun := "the tunnel device"
-				if c.Tunnel != nil {
-					tun = c.Tunnel.Name
-				}
-				in := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: tun})
-				both := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{oif: tun})
-				if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
-					// iptables-nft's own chain (`iptables -P FORWARD
-					// DROP`): its rules are kept with iptables-save.
-					out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `%s` and `%s`, and %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both, keepRules(ch.Family, ch.Table, ch.Chain)))
-					continue
-				}
-				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
-			case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
-				// Once: firewalld 1.x has three prerouting base chains.
-				rpWarned = true
-				out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
+			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
+		case forwards && ch.Hook == "forward" && dropsHow(facts[host], ch) != "" && ch.Table != "firewalld":
+			// An accept in another table (migrate's included) does
+			// not overrule this chain's drop: the rules go in it,
+			// and in the file that loads it, or its next reload
+			// (systemctl reload nftables) drops them.
+			tun := "the tunnel device"
+			if c.Tunnel != nil {
+				tun = c.Tunnel.Name
 			}
+			in := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{iif: tun})
+			both := insertCmd(ch.Family, ch.Table, ch.Chain, acceptRule{oif: tun})
+			if iptablesTool(ch.Family, ch.Table, ch.Chain) != "" {
+				// iptables-nft's own chain (`iptables -P FORWARD
+				// DROP`): its rules are kept with iptables-save.
+				out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s (iptables): it drops the traffic migrate forwards unless its own rules accept it. Add rules there (before migrate apply): `%s` and `%s`, and %s", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both, keepRules(ch.Family, ch.Table, ch.Chain)))
+				continue
+			}
+			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
+		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
+			// Once: firewalld 1.x has three prerouting base chains.
+			rpWarned = true
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
 		}
 	}
 	return out
