@@ -286,6 +286,11 @@ func TestForwardDropIptablesNetns(t *testing.T) {
 		"-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
 		"-A INPUT -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT",
 		"-A INPUT -p udp -m udp --dport 4000:4010 -j ACCEPT",
+		// firewalld's iptables backend: the conntrack match's own
+		// bits for DNAT (128) and untracked (256; 16 in the state match).
+		"-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT",
+		"-A INPUT -p udp -m udp --dport 4789 -m conntrack --ctstate NEW,UNTRACKED -j ACCEPT",
+		"-A INPUT -m state --state UNTRACKED -j ACCEPT",
 		"-A FORWARD -m state --state RELATED,ESTABLISHED -j ACCEPT",
 		"-A FORWARD -m conntrack --ctstate INVALID -j DROP",
 	} {
@@ -306,6 +311,9 @@ func TestForwardDropIptablesNetns(t *testing.T) {
 		in(state.FwRule{CtState: []string{"established", "related"}, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4000, 4010}}, Verdict: "accept"}),
+		in(state.FwRule{CtState: []string{"established", "related", "dnat"}, Verdict: "accept"}),
+		in(state.FwRule{L4Proto: "udp", Dport: 4789, CtState: []string{"new", "untracked"}, Verdict: "accept"}),
+		in(state.FwRule{CtState: []string{"untracked"}, Verdict: "accept"}),
 		{Family: "ip6", Table: "filter", Chain: "FORWARD", CtState: []string{"established"}, Verdict: "accept"},
 	}
 	for _, r := range rules {

@@ -638,14 +638,21 @@ type xtMatched struct {
 // with a destination port or range only (older iptables-nft writes `-p
 // tcp --dport N` so). The xtables state bits are nft's for invalid,
 // established, related and new (1 << (ctinfo + 1), invalid 1); untracked
-// is 16 there (1 << (IP_CT_IS_REPLY + 1)), SNAT and DNAT are not read.
+// is 16 in the state match (XT_STATE_UNTRACKED, 1 << (IP_CT_IS_REPLY +
+// 1)) and 256 in the conntrack match (XT_CONNTRACK_STATE_UNTRACKED, 1 <<
+// (IP_CT_NUMBER + 3)), which also has SNAT 64 and DNAT 128 (firewalld's
+// `--ctstate RELATED,ESTABLISHED,DNAT`; its rich rules' `--ctstate
+// NEW,UNTRACKED`).
 func xtMatch(m *expr.Match) xtMatched {
-	states := func(mask uint32) xtMatched {
+	type bit struct {
+		name string
+		bit  uint32
+	}
+	stateBits := []bit{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"untracked", 16}}
+	conntrackBits := []bit{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"snat", 64}, {"dnat", 128}, {"untracked", 256}}
+	states := func(mask uint32, bits []bit) xtMatched {
 		var out []string
-		for _, b := range []struct {
-			name string
-			bit  uint32
-		}{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"untracked", 16}} {
+		for _, b := range bits {
 			if mask&b.bit != 0 {
 				out = append(out, b.name)
 				mask &^= b.bit
@@ -662,7 +669,7 @@ func xtMatch(m *expr.Match) xtMatched {
 		if base.MatchFlags&^uint16(xt.ConntrackState|xt.ConntrackStateAlias) != 0 || base.MatchFlags&uint16(xt.ConntrackState) == 0 || base.InvertFlags != 0 {
 			return xtMatched{}
 		}
-		return states(uint32(mask))
+		return states(uint32(mask), conntrackBits)
 	}
 	switch info := m.Info.(type) {
 	case *xt.ConntrackMtinfo3:
@@ -686,7 +693,7 @@ func xtMatch(m *expr.Match) xtMatched {
 	case *xt.Unknown:
 		// struct xt_state_info { unsigned int statemask; }, padded.
 		if m.Name == "state" && m.Rev == 0 && len(*info) >= 4 {
-			return states(binary.NativeEndian.Uint32((*info)[:4]))
+			return states(binary.NativeEndian.Uint32((*info)[:4]), stateBits)
 		}
 	}
 	return xtMatched{}

@@ -435,7 +435,7 @@ func legacyFwRule(family, chain string, w []string, user map[string]bool) state.
 			}
 		case "--ctstate", "--state":
 			for _, st := range strings.Split(strings.ToLower(v), ",") {
-				known := false
+				known := slices.Contains(state.CtNatStates, st) && opt == "--ctstate"
 				for _, b := range state.CtStateBits {
 					known = known || st == b.Name
 				}

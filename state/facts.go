@@ -337,6 +337,13 @@ var CtStateBits = []struct {
 	Bit  uint32
 }{{"invalid", 1}, {"established", 2}, {"related", 4}, {"new", 8}, {"untracked", 64}}
 
+// CtNatStates are the two states iptables' conntrack match adds to
+// those (`--ctstate SNAT,DNAT`: the flow's source or destination was
+// rewritten by NAT; nft's `ct status snat,dnat`), which firewalld's
+// iptables backend writes (`--ctstate RELATED,ESTABLISHED,DNAT`). A
+// rule's CtState may hold them; any one listed state matches.
+var CtNatStates = []string{"snat", "dnat"}
+
 // Listener is one listening TCP or bound UDP socket.
 type Listener struct {
 	Proto   Proto  `json:"proto"` // tcp | udp

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -946,16 +947,16 @@ func (r FwRule) Validate() error {
 			return fmt.Errorf("firewall rule dports %d-%d: not a span", d[0], d[1])
 		}
 	}
-	if len(r.CtState) > len(CtStateBits) {
-		return fmt.Errorf("firewall rule ct state: %d states, at most %d", len(r.CtState), len(CtStateBits))
+	if max := len(CtStateBits) + len(CtNatStates); len(r.CtState) > max {
+		return fmt.Errorf("firewall rule ct state: %d states, at most %d", len(r.CtState), max)
 	}
 	for _, st := range r.CtState {
-		known := false
+		known := slices.Contains(CtNatStates, st)
 		for _, b := range CtStateBits {
 			known = known || b.Name == st
 		}
 		if !known {
-			return fmt.Errorf("firewall rule ct state %s: must be invalid, established, related, new or untracked", show(st))
+			return fmt.Errorf("firewall rule ct state %s: must be invalid, established, related, new, untracked, snat or dnat", show(st))
 		}
 	}
 	switch v, chain, _ := strings.Cut(r.Verdict, " "); v {
