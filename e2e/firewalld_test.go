@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,18 @@ const busConf = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 // but that namespace's firewall and the copy. Close stops it.
 func firewalldIn(t *testing.T, ctx context.Context, l *lab.Lab, host string) func(cmdline string) string {
 	t.Helper()
+	return firewalldBackend(t, ctx, l, host, "nftables")
+}
+
+// firewalldBackend is firewalldIn with firewalld.conf's FirewallBackend
+// set to backend: "nftables" (firewalld's default), "iptables" (its
+// iptables backend, through iptables-nft as on RHEL 8 with
+// FirewallBackend=iptables) or "iptables-legacy" (the iptables backend
+// on iptables-legacy, as CentOS 7's firewalld runs: iptables and its
+// tools are iptables-legacy's in a private copy of /etc/alternatives,
+// bound over the real one in firewalld's mount namespace only).
+func firewalldBackend(t *testing.T, ctx context.Context, l *lab.Lab, host, backend string) func(cmdline string) string {
+	t.Helper()
 	dir := filepath.Join(l.Dir, "firewalld-"+host)
 	bus := filepath.Join(dir, "bus")
 	if out, err := exec.CommandContext(ctx, "mkdir", "-p", dir).CombinedOutput(); err != nil {
@@ -49,8 +62,23 @@ func firewalldIn(t *testing.T, ctx context.Context, l *lab.Lab, host string) fun
 	if err := os.WriteFile(dir+"/bus.conf", []byte(fmt.Sprintf(busConf, bus)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if backend != "nftables" {
+		conf := dir + "/etc/firewalld.conf"
+		b, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = regexp.MustCompile(`(?m)^FirewallBackend=.*$`).ReplaceAll(b, []byte("FirewallBackend=iptables"))
+		if err := os.WriteFile(conf, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if backend == "iptables-legacy" {
+		privateAlternatives(t, ctx, filepath.Join(dir, "alternatives"))
+	}
 	script := `set -e
 mount -t tmpfs migrate-lab /run
+if [ -d "$D/alternatives" ]; then mount --bind "$D/alternatives" /etc/alternatives; fi
 dbus-daemon --config-file="$D/bus.conf" --nofork --nopidfile &
 for i in $(seq 1 50); do [ -S "$D/bus" ] && break; sleep 0.1; done
 exec firewalld --nofork --nopid --system-config "$D/etc" --log-target file --log-file "$D/firewalld.log"`
@@ -59,7 +87,7 @@ exec firewalld --nofork --nopid --system-config "$D/etc" --log-target file --log
 	}
 	run := func(cmdline string) string {
 		t.Helper()
-		out, err := l.Exec(ctx, host, "env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path="+bus, "sh", "-c", cmdline)
+		out, err := l.Exec(ctx, host, "env", "D="+dir, "DBUS_SYSTEM_BUS_ADDRESS=unix:path="+bus, "sh", "-c", `if [ -d "$D/alternatives" ]; then mount --bind "$D/alternatives" /etc/alternatives; fi; `+cmdline)
 		if err != nil {
 			log, _ := os.ReadFile(dir + "/firewalld.log")
 			t.Fatalf("%s: %s: %v\nfirewalld log:\n%s", host, cmdline, err, log)

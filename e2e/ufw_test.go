@@ -58,7 +58,16 @@ exec ufw "$@"`
 // before the first ufwIn for host.
 func ufwLegacy(t *testing.T, ctx context.Context, l *lab.Lab, host string) {
 	t.Helper()
-	alt := filepath.Join(l.Dir, "ufw-"+host, "alternatives")
+	privateAlternatives(t, ctx, filepath.Join(l.Dir, "ufw-"+host, "alternatives"))
+}
+
+// privateAlternatives makes alt a copy of /etc/alternatives in which
+// iptables, ip6tables and their save and restore tools are
+// iptables-legacy's: bound over /etc/alternatives in one mount namespace
+// (ip netns exec gives each command its own), it makes that command's
+// iptables the legacy one without touching the host's.
+func privateAlternatives(t *testing.T, ctx context.Context, alt string) {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(alt), 0o755); err != nil {
 		t.Fatal(err)
 	}

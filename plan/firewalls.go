@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/opsmigrate/migrate/config"
@@ -111,7 +112,13 @@ func hasChain(f state.Facts, family, table, chain string) bool {
 // quoted in backticks.
 func missing(f state.Facts, cmds []fwCmd, show string) []string {
 	var out []string
+	seen := map[string]bool{}
 	for _, c := range cmds {
+		if seen[c.cmd] {
+			// One command, more than one way it shows (zone
+			// trusted's FORWARD_IN and FORWARD_OUT before 0.9).
+			continue
+		}
 		ok, late := true, ""
 		for _, ch := range c.chains {
 			accepts, shadowed := chainAccepts(f, ch, c.q)
@@ -119,6 +126,9 @@ func missing(f state.Facts, cmds []fwCmd, show string) []string {
 			if shadowed && late == "" {
 				late = ch[2]
 			}
+		}
+		if !ok {
+			seen[c.cmd] = true
 		}
 		switch {
 		case ok:
@@ -174,69 +184,222 @@ func firewalldActive(f state.Facts) bool {
 	return false
 }
 
+// firewalldSite is where a host's firewalld keeps its rules, as the
+// facts hold them: its nftables backend (table inet firewalld, the
+// default since firewalld 0.6 on RHEL 8 and Debian), or its iptables
+// backend (FirewallBackend=iptables; CentOS 7's only one), whose chains
+// are iptables' own filter tables: in nft's ruleset through
+// iptables-nft, or in the legacy x_tables (CentOS 7).
+type firewalldSite struct {
+	view  state.Facts // the facts holding firewalld's chains and rules
+	where string      // how plan and status name it
+	show  string      // the command that lists its rules
+	nft   bool        // its nftables backend
+	// policies: firewalld 0.9 or later, which forwards between zones
+	// only where a policy allows it (--new-policy). Before (CentOS 7's
+	// 0.6), a zone's target applies to forwarding in and out of its
+	// interfaces (FORWARD_IN_ZONES, FORWARD_OUT_ZONES), and there are
+	// no policies.
+	policies bool
+}
+
+// firewalldOn finds host f's firewalld, on either backend.
+func firewalldOn(f state.Facts) (firewalldSite, bool) {
+	if firewalldActive(f) {
+		return firewalldSite{view: f, where: "table inet firewalld", show: "nft list table inet firewalld", nft: true, policies: true}, true
+	}
+	if firewalldChains(f) {
+		return firewalldSite{view: f, where: "its iptables backend: table ip filter", show: "iptables-save", policies: !hasChain(f, "ip", "filter", "FORWARD_IN_ZONES")}, true
+	}
+	if f.Legacy == nil {
+		return firewalldSite{}, false
+	}
+	v := state.Facts{Addrs: f.Addrs, Links: f.Links}
+	for _, fam := range f.Legacy.Families {
+		v.Chains = append(v.Chains, fam.Chains...)
+		v.FwRules = append(v.FwRules, fam.Rules...)
+	}
+	if !firewalldChains(v) {
+		return firewalldSite{}, false
+	}
+	return firewalldSite{view: v, where: "its iptables backend on iptables-legacy, not in nft's ruleset", show: "iptables-legacy-save", policies: !hasChain(v, "ip", "filter", "FORWARD_IN_ZONES")}, true
+}
+
+// name is how status names the firewalld of s: with its backend unless
+// it is the nftables one.
+func (s firewalldSite) name() string {
+	if s.nft {
+		return "firewalld"
+	}
+	return "firewalld (" + s.where + ")"
+}
+
+// firewalldChains says whether f's filter table ip holds the chains
+// firewalld's iptables backend makes: its zone dispatch and direct
+// chains, called from INPUT.
+func firewalldChains(f state.Facts) bool {
+	return hasChain(f, "ip", "filter", "INPUT_ZONES") && hasChain(f, "ip", "filter", "INPUT_direct")
+}
+
+// firewalldIptables says whether firewalld's iptables backend owns f's
+// nft tables ip filter and ip6 filter (through iptables-nft): their
+// INPUT and FORWARD are judged by firewalld's warning, with firewall-cmd
+// commands, not as iptables' own chains (firewalld rewrites them at
+// every reload, and a rule added there with iptables goes with it).
+func firewalldIptables(f state.Facts) bool {
+	return firewalldChains(f)
+}
+
+// legacyFirewalld says whether a legacy filter table is firewalld's
+// (its iptables backend on iptables-legacy, CentOS 7): firewalld's
+// warning judges it.
+func legacyFirewalld(fam state.LegacyFamily) bool {
+	v := state.Facts{Chains: fam.Chains}
+	return hasChain(v, fam.Family, "filter", "INPUT_ZONES") && hasChain(v, fam.Family, "filter", "INPUT_direct")
+}
+
+// filterOwned says whether a frontend owns f's nft tables ip filter and
+// ip6 filter (ufw, or firewalld's iptables backend through iptables-nft):
+// their chains are judged by its warning, with its commands.
+func filterOwned(f state.Facts) bool {
+	return ufwActive(f) || firewalldIptables(f)
+}
+
+// input is the chain where firewalld judges what arrives for the host in
+// family fam (ip, ip6): the nft backend's zone dispatch chain (its input
+// chain accepts established, related, DNATed and loopback flows before
+// it, and rejects after it), or the iptables backend's INPUT itself,
+// whose fixed rules around the zones the agent reads.
+func (s firewalldSite) input(fam string) [3]string {
+	if s.nft {
+		return [3]string{"inet", "firewalld", "filter_INPUT_ZONES"}
+	}
+	return [3]string{fam, "filter", "INPUT"}
+}
+
+// forward is input's chain for what the host forwards.
+func (s firewalldSite) forward(fam string) [3]string {
+	if s.nft {
+		return [3]string{"inet", "firewalld", "filter_FORWARD_ZONES"}
+	}
+	return [3]string{fam, "filter", "FORWARD"}
+}
+
+// families are the families (ip, ip6) of the chains s judges the
+// services' flows in: the services' own, one inet chain for nft.
+func (s firewalldSite) families(c *config.Config) []string {
+	if s.nft {
+		return []string{"inet"}
+	}
+	var out []string
+	for _, a := range ActiveAddrs(c) {
+		fam := "ip"
+		if a.Is6() {
+			fam = "ip6"
+		}
+		if !slices.Contains(out, fam) && hasChain(s.view, fam, "filter", "INPUT") {
+			out = append(out, fam)
+		}
+	}
+	return out
+}
+
 // firewalldCommands are the firewall-cmd commands that let migrate's
 // traffic through firewalld's default zone: a rich rule for the tunnel's
 // outer packets from the peer, and the tunnel device in zone trusted
 // (what arrives through it: on NEW the services' flows, on OLD the
 // answers and NEW's own outbound flows), and on OLD a policy that lets
 // any zone forward into zone trusted (the flows OLD sends into the
-// tunnel: firewalld rejects forwarding between zones unless a policy
-// allows it; migrate's identity DNAT does not count as `ct status dnat`,
-// since the kernel sets that bit only when an address changes). Each
-// comes with the packets it lets through, from firewalld's zone dispatch
-// chain on (the policy's four commands as one); `firewall-cmd --reload`
-// is not among them (firewalldWarning adds it).
-func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string) []fwCmd {
+// tunnel: firewalld 0.9 and later reject forwarding between zones unless
+// a policy allows it; migrate's identity DNAT does not count as `ct
+// status dnat`, since the kernel sets that bit only when an address
+// changes). Before 0.9, zone trusted's target accepts what is forwarded
+// out through its interfaces too, and there are no policies. Each comes
+// with the packets it lets through (new flows: firewalld accepts
+// established and related ones before its zones), in the chains of s;
+// `firewall-cmd --reload` is not among them (firewalldWarning adds it).
+func firewalldCommands(c *config.Config, facts map[string]state.Facts, host string, s firewalldSite) []fwCmd {
 	t := c.Tunnel
 	from, to := underlayFrom(c, facts, host)
-	family := "ipv4"
+	family, fam := "ipv4", "ip"
 	if from.Is6() {
-		family = "ipv6"
+		family, fam = "ipv6", "ip6"
 	}
-	in := [][3]string{{"inet", "firewalld", "filter_INPUT_ZONES"}}
-	fwd := [][3]string{{"inet", "firewalld", "filter_FORWARD_ZONES"}}
+	in := [][3]string{s.input(fam)}
+	var fwd, svcIn [][3]string
+	for _, fam := range s.families(c) {
+		fwd = append(fwd, s.forward(fam))
+		svcIn = append(svcIn, s.input(fam))
+	}
 	var rule string
 	var q fwQuery
 	switch t.Type {
 	case "vxlan":
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" port port="%d" protocol="udp" accept`, family, from, to, t.Port)
-		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port)}
+		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, daddr: to, dport: uint16(t.Port), newFlow: true}
 	case "wireguard":
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" port port="%d" protocol="udp" accept`, family, from, t.ListenPort)
-		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort)}
+		q = fwQuery{l4proto: "udp", notIif: t.Name, saddr: from, dport: uint16(t.ListenPort), newFlow: true}
 	default:
 		rule = fmt.Sprintf(`rule family="%s" source address="%s" destination address="%s" protocol value="gre" accept`, family, from, to)
-		q = fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to}
+		q = fwQuery{l4proto: "gre", notIif: t.Name, saddr: from, daddr: to, newFlow: true}
 	}
 	out := []fwCmd{{"firewall-cmd --permanent --add-rich-rule='" + rule + "'", in, q}}
-	if host == Old {
-		return append(out,
-			fwCmd{"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name, fwd, fwQuery{iif: t.Name}},
-			fwCmd{strings.Join([]string{
-				"firewall-cmd --permanent --new-policy=migrate-tunnel",
-				"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
-				"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
-				"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT"}, "` and `"), fwd, fwQuery{oif: t.Name}})
+	trusted := "firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name
+	if host != Old {
+		return append(out, fwCmd{trusted, svcIn, fwQuery{iif: t.Name, newFlow: true}})
 	}
-	return append(out, fwCmd{"firewall-cmd --permanent --zone=trusted --add-interface=" + t.Name, in, fwQuery{iif: t.Name}})
+	policy := strings.Join([]string{
+		"firewall-cmd --permanent --new-policy=migrate-tunnel",
+		"firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+		"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted",
+		"firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT"}, "` and `")
+	if !s.policies {
+		// Zone trusted's target accepts what goes out through mig0
+		// too (its FORWARD_OUT chain): the same command.
+		policy = trusted
+	}
+	// The flows of each migrated address, both ways, as they cross OLD:
+	// the clients' come in where OLD holds the address (a rule for
+	// another interface, such as a zone's dispatch for eth0, does not
+	// hide what a later one does with them).
+	var back, toward []fwCmd
+	for _, a := range ActiveAddrs(c) {
+		tq, bq := forwardQueries(s.view, t.Name, a)
+		tq.newFlow, bq.newFlow = true, true
+		for _, ch := range fwd {
+			if familyCarries(ch[0], a) {
+				back = append(back, fwCmd{trusted, [][3]string{ch}, bq})
+				toward = append(toward, fwCmd{policy, [][3]string{ch}, tq})
+			}
+		}
+	}
+	return append(append(out, back...), toward...)
 }
 
 // firewalldWarning is plan's warning for a host where firewalld is
 // active, with the commands whose effect its live rules do not show yet
-// (a note when they show them all). Its base chains accept by policy but
-// end in a reject rule.
-func firewalldWarning(c *config.Config, facts map[string]state.Facts, host string) string {
-	cmds := missing(facts[host], firewalldCommands(c, facts, host), "nft list table inet firewalld")
+// (a note when they show them all). Its input and forward chains end in
+// a reject for what no zone (or policy) allows.
+func firewalldWarning(c *config.Config, facts map[string]state.Facts, host string, s firewalldSite) string {
+	cmds := missing(s.view, firewalldCommands(c, facts, host, s), s.show)
 	if len(cmds) == 0 {
-		return fmt.Sprintf("host %s: firewalld is active (table inet firewalld); its rules allow migrate's traffic (%s)", host, allowedWhat(c, host))
+		return fmt.Sprintf("host %s: firewalld is active (%s); its rules allow migrate's traffic (%s)", host, s.where, allowedWhat(c, host))
 	}
 	what := "the tunnel's packets from the peer"
 	if host == New {
 		what += fmt.Sprintf(" and what arrives through %s for the services", c.Tunnel.Name)
 	}
-	drops := fmt.Sprintf("chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited` for what no zone allows: %s", what)
-	if host == Old {
-		drops += fmt.Sprintf("; chain filter_FORWARD (hook forward) does the same to the flows OLD forwards to and from %s", c.Tunnel.Name)
+	inChain, fwdChain, reject := "filter_INPUT", "filter_FORWARD", "`reject with icmpx admin-prohibited`"
+	if !s.nft {
+		inChain, fwdChain, reject = "INPUT", "FORWARD", "`-j REJECT`"
 	}
-	return fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): %s. Allow migrate's traffic (before migrate apply): %s and `firewall-cmd --reload`", host, drops, strings.Join(cmds, " and "))
+	drops := fmt.Sprintf("chain %s (hook input) ends in %s for what no zone allows: %s", inChain, reject, what)
+	if host == Old {
+		drops += fmt.Sprintf("; chain %s (hook forward) does the same to the flows OLD forwards to and from %s", fwdChain, c.Tunnel.Name)
+	}
+	if !s.nft {
+		drops += "; a rule added there with iptables goes at firewalld's next reload, so let firewalld allow it"
+	}
+	return fmt.Sprintf("WARNING host %s: firewalld is active (%s): %s. Allow migrate's traffic (before migrate apply): %s and `firewall-cmd --reload`", host, s.where, drops, strings.Join(cmds, " and "))
 }

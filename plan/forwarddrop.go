@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/opsmigrate/migrate/config"
@@ -42,7 +43,7 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 		return nil
 	}
 	f := facts[Old]
-	ufw := ufwActive(f)
+	ufw := filterOwned(f)
 	// A forward block's flows (DNAT to its target) are not queried
 	// here: with one on OLD no chain is said to accept all.
 	forwardsOld := false
@@ -217,30 +218,35 @@ func ufwForwardBroken(c *config.Config, facts map[string]state.Facts) string {
 	return ""
 }
 
-// firewalldForwardBroken is ufwForwardBroken for firewalld 1.x on OLD:
-// its forward chain accepts established, related and DNATed flows and
-// loopback's, then goes to the zones (filter_FORWARD_ZONES), then
-// rejects. A service's new flow toward NEW that no rule of the zone and
-// policy chains may accept is rejected.
+// firewalldForwardBroken is ufwForwardBroken for firewalld on OLD: its
+// forward chain accepts established, related and DNATed flows and
+// loopback's, then goes to the zones (and policies), then rejects. A
+// service's new flow toward NEW that no rule of the zone and policy
+// chains may accept is rejected.
 func firewalldForwardBroken(c *config.Config, facts map[string]state.Facts) string {
-	f := facts[Old]
 	dev := forwardDev(c, facts)
-	if dev == "" || !firewalldActive(f) {
+	s, ok := firewalldOn(facts[Old])
+	if dev == "" || !ok {
 		return ""
 	}
-	what := certainDropToward(c, f, dev, [3]string{"inet", "firewalld", "filter_FORWARD_ZONES"})
-	if what == "" {
-		return ""
-	}
-	fix := "the firewall-cmd commands `migrate plan` prints"
-	if !Direct(c) {
-		var cmds []string
-		for _, cmd := range firewalldCommands(c, facts, Old)[1:] {
-			cmds = append(cmds, "`"+cmd.cmd+"`")
+	for _, fam := range s.families(c) {
+		what := certainDropToward(c, s.view, dev, s.forward(fam))
+		if what == "" {
+			continue
 		}
-		fix = strings.Join(cmds, " and ") + " and `firewall-cmd --reload`"
+		fix := "the firewall-cmd commands `migrate plan` prints"
+		if !Direct(c) {
+			var cmds []string
+			for _, cmd := range firewalldCommands(c, facts, Old, s)[1:] {
+				if q := "`" + cmd.cmd + "`"; !slices.Contains(cmds, q) {
+					cmds = append(cmds, q)
+				}
+			}
+			fix = strings.Join(cmds, " and ") + " and `firewall-cmd --reload`"
+		}
+		return fmt.Sprintf("%s is active on OLD (started or reloaded after the apply?) and rejects %s: no zone or policy of it forwards them, so new clients of the moved services get no answer; allow them: %s", s.name(), what, fix)
 	}
-	return fmt.Sprintf("firewalld is active on OLD (started or reloaded after the apply?) and rejects %s: no zone or policy of it forwards them, so new clients of the moved services get no answer; allow them: %s", what, fix)
+	return ""
 }
 
 // ForwardDropBroken says, for status, what of OLD's firewall certainly
@@ -297,6 +303,7 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 	for _, host := range []string{Old, New} {
 		f := facts[host]
 		v, legacyUfw := legacyUfwView(f)
+		fwd, fwdOK := firewalldOn(f)
 		switch {
 		case ufwActive(f):
 			if cmds := missing(f, ufwCommands(c, facts, host)[:1], "ufw status numbered"); len(cmds) > 0 {
@@ -306,14 +313,14 @@ func TunnelFirewallHint(c *config.Config, facts map[string]state.Facts) string {
 			if cmds := missing(v, ufwCommands(c, withView(facts, host, v), host)[:1], "ufw status numbered"); len(cmds) > 0 {
 				out = append(out, fmt.Sprintf("ufw is active on %s (legacy backend) and lacks %s", strings.ToUpper(host), cmds[0]))
 			}
-		case firewalldActive(f):
-			if cmds := missing(f, firewalldCommands(c, facts, host)[:1], "nft list table inet firewalld"); len(cmds) > 0 {
-				out = append(out, fmt.Sprintf("firewalld is active on %s and lacks %s (then `firewall-cmd --reload`)", strings.ToUpper(host), cmds[0]))
+		case fwdOK:
+			if cmds := missing(fwd.view, firewalldCommands(c, facts, host, fwd)[:1], fwd.show); len(cmds) > 0 {
+				out = append(out, fmt.Sprintf("%s is active on %s and lacks %s (then `firewall-cmd --reload`)", fwd.name(), strings.ToUpper(host), cmds[0]))
 			}
 		}
 		// A chain of nft's or iptables' own that drops (a saved
 		// rule set restored without the tunnel's rule).
-		out = append(out, tunnelHints(c, facts, host, f, ufwActive(f), nftChains)...)
+		out = append(out, tunnelHints(c, facts, host, f, filterOwned(f), nftChains)...)
 		out = append(out, legacyTunnelHints(c, facts, host)...)
 	}
 	return strings.Join(out, "; ")
@@ -377,20 +384,22 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 	toward := func(ch [3]string) string {
 		return certainDropNew(c, f, ch, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
 	}
-	ufw := ufwActive(f)
+	ufw := filterOwned(f)
 	if w := ufwInputBroken(c, f, dev); w != "" {
 		return w
 	}
-	if v, ok := legacyUfwView(f); ok && !ufw {
+	if v, ok := legacyUfwView(f); ok && !ufwActive(f) {
 		if w := ufwInputBroken(c, v, dev); w != "" {
 			return w
 		}
 	}
-	if firewalldActive(f) && !Direct(c) {
+	if s, ok := firewalldOn(f); ok && !Direct(c) {
 		// Its input chain accepts established, related, DNATed and
 		// loopback flows, then goes to the zones, then rejects.
-		if what := toward([3]string{"inet", "firewalld", "filter_INPUT_ZONES"}); what != "" {
-			return fmt.Sprintf("firewalld is active on NEW (started or reloaded after the apply?) and rejects %s: no zone of it accepts them, so new clients of the moved services get no answer; allow them: `firewall-cmd --permanent --zone=trusted --add-interface=%s` and `firewall-cmd --reload`", what, dev)
+		for _, fam := range s.families(c) {
+			if what := certainDropNew(c, s.view, s.input(fam), "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} }); what != "" {
+				return fmt.Sprintf("%s is active on NEW (started or reloaded after the apply?) and rejects %s: no zone of it accepts them, so new clients of the moved services get no answer; allow them: `firewall-cmd --permanent --zone=trusted --add-interface=%s` and `firewall-cmd --reload`", s.name(), what, dev)
+			}
 		}
 	}
 	for _, ch := range f.Chains {

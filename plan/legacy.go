@@ -54,8 +54,8 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 		seg = SegmentDevs(c, facts)[host]
 	}
 	for _, fam := range l.Families {
-		if !fam.ForwardDrop() || (fam.Ufw && c.Tunnel != nil && !direct) {
-			continue // ufw's: said above, with ufw's commands
+		if !fam.ForwardDrop() || ((fam.Ufw || legacyFirewalld(fam)) && c.Tunnel != nil && !direct) {
+			continue // ufw's or firewalld's: said with their commands
 		}
 		v6 := fam.Family == "ip6"
 		if !legacyFamilyUsed(c, host, v6) {
@@ -166,14 +166,15 @@ func legacyUfw(l *state.LegacyFirewall) bool {
 // legacyViews are host's legacy filter tables (iptables-legacy) that
 // plan judges as it does nft's chains, each as facts of its own (its
 // chains and rules, the host's addresses): those the agent read whole
-// (LegacyFamily.Chains), not ufw's (its warning gives ufw's commands).
+// (LegacyFamily.Chains), not ufw's or firewalld's (their warnings give
+// their commands).
 func legacyViews(f state.Facts) []state.Facts {
 	if f.Legacy == nil {
 		return nil
 	}
 	var out []state.Facts
 	for _, fam := range f.Legacy.Families {
-		if len(fam.Chains) == 0 || fam.Ufw {
+		if len(fam.Chains) == 0 || fam.Ufw || legacyFirewalld(fam) {
 			continue
 		}
 		out = append(out, state.Facts{Chains: fam.Chains, FwRules: fam.Rules, Addrs: f.Addrs, Links: f.Links})

@@ -50,6 +50,9 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 	}
 	rpWarned := false
 	ufw := c.Tunnel != nil && ufwActive(facts[host])
+	// ufw, or firewalld's iptables backend, owns the tables ip filter
+	// and ip6 filter: its own warning judges them.
+	owned := c.Tunnel != nil && filterOwned(facts[host])
 	out = append(out, legacyWarnings(c, facts, host, forwards)...)
 	if Direct(c) {
 		// No tunnel device to trust: the segment's interface
@@ -61,11 +64,11 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 	if ufw {
 		out = append(out, ufwWarning(c, facts, host))
 	}
-	if c.Tunnel != nil && firewalldActive(facts[host]) {
-		out = append(out, firewalldWarning(c, facts, host))
+	if s, ok := firewalldOn(facts[host]); c.Tunnel != nil && ok {
+		out = append(out, firewalldWarning(c, facts, host, s))
 	}
 	if c.Tunnel != nil {
-		out = append(out, inputDropWarnings(c, facts, host, ufw)...)
+		out = append(out, inputDropWarnings(c, facts, host, owned)...)
 	}
 	var drops []ForwardDrop
 	if host == Old {
@@ -74,8 +77,8 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 	for _, ch := range facts[host].Chains {
 		d, read := forwardDropOf(drops, ch)
 		switch {
-		case ufw && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
-			// Said above, with ufw's own commands.
+		case owned && (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter":
+			// Said above, with ufw's or firewalld's own commands.
 		case read && d.Accepts:
 			out = append(out, fmt.Sprintf("host %s: table %s %s, chain %s (hook forward) %s; its rules accept what migrate forwards (in and out on %s)", host, ch.Family, ch.Table, ch.Chain, d.How, c.Tunnel.Name))
 		case forwards && ch.Hook == "forward" && ch.Policy == "drop" && c.Tunnel != nil &&
