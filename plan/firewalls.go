@@ -159,7 +159,13 @@ func ufwWarning(c *config.Config, facts map[string]state.Facts, host string) str
 		drops = append(drops, fmt.Sprintf("chain %s (hook forward) has policy drop: it drops the flows OLD forwards to and from %s", ch, c.Tunnel.Name))
 	}
 	if host == New {
-		drops = append(drops, fmt.Sprintf("what arrives through %s for the services passes only if ufw allows their ports", c.Tunnel.Name))
+		what := fmt.Sprintf("what arrives through %s for the services passes only if ufw allows their ports", c.Tunnel.Name)
+		if dockerDNAT(f) {
+			// Docker's published ports: forwarded to a container,
+			// where Docker's own chains accept them before ufw's.
+			what += " (not Docker's published ports: what Docker DNATs is forwarded to its containers, and ufw's input rules do not see it)"
+		}
+		drops = append(drops, what)
 	}
 	return fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): %s. Allow migrate's traffic (before migrate apply): %s", host, strings.Join(drops, "; "), strings.Join(cmds, " and "))
 }

@@ -362,6 +362,30 @@ func ufwInputBroken(c *config.Config, f state.Facts, dev string) string {
 	return ""
 }
 
+// dockerDNAT says whether Docker's DNAT for published ports is on the
+// host: chain DOCKER of table ip nat (iptables-nft, and iptables-legacy's
+// nat PREROUTING jumping to it), or Docker 29's table ip docker-bridges.
+// Other nat prerouting chains (firewalld's, which DNAT only for its
+// forward ports) do not count: unlike ForeignDNAT, this is about where
+// status may still judge NEW's input chains.
+func dockerDNAT(f state.Facts) bool {
+	for _, ch := range f.Chains {
+		if ch.Family == "ip" && ((ch.Table == "nat" && ch.Chain == "DOCKER") || ch.Table == "docker-bridges") {
+			return true
+		}
+	}
+	if f.Legacy != nil {
+		for _, fam := range f.Legacy.Families {
+			for _, r := range fam.NAT {
+				if strings.HasPrefix(r, "-A PREROUTING ") && strings.HasSuffix(r, " -j DOCKER") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // NewInputBroken says, for status, what of NEW's firewall certainly drops
 // the services' new flows arriving through the tunnel device (a direct
 // tunnel's segment interface): ufw (enabled after the apply, its default
@@ -371,14 +395,18 @@ func ufwInputBroken(c *config.Config, f state.Facts, dev string) string {
 // rules cannot accept them (a new flow's first packet: `ct state
 // established,related accept` does not). NEW then never sees the moved
 // services' new clients. "" when none does, or when it cannot tell (a
-// rule it cannot read through, a jump to a chain not read).
+// rule it cannot read through, a jump to a chain not read, Docker's
+// DNAT, which may send the flows to a container instead of NEW's input).
 func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 	if c.Tunnel == nil {
 		return ""
 	}
 	f := facts[New]
 	dev := tunnelDev(c, facts, New)
-	if dev == "" {
+	if dev == "" || dockerDNAT(f) {
+		// Docker may DNAT the services' flows on NEW (its published
+		// ports): then they are forwarded to a container, and no
+		// input chain sees them (TestDockerUfw).
 		return ""
 	}
 	toward := func(ch [3]string) string {
