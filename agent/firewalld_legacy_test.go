@@ -11,29 +11,6 @@ import (
 	"github.com/opsmigrate/migrate/state"
 )
 
-// centos7Plan moves 198.51.100.10:8080 to NEW (203.0.113.20) over VXLAN.
-const centos7Plan = `
-host "old" {
-  ssh         = "root@198.51.100.10:22"
-  known_hosts = "/dev/null"
-}
-host "new" {
-  ssh         = "root@203.0.113.20"
-  known_hosts = "/dev/null"
-}
-tunnel {
-  type         = "vxlan"
-  old_endpoint = "198.51.100.10"
-  new_endpoint = "203.0.113.20"
-}
-service "web" {
-  address  = "198.51.100.10"
-  protocol = "tcp"
-  ports    = [8080]
-  stage    = "new"
-}
-`
-
 // centos7Rules is testdata/firewalld-0.6-centos7.save (CentOS 7's
 // firewalld 0.6 on its only backend, iptables-legacy: zone public on
 // eth0 with ssh) with lines added: each rule goes first in its chain
@@ -95,7 +72,7 @@ var trustedMig0 = struct{ chains, rules []string }{
 // (--ctstate NEW,UNTRACKED on the rich rule), make the warnings notes;
 // status calls the flows rejected until they are there.
 func TestFirewalldCentOS7(t *testing.T) {
-	c, err := config.Parse([]byte(centos7Plan), "m.hcl")
+	c, err := config.Parse([]byte(forwardDropPlan), "m.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -180,39 +180,7 @@ func dockerMove(t *testing.T, backend dockerBackend) {
 	s := newScenario(t, ctx)
 	l := s.Lab
 	t.Log("TUNNEL vxlan: " + t.Name())
-	// The containers' addresses differ: a moved flow that OLD's Docker
-	// rewrote to its container's address would miss NEW's.
-	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
-	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		c := containers[host]
-		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := l.Exec(ctx, host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
-			t.Fatalf("%s: %v: %s", host, err, out)
-		}
-		backend.load(t, ctx, l, host, addrs[host])
-		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// NEW's provider drops what NEW sends from an address it does not
-	// hold: answers that bypass the tunnel would be lost.
-	spoof := filepath.Join(l.Dir, "spoof.nft")
-	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := l.Exec(ctx, lab.RoleRouter, "nft", "-f", spoof); err != nil {
-		t.Fatalf("router: %v: %s", err, out)
-	}
-	served := func(by string) {
-		t.Helper()
-		out := expectServed(t, ctx, s, scenario.MigratedPort, by)
-		if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
-			t.Errorf("container %s does not see the client's address: %s", by, out)
-		}
-	}
+	served := dockerHosts(t, ctx, s, backend)
 	served("oldc")
 
 	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
@@ -453,4 +421,47 @@ func TestDockerDirect(t *testing.T) {
 	}
 	served(lab.RoleClient, hp(old4, port), "oldc", client)
 	served(lab.RoleRouter, hp(seg4, port), "newc", "198.51.100.1")
+}
+
+// dockerHosts gives both lab hosts a container serving the migrated port
+// (oldc on OLD, newc on NEW, published by backend's rules) and makes the
+// router drop what NEW sends from an address it does not hold, as NEW's
+// provider would. served checks that the client is served by a container
+// that sees its address.
+func dockerHosts(t *testing.T, ctx context.Context, s *scenario.Scenario, backend dockerBackend) (served func(by string)) {
+	t.Helper()
+	l := s.Lab
+	// The containers' addresses differ: a moved flow that OLD's Docker
+	// rewrote to its container's address would miss NEW's.
+	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		c := containers[host]
+		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := l.Exec(ctx, host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
+			t.Fatalf("%s: %v: %s", host, err, out)
+		}
+		backend.load(t, ctx, l, host, addrs[host])
+		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// NEW's provider drops what NEW sends from an address it does not
+	// hold: answers that bypass the tunnel would be lost.
+	spoof := filepath.Join(l.Dir, "spoof.nft")
+	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Exec(ctx, lab.RoleRouter, "nft", "-f", spoof); err != nil {
+		t.Fatalf("router: %v: %s", err, out)
+	}
+	return func(by string) {
+		t.Helper()
+		out := expectServed(t, ctx, s, scenario.MigratedPort, by)
+		if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
+			t.Errorf("container %s does not see the client's address: %s", by, out)
+		}
+	}
 }

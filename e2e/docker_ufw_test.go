@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,20 +33,8 @@ func TestDockerUfw(t *testing.T) {
 	defer cancel()
 	s := newScenario(t, ctx)
 	l := s.Lab
-	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	served := dockerHosts(t, ctx, s, dockerIptables)
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		c := containers[host]
-		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := l.Exec(ctx, host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
-			t.Fatalf("%s: %v: %s", host, err, out)
-		}
-		dockerIptables.load(t, ctx, l, host, addrs[host])
-		if err := s.Serve(ctx, c, c, addrs[host]+":80", false); err != nil {
-			t.Fatal(err)
-		}
 		ufwIn(t, ctx, l, host, "allow", "22/tcp")
 		ufwIn(t, ctx, l, host, "--force", "enable")
 		save := iptablesSave(t, ctx, l, host)
@@ -60,20 +45,6 @@ func TestDockerUfw(t *testing.T) {
 		}
 		if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, "-A FORWARD -j ufw-before-forward") {
 			t.Fatalf("%s: ufw's FORWARD rules before Docker's:\n%s", host, save)
-		}
-	}
-	spoof := filepath.Join(l.Dir, "spoof.nft")
-	if err := os.WriteFile(spoof, []byte(fmt.Sprintf("table ip labspoof {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t\tiifname %q ip saddr != %s counter drop\n\t}\n}\n", l.RouterIf(lab.RoleNew), l.NewIP)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := l.Exec(ctx, lab.RoleRouter, "nft", "-f", spoof); err != nil {
-		t.Fatalf("router: %v: %s", err, out)
-	}
-	served := func(by string) {
-		t.Helper()
-		out := expectServed(t, ctx, s, scenario.MigratedPort, by)
-		if !strings.Contains(out, "peer="+l.ClientIP.String()+" ") {
-			t.Errorf("container %s does not see the client's address: %s", by, out)
 		}
 	}
 	// ufw does not stand between clients and Docker's published port:
