@@ -57,16 +57,7 @@ func TestFirewalldIptables(t *testing.T) {
 			if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
 				t.Fatal(err)
 			}
-			rich := func(from, to string) string {
-				return fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept'`, from, to)
-			}
-			want := map[string][]string{
-				lab.RoleOld: {rich(l.NewIP.String(), l.OldIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0",
-					"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
-					"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
-					"firewall-cmd --reload"},
-				lab.RoleNew: {rich(l.OldIP.String(), l.NewIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"},
-			}
+			want := firewalldCommands(l)
 			r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 			for host, cmds := range want {
 				if !strings.Contains(r.Stdout, "WARNING host "+host+": firewalld is active ("+tc.where+"): chain INPUT (hook input) ends in `-j REJECT` for what no zone allows") {

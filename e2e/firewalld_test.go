@@ -149,16 +149,7 @@ func TestFirewalld(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
-	rich := func(from, to string) string {
-		return fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept'`, from, to)
-	}
-	want := map[string][]string{
-		lab.RoleOld: {rich(l.NewIP.String(), l.OldIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0",
-			"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
-			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
-			"firewall-cmd --reload"},
-		lab.RoleNew: {rich(l.OldIP.String(), l.NewIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"},
-	}
+	want := firewalldCommands(l)
 	for host, cmds := range want {
 		if !strings.Contains(r.Stdout, "WARNING host "+host+": firewalld is active (table inet firewalld): chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited`") {
 			t.Errorf("plan does not name firewalld's reject on %s:\n%s", host, r.Stdout)
@@ -219,6 +210,21 @@ func TestFirewalld(t *testing.T) {
 	}
 	diffSnap(t, "firewalld hosts after apply and rollback", stripCounters(before), stripCounters(after))
 	expectServed(t, ctx, s, scenario.MigratedPort, "old")
+}
+
+// firewalldCommands are the firewall-cmd commands plan gives each lab
+// host for a VXLAN tunnel (firewalld 0.9 or later), --reload last.
+func firewalldCommands(l *lab.Lab) map[string][]string {
+	rich := func(from, to string) string {
+		return fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" source address="%s" destination address="%s" port port="4789" protocol="udp" accept'`, from, to)
+	}
+	return map[string][]string{
+		lab.RoleOld: {rich(l.NewIP.String(), l.OldIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0",
+			"firewall-cmd --permanent --new-policy=migrate-tunnel", "firewall-cmd --permanent --policy=migrate-tunnel --add-ingress-zone=ANY",
+			"firewall-cmd --permanent --policy=migrate-tunnel --add-egress-zone=trusted", "firewall-cmd --permanent --policy=migrate-tunnel --set-target=ACCEPT",
+			"firewall-cmd --reload"},
+		lab.RoleNew: {rich(l.OldIP.String(), l.NewIP.String()), "firewall-cmd --permanent --zone=trusted --add-interface=mig0", "firewall-cmd --reload"},
+	}
 }
 
 // firewalldTable is firewalld's nft table on role, counters aside.
