@@ -71,6 +71,20 @@ func TestDockerDesired(t *testing.T) {
 	if strings.Contains(w, "host new") {
 		t.Errorf("warning for NEW, whose Docker accepts what migrate brings:\n%s", w)
 	}
+	// With firewalld on OLD too, DOCKER-USER's rules are firewalld's
+	// direct rules, in plan and in status (firewalld flushes iptables'
+	// tables at every reload).
+	o := f[plan.Old]
+	o.Chains = append(append([]state.BaseChain{}, dockerChains...), state.BaseChain{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Hook: "input", Priority: 10, Policy: "accept", Type: "filter"})
+	o.FwRules = []state.FwRule{{Family: "ip", Table: "filter", Chain: "FORWARD", Verdict: "jump DOCKER-USER"}, {Family: "ip", Table: "filter", Chain: "DOCKER-USER", Verdict: "return"}}
+	f[plan.Old] = o
+	direct := "`firewall-cmd --permanent --direct --add-chain ipv4 filter DOCKER-USER` and `firewall-cmd --permanent --direct --add-rule ipv4 filter DOCKER-USER 0 -i mig0 -j ACCEPT` and `firewall-cmd --permanent --direct --add-rule ipv4 filter DOCKER-USER 0 -o mig0 -j ACCEPT` and `firewall-cmd --reload`"
+	if w := strings.Join(plan.Warnings(c, f), "\n"); !strings.Contains(w, "allow the tunnel there with firewalld's direct rules") || !strings.Contains(w, direct) || strings.Contains(w, "iptables -I DOCKER-USER") {
+		t.Errorf("warnings with firewalld on OLD, want %s:\n%s", direct, w)
+	}
+	if b := plan.ForwardDropBroken(c, f); !strings.Contains(b, "accept them in Docker's DOCKER-USER again with firewalld's direct rules") || !strings.Contains(b, direct) {
+		t.Errorf("ForwardDropBroken with firewalld on OLD = %q", b)
+	}
 
 	p, _ = mk(false)
 	all := lines(p.Hosts[0].Steps) + lines(p.Hosts[1].Steps)
@@ -137,8 +151,15 @@ func TestHostFirewallCommands(t *testing.T) {
 					t.Errorf("warnings lack\n%s\ngot:\n%s", want, w)
 				}
 			}
-			if n := strings.Count(w, "IPv6 rpfilter"); tc.chains[0].Table == "firewalld" && n != 2 {
-				t.Errorf("%d rpfilter warnings, want one per host:\n%s", n, w)
+			// firewalld's reverse-path filter is IPv6's only: no
+			// warning for these IPv4 services, one per host with an
+			// IPv6 one.
+			if n := strings.Count(w, "IPv6 rpfilter"); n != 0 {
+				t.Errorf("%d rpfilter warnings for IPv4 services:\n%s", n, w)
+			}
+			c6 := mustParse(t, strings.Replace(src, `type         = "vxlan"`, tc.tunnel, 1)+"service \"web6\" {\n  address  = \"2001:db8::10\"\n  protocol = \"tcp\"\n  ports    = [8080]\n  stage    = \"new\"\n}\n")
+			if n := strings.Count(strings.Join(plan.Warnings(c6, f), "\n"), "IPv6 rpfilter"); tc.chains[0].Table == "firewalld" && n != 2 {
+				t.Errorf("%d rpfilter warnings with an IPv6 service, want one per host", n)
 			}
 			for _, not := range tc.not {
 				if strings.Contains(w, not) {

@@ -277,11 +277,8 @@ func ForwardDropBroken(c *config.Config, facts map[string]state.Facts) string {
 			fix = "accept them there again, with the rules `migrate plan` prints, " + keep
 		}
 		if (d.Family == "ip" || d.Family == "ip6") && d.Table == "filter" && hasChain(facts[Old], d.Family, "filter", "DOCKER-USER") {
-			cmd := "iptables"
-			if d.Family == "ip6" {
-				cmd = "ip6tables"
-			}
-			fix = fmt.Sprintf("accept them in Docker's DOCKER-USER again: `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", cmd, c.Tunnel.Name, cmd, c.Tunnel.Name)
+			cmds, how := dockerUserCmds(facts[Old], d.Family, []string{"-i " + c.Tunnel.Name + " -j ACCEPT", "-o " + c.Tunnel.Name + " -j ACCEPT"})
+			fix = fmt.Sprintf("accept them in Docker's DOCKER-USER again%s: %s", how, cmds)
 			if Direct(c) {
 				fix = "accept them in Docker's DOCKER-USER again, with the commands `migrate plan` prints"
 			}

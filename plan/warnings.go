@@ -85,11 +85,8 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 			(ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"]:
 			// Docker's iptables: it keeps DOCKER-USER, first in
 			// FORWARD, for the operator's rules.
-			cmd := "iptables"
-			if ch.Family == "ip6" {
-				cmd = "ip6tables"
-			}
-			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there (before migrate apply): `%s -I DOCKER-USER -i %s -j ACCEPT` and `%s -I DOCKER-USER -o %s -j ACCEPT`", host, ch.Family, ch.Table, ch.Chain, cmd, c.Tunnel.Name, cmd, c.Tunnel.Name))
+			cmds, how := dockerUserCmds(facts[host], ch.Family, []string{"-i " + c.Tunnel.Name + " -j ACCEPT", "-o " + c.Tunnel.Name + " -j ACCEPT"})
+			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; allow the tunnel there%s (before migrate apply): %s", host, ch.Family, ch.Table, ch.Chain, how, cmds))
 		case forwards && ch.Hook == "forward" && dropsHow(facts[host], ch) != "" && ch.Table != "firewalld":
 			// An accept in another table (migrate's included) does
 			// not overrule this chain's drop: the rules go in it,
@@ -108,10 +105,13 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 				continue
 			}
 			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
-		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned:
+		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned && tunnelsIPv6(c):
 			// Once: firewalld 1.x has three prerouting base chains.
+			// Its reverse-path filter is IPv6's only (`meta nfproto
+			// ipv6 fib saddr . mark . iif oif missing drop`), with no
+			// exception for a zone.
 			rpWarned = true
-			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf, or add %s to a trusted zone", host, ch.Family, ch.Chain, dev, dev))
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, ch.Family, ch.Chain, dev))
 		}
 	}
 	return out
@@ -192,17 +192,14 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 		if (ch.Family == "ip" || ch.Family == "ip6") && ch.Table == "filter" && regular[ch.Family+" filter DOCKER-USER"] {
 			// Docker's iptables chains: nft syntax cannot go there, and
 			// DOCKER-USER, first in FORWARD, is kept for the operator.
-			cmd := "iptables"
-			if ch.Family == "ip6" {
-				cmd = "ip6tables"
+			var rules []string
+			for _, a := range addrs {
+				if a.Is6() == (ch.Family == "ip6") {
+					rules = append(rules, fmt.Sprintf("-o %s -d %s -j ACCEPT", seg, a), fmt.Sprintf("-i %s -s %s -j ACCEPT", seg, a))
+				}
 			}
-			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on %s there (before migrate apply): %s", host, ch.Family, ch.Table, ch.Chain, seg,
-				cmds(func(a string, v6 bool) []string {
-					if v6 != (ch.Family == "ip6") {
-						return nil
-					}
-					return []string{fmt.Sprintf("%s -I DOCKER-USER -o %s -d %s -j ACCEPT", cmd, seg, a), fmt.Sprintf("%s -I DOCKER-USER -i %s -s %s -j ACCEPT", cmd, seg, a)}
-				})))
+			allow, how := dockerUserCmds(f, ch.Family, rules)
+			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) has policy drop: it drops the traffic migrate forwards unless it accepts it. Docker keeps chain DOCKER-USER for your rules; accept migrate's flows on %s there%s (before migrate apply): %s", host, ch.Family, ch.Table, ch.Chain, seg, how, allow))
 			continue
 		}
 		out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless it accepts it (Docker does this: use its chain DOCKER-USER). Accept migrate's flows on %s there (before migrate apply): %s, and %s", host, ch.Family, ch.Table, ch.Chain, how, seg,
@@ -350,4 +347,46 @@ func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
 		out = append(out, fmt.Sprintf("WARNING host new: table %s %s, chain %s (hook input) %s: it drops what arrives on %s for the migrated addresses (direct tunnel) unless its own rules accept it. Accept it (before migrate apply): %s, and %s", ch.Family, ch.Table, ch.Chain, dropsHow(f, ch), seg, strings.Join(missed, " and "), keepRules(ch.Family, ch.Table, ch.Chain)))
 	}
 	return out
+}
+
+// dockerUserCmds are the commands that add rules (each as iptables
+// writes it after the chain, "-i mig0 -j ACCEPT") at the top of Docker's
+// DOCKER-USER in family's table filter, quoted and joined, and how they
+// are said (" with firewalld's direct rules: ..." or ""): iptables
+// inserts, or, where firewalld runs too, firewalld's direct rules, the
+// chain with them. firewalld flushes iptables' tables when it starts and
+// at every reload; Docker then puts its own chains back, not what was
+// inserted in DOCKER-USER, and firewalld puts back only its own direct
+// rules (TestDockerFirewalld).
+func dockerUserCmds(f state.Facts, family string, rules []string) (cmds, how string) {
+	tool, ipv := "iptables", "ipv4"
+	if family == "ip6" {
+		tool, ipv = "ip6tables", "ipv6"
+	}
+	var out []string
+	if !firewalldActive(f) {
+		for _, r := range rules {
+			out = append(out, tool+" -I DOCKER-USER "+r)
+		}
+		return "`" + strings.Join(out, "` and `") + "`", ""
+	}
+	out = append(out, "firewall-cmd --permanent --direct --add-chain "+ipv+" filter DOCKER-USER")
+	for _, r := range rules {
+		out = append(out, "firewall-cmd --permanent --direct --add-rule "+ipv+" filter DOCKER-USER 0 "+r)
+	}
+	out = append(out, "firewall-cmd --reload")
+	return "`" + strings.Join(out, "` and `") + "`", " with firewalld's direct rules (firewalld, active here, flushes iptables' tables when it starts and at every reload, and puts back only its own direct rules: a rule inserted with iptables would go)"
+}
+
+// tunnelsIPv6 says whether the plan moves IPv6 services through a tunnel.
+func tunnelsIPv6(c *config.Config) bool {
+	if c.Tunnel == nil {
+		return false
+	}
+	for _, a := range ActiveAddrs(c) {
+		if a.Is6() {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsmigrate/migrate/lab"
+	"github.com/opsmigrate/migrate/lab/scenario"
+)
+
+// TestDockerUfw: Docker and ufw on one host, the common Ubuntu server:
+// a service Docker publishes (`-p 8080:80`) on both hosts, Docker's
+// iptables-nft rules (dockerRules) and then the real ufw enabled with
+// its defaults (deny incoming, deny routed) and SSH allowed; ufw's
+// chains are appended to FORWARD after Docker's jumps, as when ufw
+// reloads on a running Docker host. Both set FORWARD's policy to drop.
+// plan gives ufw's commands (the tunnel's packets, and on OLD the
+// forwarding through mig0, which reaches ufw-user-forward after Docker's
+// chains let it pass), not Docker's DOCKER-USER ones, which ufw's next
+// reload would keep but which would split the advice between two
+// firewalls; once they ran, the container on NEW serves the client with
+// its address, and rollback leaves both hosts' rules as they were.
+func TestDockerUfw(t *testing.T) {
+	needRoot(t)
+	needUfw(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	t.Log("TUNNEL vxlan: " + t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	served := dockerHosts(t, ctx, s, dockerIptables)
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		ufwIn(t, ctx, l, host, "allow", "22/tcp")
+		ufwIn(t, ctx, l, host, "--force", "enable")
+		save := iptablesSave(t, ctx, l, host)
+		for _, want := range []string{"-A FORWARD -j DOCKER-USER", "-A FORWARD -j ufw-before-forward", ":FORWARD DROP", ":INPUT DROP"} {
+			if !strings.Contains(save, want) {
+				t.Fatalf("%s: Docker's and ufw's rules lack %q:\n%s", host, want, save)
+			}
+		}
+		if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, "-A FORWARD -j ufw-before-forward") {
+			t.Fatalf("%s: ufw's FORWARD rules before Docker's:\n%s", host, save)
+		}
+	}
+	// ufw does not stand between clients and Docker's published port:
+	// the DNATed flows are forwarded, and Docker's chains accept them
+	// before ufw's.
+	served("oldc")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	want := map[string][]string{
+		lab.RoleOld: {"ufw allow proto udp from " + l.NewIP.String() + " to " + l.OldIP.String() + " port 4789", "ufw route allow in on mig0", "ufw route allow out on mig0"},
+		lab.RoleNew: {"ufw allow proto udp from " + l.OldIP.String() + " to " + l.NewIP.String() + " port 4789"},
+	}
+	for host, cmds := range want {
+		for _, c := range cmds {
+			if !strings.Contains(r.Stdout, "WARNING host "+host+": ufw is active (table ip filter)") || !strings.Contains(r.Stdout, "`"+c+"`") {
+				t.Errorf("plan does not give %s %q:\n%s", host, c, r.Stdout)
+			}
+		}
+	}
+	if strings.Contains(r.Stdout, "DOCKER-USER") {
+		t.Errorf("plan gives Docker's DOCKER-USER commands on a host where ufw owns the filter table:\n%s", r.Stdout)
+	}
+	if !strings.Contains(r.Stdout, "what arrives through mig0 for the services passes only if ufw allows their ports (not Docker's published ports: what Docker DNATs is forwarded to its containers, and ufw's input rules do not see it)") {
+		t.Errorf("plan does not say that NEW's ufw input rules do not see Docker's published ports:\n%s", r.Stdout)
+	}
+	// `ufw allow in on mig0` is not run: the container on NEW serves
+	// without it, and status does not call the service BROKEN for its
+	// lack (it did: ufw's input policy read as dropping the flows that
+	// Docker's DNAT forwards).
+	for host, cmds := range want {
+		for _, c := range cmds {
+			ufwIn(t, ctx, l, host, strings.Fields(strings.TrimPrefix(c, "ufw "))...)
+		}
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if !strings.Contains(r.Stdout, "host old: ufw is active (table ip filter); its rules allow migrate's traffic") {
+		t.Errorf("plan does not note that OLD's ufw allows migrate's traffic once its commands ran:\n%s", r.Stdout)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = iptablesSave(t, ctx, l, host)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served("newc")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the apply:\n%s", r.Stdout)
+	}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := iptablesSave(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's and ufw's rules changed by apply:\n--- before\n%s\n--- after\n%s", host, saved[host], got)
+		}
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker and ufw hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	served("oldc")
+}
+
+// TestDockerFirewalld: Docker and firewalld (its nftables backend) on one
+// host, as on RHEL or Fedora with Docker CE: Docker's iptables-nft rules
+// in tables ip filter and ip nat, firewalld's in table inet firewalld.
+// firewalld flushes iptables' tables when it starts and at every reload,
+// and Docker puts its own chains back when firewalld signals a reload
+// (dockerReloaded plays that), but not what was inserted in DOCKER-USER.
+// Each table's forward chain must let a moved flow through: on OLD,
+// Docker's FORWARD (policy drop) and firewalld's (a reject after its
+// zones), so plan gives both sets of commands, DOCKER-USER's as
+// firewalld's direct rules, which firewalld itself puts back at each
+// reload (`iptables -I DOCKER-USER` would go at the first). On NEW the
+// flows to a published port are DNATed to the container, which firewalld
+// accepts (`ct status dnat`) and Docker's chains too. Once the commands
+// ran, NEW's container serves the client with its address, also after
+// another reload of firewalld mid-migration; status is clean; rollback
+// leaves both hosts and their rules as they were.
+func TestDockerFirewalld(t *testing.T) {
+	needRoot(t)
+	needFirewalld(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	t.Log("TUNNEL vxlan: " + t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	// firewalld first, as at boot: it flushes iptables' tables when it
+	// starts.
+	fw := map[string]func(string) string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		fw[host] = firewalldIn(t, ctx, l, host)
+	}
+	served := dockerHosts(t, ctx, s, dockerIptables)
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	reload := func(host string) {
+		t.Helper()
+		fw[host]("firewall-cmd --reload")
+		dockerReloaded(t, ctx, l, host, addrs[host])
+	}
+	// firewalld accepts what Docker DNATs: OLD's container serves.
+	served("oldc")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	want := firewalldCommands(l)
+	for host, cmds := range want {
+		if !strings.Contains(r.Stdout, "WARNING host "+host+": firewalld is active (table inet firewalld)") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") {
+			t.Errorf("plan does not give %s %q:\n%s", host, cmds, r.Stdout)
+		}
+	}
+	direct := []string{"firewall-cmd --permanent --direct --add-chain ipv4 filter DOCKER-USER",
+		"firewall-cmd --permanent --direct --add-rule ipv4 filter DOCKER-USER 0 -i mig0 -j ACCEPT",
+		"firewall-cmd --permanent --direct --add-rule ipv4 filter DOCKER-USER 0 -o mig0 -j ACCEPT", "firewall-cmd --reload"}
+	if !strings.Contains(r.Stdout, "WARNING host old: table ip filter, chain FORWARD (hook forward) has policy drop") || !strings.Contains(r.Stdout, "allow the tunnel there with firewalld's direct rules") || !strings.Contains(r.Stdout, "`"+strings.Join(direct, "` and `")+"`") {
+		t.Errorf("plan does not give firewalld's direct rules for Docker's DOCKER-USER %q:\n%s", direct, r.Stdout)
+	}
+	if strings.Contains(r.Stdout, "iptables -I DOCKER-USER") {
+		t.Errorf("plan gives iptables commands for DOCKER-USER, which firewalld's next reload removes:\n%s", r.Stdout)
+	}
+	for host, cmds := range want {
+		fw[host](strings.Join(cmds[:len(cmds)-1], " && "))
+	}
+	fw[lab.RoleOld](strings.Join(direct[:len(direct)-1], " && "))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		reload(host)
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if strings.Contains(r.Stdout, "WARNING host old: table ip filter") || strings.Contains(r.Stdout, "WARNING host old: firewalld") || strings.Contains(r.Stdout, "WARNING host new: firewalld") {
+		t.Errorf("plan still warns about Docker's or firewalld's rules once the commands ran:\n%s", r.Stdout)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		tables[host] = firewalldTable(t, ctx, l, host) + iptablesSave(t, ctx, l, host)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served("newc")
+	// Weeks later firewalld reloads on OLD: its direct rules come back
+	// with it, Docker's chains with Docker.
+	reload(lab.RoleOld)
+	served("newc")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the apply and a reload of firewalld:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker and firewalld hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := firewalldTable(t, ctx, l, host) + iptablesSave(t, ctx, l, host); got != tables[host] {
+			t.Errorf("%s: Docker's and firewalld's rules after rollback:\n--- before apply\n%s\n--- after rollback\n%s", host, tables[host], got)
+		}
+	}
+	served("oldc")
+}
+
+// dockerReloaded does on host what Docker's daemon does when firewalld
+// signals a reload (which flushed iptables' tables): it puts its rules
+// back (dockerRules, for its container at addr) without flushing, and
+// DOCKER-USER only if it is missing (firewalld's direct rules may have
+// made it), with its RETURN at the end.
+func dockerReloaded(t *testing.T, ctx context.Context, l *lab.Lab, host, addr string) {
+	t.Helper()
+	var keep []string
+	for _, line := range strings.Split(fmt.Sprintf(dockerRules, addr), "\n") {
+		if line != ":DOCKER-USER - [0:0]" && line != "-A DOCKER-USER -j RETURN" {
+			keep = append(keep, line)
+		}
+	}
+	rules := filepath.Join(l.Dir, host+"-docker-reload.rules")
+	if err := os.WriteFile(rules, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `iptables-nft -N DOCKER-USER 2>/dev/null; iptables-nft-restore --noflush "$1" && { iptables-nft -C DOCKER-USER -j RETURN 2>/dev/null || iptables-nft -A DOCKER-USER -j RETURN; }`
+	mustExec(t, ctx, l, host, "sh", "-c", script, "sh", rules)
+}
