@@ -247,15 +247,6 @@ func firewalldChains(f state.Facts) bool {
 	return hasChain(f, "ip", "filter", "INPUT_ZONES") && hasChain(f, "ip", "filter", "INPUT_direct")
 }
 
-// firewalldIptables says whether firewalld's iptables backend owns f's
-// nft tables ip filter and ip6 filter (through iptables-nft): their
-// INPUT and FORWARD are judged by firewalld's warning, with firewall-cmd
-// commands, not as iptables' own chains (firewalld rewrites them at
-// every reload, and a rule added there with iptables goes with it).
-func firewalldIptables(f state.Facts) bool {
-	return firewalldChains(f)
-}
-
 // legacyFirewalld says whether a legacy filter table is firewalld's
 // (its iptables backend on iptables-legacy, CentOS 7): firewalld's
 // warning judges it.
@@ -266,9 +257,11 @@ func legacyFirewalld(fam state.LegacyFamily) bool {
 
 // filterOwned says whether a frontend owns f's nft tables ip filter and
 // ip6 filter (ufw, or firewalld's iptables backend through iptables-nft):
-// their chains are judged by its warning, with its commands.
+// their chains are judged by its warning, with its commands, not as
+// iptables' own (the frontend rewrites them at every reload, and a rule
+// added there with iptables goes with it).
 func filterOwned(f state.Facts) bool {
-	return ufwActive(f) || firewalldIptables(f)
+	return ufwActive(f) || firewalldChains(f)
 }
 
 // input is the chain where firewalld judges what arrives for the host in

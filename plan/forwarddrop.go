@@ -43,7 +43,7 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 		return nil
 	}
 	f := facts[Old]
-	ufw := filterOwned(f)
+	owned := filterOwned(f) // ufw's or firewalld's: their own warnings
 	// A forward block's flows (DNAT to its target) are not queried
 	// here: with one on OLD no chain is said to accept all.
 	forwardsOld := false
@@ -53,7 +53,7 @@ func ForwardDrops(c *config.Config, facts map[string]state.Facts) []ForwardDrop 
 	var out []ForwardDrop
 	for _, ch := range f.Chains {
 		how := dropsHow(f, ch)
-		if ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (ufw && ch.Table == "filter") {
+		if ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (owned && ch.Table == "filter") {
 			continue
 		}
 		d := ForwardDrop{Family: ch.Family, Table: ch.Table, Chain: ch.Chain, How: how, Accepts: !forwardsOld}
@@ -409,7 +409,7 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 	toward := func(ch [3]string) string {
 		return certainDropNew(c, f, ch, "in on "+dev, func(a netip.Addr) fwQuery { return fwQuery{iif: dev, daddr: a} })
 	}
-	ufw := filterOwned(f)
+	owned := filterOwned(f)
 	if w := ufwInputBroken(c, f, dev); w != "" {
 		return w
 	}
@@ -428,7 +428,7 @@ func NewInputBroken(c *config.Config, facts map[string]state.Facts) string {
 		}
 	}
 	for _, ch := range f.Chains {
-		if !foreignInputDrop(f, ch, ufw) {
+		if !foreignInputDrop(f, ch, owned) {
 			continue
 		}
 		if what := toward([3]string{ch.Family, ch.Table, ch.Chain}); what != "" {

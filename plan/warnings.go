@@ -290,10 +290,12 @@ type chainSource struct {
 var nftChains = chainSource{cmd: func(s string) string { return s }}
 
 // foreignInputDrop says whether ch is a base chain at the input hook that
-// drops what its rules do not accept (dropsHow) and whose advice is nft's or iptables' own: not ufw's (when
-// ufw is active, its warnings say it) nor firewalld's.
-func foreignInputDrop(f state.Facts, ch state.BaseChain, ufw bool) bool {
-	return ch.Hook == "input" && dropsHow(f, ch) != "" && ch.Table != "firewalld" && !(ufw && ch.Table == "filter")
+// drops what its rules do not accept (dropsHow) and whose advice is nft's
+// or iptables' own: not firewalld's table, nor the filter tables a
+// frontend owns (owned: ufw, or firewalld's iptables backend, whose
+// warnings say it).
+func foreignInputDrop(f state.Facts, ch state.BaseChain, owned bool) bool {
+	return ch.Hook == "input" && dropsHow(f, ch) != "" && ch.Table != "firewalld" && !(owned && ch.Table == "filter")
 }
 
 // tunnelInputCmd is the command that accepts, in host's input chain ch,
