@@ -436,3 +436,130 @@ service "web6" {
 		t.Errorf("warnings with the rule in:\n%s", w)
 	}
 }
+
+// firewalld08 is what the agent reads of firewalld 0.8's nftables backend
+// (RHEL 8.0-8.3; nftables.py of v0.8.2): no policies, the forward chain
+// going to the zone of the interface a flow comes in on, then to the one
+// it goes out on; zone public on eth0 with ssh. trusted adds mig0 to zone
+// trusted (its chains end in accept), rich the tunnel's rich rule.
+func firewalld08(trusted bool, rich ...state.FwRule) ([]state.BaseChain, []state.FwRule) {
+	base := func(name, hook string) state.BaseChain {
+		return state.BaseChain{Family: "inet", Table: "firewalld", Chain: name, Hook: hook, Priority: 10, Policy: "accept", Type: "filter"}
+	}
+	chains := []state.BaseChain{base("filter_INPUT", "input"), base("filter_FORWARD", "forward")}
+	var rules []state.FwRule
+	add := func(chain string, rs ...state.FwRule) {
+		chains = append(chains, state.BaseChain{Family: "inet", Table: "firewalld", Chain: chain, Read: true})
+		for _, r := range rs {
+			r.Family, r.Table, r.Chain = "inet", "firewalld", chain
+			rules = append(rules, r)
+		}
+	}
+	fixed := func(chain string, dispatch ...string) {
+		rs := []state.FwRule{{CtState: []string{"established", "related"}, Verdict: "accept"}, {Opaque: true, Verdict: "accept"}, {IifName: "lo", Verdict: "accept"}}
+		for _, d := range dispatch {
+			rs = append(rs, state.FwRule{Verdict: "jump " + d})
+		}
+		rs = append(rs, state.FwRule{CtState: []string{"invalid"}, Verdict: "drop"}, state.FwRule{Verdict: "reject"})
+		for _, r := range rs {
+			r.Family, r.Table, r.Chain = "inet", "firewalld", chain
+			rules = append(rules, r)
+		}
+	}
+	fixed("filter_INPUT", "filter_INPUT_ZONES_SOURCE", "filter_INPUT_ZONES")
+	fixed("filter_FORWARD", "filter_FORWARD_IN_ZONES_SOURCE", "filter_FORWARD_IN_ZONES", "filter_FORWARD_OUT_ZONES_SOURCE", "filter_FORWARD_OUT_ZONES")
+	zone := func(prefix, name string, final ...state.FwRule) {
+		z := "filter_" + prefix + "_" + name
+		add(z, append([]state.FwRule{{Verdict: "jump " + z + "_log"}, {Verdict: "jump " + z + "_deny"}, {Verdict: "jump " + z + "_allow"}}, final...)...)
+		add(z + "_log")
+		add(z + "_deny")
+	}
+	icmp := state.FwRule{L4Protos: []string{"icmp", "ipv6-icmp"}, Verdict: "accept"}
+	zone("IN", "public", icmp)
+	add("filter_IN_public_allow", append([]state.FwRule{{L4Proto: "tcp", Dport: 22, CtState: []string{"new", "untracked"}, Verdict: "accept"}}, rich...)...)
+	zone("FWDI", "public", icmp)
+	add("filter_FWDI_public_allow")
+	zone("FWDO", "public")
+	add("filter_FWDO_public_allow")
+	dispatch := func(chain, dir, zoneChain string) {
+		var rs []state.FwRule
+		if trusted {
+			r := state.FwRule{Verdict: "goto " + strings.Replace(zoneChain, "public", "trusted", 1)}
+			if dir == "in" {
+				r.IifName = "mig0"
+			} else {
+				r.OifName = "mig0"
+			}
+			rs = append(rs, r)
+		}
+		r := state.FwRule{Verdict: "goto " + zoneChain}
+		if dir == "in" {
+			r.IifName = "eth0"
+		} else {
+			r.OifName = "eth0"
+		}
+		add(chain, append(rs, r, state.FwRule{Verdict: "goto " + zoneChain})...)
+	}
+	add("filter_INPUT_ZONES_SOURCE")
+	add("filter_FORWARD_IN_ZONES_SOURCE")
+	add("filter_FORWARD_OUT_ZONES_SOURCE")
+	dispatch("filter_INPUT_ZONES", "in", "filter_IN_public")
+	dispatch("filter_FORWARD_IN_ZONES", "in", "filter_FWDI_public")
+	dispatch("filter_FORWARD_OUT_ZONES", "out", "filter_FWDO_public")
+	if trusted {
+		accept := state.FwRule{Verdict: "accept"}
+		zone("IN", "trusted", accept)
+		add("filter_IN_trusted_allow")
+		zone("FWDI", "trusted", accept)
+		add("filter_FWDI_trusted_allow")
+		zone("FWDO", "trusted", accept)
+		add("filter_FWDO_trusted_allow")
+	}
+	return chains, rules
+}
+
+// TestFirewalld08: firewalld 0.8 on nftables has no policies: plan gives
+// the rich rule and zone trusted for mig0 (whose target also accepts what
+// OLD forwards out through it), no --new-policy (0.8's firewall-cmd has
+// none), and once both are in its rules, no warning. Status says nothing
+// of its forward chain (its `ct status dnat accept` is not read through).
+func TestFirewalld08(t *testing.T) {
+	c := mustParse(t, src)
+	f := map[string]state.Facts{plan.Old: facts("198.51.100.10/24", 1500), plan.New: facts("203.0.113.20/24", 1500)}
+	set := func(trusted bool, rich ...state.FwRule) {
+		for _, h := range []string{plan.Old, plan.New} {
+			hf := f[h]
+			hf.Chains, hf.FwRules = firewalld08(trusted, rich...)
+			f[h] = hf
+		}
+	}
+	set(false)
+	w := strings.Join(plan.Warnings(c, f), "\n")
+	for _, want := range []string{
+		"WARNING host old: firewalld is active (table inet firewalld): chain filter_INPUT (hook input) ends in `reject with icmpx admin-prohibited`",
+		"(before migrate apply): `firewall-cmd --permanent --add-rich-rule='rule family=\"ipv4\" source address=\"203.0.113.20\" destination address=\"198.51.100.10\" port port=\"4789\" protocol=\"udp\" accept'` and `firewall-cmd --permanent --zone=trusted --add-interface=mig0` and `firewall-cmd --reload`",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "policy") {
+		t.Errorf("policy commands for firewalld 0.8, which has none:\n%s", w)
+	}
+	if b := plan.ForwardDropBroken(c, f); b != "" {
+		t.Errorf("ForwardDropBroken = %q, want nothing (ct status dnat is not read through)", b)
+	}
+	rich := func(from, to string) state.FwRule {
+		return state.FwRule{NfProto: "ipv4", Saddr: netip.MustParseAddr(from), Daddr: netip.MustParseAddr(to), L4Proto: "udp", Dport: 4789, CtState: []string{"new", "untracked"}, Verdict: "accept"}
+	}
+	set(true, rich("203.0.113.20", "198.51.100.10"), rich("198.51.100.10", "203.0.113.20"))
+	w = strings.Join(plan.Warnings(c, f), "\n")
+	for _, h := range []string{"old", "new"} {
+		if !strings.Contains(w, "host "+h+": firewalld is active (table inet firewalld); its rules allow migrate's traffic") {
+			t.Errorf("no note that %s's firewalld allows migrate's traffic:\n%s", h, w)
+		}
+	}
+	if strings.Contains(w, "WARNING") {
+		t.Errorf("warnings with the commands in:\n%s", w)
+	}
+}

@@ -203,16 +203,16 @@ type firewalldSite struct {
 	nft   bool        // its nftables backend
 	// policies: firewalld 0.9 or later, which forwards between zones
 	// only where a policy allows it (--new-policy). Before (CentOS 7's
-	// 0.6), a zone's target applies to forwarding in and out of its
-	// interfaces (FORWARD_IN_ZONES, FORWARD_OUT_ZONES), and there are
-	// no policies.
+	// 0.6, RHEL 8.0-8.3's 0.6-0.8 on nftables), a zone's target applies
+	// to forwarding in and out of its interfaces (FORWARD_IN_ZONES,
+	// FORWARD_OUT_ZONES), and there are no policies.
 	policies bool
 }
 
 // firewalldOn finds host f's firewalld, on either backend.
 func firewalldOn(f state.Facts) (firewalldSite, bool) {
 	if firewalldActive(f) {
-		return firewalldSite{view: f, where: "table inet firewalld", show: "nft list table inet firewalld", nft: true, policies: true}, true
+		return firewalldSite{view: f, where: "table inet firewalld", show: "nft list table inet firewalld", nft: true, policies: !hasChain(f, "inet", "firewalld", "filter_FORWARD_IN_ZONES")}, true
 	}
 	if firewalldChains(f) {
 		return firewalldSite{view: f, where: "its iptables backend: table ip filter", show: "iptables-save", policies: !hasChain(f, "ip", "filter", "FORWARD_IN_ZONES")}, true
@@ -276,10 +276,17 @@ func (s firewalldSite) input(fam string) [3]string {
 	return [3]string{fam, "filter", "INPUT"}
 }
 
-// forward is input's chain for what the host forwards.
+// forward is input's chain for what the host forwards. Before 0.9 the
+// nft backend's forward chain goes to two dispatch chains in turn (the
+// zone of the interface a flow comes in on, then the one it goes out
+// on): the base chain itself, whose `ct status dnat accept` plan reads
+// as a rule that may accept part of a query (status then says nothing).
 func (s firewalldSite) forward(fam string) [3]string {
-	if s.nft {
+	switch {
+	case s.nft && s.policies:
 		return [3]string{"inet", "firewalld", "filter_FORWARD_ZONES"}
+	case s.nft:
+		return [3]string{"inet", "firewalld", "filter_FORWARD"}
 	}
 	return [3]string{fam, "filter", "FORWARD"}
 }

@@ -799,7 +799,10 @@ func FwRuleChain(family, table, chain string) bool {
 	case family == "ip6" && table == "filter":
 		return chain == "ufw6-user-input" || chain == "ufw6-user-forward"
 	case family == "inet" && table == "firewalld":
-		for _, p := range []string{"filter_INPUT_ZONES", "filter_FORWARD_ZONES", "filter_INPUT_POLICIES_", "filter_FORWARD_POLICIES_", "filter_IN_", "filter_FWD_"} {
+		// 1.x's zone and policy chains, and before 0.9 (no
+		// policies) the two forward dispatch chains and their zones'.
+		for _, p := range []string{"filter_INPUT_ZONES", "filter_FORWARD_ZONES", "filter_INPUT_POLICIES_", "filter_FORWARD_POLICIES_", "filter_IN_", "filter_FWD_",
+			"filter_FORWARD_IN_ZONES", "filter_FORWARD_OUT_ZONES", "filter_FWDI_", "filter_FWDO_"} {
 			if strings.HasPrefix(chain, p) {
 				return true
 			}
