@@ -66,6 +66,14 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 	}
 	if s, ok := firewalldOn(facts[host]); c.Tunnel != nil && ok {
 		out = append(out, firewalldWarning(c, facts, host, s))
+		if !s.nft && tunnelsIPv6(c) {
+			// Its iptables backend keeps the filter in ip6 raw
+			// (0.6) or mangle (1.x) PREROUTING (`-m rpfilter
+			// --invert -j DROP`), whose rules the agent does not
+			// read: IPv6_rpfilter is on by default. The nft
+			// backend's chain is seen below.
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (IPv6_rpfilter=yes, the default; its rule is in table ip6 raw (firewalld 0.6) or ip6 mangle (later), which plan does not read) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, dev))
+		}
 	}
 	if c.Tunnel != nil {
 		out = append(out, inputDropWarnings(c, facts, host, owned)...)
