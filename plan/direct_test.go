@@ -343,3 +343,52 @@ func TestDirectInputDrop(t *testing.T) {
 		}
 	}
 }
+
+// A direct tunnel with firewalld 0.6 on its iptables backend (CentOS 7,
+// iptables-legacy) on OLD: no policies there, and rich rules are for what
+// arrives for the host, so OLD's forwarding of the migrated addresses is
+// firewalld's direct rules; no iptables-legacy advice for firewalld's
+// own FORWARD. NEW keeps the rich rule.
+func TestDirectFirewalldLegacy(t *testing.T) {
+	c := mustParse(t, directSrc)
+	f := directFacts()
+	fam := state.LegacyFamily{Family: "ip", ForwardPolicy: "ACCEPT",
+		Chains: []state.BaseChain{
+			{Family: "ip", Table: "filter", Chain: "INPUT", Hook: "input", Type: "filter", Policy: "accept"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Hook: "forward", Type: "filter", Policy: "accept"},
+			{Family: "ip", Table: "filter", Chain: "INPUT_direct", Read: true},
+			{Family: "ip", Table: "filter", Chain: "INPUT_ZONES", Read: true},
+			{Family: "ip", Table: "filter", Chain: "FORWARD_IN_ZONES", Read: true},
+		},
+		Rules: []state.FwRule{
+			{Family: "ip", Table: "filter", Chain: "INPUT", Verdict: "jump INPUT_ZONES"},
+			{Family: "ip", Table: "filter", Chain: "INPUT", Verdict: "reject"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Verdict: "jump FORWARD_IN_ZONES"},
+			{Family: "ip", Table: "filter", Chain: "FORWARD", Verdict: "reject"},
+		},
+	}
+	for _, h := range []string{plan.Old, plan.New} {
+		hf := f[h]
+		hf.Legacy = &state.LegacyFirewall{Tables: []string{"ip filter"}, Families: []state.LegacyFamily{fam}}
+		f[h] = hf
+	}
+	p, err := plan.Make(c, f, state.NewJournal(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(p.Notes, "\n")
+	for _, w := range []string{
+		"WARNING host old: firewalld is active (its iptables backend on iptables-legacy, not in nft's ruleset): it rejects migrate's flows on eth0 (direct tunnel)",
+		"`firewall-cmd --permanent --direct --add-rule ipv4 filter FORWARD 0 -o eth0 -d 198.51.100.10 -j ACCEPT` and `firewall-cmd --permanent --direct --add-rule ipv4 filter FORWARD 0 -i eth0 -s 198.51.100.10 -j ACCEPT`",
+		`firewall-cmd --permanent --add-rich-rule='rule family="ipv4" destination address="198.51.100.10" accept'`,
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("notes lack %q:\n%s", w, all)
+		}
+	}
+	for _, no := range []string{"iptables-legacy -I", "new-policy"} {
+		if strings.Contains(all, no) {
+			t.Errorf("notes advise %q:\n%s", no, all)
+		}
+	}
+}

@@ -54,7 +54,7 @@ func legacyWarnings(c *config.Config, facts map[string]state.Facts, host string,
 		seg = SegmentDevs(c, facts)[host]
 	}
 	for _, fam := range l.Families {
-		if !fam.ForwardDrop() || ((fam.Ufw || legacyFirewalld(fam)) && c.Tunnel != nil && !direct) {
+		if !fam.ForwardDrop() || (fam.Ufw && c.Tunnel != nil && !direct) || (legacyFirewalld(fam) && c.Tunnel != nil) {
 			continue // ufw's or firewalld's: said with their commands
 		}
 		v6 := fam.Family == "ip6"

@@ -158,9 +158,20 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 		})
 		out = append(out, fmt.Sprintf("WARNING host %s: ufw is active (table ip filter): its default policies drop migrate's flows on %s (direct tunnel). Allow them (before migrate apply): %s", host, seg, allow))
 	}
-	if firewalldActive(f) {
+	if fwd, ok := firewalldOn(f); ok {
 		var allow string
-		if host == Old {
+		switch {
+		case host == Old && !fwd.policies:
+			// Before 0.9 rich rules are for what arrives for the
+			// host only, and OLD's flows go back out through the
+			// zone they came in by: firewalld's direct rules.
+			allow = cmds(func(a string, v6 bool) []string {
+				return []string{
+					fmt.Sprintf("firewall-cmd --permanent --direct --add-rule %s filter FORWARD 0 -o %s -d %s -j ACCEPT", family(v6), seg, a),
+					fmt.Sprintf("firewall-cmd --permanent --direct --add-rule %s filter FORWARD 0 -i %s -s %s -j ACCEPT", family(v6), seg, a),
+				}
+			})
+		case host == Old:
 			allow = "`firewall-cmd --permanent --new-policy=migrate-direct` and `firewall-cmd --permanent --policy=migrate-direct --add-ingress-zone=ANY` and `firewall-cmd --permanent --policy=migrate-direct --add-egress-zone=ANY` and " +
 				cmds(func(a string, v6 bool) []string {
 					return []string{
@@ -168,12 +179,12 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 						fmt.Sprintf(`firewall-cmd --permanent --policy=migrate-direct --add-rich-rule='rule family="%s" source address="%s" accept'`, family(v6), a),
 					}
 				})
-		} else {
+		default:
 			allow = cmds(func(a string, v6 bool) []string {
 				return []string{fmt.Sprintf(`firewall-cmd --permanent --add-rich-rule='rule family="%s" destination address="%s" accept'`, family(v6), a)}
 			})
 		}
-		out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld): it rejects migrate's flows on %s (direct tunnel) unless a zone or policy allows them; and its IPv6 rpfilter drops NEW's packets from a migrated address (set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf). Allow them (before migrate apply): %s and `firewall-cmd --reload`", host, seg, allow))
+		out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s): it rejects migrate's flows on %s (direct tunnel) unless a zone or policy allows them; and its IPv6 rpfilter drops NEW's packets from a migrated address (set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf). Allow them (before migrate apply): %s and `firewall-cmd --reload`", host, fwd.where, seg, allow))
 	}
 	if host == New && seg != "" {
 		out = append(out, directInputWarnings(c, f, seg)...)
@@ -190,7 +201,7 @@ func directFirewallWarnings(c *config.Config, facts map[string]state.Facts, host
 	}
 	for _, ch := range f.Chains {
 		how := dropsHow(f, ch)
-		if !forwards || ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (ch.Table == "filter" && ufwActive(f)) {
+		if !forwards || ch.Hook != "forward" || how == "" || ch.Table == "firewalld" || (ch.Table == "filter" && filterOwned(f)) {
 			continue
 		}
 		if d, read := forwardDropOf(drops, ch); read && d.Accepts {
@@ -332,10 +343,10 @@ func tunnelInputCmd(c *config.Config, facts map[string]state.Facts, host string,
 // yet, one per address of the chain's families (a note when they show
 // them all).
 func directInputWarnings(c *config.Config, f state.Facts, seg string) []string {
-	ufw := ufwActive(f)
+	owned := filterOwned(f)
 	var out []string
 	for _, ch := range f.Chains {
-		if !foreignInputDrop(f, ch, ufw) {
+		if !foreignInputDrop(f, ch, owned) {
 			continue
 		}
 		name := [3]string{ch.Family, ch.Table, ch.Chain}
