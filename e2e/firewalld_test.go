@@ -289,3 +289,77 @@ func TestFirewalldLater(t *testing.T) {
 		})
 	}
 }
+
+// TestFirewalldIPv6: firewalld's IPv6 reverse-path filter (IPv6_rpfilter,
+// on by default) drops what arrives through the tunnel for IPv6 services
+// even with all of plan's firewall-cmd commands run: NEW's answer to an
+// IPv6 client arriving on mig0 would leave elsewhere. plan warns; apply
+// fails at its probe of the IPv6 service, names the warning and undoes
+// itself. With IPv6_rpfilter=no (and a reload) firewalld's
+// filter_PREROUTING is empty, plan says nothing of it, and the IPv6
+// client is served by NEW with its own address.
+func TestFirewalldIPv6(t *testing.T) {
+	needRoot(t)
+	needFirewalld(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	t.Log("TUNNEL vxlan: " + t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
+	defer cancel()
+	s := newScenario(t, ctx)
+	l := s.Lab
+	fw := map[string]func(string) string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		fw[host] = firewalldIn(t, ctx, l, host)
+	}
+	fw[lab.RoleOld]("firewall-cmd --permanent --add-port=8080/tcp && firewall-cmd --reload")
+	port := scenario.MigratedPort
+	tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", l.OldIP, l.NewIP)
+	services := webService(s, "new") + fmt.Sprintf("\nservice \"web6\" {\n  address  = %q\n  protocol = \"tcp\"\n  ports    = [%d]\n  stage    = \"new\"\n}\n", l.OldIP6, port)
+	writeFile(t, s.PlanFile, s.HCL(tunnel, services))
+	for host, cmds := range firewalldCommands(l) {
+		fw[host](strings.Join(cmds, " && "))
+	}
+	warning := func(host string) string {
+		return "WARNING host " + host + ": firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops packets arriving from \"mig0\" whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf"
+	}
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if !strings.Contains(r.Stdout, warning(host)) {
+			t.Errorf("plan lacks %q:\n%s", warning(host), r.Stdout)
+		}
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = mustMigrate(t, ctx, s, 1, "apply", "-f", s.PlanFile, "--auto-approve")
+	if want := "probe: service \"web6\": a connection from OLD through the tunnel to " + hp(l.OldIP6.String(), port) + " on NEW failed: "; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "its IPv6 rpfilter drops packets") {
+		t.Errorf("apply with firewalld's IPv6 rpfilter: want %q and the warning:\n%s", want, r.Stderr)
+	}
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "hosts after an apply that failed at its probe", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		conf := filepath.Join(l.Dir, "firewalld-"+host, "etc", "firewalld.conf")
+		b, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "IPv6_rpfilter=yes", "IPv6_rpfilter=no", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fw[host]("firewall-cmd --reload")
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if strings.Contains(r.Stdout, "rpfilter") || strings.Contains(r.Stdout, "WARNING") {
+		t.Errorf("plan with IPv6_rpfilter=no:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	servedByNew(t, ctx, s, "after apply (IPv4)")
+	mustDial(t, ctx, s, lab.RoleClient, "served-by=new peer="+l.ClientIP6.String()+" ", hp(l.OldIP6.String(), port))
+	rolledBack(t, ctx, s)
+}

@@ -113,7 +113,7 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 				continue
 			}
 			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
-		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned && tunnelsIPv6(c):
+		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned && tunnelsIPv6(c) && firewalldRpfilter(facts[host]):
 			// Once: firewalld 1.x has three prerouting base chains.
 			// Its reverse-path filter is IPv6's only (`meta nfproto
 			// ipv6 fib saddr . mark . iif oif missing drop`), with no
@@ -406,6 +406,24 @@ func tunnelsIPv6(c *config.Config) bool {
 	}
 	for _, a := range ActiveAddrs(c) {
 		if a.Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// firewalldRpfilter says whether firewalld's nftables backend runs its
+// IPv6 reverse-path filter (IPv6_rpfilter=yes, the default): chain
+// filter_PREROUTING holds a drop (`meta nfproto ipv6 fib saddr . mark .
+// iif oif missing drop`); with IPv6_rpfilter=no firewalld leaves it
+// empty. Facts without that chain's rules (an older agent) count as on.
+func firewalldRpfilter(f state.Facts) bool {
+	ch := [3]string{"inet", "firewalld", "filter_PREROUTING"}
+	if !hasChain(f, ch[0], ch[1], ch[2]) || !state.FwRulesRead(f.Chains, ch[0], ch[1], ch[2]) {
+		return true
+	}
+	for _, r := range f.FwRules {
+		if r.Family == ch[0] && r.Table == ch[1] && r.Chain == ch[2] && r.Verdict == "drop" {
 			return true
 		}
 	}

@@ -798,6 +798,9 @@ func FwRuleChain(family, table, chain string) bool {
 		return chain == "ufw-user-input" || chain == "ufw-user-forward"
 	case family == "ip6" && table == "filter":
 		return chain == "ufw6-user-input" || chain == "ufw6-user-forward"
+	case family == "inet" && table == "firewalld" && chain == "filter_PREROUTING":
+		// Its IPv6 reverse-path filter, when IPv6_rpfilter is on.
+		return true
 	case family == "inet" && table == "firewalld":
 		// 1.x's zone and policy chains, and before 0.9 (no
 		// policies) the two forward dispatch chains and their zones'.
