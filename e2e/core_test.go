@@ -245,6 +245,20 @@ func mustExec(t *testing.T, ctx context.Context, l *lab.Lab, role string, args .
 	return string(out)
 }
 
+// vxlanScenario is newScenario for a test over VXLAN (logged as its
+// tunnel type), bounded by timeout (scenario.Slow).
+func vxlanScenario(t *testing.T, timeout time.Duration) (context.Context, *scenario.Scenario) {
+	t.Helper()
+	needRoot(t)
+	if !kernelHas("vxlan") {
+		t.Fatal("this kernel lacks vxlan")
+	}
+	t.Log("TUNNEL vxlan: " + t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(timeout))
+	t.Cleanup(cancel)
+	return ctx, newScenario(t, ctx)
+}
+
 // movedScenario is a lab whose service web (OLD_IP:8080/tcp) is applied
 // at stage new over VXLAN and served by NEW: where the tests of what
 // happens to a host weeks after the apply start.

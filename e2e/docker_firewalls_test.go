@@ -26,15 +26,8 @@ import (
 // firewalls; once they ran, the container on NEW serves the client with
 // its address, and rollback leaves both hosts' rules as they were.
 func TestDockerUfw(t *testing.T) {
-	needRoot(t)
 	needUfw(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
-	}
-	t.Log("TUNNEL vxlan: " + t.Name())
-	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
-	defer cancel()
-	s := newScenario(t, ctx)
+	ctx, s := vxlanScenario(t, 4*time.Minute)
 	l := s.Lab
 	served := dockerHosts(t, ctx, s, dockerIptables)
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
@@ -132,22 +125,12 @@ func TestDockerUfw(t *testing.T) {
 // another reload of firewalld mid-migration; status is clean; rollback
 // leaves both hosts and their rules as they were.
 func TestDockerFirewalld(t *testing.T) {
-	needRoot(t)
 	needFirewalld(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
-	}
-	t.Log("TUNNEL vxlan: " + t.Name())
-	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
-	defer cancel()
-	s := newScenario(t, ctx)
+	ctx, s := vxlanScenario(t, 4*time.Minute)
 	l := s.Lab
 	// firewalld first, as at boot: it flushes iptables' tables when it
 	// starts.
-	fw := map[string]func(string) string{}
-	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		fw[host] = firewalldIn(t, ctx, l, host)
-	}
+	fw := firewalldHosts(t, ctx, l, "nftables")
 	served := dockerHosts(t, ctx, s, dockerIptables)
 	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
 	reload := func(host string) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"strings"
@@ -32,18 +31,10 @@ func TestFirewalldIptables(t *testing.T) {
 		{"iptables-legacy", "its iptables backend on iptables-legacy, not in nft's ruleset", "iptables-legacy-save"},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
-			needRoot(t)
-			if !kernelHas("vxlan") {
-				t.Fatal("this kernel lacks vxlan")
-			}
-			t.Log("TUNNEL vxlan: " + t.Name())
-			ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(5*time.Minute))
-			defer cancel()
-			s := newScenario(t, ctx)
+			ctx, s := vxlanScenario(t, 5*time.Minute)
 			l := s.Lab
-			fw := map[string]func(string) string{}
+			fw := firewalldHosts(t, ctx, l, tc.backend)
 			for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-				fw[host] = firewalldBackend(t, ctx, l, host, tc.backend)
 				if host == lab.RoleOld {
 					// OLD serves the clients itself until the apply;
 					// NEW's service is reached through the tunnel only.

@@ -109,6 +109,17 @@ exec firewalld --nofork --nopid --system-config "$D/etc" --log-target file --log
 	return run
 }
 
+// firewalldHosts starts the real firewalld on OLD and NEW with backend
+// (firewalldBackend) and returns each host's firewall-cmd runner.
+func firewalldHosts(t *testing.T, ctx context.Context, l *lab.Lab, backend string) map[string]func(cmdline string) string {
+	t.Helper()
+	fw := map[string]func(string) string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		fw[host] = firewalldBackend(t, ctx, l, host, backend)
+	}
+	return fw
+}
+
 func needFirewalld(t *testing.T) {
 	t.Helper()
 	for _, p := range []string{"firewalld", "firewall-cmd", "dbus-daemon"} {
@@ -299,20 +310,10 @@ func TestFirewalldLater(t *testing.T) {
 // filter_PREROUTING is empty, plan says nothing of it, and the IPv6
 // client is served by NEW with its own address.
 func TestFirewalldIPv6(t *testing.T) {
-	needRoot(t)
 	needFirewalld(t)
-	if !kernelHas("vxlan") {
-		t.Fatal("this kernel lacks vxlan")
-	}
-	t.Log("TUNNEL vxlan: " + t.Name())
-	ctx, cancel := context.WithTimeout(context.Background(), scenario.Slow(4*time.Minute))
-	defer cancel()
-	s := newScenario(t, ctx)
+	ctx, s := vxlanScenario(t, 4*time.Minute)
 	l := s.Lab
-	fw := map[string]func(string) string{}
-	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		fw[host] = firewalldIn(t, ctx, l, host)
-	}
+	fw := firewalldHosts(t, ctx, l, "nftables")
 	fw[lab.RoleOld]("firewall-cmd --permanent --add-port=8080/tcp && firewall-cmd --reload")
 	port := scenario.MigratedPort
 	tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", l.OldIP, l.NewIP)

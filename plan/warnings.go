@@ -48,7 +48,6 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 			regular[ch.Family+" "+ch.Table+" "+ch.Chain] = true
 		}
 	}
-	rpWarned := false
 	ufw := c.Tunnel != nil && ufwActive(facts[host])
 	// ufw, or firewalld's iptables backend, owns the tables ip filter
 	// and ip6 filter: its own warning judges them.
@@ -66,12 +65,17 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 	}
 	if s, ok := firewalldOn(facts[host]); c.Tunnel != nil && ok {
 		out = append(out, firewalldWarning(c, facts, host, s))
-		if !s.nft && tunnelsIPv6(c) {
-			// Its iptables backend keeps the filter in ip6 raw
-			// (0.6) or mangle (1.x) PREROUTING (`-m rpfilter
-			// --invert -j DROP`), whose rules the agent does not
-			// read: IPv6_rpfilter is on by default. The nft
-			// backend's chain is seen below.
+		// Its reverse-path filter is IPv6's only (nft: `meta nfproto
+		// ipv6 fib saddr . mark . iif oif missing drop` in
+		// filter_PREROUTING), with no exception for a zone. The
+		// iptables backend keeps it in ip6 raw (0.6) or mangle (1.x)
+		// PREROUTING, which the agent does not read: IPv6_rpfilter is
+		// on by default.
+		switch {
+		case !tunnelsIPv6(c):
+		case s.nft && firewalldRpfilter(facts[host]):
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, dev))
+		case !s.nft:
 			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (IPv6_rpfilter=yes, the default; its rule is in table ip6 raw (firewalld 0.6) or ip6 mangle (later), which plan does not read) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, dev))
 		}
 	}
@@ -113,13 +117,6 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 				continue
 			}
 			out = append(out, fmt.Sprintf("WARNING host %s: table %s %s, chain %s (hook forward) %s: it drops the traffic migrate forwards unless its own rules accept it (Docker and firewalld do this). Add rules there, e.g. `%s` and `%s`, and to the file that loads the table (/etc/nftables.conf, for nftables.service), or its next reload drops them again; for Docker's iptables, in DOCKER-USER", host, ch.Family, ch.Table, ch.Chain, dropsHow(facts[host], ch), in, both))
-		case ch.Table == "firewalld" && strings.Contains(strings.ToLower(ch.Chain), "prerouting") && ch.Hook == "prerouting" && !rpWarned && tunnelsIPv6(c) && firewalldRpfilter(facts[host]):
-			// Once: firewalld 1.x has three prerouting base chains.
-			// Its reverse-path filter is IPv6's only (`meta nfproto
-			// ipv6 fib saddr . mark . iif oif missing drop`), with no
-			// exception for a zone.
-			rpWarned = true
-			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table %s firewalld, chain %s); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, ch.Family, ch.Chain, dev))
 		}
 	}
 	return out
@@ -416,12 +413,9 @@ func tunnelsIPv6(c *config.Config) bool {
 // IPv6 reverse-path filter (IPv6_rpfilter=yes, the default): chain
 // filter_PREROUTING holds a drop (`meta nfproto ipv6 fib saddr . mark .
 // iif oif missing drop`); with IPv6_rpfilter=no firewalld leaves it
-// empty. Facts without that chain's rules (an older agent) count as on.
+// empty (the agent reads that chain's rules: state.FwRuleChain).
 func firewalldRpfilter(f state.Facts) bool {
 	ch := [3]string{"inet", "firewalld", "filter_PREROUTING"}
-	if !hasChain(f, ch[0], ch[1], ch[2]) || !state.FwRulesRead(f.Chains, ch[0], ch[1], ch[2]) {
-		return true
-	}
 	for _, r := range f.FwRules {
 		if r.Family == ch[0] && r.Table == ch[1] && r.Chain == ch[2] && r.Verdict == "drop" {
 			return true
