@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +221,131 @@ func dockerReloaded(t *testing.T, ctx context.Context, l *lab.Lab, host, addr st
 	}
 	script := `iptables-nft -N DOCKER-USER 2>/dev/null; iptables-nft-restore --noflush "$1" && { iptables-nft -C DOCKER-USER -j RETURN 2>/dev/null || iptables-nft -A DOCKER-USER -j RETURN; }`
 	mustExec(t, ctx, l, host, "sh", "-c", script, "sh", rules)
+}
+
+// TestDockerFirewalldLegacy: Docker and firewalld on iptables-legacy on
+// both hosts, as on CentOS 7 with Docker CE (the server most often
+// moved away from): firewalld on its iptables backend (the real
+// firewalld 1.3, FirewallBackend=iptables, iptables-legacy through a
+// private /etc/alternatives in its mount namespace), Docker's rules
+// loaded as its daemon adds them on a running firewalld host
+// (dockerLegacy: its FORWARD rules inserted ahead of firewalld's, FORWARD's
+// policy drop, legacy tables throughout). Docker's chains let a moved
+// flow pass on to firewalld's zones, whose reject decides: plan gives
+// firewalld's commands only (no iptables(-legacy) ones for DOCKER-USER or
+// firewalld's chains, which the next reload removes); once they ran, NEW's
+// container serves the client with its address, also after a reload of
+// firewalld on OLD mid-migration (firewalld flushes the legacy tables,
+// Docker puts its chains back); rollback leaves both hosts' rules as they
+// were.
+func TestDockerFirewalldLegacy(t *testing.T) {
+	needFirewalld(t)
+	ctx, s := vxlanScenario(t, 5*time.Minute)
+	l := s.Lab
+	fw := firewalldHosts(t, ctx, l, "iptables-legacy")
+	served := dockerHosts(t, ctx, s, dockerLegacy)
+	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	reload := func(host string) {
+		t.Helper()
+		fw[host]("firewall-cmd --reload")
+		dockerLegacy.load(t, ctx, l, host, addrs[host])
+	}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		save := dockerLegacy.save(t, ctx, l, host)
+		for _, want := range []string{":FORWARD DROP", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j FORWARD_ZONES", "-A INPUT -j INPUT_ZONES"} {
+			if !strings.Contains(save, want) {
+				t.Fatalf("%s: Docker's and firewalld's legacy rules lack %q:\n%s", host, want, save)
+			}
+		}
+		if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, "-A FORWARD -j FORWARD_ZONES") {
+			t.Fatalf("%s: firewalld's FORWARD rules before Docker's:\n%s", host, save)
+		}
+	}
+	served("oldc")
+	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	where := "its iptables backend on iptables-legacy, not in nft's ruleset"
+	want := firewalldCommands(l)
+	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	for host, cmds := range want {
+		if !strings.Contains(r.Stdout, "WARNING host "+host+": firewalld is active ("+where+")") || !strings.Contains(r.Stdout, "`"+strings.Join(cmds, "` and `")+"`") {
+			t.Errorf("plan does not give %s %q:\n%s", host, cmds, r.Stdout)
+		}
+	}
+	if regexp.MustCompile("`ip6?tables(-legacy)? -I").MatchString(r.Stdout) {
+		t.Errorf("plan gives iptables commands, which firewalld's next reload removes:\n%s", r.Stdout)
+	}
+	for host, cmds := range want {
+		fw[host](strings.Join(cmds[:len(cmds)-1], " && "))
+		reload(host)
+	}
+	r = mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
+	if strings.Contains(r.Stdout, "WARNING") {
+		t.Errorf("plan still warns once firewalld's commands ran:\n%s", r.Stdout)
+	}
+	before, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string]string{}
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		saved[host] = dockerLegacy.save(t, ctx, l, host)
+	}
+	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
+	served("newc")
+	reload(lab.RoleOld)
+	served("newc")
+	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
+		t.Errorf("status after the apply and a reload of firewalld:\n%s", r.Stdout)
+	}
+	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
+	after, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffSnap(t, "Docker and firewalld (iptables-legacy) hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
+		if got := dockerLegacy.save(t, ctx, l, host); got != saved[host] {
+			t.Errorf("%s: Docker's and firewalld's rules after rollback:\n--- before apply\n%s\n--- after rollback\n%s", host, saved[host], got)
+		}
+	}
+	served("oldc")
+}
+
+// dockerLegacy is Docker's rules (dockerRules) on iptables-legacy as its
+// daemon adds them on a host where firewalld already runs: its FORWARD
+// rules inserted at the top (moby inserts them, so they come before
+// firewalld's), its chains created (DOCKER-USER only if missing),
+// FORWARD's policy set to drop, nothing of firewalld's flushed. Loading
+// it again after a firewalld reload (which flushed the legacy tables) is
+// what Docker does on firewalld's reload signal.
+var dockerLegacy = dockerBackend{
+	load: func(t *testing.T, ctx context.Context, l *lab.Lab, host, addr string) {
+		t.Helper()
+		var keep []string
+		pos := 0
+		for _, line := range strings.Split(fmt.Sprintf(dockerRules, addr), "\n") {
+			switch {
+			case line == ":DOCKER-USER - [0:0]" || line == "-A DOCKER-USER -j RETURN":
+			case strings.HasPrefix(line, ":") && !strings.HasPrefix(line, ":DOCKER") && line != ":FORWARD DROP [0:0]":
+				// firewalld's built-in chains keep their policies.
+			case strings.HasPrefix(line, "-A FORWARD "):
+				pos++
+				keep = append(keep, fmt.Sprintf("-I FORWARD %d %s", pos, strings.TrimPrefix(line, "-A FORWARD ")))
+			default:
+				keep = append(keep, line)
+			}
+		}
+		rules := filepath.Join(l.Dir, host+"-docker-legacy.rules")
+		if err := os.WriteFile(rules, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		script := `iptables-legacy -N DOCKER-USER 2>/dev/null; iptables-legacy-restore --noflush "$1" && { iptables-legacy -C DOCKER-USER -j RETURN 2>/dev/null || iptables-legacy -A DOCKER-USER -j RETURN; }`
+		mustExec(t, ctx, l, host, "sh", "-c", script, "sh", rules)
+	},
+	save: func(t *testing.T, ctx context.Context, l *lab.Lab, host string) string {
+		t.Helper()
+		return stripSaveNoise(mustExec(t, ctx, l, host, "iptables-legacy-save"))
+	},
 }
