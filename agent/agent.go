@@ -211,9 +211,11 @@ func dispatch(req proto.Request, k Kernel, hf *HostFiles) (any, error) {
 		f.NftConf = NftConf(os.DirFS("/"), ownNftTable)
 		if p.Chains {
 			t0 := time.Now()
-			if f.Chains, f.FwRules, err = ForeignFirewall(p.NftTable); err != nil {
+			foreign, err := foreignFirewall(p.NftTable)
+			if err != nil {
 				return f, err
 			}
+			f.Chains, f.FwRules, f.RPFilter6 = foreign.Chains, foreign.FwRules, foreign.RPFilter6
 			f.Legacy = LegacyFacts()
 			timing.Agent.Since("facts: other tables' chains, ufw's and firewalld's rules", t0)
 		}

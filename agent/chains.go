@@ -13,24 +13,35 @@ import (
 // but migrate's own (ForeignChains) and the rules of ufw's and
 // firewalld's chains (FwRules).
 func ForeignFirewall(own string) ([]state.BaseChain, []state.FwRule, error) {
+	f, err := foreignFirewall(own)
+	return f.Chains, f.FwRules, err
+}
+
+// foreignFirewall is ForeignFirewall into the facts' fields, with
+// RPFilter6 (rpfilter6) too.
+func foreignFirewall(own string) (state.Facts, error) {
+	var f state.Facts
 	c, err := nftables.New()
 	if err != nil {
-		return nil, nil, err
+		return f, err
 	}
 	defer c.CloseLasting()
 	chains, err := c.ListChains()
 	if err != nil {
-		return nil, nil, err
+		return f, err
 	}
 	rules, followed, err := fwRules(c, chains, own)
 	if err != nil {
-		return nil, nil, err
+		return f, err
 	}
-	out := foreignChains(chains, own)
-	for i, ch := range out {
-		out[i].Read = followed[ch.Family+" "+ch.Table+" "+ch.Chain]
+	if f.RPFilter6, err = rpfilter6(c, chains); err != nil {
+		return f, err
 	}
-	return out, rules, nil
+	f.Chains, f.FwRules = foreignChains(chains, own), rules
+	for i, ch := range f.Chains {
+		f.Chains[i].Read = followed[ch.Family+" "+ch.Table+" "+ch.Chain]
+	}
+	return f, nil
 }
 
 // ForeignChains lists the chains of every nft table but migrate's own

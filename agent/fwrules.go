@@ -106,6 +106,11 @@ type load struct {
 	words int
 	// mask: for ctstate, the bits a bitwise kept (0: none applied yet).
 	mask uint32
+	// size and bits: for saddr and daddr, the bytes loaded (fewer than
+	// the address's for a prefix that ends on a byte, as iptables-nft
+	// loads `-s 10.0.0.0/8`) and the prefix length a bitwise kept (0:
+	// none applied: size*8).
+	size, bits int
 }
 
 // reg32 numbers a register as a 32-bit one: NFT_REG_1..4 (16 bytes
@@ -119,7 +124,7 @@ func reg32(r uint32) int {
 
 // decodeFwRule decodes the expressions of one rule of table family. It
 // knows the matches iptables-nft writes for -i, -o, -p, -s and -d with a
-// single address, and --dport with a single port, and nft's own for the
+// single address or a prefix, and --dport with a single port, and nft's own for the
 // same (meta iifname/oifname/l4proto/nfproto, ip/ip6 saddr/daddr, ip
 // protocol, tcp/udp dport; meta iif/oif, an interface index, as the name
 // it has now): a load into a register followed by `cmp eq` of that
@@ -128,8 +133,7 @@ func reg32(r uint32) int {
 // rule Opaque: a cmp that is not `eq` (`! -i`, ranges), a cmp of a
 // register no known load wrote (as after an expression google/nftables
 // does not decode, which it drops from the list), an interface prefix
-// (`-i mig+`), an address with a mask (a prefix, which iptables-nft
-// writes as a shorter load or a bitwise), sets, xtables matches and
+// (`-i mig+`), sets, xtables matches and
 // targets other than REJECT, limits, ct state other than nft's `ct
 // state A,B` (CtState), other verdicts...
 func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name string) setData) []state.FwRule {
@@ -154,6 +158,13 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 		*field = v
 	}
 	setAddr := func(field *netip.Addr, v netip.Addr) {
+		if field.IsValid() && *field != v {
+			r.Opaque = true
+			return
+		}
+		*field = v
+	}
+	setPrefix := func(field *netip.Prefix, v netip.Prefix) {
 		if field.IsValid() && *field != v {
 			r.Opaque = true
 			return
@@ -206,6 +217,19 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 			pending[l.start] = l
 		case *expr.Bitwise:
 			l, ok := pending[reg32(e.SourceRegister)]
+			if ok && (l.what == "saddr" || l.what == "daddr") {
+				// A prefix not ending on a byte: `ip saddr & MASK`.
+				bits, prefix := prefixMask(e.Mask)
+				if !prefix || l.bits != 0 || e.SourceRegister != e.DestRegister || int(e.Len) != l.size || len(e.Mask) != l.size || len(bytes.Trim(e.Xor, "\x00")) != 0 {
+					r.Opaque = true
+					delete(pending, reg32(e.SourceRegister))
+					clobber(reg32(e.DestRegister), int(e.Len+3)/4)
+					continue
+				}
+				l.bits = bits
+				pending[l.start] = l
+				continue
+			}
 			zero := len(e.Xor) == 4 && binary.NativeEndian.Uint32(e.Xor) == 0
 			if !ok || l.what != "ctstate" || l.mask != 0 || e.SourceRegister != e.DestRegister || e.Len != 4 || len(e.Mask) != 4 || !zero || binary.NativeEndian.Uint32(e.Mask) == 0 {
 				r.Opaque = true
@@ -221,18 +245,26 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 				pending = map[int]load{}
 				continue
 			}
-			l := load{what: "other", start: reg32(e.DestRegister), words: int(e.Len+3) / 4}
+			l := load{what: "other", start: reg32(e.DestRegister), words: int(e.Len+3) / 4, size: int(e.Len)}
+			// An address, or the first bytes of one (a prefix).
+			addrAt := func(saddr, daddr, size uint32) bool {
+				switch {
+				case e.Base != expr.PayloadBaseNetworkHeader || e.Len == 0 || e.Len > size:
+					return false
+				case e.Offset == saddr:
+					l.what = "saddr"
+				case e.Offset == daddr:
+					l.what = "daddr"
+				default:
+					return false
+				}
+				return true
+			}
 			switch {
-			case e.Base == expr.PayloadBaseNetworkHeader && v4() && e.Len == 4 && e.Offset == 12:
-				l.what = "saddr"
-			case e.Base == expr.PayloadBaseNetworkHeader && v4() && e.Len == 4 && e.Offset == 16:
-				l.what = "daddr"
+			case v4() && addrAt(12, 16, 4):
 			case e.Base == expr.PayloadBaseNetworkHeader && v4() && e.Len == 1 && e.Offset == 9:
 				l.what = "l4proto" // ip protocol
-			case e.Base == expr.PayloadBaseNetworkHeader && v6() && e.Len == 16 && e.Offset == 8:
-				l.what = "saddr"
-			case e.Base == expr.PayloadBaseNetworkHeader && v6() && e.Len == 16 && e.Offset == 24:
-				l.what = "daddr"
+			case v6() && addrAt(8, 24, 16):
 			case e.Base == expr.PayloadBaseTransportHeader && e.Len == 2 && e.Offset == 2:
 				l.what = "dport"
 			}
@@ -323,15 +355,35 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 					r.Opaque = true
 				}
 			case "saddr", "daddr":
-				a, ok := netip.AddrFromSlice(d)
-				if !ok || (len(d) == 16 && a.Is4In6()) {
+				full := 4
+				if v6() {
+					full = 16
+				}
+				bits := l.bits
+				if bits == 0 {
+					bits = l.size * 8
+				}
+				if len(d) != l.size {
 					r.Opaque = true
 					continue
 				}
-				if l.what == "saddr" {
+				a, ok := netip.AddrFromSlice(append(append([]byte(nil), d...), make([]byte, full-len(d))...))
+				p := netip.PrefixFrom(a, bits)
+				switch {
+				case !ok || (a.Is4In6() && bits == full*8) || p != p.Masked():
+					// An IPv4-mapped address (a prefix of them, as
+					// firewalld's RFC3964 rejects of
+					// ::ffff:0.0.0.0/96, is read), or a value with
+					// bits outside its mask (matches nothing).
+					r.Opaque = true
+				case bits == full*8 && l.what == "saddr":
 					setAddr(&r.Saddr, a)
-				} else {
+				case bits == full*8:
 					setAddr(&r.Daddr, a)
+				case l.what == "saddr":
+					setPrefix(&r.SaddrNet, p)
+				default:
+					setPrefix(&r.DaddrNet, p)
 				}
 			case "dport":
 				// A port only means one in the protocols that have it
@@ -777,4 +829,24 @@ func portSpans(elems []nftables.SetElement, interval bool) ([][2]uint16, bool) {
 		out = append(out, [2]uint16{from, 65535})
 	}
 	return out, true
+}
+
+// prefixMask says whether mask (a bitwise's, in network order) is a
+// prefix's: ones, then zeros; bits counts the ones.
+func prefixMask(mask []byte) (bits int, prefix bool) {
+	zeros := false
+	for _, b := range mask {
+		for i := 7; i >= 0; i-- {
+			one := b&(1<<i) != 0
+			switch {
+			case one && zeros:
+				return 0, false
+			case one:
+				bits++
+			default:
+				zeros = true
+			}
+		}
+	}
+	return bits, bits > 0
 }

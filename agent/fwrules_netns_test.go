@@ -66,6 +66,11 @@ func TestFwRulesNetns(t *testing.T) {
 	sh(t, "nft", "add rule ip filter ufw-user-forward ip protocol gre ip saddr 198.51.100.2 drop")
 	sh(t, "nft", "add rule ip filter ufw-user-forward ip saddr { 198.51.100.2, 198.51.100.3 } accept")
 	sh(t, "nft", "add rule ip filter ufw-user-forward th dport 4789 accept")
+	// Prefixes: nft's own, and firewalld's RFC3964 rejects as
+	// ip6tables-nft writes them (an IPv4-mapped prefix among them).
+	sh(t, "nft", "add rule ip filter ufw-user-forward ip saddr 10.0.0.0/12 drop")
+	ip6t("-A ufw6-user-forward -d ::ffff:0.0.0.0/96 -j REJECT")
+	ip6t("-A ufw6-user-forward -d 2002:e000::/19 -j REJECT")
 
 	rules, err := FwRules()
 	if err != nil {
@@ -92,6 +97,7 @@ func TestFwRulesNetns(t *testing.T) {
 		fwd(state.FwRule{L4Proto: "gre", Saddr: a("198.51.100.2"), Verdict: "drop"}),
 		fwd(state.FwRule{Opaque: true, Verdict: "accept"}),
 		fwd(state.FwRule{Opaque: true, Verdict: "accept"}),
+		fwd(state.FwRule{SaddrNet: netip.MustParsePrefix("10.0.0.0/12"), Verdict: "drop"}),
 		in(state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "udp", Saddr: a("198.51.100.2"), Daddr: a("198.51.100.1"), Dport: 4789, Verdict: "accept"}),
 		in(state.FwRule{IifName: "mig0", Verdict: "accept"}),
@@ -103,14 +109,16 @@ func TestFwRulesNetns(t *testing.T) {
 
 		in(state.FwRule{Verdict: "accept", Opaque: true}),
 		in(state.FwRule{Verdict: "accept", Opaque: true}),
-		in(state.FwRule{L4Proto: "udp", Dport: 4789, Verdict: "accept", Opaque: true}),
-		in(state.FwRule{L4Proto: "udp", Dport: 4789, Verdict: "accept", Opaque: true}),
-		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4789, 4790}}, Verdict: "accept"}), // a range expression
+		in(state.FwRule{L4Proto: "udp", SaddrNet: netip.MustParsePrefix("198.51.100.0/24"), Dport: 4789, Verdict: "accept"}), // a shorter load
+		in(state.FwRule{L4Proto: "udp", SaddrNet: netip.MustParsePrefix("198.51.100.0/25"), Dport: 4789, Verdict: "accept"}), // a bitwise
+		in(state.FwRule{L4Proto: "udp", Dports: [][2]uint16{{4789, 4790}}, Verdict: "accept"}),                               // a range expression
 		in(state.FwRule{IifName: "mig0", Verdict: "accept", Opaque: true}),
 		in(state.FwRule{IifName: "mig0", Verdict: "return"}),
 		// Read because ufw-user-input jumps to it (ufw-not-read is not).
 		{Family: "ip", Table: "filter", Chain: "ufw-user-limit", Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", OifName: "mig0", Verdict: "accept"},
+		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", DaddrNet: netip.MustParsePrefix("::ffff:0.0.0.0/96"), Verdict: "reject"},
+		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", DaddrNet: netip.MustParsePrefix("2002:e000::/19"), Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-input", L4Proto: "udp", Saddr: a("2001:db8::2"), Daddr: a("2001:db8::1"), Dport: 4789, Verdict: "accept"},
 	}
 	if !reflect.DeepEqual(rules, want) {
@@ -154,7 +162,7 @@ func TestFwRulesFirewalldNetns(t *testing.T) {
 		"filter_FWD_trusted_allow":    {{OifName: "mig0", Verdict: "accept"}},
 		"filter_IN_public_allow": {
 			{L4Proto: "tcp", Dport: 22, Verdict: "accept"},
-			{NfProto: "ipv6", L4Proto: "udp", Dport: 546, Verdict: "accept", Opaque: true}, // ip6 daddr fe80::/64
+			{NfProto: "ipv6", L4Proto: "udp", DaddrNet: netip.MustParsePrefix("fe80::/64"), Dport: 546, Verdict: "accept"},
 			{L4Proto: "tcp", Dport: 8080, Verdict: "accept"},
 			{NfProto: "ipv4", Daddr: a("198.51.100.1"), Saddr: a("198.51.100.2"), L4Proto: "udp", Dport: 4789, Verdict: "accept"},
 			{NfProto: "ipv4", Daddr: a("198.51.100.1"), Saddr: a("198.51.100.2"), L4Proto: "gre", Verdict: "accept"},

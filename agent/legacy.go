@@ -57,7 +57,7 @@ func LegacyFacts() *state.LegacyFirewall {
 		var tables []string
 		for _, t := range strings.Fields(string(b)) {
 			out.Tables = append(out.Tables, p.family+" "+t)
-			if t == "filter" || t == "nat" {
+			if t == "filter" || t == "nat" || (p.family == "ip6" && isRPFilterTable(t)) {
 				tables = append(tables, t)
 			}
 		}
@@ -126,6 +126,12 @@ func legacySave(tool, table string) ([]byte, error) {
 // DOCKER-USER (Docker's) or ufw-user-input (ufw's) exists; nat's PREROUTING and OUTPUT rules that DNAT,
 // REDIRECT or jump (or go) to one of the table's chains.
 func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
+	if isRPFilterTable(table) {
+		if legacyRPFilter(table, text) {
+			fam.RPFilter = table
+		}
+		return
+	}
 	userChains := map[string]bool{}
 	var rules []string
 	saveLines(text, table, func(line string) {
@@ -318,12 +324,24 @@ func legacyFwRule(family, chain string, w []string, user map[string]bool) state.
 	if family == "ip6" {
 		full = 128
 	}
-	addr := func(s string) (netip.Addr, bool) {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			return p.Addr(), p.Bits() == full && p.Addr().Is6() == (family == "ip6")
+	// addr: an address (a prefix of full length), or a shorter masked
+	// prefix (iptables-save prints `-s 10.0.0.0/8`); ok false for
+	// anything else.
+	addr := func(s string) (a netip.Addr, net netip.Prefix, ok bool) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, err := netip.ParseAddr(s)
+			return a, netip.Prefix{}, err == nil && a.Is6() == (family == "ip6") && !a.Is4In6()
 		}
-		a, err := netip.ParseAddr(s)
-		return a, err == nil && a.Is6() == (family == "ip6")
+		switch {
+		case p.Addr().Is6() != (family == "ip6") || p != p.Masked():
+			return a, net, false
+		case p.Bits() == full:
+			return p.Addr(), net, !p.Addr().Is4In6()
+		case p.Bits() == 0:
+			return a, net, true // 0.0.0.0/0, ::/0: any address
+		}
+		return a, p, true
 	}
 	ports := func(s string) ([][2]uint16, bool) {
 		var out [][2]uint16
@@ -391,14 +409,14 @@ func legacyFwRule(family, chain string, w []string, user map[string]bool) state.
 				r.OifName = v
 			}
 		case "-s", "--source", "-d", "--destination":
-			a, exact := addr(v)
+			a, net, ok := addr(v)
 			switch {
-			case !exact:
+			case !ok:
 				r.Opaque = true
 			case opt == "-s" || opt == "--source":
-				r.Saddr = a
+				r.Saddr, r.SaddrNet = a, net
 			default:
-				r.Daddr = a
+				r.Daddr, r.DaddrNet = a, net
 			}
 		case "-p", "--protocol":
 			p := strings.ToLower(v)

@@ -66,7 +66,7 @@ COMMIT
 		r("INPUT", state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"}),
 		r("INPUT", state.FwRule{L4Proto: "tcp", Dports: [][2]uint16{{80, 80}, {443, 443}, {8000, 8010}}, Verdict: "accept"}),
 		r("INPUT", state.FwRule{Saddr: a("203.0.113.20"), Daddr: a("198.51.100.10"), L4Proto: "udp", Dport: 4789, Verdict: "accept"}),
-		r("INPUT", state.FwRule{Opaque: true, Verdict: "accept"}),               // a prefix
+		r("INPUT", state.FwRule{SaddrNet: netip.MustParsePrefix("10.0.0.0/8"), Verdict: "accept"}),
 		r("INPUT", state.FwRule{L4Proto: "udp", Opaque: true, Verdict: "drop"}), // ! -i mig0: not iifname mig0
 		r("INPUT", state.FwRule{Opaque: true, Verdict: "accept"}),               // mig+
 		r("INPUT", state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "jump f2b-sshd"}),

@@ -304,16 +304,30 @@ func TestFirewalldLater(t *testing.T) {
 // TestFirewalldIPv6: firewalld's IPv6 reverse-path filter (IPv6_rpfilter,
 // on by default) drops what arrives through the tunnel for IPv6 services
 // even with all of plan's firewall-cmd commands run: NEW's answer to an
-// IPv6 client arriving on mig0 would leave elsewhere. plan warns; apply
-// fails at its probe of the IPv6 service, names the warning and undoes
-// itself. With IPv6_rpfilter=no (and a reload) firewalld's
-// filter_PREROUTING is empty, plan says nothing of it, and the IPv6
-// client is served by NEW with its own address.
+// IPv6 client arriving on mig0 would leave elsewhere. plan warns, naming
+// the rule; apply fails at its probe of the IPv6 service, names the
+// warning and undoes itself. With IPv6_rpfilter=no (and a reload) the
+// rule is gone, plan says nothing of it, and the IPv6 client is served
+// by NEW with its own address. On each backend: nftables (its
+// filter_PREROUTING), iptables through iptables-nft and iptables-legacy
+// (`-m rpfilter --invert -j DROP` in ip6 mangle's PREROUTING).
 func TestFirewalldIPv6(t *testing.T) {
 	needFirewalld(t)
+	for _, tc := range []struct{ backend, where string }{
+		{"nftables", "firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops"},
+		{"iptables", "firewalld is active (its iptables backend: table ip filter); its IPv6 rpfilter (table ip6 mangle, chain PREROUTING: `-m rpfilter --invert -j DROP`) drops"},
+		{"iptables-legacy", "firewalld is active (its iptables backend on iptables-legacy, not in nft's ruleset); its IPv6 rpfilter (table ip6 mangle, chain PREROUTING, iptables-legacy: `-m rpfilter --invert -j DROP`) drops"},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			firewalldIPv6(t, tc.backend, tc.where)
+		})
+	}
+}
+
+func firewalldIPv6(t *testing.T, backend, where string) {
 	ctx, s := vxlanScenario(t, 4*time.Minute)
 	l := s.Lab
-	fw := firewalldHosts(t, ctx, l, "nftables")
+	fw := firewalldHosts(t, ctx, l, backend)
 	fw[lab.RoleOld]("firewall-cmd --permanent --add-port=8080/tcp && firewall-cmd --reload")
 	port := scenario.MigratedPort
 	tunnel := fmt.Sprintf("  type         = \"vxlan\"\n  old_endpoint = %q\n  new_endpoint = %q", l.OldIP, l.NewIP)
@@ -323,7 +337,7 @@ func TestFirewalldIPv6(t *testing.T) {
 		fw[host](strings.Join(cmds, " && "))
 	}
 	warning := func(host string) string {
-		return "WARNING host " + host + ": firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops packets arriving from \"mig0\" whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf"
+		return "WARNING host " + host + ": " + where + " packets arriving from \"mig0\" whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf"
 	}
 	r := mustMigrate(t, ctx, s, 2, "plan", "-f", s.PlanFile, "--detailed-exitcode")
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
@@ -336,7 +350,7 @@ func TestFirewalldIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = mustMigrate(t, ctx, s, 1, "apply", "-f", s.PlanFile, "--auto-approve")
-	if want := "probe: service \"web6\": a connection from OLD through the tunnel to " + hp(l.OldIP6.String(), port) + " on NEW failed: "; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "its IPv6 rpfilter drops packets") {
+	if want := "probe: service \"web6\": a connection from OLD through the tunnel to " + hp(l.OldIP6.String(), port) + " on NEW failed: "; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "its IPv6 rpfilter") {
 		t.Errorf("apply with firewalld's IPv6 rpfilter: want %q and the warning:\n%s", want, r.Stderr)
 	}
 	after, err := s.Snapshot(ctx)

@@ -146,6 +146,8 @@ func covers(r state.FwRule, q fwQuery) bool {
 		(r.L4Proto == "" || r.L4Proto == q.l4proto) &&
 		(!r.Saddr.IsValid() || r.Saddr == q.saddr) &&
 		(!r.Daddr.IsValid() || r.Daddr == q.daddr) &&
+		(!r.SaddrNet.IsValid() || (q.saddr.IsValid() && r.SaddrNet.Contains(q.saddr))) &&
+		(!r.DaddrNet.IsValid() || (q.daddr.IsValid() && r.DaddrNet.Contains(q.daddr))) &&
 		(r.Dport == 0 || r.Dport == q.dport)
 }
 
@@ -161,6 +163,10 @@ func disjoint(r state.FwRule, q fwQuery) bool {
 		(len(r.Dports) > 0 && q.dport != 0 && !inSpans(r.Dports, q.dport)) || differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
 		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
 		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
+		(r.SaddrNet.IsValid() && q.saddr.IsValid() && !r.SaddrNet.Contains(q.saddr)) ||
+		(r.DaddrNet.IsValid() && q.daddr.IsValid() && !r.DaddrNet.Contains(q.daddr)) ||
+		(!q.saddr.IsValid() && (unicastless(r.SaddrNet) || (r.Saddr.IsValid() && unicastless(netip.PrefixFrom(r.Saddr, r.Saddr.BitLen()))))) ||
+		(!q.daddr.IsValid() && (unicastless(r.DaddrNet) || (r.Daddr.IsValid() && unicastless(netip.PrefixFrom(r.Daddr, r.Daddr.BitLen()))))) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
 		(r.NfProto != "" && q.family() != "" && q.family() != r.NfProto)
 }
@@ -188,6 +194,51 @@ func familyOf(a netip.Addr) string {
 func inSpans(spans [][2]uint16, p uint16) bool {
 	for _, sp := range spans {
 		if sp[0] <= p && p <= sp[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// unicastless says whether prefix p holds only addresses that no host
+// of a flow migrate asks about can have (a client, a remote peer of
+// NEW's outbound connections): what a query leaves open (any client,
+// any peer) is never one of them. IPv4's 0/8, loopback and 224/3
+// (multicast, reserved, broadcast); IPv6's ::/96 (unspecified,
+// loopback, IPv4-compatible), IPv4-mapped addresses, link-local,
+// multicast, and 6to4 addresses of IPv4 prefixes 6to4 cannot use (RFC
+// 3964 5.3.1: firewalld's RFC3964_IPv4 rejects these). Private ranges
+// are not among them: clients on a LAN have such addresses.
+func unicastless(p netip.Prefix) bool {
+	if !p.IsValid() {
+		return false
+	}
+	in := func(blocks ...string) bool {
+		for _, b := range blocks {
+			bp := netip.MustParsePrefix(b)
+			if bp.Bits() <= p.Bits() && bp.Contains(p.Addr()) {
+				return true
+			}
+		}
+		return false
+	}
+	v4 := []string{"0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"}
+	if p.Addr().Is4() {
+		return in(v4...)
+	}
+	if in("::/96", "::ffff:0.0.0.0/96", "fe80::/10", "ff00::/8") {
+		return true
+	}
+	// 6to4: 2002:V4ADDR::/48, the IPv4 address in bits 16-47.
+	if !in("2002::/16") || p.Bits() < 16 {
+		return false
+	}
+	b := p.Addr().As16()
+	bits := min(p.Bits()-16, 32)
+	v := netip.PrefixFrom(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), bits).Masked()
+	for _, blk := range append(v4, "10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16") {
+		bp := netip.MustParsePrefix(blk)
+		if bp.Bits() <= v.Bits() && bp.Contains(v.Addr()) {
 			return true
 		}
 	}

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/opsmigrate/migrate/state"
@@ -107,5 +108,59 @@ func TestEvalChainBounded(t *testing.T) {
 	}
 	if res, _ := evalChain(f, [3]string{"inet", "t", name(0)}, fwQuery{iif: "mig0"}, 0); res != fwUnknown {
 		t.Errorf("got %v, want unknown", res)
+	}
+}
+
+// Address prefixes (SaddrNet, DaddrNet): a rule for a prefix the query's
+// address is outside of is not about it (firewalld's RFC3964 rejects of
+// ::ffff:0.0.0.0/96 and 2002::/16 prefixes before its zones); one whose
+// prefix holds the address covers it; one about an address the query
+// does not name may be about some of its packets.
+func TestEvalChainPrefixes(t *testing.T) {
+	ch := [3]string{"ip6", "filter", "FORWARD"}
+	p := netip.MustParsePrefix
+	svc := netip.MustParseAddr("2001:db8:100::10")
+	rule := func(r state.FwRule) state.FwRule {
+		r.Family, r.Table, r.Chain = ch[0], ch[1], ch[2]
+		return r
+	}
+	rfc3964 := []state.FwRule{
+		rule(state.FwRule{DaddrNet: p("::ffff:0.0.0.0/96"), Verdict: "reject"}),
+		rule(state.FwRule{DaddrNet: p("2002:e000::/19"), Verdict: "reject"}),
+	}
+	for _, tc := range []struct {
+		name  string
+		rules []state.FwRule
+		q     fwQuery
+		want  fwResult
+	}{
+		{"rejects of other prefixes, then an accept", append(rfc3964, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0", daddr: svc}, fwAccept},
+		{"a reject of the address's prefix", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("2001:db8:100::/48"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0", daddr: svc}, fwUnknown},
+		{"an accept of the address's prefix", []state.FwRule{rule(state.FwRule{DaddrNet: p("2001:db8:100::/48"), Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwAccept},
+		{"an accept of another prefix", []state.FwRule{rule(state.FwRule{DaddrNet: p("2001:db8:200::/48"), Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwPass},
+		{"rejects of addresses no peer has, the query's address not known", append(rfc3964, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwAccept},
+		{"a reject of a private prefix, the query's address not known", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("fc00::/7"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
+		{"a reject of 6to4 of a public prefix, the query's address not known", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("2002:c633:6400::/40"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
+		{"an accept of a source prefix, the query's source not known", []state.FwRule{rule(state.FwRule{SaddrNet: p("2001:db8::/32"), Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwPass},
+	} {
+		f := state.Facts{FwRules: tc.rules, Chains: []state.BaseChain{{Family: ch[0], Table: ch[1], Chain: ch[2], Hook: "forward", Type: "filter", Policy: "accept"}}}
+		if got, _ := evalChain(f, ch, tc.q, 0); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestUnicastless(t *testing.T) {
+	for p, want := range map[string]bool{
+		"127.0.0.0/8": true, "127.0.0.1/32": true, "224.0.0.0/4": true, "255.255.255.255/32": true, "0.0.0.0/8": true,
+		"10.0.0.0/8": false, "192.0.2.0/24": false, "0.0.0.0/0": false, "96.0.0.0/3": false,
+		"::/96": true, "::1/128": true, "::ffff:0.0.0.0/96": true, "fe80::/64": true, "ff02::1/128": true,
+		"2002::/24": true, "2002:a00::/24": true, "2002:7f00::/24": true, "2002:ac10::/28": true, "2002:c0a8::/32": true,
+		"2002:a9fe::/32": true, "2002:e000::/19": true,
+		"2002::/16": false, "2002:c633:6400::/40": false, "2001:db8::/32": false, "fc00::/7": false, "::/0": false, "::/95": false,
+	} {
+		if got := unicastless(netip.MustParsePrefix(p)); got != want {
+			t.Errorf("unicastless(%s) = %v, want %v", p, got, want)
+		}
 	}
 }

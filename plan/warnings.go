@@ -67,16 +67,15 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 		out = append(out, firewalldWarning(c, facts, host, s))
 		// Its reverse-path filter is IPv6's only (nft: `meta nfproto
 		// ipv6 fib saddr . mark . iif oif missing drop` in
-		// filter_PREROUTING), with no exception for a zone. The
-		// iptables backend keeps it in ip6 raw (0.6) or mangle (1.x)
-		// PREROUTING, which the agent does not read: IPv6_rpfilter is
-		// on by default.
+		// filter_PREROUTING; iptables: `-m rpfilter --invert -j DROP`
+		// in ip6 raw (0.6) or mangle (1.x) PREROUTING), with no
+		// exception for a zone.
 		switch {
 		case !tunnelsIPv6(c):
 		case s.nft && firewalldRpfilter(facts[host]):
 			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, dev))
-		case !s.nft:
-			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (IPv6_rpfilter=yes, the default; its rule is in table ip6 raw (firewalld 0.6) or ip6 mangle (later), which plan does not read) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, dev))
+		case !s.nft && iptablesRPFilter(facts[host]) != "":
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (%s: `-m rpfilter --invert -j DROP`) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, iptablesRPFilter(facts[host]), dev))
 		}
 	}
 	if c.Tunnel != nil {
@@ -407,6 +406,25 @@ func tunnelsIPv6(c *config.Config) bool {
 		}
 	}
 	return false
+}
+
+// iptablesRPFilter names where f's iptables drop IPv6 packets that
+// fail the reverse-path match (firewalld's IPv6_rpfilter on its
+// iptables backend), "" where none does: "table ip6 mangle, chain
+// PREROUTING", with iptables-legacy named for a legacy table.
+func iptablesRPFilter(f state.Facts) string {
+	if len(f.RPFilter6) > 0 {
+		table, chain, _ := strings.Cut(strings.TrimPrefix(f.RPFilter6[0], "ip6 "), " ")
+		return "table ip6 " + table + ", chain " + chain
+	}
+	if f.Legacy != nil {
+		for _, fam := range f.Legacy.Families {
+			if fam.Family == "ip6" && fam.RPFilter != "" {
+				return "table ip6 " + fam.RPFilter + ", chain PREROUTING, iptables-legacy"
+			}
+		}
+	}
+	return ""
 }
 
 // firewalldRpfilter says whether firewalld's nftables backend runs its

@@ -81,6 +81,12 @@ type Facts struct {
 	// as far as plan needs to see whether migrate's traffic is allowed.
 	// Not part of Digest: the operator adds them after planning.
 	FwRules []FwRule `json:"fw_rules,omitempty"`
+	// RPFilter6 names the ip6 raw and mangle PREROUTING chains of nft's
+	// ruleset (iptables-nft's) that drop what fails an inverted
+	// reverse-path match (`-m rpfilter --invert -j DROP`: firewalld's
+	// IPv6_rpfilter on its iptables backend), as "ip6 mangle PREROUTING".
+	// Not part of Digest, as FwRules.
+	RPFilter6 []string `json:"rpfilter6,omitempty"`
 	// Listeners are the listening TCP and bound UDP sockets (when
 	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
 	// go without changing what migrate manages.
@@ -168,6 +174,10 @@ type LegacyFamily struct {
 	// FORWARD jumps there unconditionally, each up to the first rule
 	// that is neither (at most MaxLegacyRules), as printed.
 	Accepts []string `json:"accepts,omitempty"`
+	// RPFilter is the table (raw or mangle, ip6 only) whose PREROUTING
+	// drops what fails `-m rpfilter --invert` (firewalld's IPv6_rpfilter
+	// on its iptables backend: raw in 0.6, mangle later), "" for none.
+	RPFilter string `json:"rpfilter,omitempty"`
 	// Ufw: the filter table has ufw's chain ufw-user-input (ufw6- for
 	// ip6): ufw runs on the legacy backend.
 	Ufw bool `json:"ufw,omitempty"`
@@ -313,7 +323,13 @@ type FwRule struct {
 	L4Proto string     `json:"l4proto,omitempty"` // tcp | udp | gre | ... or the number
 	Saddr   netip.Addr `json:"saddr,omitzero"`    // exact source address
 	Daddr   netip.Addr `json:"daddr,omitzero"`    // exact destination address
-	Dport   uint16     `json:"dport,omitempty"`
+	// SaddrNet and DaddrNet: the source (destination) address is in
+	// this prefix, shorter than an address (`-s 10.0.0.0/8`, `ip6 daddr
+	// ::/96`); at most one of Saddr and SaddrNet is set, and of Daddr
+	// and DaddrNet.
+	SaddrNet netip.Prefix `json:"saddr_net,omitzero"`
+	DaddrNet netip.Prefix `json:"daddr_net,omitzero"`
+	Dport    uint16       `json:"dport,omitempty"`
 	// L4Protos and Dports: the rule matches only packets whose protocol
 	// (destination port) is in a set it looks up, as the set holds it
 	// (anonymous sets like `tcp dport { 22, 80, 1000-2000 }`, named
@@ -485,7 +501,7 @@ const (
 // Digest hashes the facts, so a saved plan can be checked for staleness.
 func (f Facts) Digest() string {
 	f.Stats, f.Listeners, f.WGPublicKey, f.Conntrack, f.RouteSrc, f.PeerLink = nil, nil, "", nil, nil, nil
-	f.FwRules, f.Networkd, f.StateDir, f.SysctlConf, f.NftConf = nil, nil, nil, nil, nil
+	f.FwRules, f.RPFilter6, f.Networkd, f.StateDir, f.SysctlConf, f.NftConf = nil, nil, nil, nil, nil, nil
 	legacyDNAT := f.Legacy.DNAT()
 	f.Legacy = nil
 	b, _ := json.Marshal(f)

@@ -931,6 +931,21 @@ func (r FwRule) Validate() error {
 			return fmt.Errorf("firewall rule %s %s: not an address of the rule's family (%s table, nfproto %s)", a.what, a.addr, r.Family, show(r.NfProto))
 		}
 	}
+	for _, n := range []struct {
+		what string
+		net  netip.Prefix
+		addr netip.Addr
+	}{{"saddr_net", r.SaddrNet, r.Saddr}, {"daddr_net", r.DaddrNet, r.Daddr}} {
+		if !n.net.IsValid() {
+			continue
+		}
+		if fam := map[bool]string{true: "ipv4", false: "ipv6"}[n.net.Addr().Is4()]; fam != want {
+			return fmt.Errorf("firewall rule %s %s: not a prefix of the rule's family (%s table, nfproto %s)", n.what, n.net, r.Family, show(r.NfProto))
+		}
+		if n.net != n.net.Masked() || n.net.Bits() == n.net.Addr().BitLen() || n.addr.IsValid() {
+			return fmt.Errorf("firewall rule %s %s: must be a masked prefix shorter than an address, without an address too", n.what, n.net)
+		}
+	}
 	if r.Dport != 0 && r.L4Proto == "" {
 		return fmt.Errorf("firewall rule dport %d: needs an l4proto", r.Dport)
 	}
