@@ -225,7 +225,7 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 		switch {
 		case strings.HasPrefix(line, ":"):
 			f := strings.Fields(line[1:])
-			if len(f) < 2 || len(f[0]) > 64 || len(chains) >= state.MaxFwRules {
+			if len(f) < 2 || len(f[0]) > 64 || len(chains) >= state.MaxFwRules || !validChain(family, f[0]) {
 				return
 			}
 			user[f[0]] = f[1] == "-"
@@ -239,7 +239,7 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 			chains = append(chains, ch)
 		case strings.HasPrefix(line, "-A "):
 			tok, ok := legacyTokens(line)
-			if !ok || len(tok) < 2 {
+			if !ok || len(tok) < 2 || !validChain(family, tok[1]) {
 				return
 			}
 			chain := tok[1]
@@ -254,6 +254,14 @@ func legacyFwRules(family string, text []byte) ([]state.BaseChain, []state.FwRul
 		}
 	})
 	return chains, rules
+}
+
+// validChain says whether name can name a chain in the facts (printable
+// ASCII, no whitespace: state.FwRule's check). iptables allows little
+// else; a save text with other bytes is not iptables' own, and its
+// rules of such a chain are left out.
+func validChain(family, name string) bool {
+	return state.FwRule{Family: family, Table: "filter", Chain: name}.Validate() == nil
 }
 
 // saveLines calls each with the lines of table's section of an

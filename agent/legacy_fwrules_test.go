@@ -89,3 +89,38 @@ COMMIT
 		}
 	}
 }
+
+// FuzzLegacySave: whatever a host's iptables-legacy-save prints (rules
+// of any shape, quoting, lengths), reading it neither panics nor gives
+// facts plan cannot trust: every rule validates, and the counts stay
+// within the facts' bounds.
+func FuzzLegacySave(f *testing.F) {
+	for _, seed := range []string{
+		"*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n-A INPUT -s 10.0.0.0/8 -d 198.51.100.10/32 -p udp -m udp --dport 4789 -j ACCEPT\n-A FORWARD ! -i mig0 -j DROP\nCOMMIT\n",
+		"*filter\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -i mig0 -m comment --comment \"a \\\"b\\\" c\" -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n",
+		"*filter\n-A FORWARD -d ::ffff:0.0.0.0/96 -j REJECT --reject-with icmp6-addr-unreachable\n-A FORWARD -p tcp -m multiport --dports 80,443,8000:8010 -m conntrack --ctstate NEW,UNTRACKED -j ACCEPT\nCOMMIT\n",
+		"*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n",
+		"*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\nCOMMIT\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		for _, family := range []string{"ip", "ip6"} {
+			fam := state.LegacyFamily{Family: family}
+			for _, table := range []string{"filter", "nat", "raw", "mangle"} {
+				parseLegacy(&fam, table, []byte(text))
+			}
+			if len(fam.Chains) > state.MaxFwRules || len(fam.Rules) > state.MaxFwRulesTotal || len(fam.ForwardDrops) > state.MaxLegacyRules || len(fam.NAT) > state.MaxLegacyRules || len(fam.Accepts) > state.MaxLegacyRules {
+				t.Fatalf("%s: beyond the facts' bounds: %d chains, %d rules, %d drops, %d nat, %d accepts", family, len(fam.Chains), len(fam.Rules), len(fam.ForwardDrops), len(fam.NAT), len(fam.Accepts))
+			}
+			for _, r := range fam.Rules {
+				if err := r.Validate(); err != nil {
+					t.Fatalf("%s: rule %+v: %v", family, r, err)
+				}
+			}
+			if fam.RPFilter != "" && fam.RPFilter != "raw" && fam.RPFilter != "mangle" {
+				t.Fatalf("%s: RPFilter %q", family, fam.RPFilter)
+			}
+		}
+	})
+}
