@@ -102,7 +102,8 @@ func v6only() bool {
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
-// socketOwners maps socket inodes to the comm of a process holding them.
+// socketOwners maps socket inodes to the comm of a process holding them,
+// made printable: any user names its own processes.
 func socketOwners() map[uint32]string {
 	out := map[uint32]string{}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
@@ -126,7 +127,7 @@ func socketOwners() map[uint32]string {
 			}
 			if comm == "" {
 				b, _ := os.ReadFile(p + "/comm")
-				comm = strings.TrimSpace(string(b))
+				comm = state.Printable(strings.TrimSuffix(string(b), "\n"))
 			}
 			out[uint32(ino)] = comm
 		}

@@ -115,3 +115,30 @@ func TestListenersFromKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerOwnerPrintable: a process whose name (any user sets its
+// own) holds a terminal escape sequence and a line break is reported
+// with those bytes as '?': the name reaches the admin's terminal and the
+// plan file `migrate init` writes.
+func TestListenerOwnerPrintable(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	// /proc/self/comm is the thread group leader's: what the agent
+	// reads for this process.
+	if err := os.WriteFile("/proc/self/comm", []byte("\x1b[2J\nx"), 0); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:8081")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got, err := listeners(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Process != "?[2J?x" {
+		t.Fatalf("listeners: %+v, want one owned by %q", got, "?[2J?x")
+	}
+}

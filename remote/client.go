@@ -743,6 +743,12 @@ func (c *Client) Facts(ctx context.Context, req state.FactsRequest) (state.Facts
 	// A busy host's conntrack table takes a while to read: the
 	// keepalives still catch a silent host within the timeout.
 	err := c.callWithin(ctx, c.timeout(), proto.MethodFacts, req, &f)
+	// Process names are chosen by the host's users and reach the
+	// terminal and init's plan file: printable only, whatever the agent
+	// sent.
+	for i := range f.Listeners {
+		f.Listeners[i].Process = state.Printable(f.Listeners[i].Process)
+	}
 	return f, err
 }
 
