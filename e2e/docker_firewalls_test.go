@@ -171,34 +171,9 @@ func TestDockerFirewalld(t *testing.T) {
 	if strings.Contains(r.Stdout, "WARNING host old: table ip filter") || strings.Contains(r.Stdout, "WARNING host old: firewalld") || strings.Contains(r.Stdout, "WARNING host new: firewalld") {
 		t.Errorf("plan still warns about Docker's or firewalld's rules once the commands ran:\n%s", r.Stdout)
 	}
-	before, err := s.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables := map[string]string{}
-	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		tables[host] = firewalldTable(t, ctx, l, host) + iptablesSave(t, ctx, l, host)
-	}
-	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
-	served("newc")
-	// Weeks later firewalld reloads on OLD: its direct rules come back
-	// with it, Docker's chains with Docker.
-	reload(lab.RoleOld)
-	served("newc")
-	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
-		t.Errorf("status after the apply and a reload of firewalld:\n%s", r.Stdout)
-	}
-	mustMigrate(t, ctx, s, 0, "rollback", "-f", s.PlanFile, "--all", "--auto-approve")
-	after, err := s.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	diffSnap(t, "Docker and firewalld hosts after apply and rollback", stripCounters(before), stripCounters(after))
-	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		if got := firewalldTable(t, ctx, l, host) + iptablesSave(t, ctx, l, host); got != tables[host] {
-			t.Errorf("%s: Docker's and firewalld's rules after rollback:\n--- before apply\n%s\n--- after rollback\n%s", host, tables[host], got)
-		}
-	}
+	movedThroughReload(t, ctx, s, served, reload, "Docker and firewalld", func(host string) string {
+		return firewalldTable(t, ctx, l, host) + iptablesSave(t, ctx, l, host)
+	})
 	served("oldc")
 }
 
@@ -284,16 +259,31 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 	if strings.Contains(r.Stdout, "WARNING") {
 		t.Errorf("plan still warns once firewalld's commands ran:\n%s", r.Stdout)
 	}
+	movedThroughReload(t, ctx, s, served, reload, "Docker and firewalld (iptables-legacy)", func(host string) string {
+		return dockerLegacy.save(t, ctx, l, host)
+	})
+	served("oldc")
+}
+
+// movedThroughReload applies the plan, checks that the container on NEW
+// serves the client (served) also after a firewall reload on OLD
+// (reload: firewalld's, then Docker's rules back) with status clean,
+// rolls back and checks that both hosts, and their firewalls' rules
+// (rules), are as they were before the apply.
+func movedThroughReload(t *testing.T, ctx context.Context, s *scenario.Scenario, served func(by string), reload func(host string), what string, rules func(host string) string) {
+	t.Helper()
 	before, err := s.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	saved := map[string]string{}
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		saved[host] = dockerLegacy.save(t, ctx, l, host)
+		saved[host] = rules(host)
 	}
 	mustMigrate(t, ctx, s, 0, "apply", "-f", s.PlanFile, "--auto-approve")
 	served("newc")
+	// Weeks later firewalld reloads on OLD: its rules (direct ones
+	// included) come back with it, Docker's chains with Docker.
 	reload(lab.RoleOld)
 	served("newc")
 	if r := mustMigrate(t, ctx, s, 0, "status", "-f", s.PlanFile); strings.Contains(r.Stdout, "BROKEN") {
@@ -304,13 +294,12 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diffSnap(t, "Docker and firewalld (iptables-legacy) hosts after apply and rollback", stripCounters(before), stripCounters(after))
+	diffSnap(t, what+" hosts after apply and rollback", stripCounters(before), stripCounters(after))
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		if got := dockerLegacy.save(t, ctx, l, host); got != saved[host] {
-			t.Errorf("%s: Docker's and firewalld's rules after rollback:\n--- before apply\n%s\n--- after rollback\n%s", host, saved[host], got)
+		if got := rules(host); got != saved[host] {
+			t.Errorf("%s: %s rules after rollback:\n--- before apply\n%s\n--- after rollback\n%s", host, what, saved[host], got)
 		}
 	}
-	served("oldc")
 }
 
 // dockerLegacy is Docker's rules (dockerRules) on iptables-legacy as its
