@@ -27,7 +27,7 @@ echo "== fuzz targets, briefly (run longer by hand: -fuzztime=10m)"
 # always writes "Failing input written to ...": that, or any other failure,
 # fails the run. The bare race is reported, and the target's corpus is
 # replayed deterministically instead, which must pass.
-for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./agent" "FuzzLegacySave ./agent"; do
+for target in "FuzzParse ./config" "FuzzReadFrame ./agent/proto" "FuzzServe ./agent" "FuzzLegacySave ./agent" "FuzzHostConf ./agent"; do
   set -- $target
   rc=0
   go test -run='^$' -fuzz="^$1\$" -fuzztime=10s "$2" 2>&1 | tee "$logs/fuzz.log" || rc=$?
