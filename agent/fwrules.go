@@ -431,7 +431,8 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 					continue
 				}
 			}
-			if !ok || e.Invert || e.IsDestRegSet || (l.what != "l4proto" && l.what != "dport") || sets == nil {
+			addr := (l.what == "saddr" || l.what == "daddr") && l.bits == 0 && (l.size == 4 && v4() || l.size == 16 && v6())
+			if !ok || e.Invert || e.IsDestRegSet || (l.what != "l4proto" && l.what != "dport" && !addr) || sets == nil {
 				r.Opaque = true
 				continue
 			}
@@ -439,6 +440,19 @@ func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name 
 			elems, interval := set.elems, set.interval
 			if !set.ok || set.vmap || len(elems) > 2*state.MaxFwSetElements {
 				r.Opaque = true
+				continue
+			}
+			if addr {
+				field := &r.Saddrs
+				if l.what == "daddr" {
+					field = &r.Daddrs
+				}
+				spans, ok := addrSpans(elems, interval, l.size)
+				if !ok || len(spans) == 0 || len(spans) > state.MaxFwSetElements || *field != nil {
+					r.Opaque = true
+					continue
+				}
+				*field = spans
 				continue
 			}
 			if l.what == "l4proto" {
@@ -778,6 +792,64 @@ type setData struct {
 	elems          []nftables.SetElement
 	interval, vmap bool
 	ok             bool
+}
+
+// addrSpans turns an address set's elements (keys of size bytes: 4 for
+// IPv4, 16 for IPv6) into spans From..To, as portSpans does ports: each
+// element one address, or, in an interval set (prefixes, ranges), a
+// start element and the end element after it (the first address past
+// the span; a start with none is open to the last address).
+func addrSpans(elems []nftables.SetElement, interval bool, size int) ([][2]netip.Addr, bool) {
+	type el struct {
+		a   netip.Addr
+		end bool
+	}
+	var l []el
+	for _, e := range elems {
+		if len(e.Key) != size {
+			return nil, false
+		}
+		a, _ := netip.AddrFromSlice(e.Key)
+		l = append(l, el{a, e.IntervalEnd})
+	}
+	// An end before a start at the same address: the "nothing below"
+	// marker before a span that starts at the zero address.
+	sort.Slice(l, func(i, j int) bool { return l[i].a.Less(l[j].a) || (l[i].a == l[j].a && l[i].end && !l[j].end) })
+	var out [][2]netip.Addr
+	if !interval {
+		for _, e := range l {
+			if e.end {
+				return nil, false
+			}
+			out = append(out, [2]netip.Addr{e.a, e.a})
+		}
+		return out, true
+	}
+	last := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	if size == 16 {
+		last = netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff, 8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
+	}
+	open, from := false, netip.Addr{}
+	for _, e := range l {
+		switch {
+		case !e.end && !open:
+			open, from = true, e.a
+		case e.end && open:
+			if !e.a.Prev().IsValid() || e.a.Prev().Less(from) {
+				return nil, false
+			}
+			out = append(out, [2]netip.Addr{from, e.a.Prev()})
+			open = false
+		case e.end && !open:
+			// the leading "nothing below" marker (the zero address)
+		default:
+			return nil, false // two starts in a row
+		}
+	}
+	if open {
+		out = append(out, [2]netip.Addr{from, last})
+	}
+	return out, true
 }
 
 // portSpans turns a port set's elements (2-byte keys, big-endian) into

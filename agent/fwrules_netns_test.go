@@ -69,6 +69,10 @@ func TestFwRulesNetns(t *testing.T) {
 	// Prefixes: nft's own, and firewalld's RFC3964 rejects as
 	// ip6tables-nft writes them (an IPv4-mapped prefix among them).
 	sh(t, "nft", "add rule ip filter ufw-user-forward ip saddr 10.0.0.0/12 drop")
+	// Address sets: an interval one (prefixes, a range, an address) and
+	// IPv6's.
+	sh(t, "nft", "add rule ip filter ufw-user-forward ip daddr { 10.0.0.0/8, 192.0.2.10-192.0.2.19, 203.0.113.20 } udp dport 4789 accept")
+	sh(t, "nft", "add rule ip6 filter ufw6-user-forward ip6 saddr { 2001:db8::/32, ::1 } drop")
 	ip6t("-A ufw6-user-forward -d ::ffff:0.0.0.0/96 -j REJECT")
 	ip6t("-A ufw6-user-forward -d 2002:e000::/19 -j REJECT")
 
@@ -95,9 +99,10 @@ func TestFwRulesNetns(t *testing.T) {
 		fwd(state.FwRule{OifName: "mig0", Verdict: "accept"}),
 		fwd(state.FwRule{IifName: "mig0", L4Proto: "udp", Dport: 53, Verdict: "accept"}),
 		fwd(state.FwRule{L4Proto: "gre", Saddr: a("198.51.100.2"), Verdict: "drop"}),
-		fwd(state.FwRule{Opaque: true, Verdict: "accept"}),
+		fwd(state.FwRule{Saddrs: [][2]netip.Addr{{a("198.51.100.2"), a("198.51.100.2")}, {a("198.51.100.3"), a("198.51.100.3")}}, Verdict: "accept"}),
 		fwd(state.FwRule{Opaque: true, Verdict: "accept"}),
 		fwd(state.FwRule{SaddrNet: netip.MustParsePrefix("10.0.0.0/12"), Verdict: "drop"}),
+		fwd(state.FwRule{Daddrs: [][2]netip.Addr{{a("10.0.0.0"), a("10.255.255.255")}, {a("192.0.2.10"), a("192.0.2.19")}, {a("203.0.113.20"), a("203.0.113.20")}}, L4Proto: "udp", Dport: 4789, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "tcp", Dport: 22, Verdict: "accept"}),
 		in(state.FwRule{L4Proto: "udp", Saddr: a("198.51.100.2"), Daddr: a("198.51.100.1"), Dport: 4789, Verdict: "accept"}),
 		in(state.FwRule{IifName: "mig0", Verdict: "accept"}),
@@ -117,6 +122,7 @@ func TestFwRulesNetns(t *testing.T) {
 		// Read because ufw-user-input jumps to it (ufw-not-read is not).
 		{Family: "ip", Table: "filter", Chain: "ufw-user-limit", Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", OifName: "mig0", Verdict: "accept"},
+		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", Saddrs: [][2]netip.Addr{{a("::1"), a("::1")}, {a("2001:db8::"), a("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")}}, Verdict: "drop"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", DaddrNet: netip.MustParsePrefix("::ffff:0.0.0.0/96"), Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-forward", DaddrNet: netip.MustParsePrefix("2002:e000::/19"), Verdict: "reject"},
 		{Family: "ip6", Table: "filter", Chain: "ufw6-user-input", L4Proto: "udp", Saddr: a("2001:db8::2"), Daddr: a("2001:db8::1"), Dport: 4789, Verdict: "accept"},

@@ -169,7 +169,7 @@ func TestNftForwardDropReload(t *testing.T) {
 // TestNewInputDropLater: NEW gets a firewall after the apply, as a server
 // going to production does: first a hand-written nft table (input policy
 // drop; established flows, loopback, ICMP, SSH and the tunnel's VXLAN
-// port accepted), then, instead, ufw (SSH and the tunnel's port allowed).
+// port from a named set of trusted hosts accepted), then, instead, ufw (SSH and the tunnel's port allowed).
 // Either way the tunnel pings and every new client of the moved service
 // gets no answer: NEW drops what arrives through mig0 for the service.
 // status calls it BROKEN, names the chain (ufw) and gives the command;
@@ -184,19 +184,26 @@ func TestNewInputDropLater(t *testing.T) {
 
 	fw := filepath.Join(l.Dir, "new-fw.nft")
 	writeFile(t, fw, fmt.Sprintf(`table inet fw {
+	set trusted {
+		type ipv4_addr
+		flags interval
+		elements = { 192.0.2.128/25, %s }
+	}
+
 	chain input {
 		type filter hook input priority filter; policy drop;
 		ct state established,related accept
 		iif lo accept
 		meta l4proto { icmp, ipv6-icmp } accept
 		tcp dport 22 accept
-		ip saddr %s udp dport 4789 accept
+		ip saddr @trusted udp dport 4789 accept
 	}
 }
 `, l.OldIP))
 	mustExec(t, ctx, l, lab.RoleNew, "nft", "-f", fw)
 	// plan gives the one command NEW's chain lacks (the tunnel's port
-	// it has), then notes that its rules accept migrate's traffic.
+	// it has, for the hosts of a named set, OLD among them), then notes
+	// that its rules accept migrate's traffic.
 	insert := `nft insert rule inet fw input iifname "mig0" accept`
 	r := mustMigrate(t, ctx, s, 0, "plan", "-f", s.PlanFile)
 	if w := "WARNING host new: table inet fw, chain input (hook input) has policy drop: it drops the tunnel's packets from the peer and what arrives through mig0 for the services unless its own rules accept them. Accept them (before migrate apply): `" + insert + "`, and put"; !strings.Contains(r.Stdout, w) {

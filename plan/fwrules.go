@@ -148,6 +148,8 @@ func covers(r state.FwRule, q fwQuery) bool {
 		(!r.Daddr.IsValid() || r.Daddr == q.daddr) &&
 		(!r.SaddrNet.IsValid() || (q.saddr.IsValid() && r.SaddrNet.Contains(q.saddr))) &&
 		(!r.DaddrNet.IsValid() || (q.daddr.IsValid() && r.DaddrNet.Contains(q.daddr))) &&
+		(len(r.Saddrs) == 0 || (q.saddr.IsValid() && inAddrSpans(r.Saddrs, q.saddr))) &&
+		(len(r.Daddrs) == 0 || (q.daddr.IsValid() && inAddrSpans(r.Daddrs, q.daddr))) &&
 		(r.Dport == 0 || r.Dport == q.dport)
 }
 
@@ -165,6 +167,8 @@ func disjoint(r state.FwRule, q fwQuery) bool {
 		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
 		(r.SaddrNet.IsValid() && q.saddr.IsValid() && !r.SaddrNet.Contains(q.saddr)) ||
 		(r.DaddrNet.IsValid() && q.daddr.IsValid() && !r.DaddrNet.Contains(q.daddr)) ||
+		(len(r.Saddrs) > 0 && q.saddr.IsValid() && !inAddrSpans(r.Saddrs, q.saddr)) ||
+		(len(r.Daddrs) > 0 && q.daddr.IsValid() && !inAddrSpans(r.Daddrs, q.daddr)) ||
 		(!q.saddr.IsValid() && (unicastless(r.SaddrNet) || (r.Saddr.IsValid() && unicastless(netip.PrefixFrom(r.Saddr, r.Saddr.BitLen()))))) ||
 		(!q.daddr.IsValid() && (unicastless(r.DaddrNet) || (r.Daddr.IsValid() && unicastless(netip.PrefixFrom(r.Daddr, r.Daddr.BitLen()))))) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
@@ -188,6 +192,16 @@ func familyOf(a netip.Addr) string {
 		return "ipv4"
 	}
 	return "ipv6"
+}
+
+// inAddrSpans says whether address a is in one of spans (From..To).
+func inAddrSpans(spans [][2]netip.Addr, a netip.Addr) bool {
+	for _, sp := range spans {
+		if sp[0].Is4() == a.Is4() && !a.Less(sp[0]) && !sp[1].Less(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // inSpans says whether port p is in one of spans (From..To).

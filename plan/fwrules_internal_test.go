@@ -141,6 +141,9 @@ func TestEvalChainPrefixes(t *testing.T) {
 		{"rejects of addresses no peer has, the query's address not known", append(rfc3964, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwAccept},
 		{"a reject of a private prefix, the query's address not known", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("fc00::/7"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
 		{"a reject of 6to4 of a public prefix, the query's address not known", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("2002:c633:6400::/40"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
+		{"an accept of a set holding the address", []state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:100::1"), netip.MustParseAddr("2001:db8:100::ff")}}, Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwAccept},
+		{"a reject of a set without the address", append([]state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:200::1"), netip.MustParseAddr("2001:db8:200::1")}}, Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0", daddr: svc}, fwAccept},
+		{"a reject of a set, the query's address not known", append([]state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:200::1"), netip.MustParseAddr("2001:db8:200::1")}}, Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
 		{"an accept of a source prefix, the query's source not known", []state.FwRule{rule(state.FwRule{SaddrNet: p("2001:db8::/32"), Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwPass},
 	} {
 		f := state.Facts{FwRules: tc.rules, Chains: []state.BaseChain{{Family: ch[0], Table: ch[1], Chain: ch[2], Hook: "forward", Type: "filter", Policy: "accept"}}}

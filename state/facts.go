@@ -329,7 +329,13 @@ type FwRule struct {
 	// and DaddrNet.
 	SaddrNet netip.Prefix `json:"saddr_net,omitzero"`
 	DaddrNet netip.Prefix `json:"daddr_net,omitzero"`
-	Dport    uint16       `json:"dport,omitempty"`
+	// Saddrs and Daddrs: the source (destination) address is in a set
+	// the rule looks up (`ip saddr { 203.0.113.20, 10.0.0.0/8 }`, a named
+	// set as it is at the reading), as spans From..To; with neither
+	// Saddr nor SaddrNet (Daddr, DaddrNet).
+	Saddrs [][2]netip.Addr `json:"saddrs,omitempty"`
+	Daddrs [][2]netip.Addr `json:"daddrs,omitempty"`
+	Dport  uint16          `json:"dport,omitempty"`
 	// L4Protos and Dports: the rule matches only packets whose protocol
 	// (destination port) is in a set it looks up, as the set holds it
 	// (anonymous sets like `tcp dport { 22, 80, 1000-2000 }`, named

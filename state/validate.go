@@ -946,6 +946,24 @@ func (r FwRule) Validate() error {
 			return fmt.Errorf("firewall rule %s %s: must be a masked prefix shorter than an address, without an address too", n.what, n.net)
 		}
 	}
+	for _, n := range []struct {
+		what  string
+		spans [][2]netip.Addr
+		one   bool
+	}{{"saddrs", r.Saddrs, r.Saddr.IsValid() || r.SaddrNet.IsValid()}, {"daddrs", r.Daddrs, r.Daddr.IsValid() || r.DaddrNet.IsValid()}} {
+		if len(n.spans) == 0 {
+			continue
+		}
+		if n.one || len(n.spans) > MaxFwSetElements {
+			return fmt.Errorf("firewall rule %s: at most %d spans, without an address or prefix too", n.what, MaxFwSetElements)
+		}
+		for _, sp := range n.spans {
+			fam := map[bool]string{true: "ipv4", false: "ipv6"}[sp[0].Is4()]
+			if !sp[0].IsValid() || !sp[1].IsValid() || sp[0].Is4() != sp[1].Is4() || fam != want || sp[1].Less(sp[0]) {
+				return fmt.Errorf("firewall rule %s %s-%s: not a span of addresses of the rule's family (%s table, nfproto %s)", n.what, sp[0], sp[1], r.Family, show(r.NfProto))
+			}
+		}
+	}
 	if r.Dport != 0 && r.L4Proto == "" {
 		return fmt.Errorf("firewall rule dport %d: needs an l4proto", r.Dport)
 	}

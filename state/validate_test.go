@@ -302,6 +302,18 @@ func TestFwRuleValidate(t *testing.T) {
 		{"prefix not masked", m(func(r *FwRule) { r.Daddr, r.DaddrNet = netip.Addr{}, netip.MustParsePrefix("10.0.0.1/8") }), "daddr_net 10.0.0.1/8: must be a masked prefix"},
 		{"prefix of full length", m(func(r *FwRule) { r.Daddr, r.DaddrNet = netip.Addr{}, netip.MustParsePrefix("10.0.0.1/32") }), "daddr_net 10.0.0.1/32: must be a masked prefix shorter than an address"},
 		{"prefix family", m(func(r *FwRule) { r.Daddr, r.DaddrNet = netip.Addr{}, netip.MustParsePrefix("2001:db8::/32") }), "daddr_net 2001:db8::/32: not a prefix of the rule's family"},
+		{"address set", m(func(r *FwRule) {
+			r.Saddr, r.Saddrs = netip.Addr{}, [][2]netip.Addr{{netip.MustParseAddr("10.0.0.0"), netip.MustParseAddr("10.255.255.255")}}
+		}), ""},
+		{"address set and address", m(func(r *FwRule) {
+			r.Saddrs = [][2]netip.Addr{{netip.MustParseAddr("10.0.0.0"), netip.MustParseAddr("10.0.0.1")}}
+		}), "firewall rule saddrs: at most 64 spans, without an address or prefix too"},
+		{"address set reversed", m(func(r *FwRule) {
+			r.Daddr, r.Daddrs = netip.Addr{}, [][2]netip.Addr{{netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1")}}
+		}), "firewall rule daddrs 10.0.0.2-10.0.0.1: not a span of addresses"},
+		{"address set family", m(func(r *FwRule) {
+			r.Daddr, r.Daddrs = netip.Addr{}, [][2]netip.Addr{{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")}}
+		}), "not a span of addresses of the rule's family"},
 		{"port without proto", m(func(r *FwRule) { r.L4Proto = "" }), "dport 4789: needs an l4proto"},
 		{"verdict", m(func(r *FwRule) { r.Verdict = "queue" }), `firewall rule verdict "queue"`},
 		{"jump without chain", m(func(r *FwRule) { r.Verdict = "jump" }), `firewall rule verdict jump ""`},
