@@ -186,6 +186,20 @@ func TestFwRulesFirewalldNetns(t *testing.T) {
 			t.Errorf("%s:\n%s\nwant\n%s", chain, g, w)
 		}
 	}
+	// firewalld's RFC 3964 rejects, one anonymous interval set of nine
+	// prefixes, read as nine spans (plan takes no client's or peer's
+	// address to be in them).
+	var rfc3964 *state.FwRule
+	for i, r := range by["filter_FORWARD"] {
+		if len(r.Daddrs) > 0 {
+			rfc3964 = &by["filter_FORWARD"][i]
+		}
+	}
+	if rfc3964 == nil || len(rfc3964.Daddrs) != 9 || rfc3964.Verdict != "reject" || rfc3964.Opaque ||
+		rfc3964.Daddrs[0] != [2]netip.Addr{a("::"), a("::ffff:ffff")} || rfc3964.Daddrs[8] != [2]netip.Addr{a("2002:e000::"), a("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff")} {
+		g, _ := json.Marshal(by["filter_FORWARD"])
+		t.Errorf("filter_FORWARD's RFC 3964 rejects: %s", g)
+	}
 	if _, ok := by["filter_IN_public_deny"]; ok {
 		t.Errorf("rules in an empty chain: %+v", by["filter_IN_public_deny"])
 	}

@@ -169,8 +169,8 @@ func disjoint(r state.FwRule, q fwQuery) bool {
 		(r.DaddrNet.IsValid() && q.daddr.IsValid() && !r.DaddrNet.Contains(q.daddr)) ||
 		(len(r.Saddrs) > 0 && q.saddr.IsValid() && !inAddrSpans(r.Saddrs, q.saddr)) ||
 		(len(r.Daddrs) > 0 && q.daddr.IsValid() && !inAddrSpans(r.Daddrs, q.daddr)) ||
-		(!q.saddr.IsValid() && (unicastless(r.SaddrNet) || (r.Saddr.IsValid() && unicastless(netip.PrefixFrom(r.Saddr, r.Saddr.BitLen()))))) ||
-		(!q.daddr.IsValid() && (unicastless(r.DaddrNet) || (r.Daddr.IsValid() && unicastless(netip.PrefixFrom(r.Daddr, r.Daddr.BitLen()))))) ||
+		(!q.saddr.IsValid() && (unicastless(r.SaddrNet) || (r.Saddr.IsValid() && unicastless(netip.PrefixFrom(r.Saddr, r.Saddr.BitLen()))) || spansUnicastless(r.Saddrs))) ||
+		(!q.daddr.IsValid() && (unicastless(r.DaddrNet) || (r.Daddr.IsValid() && unicastless(netip.PrefixFrom(r.Daddr, r.Daddr.BitLen()))) || spansUnicastless(r.Daddrs))) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
 		(r.NfProto != "" && q.family() != "" && q.family() != r.NfProto)
 }
@@ -212,6 +212,36 @@ func inSpans(spans [][2]uint16, p uint16) bool {
 		}
 	}
 	return false
+}
+
+// spansUnicastless says whether every span of a set (at least one) lies
+// in a unicastless prefix: the smallest prefix holding both its ends is
+// one (firewalld's nftables backend rejects RFC 3964's prefixes as one
+// set: `ip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24, ... } reject`).
+func spansUnicastless(spans [][2]netip.Addr) bool {
+	for _, sp := range spans {
+		a, b := sp[0].AsSlice(), sp[1].AsSlice()
+		if len(a) != len(b) {
+			return false
+		}
+		bits := 0
+		for i := range a {
+			x := a[i] ^ b[i]
+			if x != 0 {
+				for x&0x80 == 0 {
+					bits++
+					x <<= 1
+				}
+				break
+			}
+			bits += 8
+		}
+		p, err := sp[0].Prefix(bits)
+		if err != nil || !unicastless(p) {
+			return false
+		}
+	}
+	return len(spans) > 0
 }
 
 // unicastless says whether prefix p holds only addresses that no host

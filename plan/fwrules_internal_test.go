@@ -143,6 +143,13 @@ func TestEvalChainPrefixes(t *testing.T) {
 		{"a reject of 6to4 of a public prefix, the query's address not known", append([]state.FwRule{rule(state.FwRule{DaddrNet: p("2002:c633:6400::/40"), Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
 		{"an accept of a set holding the address", []state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:100::1"), netip.MustParseAddr("2001:db8:100::ff")}}, Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwAccept},
 		{"a reject of a set without the address", append([]state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:200::1"), netip.MustParseAddr("2001:db8:200::1")}}, Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0", daddr: svc}, fwAccept},
+		{"a reject of RFC 3964's prefixes as one set (firewalld's nftables backend), the query's address not known", append([]state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{
+			{netip.MustParseAddr("::"), netip.MustParseAddr("::ffff:ffff")},
+			{netip.MustParseAddr("::ffff:0.0.0.0"), netip.MustParseAddr("::ffff:255.255.255.255")},
+			{netip.MustParseAddr("2002::"), netip.MustParseAddr("2002:ff:ffff:ffff:ffff:ffff:ffff:ffff")},
+			{netip.MustParseAddr("2002:a00::"), netip.MustParseAddr("2002:aff:ffff:ffff:ffff:ffff:ffff:ffff")},
+			{netip.MustParseAddr("2002:e000::"), netip.MustParseAddr("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff")},
+		}, Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwAccept},
 		{"a reject of a set, the query's address not known", append([]state.FwRule{rule(state.FwRule{Daddrs: [][2]netip.Addr{{netip.MustParseAddr("2001:db8:200::1"), netip.MustParseAddr("2001:db8:200::1")}}, Verdict: "reject"})}, rule(state.FwRule{OifName: "mig0", Verdict: "accept"})), fwQuery{oif: "mig0"}, fwUnknown},
 		{"an accept of a source prefix, the query's source not known", []state.FwRule{rule(state.FwRule{SaddrNet: p("2001:db8::/32"), Verdict: "accept"})}, fwQuery{oif: "mig0", daddr: svc}, fwPass},
 	} {
