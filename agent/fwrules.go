@@ -133,7 +133,8 @@ func reg32(r uint32) int {
 // rule Opaque: a cmp that is not `eq` (`! -i`, ranges), a cmp of a
 // register no known load wrote (as after an expression google/nftables
 // does not decode, which it drops from the list), an interface prefix
-// (`-i mig+`), sets, xtables matches and
+// (`-i mig+`), sets other than of protocols, ports or addresses (or of
+// more than state.MaxFwSetElements), xtables matches and
 // targets other than REJECT, limits, ct state other than nft's `ct
 // state A,B` (CtState), other verdicts...
 func decodeFwRule(family, table, chain string, exprs []expr.Any, sets func(name string) setData) []state.FwRule {

@@ -257,34 +257,42 @@ func unicastless(p netip.Prefix) bool {
 	if !p.IsValid() {
 		return false
 	}
-	in := func(blocks ...string) bool {
-		for _, b := range blocks {
-			bp := netip.MustParsePrefix(b)
+	in := func(blocks []netip.Prefix, p netip.Prefix) bool {
+		for _, bp := range blocks {
 			if bp.Bits() <= p.Bits() && bp.Contains(p.Addr()) {
 				return true
 			}
 		}
 		return false
 	}
-	v4 := []string{"0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"}
 	if p.Addr().Is4() {
-		return in(v4...)
+		return in(unicastless4, p)
 	}
-	if in("::/96", "::ffff:0.0.0.0/96", "fe80::/10", "ff00::/8") {
+	if in(unicastless6, p) {
 		return true
 	}
 	// 6to4: 2002:V4ADDR::/48, the IPv4 address in bits 16-47.
-	if !in("2002::/16") || p.Bits() < 16 {
+	if !sixToFour.Contains(p.Addr()) || p.Bits() < 16 {
 		return false
 	}
 	b := p.Addr().As16()
-	bits := min(p.Bits()-16, 32)
-	v := netip.PrefixFrom(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), bits).Masked()
-	for _, blk := range append(v4, "10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16") {
-		bp := netip.MustParsePrefix(blk)
-		if bp.Bits() <= v.Bits() && bp.Contains(v.Addr()) {
-			return true
-		}
+	v := netip.PrefixFrom(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), min(p.Bits()-16, 32)).Masked()
+	return in(unicastless4, v) || in(private4, v)
+}
+
+// The blocks unicastless knows, parsed once: plan asks for every rule of
+// every chain it walks, per service.
+var (
+	unicastless4 = prefixes("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3")
+	unicastless6 = prefixes("::/96", "::ffff:0.0.0.0/96", "fe80::/10", "ff00::/8")
+	private4     = prefixes("10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
+	sixToFour    = netip.MustParsePrefix("2002::/16")
+)
+
+func prefixes(s ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(s))
+	for i, p := range s {
+		out[i] = netip.MustParsePrefix(p)
 	}
-	return false
+	return out
 }
