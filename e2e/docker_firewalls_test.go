@@ -34,15 +34,7 @@ func TestDockerUfw(t *testing.T) {
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		ufwIn(t, ctx, l, host, "allow", "22/tcp")
 		ufwIn(t, ctx, l, host, "--force", "enable")
-		save := iptablesSave(t, ctx, l, host)
-		for _, want := range []string{"-A FORWARD -j DOCKER-USER", "-A FORWARD -j ufw-before-forward", ":FORWARD DROP", ":INPUT DROP"} {
-			if !strings.Contains(save, want) {
-				t.Fatalf("%s: Docker's and ufw's rules lack %q:\n%s", host, want, save)
-			}
-		}
-		if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, "-A FORWARD -j ufw-before-forward") {
-			t.Fatalf("%s: ufw's FORWARD rules before Docker's:\n%s", host, save)
-		}
+		dockerFirst(t, host, iptablesSave(t, ctx, l, host), "ufw", "-A FORWARD -j ufw-before-forward", ":FORWARD DROP", ":INPUT DROP")
 	}
 	// ufw does not stand between clients and Docker's published port:
 	// the DNATed flows are forwarded, and Docker's chains accept them
@@ -226,15 +218,7 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 		dockerLegacy.load(t, ctx, l, host, addrs[host])
 	}
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
-		save := dockerLegacy.save(t, ctx, l, host)
-		for _, want := range []string{":FORWARD DROP", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j FORWARD_ZONES", "-A INPUT -j INPUT_ZONES"} {
-			if !strings.Contains(save, want) {
-				t.Fatalf("%s: Docker's and firewalld's legacy rules lack %q:\n%s", host, want, save)
-			}
-		}
-		if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, "-A FORWARD -j FORWARD_ZONES") {
-			t.Fatalf("%s: firewalld's FORWARD rules before Docker's:\n%s", host, save)
-		}
+		dockerFirst(t, host, dockerLegacy.save(t, ctx, l, host), "firewalld", "-A FORWARD -j FORWARD_ZONES", ":FORWARD DROP", "-A INPUT -j INPUT_ZONES")
 	}
 	served("oldc")
 	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
@@ -263,6 +247,22 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 		return dockerLegacy.save(t, ctx, l, host)
 	})
 	served("oldc")
+}
+
+// dockerFirst checks a host's iptables-save text: Docker's FORWARD jump
+// to DOCKER-USER comes before the other firewall's first FORWARD rule
+// (otherFirst), as when that firewall reloads on a running Docker host
+// or Docker starts on a running firewalld host, and want are there too.
+func dockerFirst(t *testing.T, host, save, other, otherFirst string, want ...string) {
+	t.Helper()
+	for _, w := range append([]string{"-A FORWARD -j DOCKER-USER", otherFirst}, want...) {
+		if !strings.Contains(save, w) {
+			t.Fatalf("%s: Docker's and %s's rules lack %q:\n%s", host, other, w, save)
+		}
+	}
+	if strings.Index(save, "-A FORWARD -j DOCKER-USER") > strings.Index(save, otherFirst) {
+		t.Fatalf("%s: %s's FORWARD rules before Docker's:\n%s", host, other, save)
+	}
 }
 
 // movedThroughReload applies the plan, checks that the container on NEW
