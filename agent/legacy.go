@@ -57,7 +57,7 @@ func LegacyFacts() *state.LegacyFirewall {
 		var tables []string
 		for _, t := range strings.Fields(string(b)) {
 			out.Tables = append(out.Tables, p.family+" "+t)
-			if t == "filter" || t == "nat" || (p.family == "ip6" && isRPFilterTable(t)) {
+			if t == "filter" || t == "nat" || (p.family == "ip6" && slices.Contains(rpfilterTables, t)) {
 				tables = append(tables, t)
 			}
 		}
@@ -126,7 +126,7 @@ func legacySave(tool, table string) ([]byte, error) {
 // DOCKER-USER (Docker's) or ufw-user-input (ufw's) exists; nat's PREROUTING and OUTPUT rules that DNAT,
 // REDIRECT or jump (or go) to one of the table's chains.
 func parseLegacy(fam *state.LegacyFamily, table string, text []byte) {
-	if isRPFilterTable(table) {
+	if slices.Contains(rpfilterTables, table) {
 		if legacyRPFilter(table, text) {
 			fam.RPFilter = table
 		}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -24,14 +25,14 @@ var rpfilterTables = []string{"raw", "mangle"}
 // first (only) byte, flags.
 const xtRPFilterInvert = 1 << 3
 
-// rpfilter6 names the ip6 raw and mangle PREROUTING chains among chains
-// (iptables-nft's) that drop what fails the reverse-path match: as
+// rpfilter6 names the ip6 tables among raw and mangle whose PREROUTING
+// (iptables-nft's) drops what fails the reverse-path match: as
 // iptables-nft writes `-m rpfilter --invert` (the xt match), or nft's
 // own `fib saddr . ... oif missing` before a drop.
 func rpfilter6(c *nftables.Conn, chains []*nftables.Chain) ([]string, error) {
 	var out []string
 	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Family != nftables.TableFamilyIPv6 || ch.Name != "PREROUTING" || ch.Hooknum == nil || !isRPFilterTable(ch.Table.Name) {
+		if ch.Table == nil || ch.Table.Family != nftables.TableFamilyIPv6 || ch.Name != "PREROUTING" || ch.Hooknum == nil || !slices.Contains(rpfilterTables, ch.Table.Name) {
 			continue
 		}
 		rules, err := c.GetRules(ch.Table, ch)
@@ -40,21 +41,12 @@ func rpfilter6(c *nftables.Conn, chains []*nftables.Chain) ([]string, error) {
 		}
 		for _, r := range rules {
 			if rpfilterDrop(r.Exprs) {
-				out = append(out, "ip6 "+ch.Table.Name+" PREROUTING")
+				out = append(out, ch.Table.Name)
 				break
 			}
 		}
 	}
 	return out, nil
-}
-
-func isRPFilterTable(name string) bool {
-	for _, t := range rpfilterTables {
-		if name == t {
-			return true
-		}
-	}
-	return false
 }
 
 // rpfilterDrop says whether a rule's expressions are an inverted

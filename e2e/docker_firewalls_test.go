@@ -121,16 +121,7 @@ func TestDockerFirewalld(t *testing.T) {
 	needFirewalld(t)
 	ctx, s := vxlanScenario(t, 4*time.Minute)
 	l := s.Lab
-	// firewalld first, as at boot: it flushes iptables' tables when it
-	// starts.
-	fw := firewalldHosts(t, ctx, l, "nftables")
-	served := dockerHosts(t, ctx, s, dockerIptables)
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
-	reload := func(host string) {
-		t.Helper()
-		fw[host]("firewall-cmd --reload")
-		dockerReloaded(t, ctx, l, host, addrs[host])
-	}
+	fw, served, reload := firewalldDockerHosts(t, ctx, s, "nftables", dockerIptables)
 	// firewalld accepts what Docker DNATs: OLD's container serves.
 	served("oldc")
 	if err := s.WritePlan(scenario.PlanOptions{Stage: "new"}); err != nil {
@@ -209,14 +200,7 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 	needFirewalld(t)
 	ctx, s := vxlanScenario(t, 5*time.Minute)
 	l := s.Lab
-	fw := firewalldHosts(t, ctx, l, "iptables-legacy")
-	served := dockerHosts(t, ctx, s, dockerLegacy)
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
-	reload := func(host string) {
-		t.Helper()
-		fw[host]("firewall-cmd --reload")
-		dockerLegacy.load(t, ctx, l, host, addrs[host])
-	}
+	fw, served, reload := firewalldDockerHosts(t, ctx, s, "iptables-legacy", dockerLegacy)
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		dockerFirst(t, host, dockerLegacy.save(t, ctx, l, host), "firewalld", "-A FORWARD -j FORWARD_ZONES", ":FORWARD DROP", "-A INPUT -j INPUT_ZONES")
 	}
@@ -247,6 +231,23 @@ func TestDockerFirewalldLegacy(t *testing.T) {
 		return dockerLegacy.save(t, ctx, l, host)
 	})
 	served("oldc")
+}
+
+// firewalldDockerHosts starts the real firewalld (fwBackend) on both
+// hosts, first, as at boot (it flushes iptables' tables when it starts),
+// then gives them Docker's containers and rules (dockerHosts). reload
+// reloads firewalld on a host and puts Docker's rules back as its daemon
+// does (d.reloaded).
+func firewalldDockerHosts(t *testing.T, ctx context.Context, s *scenario.Scenario, fwBackend string, d dockerBackend) (fw map[string]func(string) string, served, reload func(host string)) {
+	t.Helper()
+	fw = firewalldHosts(t, ctx, s.Lab, fwBackend)
+	served = dockerHosts(t, ctx, s, d)
+	reload = func(host string) {
+		t.Helper()
+		fw[host]("firewall-cmd --reload")
+		d.reloaded(t, ctx, s.Lab, host, containerAddrs[host])
+	}
+	return fw, served, reload
 }
 
 // dockerFirst checks a host's iptables-save text: Docker's FORWARD jump
@@ -310,31 +311,34 @@ func movedThroughReload(t *testing.T, ctx context.Context, s *scenario.Scenario,
 // it again after a firewalld reload (which flushed the legacy tables) is
 // what Docker does on firewalld's reload signal.
 var dockerLegacy = dockerBackend{
-	load: func(t *testing.T, ctx context.Context, l *lab.Lab, host, addr string) {
-		t.Helper()
-		var keep []string
-		pos := 0
-		for _, line := range strings.Split(fmt.Sprintf(dockerRules, addr), "\n") {
-			switch {
-			case line == ":DOCKER-USER - [0:0]" || line == "-A DOCKER-USER -j RETURN":
-			case strings.HasPrefix(line, ":") && !strings.HasPrefix(line, ":DOCKER") && line != ":FORWARD DROP [0:0]":
-				// firewalld's built-in chains keep their policies.
-			case strings.HasPrefix(line, "-A FORWARD "):
-				pos++
-				keep = append(keep, fmt.Sprintf("-I FORWARD %d %s", pos, strings.TrimPrefix(line, "-A FORWARD ")))
-			default:
-				keep = append(keep, line)
-			}
-		}
-		rules := filepath.Join(l.Dir, host+"-docker-legacy.rules")
-		if err := os.WriteFile(rules, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		script := `iptables-legacy -N DOCKER-USER 2>/dev/null; iptables-legacy-restore --noflush "$1" && { iptables-legacy -C DOCKER-USER -j RETURN 2>/dev/null || iptables-legacy -A DOCKER-USER -j RETURN; }`
-		mustExec(t, ctx, l, host, "sh", "-c", script, "sh", rules)
-	},
+	load:     loadDockerLegacy,
+	reloaded: loadDockerLegacy,
 	save: func(t *testing.T, ctx context.Context, l *lab.Lab, host string) string {
 		t.Helper()
 		return stripSaveNoise(mustExec(t, ctx, l, host, "iptables-legacy-save"))
 	},
+}
+
+func loadDockerLegacy(t *testing.T, ctx context.Context, l *lab.Lab, host, addr string) {
+	t.Helper()
+	var keep []string
+	pos := 0
+	for _, line := range strings.Split(fmt.Sprintf(dockerRules, addr), "\n") {
+		switch {
+		case line == ":DOCKER-USER - [0:0]" || line == "-A DOCKER-USER -j RETURN":
+		case strings.HasPrefix(line, ":") && !strings.HasPrefix(line, ":DOCKER") && line != ":FORWARD DROP [0:0]":
+			// firewalld's built-in chains keep their policies.
+		case strings.HasPrefix(line, "-A FORWARD "):
+			pos++
+			keep = append(keep, fmt.Sprintf("-I FORWARD %d %s", pos, strings.TrimPrefix(line, "-A FORWARD ")))
+		default:
+			keep = append(keep, line)
+		}
+	}
+	rules := filepath.Join(l.Dir, host+"-docker-legacy.rules")
+	if err := os.WriteFile(rules, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `iptables-legacy -N DOCKER-USER 2>/dev/null; iptables-legacy-restore --noflush "$1" && { iptables-legacy -C DOCKER-USER -j RETURN 2>/dev/null || iptables-legacy -A DOCKER-USER -j RETURN; }`
+	mustExec(t, ctx, l, host, "sh", "-c", script, "sh", rules)
 }

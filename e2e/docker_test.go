@@ -99,7 +99,15 @@ type dockerBackend struct {
 	// allow: the commands plan gives for OLD's forward drop (none
 	// where the backend leaves forwarding alone).
 	allow []string
+	// reloaded puts Docker's rules back after firewalld's reload
+	// flushed them, as Docker's daemon does on firewalld's signal.
+	reloaded func(t *testing.T, ctx context.Context, l *lab.Lab, host, addr string)
 }
+
+// containerAddrs are the addresses of the containers (oldc, newc) the
+// Docker tests run on each host. They differ: a moved flow that OLD's
+// Docker rewrote to its container's address would miss NEW's.
+var containerAddrs = map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
 
 // dockerIptables is Docker 20.10 to 26 with iptables-nft (dockerRules).
 var dockerIptables = dockerBackend{
@@ -113,8 +121,9 @@ var dockerIptables = dockerBackend{
 			t.Fatalf("%s: %v: %s", host, err, out)
 		}
 	},
-	save:  iptablesSave,
-	allow: []string{"iptables -I DOCKER-USER -i mig0 -j ACCEPT", "iptables -I DOCKER-USER -o mig0 -j ACCEPT"},
+	save:     iptablesSave,
+	allow:    []string{"iptables -I DOCKER-USER -i mig0 -j ACCEPT", "iptables -I DOCKER-USER -o mig0 -j ACCEPT"},
+	reloaded: dockerReloaded,
 }
 
 // dockerNftables is Docker 29's nftables backend
@@ -299,7 +308,7 @@ func TestDockerDirect(t *testing.T) {
 		return string(out)
 	}
 	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	addrs := containerAddrs
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		c := containers[host]
 		if err := l.Container(ctx, host, c, addrs[host]); err != nil {
@@ -431,10 +440,8 @@ func TestDockerDirect(t *testing.T) {
 func dockerHosts(t *testing.T, ctx context.Context, s *scenario.Scenario, backend dockerBackend) (served func(by string)) {
 	t.Helper()
 	l := s.Lab
-	// The containers' addresses differ: a moved flow that OLD's Docker
-	// rewrote to its container's address would miss NEW's.
 	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	addrs := containerAddrs
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		c := containers[host]
 		if err := l.Container(ctx, host, c, addrs[host]); err != nil {

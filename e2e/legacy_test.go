@@ -268,7 +268,7 @@ func TestLegacyNew(t *testing.T) {
 		return mustExec(t, ctx, l, role, args...)
 	}
 	containers := map[string]string{lab.RoleOld: "oldc", lab.RoleNew: "newc"}
-	addrs := map[string]string{lab.RoleOld: "172.17.0.2", lab.RoleNew: "172.17.0.3"}
+	addrs := containerAddrs
 	for _, host := range []string{lab.RoleOld, lab.RoleNew} {
 		c := containers[host]
 		if err := l.Container(ctx, host, c, addrs[host]); err != nil {

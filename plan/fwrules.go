@@ -144,12 +144,7 @@ func covers(r state.FwRule, q fwQuery) bool {
 	return (r.IifName == "" || r.IifName == q.iif) &&
 		(r.OifName == "" || r.OifName == q.oif) &&
 		(r.L4Proto == "" || r.L4Proto == q.l4proto) &&
-		(!r.Saddr.IsValid() || r.Saddr == q.saddr) &&
-		(!r.Daddr.IsValid() || r.Daddr == q.daddr) &&
-		(!r.SaddrNet.IsValid() || (q.saddr.IsValid() && r.SaddrNet.Contains(q.saddr))) &&
-		(!r.DaddrNet.IsValid() || (q.daddr.IsValid() && r.DaddrNet.Contains(q.daddr))) &&
-		(len(r.Saddrs) == 0 || (q.saddr.IsValid() && inAddrSpans(r.Saddrs, q.saddr))) &&
-		(len(r.Daddrs) == 0 || (q.daddr.IsValid() && inAddrSpans(r.Daddrs, q.daddr))) &&
+		srcMatch(r).covers(q.saddr) && dstMatch(r).covers(q.daddr) &&
 		(r.Dport == 0 || r.Dport == q.dport)
 }
 
@@ -163,14 +158,7 @@ func disjoint(r state.FwRule, q fwQuery) bool {
 		(len(r.CtState) == 1 && r.CtState[0] == "invalid") ||
 		(len(r.L4Protos) > 0 && q.l4proto != "" && !slices.Contains(r.L4Protos, q.l4proto)) ||
 		(len(r.Dports) > 0 && q.dport != 0 && !inSpans(r.Dports, q.dport)) || differ(r.IifName, q.iif) || (r.IifName != "" && r.IifName == q.notIif) || differ(r.OifName, q.oif) || differ(r.L4Proto, q.l4proto) ||
-		(r.Saddr.IsValid() && q.saddr.IsValid() && r.Saddr != q.saddr) ||
-		(r.Daddr.IsValid() && q.daddr.IsValid() && r.Daddr != q.daddr) ||
-		(r.SaddrNet.IsValid() && q.saddr.IsValid() && !r.SaddrNet.Contains(q.saddr)) ||
-		(r.DaddrNet.IsValid() && q.daddr.IsValid() && !r.DaddrNet.Contains(q.daddr)) ||
-		(len(r.Saddrs) > 0 && q.saddr.IsValid() && !inAddrSpans(r.Saddrs, q.saddr)) ||
-		(len(r.Daddrs) > 0 && q.daddr.IsValid() && !inAddrSpans(r.Daddrs, q.daddr)) ||
-		(!q.saddr.IsValid() && (unicastless(r.SaddrNet) || (r.Saddr.IsValid() && unicastless(netip.PrefixFrom(r.Saddr, r.Saddr.BitLen()))) || spansUnicastless(r.Saddrs))) ||
-		(!q.daddr.IsValid() && (unicastless(r.DaddrNet) || (r.Daddr.IsValid() && unicastless(netip.PrefixFrom(r.Daddr, r.Daddr.BitLen()))) || spansUnicastless(r.Daddrs))) ||
+		srcMatch(r).excludes(q.saddr) || dstMatch(r).excludes(q.daddr) ||
 		(r.Dport != 0 && q.dport != 0 && r.Dport != q.dport) ||
 		(r.NfProto != "" && q.family() != "" && q.family() != r.NfProto)
 }
@@ -194,14 +182,57 @@ func familyOf(a netip.Addr) string {
 	return "ipv6"
 }
 
-// inAddrSpans says whether address a is in one of spans (From..To).
-func inAddrSpans(spans [][2]netip.Addr, a netip.Addr) bool {
-	for _, sp := range spans {
+// addrMatch is what a rule matches of one address of a packet (its
+// source or its destination): one address, a prefix, or a set's spans;
+// none of them for any address.
+type addrMatch struct {
+	one   netip.Addr
+	net   netip.Prefix
+	spans [][2]netip.Addr
+}
+
+func srcMatch(r state.FwRule) addrMatch { return addrMatch{r.Saddr, r.SaddrNet, r.Saddrs} }
+func dstMatch(r state.FwRule) addrMatch { return addrMatch{r.Daddr, r.DaddrNet, r.Daddrs} }
+
+func (m addrMatch) any() bool { return !m.one.IsValid() && !m.net.IsValid() && len(m.spans) == 0 }
+
+// holds says whether address a matches.
+func (m addrMatch) holds(a netip.Addr) bool {
+	switch {
+	case m.one.IsValid():
+		return m.one == a
+	case m.net.IsValid():
+		return m.net.Contains(a)
+	}
+	for _, sp := range m.spans {
 		if sp[0].Is4() == a.Is4() && !a.Less(sp[0]) && !sp[1].Less(a) {
 			return true
 		}
 	}
-	return false
+	return len(m.spans) == 0
+}
+
+// covers says whether every packet whose address is a (unknown: any
+// client's, any peer's) matches.
+func (m addrMatch) covers(a netip.Addr) bool {
+	return m.any() || (a.IsValid() && m.holds(a))
+}
+
+// excludes says whether no packet whose address is a matches: a is
+// known and does not match, or a is left open and the rule matches only
+// addresses no client or peer can have (unicastless).
+func (m addrMatch) excludes(a netip.Addr) bool {
+	switch {
+	case m.any():
+		return false
+	case a.IsValid():
+		return !m.holds(a)
+	case m.one.IsValid():
+		return unicastless(netip.PrefixFrom(m.one, m.one.BitLen()))
+	case m.net.IsValid():
+		return unicastless(m.net)
+	}
+	return spansUnicastless(m.spans)
 }
 
 // inSpans says whether port p is in one of spans (From..To).

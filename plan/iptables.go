@@ -143,7 +143,7 @@ func dropsHow(f state.Facts, ch state.BaseChain) string {
 		if r.Family != ch.Family || r.Table != ch.Table || r.Chain != ch.Chain || r.Opaque || (r.Verdict != "drop" && r.Verdict != "reject") {
 			continue
 		}
-		if r.Validate() == nil && r.NfProto == "" && r.IifName == "" && r.OifName == "" && r.L4Proto == "" && !r.Saddr.IsValid() && !r.Daddr.IsValid() && !r.SaddrNet.IsValid() && !r.DaddrNet.IsValid() && len(r.Saddrs) == 0 && len(r.Daddrs) == 0 &&
+		if r.Validate() == nil && r.NfProto == "" && r.IifName == "" && r.OifName == "" && r.L4Proto == "" && srcMatch(r).any() && dstMatch(r).any() &&
 			r.Dport == 0 && len(r.L4Protos) == 0 && len(r.Dports) == 0 && len(r.CtState) == 0 {
 			return "ends in a " + r.Verdict
 		}

@@ -70,12 +70,12 @@ func hostWarnings(c *config.Config, facts map[string]state.Facts, host string) [
 		// filter_PREROUTING; iptables: `-m rpfilter --invert -j DROP`
 		// in ip6 raw (0.6) or mangle (1.x) PREROUTING), with no
 		// exception for a zone.
-		switch {
+		switch rp := iptablesRPFilter(facts[host]); {
 		case !tunnelsIPv6(c):
 		case s.nft && firewalldRpfilter(facts[host]):
 			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (table inet firewalld, chain filter_PREROUTING); its IPv6 rpfilter drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, dev))
-		case !s.nft && iptablesRPFilter(facts[host]) != "":
-			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (%s: `-m rpfilter --invert -j DROP`) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, iptablesRPFilter(facts[host]), dev))
+		case !s.nft && rp != "":
+			out = append(out, fmt.Sprintf("WARNING host %s: firewalld is active (%s); its IPv6 rpfilter (%s: `-m rpfilter --invert -j DROP`) drops packets arriving from %s whose source is routed elsewhere. Set IPv6_rpfilter=no in /etc/firewalld/firewalld.conf", host, s.where, rp, dev))
 		}
 	}
 	if c.Tunnel != nil {
@@ -414,8 +414,7 @@ func tunnelsIPv6(c *config.Config) bool {
 // PREROUTING", with iptables-legacy named for a legacy table.
 func iptablesRPFilter(f state.Facts) string {
 	if len(f.RPFilter6) > 0 {
-		table, chain, _ := strings.Cut(strings.TrimPrefix(f.RPFilter6[0], "ip6 "), " ")
-		return "table ip6 " + table + ", chain " + chain
+		return "table ip6 " + f.RPFilter6[0] + ", chain PREROUTING"
 	}
 	if f.Legacy != nil {
 		for _, fam := range f.Legacy.Families {

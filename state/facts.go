@@ -81,11 +81,11 @@ type Facts struct {
 	// as far as plan needs to see whether migrate's traffic is allowed.
 	// Not part of Digest: the operator adds them after planning.
 	FwRules []FwRule `json:"fw_rules,omitempty"`
-	// RPFilter6 names the ip6 raw and mangle PREROUTING chains of nft's
-	// ruleset (iptables-nft's) that drop what fails an inverted
+	// RPFilter6 names the tables ip6 raw and mangle of nft's ruleset
+	// (iptables-nft's) whose PREROUTING drops what fails an inverted
 	// reverse-path match (`-m rpfilter --invert -j DROP`: firewalld's
-	// IPv6_rpfilter on its iptables backend), as "ip6 mangle PREROUTING".
-	// Not part of Digest, as FwRules.
+	// IPv6_rpfilter on its iptables backend), as "mangle" (the legacy
+	// tables': LegacyFamily.RPFilter). Not part of Digest, as FwRules.
 	RPFilter6 []string `json:"rpfilter6,omitempty"`
 	// Listeners are the listening TCP and bound UDP sockets (when
 	// asked), from sock_diag, sorted. Not part of Digest: daemons come and
